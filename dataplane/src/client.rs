@@ -1,0 +1,316 @@
+//! The client side of the protocol: sending requests, credits, request-for-response packets,
+//! receiving credit returns and responses, completion.
+//!
+//! eRPC is client-driven: every packet a server sends answers a client packet. For a request of
+//! N packets and a response of M, the client sends REQ 0..N-1, the server answers REQ 0..N-2
+//! with explicit credit returns and the last one with RESP 0 (`pkt_num = N-1`), then the client
+//! pulls RESP 1..M-1 with RFRs numbered N..N+M-2. Each packet the client sends spends one of
+//! the session's credits; each CR or RESP returns one. `num_tx`/`num_rx` count over that
+//! unified sequence of `N+M-1` wire packets.
+
+use crate::clock::Clock;
+use crate::config::SLOTS_PER_SESSION;
+use crate::msgbuf::{num_pkts, MsgBuf};
+use crate::rpc::{Completion, Continuation, EnqueueError, EnqueueErrorKind, ListKind, Rpc, RpcError};
+use crate::session::{Role, SessionId, SessionState, SlotState, NIL};
+use crate::stats::DropReason;
+use crate::transport::{RxPacket, Transport};
+use crate::wire::{Header, PktType, MAX_PKT_NUM, PKT_HDR_LEN};
+
+impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+    /// Queues a request of type `req_type` on client session `session`. The endpoint owns `req`
+    /// and `resp` until `cont` runs (on this thread, from the event loop), which gets them back
+    /// with `tag` and the result. `resp` must be large enough for any response to this request.
+    ///
+    /// Up to eight requests per session are in flight; more wait in the backlog, whose size is
+    /// the caller's. On refusal the buffers come back in the error.
+    pub fn enqueue_request(
+        &mut self,
+        session: SessionId,
+        req_type: u8,
+        req: MsgBuf,
+        resp: MsgBuf,
+        cont: Continuation<'m, T, C, X>,
+        tag: u64,
+    ) -> Result<(), EnqueueError> {
+        let s = session.0 as usize;
+        let err = |kind, req, resp| Err(EnqueueError { kind, req, resp });
+        let Some(sess) = self.sessions.get(s) else {
+            return err(EnqueueErrorKind::InvalidSession, req, resp);
+        };
+        if sess.role != Role::Client || sess.state == SessionState::Free {
+            return err(EnqueueErrorKind::InvalidSession, req, resp);
+        }
+        if sess.state != SessionState::Connected {
+            return err(EnqueueErrorKind::NotConnected, req, resp);
+        }
+        let req_pkts = num_pkts(req.len(), self.dpp);
+        let resp_pkts = num_pkts(resp.capacity(), self.dpp);
+        if req.len() > self.cfg.max_msg_size || req_pkts + resp_pkts - 2 > MAX_PKT_NUM {
+            return err(EnqueueErrorKind::TooLarge, req, resp);
+        }
+        let Some(cont) = self.cont_index(cont) else {
+            return err(EnqueueErrorKind::TooManyContinuations, req, resp);
+        };
+        if !self.in_loop {
+            self.now = self.clock.now_ns();
+        }
+        let sess = &self.sessions[s];
+        if sess.free_slots != 0 && sess.backlog_head == NIL {
+            let i = sess.free_slots.trailing_zeros() as usize;
+            self.start_request(s, i, req_type, req, resp, cont, tag);
+            return Ok(());
+        }
+        // Backlog: a per-session FIFO threaded through the caller's backlog storage.
+        let b = self.backlog_free;
+        if b == NIL {
+            return err(EnqueueErrorKind::BacklogFull, req, resp);
+        }
+        let e = &mut self.backlog[b as usize];
+        self.backlog_free = e.next;
+        e.req = Some(req);
+        e.resp = Some(resp);
+        e.tag = tag;
+        e.cont = cont;
+        e.req_type = req_type;
+        e.next = NIL;
+        let sess = &mut self.sessions[s];
+        if sess.backlog_tail == NIL {
+            sess.backlog_head = b;
+        } else {
+            self.backlog[sess.backlog_tail as usize].next = b;
+        }
+        sess.backlog_tail = b;
+        sess.backlog_len += 1;
+        Ok(())
+    }
+
+    /// Requests of `session` waiting in the backlog.
+    pub fn backlog_len(&self, session: SessionId) -> usize {
+        self.sessions.get(session.0 as usize).map_or(0, |s| s.backlog_len as usize)
+    }
+
+    /// Takes the first backlog entry of session `s`, if any.
+    pub(crate) fn backlog_pop(&mut self, s: usize) -> Option<(u8, MsgBuf, MsgBuf, u8, u64)> {
+        let sess = &mut self.sessions[s];
+        let b = sess.backlog_head;
+        if b == NIL {
+            return None;
+        }
+        let e = &mut self.backlog[b as usize];
+        sess.backlog_head = e.next;
+        if sess.backlog_head == NIL {
+            sess.backlog_tail = NIL;
+        }
+        sess.backlog_len -= 1;
+        let out =
+            (e.req_type, e.req.take().expect("queued request"), e.resp.take().expect("queued response"), e.cont, e.tag);
+        e.next = self.backlog_free;
+        self.backlog_free = b;
+        Some(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_request(&mut self, s: usize, i: usize, req_type: u8, mut req: MsgBuf, resp: MsgBuf, cont: u8, tag: u64) {
+        let sess = &self.sessions[s];
+        let req_num = sess.slots[i].cur_req_num + SLOTS_PER_SESSION as u64;
+        let routing = sess.routing;
+        let dest = sess.remote_session;
+        self.write_msg_hdrs(&routing, &mut req, req_type, dest, PktType::Req, 0, req_num);
+        let now = self.now;
+        let req_pkts = num_pkts(req.len(), self.dpp) as u16;
+        let sess = &mut self.sessions[s];
+        if sess.active == 0 {
+            // Liveness is judged from the moment requests are pending.
+            sess.last_heard_ns = now;
+        }
+        sess.active += 1;
+        sess.free_slots &= !(1 << i);
+        let sl = &mut sess.slots[i];
+        sl.cur_req_num = req_num;
+        sl.req_type = req_type;
+        sl.req = Some(req);
+        sl.resp = Some(resp);
+        sl.cont = cont;
+        sl.tag = tag;
+        sl.num_tx = 0;
+        sl.num_rx = 0;
+        sl.req_pkts = req_pkts;
+        sl.resp_pkts = 0;
+        sl.progress_ns = now;
+        sl.state = SlotState::Active;
+        self.list_push(ListKind::Active, (s * SLOTS_PER_SESSION + i) as u32);
+        self.kick(s, i);
+    }
+
+    /// Sends what slot `i` of session `s` may send with the session's credits: remaining request
+    /// packets, then RFRs once the response size is known. Marks the slot stalled if credits run out.
+    pub(crate) fn kick(&mut self, s: usize, i: usize) {
+        loop {
+            let sess = &mut self.sessions[s];
+            let sl = &sess.slots[i];
+            if !sl.wants_tx() {
+                return;
+            }
+            if sess.credits == 0 {
+                sess.stalled |= 1 << i;
+                return;
+            }
+            sess.credits -= 1;
+            let n = sl.num_tx;
+            if n < sl.req_pkts {
+                let pkt = crate::rpc::data_pkt(
+                    self.heap.region(),
+                    self.dpp,
+                    sl.req.as_ref().expect("active request"),
+                    n as usize,
+                );
+                self.push_tx(pkt, s);
+            } else {
+                let (rt, rn) = (sl.req_type, sl.cur_req_num);
+                self.send_ctrl(s, PktType::Rfr, rt, n, rn);
+            }
+            crate::cc::on_pkt_tx(&mut self.sessions[s], i, n, self.now);
+            let sl = &mut self.sessions[s].slots[i];
+            sl.num_tx = n + 1;
+            sl.progress_ns = self.now;
+        }
+    }
+
+    /// Gives returned credits to the session's stalled slots.
+    #[inline]
+    fn kick_stalled(&mut self, s: usize) {
+        let mut m = self.sessions[s].stalled;
+        if m == 0 {
+            return;
+        }
+        self.sessions[s].stalled = 0;
+        while m != 0 && self.sessions[s].credits > 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            self.kick(s, i);
+        }
+        self.sessions[s].stalled |= m;
+    }
+
+    /// A credit return or response packet on client session `s`.
+    pub(crate) fn client_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
+        let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
+        let now = self.now;
+        let dpp = self.dpp;
+        let sess = &mut self.sessions[s];
+        let sl = &mut sess.slots[i];
+        if sl.state != SlotState::Active || sl.cur_req_num != h.req_num {
+            return self.drop_pkt(Some(s), DropReason::Stale);
+        }
+        let last_req = sl.req_pkts - 1;
+        if h.pkt_type == PktType::ExplCr {
+            if h.pkt_num == last_req {
+                // "Request received, handler still running": the server answers a retransmitted
+                // last request packet so while its handler runs. Liveness only.
+                sess.last_heard_ns = now;
+                sess.stats.rx_pkts += 1;
+                return;
+            }
+            if h.pkt_num > last_req {
+                return self.drop_pkt(Some(s), DropReason::WrongType);
+            }
+            if h.pkt_num != sl.num_rx || sl.num_rx >= sl.num_tx {
+                return self.drop_pkt(Some(s), DropReason::OutOfOrder);
+            }
+            sl.num_rx += 1;
+            sl.progress_ns = now;
+            sess.credits += 1;
+            sess.last_heard_ns = now;
+            sess.stats.rx_pkts += 1;
+            crate::cc::on_pkt_acked(sess, i, h.pkt_num, now);
+            self.kick_stalled(s);
+            return;
+        }
+        // A response packet.
+        if h.pkt_num < last_req {
+            return self.drop_pkt(Some(s), DropReason::WrongType);
+        }
+        if h.pkt_num != sl.num_rx || sl.num_rx >= sl.num_tx {
+            return self.drop_pkt(Some(s), DropReason::OutOfOrder);
+        }
+        let idx = (h.pkt_num - last_req) as usize;
+        let size = h.msg_size as usize;
+        let resp = sl.resp.as_mut().expect("active response buffer");
+        // Validate everything before changing the slot: a dropped packet leaves no trace.
+        let resp_pkts = num_pkts(size, dpp);
+        let too_large = (idx == 0 && (size > resp.capacity() || sl.req_pkts as usize + resp_pkts - 2 > MAX_PKT_NUM))
+            .then_some(RpcError::ResponseTooLarge { size, capacity: resp.capacity() });
+        if idx > 0 && size != resp.len() {
+            return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+        }
+        let off = idx * dpp;
+        let len = if too_large.is_some() { 0 } else { size.saturating_sub(off).min(dpp) };
+        if (p.len as usize) < PKT_HDR_LEN + len {
+            return self.drop_pkt(Some(s), DropReason::Truncated);
+        }
+        if idx == 0 && too_large.is_none() {
+            resp.resize(size);
+            sl.resp_pkts = resp_pkts as u16;
+        }
+        Self::copy_payload(p, resp, off, len);
+        sl.num_rx += 1;
+        sl.progress_ns = now;
+        let done = too_large.is_some() || sl.num_rx == sl.wire_pkts();
+        sess.credits += 1;
+        sess.last_heard_ns = now;
+        sess.stats.rx_pkts += 1;
+        crate::cc::on_pkt_acked(sess, i, h.pkt_num, now);
+        if done {
+            self.complete(s, i, too_large.map_or(Ok(()), Err));
+        } else {
+            self.kick(s, i);
+        }
+        self.kick_stalled(s);
+    }
+
+    /// Finishes the RPC in slot `i`: frees the slot, starts the next queued request on the
+    /// session (so the backlog stays FIFO), then runs the continuation.
+    pub(crate) fn complete(&mut self, s: usize, i: usize, result: Result<(), RpcError>) {
+        let id = (s * SLOTS_PER_SESSION + i) as u32;
+        self.list_remove(ListKind::Active, id);
+        let sess = &mut self.sessions[s];
+        sess.active -= 1;
+        sess.free_slots |= 1 << i;
+        sess.stalled &= !(1 << i);
+        let sl = &mut sess.slots[i];
+        // Credits spent on packets that will never be answered come back (failure paths only).
+        sess.credits += sl.num_tx - sl.num_rx;
+        sl.state = SlotState::Free;
+        let req = sl.req.take().expect("active request");
+        let resp = sl.resp.take().expect("active response buffer");
+        let (cont, tag) = (sl.cont, sl.tag);
+        if sess.state == SessionState::Connected {
+            if let Some((rt, q, r, c, t)) = self.backlog_pop(s) {
+                self.start_request(s, i, rt, q, r, c, t);
+            }
+        }
+        match result {
+            Ok(()) => self.stats.rpcs_completed += 1,
+            Err(_) => self.stats.rpcs_failed += 1,
+        }
+        let f = self.conts[cont as usize];
+        let len = resp.len();
+        f(self, Completion { session: SessionId(s as u16), tag, result: result.map(|()| len), req, resp });
+    }
+
+    /// Runs the continuations of everything pending on client session `s` with `err`
+    /// (active slots first, then the backlog in order).
+    pub(crate) fn fail_all(&mut self, s: usize, err: RpcError) {
+        for i in 0..SLOTS_PER_SESSION {
+            if self.sessions[s].slots[i].state == SlotState::Active {
+                self.complete(s, i, Err(err));
+            }
+        }
+        while let Some((_, req, resp, c, tag)) = self.backlog_pop(s) {
+            self.stats.rpcs_failed += 1;
+            let f = self.conts[c as usize];
+            f(self, Completion { session: SessionId(s as u16), tag, result: Err(err), req, resp });
+        }
+    }
+}

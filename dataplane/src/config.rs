@@ -1,0 +1,53 @@
+//! Endpoint configuration and protocol constants (defaults from the original; see
+//! `shared/reference/erpc-protocol.md` §1.3).
+
+/// Concurrent requests per session (`kSessionReqWindow`).
+pub const SLOTS_PER_SESSION: usize = 8;
+/// Default session credits (`kSessionCredits`): unacknowledged packets per session.
+pub const DEFAULT_CREDITS: u16 = 32;
+/// Default frame size (`kMTU` of the original's Ethernet transports).
+pub const DEFAULT_MTU: usize = 1024;
+/// Largest message: 8 MiB. Request and response of one RPC together are further bounded by the
+/// 14-bit packet number: `req_pkts + resp_pkts - 1 <= 16383`.
+pub const MAX_MSG_SIZE: usize = 8 << 20;
+/// Frames received per `rx_burst`.
+pub const RX_BATCH: usize = 32;
+/// Frames per `tx_burst`.
+pub const TX_BATCH: usize = 32;
+
+/// Run-time configuration of one endpoint. `Default` gives the original's values.
+#[derive(Clone, Copy, Debug)]
+pub struct RpcConfig {
+    /// Frame size; the endpoint uses `min(mtu, transport.mtu())`.
+    pub mtu: usize,
+    /// Credits per client session (1..=1024).
+    pub session_credits: u16,
+    /// Retransmission timeout.
+    pub rto_ns: u64,
+    /// A client session with pending requests that hears nothing from its peer for this long is
+    /// reset: every pending continuation runs with [`crate::RpcError::SessionReset`].
+    pub session_timeout_ns: u64,
+    /// Interval between retries of connect and disconnect requests.
+    pub sm_retry_ns: u64,
+    /// Connect/disconnect attempts before giving up (connect fails with `RemoteUnreachable`).
+    pub sm_max_attempts: u32,
+    /// Largest message this endpoint sends or accepts (at most [`MAX_MSG_SIZE`]).
+    pub max_msg_size: usize,
+    /// Seed for session tokens. Use a random value in production; fixed in tests.
+    pub seed: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            mtu: DEFAULT_MTU,
+            session_credits: DEFAULT_CREDITS,
+            rto_ns: 5_000_000,
+            session_timeout_ns: 1_000_000_000,
+            sm_retry_ns: 100_000_000,
+            sm_max_attempts: 10,
+            max_msg_size: MAX_MSG_SIZE,
+            seed: 0x5EED_E4C0_FFEE_0001,
+        }
+    }
+}

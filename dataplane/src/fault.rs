@@ -1,0 +1,121 @@
+//! Fault injection around any transport (in the spirit of smoltcp's `FaultInjector`): drops a
+//! seeded-random fraction of transmitted and received frames. Used to force retransmissions on
+//! real NICs, where the wire itself does not lose packets.
+
+use crate::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
+use crate::wire::RoutingInfo;
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Counters of injected faults.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    pub tx_dropped: u64,
+    pub rx_dropped: u64,
+}
+
+/// Wraps a transport and drops frames with the given probabilities.
+pub struct FaultInjector<T: Transport> {
+    inner: T,
+    tx_drop: u64,
+    rx_drop: u64,
+    rng: Xoshiro256PlusPlus,
+    stats: FaultStats,
+}
+
+/// A probability as a threshold on a uniform u64.
+fn threshold(p: f64) -> u64 {
+    if p <= 0.0 {
+        0
+    } else if p >= 1.0 {
+        u64::MAX
+    } else {
+        (p * u64::MAX as f64) as u64
+    }
+}
+
+impl<T: Transport> FaultInjector<T> {
+    pub fn new(inner: T, tx_drop: f64, rx_drop: f64, seed: u64) -> Self {
+        FaultInjector {
+            inner,
+            tx_drop: threshold(tx_drop),
+            rx_drop: threshold(rx_drop),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            stats: FaultStats::default(),
+        }
+    }
+
+    pub fn set_drop(&mut self, tx_drop: f64, rx_drop: f64) {
+        self.tx_drop = threshold(tx_drop);
+        self.rx_drop = threshold(rx_drop);
+    }
+
+    pub fn stats(&self) -> FaultStats {
+        self.stats
+    }
+
+    pub fn inner(&self) -> &T {
+        &self.inner
+    }
+
+    pub fn inner_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
+
+    fn hit(&mut self, t: u64) -> bool {
+        t != 0 && self.rng.next_u64() < t
+    }
+}
+
+impl<T: Transport> Transport for FaultInjector<T> {
+    fn mtu(&self) -> usize {
+        self.inner.mtu()
+    }
+    fn local_addr(&self) -> EndpointAddr {
+        self.inner.local_addr()
+    }
+    fn resolve(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, ResolveError> {
+        self.inner.resolve(remote)
+    }
+    fn max_tx_in_flight(&self) -> usize {
+        self.inner.max_tx_in_flight()
+    }
+    fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        if self.tx_drop == 0 {
+            return self.inner.tx_burst(pkts);
+        }
+        let mut done = 0;
+        for p in pkts {
+            if self.hit(self.tx_drop) {
+                self.stats.tx_dropped += 1;
+            } else if self.inner.tx_burst(core::slice::from_ref(p)) == 0 {
+                break;
+            }
+            done += 1;
+        }
+        done
+    }
+    fn tx_flush(&mut self) {
+        self.inner.tx_flush()
+    }
+    fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        let n = self.inner.rx_burst(out);
+        if self.rx_drop == 0 {
+            return n;
+        }
+        let mut kept = 0;
+        for i in 0..n {
+            if self.hit(self.rx_drop) {
+                self.stats.rx_dropped += 1;
+                self.inner.rx_release(core::slice::from_ref(&out[i]));
+            } else {
+                out[kept] = out[i];
+                kept += 1;
+            }
+        }
+        kept
+    }
+    fn rx_release(&mut self, pkts: &[RxPacket]) {
+        self.inner.rx_release(pkts)
+    }
+}

@@ -1,0 +1,71 @@
+//! # erpc-dataplane: the eRPC protocol engine
+//!
+//! A reimplementation of eRPC (Kalia, Kaminsky, Andersen, NSDI 2019): RPCs over unreliable
+//! packet I/O with client-driven flow control, Go-Back-N reliability and at-most-once execution.
+//! `#![no_std]`, and no allocator: every capacity is fixed at construction from memory the
+//! caller provides (a hugepage region under Linux, static arrays in a bare-metal image).
+//!
+//! | concept | module |
+//! |---|---|
+//! | packet headers (bit-exact with the original's `pkthdr_t`) | [`wire`] |
+//! | the NIC boundary and its buffer-ownership contract | [`transport`] |
+//! | DMA memory, msgbufs and their allocator | [`dma`], [`msgbuf`] |
+//! | sessions, slots, the request backlog | [`session`] |
+//! | the endpoint, its API and event loop | [`rpc`] |
+//! | client protocol: credits, RFRs, completion | [`client`] |
+//! | server protocol: handlers, responses, at-most-once | [`server`] |
+//! | retransmission, Go-Back-N, session reset | [`reliability`] |
+//! | connect/disconnect over the datapath | [`sm`] |
+//! | long-running handlers on worker threads | [`worker`] |
+//! | congestion-control hooks | [`cc`] |
+//! | time | [`clock`] |
+//! | counters | [`stats`] |
+//! | in-memory NIC and simulated fabric | [`sim`] |
+//! | fault injection around any transport | [`fault`] |
+//!
+//! ## Threading model
+//!
+//! One [`Rpc`] endpoint per thread; it is not `Sync` and every call on it — the event loop,
+//! `create_session`, `enqueue_request`, `enqueue_response`, msgbuf allocation — happens on the
+//! thread that owns it. Handlers and continuations run on that thread, inside
+//! `run_event_loop_once`, and may call the endpoint (nested RPCs included). Handlers registered
+//! as [`HandlerMode::Background`] run on worker threads instead: only the request and response
+//! msgbufs cross to the worker and back through [`worker::BgQueues`]; the response is sent by
+//! the dispatch thread's event loop. A server that wants to call its client opens its own
+//! session back to it.
+
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod cc;
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod dma;
+pub mod fault;
+pub mod msgbuf;
+pub mod reliability;
+pub mod rpc;
+pub mod server;
+pub mod session;
+pub mod sim;
+pub mod sm;
+pub mod stats;
+pub mod transport;
+pub mod wire;
+pub mod worker;
+
+pub use clock::{Clock, SimClock};
+pub use config::RpcConfig;
+pub use dma::DmaRegion;
+pub use msgbuf::{AllocError, MsgBuf};
+pub use rpc::{
+    Completion, EnqueueError, EnqueueErrorKind, HandlerMode, InitError, ReqHandle, ResetReason, RespondError,
+    RespondErrorKind, Rpc, RpcError, RpcMemory, SessionError, SessionEvent, SmError,
+};
+pub use session::{BacklogEntry, Session, SessionId, SessionState};
+pub use stats::{DropReason, RpcStats};
+pub use transport::{EndpointAddr, RxPacket, Transport, TxPacket};

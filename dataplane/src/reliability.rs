@@ -1,0 +1,86 @@
+//! Reliability: retransmission timeout with Go-Back-N, and session reset when the peer is gone.
+//!
+//! Every `rto/10` the event loop walks the list of active client requests. A request that has
+//! packets outstanding (`num_tx > num_rx`) and has made no progress for one RTO is rolled back
+//! to its first unacknowledged wire packet: its credits come back, `num_tx = num_rx`, and it is
+//! kicked to send from there again. The retransmitted packets may reuse buffers that are still
+//! queued for DMA, so the batch is sent and the transport flushed (`tx_flush`) before anything
+//! else happens. Reordered packets that the rollback causes are dropped by the in-order checks.
+//!
+//! Unlike the original, a client session whose peer has said nothing for
+//! `session_timeout_ns` while requests were pending is reset: each pending continuation runs
+//! with [`RpcError::SessionReset`](crate::RpcError::SessionReset) and the application gets
+//! [`SessionEvent::Reset`](crate::SessionEvent::Reset).
+
+use crate::clock::Clock;
+use crate::config::SLOTS_PER_SESSION;
+use crate::rpc::{ResetReason, Rpc, RpcError, SessionEvent};
+use crate::session::{SessionId, SessionState, NIL};
+use crate::transport::Transport;
+
+impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+    pub(crate) fn loss_scan(&mut self) {
+        let now = self.now;
+        let rto = self.cfg.rto_ns;
+        let timeout = self.cfg.session_timeout_ns;
+        let mut retransmitted = false;
+        let mut dead: heapless::Vec<u16, 16> = heapless::Vec::new();
+        let mut id = self.active.head;
+        while id != NIL {
+            let (s, i) = ((id as usize) / SLOTS_PER_SESSION, (id as usize) % SLOTS_PER_SESSION);
+            let next = self.sessions[s].slots[i].next;
+            let sess = &self.sessions[s];
+            if now.saturating_sub(sess.last_heard_ns) > timeout {
+                if !dead.contains(&(s as u16)) && dead.push(s as u16).is_err() {
+                    break; // the rest next scan
+                }
+                id = next;
+                continue;
+            }
+            let sl = &sess.slots[i];
+            if sl.num_tx > sl.num_rx && now.saturating_sub(sl.progress_ns) > rto {
+                self.go_back_n(s, i);
+                retransmitted = true;
+            }
+            id = next;
+        }
+        if retransmitted {
+            self.drain_tx_and_dma();
+        }
+        for s in dead {
+            self.reset_client_session(s as usize, ResetReason::PeerTimeout);
+        }
+    }
+
+    /// Rolls slot `i` of session `s` back to its first unacknowledged packet and resends.
+    fn go_back_n(&mut self, s: usize, i: usize) {
+        let now = self.now;
+        let sess = &mut self.sessions[s];
+        let sl = &mut sess.slots[i];
+        let delta = sl.num_tx - sl.num_rx;
+        sess.credits += delta;
+        sl.num_tx = sl.num_rx;
+        sl.progress_ns = now;
+        sess.stats.retransmissions += 1;
+        self.stats.retransmissions += 1;
+        self.stats.retransmitted_pkts += delta as u64;
+        crate::cc::on_retransmit(&mut self.sessions[s], i, now);
+        self.kick(s, i);
+    }
+
+    /// Fails everything pending on client session `s`, tells the peer (once, best effort) and
+    /// the application, and frees the session.
+    pub(crate) fn reset_client_session(&mut self, s: usize, why: ResetReason) {
+        if self.sessions[s].state != SessionState::Connected {
+            return;
+        }
+        self.sessions[s].state = SessionState::Resetting;
+        self.stats.sessions_reset += 1;
+        // Request buffers go back to the application: the device must be done with them.
+        self.drain_tx_and_dma();
+        self.fail_all(s, RpcError::SessionReset);
+        self.send_sm_disconnect(s);
+        self.release_session(s);
+        self.emit(SessionEvent::Reset(SessionId(s as u16), why));
+    }
+}

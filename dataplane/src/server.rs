@@ -1,0 +1,305 @@
+//! The server side: receiving requests, running handlers, sending responses, and at-most-once
+//! execution.
+//!
+//! Per slot the server remembers the current request number. A request with
+//! `req_num == cur + 8` is new; `req_num == cur` is the current one (a duplicate or the next
+//! packet of a multi-packet request); anything else is stale. A handler runs once per request
+//! number, so a duplicate never runs it twice: it gets the stored response (or, while the
+//! handler is still running, a credit return for the last request packet, telling the client the
+//! server is alive). The stored response is freed when the slot's next request arrives, which
+//! means the client has it.
+
+use crate::clock::Clock;
+use crate::config::SLOTS_PER_SESSION;
+use crate::msgbuf::{num_pkts, MsgBuf};
+use crate::rpc::{HandlerMode, ListKind, ReqHandle, RespondError, RespondErrorKind, Rpc};
+use crate::session::{Role, SessionState, SlotState};
+use crate::stats::DropReason;
+use crate::transport::{RxPacket, Transport};
+use crate::wire::{Header, PktType, MAX_PKT_NUM, PKT_HDR_LEN};
+
+impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+    /// A request or RFR packet on server session `s`.
+    pub(crate) fn server_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
+        self.sessions[s].last_heard_ns = self.now;
+        if h.pkt_type == PktType::Rfr {
+            return self.server_rx_rfr(s, h);
+        }
+        let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
+        let dpp = self.dpp;
+        let size = h.msg_size as usize;
+        let k = h.pkt_num as usize;
+        let npkts = num_pkts(size, dpp);
+        if k >= npkts {
+            return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+        }
+        let len = size.saturating_sub(k * dpp).min(dpp);
+        if (p.len as usize) < PKT_HDR_LEN + len {
+            return self.drop_pkt(Some(s), DropReason::Truncated);
+        }
+        let sl = &self.sessions[s].slots[i];
+        let cur = sl.cur_req_num;
+        if h.req_num == cur + SLOTS_PER_SESSION as u64 {
+            if k != 0 {
+                return self.drop_pkt(Some(s), DropReason::OutOfOrder);
+            }
+            if matches!(sl.state, SlotState::Receiving | SlotState::InHandler) {
+                // A correct client starts the next request on a slot only after the response.
+                return self.drop_pkt(Some(s), DropReason::Stale);
+            }
+            if self.handlers[h.req_type as usize].f.is_none() {
+                return self.drop_pkt(Some(s), DropReason::NoHandler);
+            }
+            if let Err(r) = self.begin_request(s, i, h, npkts) {
+                return self.drop_pkt(Some(s), r);
+            }
+        } else if h.req_num == cur {
+            match sl.state {
+                SlotState::Receiving if k == sl.num_rx as usize => {
+                    if size != sl.req.as_ref().map_or(usize::MAX, |b| b.len()) || h.req_type != sl.req_type {
+                        return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+                    }
+                }
+                SlotState::Receiving | SlotState::InHandler | SlotState::Responded if k < sl.num_rx as usize => {
+                    return self.server_dup_req(s, i, h);
+                }
+                _ => return self.drop_pkt(Some(s), DropReason::OutOfOrder),
+            }
+        } else {
+            return self.drop_pkt(Some(s), DropReason::Stale);
+        }
+        // Accept packet k.
+        let sess = &mut self.sessions[s];
+        sess.stats.rx_pkts += 1;
+        let sl = &mut sess.slots[i];
+        Self::copy_payload(p, sl.req.as_mut().expect("request buffer"), k * dpp, len);
+        sl.num_rx += 1;
+        if (sl.num_rx as usize) < npkts {
+            self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
+            return;
+        }
+        sl.state = SlotState::InHandler;
+        self.dispatch(s, i);
+    }
+
+    /// Starts a new request in slot `i`: takes a request buffer (the slot's cached one-packet
+    /// buffer when it fits), then frees the previous response. Fails without changing anything.
+    fn begin_request(&mut self, s: usize, i: usize, h: &Header, npkts: usize) -> Result<(), DropReason> {
+        let size = h.msg_size as usize;
+        let (mut buf, is_pre) = if npkts == 1 {
+            match self.sessions[s].slots[i].pre_req.take() {
+                Some(b) => (b, true),
+                None => (self.heap.alloc(self.dpp).map_err(|_| DropReason::NoMemory)?, true),
+            }
+        } else {
+            (self.heap.alloc(size).map_err(|_| DropReason::NoMemory)?, false)
+        };
+        buf.resize(size);
+        self.bury(s, i);
+        let sl = &mut self.sessions[s].slots[i];
+        sl.cur_req_num = h.req_num;
+        sl.req_type = h.req_type;
+        sl.req = Some(buf);
+        sl.req_is_pre = is_pre;
+        sl.req_pkts = npkts as u16;
+        sl.num_rx = 0;
+        sl.state = SlotState::Receiving;
+        Ok(())
+    }
+
+    /// Frees the stored response of slot `i` (the client has it: it sent the next request).
+    fn bury(&mut self, s: usize, i: usize) {
+        let sl = &mut self.sessions[s].slots[i];
+        if let Some(r) = sl.resp.take() {
+            if sl.resp_is_pre {
+                sl.pre_resp = Some(r);
+            } else {
+                let _ = self.heap.free(r);
+            }
+        }
+        let sl = &mut self.sessions[s].slots[i];
+        if let Some(r) = sl.req.take() {
+            if sl.req_is_pre {
+                sl.pre_req = Some(r);
+            } else {
+                let _ = self.heap.free(r);
+            }
+        }
+    }
+
+    /// Runs the handler of a complete request, or queues it for the workers.
+    fn dispatch(&mut self, s: usize, i: usize) {
+        let sess = &self.sessions[s];
+        let sl = &sess.slots[i];
+        let handle = ReqHandle {
+            session: s as u16,
+            slot: i as u8,
+            req_type: sl.req_type,
+            generation: sess.generation,
+            req_num: sl.cur_req_num,
+        };
+        self.stats.requests_handled += 1;
+        let entry = self.handlers[sl.req_type as usize];
+        match entry.mode {
+            HandlerMode::Foreground => {
+                if let Some(f) = entry.f {
+                    f(self, handle);
+                }
+            }
+            HandlerMode::Background { .. } => {
+                self.list_push(ListKind::BgPending, (s * SLOTS_PER_SESSION + i) as u32);
+                self.pump_bg();
+            }
+        }
+    }
+
+    /// A duplicate of an already received request packet.
+    fn server_dup_req(&mut self, s: usize, i: usize, h: &Header) {
+        let sess = &mut self.sessions[s];
+        sess.stats.rx_pkts += 1;
+        let sl = &sess.slots[i];
+        if h.pkt_num + 1 < sl.req_pkts {
+            // Its credit return was lost: send it again.
+            self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
+        } else if sl.state == SlotState::Responded {
+            // The response (packet 0) was lost: resend it, and wait until the device has read
+            // it: a later packet of this burst may be the slot's next request, which frees it.
+            let pkt = crate::rpc::data_pkt(self.heap.region(), self.dpp, sl.resp.as_ref().expect("stored response"), 0);
+            self.push_tx(pkt, s);
+            self.stats.dup_responses += 1;
+            self.drain_tx_and_dma();
+        } else {
+            // The handler has not responded yet: tell the client we are alive.
+            self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
+        }
+    }
+
+    /// A request-for-response: send response packet `pkt_num - (req_pkts - 1)`.
+    fn server_rx_rfr(&mut self, s: usize, h: &Header) {
+        let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
+        let sl = &self.sessions[s].slots[i];
+        if h.req_num != sl.cur_req_num || sl.state != SlotState::Responded {
+            return self.drop_pkt(Some(s), DropReason::Stale);
+        }
+        let resp = sl.resp.as_ref().expect("stored response");
+        let resp_pkts = num_pkts(resp.len(), self.dpp) as u16;
+        let first = sl.req_pkts - 1;
+        if h.pkt_num <= first || h.pkt_num - first >= resp_pkts {
+            return self.drop_pkt(Some(s), DropReason::WrongType);
+        }
+        let idx = (h.pkt_num - first) as usize;
+        if h.pkt_num > sl.num_rx {
+            return self.drop_pkt(Some(s), DropReason::OutOfOrder);
+        }
+        let dup = h.pkt_num < sl.num_rx;
+        let pkt = self.data_pkt(resp, idx);
+        let sess = &mut self.sessions[s];
+        sess.stats.rx_pkts += 1;
+        if !dup {
+            sess.slots[i].num_rx += 1;
+        }
+        self.push_tx(pkt, s);
+        if dup {
+            // As for a duplicate request: the device must read it before the buffer can go.
+            self.stats.dup_responses += 1;
+            self.drain_tx_and_dma();
+        }
+    }
+
+    pub(crate) fn valid_handle(&self, h: &ReqHandle) -> bool {
+        let Some(sess) = self.sessions.get(h.session as usize) else { return false };
+        let Some(sl) = sess.slots.get(h.slot as usize) else { return false };
+        sess.role == Role::Server
+            && sess.state == SessionState::Connected
+            && sess.generation == h.generation
+            && sl.cur_req_num == h.req_num
+            && sl.state == SlotState::InHandler
+    }
+
+    /// The request data of a request being handled.
+    pub fn request(&self, h: &ReqHandle) -> Option<&[u8]> {
+        if !self.valid_handle(h) {
+            return None;
+        }
+        self.sessions[h.session as usize].slots[h.slot as usize].req.as_ref().map(|b| b.data())
+    }
+
+    /// The request and the slot's preallocated one-packet response buffer (`max_data_per_pkt()`
+    /// bytes), to fill before [`Rpc::enqueue_response_prealloc`]. `None` for a stale handle or if
+    /// no memory is left for the buffer.
+    pub fn request_and_prealloc_response(&mut self, h: &ReqHandle) -> Option<(&[u8], &mut [u8])> {
+        if !self.valid_handle(h) {
+            return None;
+        }
+        let (s, i) = (h.session as usize, h.slot as usize);
+        if self.sessions[s].slots[i].pre_resp.is_none() {
+            let b = self.heap.alloc(self.dpp).ok()?;
+            self.sessions[s].slots[i].pre_resp = Some(b);
+        }
+        let sl = &mut self.sessions[s].slots[i];
+        let resp = sl.pre_resp.as_mut().expect("allocated above");
+        resp.resize(resp.capacity());
+        Some((sl.req.as_ref()?.data(), resp.data_mut()))
+    }
+
+    /// Answers with the first `len` bytes of the preallocated response buffer.
+    pub fn enqueue_response_prealloc(&mut self, h: ReqHandle, len: usize) -> Result<(), RespondError> {
+        if !self.valid_handle(&h) {
+            return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: None });
+        }
+        if len > self.dpp {
+            return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None });
+        }
+        let (s, i) = (h.session as usize, h.slot as usize);
+        let buf = match self.sessions[s].slots[i].pre_resp.take() {
+            Some(b) => b,
+            None => match self.heap.alloc(self.dpp) {
+                Ok(b) => b,
+                // Leave the request pending: the caller may retry, or answer with its own buffer.
+                Err(_) => return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None }),
+            },
+        };
+        let mut buf = buf;
+        buf.resize(len);
+        self.respond(s, i, buf, true);
+        Ok(())
+    }
+
+    /// Answers a request with `resp`, which the endpoint owns (and frees) from now on. May be
+    /// called from the handler or any time later on this thread (nested RPCs).
+    pub fn enqueue_response(&mut self, h: ReqHandle, resp: MsgBuf) -> Result<(), RespondError> {
+        if !self.valid_handle(&h) {
+            return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: Some(resp) });
+        }
+        let (s, i) = (h.session as usize, h.slot as usize);
+        let req_pkts = self.sessions[s].slots[i].req_pkts as usize;
+        if resp.len() > self.cfg.max_msg_size || req_pkts + num_pkts(resp.len(), self.dpp) - 2 > MAX_PKT_NUM {
+            return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: Some(resp) });
+        }
+        self.respond(s, i, resp, false);
+        Ok(())
+    }
+
+    fn respond(&mut self, s: usize, i: usize, mut resp: MsgBuf, is_pre: bool) {
+        let sess = &self.sessions[s];
+        let sl = &sess.slots[i];
+        let (routing, dest, req_type, req_num, first) =
+            (sess.routing, sess.remote_session, sl.req_type, sl.cur_req_num, sl.req_pkts - 1);
+        self.write_msg_hdrs(&routing, &mut resp, req_type, dest, PktType::Resp, first, req_num);
+        let pkt = self.data_pkt(&resp, 0);
+        let sl = &mut self.sessions[s].slots[i];
+        // The request is no longer needed: keep the one-packet buffer, free a large one.
+        if let Some(r) = sl.req.take() {
+            if sl.req_is_pre {
+                sl.pre_req = Some(r);
+            } else {
+                let _ = self.heap.free(r);
+            }
+        }
+        let sl = &mut self.sessions[s].slots[i];
+        sl.resp = Some(resp);
+        sl.resp_is_pre = is_pre;
+        sl.state = SlotState::Responded;
+        self.push_tx(pkt, s);
+    }
+}

@@ -1,0 +1,252 @@
+//! Sessions and their slots (the original's `Session` and `SSlot`).
+//!
+//! A session is a one-to-one connection between two endpoints; the client end sends requests, the
+//! server end answers them. Each session has [`SLOTS_PER_SESSION`] slots, so up to eight requests
+//! are in flight at once and complete in any order. Request numbers are per slot: slot `i` starts
+//! at `i` and adds 8 per request, so `req_num % 8` names the slot on both ends.
+//!
+//! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
+//! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
+//! server, up to two one-packet msgbufs per slot that has been used.
+
+use crate::config::SLOTS_PER_SESSION;
+use crate::msgbuf::MsgBuf;
+use crate::stats::SessionStats;
+use crate::transport::EndpointAddr;
+use crate::wire::RoutingInfo;
+
+pub(crate) const NIL: u32 = u32::MAX;
+
+/// A local session number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u16);
+
+/// Where a session is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    Free,
+    /// Client: connect request sent, waiting for the response.
+    ConnectInProgress,
+    Connected,
+    /// Client: disconnect request sent, waiting for the response.
+    DisconnectInProgress,
+    /// Client: being reset after its peer stopped answering; continuations are running.
+    Resetting,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SlotState {
+    /// Client: no request. Server: no request yet, or the last one's response was sent.
+    Free,
+    /// Client: a request is in flight.
+    Active,
+    /// Server: receiving the packets of a multi-packet request.
+    Receiving,
+    /// Server: the request is complete and its handler has not responded yet.
+    InHandler,
+    /// Server: the response is stored (sent, and kept for duplicates and RFRs).
+    Responded,
+}
+
+/// One slot of a session.
+#[derive(Debug)]
+pub struct Slot {
+    pub(crate) cur_req_num: u64,
+    /// Client: time of the last progress (send, retransmission or in-order receive).
+    pub(crate) progress_ns: u64,
+    pub(crate) tag: u64,
+    /// Client: the request. Server: the request being received or handled.
+    pub(crate) req: Option<MsgBuf>,
+    /// Client: the response buffer. Server: the stored response.
+    pub(crate) resp: Option<MsgBuf>,
+    /// Server: cached one-packet request buffer.
+    pub(crate) pre_req: Option<MsgBuf>,
+    /// Server: cached one-packet response buffer.
+    pub(crate) pre_resp: Option<MsgBuf>,
+    /// Intrusive list links (client: active requests; server: requests waiting for a worker).
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+    pub(crate) num_tx: u16,
+    pub(crate) num_rx: u16,
+    pub(crate) req_pkts: u16,
+    /// Client: 0 until the first response packet arrives.
+    pub(crate) resp_pkts: u16,
+    pub(crate) cont: u8,
+    pub(crate) req_type: u8,
+    pub(crate) state: SlotState,
+    pub(crate) req_is_pre: bool,
+    pub(crate) resp_is_pre: bool,
+    /// Whether the slot is on an intrusive list.
+    pub(crate) linked: bool,
+}
+
+impl Slot {
+    pub const EMPTY: Slot = Slot {
+        cur_req_num: 0,
+        progress_ns: 0,
+        tag: 0,
+        req: None,
+        resp: None,
+        pre_req: None,
+        pre_resp: None,
+        prev: NIL,
+        next: NIL,
+        num_tx: 0,
+        num_rx: 0,
+        req_pkts: 0,
+        resp_pkts: 0,
+        cont: 0,
+        req_type: 0,
+        state: SlotState::Free,
+        req_is_pre: false,
+        resp_is_pre: false,
+        linked: false,
+    };
+
+    /// Client: wire packets of this RPC (`req_pkts + resp_pkts - 1`), once the response size is known.
+    #[inline]
+    pub(crate) fn wire_pkts(&self) -> u16 {
+        self.req_pkts + self.resp_pkts.max(1) - 1
+    }
+
+    /// Client: whether the slot has a packet to send (given credits).
+    #[inline]
+    pub(crate) fn wants_tx(&self) -> bool {
+        self.num_tx < self.req_pkts || (self.resp_pkts > 0 && self.num_tx < self.wire_pkts())
+    }
+}
+
+/// One session (client or server end). Create storage with [`Session::storage`] or
+/// `[Session::EMPTY; N]`.
+#[derive(Debug)]
+pub struct Session {
+    pub(crate) state: SessionState,
+    pub(crate) role: Role,
+    pub(crate) remote_session: u16,
+    pub(crate) credits: u16,
+    /// Client: slots that have packets to send but no credits.
+    pub(crate) stalled: u8,
+    /// Client: slots without a request.
+    pub(crate) free_slots: u8,
+    pub(crate) active: u8,
+    /// Bumped every time the session number is reused, so stale request handles are refused.
+    pub(crate) generation: u32,
+    pub(crate) token: u64,
+    pub(crate) peer: EndpointAddr,
+    pub(crate) routing: RoutingInfo,
+    pub(crate) last_heard_ns: u64,
+    pub(crate) sm_attempts: u32,
+    pub(crate) sm_next_ns: u64,
+    pub(crate) backlog_head: u32,
+    pub(crate) backlog_tail: u32,
+    pub(crate) backlog_len: u32,
+    /// Head of the token-hash chain whose bucket is this array index (server duplicate detection).
+    pub(crate) bucket_head: u32,
+    pub(crate) token_next: u32,
+    pub(crate) free_next: u32,
+    pub(crate) stats: SessionStats,
+    pub(crate) slots: [Slot; SLOTS_PER_SESSION],
+}
+
+impl Session {
+    pub const EMPTY: Session = Session {
+        state: SessionState::Free,
+        role: Role::Client,
+        remote_session: 0,
+        credits: 0,
+        stalled: 0,
+        free_slots: 0,
+        active: 0,
+        generation: 0,
+        token: 0,
+        peer: EndpointAddr { mac: [0; 6], ipv4: [0; 4], udp_port: 0 },
+        routing: RoutingInfo::EMPTY,
+        last_heard_ns: 0,
+        sm_attempts: 0,
+        sm_next_ns: 0,
+        backlog_head: NIL,
+        backlog_tail: NIL,
+        backlog_len: 0,
+        bucket_head: NIL,
+        token_next: NIL,
+        free_next: NIL,
+        stats: SessionStats { tx_pkts: 0, rx_pkts: 0, retransmissions: 0, drops: 0 },
+        slots: [Slot::EMPTY; SLOTS_PER_SESSION],
+    };
+
+    /// Storage for `n` sessions.
+    #[cfg(feature = "std")]
+    pub fn storage(n: usize) -> std::vec::Vec<Session> {
+        (0..n).map(|_| Session::EMPTY).collect()
+    }
+
+    pub fn state(&self) -> SessionState {
+        self.state
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    pub fn peer(&self) -> EndpointAddr {
+        self.peer
+    }
+
+    pub fn credits(&self) -> u16 {
+        self.credits
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    /// Resets per-connection state for a new use of this session number (caches are kept out:
+    /// the caller frees them first).
+    pub(crate) fn reinit(&mut self, role: Role, state: SessionState, credits: u16) {
+        self.state = state;
+        self.role = role;
+        self.credits = credits;
+        self.stalled = 0;
+        self.free_slots = 0xFF;
+        self.active = 0;
+        self.generation = self.generation.wrapping_add(1);
+        self.sm_attempts = 0;
+        self.backlog_head = NIL;
+        self.backlog_tail = NIL;
+        self.backlog_len = 0;
+        self.token_next = NIL;
+        self.stats = SessionStats::default();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_req.is_none() && s.pre_resp.is_none());
+            *s = Slot::EMPTY;
+            s.cur_req_num = i as u64;
+        }
+    }
+}
+
+/// A queued request waiting for a free slot (storage is the caller's, see [`BacklogEntry::storage`]).
+#[derive(Debug)]
+pub struct BacklogEntry {
+    pub(crate) req: Option<MsgBuf>,
+    pub(crate) resp: Option<MsgBuf>,
+    pub(crate) tag: u64,
+    pub(crate) next: u32,
+    pub(crate) cont: u8,
+    pub(crate) req_type: u8,
+}
+
+impl BacklogEntry {
+    pub const EMPTY: BacklogEntry = BacklogEntry { req: None, resp: None, tag: 0, next: NIL, cont: 0, req_type: 0 };
+
+    /// Storage for `n` queued requests.
+    #[cfg(feature = "std")]
+    pub fn storage(n: usize) -> std::vec::Vec<BacklogEntry> {
+        (0..n).map(|_| BacklogEntry::EMPTY).collect()
+    }
+}

@@ -1,0 +1,403 @@
+//! The in-memory NIC and a simulated fabric connecting several of them.
+//!
+//! [`Fabric`] is a switch with up to [`MAX_PORTS`] ports; [`SimNic`] is one port's NIC and
+//! implements [`Transport`]. Per link (ordered pair of ports) a [`LinkParams`] sets propagation
+//! delay, loss, duplication and reordering probabilities, drawn from one seeded RNG, with time
+//! from a [`Clock`] (a [`SimClock`](crate::clock::SimClock) in tests): every run is reproducible
+//! from its seed.
+//!
+//! The NIC behaves like hardware where it matters to the protocol:
+//! * **Lazy, unsignaled TX.** `tx_burst` only queues descriptors; frame bytes are read ("DMA")
+//!   later — when more than `tx_lag` frames are queued, at the second `rx_burst` after the frame
+//!   was queued (so a frame outlives one whole event-loop iteration), or at `tx_flush`. A protocol
+//!   bug that reuses a buffer before `tx_flush` sends corrupted data.
+//! * **Receive buffers owned by the NIC.** Frames land in the port's buffer ring (the caller's
+//!   memory); `rx_burst` lends them, `rx_release` returns them; a full ring drops frames.
+//!
+//! No heap: buffers are the caller's, queues are `heapless`.
+
+use crate::clock::Clock;
+use crate::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
+use crate::wire::{RoutingInfo, HEADROOM};
+use core::cell::RefCell;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+
+/// Ports per fabric.
+pub const MAX_PORTS: usize = 8;
+/// Largest frame a simulated port carries.
+pub const SIM_FRAME: usize = 2048;
+/// Receive buffers per port (at most).
+pub const MAX_RX_BUFS: usize = 512;
+/// TX descriptors a NIC holds before it must read the oldest.
+pub const TX_QUEUE: usize = 256;
+
+/// One receive buffer of a simulated port.
+#[repr(C, align(64))]
+pub struct RxBuf {
+    data: [u8; SIM_FRAME],
+}
+
+impl RxBuf {
+    pub const EMPTY: RxBuf = RxBuf { data: [0; SIM_FRAME] };
+
+    #[cfg(feature = "std")]
+    pub fn storage(n: usize) -> std::vec::Vec<RxBuf> {
+        (0..n).map(|_| RxBuf::EMPTY).collect()
+    }
+}
+
+/// Fault and delay parameters of one direction of a link.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LinkParams {
+    pub delay_ns: u64,
+    /// Probability that a frame is lost.
+    pub loss: f64,
+    /// Probability that a frame is delivered twice.
+    pub dup: f64,
+    /// Probability that a frame overtakes the frame queued just before it.
+    pub reorder: f64,
+}
+
+/// Counters of one port (TX side counts frames it sent; the rest, frames sent to it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortStats {
+    pub tx: u64,
+    pub delivered: u64,
+    pub lost: u64,
+    pub no_buffer: u64,
+    pub link_down: u64,
+    pub duplicated: u64,
+    pub reordered: u64,
+    pub no_route: u64,
+    pub oversize: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Ready {
+    buf: u16,
+    len: u16,
+    due: u64,
+}
+
+struct Port {
+    addr: EndpointAddr,
+    up: bool,
+    bufs: *mut RxBuf,
+    free: heapless::Vec<u16, MAX_RX_BUFS>,
+    ready: heapless::Deque<Ready, MAX_RX_BUFS>,
+    stats: PortStats,
+}
+
+struct Inner {
+    ports: heapless::Vec<Port, MAX_PORTS>,
+    links: [[LinkParams; MAX_PORTS]; MAX_PORTS],
+    faulty: bool,
+    /// Whether any link has a delay (otherwise frames are due at once and no clock is read).
+    delayed: bool,
+    rng: Xoshiro256PlusPlus,
+}
+
+/// A simulated switch. Shared by reference between the NICs attached to it (single thread).
+pub struct Fabric<'f, C: Clock> {
+    clock: C,
+    inner: RefCell<Inner>,
+    _bufs: PhantomData<&'f mut [RxBuf]>,
+}
+
+const MAC_PREFIX: [u8; 5] = [0x02, 0x00, 0x00, 0x00, 0x00];
+
+impl<'f, C: Clock> Fabric<'f, C> {
+    pub fn new(clock: C, seed: u64) -> Self {
+        Fabric {
+            clock,
+            inner: RefCell::new(Inner {
+                ports: heapless::Vec::new(),
+                links: [[LinkParams::default(); MAX_PORTS]; MAX_PORTS],
+                faulty: false,
+                delayed: false,
+                rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            }),
+            _bufs: PhantomData,
+        }
+    }
+
+    /// Adds a port whose receive ring is `bufs` (at most [`MAX_RX_BUFS`] are used) and returns
+    /// its number. Port `n` has MAC 02:00:00:00:00:n, IPv4 10.0.0.(n+1), UDP port 31850+n.
+    /// Panics if all [`MAX_PORTS`] ports are taken (a test setup error).
+    pub fn attach(&self, bufs: &'f mut [RxBuf]) -> usize {
+        let mut inner = self.inner.borrow_mut();
+        let n = inner.ports.len();
+        let nb = bufs.len().min(MAX_RX_BUFS);
+        let mut free = heapless::Vec::new();
+        for i in (0..nb).rev() {
+            let _ = free.push(i as u16);
+        }
+        let addr = EndpointAddr {
+            mac: [0x02, 0, 0, 0, 0, n as u8],
+            ipv4: [10, 0, 0, n as u8 + 1],
+            udp_port: 31850 + n as u16,
+        };
+        let port = Port {
+            addr,
+            up: true,
+            bufs: bufs.as_mut_ptr(),
+            free,
+            ready: heapless::Deque::new(),
+            stats: PortStats::default(),
+        };
+        assert!(inner.ports.push(port).is_ok(), "a fabric has at most {MAX_PORTS} ports");
+        n
+    }
+
+    /// The NIC of `port`. `tx_lag` (up to [`TX_QUEUE`]) frames may wait unread after `tx_burst`.
+    pub fn nic(&self, port: usize, tx_lag: usize) -> SimNic<'_, 'f, C> {
+        SimNic {
+            fab: self,
+            port,
+            pending: heapless::Deque::new(),
+            epoch: 0,
+            last_now: 0,
+            lag: tx_lag.min(TX_QUEUE),
+            mtu: 1024,
+        }
+    }
+
+    pub fn addr(&self, port: usize) -> EndpointAddr {
+        self.inner.borrow().ports[port].addr
+    }
+
+    /// Sets the parameters of the link from `from` to `to`.
+    pub fn set_link(&self, from: usize, to: usize, p: LinkParams) {
+        let mut i = self.inner.borrow_mut();
+        i.links[from][to] = p;
+        i.faulty = i.links.iter().flatten().any(|l| l.loss > 0.0 || l.dup > 0.0 || l.reorder > 0.0);
+        i.delayed = i.links.iter().flatten().any(|l| l.delay_ns > 0);
+    }
+
+    /// Sets every link's parameters.
+    pub fn set_all_links(&self, p: LinkParams) {
+        for a in 0..MAX_PORTS {
+            for b in 0..MAX_PORTS {
+                self.set_link(a, b, p);
+            }
+        }
+    }
+
+    /// Takes a port down (all its frames are dropped, both ways) or up.
+    pub fn set_up(&self, port: usize, up: bool) {
+        self.inner.borrow_mut().ports[port].up = up;
+    }
+
+    pub fn stats(&self, port: usize) -> PortStats {
+        self.inner.borrow().ports[port].stats
+    }
+
+    /// Frames waiting in `port`'s receive ring (due or not).
+    pub fn queued(&self, port: usize) -> usize {
+        self.inner.borrow().ports[port].ready.len()
+    }
+
+    /// Earliest delivery time of any queued frame.
+    pub fn next_due(&self) -> Option<u64> {
+        self.inner.borrow().ports.iter().filter_map(|p| p.ready.front().map(|r| r.due)).min()
+    }
+
+    fn chance(inner: &mut Inner, p: f64) -> bool {
+        p > 0.0 && ((inner.rng.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+    }
+
+    /// Reads a queued frame from its source memory and delivers it to its destination's ring,
+    /// due at `now` plus the link delay.
+    fn dma(inner: &mut Inner, src: usize, p: &TxPacket, now: u64) {
+        inner.ports[src].stats.tx += 1;
+        let len = p.len();
+        if !(HEADROOM..=SIM_FRAME).contains(&len) || p.segs[0].len < HEADROOM as u32 {
+            inner.ports[src].stats.oversize += 1;
+            return;
+        }
+        // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
+        // the frame leaves the TX queue (the Transport contract).
+        let hr: [u8; HEADROOM] = unsafe { core::ptr::read_unaligned(p.segs[0].vaddr as *const [u8; HEADROOM]) };
+        let d = hr[5] as usize;
+        if hr[..5] != MAC_PREFIX || d >= inner.ports.len() {
+            inner.ports[src].stats.no_route += 1;
+            return;
+        }
+        let dst = inner.ports[d].addr;
+        if hr[30..34] != dst.ipv4 || hr[36..38] != dst.udp_port.to_be_bytes() {
+            inner.ports[d].stats.no_route += 1;
+            return;
+        }
+        if !inner.ports[src].up || !inner.ports[d].up {
+            inner.ports[d].stats.link_down += 1;
+            return;
+        }
+        let link = inner.links[src][d];
+        let mut copies = 1;
+        if inner.faulty {
+            if Self::chance(inner, link.loss) {
+                inner.ports[d].stats.lost += 1;
+                return;
+            }
+            if Self::chance(inner, link.dup) {
+                inner.ports[d].stats.duplicated += 1;
+                copies = 2;
+            }
+        }
+        for _ in 0..copies {
+            let reorder = inner.faulty && Self::chance(inner, link.reorder);
+            let port = &mut inner.ports[d];
+            let Some(b) = port.free.pop() else {
+                port.stats.no_buffer += 1;
+                continue;
+            };
+            // SAFETY: buffer b is free (not lent, not queued), inside the caller's ring memory,
+            // and SIM_FRAME >= len bytes long; the frame's segments are readable (as above).
+            unsafe {
+                let out = core::slice::from_raw_parts_mut(port.bufs.add(b as usize) as *mut u8, SIM_FRAME);
+                p.copy_to(out);
+            }
+            let due = if link.delay_ns == 0 { 0 } else { now + link.delay_ns };
+            let r = Ready { buf: b, len: len as u16, due };
+            let _ = port.ready.push_back(r);
+            port.stats.delivered += 1;
+            if reorder && port.ready.len() >= 2 {
+                // Swap the contents (not the due times) of the last two queued frames.
+                let last = port.ready.pop_back().expect("len >= 2");
+                let prev = port.ready.pop_back().expect("len >= 2");
+                let _ = port.ready.push_back(Ready { buf: last.buf, len: last.len, due: prev.due });
+                let _ = port.ready.push_back(Ready { buf: prev.buf, len: prev.len, due: last.due });
+                port.stats.reordered += 1;
+            }
+        }
+    }
+}
+
+/// The NIC of one fabric port. See the module docs for its TX and RX behaviour.
+pub struct SimNic<'a, 'f, C: Clock> {
+    fab: &'a Fabric<'f, C>,
+    port: usize,
+    /// Queued frames with the `rx_burst` epoch in which they were queued.
+    pending: heapless::Deque<(TxPacket, u32), TX_QUEUE>,
+    epoch: u32,
+    /// The clock's value at this NIC's last reading.
+    last_now: u64,
+    lag: usize,
+    mtu: usize,
+}
+
+impl<C: Clock> SimNic<'_, '_, C> {
+    pub fn port(&self) -> usize {
+        self.port
+    }
+
+    pub fn set_mtu(&mut self, mtu: usize) {
+        self.mtu = mtu.min(SIM_FRAME);
+    }
+
+    /// Frames queued for TX and not yet read.
+    pub fn tx_pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Reads queued frames older than `epoch` (all of them for `u32::MAX`), then frames beyond
+    /// the `tx_lag` allowance.
+    fn dma_before(&mut self, epoch: u32) {
+        let due = |q: &heapless::Deque<(TxPacket, u32), TX_QUEUE>, lag: usize| {
+            q.front().is_some_and(|(_, e)| *e < epoch) || q.len() > lag
+        };
+        if !due(&self.pending, self.lag) {
+            return;
+        }
+        let mut inner = self.fab.inner.borrow_mut();
+        let now = if inner.delayed { self.fab.clock.now_ns() } else { 0 };
+        while due(&self.pending, self.lag) {
+            let (p, _) = self.pending.pop_front().expect("non-empty");
+            Fabric::<C>::dma(&mut inner, self.port, &p, now);
+        }
+    }
+}
+
+impl<C: Clock> Transport for SimNic<'_, '_, C> {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn local_addr(&self) -> EndpointAddr {
+        self.fab.addr(self.port)
+    }
+
+    fn resolve(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, ResolveError> {
+        if remote.mac[..5] != MAC_PREFIX {
+            return Err(ResolveError::InvalidAddress);
+        }
+        Ok(RoutingInfo::new(&self.local_addr(), remote))
+    }
+
+    fn max_tx_in_flight(&self) -> usize {
+        TX_QUEUE
+    }
+
+    fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        for p in pkts {
+            if self.pending.is_full() {
+                // The queue holds TX_QUEUE > lag frames only transiently: make room.
+                self.dma_before(0);
+                if self.pending.is_full() {
+                    let (old, _) = self.pending.pop_front().expect("full");
+                    let now = self.fab.clock.now_ns();
+                    Fabric::<C>::dma(&mut self.fab.inner.borrow_mut(), self.port, &old, now);
+                }
+            }
+            let _ = self.pending.push_back((*p, self.epoch));
+        }
+        self.dma_before(0);
+        pkts.len()
+    }
+
+    fn tx_flush(&mut self) {
+        let lag = core::mem::replace(&mut self.lag, 0);
+        self.dma_before(u32::MAX);
+        self.lag = lag;
+    }
+
+    fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        // The device works through its TX queue in the background: frames queued before the
+        // previous rx_burst are read now.
+        self.dma_before(self.epoch);
+        self.epoch = self.epoch.wrapping_add(1);
+        let mut inner = self.fab.inner.borrow_mut();
+        let port = &mut inner.ports[self.port];
+        // Read the clock only when a frame is not due by the last reading.
+        let mut now = self.last_now;
+        if port.ready.front().is_some_and(|r| r.due > now) {
+            now = self.fab.clock.now_ns();
+            self.last_now = now;
+        }
+        let mut n = 0;
+        while n < out.len() {
+            match port.ready.front() {
+                Some(r) if r.due <= now => {
+                    let r = port.ready.pop_front().expect("front");
+                    // SAFETY: buffer r.buf is inside the caller's ring memory (index < len).
+                    let p = unsafe { port.bufs.add(r.buf as usize) as *mut u8 };
+                    out[n] = RxPacket { data: NonNull::new(p).expect("non-null"), len: r.len as u32, id: r.buf as u32 };
+                    n += 1;
+                }
+                _ => break,
+            }
+        }
+        n
+    }
+
+    fn rx_release(&mut self, pkts: &[RxPacket]) {
+        let mut inner = self.fab.inner.borrow_mut();
+        let port = &mut inner.ports[self.port];
+        for p in pkts {
+            let _ = port.free.push(p.id as u16);
+        }
+    }
+}

@@ -1,0 +1,401 @@
+//! Session management over the datapath.
+//!
+//! The original runs connect and disconnect handshakes over a separate kernel UDP "control
+//! network". A bare-metal appliance has only its NIC, so here they travel on the datapath:
+//! a session-management packet is an eRPC packet with `dest_session_num = 0xFFFF`, `req_type`
+//! = the [`SmPktType`], and a [`SmBody`] as its 40 data bytes.
+//!
+//! * **Connect.** `create_session` picks a local session, a fresh random token, and sends
+//!   `ConnectReq`, resent every `sm_retry_ns` up to `sm_max_attempts` times (then
+//!   [`SmError::RemoteUnreachable`]). The server detects duplicates by (token, client address,
+//!   client session), answering them with the same response; otherwise it allocates a session
+//!   (or answers `OutOfSessions` / `OutOfMemory`) and replies with its session number.
+//! * **Disconnect.** `destroy_session` (client only, no pending requests) sends
+//!   `DisconnectReq`, resent likewise. The server frees the session if the token matches and
+//!   always replies, so a duplicate still gets an answer.
+
+use crate::clock::Clock;
+use crate::rpc::{Rpc, SessionError, SessionEvent, SmError};
+use crate::session::{Role, SessionId, SessionState, NIL};
+use crate::stats::DropReason;
+use crate::transport::{EndpointAddr, RxPacket, Transport};
+use crate::wire::{ErpcHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
+use zerocopy::byteorder::{LittleEndian, U16, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// Session-management packet types (carried in `req_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SmPktType {
+    ConnectReq = 1,
+    ConnectResp = 2,
+    DisconnectReq = 3,
+    DisconnectResp = 4,
+}
+
+impl SmPktType {
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => SmPktType::ConnectReq,
+            2 => SmPktType::ConnectResp,
+            3 => SmPktType::DisconnectReq,
+            4 => SmPktType::DisconnectResp,
+            _ => return None,
+        })
+    }
+}
+
+/// An endpoint address on the wire (12 bytes).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct AddrWire {
+    pub mac: [u8; 6],
+    pub ipv4: [u8; 4],
+    pub udp_port: U16<LittleEndian>,
+}
+
+impl From<EndpointAddr> for AddrWire {
+    fn from(a: EndpointAddr) -> Self {
+        AddrWire { mac: a.mac, ipv4: a.ipv4, udp_port: U16::new(a.udp_port) }
+    }
+}
+
+impl From<AddrWire> for EndpointAddr {
+    fn from(a: AddrWire) -> Self {
+        EndpointAddr { mac: a.mac, ipv4: a.ipv4, udp_port: a.udp_port.get() }
+    }
+}
+
+/// The body of a session-management packet (this project's format; the original's `SmPkt` was a
+/// host-order C struct on a separate UDP port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct SmBody {
+    /// 0 = success, else an [`SmError`] code (responses only).
+    pub err: u8,
+    pub _pad: [u8; 3],
+    pub client_session: U16<LittleEndian>,
+    pub server_session: U16<LittleEndian>,
+    pub token: U64<LittleEndian>,
+    pub client: AddrWire,
+    pub server: AddrWire,
+}
+
+const _: () = assert!(core::mem::size_of::<AddrWire>() == 12);
+const _: () = assert!(core::mem::size_of::<SmBody>() == 40);
+/// Bytes of a session-management frame.
+pub const SM_FRAME_LEN: usize = PKT_HDR_LEN + core::mem::size_of::<SmBody>();
+
+fn err_code(e: Option<SmError>) -> u8 {
+    match e {
+        None => 0,
+        Some(SmError::RemoteUnreachable) => 1,
+        Some(SmError::OutOfSessions) => 2,
+        Some(SmError::OutOfMemory) => 3,
+        Some(SmError::RoutingFailed) => 4,
+    }
+}
+
+fn err_from(c: u8) -> Option<SmError> {
+    match c {
+        0 => None,
+        2 => Some(SmError::OutOfSessions),
+        3 => Some(SmError::OutOfMemory),
+        4 => Some(SmError::RoutingFailed),
+        _ => Some(SmError::RemoteUnreachable),
+    }
+}
+
+impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+    /// Starts connecting a client session to the endpoint at `remote`. The session is usable
+    /// once [`SessionEvent::Connected`] arrives (or `is_connected` says so); failure comes as
+    /// [`SessionEvent::ConnectFailed`].
+    pub fn create_session(&mut self, remote: EndpointAddr) -> Result<SessionId, SessionError> {
+        let routing = self.transport.resolve(&remote).map_err(|_| SessionError::Unroutable)?;
+        let s = self.alloc_session().ok_or(SessionError::OutOfSessions)?;
+        let token = self.random_u64();
+        self.now = self.clock.now_ns();
+        let credits = self.cfg.session_credits;
+        let sess = &mut self.sessions[s];
+        sess.reinit(Role::Client, SessionState::ConnectInProgress, credits);
+        sess.token = token;
+        sess.peer = remote;
+        sess.routing = routing;
+        sess.remote_session = 0;
+        sess.sm_attempts = 1;
+        sess.sm_next_ns = self.now + self.cfg.sm_retry_ns;
+        self.sm_pending += 1;
+        self.send_sm_client(s, SmPktType::ConnectReq);
+        Ok(SessionId(s as u16))
+    }
+
+    /// Starts disconnecting a client session; [`SessionEvent::Disconnected`] follows.
+    /// Refused while requests are pending on it.
+    pub fn destroy_session(&mut self, session: SessionId) -> Result<(), SessionError> {
+        let s = session.0 as usize;
+        let Some(sess) = self.sessions.get_mut(s) else { return Err(SessionError::InvalidSession) };
+        if sess.role != Role::Client || sess.state == SessionState::Free {
+            return Err(SessionError::InvalidSession);
+        }
+        if sess.state != SessionState::Connected {
+            return Err(SessionError::NotConnected);
+        }
+        if sess.active > 0 || sess.backlog_len > 0 {
+            return Err(SessionError::Busy);
+        }
+        sess.state = SessionState::DisconnectInProgress;
+        sess.sm_attempts = 1;
+        sess.sm_next_ns = self.clock.now_ns() + self.cfg.sm_retry_ns;
+        self.sm_pending += 1;
+        self.send_sm_client(s, SmPktType::DisconnectReq);
+        Ok(())
+    }
+
+    fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
+        let sess = &self.sessions[s];
+        let body = SmBody {
+            err: 0,
+            _pad: [0; 3],
+            client_session: U16::new(s as u16),
+            server_session: U16::new(sess.remote_session),
+            token: U64::new(sess.token),
+            client: self.local.into(),
+            server: sess.peer.into(),
+        };
+        let routing = sess.routing;
+        self.send_sm(&routing, kind, &body, Some(s));
+    }
+
+    /// Best-effort single disconnect request for a session being reset.
+    pub(crate) fn send_sm_disconnect(&mut self, s: usize) {
+        self.send_sm_client(s, SmPktType::DisconnectReq);
+        self.flush_tx();
+    }
+
+    fn send_sm(&mut self, routing: &RoutingInfo, kind: SmPktType, body: &SmBody, s: Option<usize>) {
+        let mut f = [0u8; SM_FRAME_LEN];
+        let (hr, rest) = f.split_at_mut(HEADROOM);
+        routing.write(hr.try_into().expect("42"), ERPC_HDR_LEN + core::mem::size_of::<SmBody>());
+        let eh = ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, 0);
+        rest[..ERPC_HDR_LEN].copy_from_slice(eh.as_bytes());
+        rest[ERPC_HDR_LEN..].copy_from_slice(body.as_bytes());
+        let pkt = self.ctrl_frame(&f);
+        self.stats.sm_pkts_tx += 1;
+        if let Some(s) = s {
+            self.sessions[s].stats.tx_pkts += 1;
+        }
+        if self.tx_batch.push(pkt).is_err() {
+            self.flush_tx();
+            let _ = self.tx_batch.push(pkt);
+        }
+    }
+
+    /// A session-management packet.
+    pub(crate) fn process_sm(&mut self, p: &RxPacket, raw: &[u8; PKT_HDR_LEN], h: &crate::wire::Header) {
+        let blen = core::mem::size_of::<SmBody>();
+        if (p.len as usize) < SM_FRAME_LEN || h.msg_size as usize != blen {
+            return self.drop_pkt(None, DropReason::BadSm);
+        }
+        // SAFETY: the frame holds SM_FRAME_LEN lent bytes (checked above); read them through a
+        // raw pointer into a local copy (device-writable memory is never behind a reference).
+        let bytes: [u8; 40] = unsafe { core::ptr::read_unaligned(p.data.as_ptr().add(PKT_HDR_LEN) as *const [u8; 40]) };
+        let body = SmBody::read_from_bytes(&bytes).expect("40 bytes");
+        let Some(kind) = SmPktType::from_u8(h.req_type) else {
+            return self.drop_pkt(None, DropReason::BadSm);
+        };
+        // The sender must be who the body says it is: replies go to that address, so a forged
+        // body must not turn this endpoint into a reflector.
+        let src = crate::wire::src_of(raw);
+        let claimed: EndpointAddr = match kind {
+            SmPktType::ConnectReq | SmPktType::DisconnectReq => body.client.into(),
+            SmPktType::ConnectResp | SmPktType::DisconnectResp => body.server.into(),
+        };
+        if claimed.ipv4 != src.ipv4 || claimed.udp_port != src.udp_port {
+            return self.drop_pkt(None, DropReason::BadSm);
+        }
+        self.stats.sm_pkts_rx += 1;
+        match kind {
+            SmPktType::ConnectReq => self.sm_connect_req(&body),
+            SmPktType::DisconnectReq => self.sm_disconnect_req(&body),
+            SmPktType::ConnectResp => self.sm_connect_resp(&body),
+            SmPktType::DisconnectResp => self.sm_disconnect_resp(&body),
+        }
+    }
+
+    fn reply(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: Option<SmError>) {
+        let client: EndpointAddr = req.client.into();
+        let Ok(routing) = self.transport.resolve(&client) else {
+            return self.drop_pkt(None, DropReason::BadSm);
+        };
+        let body = SmBody { err: err_code(err), server_session: U16::new(server_session), ..*req };
+        self.send_sm(&routing, kind, &body, None);
+    }
+
+    fn sm_connect_req(&mut self, b: &SmBody) {
+        let server: EndpointAddr = b.server.into();
+        if server.udp_port != self.local.udp_port || server.ipv4 != self.local.ipv4 {
+            return self.drop_pkt(None, DropReason::BadSm);
+        }
+        let client: EndpointAddr = b.client.into();
+        let (token, csess) = (b.token.get(), b.client_session.get());
+        if let Some(s) = self.token_find(token, &client, csess) {
+            return self.reply(b, SmPktType::ConnectResp, s as u16, None);
+        }
+        let Ok(routing) = self.transport.resolve(&client) else {
+            return self.drop_pkt(None, DropReason::BadSm);
+        };
+        let Some(s) = self.alloc_session() else {
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfSessions));
+        };
+        // Every server session needs at least one one-packet buffer: check now, not mid-request.
+        let Ok(pre) = self.heap.alloc(self.dpp) else {
+            self.sessions[s].state = SessionState::Free;
+            self.release_session(s);
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfMemory));
+        };
+        let credits = self.cfg.session_credits;
+        let now = self.clock.now_ns();
+        let sess = &mut self.sessions[s];
+        sess.reinit(Role::Server, SessionState::Connected, credits);
+        sess.token = token;
+        sess.peer = client;
+        sess.routing = routing;
+        sess.remote_session = csess;
+        sess.last_heard_ns = now;
+        sess.slots[0].pre_resp = Some(pre);
+        self.token_insert(s);
+        self.reply(b, SmPktType::ConnectResp, s as u16, None);
+    }
+
+    fn sm_disconnect_req(&mut self, b: &SmBody) {
+        let s = b.server_session.get() as usize;
+        let client: EndpointAddr = b.client.into();
+        if let Some(sess) = self.sessions.get(s) {
+            if sess.role == Role::Server
+                && sess.state == SessionState::Connected
+                && sess.token == b.token.get()
+                && sess.peer == client
+                && sess.remote_session == b.client_session.get()
+            {
+                self.release_session(s);
+            }
+        }
+        self.reply(b, SmPktType::DisconnectResp, b.server_session.get(), None);
+    }
+
+    /// The client session a response is for, if it matches one we have.
+    fn client_session_for(&self, b: &SmBody, want: SessionState) -> Option<usize> {
+        let s = b.client_session.get() as usize;
+        let sess = self.sessions.get(s)?;
+        let from: EndpointAddr = b.server.into();
+        (sess.role == Role::Client && sess.state == want && sess.token == b.token.get() && sess.peer == from)
+            .then_some(s)
+    }
+
+    fn sm_connect_resp(&mut self, b: &SmBody) {
+        let Some(s) = self.client_session_for(b, SessionState::ConnectInProgress) else {
+            return; // duplicate or stale response
+        };
+        if b.err == 0 && b.server_session.get() == SM_SESSION_NUM {
+            return self.drop_pkt(None, DropReason::BadSm);
+        }
+        self.sm_pending -= 1;
+        match err_from(b.err) {
+            Some(e) => {
+                self.release_session(s);
+                self.emit(SessionEvent::ConnectFailed(SessionId(s as u16), e));
+            }
+            None => {
+                let now = self.clock.now_ns();
+                let sess = &mut self.sessions[s];
+                sess.remote_session = b.server_session.get();
+                sess.state = SessionState::Connected;
+                sess.last_heard_ns = now;
+                self.emit(SessionEvent::Connected(SessionId(s as u16)));
+            }
+        }
+    }
+
+    fn sm_disconnect_resp(&mut self, b: &SmBody) {
+        let Some(s) = self.client_session_for(b, SessionState::DisconnectInProgress) else {
+            return;
+        };
+        self.sm_pending -= 1;
+        self.release_session(s);
+        self.emit(SessionEvent::Disconnected { session: SessionId(s as u16), clean: true });
+    }
+
+    /// Resends connect/disconnect requests that have waited `sm_retry_ns`, and gives up on those
+    /// that have used all their attempts.
+    pub(crate) fn sm_retry_scan(&mut self) {
+        let now = self.now;
+        for s in 0..self.sessions.len() {
+            let sess = &mut self.sessions[s];
+            if sess.role != Role::Client
+                || !matches!(sess.state, SessionState::ConnectInProgress | SessionState::DisconnectInProgress)
+                || now < sess.sm_next_ns
+            {
+                continue;
+            }
+            let connecting = sess.state == SessionState::ConnectInProgress;
+            if sess.sm_attempts >= self.cfg.sm_max_attempts {
+                self.sm_pending -= 1;
+                self.release_session(s);
+                let id = SessionId(s as u16);
+                self.emit(if connecting {
+                    SessionEvent::ConnectFailed(id, SmError::RemoteUnreachable)
+                } else {
+                    SessionEvent::Disconnected { session: id, clean: false }
+                });
+                continue;
+            }
+            sess.sm_attempts += 1;
+            sess.sm_next_ns = now + self.cfg.sm_retry_ns;
+            self.send_sm_client(s, if connecting { SmPktType::ConnectReq } else { SmPktType::DisconnectReq });
+        }
+    }
+
+    // ----- token hash: (token, client) -> server session, chained through the session array -----
+
+    fn bucket(&self, token: u64) -> usize {
+        ((token ^ (token >> 29)) % self.sessions.len() as u64) as usize
+    }
+
+    fn token_find(&self, token: u64, client: &EndpointAddr, csess: u16) -> Option<usize> {
+        let mut s = self.sessions[self.bucket(token)].bucket_head;
+        while s != NIL {
+            let x = &self.sessions[s as usize];
+            if x.token == token && x.peer == *client && x.remote_session == csess && x.role == Role::Server {
+                return Some(s as usize);
+            }
+            s = x.token_next;
+        }
+        None
+    }
+
+    fn token_insert(&mut self, s: usize) {
+        let b = self.bucket(self.sessions[s].token);
+        self.sessions[s].token_next = self.sessions[b].bucket_head;
+        self.sessions[b].bucket_head = s as u32;
+    }
+
+    pub(crate) fn token_remove(&mut self, s: usize) {
+        let b = self.bucket(self.sessions[s].token);
+        let mut cur = self.sessions[b].bucket_head;
+        let mut prev = NIL;
+        while cur != NIL {
+            let next = self.sessions[cur as usize].token_next;
+            if cur as usize == s {
+                if prev == NIL {
+                    self.sessions[b].bucket_head = next;
+                } else {
+                    self.sessions[prev as usize].token_next = next;
+                }
+                self.sessions[s].token_next = NIL;
+                return;
+            }
+            prev = cur;
+            cur = next;
+        }
+    }
+}

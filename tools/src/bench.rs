@@ -1,0 +1,366 @@
+//! `erpc bench`: latency, rate and bandwidth, with a reference measured in the same run.
+//!
+//! Over the in-memory NIC (`--transport sim`) both endpoints run on this thread, alternating
+//! event-loop iterations, so the figures are the cost of the protocol plus the in-memory NIC on
+//! one core. The reference is the raw packet echo rate of the same NIC with the same frame sizes
+//! and window, without any RPC layer.
+
+use crate::TransportKind;
+use clap::{Args, ValueEnum};
+use erpc_dataplane::clock::Clock;
+use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::transport::{RxPacket, Segment, Transport, TxPacket};
+use erpc_dataplane::wire::{ErpcHdr, PktType, RoutingInfo, HEADROOM, PKT_HDR_LEN};
+use erpc_dataplane::*;
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+use zerocopy::IntoBytes;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Round-trip time of one outstanding RPC (HdrHistogram percentiles).
+    Latency,
+    /// RPCs per second with `--concurrency` outstanding.
+    Rate,
+    /// Gb/s of large requests with small responses.
+    Bandwidth,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[arg(value_enum)]
+    mode: Mode,
+    /// Packet I/O to use.
+    #[arg(long, value_enum, default_value = "sim")]
+    transport: TransportKind,
+    /// Request size in bytes (default: 32; 1 MiB for bandwidth).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Response size in bytes (default: 32).
+    #[arg(long, default_value_t = 32)]
+    resp_size: usize,
+    /// Outstanding requests (default: 8 for rate, 1 for latency, 2 for bandwidth).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Measurement time in seconds.
+    #[arg(long, default_value_t = 2.0)]
+    duration: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Default)]
+struct Client {
+    session: Option<SessionId>,
+    completed: u64,
+    failed: u64,
+    bytes: u64,
+    measuring: bool,
+    start_ns: Vec<u64>,
+    hist: Option<Histogram<u64>>,
+}
+
+type Clk = &'static dyn Clock;
+type Nic = SimNic<'static, 'static, Clk>;
+
+fn server_handler(rpc: &mut Rpc<'static, Nic, Clk, usize>, h: ReqHandle) {
+    let n = *rpc.ctx();
+    if n <= rpc.max_data_per_pkt() {
+        let _ = rpc.request_and_prealloc_response(&h);
+        let _ = rpc.enqueue_response_prealloc(h, n);
+    } else if let Ok(b) = rpc.alloc_msg_buffer(n) {
+        let _ = rpc.enqueue_response(h, b);
+    }
+}
+
+fn client_cont(rpc: &mut Rpc<'static, Nic, Clk, Client>, c: Completion) {
+    // Only latency runs read the clock per RPC.
+    let now = if rpc.ctx().hist.is_some() { rpc.clock().now_ns() } else { 0 };
+    let ctx = rpc.ctx_mut();
+    match c.result {
+        Ok(n) if ctx.measuring => {
+            ctx.completed += 1;
+            ctx.bytes += (c.req.len() + n) as u64;
+            let t = c.tag as usize;
+            if let Some(h) = ctx.hist.as_mut() {
+                let _ = h.record((now - ctx.start_ns[t]).max(1));
+            }
+        }
+        Ok(_) => {}
+        Err(_) => ctx.failed += 1,
+    }
+    ctx.start_ns[c.tag as usize] = now;
+    let s = ctx.session.expect("session");
+    if let Err(e) = rpc.enqueue_request(s, 1, c.req, c.resp, client_cont, c.tag) {
+        let _ = rpc.free_msg_buffer(e.req);
+        let _ = rpc.free_msg_buffer(e.resp);
+    }
+}
+
+fn leak<T>(v: T) -> &'static mut T {
+    Box::leak(Box::new(v))
+}
+
+fn region(bytes: usize) -> DmaRegion {
+    DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000)
+}
+
+fn memory(bytes: usize) -> RpcMemory<'static> {
+    RpcMemory {
+        region: region(bytes),
+        sessions: Session::storage(16).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    }
+}
+
+fn clock() -> Clk {
+    #[cfg(target_arch = "x86_64")]
+    {
+        leak(erpc_dataplane::clock::TscClock::calibrate())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        leak(erpc_dataplane::clock::StdClock::default())
+    }
+}
+
+/// Results of one run.
+struct Report {
+    mode: Mode,
+    req: usize,
+    resp: usize,
+    conc: usize,
+    secs: f64,
+    rpcs: u64,
+    bytes: u64,
+    failed: u64,
+    retransmissions: u64,
+    hist: Option<Histogram<u64>>,
+    reference_pps: f64,
+    /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
+    memcpy_gbps: Option<f64>,
+}
+
+pub fn run(a: BenchArgs) -> Result<(), String> {
+    if !(a.duration > 0.0 && a.duration <= 3600.0) {
+        return Err(format!("--duration must be between 0 and 3600 seconds, not {}", a.duration));
+    }
+    let req = a.size.unwrap_or(if a.mode == Mode::Bandwidth { 1 << 20 } else { 32 });
+    let conc = a.concurrency.unwrap_or(match a.mode {
+        Mode::Latency => 1,
+        Mode::Rate => 8,
+        Mode::Bandwidth => 2,
+    });
+    if conc == 0 || conc > 64 {
+        return Err(format!("--concurrency must be 1..=64, not {conc}"));
+    }
+    let max = erpc_dataplane::config::MAX_MSG_SIZE;
+    if req > max || a.resp_size > max {
+        return Err(format!("message sizes are limited to {max} bytes"));
+    }
+    let r = match a.transport {
+        TransportKind::Sim => run_sim(a.mode, req, a.resp_size, conc, a.duration)?,
+    };
+    print_report(&r, a.transport, a.json);
+    Ok(())
+}
+
+fn run_sim(mode: Mode, req: usize, resp: usize, conc: usize, secs: f64) -> Result<Report, String> {
+    let clk = clock();
+    let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
+    let pa = fab.attach(RxBuf::storage(512).leak());
+    let pb = fab.attach(RxBuf::storage(512).leak());
+    // Room for `conc` requests and responses of the largest size on each side, twice over.
+    let need = 4 * conc * (req.max(resp) + (req.max(resp) / 968 + 1) * 56).next_power_of_two() + (8 << 20);
+    let cfg = RpcConfig { seed: 7, ..RpcConfig::default() };
+    let mut srv: Rpc<'static, Nic, Clk, usize> =
+        Rpc::new(fab.nic(pb, 16), clk, resp, memory(need), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
+    srv.register_handler(1, server_handler, HandlerMode::Foreground);
+    let hist = (mode == Mode::Latency).then(|| Histogram::new(3).expect("histogram"));
+    let ctx = Client { start_ns: vec![0; conc], hist, ..Client::default() };
+    let mut cli: Rpc<'static, Nic, Clk, Client> =
+        Rpc::new(fab.nic(pa, 16), clk, ctx, memory(need), cfg).map_err(|e| format!("client endpoint: {e:?}"))?;
+    let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
+    let t0 = Instant::now();
+    while !cli.is_connected(s) {
+        cli.run_event_loop_once();
+        srv.run_event_loop_once();
+        if t0.elapsed() > Duration::from_secs(2) {
+            return Err("the in-memory session did not connect".into());
+        }
+    }
+    cli.ctx_mut().session = Some(s);
+    for t in 0..conc {
+        let q = cli.alloc_msg_buffer(req).map_err(|e| format!("msgbuf: {e:?}"))?;
+        let r = cli.alloc_msg_buffer(resp).map_err(|e| format!("msgbuf: {e:?}"))?;
+        cli.ctx_mut().start_ns[t] = clk.now_ns();
+        cli.enqueue_request(s, 1, q, r, client_cont, t as u64).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+    }
+    // Warm up, then measure.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(200) {
+        for _ in 0..64 {
+            cli.run_event_loop_once();
+            srv.run_event_loop_once();
+        }
+    }
+    cli.ctx_mut().measuring = true;
+    let start = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    while start.elapsed() < dur {
+        for _ in 0..256 {
+            cli.run_event_loop_once();
+            srv.run_event_loop_once();
+        }
+    }
+    let el = start.elapsed().as_secs_f64();
+    cli.ctx_mut().measuring = false;
+    let reference_pps = raw_echo_pps(clk, req, resp, conc, secs.min(2.0));
+    let memcpy_gbps = (mode == Mode::Bandwidth).then(|| memcpy_gbps(req, secs.min(2.0)));
+    let c = cli.ctx();
+    Ok(Report {
+        mode,
+        req,
+        resp,
+        conc,
+        secs: el,
+        rpcs: c.completed,
+        bytes: c.bytes,
+        failed: c.failed,
+        retransmissions: cli.stats().retransmissions,
+        hist: cli.ctx_mut().hist.take(),
+        reference_pps,
+        memcpy_gbps,
+    })
+}
+
+/// memcpy throughput (Gb/s) of `size`-byte buffers: the in-memory NIC copies every byte twice
+/// (device "DMA" into a receive buffer, then into the msgbuf), so half of this is the ceiling.
+fn memcpy_gbps(size: usize, secs: f64) -> f64 {
+    let src = vec![0x5Au8; size];
+    let mut dst = vec![0u8; size];
+    let mut bytes = 0u64;
+    let start = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    while start.elapsed() < dur {
+        for _ in 0..16 {
+            dst.copy_from_slice(std::hint::black_box(&src));
+            bytes += size as u64;
+        }
+        std::hint::black_box(&mut dst);
+    }
+    bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
+}
+
+/// Round trips per second of raw frames over the same in-memory NIC: `conc` frames of the
+/// request's first-packet size go out, each is echoed back as a response-sized frame.
+fn raw_echo_pps(clk: Clk, req: usize, resp: usize, conc: usize, secs: f64) -> f64 {
+    let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 2));
+    let pa = fab.attach(RxBuf::storage(512).leak());
+    let pb = fab.attach(RxBuf::storage(512).leak());
+    let mut a = fab.nic(pa, 16);
+    let mut b = fab.nic(pb, 16);
+    let (aa, ba) = (a.local_addr(), b.local_addr());
+    let frame = |src, dst, data: usize| {
+        let data = data.min(968);
+        let mut f = vec![0u8; PKT_HDR_LEN + data];
+        let mut hr = [0u8; HEADROOM];
+        RoutingInfo::new(src, dst).write(&mut hr, 14 + data);
+        f[..HEADROOM].copy_from_slice(&hr);
+        f[HEADROOM..PKT_HDR_LEN].copy_from_slice(ErpcHdr::new(1, data as u32, 0, PktType::Req, 0, 8).as_bytes());
+        f.leak()
+    };
+    let fa: &'static [u8] = frame(&aa, &ba, req);
+    let fb: &'static [u8] = frame(&ba, &aa, resp);
+    let pkt = |f: &'static [u8]| TxPacket {
+        segs: [Segment { vaddr: f.as_ptr(), iova: 0, len: f.len() as u32 }, Segment::EMPTY],
+    };
+    let (ta, tb) = (vec![pkt(fa); conc], vec![pkt(fb); 32]);
+    let mut rx = [RxPacket::EMPTY; 32];
+    let mut in_flight = 0usize;
+    let mut echoes = 0u64;
+    let mut step = |a: &mut Nic, b: &mut Nic, echoes: &mut u64| {
+        if in_flight < conc {
+            in_flight += a.tx_burst(&ta[..conc - in_flight]);
+        }
+        let n = b.rx_burst(&mut rx);
+        b.rx_release(&rx[..n]);
+        b.tx_burst(&tb[..n]);
+        let m = a.rx_burst(&mut rx);
+        a.rx_release(&rx[..m]);
+        in_flight -= m;
+        *echoes += m as u64;
+    };
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(100) {
+        step(&mut a, &mut b, &mut echoes);
+    }
+    echoes = 0;
+    let start = Instant::now();
+    let dur = Duration::from_secs_f64(secs);
+    while start.elapsed() < dur {
+        for _ in 0..256 {
+            step(&mut a, &mut b, &mut echoes);
+        }
+    }
+    echoes as f64 / start.elapsed().as_secs_f64()
+}
+
+fn print_report(r: &Report, t: TransportKind, json: bool) {
+    let rate = r.rpcs as f64 / r.secs;
+    let ns = if r.rpcs > 0 { r.secs * 1e9 / r.rpcs as f64 } else { f64::INFINITY };
+    let gbps = r.bytes as f64 * 8.0 / r.secs / 1e9;
+    let pct = |q: f64| r.hist.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
+    let mode = format!("{:?}", r.mode).to_lowercase();
+    let transport = format!("{t:?}").to_lowercase();
+    if json {
+        let mut o = serde_json::json!({
+            "transport": transport, "mode": mode,
+            "req_size": r.req, "resp_size": r.resp, "concurrency": r.conc,
+            "duration_s": r.secs, "rpcs": r.rpcs, "rpcs_per_sec": rate, "ns_per_rpc": ns,
+            "gbps": gbps, "reference_pps": r.reference_pps,
+            "ratio_to_reference": rate / r.reference_pps,
+            "failed": r.failed, "retransmissions": r.retransmissions,
+        });
+        if let Some(m) = r.memcpy_gbps {
+            o["memcpy_gbps"] = m.into();
+            o["ratio_to_memcpy"] = (gbps / m).into();
+        }
+        if let Some(h) = &r.hist {
+            o["p50_us"] = pct(0.5).into();
+            o["p99_us"] = pct(0.99).into();
+            o["p999_us"] = pct(0.999).into();
+            o["max_us"] = (h.max() as f64 / 1000.0).into();
+        }
+        println!("{o}");
+        return;
+    }
+    println!(
+        "erpc bench {mode} --transport {transport}: {} B requests, {} B responses, {} outstanding, {:.2} s",
+        r.req, r.resp, r.conc, r.secs
+    );
+    println!("  RPCs:             {} ({:.3} M/s, {:.1} ns per RPC)", r.rpcs, rate / 1e6, ns);
+    if r.mode == Mode::Bandwidth {
+        println!("  bandwidth:        {gbps:.2} Gb/s (requests + responses)");
+        if let Some(m) = r.memcpy_gbps {
+            println!("  reference:        memcpy of {} B buffers: {m:.2} Gb/s (the in-memory NIC copies twice)", r.req);
+            println!("  ratio:            {:.3} of memcpy", gbps / m);
+            return;
+        }
+    }
+    if let Some(h) = &r.hist {
+        println!(
+            "  latency (us):     p50 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            pct(0.5).unwrap(),
+            pct(0.99).unwrap(),
+            pct(0.999).unwrap(),
+            h.max() as f64 / 1000.0
+        );
+    }
+    println!("  reference:        raw packet echo over the same NIC: {:.3} M round trips/s", r.reference_pps / 1e6);
+    println!("  ratio:            {:.3} of the raw echo rate", rate / r.reference_pps);
+    if r.failed > 0 || r.retransmissions > 0 {
+        println!("  failed: {}, retransmissions: {}", r.failed, r.retransmissions);
+    }
+}
