@@ -119,3 +119,55 @@ impl<T: Transport> Transport for FaultInjector<T> {
         self.inner.rx_release(pkts)
     }
 }
+
+#[cfg(all(test, feature = "std"))]
+mod tests {
+    use super::*;
+    use crate::clock::SimClock;
+    use crate::sim::{Fabric, RxBuf};
+    use crate::transport::Segment;
+    use crate::wire::{ErpcHdr, PktType, RoutingInfo, HEADROOM, PKT_HDR_LEN};
+    use zerocopy::IntoBytes;
+
+    use std::vec::Vec;
+
+    #[test]
+    fn drops_the_configured_fraction_and_releases_rx() {
+        let clock = SimClock::new();
+        let fab = Fabric::new(&clock, 3);
+        let (ba, bb) = (RxBuf::storage(64).leak(), RxBuf::storage(64).leak());
+        let (pa, pb) = (fab.attach(ba), fab.attach(bb));
+        let mut a = FaultInjector::new(fab.nic(pa, 0), 0.25, 0.0, 9);
+        let mut b = FaultInjector::new(fab.nic(pb, 0), 0.0, 0.5, 10);
+        let mut f = [0u8; PKT_HDR_LEN];
+        let mut hr = [0u8; HEADROOM];
+        RoutingInfo::new(&a.local_addr(), &b.local_addr()).write(&mut hr, 14);
+        f[..HEADROOM].copy_from_slice(&hr);
+        f[HEADROOM..].copy_from_slice(ErpcHdr::new(0, 0, 0, PktType::Req, 0, 8).as_bytes());
+        let pkt = TxPacket { segs: [Segment { vaddr: f.as_ptr(), iova: 0, len: f.len() as u32 }, Segment::EMPTY] };
+        let (mut sent, mut got) = (0u64, 0u64);
+        let mut rx = [RxPacket::EMPTY; 32];
+        for _ in 0..1000 {
+            sent += a.tx_burst(&[pkt; 4]) as u64;
+            let n = b.rx_burst(&mut rx);
+            got += n as u64;
+            b.rx_release(&rx[..n]);
+        }
+        a.tx_flush();
+        let n = b.rx_burst(&mut rx);
+        got += n as u64;
+        b.rx_release(&rx[..n]);
+        assert_eq!(sent, 4000, "dropped frames still count as accepted");
+        let (td, rd) = (a.stats().tx_dropped, b.stats().rx_dropped);
+        assert!((800..1200).contains(&td), "tx drops {td}");
+        assert_eq!(fab.stats(pb).delivered, sent - td);
+        assert_eq!(got + rd, sent - td);
+        assert!((got as f64 / (sent - td) as f64 - 0.5).abs() < 0.05);
+        // Every buffer came back: the ring is full again (64 frames fit).
+        let v: Vec<_> = (0..64).map(|_| pkt).collect();
+        a.set_drop(0.0, 0.0);
+        a.tx_burst(&v);
+        a.tx_flush();
+        assert_eq!(fab.stats(pb).no_buffer, 0);
+    }
+}

@@ -76,6 +76,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         self.sessions[s].state = SessionState::Resetting;
         self.stats.sessions_reset += 1;
+        log::warn!(
+            "session {s} to {}: peer silent for {} ns, resetting",
+            self.sessions[s].peer,
+            self.cfg.session_timeout_ns
+        );
         // Request buffers go back to the application: the device must be done with them.
         self.drain_tx_and_dma();
         self.fail_all(s, RpcError::SessionReset);

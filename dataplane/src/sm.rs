@@ -245,6 +245,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.drop_pkt(None, DropReason::BadSm);
         };
         let Some(s) = self.alloc_session() else {
+            log::warn!("connect from {client} refused: all {} sessions in use", self.sessions.len());
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfSessions));
         };
         // Every server session needs at least one one-packet buffer: check now, not mid-request.
@@ -339,6 +340,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             }
             let connecting = sess.state == SessionState::ConnectInProgress;
             if sess.sm_attempts >= self.cfg.sm_max_attempts {
+                log::warn!("session {s}: no answer from {} after {} attempts", sess.peer, sess.sm_attempts);
                 self.sm_pending -= 1;
                 self.release_session(s);
                 let id = SessionId(s as u16);
