@@ -503,3 +503,26 @@ fn twenty_thousand_sessions() {
     assert!(run_until!(w, [cli, srv], 2_000_000_000, all_done(&cli)));
     check_exactly_once(&cli);
 }
+
+#[test]
+fn connect_fails_with_out_of_memory_when_server_region_is_full() {
+    let w = World::new(14);
+    let mut srv = server(&w, 16 << 20, 64);
+    // Leave the server no room for a session's one-packet buffer.
+    let mut hog = Vec::new();
+    while let Ok(b) = srv.alloc_msg_buffer(900) {
+        hog.push(b);
+    }
+    let mut cli = client(&w, 4 << 20, 8);
+    let s = cli.create_session(srv.local_addr()).unwrap();
+    assert!(run_until!(w, [cli, srv], 50_000_000, !cli.ctx().events.is_empty()));
+    assert_eq!(cli.ctx().events, vec![SessionEvent::ConnectFailed(s, SmError::OutOfMemory)]);
+    assert_eq!(srv.num_active_sessions(), 0);
+    assert_eq!(cli.num_active_sessions(), 0);
+    // With memory back, the next attempt connects.
+    for b in hog {
+        srv.free_msg_buffer(b).unwrap();
+    }
+    let s2 = connect!(w, cli, [srv], srv.local_addr());
+    assert!(cli.is_connected(s2));
+}
