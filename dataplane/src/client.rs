@@ -179,7 +179,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
 
     /// Gives returned credits to the session's stalled slots.
     #[inline]
-    fn kick_stalled(&mut self, s: usize) {
+    pub(crate) fn kick_stalled(&mut self, s: usize) {
         let mut m = self.sessions[s].stalled;
         if m == 0 {
             return;

@@ -66,6 +66,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.stats.retransmitted_pkts += delta as u64;
         crate::cc::on_retransmit(&mut self.sessions[s], i, now);
         self.kick(s, i);
+        // The rollback returned credits: slots of this session waiting for them may go too.
+        self.kick_stalled(s);
     }
 
     /// Fails everything pending on client session `s`, tells the peer (once, best effort) and
