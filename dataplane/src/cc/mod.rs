@@ -5,8 +5,8 @@
 //! calls these hooks when it sends a packet, when a packet is acknowledged (credit return or
 //! response, which gives an RTT sample against the send time), and when it rolls back. They do
 //! nothing yet; sessions then always send at line rate, which is what the original's bypasses do
-//! for an uncongested session. [`timely`] holds the rate computation; wiring it and a timing-wheel
-//! rate limiter into these hooks is the congestion-control issue's work.
+//! for an uncongested session. [`timely`] holds the rate computation and [`wheel`] the Carousel timing
+//! wheel; wiring them into these hooks (with the uncongested-session bypasses) is the congestion-control issue's work.
 
 use crate::session::Session;
 
@@ -23,3 +23,4 @@ pub(crate) fn on_pkt_acked(_s: &mut Session, _slot: usize, _pkt_num: u16, _now_n
 pub(crate) fn on_retransmit(_s: &mut Session, _slot: usize, _now_ns: u64) {}
 
 pub mod timely;
+pub mod wheel;
