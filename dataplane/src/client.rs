@@ -15,7 +15,7 @@ use crate::rpc::{Completion, Continuation, EnqueueError, EnqueueErrorKind, ListK
 use crate::session::{Role, SessionId, SessionState, SlotState, NIL};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
-use crate::wire::{Header, PktType, MAX_PKT_NUM, PKT_HDR_LEN};
+use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
 impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     /// Queues a request of type `req_type` on client session `session`. The endpoint owns `req`
@@ -43,6 +43,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         if sess.state != SessionState::Connected {
             return err(EnqueueErrorKind::NotConnected, req, resp);
+        }
+        if !self.owns_msgbuf(&req) || !self.owns_msgbuf(&resp) {
+            return err(EnqueueErrorKind::ForeignBuffer, req, resp);
         }
         let req_pkts = num_pkts(req.len(), self.dpp);
         let resp_pkts = num_pkts(resp.capacity(), self.dpp);
@@ -113,7 +116,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     #[allow(clippy::too_many_arguments)]
     fn start_request(&mut self, s: usize, i: usize, req_type: u8, mut req: MsgBuf, resp: MsgBuf, cont: u8, tag: u64) {
         let sess = &self.sessions[s];
-        let req_num = sess.slots[i].cur_req_num + SLOTS_PER_SESSION as u64;
+        let req_num = (sess.slots[i].cur_req_num + SLOTS_PER_SESSION as u64) & MAX_REQ_NUM;
         let routing = sess.routing;
         let dest = sess.remote_session;
         self.write_msg_hdrs(&routing, &mut req, req_type, dest, PktType::Req, 0, req_num);

@@ -33,7 +33,10 @@ pub struct RpcConfig {
     pub sm_max_attempts: u32,
     /// Largest message this endpoint sends or accepts (at most [`MAX_MSG_SIZE`]).
     pub max_msg_size: usize,
-    /// Seed for session tokens. Use a random value in production; fixed in tests.
+    /// Seed for session tokens, which must not repeat when an endpoint restarts (a server would
+    /// take the new client for the old one). The endpoint also mixes in the clock and its storage
+    /// address; give a random value where one is available ([`RpcConfig::random_seed`] with
+    /// `std`), a fixed one only in simulations that must be reproducible.
     pub seed: u64,
 }
 
@@ -49,5 +52,17 @@ impl Default for RpcConfig {
             max_msg_size: MAX_MSG_SIZE,
             seed: 0x5EED_E4C0_FFEE_0001,
         }
+    }
+}
+
+#[cfg(feature = "std")]
+impl RpcConfig {
+    /// A seed from the operating system's randomness (through `std`'s hash keys).
+    pub fn random_seed() -> u64 {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
+        h.write_u64(t);
+        h.finish()
     }
 }

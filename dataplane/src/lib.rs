@@ -63,8 +63,8 @@ pub use config::RpcConfig;
 pub use dma::DmaRegion;
 pub use msgbuf::{AllocError, MsgBuf};
 pub use rpc::{
-    Completion, EnqueueError, EnqueueErrorKind, HandlerMode, InitError, ReqHandle, ResetReason, RespondError,
-    RespondErrorKind, Rpc, RpcError, RpcMemory, SessionError, SessionEvent, SmError,
+    Completion, EnqueueError, EnqueueErrorKind, HandlerMode, InitError, RegisterError, ReqHandle, ResetReason,
+    RespondError, RespondErrorKind, Rpc, RpcError, RpcMemory, SessionError, SessionEvent, SmError,
 };
 pub use session::{BacklogEntry, Session, SessionId, SessionState};
 pub use stats::{DropReason, RpcStats};

@@ -108,6 +108,8 @@ pub enum EnqueueErrorKind {
     TooLarge,
     /// More than [`MAX_CONTINUATIONS`] distinct continuation functions.
     TooManyContinuations,
+    /// A msgbuf allocated by another endpoint (the device cannot reach it).
+    ForeignBuffer,
 }
 
 /// A refused request, with its buffers.
@@ -125,6 +127,8 @@ pub enum RespondErrorKind {
     InvalidHandle,
     /// Beyond the maximum message size or the 16383-packet bound, or (prealloc) beyond one packet.
     TooLarge,
+    /// A msgbuf allocated by another endpoint (the device cannot reach it).
+    ForeignBuffer,
 }
 
 #[derive(Debug)]
@@ -181,6 +185,13 @@ pub enum SessionEvent {
     },
     /// Every pending continuation has run with [`RpcError::SessionReset`]; the session is gone.
     Reset(SessionId, ResetReason),
+}
+
+/// Why a handler registration was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterError {
+    /// A background handler needs worker queues: call `attach_workers` first.
+    NoWorkers,
 }
 
 /// Why an endpoint could not be built.
@@ -270,6 +281,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let nctrl = (transport.max_tx_in_flight() + TX_BATCH + 1).next_power_of_two();
         let ctrl_base = heap.alloc_raw(nctrl * CTRL_SLOT).ok_or(InitError::RegionTooSmall)?;
         let local = transport.local_addr();
+        let storage_addr = mem.sessions.as_ptr() as usize;
         let n = mem.sessions.len();
         for (i, s) in mem.sessions.iter_mut().enumerate() {
             *s = Session::EMPTY;
@@ -310,8 +322,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             next_sm_ns: now,
             in_loop: false,
             iteration: 0,
+            // Tokens must differ across restarts of the same endpoint: besides the configured
+            // seed, mix in the clock and where the caller's storage lives.
             rng: Xoshiro256PlusPlus::seed_from_u64(
                 cfg.seed
+                    ^ now.rotate_left(17)
+                    ^ (storage_addr as u64).rotate_left(41)
                     ^ u64::from_le_bytes([
                         local.ipv4[0],
                         local.ipv4[1],
@@ -330,10 +346,21 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     // ----- registration -----
 
     /// Registers the handler for `req_type`. For [`HandlerMode::Background`], `f` is not called
-    /// (the worker pool's handler runs instead; pass any function) and [`Rpc::attach_workers`]
-    /// must be called.
-    pub fn register_handler(&mut self, req_type: u8, f: ReqHandler<'m, T, C, X>, mode: HandlerMode) {
+    /// (the worker pool's handler runs instead) and [`Rpc::attach_workers`] must come first.
+    ///
+    /// Refused ([`RegisterError::NoWorkers`]) for a background handler before
+    /// [`Rpc::attach_workers`]: its requests would never be answered.
+    pub fn register_handler(
+        &mut self,
+        req_type: u8,
+        f: ReqHandler<'m, T, C, X>,
+        mode: HandlerMode,
+    ) -> Result<(), RegisterError> {
+        if matches!(mode, HandlerMode::Background { .. }) && self.bg.is_none() {
+            return Err(RegisterError::NoWorkers);
+        }
         self.handlers[req_type as usize] = HandlerEntry { f: Some(f), mode };
+        Ok(())
     }
 
     /// Connects the endpoint to worker queues for background handlers.
@@ -413,6 +440,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     /// Allocates a msgbuf for messages of up to `max_data` bytes.
     pub fn alloc_msg_buffer(&mut self, max_data: usize) -> Result<MsgBuf, AllocError> {
         self.heap.alloc(max_data)
+    }
+
+    /// Whether `buf` was allocated by this endpoint (only those can be sent: the device knows
+    /// only this endpoint's region).
+    pub fn owns_msgbuf(&self, buf: &MsgBuf) -> bool {
+        self.heap.owns(buf.block_ptr(), crate::msgbuf::footprint(buf.capacity(), self.dpp))
     }
 
     /// Returns a msgbuf to the allocator (a buffer of another endpoint is handed back).
@@ -556,6 +589,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             sent += n;
             if n == 0 {
                 tries += 1;
+                if tries == 100 {
+                    // The device's ring is full: wait for it to drain. Besides making room, this
+                    // is what lets control-packet slots be reused even if frames are dropped below.
+                    self.transport.tx_flush();
+                    self.stats.tx_flushes += 1;
+                }
                 if tries > 1000 {
                     // The transport is stuck; what is left counts as lost and will be retransmitted.
                     for _ in sent..self.tx_batch.len() {
@@ -783,22 +822,24 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             let id = self.bg_pending.head;
             let (s, i) = ((id as usize) / SLOTS_PER_SESSION, (id as usize) % SLOTS_PER_SESSION);
             let req_type = self.sessions[s].slots[i].req_type;
-            let HandlerMode::Background { max_resp_size } = self.handlers[req_type as usize].mode else {
+            let entry = self.handlers[req_type as usize];
+            let HandlerMode::Background { max_resp_size } = entry.mode else {
+                // Re-registered as a foreground handler meanwhile: run it here.
                 self.list_remove(ListKind::BgPending, id);
+                let handle = self.handle_of(s, i);
+                if let Some(f) = entry.f {
+                    f(self, handle);
+                }
                 continue;
             };
-            let Ok(resp) = self.heap.alloc(max_resp_size.min(self.cfg.max_msg_size)) else {
+            // No larger than any response this request can have (16383-packet bound).
+            let req_pkts = self.sessions[s].slots[i].req_pkts as usize;
+            let max = max_resp_size.min(self.cfg.max_msg_size).min((MAX_PKT_NUM + 2 - req_pkts) * self.dpp);
+            let Ok(resp) = self.heap.alloc(max) else {
                 return; // retry next iteration
             };
-            let sess = &mut self.sessions[s];
-            let handle = ReqHandle {
-                session: s as u16,
-                slot: i as u8,
-                req_type,
-                generation: sess.generation,
-                req_num: sess.slots[i].cur_req_num,
-            };
-            let req = sess.slots[i].req.take().expect("request of a pending background job");
+            let handle = self.handle_of(s, i);
+            let req = self.sessions[s].slots[i].req.take().expect("request of a pending background job");
             match q.jobs.enqueue(BgJob { handle, req_type, req, resp }) {
                 Ok(()) => self.list_remove(ListKind::BgPending, id),
                 Err(job) => {
@@ -810,14 +851,30 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
     }
 
+    /// The handle of the request in slot `i` of server session `s`.
+    pub(crate) fn handle_of(&self, s: usize, i: usize) -> ReqHandle {
+        let sess = &self.sessions[s];
+        let sl = &sess.slots[i];
+        ReqHandle {
+            session: s as u16,
+            slot: i as u8,
+            req_type: sl.req_type,
+            generation: sess.generation,
+            req_num: sl.cur_req_num,
+        }
+    }
+
     fn finish_bg_job(&mut self, job: BgJob) {
         let BgJob { handle, req, resp, .. } = job;
         if self.valid_handle(&handle) {
             self.sessions[handle.session as usize].slots[handle.slot as usize].req = Some(req);
             if let Err(e) = self.enqueue_response(handle, resp) {
+                // A response the worker made unusable (a buffer of another endpoint, or resized
+                // beyond bounds): answer empty rather than leave the client waiting forever.
                 if let Some(b) = e.resp {
                     let _ = self.heap.free(b);
                 }
+                let _ = self.enqueue_response_prealloc(handle, 0);
             }
         } else {
             let _ = self.heap.free(req);

@@ -16,7 +16,7 @@ use crate::rpc::{HandlerMode, ListKind, ReqHandle, RespondError, RespondErrorKin
 use crate::session::{Role, SessionState, SlotState};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
-use crate::wire::{Header, PktType, MAX_PKT_NUM, PKT_HDR_LEN};
+use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
 impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     /// A request or RFR packet on server session `s`.
@@ -39,7 +39,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         let sl = &self.sessions[s].slots[i];
         let cur = sl.cur_req_num;
-        if h.req_num == cur + SLOTS_PER_SESSION as u64 {
+        if h.req_num == (cur + SLOTS_PER_SESSION as u64) & MAX_REQ_NUM {
             if k != 0 {
                 return self.drop_pkt(Some(s), DropReason::OutOfOrder);
             }
@@ -270,6 +270,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     pub fn enqueue_response(&mut self, h: ReqHandle, resp: MsgBuf) -> Result<(), RespondError> {
         if !self.valid_handle(&h) {
             return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: Some(resp) });
+        }
+        if !self.owns_msgbuf(&resp) {
+            return Err(RespondError { kind: RespondErrorKind::ForeignBuffer, resp: Some(resp) });
         }
         let (s, i) = (h.session as usize, h.slot as usize);
         let req_pkts = self.sessions[s].slots[i].req_pkts as usize;

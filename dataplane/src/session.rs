@@ -206,6 +206,15 @@ impl Session {
         self.stats
     }
 
+    /// Sets the connection's token and, from it, the slots' starting request numbers.
+    pub(crate) fn set_token(&mut self, token: u64) {
+        self.token = token;
+        let base = req_num_base(token);
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            s.cur_req_num = base + i as u64;
+        }
+    }
+
     /// Resets per-connection state for a new use of this session number (caches are kept out:
     /// the caller frees them first).
     pub(crate) fn reinit(&mut self, role: Role, state: SessionState, credits: u16) {
@@ -228,6 +237,15 @@ impl Session {
             s.cur_req_num = i as u64;
         }
     }
+}
+
+/// The request number slot 0 starts from on a connection with `token` (slot `i` starts at
+/// `base + i`, its first request is `base + i + 8`). Both ends derive it from the token, so a
+/// delayed packet of an earlier connection that used the same session number carries request
+/// numbers the new connection does not use (the original never reused session numbers; this
+/// implementation does, its storage being fixed).
+pub const fn req_num_base(token: u64) -> u64 {
+    (token & ((1 << 40) - 1)) << 3
 }
 
 /// A queued request waiting for a free slot (storage is the caller's, see [`BacklogEntry::storage`]).

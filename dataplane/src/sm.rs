@@ -118,7 +118,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let credits = self.cfg.session_credits;
         let sess = &mut self.sessions[s];
         sess.reinit(Role::Client, SessionState::ConnectInProgress, credits);
-        sess.token = token;
+        sess.set_token(token);
         sess.peer = remote;
         sess.routing = routing;
         sess.remote_session = 0;
@@ -258,7 +258,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let now = self.clock.now_ns();
         let sess = &mut self.sessions[s];
         sess.reinit(Role::Server, SessionState::Connected, credits);
-        sess.token = token;
+        sess.set_token(token);
         sess.peer = client;
         sess.routing = routing;
         sess.remote_session = csess;

@@ -104,9 +104,9 @@ fn cli_ev(rpc: &mut Ep<Cli>, e: SessionEvent) {
 
 fn server(w: &World, region: usize, sessions: usize) -> Ep<Srv> {
     let mut s = w.endpoint(Srv::default(), test_config(11), region, sessions);
-    s.register_handler(XOR, srv_xor, HandlerMode::Foreground);
-    s.register_handler(TAGGED, srv_tagged, HandlerMode::Foreground);
-    s.register_handler(HOLD, srv_hold, HandlerMode::Foreground);
+    s.register_handler(XOR, srv_xor, HandlerMode::Foreground).unwrap();
+    s.register_handler(TAGGED, srv_tagged, HandlerMode::Foreground).unwrap();
+    s.register_handler(HOLD, srv_hold, HandlerMode::Foreground).unwrap();
     s
 }
 
@@ -272,7 +272,7 @@ fn nested_rpc_primary_backup() {
     let w = World::new(6);
     let mut backup = server(&w, 16 << 20, 8);
     let mut primary: Ep<Primary> = w.endpoint(Primary::default(), test_config(7), 16 << 20, 8);
-    primary.register_handler(XOR, primary_handler, HandlerMode::Foreground);
+    primary.register_handler(XOR, primary_handler, HandlerMode::Foreground).unwrap();
     let mut cli = client(&w, 16 << 20, 8);
     let b = primary.create_session(backup.local_addr()).unwrap();
     primary.ctx_mut().backup = Some(b);
@@ -306,8 +306,13 @@ fn background_handlers_on_worker_pool() {
         std::thread::sleep(std::time::Duration::from_micros(50));
     });
     let mut srv = server(&w, 32 << 20, 8);
-    srv.register_handler(BG_XOR, srv_xor, HandlerMode::Background { max_resp_size: 8000 });
+    // Background handlers need the worker queues first.
+    assert_eq!(
+        srv.register_handler(BG_XOR, srv_xor, HandlerMode::Background { max_resp_size: 8000 }),
+        Err(RegisterError::NoWorkers)
+    );
     srv.attach_workers(queues);
+    srv.register_handler(BG_XOR, srv_xor, HandlerMode::Background { max_resp_size: 8000 }).unwrap();
     let mut cli = client(&w, 32 << 20, 8);
     let s = connect!(w, cli, [srv], srv.local_addr());
     let mut sent = 0u64;

@@ -53,7 +53,7 @@ proptest! {
         w.fab.set_all_links(LinkParams { delay_ns, loss, dup, reorder });
         let cfg = RpcConfig { session_credits: credits, ..test_config(seed) };
         let mut srv: Ep<Srv> = w.endpoint(Srv::default(), cfg, 16 << 20, 4);
-        srv.register_handler(9, handler, HandlerMode::Foreground);
+        srv.register_handler(9, handler, HandlerMode::Foreground).unwrap();
         let mut cli: Ep<Cli> = w.endpoint(Cli::default(), cfg, 16 << 20, 4);
         let base = (cli.heap_stats().live_buffers, srv.heap_stats().live_buffers);
         let s = connect!(w, cli, [srv], srv.local_addr());

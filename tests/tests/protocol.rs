@@ -13,6 +13,7 @@
 //! uses req_type [`RT`]. Slot `i`'s first request has req_num `i + 8`.
 
 use erpc_dataplane::msgbuf::num_pkts;
+use erpc_dataplane::session::req_num_base;
 use erpc_dataplane::sm::{AddrWire, SmBody, SmPktType, SM_FRAME_LEN};
 use erpc_dataplane::wire::{ipv4_checksum, ErpcHdr, PktHdr, PktType, MAGIC, PKT_HDR_LEN, SM_SESSION_NUM};
 use erpc_dataplane::{
@@ -183,6 +184,9 @@ struct Bench {
     /// Whether [`Bench::sent`] checks every frame's headroom (off for fuzzing: a server answers
     /// session-management requests at whatever client address their body names).
     check_l2l3: bool,
+    /// Request-number base of the session (`req_num_base(token)`): request numbers in the tests
+    /// are written relative to it (slot i's first request is `i + 8`).
+    base: u64,
 }
 
 impl Bench {
@@ -192,7 +196,7 @@ impl Bench {
         let (nic, script) = ScriptNic::new(addr);
         let mut rpc = Rpc::new(nic, clock, Ctx::default(), memory(1 << 20, sessions, 16), cfg).expect("endpoint");
         rpc.set_session_handler(ev_record);
-        Bench { rpc, script, clock, addr, peer, local: 0, remote: 0, check_l2l3: true }
+        Bench { rpc, script, clock, addr, peer, local: 0, remote: 0, check_l2l3: true, base: 0 }
     }
 
     /// Queues frames for the next `rx_burst`.
@@ -247,26 +251,29 @@ impl Bench {
 
     /// The header we expect on a packet the endpoint sends on its session.
     fn exp(&self, ty: PktType, msg_size: usize, pkt_num: u16, req_num: u64) -> P {
-        P { ty, req_type: RT, msg_size: msg_size as u32, dest: self.remote, pkt_num, req_num }
+        P { ty, req_type: RT, msg_size: msg_size as u32, dest: self.remote, pkt_num, req_num: self.base + req_num }
     }
 
     // ----- frames from the peer to the endpoint's session -----
 
     fn req(&self, req_num: u64, data: &[u8]) -> Vec<Vec<u8>> {
-        msg_frames(&self.peer, &self.addr, self.local, PktType::Req, req_num, 0, data)
+        msg_frames(&self.peer, &self.addr, self.local, PktType::Req, self.base + req_num, 0, data)
     }
 
     fn resp(&self, req_num: u64, first: u16, data: &[u8]) -> Vec<Vec<u8>> {
-        msg_frames(&self.peer, &self.addr, self.local, PktType::Resp, req_num, first, data)
+        msg_frames(&self.peer, &self.addr, self.local, PktType::Resp, self.base + req_num, first, data)
     }
 
     /// A header-only control packet (RFR or ExplCr), msg_size 0.
     fn ctrl(&self, ty: PktType, pkt_num: u16, req_num: u64) -> Vec<u8> {
-        frame(&self.peer, &self.addr, ErpcHdr::new(RT, 0, self.local, ty, pkt_num, req_num), &[])
+        frame(&self.peer, &self.addr, ErpcHdr::new(RT, 0, self.local, ty, pkt_num, self.base + req_num), &[])
     }
 
     /// A frame to the session with a raw header (for malformed input).
+    /// Its request number is relative to the session's base, like everywhere in these tests.
     fn raw(&self, h: ErpcHdr, data: &[u8]) -> Vec<u8> {
+        let d = h.decode();
+        let h = ErpcHdr::new(d.req_type, d.msg_size, d.dest_session_num, d.pkt_type, d.pkt_num, self.base + d.req_num);
         frame(&self.peer, &self.addr, h, data)
     }
 
@@ -315,7 +322,7 @@ impl Bench {
 /// (token [`TOKEN`], client session [`CS`]); `handler` serves [`RT`].
 fn server_with(handler: fn(&mut Ep, ReqHandle), cfg: RpcConfig, sessions: usize) -> Bench {
     let mut b = Bench::new(ME, PEER, cfg, sessions);
-    b.rpc.register_handler(RT, handler, HandlerMode::Foreground);
+    b.rpc.register_handler(RT, handler, HandlerMode::Foreground).unwrap();
     let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS, 0, PEER, ME))]);
     assert_eq!(tx.len(), 1, "one ConnectResp");
     let (kind, body) = sm_of(&tx[0]);
@@ -324,6 +331,7 @@ fn server_with(handler: fn(&mut Ep, ReqHandle), cfg: RpcConfig, sessions: usize)
     assert_eq!((body.token.get(), body.client_session.get()), (TOKEN, CS));
     b.local = body.server_session.get();
     b.remote = CS;
+    b.base = req_num_base(TOKEN);
     assert!(b.rpc.is_connected(SessionId(b.local)));
     b
 }
@@ -350,6 +358,7 @@ fn client_with(cfg: RpcConfig) -> Bench {
     assert_eq!(b.ctx().events, vec![SessionEvent::Connected(s)]);
     b.local = s.0;
     b.remote = SS;
+    b.base = req_num_base(body.token.get());
     b
 }
 
@@ -459,7 +468,7 @@ fn fuzz_frame(rng: &mut Rng, b: &Bench) -> Vec<u8> {
     let req_num = rng.pick(&[0u64, 7, 8, 8, 9, 15, 16, 16, 24, 17, (1 << 44) - 1]);
     let len = rng.pick(&[0usize, 1, 5, 40, 500, 967, 968, 969]);
     let data: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
-    let mut f = frame(&PEER, &ME, ErpcHdr::new(req_type, msg_size, dest, ty, pkt_num, req_num), &data);
+    let mut f = frame(&PEER, &ME, ErpcHdr::new(req_type, msg_size, dest, ty, pkt_num, b.base + req_num), &data);
     match rng.next() % 10 {
         0 => f.truncate((rng.next() % (f.len() as u64 + 1)) as usize),
         1 => {
@@ -1267,7 +1276,7 @@ fn malformed_wrong_type_for_role() {
 #[test]
 fn malformed_wrong_source() {
     let mut b = server(h_echo);
-    let h = ErpcHdr::new(RT, 3, b.local, PktType::Req, 0, 8);
+    let h = ErpcHdr::new(RT, 3, b.local, PktType::Req, 0, b.base + 8);
     let other_ip = EndpointAddr { ipv4: [10, 0, 0, 9], ..PEER };
     let other_port = EndpointAddr { udp_port: PEER.udp_port + 1, ..PEER };
     b.assert_dropped(frame(&other_ip, &ME, h, b"abc"), DropReason::WrongSource);
@@ -1556,7 +1565,7 @@ fn sm_client_destroy_session() {
 fn end_to_end_multi_pkt_both_ways_with_two_credits() {
     let mut cli = Bench::new(ME, PEER, RpcConfig { session_credits: 2, ..test_config(1) }, 4);
     let mut srv = Bench::new(PEER, ME, test_config(2), 4);
-    srv.rpc.register_handler(RT, h_sized, HandlerMode::Foreground);
+    srv.rpc.register_handler(RT, h_sized, HandlerMode::Foreground).unwrap();
     srv.rpc.ctx_mut().resp_len = 3500; // 4 packets
     let s = cli.rpc.create_session(PEER).unwrap();
     pump(&mut cli, &mut srv);
@@ -1598,7 +1607,7 @@ fn fuzz_server_never_panics() {
     // Still serving: a fresh slot (slot 3 is never touched by the fuzz's req_nums mod 8 in {0,1,7}).
     let tx = b.deliver(b.req(11, b"alive?"));
     assert_eq!(tx.len(), 1);
-    assert_eq!(p(&tx[0]).req_num, 11);
+    assert_eq!(p(&tx[0]).req_num, b.base + 11);
 }
 
 #[test]

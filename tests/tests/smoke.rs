@@ -30,7 +30,7 @@ fn ev(rpc: &mut Ep<Cli>, e: SessionEvent) {
 fn hello_world() {
     let w = World::new(1);
     let mut srv: Ep<()> = w.endpoint((), test_config(1), 1 << 20, 16);
-    srv.register_handler(1, echo, HandlerMode::Foreground);
+    srv.register_handler(1, echo, HandlerMode::Foreground).unwrap();
     let mut cli: Ep<Cli> = w.endpoint(Cli::default(), test_config(2), 1 << 20, 16);
     cli.set_session_handler(ev);
     let s = cli.create_session(srv.local_addr()).unwrap();

@@ -181,7 +181,7 @@ fn run_sim(mode: Mode, req: usize, resp: usize, conc: usize, secs: f64, lag: usi
     let cfg = RpcConfig { seed: 7, ..RpcConfig::default() };
     let mut srv: Rpc<'static, Nic, Clk, usize> =
         Rpc::new(fab.nic(pb, lag), clk, resp, memory(need), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(1, server_handler, HandlerMode::Foreground);
+    srv.register_handler(1, server_handler, HandlerMode::Foreground).unwrap();
     let hist = (mode == Mode::Latency).then(|| Histogram::new(3).expect("histogram"));
     let ctx = Client { start_ns: vec![0; conc], hist, ..Client::default() };
     let mut cli: Rpc<'static, Nic, Clk, Client> =

@@ -40,7 +40,7 @@ pub unsafe extern "C" fn erpc_nostd_smoke() -> u32 {
     let port = fabric.attach(rx);
     let memory = RpcMemory { region: DmaRegion::from_static(mem, 0), sessions, backlog };
     let Ok(mut rpc) = Rpc::new(fabric.nic(port, 4), clock, 0u32, memory, RpcConfig::default()) else { return 1 };
-    rpc.register_handler(1, handler, HandlerMode::Foreground);
+    rpc.register_handler(1, handler, HandlerMode::Foreground).unwrap();
     let peer = rpc.local_addr();
     if let Ok(s) = rpc.create_session(peer) {
         if let (Ok(q), Ok(r)) = (rpc.alloc_msg_buffer(8), rpc.alloc_msg_buffer(8)) {
