@@ -155,6 +155,8 @@ pub struct Script {
     lent: Vec<Box<[u8]>>,
     pub flushes: usize,
     pub released: usize,
+    /// Frames accepted (and, since they are copied at once, read).
+    pub accepted: u64,
 }
 
 /// A transport the test drives by hand.
@@ -187,11 +189,15 @@ impl Transport for ScriptNic {
             // SAFETY: the dataplane keeps queued frames readable (Transport contract).
             unsafe { p.copy_to(&mut buf) };
             s.tx.push(buf);
+            s.accepted += 1;
         }
         pkts.len()
     }
     fn tx_flush(&mut self) {
         self.script.borrow_mut().flushes += 1;
+    }
+    fn tx_reclaimed(&self) -> u64 {
+        self.script.borrow().accepted
     }
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
         let mut s = self.script.borrow_mut();

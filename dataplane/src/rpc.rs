@@ -21,6 +21,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Bytes of one control-packet slot (credit returns, RFRs, session management).
 pub(crate) const CTRL_SLOT: usize = 128;
+/// Response buffers that may wait for the device before they are freed.
+const DEFERRED_MAX: usize = 64;
 /// Distinct continuation functions one endpoint can use.
 pub const MAX_CONTINUATIONS: usize = 64;
 
@@ -258,6 +260,16 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     pub(crate) next_sm_ns: u64,
     pub(crate) in_loop: bool,
     iteration: u32,
+    /// Packets the transport has accepted.
+    pub(crate) tx_accepted: u64,
+    /// `tx_accepted` at the last `tx_flush`.
+    tx_flushed: u64,
+    /// `transport.tx_reclaimed()` when the endpoint took the transport over.
+    tx_reclaim_base: u64,
+    max_in_flight: u64,
+    /// Transmitted buffers waiting until the device has read them, with the sequence number of
+    /// their last packet (FIFO: sequence numbers increase).
+    deferred: heapless::Deque<(MsgBuf, u64), DEFERRED_MAX>,
     pub(crate) rng: Xoshiro256PlusPlus,
     pub(crate) stats: RpcStats,
 }
@@ -293,6 +305,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             b.next = if i + 1 < nb { i as u32 + 1 } else { NIL };
         }
         let now = clock.now_ns();
+        let tx_reclaim_base = transport.tx_reclaimed();
+        let max_in_flight = transport.max_tx_in_flight() as u64;
         Ok(Rpc {
             transport,
             clock,
@@ -322,6 +336,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             next_sm_ns: now,
             in_loop: false,
             iteration: 0,
+            tx_accepted: 0,
+            tx_flushed: 0,
+            tx_reclaim_base,
+            max_in_flight,
+            deferred: heapless::Deque::new(),
             // Tokens must differ across restarts of the same endpoint: besides the configured
             // seed, mix in the clock and where the caller's storage lives.
             rng: Xoshiro256PlusPlus::seed_from_u64(
@@ -478,6 +497,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             self.next_scan_ns = self.now + self.cfg.rto_ns / 10;
             self.loss_scan();
         }
+        if !self.deferred.is_empty() {
+            self.free_deferred();
+        }
         if self.sm_pending > 0 && self.now >= self.next_sm_ns {
             self.next_sm_ns = self.now + self.cfg.sm_retry_ns / 4;
             self.sm_retry_scan();
@@ -605,6 +627,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             }
         }
         self.stats.tx_pkts += sent as u64;
+        self.tx_accepted += sent as u64;
         self.tx_batch.clear();
     }
 
@@ -613,6 +636,55 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.flush_tx();
         self.transport.tx_flush();
         self.stats.tx_flushes += 1;
+        self.tx_flushed = self.tx_accepted;
+        self.free_deferred();
+    }
+
+    /// An upper bound of the acceptance sequence number of the next packet pushed to the batch.
+    #[inline]
+    pub(crate) fn next_tx_seq(&self) -> u64 {
+        self.tx_accepted + self.tx_batch.len() as u64
+    }
+
+    /// Whether the device has certainly read the packet with acceptance sequence number `seq`:
+    /// a `tx_flush` came after it, the transport says so, or `max_tx_in_flight` later packets
+    /// were accepted (the `Transport` contract).
+    #[inline]
+    pub(crate) fn tx_read(&self, seq: u64) -> bool {
+        seq < self.tx_flushed
+            || seq < self.transport.tx_reclaimed().saturating_sub(self.tx_reclaim_base)
+            || self.tx_accepted > seq + self.max_in_flight
+    }
+
+    /// Frees a transmitted buffer whose last packet has sequence number `seq`: now if the device
+    /// has read it, else once it has (checked every event-loop iteration). Returns the buffer to
+    /// the caller for reuse instead if it is safe and `reuse` is set.
+    pub(crate) fn retire(&mut self, buf: MsgBuf, seq: u64, reuse: bool) -> Option<MsgBuf> {
+        if self.tx_read(seq) {
+            if reuse {
+                return Some(buf);
+            }
+            let _ = self.heap.free(buf);
+            return None;
+        }
+        self.stats.deferred_frees += 1;
+        if let Err((buf, _)) = self.deferred.push_back((buf, seq)) {
+            // Too many buffers waiting: make the device catch up (frees them all).
+            self.drain_tx_and_dma();
+            let _ = self.heap.free(buf);
+        }
+        None
+    }
+
+    /// Frees deferred buffers the device has read.
+    pub(crate) fn free_deferred(&mut self) {
+        while let Some((_, seq)) = self.deferred.front() {
+            if !self.tx_read(*seq) {
+                break;
+            }
+            let (b, _) = self.deferred.pop_front().expect("front");
+            let _ = self.heap.free(b);
+        }
     }
 
     /// The frame of packet `k` of a msgbuf whose headers are written.

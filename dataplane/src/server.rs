@@ -107,14 +107,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         Ok(())
     }
 
-    /// Frees the stored response of slot `i` (the client has it: it sent the next request).
+    /// Frees the stored response of slot `i` (a well-behaved client has it: it sent the next
+    /// request). A packet of it may still be queued for the device (a peer can send the next
+    /// request before it has the response), so it is freed or reused only once the device has
+    /// read it.
     fn bury(&mut self, s: usize, i: usize) {
         let sl = &mut self.sessions[s].slots[i];
         if let Some(r) = sl.resp.take() {
-            if sl.resp_is_pre {
-                sl.pre_resp = Some(r);
-            } else {
-                let _ = self.heap.free(r);
+            let (is_pre, seq) = (sl.resp_is_pre, sl.resp_seq);
+            if let Some(r) = self.retire(r, seq, is_pre) {
+                self.sessions[s].slots[i].pre_resp = Some(r);
             }
         }
         let sl = &mut self.sessions[s].slots[i];
@@ -165,6 +167,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             // The response (packet 0) was lost: resend it, and wait until the device has read
             // it: a later packet of this burst may be the slot's next request, which frees it.
             let pkt = crate::rpc::data_pkt(self.heap.region(), self.dpp, sl.resp.as_ref().expect("stored response"), 0);
+            self.sessions[s].slots[i].resp_seq = self.next_tx_seq();
             self.push_tx(pkt, s);
             self.stats.dup_responses += 1;
             self.drain_tx_and_dma();
@@ -193,8 +196,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         let dup = h.pkt_num < sl.num_rx;
         let pkt = self.data_pkt(resp, idx);
+        let seq = self.next_tx_seq();
         let sess = &mut self.sessions[s];
         sess.stats.rx_pkts += 1;
+        sess.slots[i].resp_seq = seq;
         if !dup {
             sess.slots[i].num_rx += 1;
         }
@@ -299,9 +304,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 let _ = self.heap.free(r);
             }
         }
+        let seq = self.next_tx_seq();
         let sl = &mut self.sessions[s].slots[i];
         sl.resp = Some(resp);
         sl.resp_is_pre = is_pre;
+        sl.resp_seq = seq;
         sl.state = SlotState::Responded;
         self.push_tx(pkt, s);
     }

@@ -84,6 +84,8 @@ pub struct Slot {
     pub(crate) resp_is_pre: bool,
     /// Whether the slot is on an intrusive list.
     pub(crate) linked: bool,
+    /// Server: upper bound of the TX sequence number of the last response packet sent.
+    pub(crate) resp_seq: u64,
 }
 
 impl Slot {
@@ -107,6 +109,7 @@ impl Slot {
         req_is_pre: false,
         resp_is_pre: false,
         linked: false,
+        resp_seq: 0,
     };
 
     /// Client: wire packets of this RPC (`req_pkts + resp_pkts - 1`), once the response size is known.

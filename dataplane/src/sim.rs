@@ -160,6 +160,7 @@ impl<'f, C: Clock> Fabric<'f, C> {
             pending: heapless::Deque::new(),
             epoch: 0,
             last_now: 0,
+            reclaimed: 0,
             lag: tx_lag.min(TX_QUEUE),
             mtu: 1024,
         }
@@ -285,6 +286,8 @@ pub struct SimNic<'a, 'f, C: Clock> {
     epoch: u32,
     /// The clock's value at this NIC's last reading.
     last_now: u64,
+    /// Frames read from the TX queue so far.
+    reclaimed: u64,
     lag: usize,
     mtu: usize,
 }
@@ -317,6 +320,7 @@ impl<C: Clock> SimNic<'_, '_, C> {
         while due(&self.pending, self.lag) {
             let (p, _) = self.pending.pop_front().expect("non-empty");
             Fabric::<C>::dma(&mut inner, self.port, &p, now);
+            self.reclaimed += 1;
         }
     }
 }
@@ -350,6 +354,7 @@ impl<C: Clock> Transport for SimNic<'_, '_, C> {
                     let (old, _) = self.pending.pop_front().expect("full");
                     let now = self.fab.clock.now_ns();
                     Fabric::<C>::dma(&mut self.fab.inner.borrow_mut(), self.port, &old, now);
+                    self.reclaimed += 1;
                 }
             }
             let _ = self.pending.push_back((*p, self.epoch));
@@ -391,6 +396,10 @@ impl<C: Clock> Transport for SimNic<'_, '_, C> {
             }
         }
         n
+    }
+
+    fn tx_reclaimed(&self) -> u64 {
+        self.reclaimed
     }
 
     fn rx_release(&mut self, pkts: &[RxPacket]) {

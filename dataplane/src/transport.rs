@@ -164,4 +164,14 @@ pub trait Transport {
     /// Returns lent frames to the transport. Each lent packet is released exactly once, in any
     /// order; a multi-packet buffer is reposted once all its packets are released.
     fn rx_release(&mut self, pkts: &[RxPacket]);
+
+    /// How many of the packets accepted so far (counted from the transport's creation, in
+    /// acceptance order) the device is known to have read: all accepted packets before the first
+    /// one it may still read. Drivers know this from descriptor write-backs they reclaim anyway.
+    /// Optional: the default, 0, makes the dataplane rely on `max_tx_in_flight` and `tx_flush`
+    /// alone, which only delays the reuse of some response buffers. The transport must not have
+    /// unread packets when it is handed to an endpoint.
+    fn tx_reclaimed(&self) -> u64 {
+        0
+    }
 }

@@ -141,6 +141,7 @@ struct Report {
     bytes: u64,
     failed: u64,
     retransmissions: u64,
+    deferred_frees: u64,
     hist: Option<Histogram<u64>>,
     reference_pps: f64,
     /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
@@ -234,6 +235,7 @@ fn run_sim(mode: Mode, req: usize, resp: usize, conc: usize, secs: f64, lag: usi
         bytes: c.bytes,
         failed: c.failed,
         retransmissions: cli.stats().retransmissions,
+        deferred_frees: srv.stats().deferred_frees,
         hist: cli.ctx_mut().hist.take(),
         reference_pps,
         memcpy_gbps,
@@ -326,7 +328,7 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
             "duration_s": r.secs, "rpcs": r.rpcs, "rpcs_per_sec": rate, "ns_per_rpc": ns,
             "gbps": gbps, "reference_pps": r.reference_pps,
             "ratio_to_reference": rate / r.reference_pps,
-            "failed": r.failed, "retransmissions": r.retransmissions,
+            "failed": r.failed, "retransmissions": r.retransmissions, "server_deferred_frees": r.deferred_frees,
         });
         if let Some(m) = r.memcpy_gbps {
             o["memcpy_gbps"] = m.into();
