@@ -44,6 +44,8 @@ pub fn test_config(seed: u64) -> RpcConfig {
         session_timeout_ns: 20_000_000,
         sm_retry_ns: 1_000_000,
         sm_max_attempts: 5,
+        keepalive_ns: 5_000_000,
+        server_idle_timeout_ns: 100_000_000,
         seed,
         ..RpcConfig::default()
     }

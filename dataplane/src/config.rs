@@ -29,6 +29,16 @@ pub struct RpcConfig {
     pub session_timeout_ns: u64,
     /// Interval between retries of connect and disconnect requests.
     pub sm_retry_ns: u64,
+    /// A client session without pending requests that has heard nothing from its server for this
+    /// long sends a keepalive ping, then one every `keepalive_ns / 4` while it stays silent. So
+    /// idle sessions keep their server session, and a dead server is noticed without requests:
+    /// an idle session silent for `keepalive_ns + session_timeout_ns` is reset. (Pings are per
+    /// session: 20,000 idle sessions cost 20,000 small packets per `keepalive_ns`.)
+    pub keepalive_ns: u64,
+    /// A server session that has heard nothing from its client for this long, with no request
+    /// being received or handled, is freed (its client crashed, or its disconnect was lost).
+    /// Must exceed `keepalive_ns + session_timeout_ns`.
+    pub server_idle_timeout_ns: u64,
     /// Connect/disconnect attempts before giving up (connect fails with `RemoteUnreachable`).
     pub sm_max_attempts: u32,
     /// Largest message this endpoint sends or accepts (at most [`MAX_MSG_SIZE`]).
@@ -48,6 +58,8 @@ impl Default for RpcConfig {
             rto_ns: 5_000_000,
             session_timeout_ns: 1_000_000_000,
             sm_retry_ns: 100_000_000,
+            keepalive_ns: 1_000_000_000,
+            server_idle_timeout_ns: 30_000_000_000,
             sm_max_attempts: 10,
             max_msg_size: MAX_MSG_SIZE,
             seed: 0x5EED_E4C0_FFEE_0001,

@@ -171,8 +171,12 @@ pub enum SmError {
 /// Why a session was reset.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ResetReason {
-    /// Nothing heard from the peer for `session_timeout_ns` while requests were pending.
+    /// Nothing heard from the peer for `session_timeout_ns` (with requests pending, or
+    /// keepalive pings unanswered).
     PeerTimeout,
+    /// The server answered a keepalive saying it no longer has the session (it restarted, or
+    /// freed the session as idle).
+    PeerLostSession,
 }
 
 /// A session event, delivered to the handler set with [`Rpc::set_session_handler`].
@@ -205,7 +209,8 @@ pub enum InitError {
     BadSessionCount,
     /// The transport's (or configured) MTU is too small for headers plus data.
     MtuTooSmall,
-    /// A configuration value is out of range (credits 1..=1024, max message size).
+    /// A configuration value is out of range (credits 1..=1024, max message size, or a server
+    /// idle timeout not above keepalive + session timeout).
     BadConfig,
 }
 
@@ -257,6 +262,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     pub(crate) now: u64,
     pub(crate) next_scan_ns: u64,
     pub(crate) sm_pending: u32,
+    next_idle_scan_ns: u64,
     pub(crate) next_sm_ns: u64,
     pub(crate) in_loop: bool,
     iteration: u32,
@@ -281,7 +287,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if mtu < PKT_HDR_LEN + 64 {
             return Err(InitError::MtuTooSmall);
         }
-        if cfg.session_credits == 0 || cfg.session_credits > 1024 || cfg.max_msg_size == 0 {
+        if cfg.session_credits == 0
+            || cfg.session_credits > 1024
+            || cfg.max_msg_size == 0
+            || cfg.keepalive_ns == 0
+            || cfg.server_idle_timeout_ns <= cfg.keepalive_ns.saturating_add(cfg.session_timeout_ns)
+        {
             return Err(InitError::BadConfig);
         }
         if mem.sessions.is_empty() || mem.sessions.len() > u16::MAX as usize {
@@ -333,6 +344,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             now,
             next_scan_ns: now + cfg.rto_ns / 10,
             sm_pending: 0,
+            next_idle_scan_ns: now + cfg.keepalive_ns / 4,
             next_sm_ns: now,
             in_loop: false,
             iteration: 0,
@@ -499,6 +511,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         if !self.deferred.is_empty() {
             self.free_deferred();
+        }
+        if self.now >= self.next_idle_scan_ns {
+            self.next_idle_scan_ns = self.now + self.cfg.keepalive_ns / 4;
+            self.idle_scan();
         }
         if self.sm_pending > 0 && self.now >= self.next_sm_ns {
             self.next_sm_ns = self.now + self.cfg.sm_retry_ns / 4;

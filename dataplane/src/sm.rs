@@ -16,7 +16,7 @@
 
 use crate::clock::Clock;
 use crate::rpc::{Rpc, SessionError, SessionEvent, SmError};
-use crate::session::{Role, SessionId, SessionState, NIL};
+use crate::session::{Role, SessionId, SessionState, SlotState, NIL};
 use crate::stats::DropReason;
 use crate::transport::{EndpointAddr, RxPacket, Transport};
 use crate::wire::{ErpcHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
@@ -31,7 +31,14 @@ pub enum SmPktType {
     ConnectResp = 2,
     DisconnectReq = 3,
     DisconnectResp = 4,
+    /// Keepalive from a client session (body as for a disconnect request).
+    Ping = 5,
+    /// Answer to a ping; `err` = [`ERR_UNKNOWN_SESSION`] if the server has no such session.
+    PingResp = 6,
 }
+
+/// `SmBody::err` of a ping response for a session the server does not have.
+pub const ERR_UNKNOWN_SESSION: u8 = 5;
 
 impl SmPktType {
     fn from_u8(v: u8) -> Option<Self> {
@@ -40,6 +47,8 @@ impl SmPktType {
             2 => SmPktType::ConnectResp,
             3 => SmPktType::DisconnectReq,
             4 => SmPktType::DisconnectResp,
+            5 => SmPktType::Ping,
+            6 => SmPktType::PingResp,
             _ => return None,
         })
     }
@@ -207,8 +216,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         // body must not turn this endpoint into a reflector.
         let src = crate::wire::src_of(raw);
         let claimed: EndpointAddr = match kind {
-            SmPktType::ConnectReq | SmPktType::DisconnectReq => body.client.into(),
-            SmPktType::ConnectResp | SmPktType::DisconnectResp => body.server.into(),
+            SmPktType::ConnectReq | SmPktType::DisconnectReq | SmPktType::Ping => body.client.into(),
+            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp => body.server.into(),
         };
         if claimed.ipv4 != src.ipv4 || claimed.udp_port != src.udp_port {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -219,15 +228,21 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             SmPktType::DisconnectReq => self.sm_disconnect_req(&body),
             SmPktType::ConnectResp => self.sm_connect_resp(&body),
             SmPktType::DisconnectResp => self.sm_disconnect_resp(&body),
+            SmPktType::Ping => self.sm_ping(&body),
+            SmPktType::PingResp => self.sm_ping_resp(&body),
         }
     }
 
     fn reply(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: Option<SmError>) {
+        self.reply_code(req, kind, server_session, err_code(err));
+    }
+
+    fn reply_code(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8) {
         let client: EndpointAddr = req.client.into();
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
-        let body = SmBody { err: err_code(err), server_session: U16::new(server_session), ..*req };
+        let body = SmBody { err, server_session: U16::new(server_session), ..*req };
         self.send_sm(&routing, kind, &body, None);
     }
 
@@ -269,17 +284,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     }
 
     fn sm_disconnect_req(&mut self, b: &SmBody) {
-        let s = b.server_session.get() as usize;
-        let client: EndpointAddr = b.client.into();
-        if let Some(sess) = self.sessions.get(s) {
-            if sess.role == Role::Server
-                && sess.state == SessionState::Connected
-                && sess.token == b.token.get()
-                && sess.peer == client
-                && sess.remote_session == b.client_session.get()
-            {
-                self.release_session(s);
-            }
+        if let Some(s) = self.server_session_for(b) {
+            self.release_session(s);
         }
         self.reply(b, SmPktType::DisconnectResp, b.server_session.get(), None);
     }
@@ -324,6 +330,74 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.sm_pending -= 1;
         self.release_session(s);
         self.emit(SessionEvent::Disconnected { session: SessionId(s as u16), clean: true });
+    }
+
+    /// The server session a client's disconnect request or ping names, if it is ours.
+    fn server_session_for(&self, b: &SmBody) -> Option<usize> {
+        let s = b.server_session.get() as usize;
+        let sess = self.sessions.get(s)?;
+        let client: EndpointAddr = b.client.into();
+        (sess.role == Role::Server
+            && sess.state == SessionState::Connected
+            && sess.token == b.token.get()
+            && sess.peer == client
+            && sess.remote_session == b.client_session.get())
+        .then_some(s)
+    }
+
+    fn sm_ping(&mut self, b: &SmBody) {
+        match self.server_session_for(b) {
+            Some(s) => {
+                self.sessions[s].last_heard_ns = self.now;
+                self.reply_code(b, SmPktType::PingResp, s as u16, 0);
+            }
+            None => self.reply_code(b, SmPktType::PingResp, b.server_session.get(), ERR_UNKNOWN_SESSION),
+        }
+    }
+
+    fn sm_ping_resp(&mut self, b: &SmBody) {
+        let Some(s) = self.client_session_for(b, SessionState::Connected) else { return };
+        if self.sessions[s].remote_session != b.server_session.get() {
+            return;
+        }
+        if b.err == ERR_UNKNOWN_SESSION {
+            log::warn!("session {s}: server {} no longer has it", self.sessions[s].peer);
+            return self.reset_client_session(s, crate::rpc::ResetReason::PeerLostSession);
+        }
+        self.sessions[s].last_heard_ns = self.now;
+    }
+
+    /// Keepalives and idle timeouts: pings idle client sessions, resets client sessions whose
+    /// server stopped answering, and frees server sessions whose client went silent.
+    pub(crate) fn idle_scan(&mut self) {
+        let now = self.now;
+        for s in 0..self.sessions.len() {
+            let sess = &self.sessions[s];
+            if sess.state != SessionState::Connected {
+                continue;
+            }
+            let silent = now.saturating_sub(sess.last_heard_ns);
+            match sess.role {
+                // With requests pending, the loss scan judges liveness; this covers idle sessions.
+                Role::Client if sess.active == 0 => {
+                    if silent > self.cfg.keepalive_ns + self.cfg.session_timeout_ns {
+                        self.reset_client_session(s, crate::rpc::ResetReason::PeerTimeout);
+                    } else if silent > self.cfg.keepalive_ns && now >= sess.sm_next_ns {
+                        self.sessions[s].sm_next_ns = now + self.cfg.keepalive_ns / 4;
+                        self.send_sm_client(s, SmPktType::Ping);
+                    }
+                }
+                Role::Client => {}
+                Role::Server => {
+                    let busy =
+                        sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler));
+                    if silent > self.cfg.server_idle_timeout_ns && !busy {
+                        log::warn!("server session {s}: client {} silent for {silent} ns, freeing", sess.peer);
+                        self.release_session(s);
+                    }
+                }
+            }
+        }
     }
 
     /// Resends connect/disconnect requests that have waited `sm_retry_ns`, and gives up on those

@@ -103,7 +103,11 @@ fn cli_ev(rpc: &mut Ep<Cli>, e: SessionEvent) {
 }
 
 fn server(w: &World, region: usize, sessions: usize) -> Ep<Srv> {
-    let mut s = w.endpoint(Srv::default(), test_config(11), region, sessions);
+    server_with(w, region, sessions, test_config(11))
+}
+
+fn server_with(w: &World, region: usize, sessions: usize, cfg: RpcConfig) -> Ep<Srv> {
+    let mut s = w.endpoint(Srv::default(), cfg, region, sessions);
     s.register_handler(XOR, srv_xor, HandlerMode::Foreground).unwrap();
     s.register_handler(TAGGED, srv_tagged, HandlerMode::Foreground).unwrap();
     s.register_handler(HOLD, srv_hold, HandlerMode::Foreground).unwrap();
@@ -111,7 +115,11 @@ fn server(w: &World, region: usize, sessions: usize) -> Ep<Srv> {
 }
 
 fn client(w: &World, region: usize, sessions: usize) -> Ep<Cli> {
-    let mut c = w.endpoint(Cli::default(), test_config(22), region, sessions);
+    client_with(w, region, sessions, test_config(22))
+}
+
+fn client_with(w: &World, region: usize, sessions: usize, cfg: RpcConfig) -> Ep<Cli> {
+    let mut c = w.endpoint(Cli::default(), cfg, region, sessions);
     c.set_session_handler(cli_ev);
     c
 }
@@ -487,8 +495,11 @@ fn destroy_session_busy_then_clean() {
 fn twenty_thousand_sessions() {
     let w = World::new(13);
     let n = 20_000;
-    let mut srv = server(&w, 64 << 20, n);
-    let mut cli = client(&w, 48 << 20, n);
+    // Keepalives are per session: with 20,000 idle sessions, keep them rare.
+    let cfg =
+        |seed| RpcConfig { keepalive_ns: 1_000_000_000, server_idle_timeout_ns: 10_000_000_000, ..test_config(seed) };
+    let mut srv = server_with(&w, 64 << 20, n, cfg(11));
+    let mut cli = client_with(&w, 48 << 20, n, cfg(22));
     // Connect in batches: a burst of 20,000 connect requests would overflow the server's RX ring.
     let mut ss: Vec<SessionId> = Vec::new();
     while ss.len() < n {
@@ -530,4 +541,47 @@ fn connect_fails_with_out_of_memory_when_server_region_is_full() {
     }
     let s2 = connect!(w, cli, [srv], srv.local_addr());
     assert!(cli.is_connected(s2));
+}
+
+#[test]
+fn idle_sessions_are_kept_alive_and_dead_peers_noticed_without_requests() {
+    let w = World::new(15);
+    let mut a = server(&w, 16 << 20, 8);
+    let mut b = server(&w, 16 << 20, 8);
+    let mut cli = client(&w, 16 << 20, 8);
+    let sa = connect!(w, cli, [a, b], a.local_addr());
+    let sb = connect!(w, cli, [a, b], b.local_addr());
+    let idle = a.config().server_idle_timeout_ns;
+    // Idle for three server idle timeouts: keepalives keep both server sessions.
+    run_until!(w, [cli, a, b], 3 * idle, false);
+    assert!(cli.is_connected(sa) && cli.is_connected(sb));
+    assert_eq!((a.num_active_sessions(), b.num_active_sessions()), (1, 1));
+    assert!(cli.stats().sm_pkts_tx > 10, "keepalive pings sent");
+    send_xor(&mut cli, sa, 1, 100);
+    assert!(run_until!(w, [cli, a, b], 10_000_000, all_done(&cli)));
+    // B dies while the session to it is idle: it is reset without any request pending.
+    w.fab.set_up(1, false);
+    let cfg = cli.config();
+    let limit = cfg.keepalive_ns + cfg.session_timeout_ns + cfg.keepalive_ns;
+    assert!(run_until!(w, [cli, a, b], limit, !cli.is_connected(sb)));
+    assert!(cli.ctx().events.contains(&SessionEvent::Reset(sb, ResetReason::PeerTimeout)));
+    assert!(cli.is_connected(sa), "the other session is unaffected");
+    assert!(cli.ctx().errors.is_empty(), "no request was pending");
+}
+
+#[test]
+fn server_frees_sessions_of_a_vanished_client() {
+    let w = World::new(16);
+    let mut srv = server(&w, 16 << 20, 8);
+    let base = srv.heap_stats().live_buffers;
+    let mut cli = client(&w, 16 << 20, 8);
+    let s = connect!(w, cli, [srv], srv.local_addr());
+    send_tagged(&mut cli, s, 1, 5000, 5000);
+    assert!(run_until!(w, [cli, srv], 10_000_000, all_done(&cli)));
+    assert!(srv.heap_stats().live_buffers > base);
+    // The client crashes: it is never polled again and its port is gone.
+    w.fab.set_up(1, false);
+    let idle = srv.config().server_idle_timeout_ns;
+    assert!(run_until!(w, [srv], 2 * idle, srv.num_active_sessions() == 0));
+    assert_eq!(srv.heap_stats().live_buffers, base, "the session's buffers came back");
 }

@@ -17,8 +17,8 @@ use erpc_dataplane::session::req_num_base;
 use erpc_dataplane::sm::{AddrWire, SmBody, SmPktType, SM_FRAME_LEN};
 use erpc_dataplane::wire::{ipv4_checksum, ErpcHdr, PktHdr, PktType, MAGIC, PKT_HDR_LEN, SM_SESSION_NUM};
 use erpc_dataplane::{
-    Completion, DropReason, EndpointAddr, HandlerMode, ReqHandle, RespondErrorKind, Rpc, RpcConfig, RpcError,
-    SessionEvent, SessionId, SessionState, SimClock, SmError,
+    Completion, DropReason, EndpointAddr, HandlerMode, ReqHandle, ResetReason, RespondErrorKind, Rpc, RpcConfig,
+    RpcError, SessionEvent, SessionId, SessionState, SimClock, SmError,
 };
 use erpc_tests::{frame, hdr_of, leak, memory, pattern, test_config, Script, ScriptNic};
 use std::cell::RefCell;
@@ -1315,7 +1315,7 @@ fn malformed_sm_frames() {
     let f = sm_frame(&PEER, &ME, SmPktType::ConnectReq, &body);
     b.assert_dropped(f[..SM_FRAME_LEN - 1].to_vec(), DropReason::BadSm);
     // Unknown SM type.
-    for t in [0u8, 5, 255] {
+    for t in [0u8, 7, 255] {
         let h = ErpcHdr::new(t, 40, SM_SESSION_NUM, PktType::Req, 0, 0);
         b.assert_dropped(frame(&PEER, &ME, h, body.as_bytes()), DropReason::BadSm);
     }
@@ -1416,6 +1416,41 @@ fn sm_connect_resp_naming_the_sm_session_is_refused() {
         sm_frame(&PEER, &me, SmPktType::ConnectResp, &sm_body(0, body.token.get(), s.0, SM_SESSION_NUM, me, PEER));
     b.assert_dropped(resp, DropReason::BadSm);
     assert_eq!(b.rpc.session_state(s), SessionState::ConnectInProgress);
+}
+
+#[test]
+fn sm_idle_client_pings_and_resets_when_server_lost_the_session() {
+    let mut b = client();
+    let s = b.session();
+    let cfg = b.rpc.config().keepalive_ns;
+    // Idle and silent past the keepalive interval: a ping goes out.
+    b.advance(cfg + 1_000_000);
+    let tx = b.sent();
+    let pings: Vec<_> = tx.iter().map(|f| sm_of(f)).filter(|(k, _)| *k == SmPktType::Ping as u8).collect();
+    assert_eq!(pings.len(), 1, "one ping");
+    let (_, body) = pings[0];
+    assert_eq!((body.client_session.get(), body.server_session.get()), (s.0, SS));
+    // An answer keeps the session; "unknown session" resets it.
+    b.deliver([sm_frame(&PEER, &ME, SmPktType::PingResp, &body)]);
+    assert!(b.rpc.is_connected(s));
+    let lost = SmBody { err: erpc_dataplane::sm::ERR_UNKNOWN_SESSION, ..body };
+    b.deliver([sm_frame(&PEER, &ME, SmPktType::PingResp, &lost)]);
+    assert!(!b.rpc.is_connected(s));
+    assert!(b.ctx().events.contains(&SessionEvent::Reset(s, ResetReason::PeerLostSession)));
+}
+
+#[test]
+fn sm_server_answers_pings() {
+    let mut b = server(h_echo);
+    let ping = sm_body(0, TOKEN, CS, b.local, PEER, ME);
+    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::Ping, &ping)]);
+    let (k, body) = sm_of(&tx[0]);
+    assert_eq!((k, body.err, body.server_session.get()), (SmPktType::PingResp as u8, 0, b.local));
+    // A ping for a session the server does not have (wrong token) says so.
+    let stale = sm_body(0, TOKEN ^ 1, CS, b.local, PEER, ME);
+    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::Ping, &stale)]);
+    let (_, body) = sm_of(&tx[0]);
+    assert_eq!(body.err, erpc_dataplane::sm::ERR_UNKNOWN_SESSION);
 }
 
 #[test]
