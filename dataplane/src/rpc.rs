@@ -475,8 +475,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
 
     /// Whether `buf` was allocated by this endpoint (only those can be sent: the device knows
     /// only this endpoint's region).
+    #[inline]
     pub fn owns_msgbuf(&self, buf: &MsgBuf) -> bool {
-        self.heap.owns(buf.block_ptr(), crate::msgbuf::footprint(buf.capacity(), self.dpp))
+        // Regions never overlap, so a block that starts inside ours is ours (and a msgbuf's
+        // block always lies wholly inside the heap that allocated it).
+        self.heap.owns(buf.block_ptr(), 1)
     }
 
     /// Returns a msgbuf to the allocator (a buffer of another endpoint is handed back).
