@@ -148,13 +148,52 @@ pub fn pattern(tag: u64, len: usize) -> Vec<u8> {
 // ----------------------------------------------------------------------------------------------
 // Scripted NIC for protocol-level tests.
 
+/// Frames a hand-driven test transport delivers, and the buffers it has lent out.
+#[derive(Default)]
+pub struct RxFrames {
+    queue: VecDeque<Vec<u8>>,
+    lent: Vec<Box<[u8]>>,
+}
+
+impl RxFrames {
+    pub fn push_back(&mut self, f: Vec<u8>) {
+        self.queue.push_back(f);
+    }
+
+    pub fn extend(&mut self, fs: impl IntoIterator<Item = Vec<u8>>) {
+        self.queue.extend(fs);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// `Transport::rx_burst`: lends queued frames (kept alive until `release_all`).
+    pub fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let Some(f) = self.queue.pop_front() else { break };
+            let mut b = f.into_boxed_slice();
+            let len = b.len() as u32;
+            out[n] = RxPacket { data: NonNull::new(b.as_mut_ptr()).unwrap(), len, id: 0 };
+            self.lent.push(b);
+            n += 1;
+        }
+        n
+    }
+
+    /// `Transport::rx_release` of a whole burst (the dataplane releases bursts whole).
+    pub fn release_all(&mut self) {
+        self.lent.clear();
+    }
+}
+
 /// Shared state of a [`ScriptNic`]: frames to deliver, frames sent.
 #[derive(Default)]
 pub struct Script {
-    pub rx: VecDeque<Vec<u8>>,
+    pub rx: RxFrames,
     /// Frames as the device read them at `tx_burst` time.
     pub tx: Vec<Vec<u8>>,
-    lent: Vec<Box<[u8]>>,
     pub flushes: usize,
     pub released: usize,
     /// Frames accepted (and, since they are copied at once, read).
@@ -202,25 +241,12 @@ impl Transport for ScriptNic {
         self.script.borrow().accepted
     }
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-        let mut s = self.script.borrow_mut();
-        let mut n = 0;
-        while n < out.len() {
-            let Some(f) = s.rx.pop_front() else { break };
-            let mut b = f.into_boxed_slice();
-            let len = b.len() as u32;
-            let data = NonNull::new(b.as_mut_ptr()).unwrap();
-            s.lent.push(b);
-            out[n] = RxPacket { data, len, id: 0 };
-            n += 1;
-        }
-        n
+        self.script.borrow_mut().rx.rx_burst(out)
     }
     fn rx_release(&mut self, pkts: &[RxPacket]) {
         let mut s = self.script.borrow_mut();
         s.released += pkts.len();
-        if pkts.len() == s.lent.len() {
-            s.lent.clear();
-        }
+        s.rx.release_all();
     }
 }
 

@@ -20,7 +20,7 @@ use erpc_dataplane::{
     Completion, DropReason, EndpointAddr, HandlerMode, ReqHandle, ResetReason, RespondErrorKind, Rpc, RpcConfig,
     RpcError, SessionEvent, SessionId, SessionState, SimClock, SmError,
 };
-use erpc_tests::{frame, hdr_of, leak, memory, pattern, test_config, Script, ScriptNic};
+use erpc_tests::{frame, hdr_of, leak, memory, pattern, test_config, RxFrames, Script, ScriptNic};
 use std::cell::RefCell;
 use std::rc::Rc;
 use zerocopy::byteorder::{U16, U64};
@@ -1686,8 +1686,6 @@ mod review_regressions {
     use erpc_dataplane::transport::{RxPacket, Transport, TxPacket};
     use erpc_dataplane::worker::BgQueues;
     use erpc_dataplane::EnqueueErrorKind;
-    use std::collections::VecDeque;
-    use std::ptr::NonNull;
 
     fn connect_client(b: &mut Bench) -> SessionId {
         let s = b.rpc.create_session(PEER).unwrap();
@@ -1809,8 +1807,7 @@ mod review_regressions {
         /// Accepted frames the device has not read: (address, length, bytes at acceptance).
         held: Vec<(*const u8, usize, Vec<u8>)>,
         accepted: usize,
-        rx: VecDeque<Vec<u8>>,
-        lent: Vec<Box<[u8]>>,
+        rx: RxFrames,
     }
     impl StuckNic {
         /// Checks that no held frame changed under the device.
@@ -1855,18 +1852,10 @@ mod review_regressions {
             self.held.clear();
         }
         fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-            let mut n = 0;
-            while n < out.len() {
-                let Some(f) = self.rx.pop_front() else { break };
-                let mut b = f.into_boxed_slice();
-                out[n] = RxPacket { data: NonNull::new(b.as_mut_ptr()).unwrap(), len: b.len() as u32, id: 0 };
-                self.lent.push(b);
-                n += 1;
-            }
-            n
+            self.rx.rx_burst(out)
         }
         fn rx_release(&mut self, _: &[RxPacket]) {
-            self.lent.clear();
+            self.rx.release_all();
         }
     }
 
@@ -1875,7 +1864,7 @@ mod review_regressions {
     #[test]
     fn ctrl_ring_never_overwrites_a_held_frame_when_tx_is_stuck() {
         let clock: Clk = leak(SimClock::new());
-        let nic = StuckNic { limit: 1, held: vec![], accepted: 0, rx: Default::default(), lent: vec![] };
+        let nic = StuckNic { limit: 1, held: vec![], accepted: 0, rx: RxFrames::default() };
         let mut rpc = Rpc::new(nic, clock, Ctx::default(), memory(1 << 20, 4, 4), test_config(1)).unwrap();
         fn h_hold2(_: &mut Rpc<'static, StuckNic, Clk, Ctx>, _: ReqHandle) {}
         rpc.register_handler(RT, h_hold2, HandlerMode::Foreground).unwrap();
@@ -1903,8 +1892,7 @@ mod review_regressions {
     struct IovaNic {
         iovas: Vec<(u64, u32)>,
         tx: Vec<Vec<u8>>,
-        rx: VecDeque<Vec<u8>>,
-        lent: Vec<Box<[u8]>>,
+        rx: RxFrames,
     }
     impl Transport for IovaNic {
         fn mtu(&self) -> usize {
@@ -1932,18 +1920,10 @@ mod review_regressions {
         }
         fn tx_flush(&mut self) {}
         fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-            let mut n = 0;
-            while n < out.len() {
-                let Some(f) = self.rx.pop_front() else { break };
-                let mut b = f.into_boxed_slice();
-                out[n] = RxPacket { data: NonNull::new(b.as_mut_ptr()).unwrap(), len: b.len() as u32, id: 0 };
-                self.lent.push(b);
-                n += 1;
-            }
-            n
+            self.rx.rx_burst(out)
         }
         fn rx_release(&mut self, _: &[RxPacket]) {
-            self.lent.clear();
+            self.rx.release_all();
         }
     }
 
@@ -1954,7 +1934,7 @@ mod review_regressions {
     #[test]
     fn foreign_msgbuf_is_refused() {
         let clock: Clk = leak(SimClock::new());
-        let nic = IovaNic { iovas: vec![], tx: vec![], rx: Default::default(), lent: vec![] };
+        let nic = IovaNic { iovas: vec![], tx: vec![], rx: RxFrames::default() };
         let mut a = Rpc::new(nic, clock, (), memory(1 << 20, 4, 4), test_config(1)).unwrap();
         let mut other = Bench::new(ME, PEER, test_config(2), 1);
         let s = a.create_session(PEER).unwrap();
