@@ -119,6 +119,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 self.sessions[s].slots[i].pre_resp = Some(r);
             }
         }
+        self.release_req(s, i);
+    }
+
+    /// Drops the request buffer of slot `i`: the one-packet buffer goes back to the slot's cache,
+    /// a large one to the allocator. (Request buffers are never transmitted.)
+    fn release_req(&mut self, s: usize, i: usize) {
         let sl = &mut self.sessions[s].slots[i];
         if let Some(r) = sl.req.take() {
             if sl.req_is_pre {
@@ -295,15 +301,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             (sess.routing, sess.remote_session, sl.req_type, sl.cur_req_num, sl.req_pkts - 1);
         self.write_msg_hdrs(&routing, &mut resp, req_type, dest, PktType::Resp, first, req_num);
         let pkt = self.data_pkt(&resp, 0);
-        let sl = &mut self.sessions[s].slots[i];
-        // The request is no longer needed: keep the one-packet buffer, free a large one.
-        if let Some(r) = sl.req.take() {
-            if sl.req_is_pre {
-                sl.pre_req = Some(r);
-            } else {
-                let _ = self.heap.free(r);
-            }
-        }
+        // The request is no longer needed.
+        self.release_req(s, i);
         let seq = self.next_tx_seq();
         let sl = &mut self.sessions[s].slots[i];
         sl.resp = Some(resp);
