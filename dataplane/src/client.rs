@@ -126,6 +126,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if sess.active == 0 {
             // Liveness is judged from the moment requests are pending.
             sess.last_heard_ns = now;
+            sess.pings = 0;
         }
         sess.active += 1;
         sess.free_slots &= !(1 << i);

@@ -21,6 +21,8 @@ use zerocopy::{FromBytes, IntoBytes};
 
 /// Bytes of one control-packet slot (credit returns, RFRs, session management).
 pub(crate) const CTRL_SLOT: usize = 128;
+/// Sessions looked at per idle-scan step (keepalives and idle timeouts).
+const IDLE_SCAN_STEP: usize = 32;
 /// Response buffers that may wait for the device before they are freed.
 const DEFERRED_MAX: usize = 64;
 /// Distinct continuation functions one endpoint can use.
@@ -209,8 +211,9 @@ pub enum InitError {
     BadSessionCount,
     /// The transport's (or configured) MTU is too small for headers plus data.
     MtuTooSmall,
-    /// A configuration value is out of range (credits 1..=1024, max message size, or a server
-    /// idle timeout not above keepalive + session timeout).
+    /// A configuration value is out of range: credits 1..=1024, max message size, or keepalive
+    /// timing (`session_timeout >= keepalive / 2`, `server_idle_timeout >= 2 * keepalive +
+    /// session_timeout + rto`).
     BadConfig,
 }
 
@@ -263,6 +266,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     pub(crate) next_scan_ns: u64,
     pub(crate) sm_pending: u32,
     next_idle_scan_ns: u64,
+    pub(crate) idle_cursor: usize,
     pub(crate) next_sm_ns: u64,
     pub(crate) in_loop: bool,
     iteration: u32,
@@ -274,7 +278,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     tx_reclaim_base: u64,
     max_in_flight: u64,
     /// Transmitted buffers waiting until the device has read them, with the sequence number of
-    /// their last packet (FIFO: sequence numbers increase).
+    /// their last packet.
     deferred: heapless::Deque<(MsgBuf, u64), DEFERRED_MAX>,
     pub(crate) rng: Xoshiro256PlusPlus,
     pub(crate) stats: RpcStats,
@@ -291,7 +295,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             || cfg.session_credits > 1024
             || cfg.max_msg_size == 0
             || cfg.keepalive_ns == 0
-            || cfg.server_idle_timeout_ns <= cfg.keepalive_ns.saturating_add(cfg.session_timeout_ns)
+            || cfg.session_timeout_ns < cfg.keepalive_ns / 2
+            || cfg.server_idle_timeout_ns
+                < (2 * cfg.keepalive_ns).saturating_add(cfg.session_timeout_ns).saturating_add(cfg.rto_ns)
         {
             return Err(InitError::BadConfig);
         }
@@ -344,7 +350,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             now,
             next_scan_ns: now + cfg.rto_ns / 10,
             sm_pending: 0,
-            next_idle_scan_ns: now + cfg.keepalive_ns / 4,
+            next_idle_scan_ns: now,
+            idle_cursor: 0,
             next_sm_ns: now,
             in_loop: false,
             iteration: 0,
@@ -470,7 +477,14 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
 
     /// Allocates a msgbuf for messages of up to `max_data` bytes.
     pub fn alloc_msg_buffer(&mut self, max_data: usize) -> Result<MsgBuf, AllocError> {
-        self.heap.alloc(max_data)
+        match self.heap.alloc(max_data) {
+            Err(AllocError::OutOfMemory { .. }) if !self.deferred.is_empty() => {
+                // Transmitted buffers are waiting for the device: make it catch up, then retry.
+                self.drain_tx_and_dma();
+                self.heap.alloc(max_data)
+            }
+            r => r,
+        }
     }
 
     /// Whether `buf` was allocated by this endpoint (only those can be sent: the device knows
@@ -516,8 +530,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             self.free_deferred();
         }
         if self.now >= self.next_idle_scan_ns {
-            self.next_idle_scan_ns = self.now + self.cfg.keepalive_ns / 4;
-            self.idle_scan();
+            // Sweep all sessions once per keepalive/4, IDLE_SCAN_STEP sessions at a time.
+            let steps = (self.sessions.len() as u64).div_ceil(IDLE_SCAN_STEP as u64);
+            self.next_idle_scan_ns = self.now + (self.cfg.keepalive_ns / 4 / steps).max(1);
+            self.idle_scan(IDLE_SCAN_STEP);
         }
         if self.sm_pending > 0 && self.now >= self.next_sm_ns {
             self.next_sm_ns = self.now + self.cfg.sm_retry_ns / 4;
@@ -695,14 +711,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         None
     }
 
-    /// Frees deferred buffers the device has read.
+    /// Frees deferred buffers the device has read (the queue is not ordered by sequence number:
+    /// responses of different slots are buried in any order).
     pub(crate) fn free_deferred(&mut self) {
-        while let Some((_, seq)) = self.deferred.front() {
-            if !self.tx_read(*seq) {
-                break;
+        for _ in 0..self.deferred.len() {
+            let (b, seq) = self.deferred.pop_front().expect("counted");
+            if self.tx_read(seq) {
+                let _ = self.heap.free(b);
+            } else {
+                let _ = self.deferred.push_back((b, seq));
             }
-            let (b, _) = self.deferred.pop_front().expect("front");
-            let _ = self.heap.free(b);
         }
     }
 
@@ -841,13 +859,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     }
 
     /// Frees every buffer a session holds and returns its number to the free FIFO.
+    ///
+    /// No `tx_flush` here: request buffers are never transmitted (client ones were handed back
+    /// by the caller after draining), cached buffers are ones the device has read, and a stored
+    /// response goes through `retire`.
     pub(crate) fn release_session(&mut self, s: usize) {
-        let has_bufs =
-            self.sessions[s].slots.iter().any(|x| x.req.is_some() || x.resp.is_some() || x.pre_resp.is_some());
-        if has_bufs {
-            // Responses and retransmitted requests may still be queued for DMA.
-            self.drain_tx_and_dma();
-        }
         for i in 0..SLOTS_PER_SESSION {
             let id = (s * SLOTS_PER_SESSION + i) as u32;
             if self.sessions[s].slots[i].linked {
@@ -855,9 +871,13 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 self.list_remove(which, id);
             }
             let sl = &mut self.sessions[s].slots[i];
-            let bufs = [sl.req.take(), sl.resp.take(), sl.pre_req.take(), sl.pre_resp.take()];
+            let (resp, seq) = (sl.resp.take(), sl.resp_seq);
+            let bufs = [sl.req.take(), sl.pre_req.take(), sl.pre_resp.take()];
             for b in bufs.into_iter().flatten() {
                 let _ = self.heap.free(b);
+            }
+            if let Some(r) = resp {
+                self.retire(r, seq, false);
             }
         }
         if self.sessions[s].role == Role::Server {
@@ -926,7 +946,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             // No larger than any response this request can have (16383-packet bound).
             let req_pkts = self.sessions[s].slots[i].req_pkts as usize;
             let max = max_resp_size.min(self.cfg.max_msg_size).min((MAX_PKT_NUM + 2 - req_pkts) * self.dpp);
-            let Ok(resp) = self.heap.alloc(max) else {
+            let Ok(resp) = self.alloc_msg_buffer(max) else {
                 return; // retry next iteration
             };
             let handle = self.handle_of(s, i);

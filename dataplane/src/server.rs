@@ -89,10 +89,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let (mut buf, is_pre) = if npkts == 1 {
             match self.sessions[s].slots[i].pre_req.take() {
                 Some(b) => (b, true),
-                None => (self.heap.alloc(self.dpp).map_err(|_| DropReason::NoMemory)?, true),
+                None => (self.alloc_msg_buffer(self.dpp).map_err(|_| DropReason::NoMemory)?, true),
             }
         } else {
-            (self.heap.alloc(size).map_err(|_| DropReason::NoMemory)?, false)
+            (self.alloc_msg_buffer(size).map_err(|_| DropReason::NoMemory)?, false)
         };
         buf.resize(size);
         self.bury(s, i);
@@ -244,7 +244,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         let (s, i) = (h.session as usize, h.slot as usize);
         if self.sessions[s].slots[i].pre_resp.is_none() {
-            let b = self.heap.alloc(self.dpp).ok()?;
+            let b = self.alloc_msg_buffer(self.dpp).ok()?;
             self.sessions[s].slots[i].pre_resp = Some(b);
         }
         let sl = &mut self.sessions[s].slots[i];
@@ -264,7 +264,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let (s, i) = (h.session as usize, h.slot as usize);
         let buf = match self.sessions[s].slots[i].pre_resp.take() {
             Some(b) => b,
-            None => match self.heap.alloc(self.dpp) {
+            None => match self.alloc_msg_buffer(self.dpp) {
                 Ok(b) => b,
                 // Leave the request pending: the caller may retry, or answer with its own buffer.
                 Err(_) => return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None }),

@@ -3,7 +3,8 @@
 //! A session is a one-to-one connection between two endpoints; the client end sends requests, the
 //! server end answers them. Each session has [`SLOTS_PER_SESSION`] slots, so up to eight requests
 //! are in flight at once and complete in any order. Request numbers are per slot: slot `i` starts
-//! at `i` and adds 8 per request, so `req_num % 8` names the slot on both ends.
+//! at `req_num_base(token) + i` and adds 8 per request, so `req_num % 8` names the slot on both
+//! ends.
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
 //! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
@@ -146,6 +147,8 @@ pub struct Session {
     pub(crate) last_heard_ns: u64,
     pub(crate) sm_attempts: u32,
     pub(crate) sm_next_ns: u64,
+    /// Client: keepalive pings sent since the session last became idle or was answered.
+    pub(crate) pings: u8,
     pub(crate) backlog_head: u32,
     pub(crate) backlog_tail: u32,
     pub(crate) backlog_len: u32,
@@ -173,6 +176,7 @@ impl Session {
         last_heard_ns: 0,
         sm_attempts: 0,
         sm_next_ns: 0,
+        pings: 0,
         backlog_head: NIL,
         backlog_tail: NIL,
         backlog_len: 0,
@@ -229,6 +233,7 @@ impl Session {
         self.active = 0;
         self.generation = self.generation.wrapping_add(1);
         self.sm_attempts = 0;
+        self.pings = 0;
         self.backlog_head = NIL;
         self.backlog_tail = NIL;
         self.backlog_len = 0;

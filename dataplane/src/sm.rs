@@ -264,7 +264,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfSessions));
         };
         // Every server session needs at least one one-packet buffer: check now, not mid-request.
-        let Ok(pre) = self.heap.alloc(self.dpp) else {
+        let Ok(pre) = self.alloc_msg_buffer(self.dpp) else {
             self.sessions[s].state = SessionState::Free;
             self.release_session(s);
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfMemory));
@@ -365,13 +365,17 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.reset_client_session(s, crate::rpc::ResetReason::PeerLostSession);
         }
         self.sessions[s].last_heard_ns = self.now;
+        self.sessions[s].pings = 0;
     }
 
     /// Keepalives and idle timeouts: pings idle client sessions, resets client sessions whose
     /// server stopped answering, and frees server sessions whose client went silent.
-    pub(crate) fn idle_scan(&mut self) {
+    pub(crate) fn idle_scan(&mut self, count: usize) {
         let now = self.now;
-        for s in 0..self.sessions.len() {
+        let n = self.sessions.len();
+        for _ in 0..count.min(n) {
+            let s = self.idle_cursor;
+            self.idle_cursor = (s + 1) % n;
             let sess = &self.sessions[s];
             if sess.state != SessionState::Connected {
                 continue;
@@ -380,10 +384,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             match sess.role {
                 // With requests pending, the loss scan judges liveness; this covers idle sessions.
                 Role::Client if sess.active == 0 => {
-                    if silent > self.cfg.keepalive_ns + self.cfg.session_timeout_ns {
+                    // Reset only after two pings went unanswered (one may be lost).
+                    if silent > self.cfg.keepalive_ns + self.cfg.session_timeout_ns && sess.pings >= 2 {
                         self.reset_client_session(s, crate::rpc::ResetReason::PeerTimeout);
                     } else if silent > self.cfg.keepalive_ns && now >= sess.sm_next_ns {
                         self.sessions[s].sm_next_ns = now + self.cfg.keepalive_ns / 4;
+                        self.sessions[s].pings = self.sessions[s].pings.saturating_add(1);
                         self.send_sm_client(s, SmPktType::Ping);
                     }
                 }

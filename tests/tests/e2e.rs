@@ -496,8 +496,12 @@ fn twenty_thousand_sessions() {
     let w = World::new(13);
     let n = 20_000;
     // Keepalives are per session: with 20,000 idle sessions, keep them rare.
-    let cfg =
-        |seed| RpcConfig { keepalive_ns: 1_000_000_000, server_idle_timeout_ns: 10_000_000_000, ..test_config(seed) };
+    let cfg = |seed| RpcConfig {
+        keepalive_ns: 1_000_000_000,
+        session_timeout_ns: 1_000_000_000,
+        server_idle_timeout_ns: 10_000_000_000,
+        ..test_config(seed)
+    };
     let mut srv = server_with(&w, 64 << 20, n, cfg(11));
     let mut cli = client_with(&w, 48 << 20, n, cfg(22));
     // Connect in batches: a burst of 20,000 connect requests would overflow the server's RX ring.
@@ -584,4 +588,39 @@ fn server_frees_sessions_of_a_vanished_client() {
     let idle = srv.config().server_idle_timeout_ns;
     assert!(run_until!(w, [srv], 2 * idle, srv.num_active_sessions() == 0));
     assert_eq!(srv.heap_stats().live_buffers, base, "the session's buffers came back");
+}
+
+#[test]
+fn tight_keepalive_config_keeps_a_healthy_idle_session() {
+    // The tightest timing `Rpc::new` accepts: a session that is idle between RPCs is never reset
+    // and its server session never freed on a loss-free network.
+    let w = World::new(77);
+    let cfg = |seed| RpcConfig {
+        keepalive_ns: 8_000_000,
+        session_timeout_ns: 4_000_000,
+        server_idle_timeout_ns: 2 * 8_000_000 + 4_000_000 + 100_000,
+        ..test_config(seed)
+    };
+    let mut srv = server_with(&w, 16 << 20, 8, cfg(1));
+    let mut cli = client_with(&w, 16 << 20, 8, cfg(2));
+    let s = connect!(w, cli, [srv], srv.local_addr());
+    for k in 0..20u64 {
+        run_until!(w, [cli, srv], 370_000, false);
+        send_xor(&mut cli, s, k, 32);
+        assert!(run_until!(w, [cli, srv], 10_000_000, all_done(&cli)));
+        for _ in 0..12 {
+            run_until!(w, [cli, srv], 1_000_000, false);
+            assert_eq!(srv.num_active_sessions(), 1, "server freed the session of a live idle client");
+        }
+    }
+    assert!(cli.is_connected(s));
+    assert!(!cli.ctx().events.iter().any(|e| matches!(e, SessionEvent::Reset(..))));
+    // Looser than that is refused.
+    let bad = RpcConfig {
+        keepalive_ns: 8_000_000,
+        session_timeout_ns: 1_000_000,
+        server_idle_timeout_ns: 9_500_000,
+        ..test_config(3)
+    };
+    assert_eq!(Rpc::new(w.nic(16), w.clock, (), memory(1 << 20, 4, 4), bad).err(), Some(InitError::BadConfig));
 }

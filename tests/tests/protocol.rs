@@ -10,7 +10,8 @@
 //! `cargo test -p erpc-tests --test protocol`.
 //!
 //! Conventions: the endpoint under test is at [`ME`]; the fake peer at [`PEER`]. Every request
-//! uses req_type [`RT`]. Slot `i`'s first request has req_num `i + 8`.
+//! uses req_type [`RT`]. Slot `i`'s first request has req_num `base + i + 8` (the session's
+//! token-derived base; the [`Bench`] helpers add it).
 
 use erpc_dataplane::msgbuf::num_pkts;
 use erpc_dataplane::session::req_num_base;
@@ -1699,6 +1700,19 @@ mod review_regressions {
         b.remote = SS;
         b.base = req_num_base(body.token.get());
         s
+    }
+
+    /// Freeing an idle server session (disconnect, idle timeout) does not flush the TX queue: at
+    /// 20,000 sessions that would be 20,000 flushes.
+    #[test]
+    fn freeing_an_idle_server_session_needs_no_flush() {
+        let mut b = server(h_echo);
+        b.deliver(b.req(8, b"abc"));
+        let f0 = b.flushes();
+        let disc = sm_body(0, TOKEN, CS, b.local, PEER, ME);
+        b.deliver([sm_frame(&PEER, &ME, SmPktType::DisconnectReq, &disc)]);
+        assert_eq!(b.rpc.num_active_sessions(), 0);
+        assert_eq!(b.flushes(), f0, "release_session of an idle server session called tx_flush");
     }
 
     /// A late response of an earlier connection that used the same session number does not
