@@ -103,6 +103,16 @@ impl MsgBuf {
         unsafe { self.base.as_ptr().add(off) }
     }
 
+    /// The 56 header bytes of packet `k`, writable. Msgbuf memory is written by the CPU and only
+    /// read by the device, so a reference is fine; `&mut self` means no packet of this buffer is
+    /// queued (the endpoint owns queued buffers).
+    #[inline]
+    pub(crate) fn hdr_mut(&mut self, k: usize) -> &mut [u8; PKT_HDR_LEN] {
+        // SAFETY: `hdr_ptr(k)` is PKT_HDR_LEN bytes inside this buffer's block (k < packets), and
+        // `&mut self` makes the reference unique.
+        unsafe { &mut *(self.hdr_ptr(k) as *mut [u8; PKT_HDR_LEN]) }
+    }
+
     pub(crate) fn block_ptr(&self) -> *mut u8 {
         self.base.as_ptr()
     }

@@ -694,6 +694,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     /// Frees a transmitted buffer whose last packet has sequence number `seq`: now if the device
     /// has read it, else once it has (checked every event-loop iteration). Returns the buffer to
     /// the caller for reuse instead if it is safe and `reuse` is set.
+    #[inline]
     pub(crate) fn retire(&mut self, buf: MsgBuf, seq: u64, reuse: bool) -> Option<MsgBuf> {
         if self.tx_read(seq) {
             if reuse {
@@ -732,6 +733,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
 
     /// Writes the headers of every packet of a message (`first_pkt_num` for packet 0).
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     pub(crate) fn write_msg_hdrs(
         &self,
         routing: &RoutingInfo,
@@ -743,18 +745,30 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         req_num: u64,
     ) {
         let size = buf.len();
-        let n = num_pkts(size, self.dpp);
+        let dpp = self.dpp;
         let h0 = ErpcHdr::new(req_type, size as u32, dest, pkt_type, first_pkt_num, req_num);
-        for k in 0..n {
-            let off = k * self.dpp;
-            let len = if size > off { (size - off).min(self.dpp) } else { 0 };
-            let mut hdr = [0u8; PKT_HDR_LEN];
+        let erpc_len = crate::wire::ERPC_HDR_LEN;
+        if size <= dpp {
+            // One packet: the common case.
+            let hdr = buf.hdr_mut(0);
             let (hr, eh) = hdr.split_at_mut(HEADROOM);
-            routing.write(hr.try_into().expect("42"), crate::wire::ERPC_HDR_LEN + len);
+            routing.write(hr.try_into().expect("42"), erpc_len + size);
+            eh.copy_from_slice(h0.as_bytes());
+            return;
+        }
+        // Every packet but the last carries `dpp` bytes: one headroom serves them all.
+        let mut full = [0u8; HEADROOM];
+        routing.write(&mut full, erpc_len + dpp);
+        let n = num_pkts(size, dpp);
+        for k in 0..n {
+            let hdr = buf.hdr_mut(k);
+            let (hr, eh) = hdr.split_at_mut(HEADROOM);
+            if k + 1 < n {
+                hr.copy_from_slice(&full);
+            } else {
+                routing.write(hr.try_into().expect("42"), erpc_len + (size - k * dpp));
+            }
             eh.copy_from_slice(h0.with_pkt_num(first_pkt_num + k as u16).as_bytes());
-            // SAFETY: header k lies inside the msgbuf block, which we own (`&mut MsgBuf`); the
-            // device only reads msgbufs, and none of this buffer's packets is queued yet.
-            unsafe { core::ptr::copy_nonoverlapping(hdr.as_ptr(), buf.hdr_ptr(k), PKT_HDR_LEN) };
         }
     }
 
