@@ -256,6 +256,8 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     pub(crate) conts: heapless::Vec<Continuation<'m, T, C, X>, MAX_CONTINUATIONS>,
     pub(crate) session_handler: Option<SessionHandler<'m, T, C, X>>,
     pub(crate) tx_batch: heapless::Vec<TxPacket, TX_BATCH>,
+    /// Descriptors of the frames lent by the last `rx_burst` (kept here: no per-iteration init).
+    rx_pkts: [RxPacket; RX_BATCH],
     ctrl_base: NonNull<u8>,
     ctrl_mask: u32,
     ctrl_next: u32,
@@ -341,6 +343,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             conts: heapless::Vec::new(),
             session_handler: None,
             tx_batch: heapless::Vec::new(),
+            rx_pkts: [RxPacket::EMPTY; RX_BATCH],
             ctrl_base,
             ctrl_mask: nctrl as u32 - 1,
             ctrl_next: 0,
@@ -552,17 +555,17 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     }
 
     fn process_rx(&mut self) {
-        let mut pkts = [RxPacket::EMPTY; RX_BATCH];
-        let n = self.transport.rx_burst(&mut pkts);
+        let n = self.transport.rx_burst(&mut self.rx_pkts);
         if n == 0 {
             return;
         }
         // One timestamp per RX batch, as in the original.
         self.now = self.clock.now_ns();
-        for p in &pkts[..n] {
-            self.process_pkt(p);
+        for k in 0..n {
+            let p = self.rx_pkts[k];
+            self.process_pkt(&p);
         }
-        self.transport.rx_release(&pkts[..n]);
+        self.transport.rx_release(&self.rx_pkts[..n]);
     }
 
     /// Validates one frame and dispatches it by session role and packet type.
