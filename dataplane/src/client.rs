@@ -153,13 +153,33 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         loop {
             let sess = &mut self.sessions[s];
             let sl = &sess.slots[i];
-            if !sl.wants_tx() {
+            if !sl.wants_tx() || sl.in_wheel {
                 return;
             }
             if sess.credits == 0 {
                 sess.stalled |= 1 << i;
                 return;
             }
+            let n = sl.num_tx as usize;
+            let bytes = PKT_HDR_LEN
+                + if n < sl.req_pkts as usize {
+                    sl.req.as_ref().map_or(0, |r| r.len().saturating_sub(n * self.dpp).min(self.dpp))
+                } else {
+                    0
+                };
+            if !self.cc_may_send(s, i, bytes) {
+                return;
+            }
+            self.send_next(s, i);
+        }
+    }
+
+    /// Sends slot `i`'s next packet (a request packet, or an RFR once the response size is
+    /// known), spending one credit. The caller checked `wants_tx` and the credits.
+    pub(crate) fn send_next(&mut self, s: usize, i: usize) {
+        {
+            let sess = &mut self.sessions[s];
+            let sl = &sess.slots[i];
             sess.credits -= 1;
             let n = sl.num_tx;
             if n < sl.req_pkts {
@@ -174,7 +194,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 let (rt, rn) = (sl.req_type, sl.cur_req_num);
                 self.send_ctrl(s, PktType::Rfr, rt, n, rn);
             }
-            crate::cc::on_pkt_tx(&mut self.sessions[s], i, n, self.now);
+            self.cc_on_tx(s, i, n);
             let sl = &mut self.sessions[s].slots[i];
             sl.num_tx = n + 1;
             sl.progress_ns = self.now;
@@ -227,7 +247,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             sess.credits += 1;
             sess.last_heard_ns = now;
             sess.stats.rx_pkts += 1;
-            crate::cc::on_pkt_acked(sess, i, h.pkt_num, now);
+            self.cc_on_ack(s, i, h.pkt_num);
             self.kick_stalled(s);
             return;
         }
@@ -264,7 +284,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sess.credits += 1;
         sess.last_heard_ns = now;
         sess.stats.rx_pkts += 1;
-        crate::cc::on_pkt_acked(sess, i, h.pkt_num, now);
+        self.cc_on_ack(s, i, h.pkt_num);
         if done {
             self.complete(s, i, too_large.map_or(Ok(()), Err));
         } else {

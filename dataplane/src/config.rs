@@ -43,6 +43,8 @@ pub struct RpcConfig {
     pub sm_max_attempts: u32,
     /// Largest message this endpoint sends or accepts (at most [`MAX_MSG_SIZE`]).
     pub max_msg_size: usize,
+    /// Congestion control (Timely, pacing, bypasses).
+    pub cc: crate::cc::CcConfig,
     /// Seed for session tokens, which must not repeat when an endpoint restarts (a server would
     /// take the new client for the old one). The endpoint also mixes in the clock and its storage
     /// address; give a random value where one is available ([`RpcConfig::random_seed`] with
@@ -62,6 +64,7 @@ impl Default for RpcConfig {
             server_idle_timeout_ns: 30_000_000_000,
             sm_max_attempts: 10,
             max_msg_size: MAX_MSG_SIZE,
+            cc: crate::cc::CcConfig::default(),
             seed: 0x5EED_E4C0_FFEE_0001,
         }
     }

@@ -17,7 +17,7 @@
 //! | retransmission, Go-Back-N, session reset | [`reliability`] |
 //! | connect/disconnect over the datapath | [`sm`] |
 //! | long-running handlers on worker threads | [`worker`] |
-//! | congestion-control hooks | [`cc`] |
+//! | congestion control: Timely, Carousel timing wheel, bypasses | [`cc`] |
 //! | time | [`clock`] |
 //! | counters | [`stats`] |
 //! | in-memory NIC and simulated fabric | [`sim`] |

@@ -38,8 +38,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 continue;
             }
             let sl = &sess.slots[i];
-            if sl.num_tx > sl.num_rx && now.saturating_sub(sl.progress_ns) > rto {
-                self.go_back_n(s, i);
+            if sl.num_tx > sl.num_rx && now.saturating_sub(sl.progress_ns) > rto && self.go_back_n(s, i) {
                 retransmitted = true;
             }
             id = next;
@@ -53,8 +52,14 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     }
 
     /// Rolls slot `i` of session `s` back to its first unacknowledged packet and resends.
-    fn go_back_n(&mut self, s: usize, i: usize) {
+    /// Returns false if it skipped the slot (its next packet still waits in the wheel).
+    fn go_back_n(&mut self, s: usize, i: usize) -> bool {
         let now = self.now;
+        if self.sessions[s].slots[i].in_wheel {
+            // Its next packet has not even left: do not send anything twice; look again next scan.
+            self.stats.cc.retx_skipped_in_wheel += 1;
+            return false;
+        }
         let sess = &mut self.sessions[s];
         let sl = &mut sess.slots[i];
         let delta = sl.num_tx - sl.num_rx;
@@ -64,10 +69,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sess.stats.retransmissions += 1;
         self.stats.retransmissions += 1;
         self.stats.retransmitted_pkts += delta as u64;
-        crate::cc::on_retransmit(&mut self.sessions[s], i, now);
+        // Packets sent again are never timed (their RTT would be ambiguous).
+        self.sessions[s].slots[i].rtt_pkt = crate::cc::NO_SAMPLE;
         self.kick(s, i);
         // The rollback returned credits: slots of this session waiting for them may go too.
         self.kick_stalled(s);
+        true
     }
 
     /// Fails everything pending on client session `s`, tells the peer (once, best effort) and

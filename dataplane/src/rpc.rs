@@ -271,6 +271,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     pub(crate) idle_cursor: usize,
     pub(crate) next_sm_ns: u64,
     pub(crate) in_loop: bool,
+    pub(crate) wheel: crate::cc::wheel::TimingWheel,
     iteration: u32,
     /// Packets the transport has accepted.
     pub(crate) tx_accepted: u64,
@@ -357,6 +358,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             idle_cursor: 0,
             next_sm_ns: now,
             in_loop: false,
+            wheel: crate::cc::wheel::TimingWheel::new(now),
             iteration: 0,
             tx_accepted: 0,
             tx_flushed: 0,
@@ -523,6 +525,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.process_rx();
         if self.bg.is_some() {
             self.process_bg();
+        }
+        if !self.wheel.is_empty() {
+            self.reap_wheel();
         }
         self.flush_tx();
         if self.now >= self.next_scan_ns {

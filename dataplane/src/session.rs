@@ -87,6 +87,13 @@ pub struct Slot {
     pub(crate) linked: bool,
     /// Server: upper bound of the TX sequence number of the last response packet sent.
     pub(crate) resp_seq: u64,
+    /// Client: send time of the packet being timed for an RTT sample.
+    pub(crate) rtt_ts: u64,
+    /// Client: the packet being timed (`NO_SAMPLE`: none).
+    pub(crate) rtt_pkt: u16,
+    /// Client: whether the slot's next packet waits in the timing wheel (its link below).
+    pub(crate) in_wheel: bool,
+    pub(crate) wheel_next: u32,
 }
 
 impl Slot {
@@ -111,6 +118,10 @@ impl Slot {
         resp_is_pre: false,
         linked: false,
         resp_seq: 0,
+        rtt_ts: 0,
+        rtt_pkt: crate::cc::NO_SAMPLE,
+        in_wheel: false,
+        wheel_next: NIL,
     };
 
     /// Client: wire packets of this RPC (`req_pkts + resp_pkts - 1`), once the response size is known.
@@ -157,6 +168,7 @@ pub struct Session {
     pub(crate) token_next: u32,
     pub(crate) free_next: u32,
     pub(crate) stats: SessionStats,
+    pub(crate) cc: crate::cc::SessionCc,
     pub(crate) slots: [Slot; SLOTS_PER_SESSION],
 }
 
@@ -184,6 +196,7 @@ impl Session {
         token_next: NIL,
         free_next: NIL,
         stats: SessionStats { tx_pkts: 0, rx_pkts: 0, retransmissions: 0, drops: 0 },
+        cc: crate::cc::SessionCc::EMPTY,
         slots: [Slot::EMPTY; SLOTS_PER_SESSION],
     };
 
@@ -241,7 +254,12 @@ impl Session {
         self.stats = SessionStats::default();
         for (i, s) in self.slots.iter_mut().enumerate() {
             debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_req.is_none() && s.pre_resp.is_none());
+            // A stale wheel entry may still name this slot: keep its link state (the reap
+            // handles whatever the slot holds by then).
+            let (in_wheel, wheel_next) = (s.in_wheel, s.wheel_next);
             *s = Slot::EMPTY;
+            s.in_wheel = in_wheel;
+            s.wheel_next = wheel_next;
             s.cur_req_num = i as u64;
         }
     }

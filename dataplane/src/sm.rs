@@ -128,6 +128,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let sess = &mut self.sessions[s];
         sess.reinit(Role::Client, SessionState::ConnectInProgress, credits);
         sess.set_token(token);
+        sess.cc = crate::cc::SessionCc::new(self.cfg.cc.link_rate, self.now);
         sess.peer = remote;
         sess.routing = routing;
         sess.remote_session = 0;
@@ -274,6 +275,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let sess = &mut self.sessions[s];
         sess.reinit(Role::Server, SessionState::Connected, credits);
         sess.set_token(token);
+        sess.cc = crate::cc::SessionCc::new(self.cfg.cc.link_rate, self.now);
         sess.peer = client;
         sess.routing = routing;
         sess.remote_session = csess;

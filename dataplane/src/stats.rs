@@ -127,6 +127,7 @@ pub struct RpcStats {
     pub sm_pkts_tx: u64,
     pub sm_pkts_rx: u64,
     pub drops: DropCounters,
+    pub cc: crate::cc::CcStats,
 }
 
 /// Per-session counters.

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// delays reads by one event-loop iteration).
     #[arg(long, default_value_t = 0)]
     sim_tx_lag: usize,
+    /// Turn congestion control (Timely, pacing) off.
+    #[arg(long)]
+    no_cc: bool,
 }
 
 #[derive(Default)]
@@ -142,6 +145,7 @@ struct Report {
     failed: u64,
     retransmissions: u64,
     deferred_frees: u64,
+    cc: bool,
     hist: Option<Histogram<u64>>,
     reference_pps: f64,
     /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
@@ -166,20 +170,29 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         return Err(format!("message sizes are limited to {max} bytes"));
     }
     let r = match a.transport {
-        TransportKind::Sim => run_sim(a.mode, req, a.resp_size, conc, a.duration, a.sim_tx_lag)?,
+        TransportKind::Sim => run_sim(a.mode, req, a.resp_size, conc, a.duration, a.sim_tx_lag, !a.no_cc)?,
     };
     print_report(&r, a.transport, a.json);
     Ok(())
 }
 
-fn run_sim(mode: Mode, req: usize, resp: usize, conc: usize, secs: f64, lag: usize) -> Result<Report, String> {
+fn run_sim(
+    mode: Mode,
+    req: usize,
+    resp: usize,
+    conc: usize,
+    secs: f64,
+    lag: usize,
+    cc: bool,
+) -> Result<Report, String> {
     let clk = clock();
     let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
     let pa = fab.attach(RxBuf::storage(512).leak());
     let pb = fab.attach(RxBuf::storage(512).leak());
     // Room for `conc` requests and responses of the largest size on each side, twice over.
     let need = 4 * conc * (req.max(resp) + (req.max(resp) / 968 + 1) * 56).next_power_of_two() + (8 << 20);
-    let cfg = RpcConfig { seed: 7, ..RpcConfig::default() };
+    let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), ..RpcConfig::default() };
+    cfg.cc.enabled = cc;
     let mut srv: Rpc<'static, Nic, Clk, usize> =
         Rpc::new(fab.nic(pb, lag), clk, resp, memory(need), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
     srv.register_handler(1, server_handler, HandlerMode::Foreground).unwrap();
@@ -236,6 +249,7 @@ fn run_sim(mode: Mode, req: usize, resp: usize, conc: usize, secs: f64, lag: usi
         failed: c.failed,
         retransmissions: cli.stats().retransmissions,
         deferred_frees: srv.stats().deferred_frees,
+        cc,
         hist: cli.ctx_mut().hist.take(),
         reference_pps,
         memcpy_gbps,
@@ -328,7 +342,7 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
             "duration_s": r.secs, "rpcs": r.rpcs, "rpcs_per_sec": rate, "ns_per_rpc": ns,
             "gbps": gbps, "reference_pps": r.reference_pps,
             "ratio_to_reference": rate / r.reference_pps,
-            "failed": r.failed, "retransmissions": r.retransmissions, "server_deferred_frees": r.deferred_frees,
+            "failed": r.failed, "retransmissions": r.retransmissions, "server_deferred_frees": r.deferred_frees, "cc": r.cc,
         });
         if let Some(m) = r.memcpy_gbps {
             o["memcpy_gbps"] = m.into();

@@ -70,6 +70,11 @@ impl Timely {
         self.link_rate
     }
 
+    /// Sets the rate (clamped to `[min_rate, link_rate]`): for experiments and tests.
+    pub fn set_rate(&mut self, rate: f64, p: &TimelyParams) {
+        self.rate = rate.max(p.min_rate).min(self.link_rate);
+    }
+
     /// Whether the session runs at full rate (the "uncongested" bypasses apply).
     pub fn at_link_rate(&self) -> bool {
         self.rate >= self.link_rate

@@ -58,12 +58,24 @@ impl TimingWheel {
     }
 
     /// Calls `f` for every entry whose slot has begun by `now_ns`, earliest slot first and in
-    /// insertion order within a slot. `f` may insert new entries (they land in later slots, or in
-    /// the current slot if due, and are then returned by this same call).
-    pub fn reap<L: WheelLinks + ?Sized>(&mut self, links: &mut L, now_ns: u64, mut f: impl FnMut(&mut L, u32)) {
+    /// insertion order within a slot, up to `max` entries (the rest stay for the next call). `f`
+    /// may insert new entries (they land in later slots, or in the current slot if due, and are
+    /// then returned by this same call).
+    pub fn reap<L: WheelLinks + ?Sized>(
+        &mut self,
+        links: &mut L,
+        now_ns: u64,
+        max: usize,
+        mut f: impl FnMut(&mut L, u32),
+    ) {
+        let mut done = 0;
         loop {
             // Drain the current slot (it has begun: base_ns <= now).
             while self.heads[self.cursor] != NIL {
+                if done == max {
+                    return;
+                }
+                done += 1;
                 let id = self.heads[self.cursor];
                 self.heads[self.cursor] = links.next(id);
                 if self.heads[self.cursor] == NIL {
@@ -120,7 +132,7 @@ mod tests {
         let mut now = t0;
         while !w.is_empty() {
             now += 300;
-            w.reap(&mut links, now, |_, id| out.push((now, id)));
+            w.reap(&mut links, now, usize::MAX, |_, id| out.push((now, id)));
         }
         assert_eq!(out.len(), 1000);
         for (i, &(t, id)) in out.iter().enumerate() {
@@ -147,7 +159,7 @@ mod tests {
         let mut now = 0;
         while sent.len() < 1000 {
             now += 100;
-            w.reap(&mut links, now, |_, _| {
+            w.reap(&mut links, now, usize::MAX, |_, _| {
                 sent.push(now);
                 prev = (prev + gap).max(now);
             });
@@ -167,9 +179,9 @@ mod tests {
         w.insert(&mut links, 0, 10_000 + 10 * NUM_SLOTS as u64 * SLOT_NS);
         w.insert(&mut links, 1, 0);
         let mut got = Vec::new();
-        w.reap(&mut links, 10_000, |_, id| got.push(id));
+        w.reap(&mut links, 10_000, usize::MAX, |_, id| got.push(id));
         assert_eq!(got, vec![1]);
-        w.reap(&mut links, 10_000 + NUM_SLOTS as u64 * SLOT_NS, |_, id| got.push(id));
+        w.reap(&mut links, 10_000 + NUM_SLOTS as u64 * SLOT_NS, 1, |_, id| got.push(id));
         assert_eq!(got, vec![1, 0]);
         assert!(w.is_empty());
     }
