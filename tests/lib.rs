@@ -146,6 +146,46 @@ pub fn pattern(tag: u64, len: usize) -> Vec<u8> {
 }
 
 // ----------------------------------------------------------------------------------------------
+// Tagged requests: a server that checks what it receives and answers with verifiable bytes.
+
+/// Server context for [`tagged_handler`]: how often each tag's handler ran.
+#[derive(Default)]
+pub struct TagServer {
+    pub runs: std::collections::HashMap<u64, u32>,
+    pub corrupt_requests: u32,
+}
+
+/// Request `[tag u64][resp_len u32][pattern(tag)]`; response `pattern(!tag, resp_len)`.
+pub fn tagged_handler(rpc: &mut Ep<TagServer>, h: erpc_dataplane::ReqHandle) {
+    let req = rpc.request(&h).expect("valid handle");
+    let tag = u64::from_le_bytes(req[..8].try_into().unwrap());
+    let n = u32::from_le_bytes(req[8..12].try_into().unwrap()) as usize;
+    let ok = req[12..] == pattern(tag, req.len() - 12)[..];
+    let ctx = rpc.ctx_mut();
+    *ctx.runs.entry(tag).or_default() += 1;
+    ctx.corrupt_requests += u32::from(!ok);
+    let mut resp = rpc.alloc_msg_buffer(n).expect("response buffer");
+    resp.data_mut().copy_from_slice(&pattern(!tag, n));
+    rpc.enqueue_response(h, resp).expect("respond");
+}
+
+/// A request for [`tagged_handler`] of `req_len` (at least 12) bytes asking for `resp_len`.
+pub fn tagged_request<T: Transport, C: erpc_dataplane::Clock, X>(
+    rpc: &mut Rpc<'static, T, C, X>,
+    tag: u64,
+    req_len: usize,
+    resp_len: usize,
+) -> erpc_dataplane::MsgBuf {
+    let req_len = req_len.max(12);
+    let mut b = rpc.alloc_msg_buffer(req_len).expect("request buffer");
+    let d = b.data_mut();
+    d[..8].copy_from_slice(&tag.to_le_bytes());
+    d[8..12].copy_from_slice(&(resp_len as u32).to_le_bytes());
+    d[12..].copy_from_slice(&pattern(tag, req_len - 12));
+    b
+}
+
+// ----------------------------------------------------------------------------------------------
 // Scripted NIC for protocol-level tests.
 
 /// Frames a hand-driven test transport delivers, and the buffers it has lent out.

@@ -8,22 +8,6 @@ use erpc_tests::*;
 use std::collections::HashMap;
 
 #[derive(Default)]
-struct Srv {
-    runs: HashMap<u64, u32>,
-}
-
-/// Request: [tag u64][resp_len u32][...]; response: `resp_len` bytes of pattern(!tag).
-fn handler(rpc: &mut Ep<Srv>, h: ReqHandle) {
-    let req = rpc.request(&h).unwrap();
-    let tag = u64::from_le_bytes(req[..8].try_into().unwrap());
-    let n = u32::from_le_bytes(req[8..12].try_into().unwrap()) as usize;
-    *rpc.ctx_mut().runs.entry(tag).or_default() += 1;
-    let mut resp = rpc.alloc_msg_buffer(n).unwrap();
-    resp.data_mut().copy_from_slice(&pattern(!tag, n));
-    rpc.enqueue_response(h, resp).unwrap();
-}
-
-#[derive(Default)]
 struct Cli {
     done: HashMap<u64, u32>,
     bad: u32,
@@ -43,16 +27,14 @@ fn cont(rpc: &mut Ep<Cli>, c: Completion) {
 }
 
 fn send(cli: &mut Ep<Cli>, s: SessionId, tag: u64, req_len: usize, resp_len: usize) {
-    let mut req = cli.alloc_msg_buffer(req_len.max(12)).unwrap();
-    req.data_mut()[..8].copy_from_slice(&tag.to_le_bytes());
-    req.data_mut()[8..12].copy_from_slice(&(resp_len as u32).to_le_bytes());
+    let req = tagged_request(cli, tag, req_len, resp_len);
     let resp = cli.alloc_msg_buffer(resp_len).unwrap();
     cli.enqueue_request(s, 1, req, resp, cont, tag).unwrap();
 }
 
-fn pair(w: &World, cfg: RpcConfig) -> (Ep<Srv>, Ep<Cli>) {
-    let mut srv: Ep<Srv> = w.endpoint(Srv::default(), RpcConfig { seed: 1, ..cfg }, 32 << 20, 8);
-    srv.register_handler(1, handler, HandlerMode::Foreground).unwrap();
+fn pair(w: &World, cfg: RpcConfig) -> (Ep<TagServer>, Ep<Cli>) {
+    let mut srv: Ep<TagServer> = w.endpoint(TagServer::default(), RpcConfig { seed: 1, ..cfg }, 32 << 20, 8);
+    srv.register_handler(1, tagged_handler, HandlerMode::Foreground).unwrap();
     let cli: Ep<Cli> = w.endpoint(Cli::default(), RpcConfig { seed: 2, ..cfg }, 32 << 20, 8);
     (srv, cli)
 }
@@ -171,6 +153,7 @@ fn retransmission_cooperates_with_the_wheel() {
     assert_eq!(cli.ctx().bad, 0);
     assert!(cli.ctx().done.values().all(|&n| n == 1));
     assert!(srv.ctx().runs.values().all(|&n| n == 1));
+    assert_eq!(srv.ctx().corrupt_requests, 0);
     assert!(cli.stats().retransmissions > 0 && cli.stats().cc.paced > 0, "{:?}", cli.stats());
     cli.destroy_session(s).unwrap();
     assert!(run_until!(w, [cli, srv], 1_000_000_000, cli.num_active_sessions() == 0 && srv.num_active_sessions() == 0));

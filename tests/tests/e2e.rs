@@ -42,16 +42,6 @@ fn srv_xor(rpc: &mut Ep<Srv>, h: ReqHandle) {
     }
 }
 
-fn tagged_request(rpc: &mut Ep<Cli>, tag: u64, req_len: usize, resp_len: usize) -> MsgBuf {
-    let req_len = req_len.max(12);
-    let mut b = rpc.alloc_msg_buffer(req_len).unwrap();
-    let d = b.data_mut();
-    d[..8].copy_from_slice(&tag.to_le_bytes());
-    d[8..12].copy_from_slice(&(resp_len as u32).to_le_bytes());
-    d[12..].copy_from_slice(&pattern(tag, req_len - 12));
-    b
-}
-
 fn srv_tagged(rpc: &mut Ep<Srv>, h: ReqHandle) {
     let req = rpc.request(&h).unwrap();
     let tag = u64::from_le_bytes(req[..8].try_into().unwrap());

@@ -8,23 +8,6 @@ use proptest::prelude::*;
 use std::collections::HashMap;
 
 #[derive(Default)]
-struct Srv {
-    runs: HashMap<u64, u32>,
-}
-
-/// Request: [tag u64][resp_len u32][pattern]; response: pattern(!tag, resp_len).
-fn handler(rpc: &mut Ep<Srv>, h: ReqHandle) {
-    let req = rpc.request(&h).unwrap();
-    let tag = u64::from_le_bytes(req[..8].try_into().unwrap());
-    let n = u32::from_le_bytes(req[8..12].try_into().unwrap()) as usize;
-    assert_eq!(&req[12..], &pattern(tag, req.len() - 12)[..], "request {tag} corrupted");
-    *rpc.ctx_mut().runs.entry(tag).or_default() += 1;
-    let mut resp = rpc.alloc_msg_buffer(n).unwrap();
-    resp.data_mut().copy_from_slice(&pattern(!tag, n));
-    rpc.enqueue_response(h, resp).unwrap();
-}
-
-#[derive(Default)]
 struct Cli {
     done: HashMap<u64, u32>,
     bad: u32,
@@ -52,17 +35,14 @@ proptest! {
         let w = World::new(seed);
         w.fab.set_all_links(LinkParams { delay_ns, loss, dup, reorder });
         let cfg = RpcConfig { session_credits: credits, ..test_config(seed) };
-        let mut srv: Ep<Srv> = w.endpoint(Srv::default(), cfg, 16 << 20, 4);
-        srv.register_handler(9, handler, HandlerMode::Foreground).unwrap();
+        let mut srv: Ep<TagServer> = w.endpoint(TagServer::default(), cfg, 16 << 20, 4);
+        srv.register_handler(9, tagged_handler, HandlerMode::Foreground).unwrap();
         let mut cli: Ep<Cli> = w.endpoint(Cli::default(), cfg, 16 << 20, 4);
         let base = (cli.heap_stats().live_buffers, srv.heap_stats().live_buffers);
         let s = connect!(w, cli, [srv], srv.local_addr());
         for (tag, &(q, r)) in sizes.iter().enumerate() {
             let tag = tag as u64;
-            let mut req = cli.alloc_msg_buffer(q).unwrap();
-            req.data_mut()[..8].copy_from_slice(&tag.to_le_bytes());
-            req.data_mut()[8..12].copy_from_slice(&(r as u32).to_le_bytes());
-            req.data_mut()[12..].copy_from_slice(&pattern(tag, q - 12));
+            let req = tagged_request(&mut cli, tag, q, r);
             let resp = cli.alloc_msg_buffer(r).unwrap();
             cli.enqueue_request(s, 9, req, resp, cont, tag).unwrap();
         }
@@ -72,6 +52,7 @@ proptest! {
         prop_assert!(cli.ctx().done.values().all(|&c| c == 1));
         prop_assert!(srv.ctx().runs.values().all(|&c| c == 1));
         prop_assert_eq!(srv.ctx().runs.len(), n);
+        prop_assert_eq!(srv.ctx().corrupt_requests, 0);
         cli.destroy_session(s).unwrap();
         prop_assert!(run_until!(w, [cli, srv], 1_000_000_000, srv.num_active_sessions() == 0 && cli.num_active_sessions() == 0));
         prop_assert_eq!((cli.heap_stats().live_buffers, srv.heap_stats().live_buffers), base);
