@@ -126,7 +126,8 @@ const fn round8(n: usize) -> usize {
 /// Packets needed for a message of `size` bytes (at least one, even for an empty message).
 #[inline]
 pub const fn num_pkts(size: usize, data_per_pkt: usize) -> usize {
-    if size == 0 {
+    // One-packet messages, the common case, need no division.
+    if size <= data_per_pkt {
         1
     } else {
         size.div_ceil(data_per_pkt)

@@ -191,7 +191,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.drop_pkt(Some(s), DropReason::Stale);
         }
         let resp = sl.resp.as_ref().expect("stored response");
-        let resp_pkts = num_pkts(resp.len(), self.dpp) as u16;
+        let resp_pkts = sl.resp_pkts;
         let first = sl.req_pkts - 1;
         if h.pkt_num <= first || h.pkt_num - first >= resp_pkts {
             return self.drop_pkt(Some(s), DropReason::WrongType);
@@ -304,8 +304,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         // The request is no longer needed.
         self.release_req(s, i);
         let seq = self.next_tx_seq();
+        let resp_pkts = num_pkts(resp.len(), self.dpp) as u16;
         let sl = &mut self.sessions[s].slots[i];
         sl.resp = Some(resp);
+        sl.resp_pkts = resp_pkts;
         sl.resp_is_pre = is_pre;
         sl.resp_seq = seq;
         sl.state = SlotState::Responded;

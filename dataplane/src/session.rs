@@ -76,7 +76,7 @@ pub struct Slot {
     pub(crate) num_tx: u16,
     pub(crate) num_rx: u16,
     pub(crate) req_pkts: u16,
-    /// Client: 0 until the first response packet arrives.
+    /// Client: 0 until the first response packet arrives. Server: packets of the stored response.
     pub(crate) resp_pkts: u16,
     pub(crate) cont: u8,
     pub(crate) req_type: u8,
