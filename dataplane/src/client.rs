@@ -139,6 +139,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sl.tag = tag;
         sl.num_tx = 0;
         sl.num_rx = 0;
+        sl.untimed_below = 0;
         sl.req_pkts = req_pkts;
         sl.resp_pkts = 0;
         sl.progress_ns = now;

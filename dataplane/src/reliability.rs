@@ -70,7 +70,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.stats.retransmissions += 1;
         self.stats.retransmitted_pkts += delta as u64;
         // Packets sent again are never timed (their RTT would be ambiguous).
-        self.sessions[s].slots[i].rtt_pkt = crate::cc::NO_SAMPLE;
+        let sl = &mut self.sessions[s].slots[i];
+        sl.untimed_below = sl.untimed_below.max(sl.num_rx + delta);
         self.kick(s, i);
         // The rollback returned credits: slots of this session waiting for them may go too.
         self.kick_stalled(s);

@@ -87,10 +87,12 @@ pub struct Slot {
     pub(crate) linked: bool,
     /// Server: upper bound of the TX sequence number of the last response packet sent.
     pub(crate) resp_seq: u64,
-    /// Client: send time of the packet being timed for an RTT sample.
-    pub(crate) rtt_ts: u64,
-    /// Client: the packet being timed (`NO_SAMPLE`: none).
-    pub(crate) rtt_pkt: u16,
+    /// Client: send time (the clock's low 32 bits, ns) of packet `n` in `tx_ts[n % RTT_TS]`,
+    /// for per-packet RTT samples.
+    pub(crate) tx_ts: [u32; crate::cc::RTT_TS],
+    /// Client: packets below this number were sent more than once (by a rollback): their RTT is
+    /// ambiguous, so they are not sampled.
+    pub(crate) untimed_below: u16,
     /// Client: whether the slot's next packet waits in the timing wheel (its link below).
     pub(crate) in_wheel: bool,
     pub(crate) wheel_next: u32,
@@ -118,8 +120,8 @@ impl Slot {
         resp_is_pre: false,
         linked: false,
         resp_seq: 0,
-        rtt_ts: 0,
-        rtt_pkt: crate::cc::NO_SAMPLE,
+        tx_ts: [0; crate::cc::RTT_TS],
+        untimed_below: 0,
         in_wheel: false,
         wheel_next: NIL,
     };

@@ -75,7 +75,9 @@ fn a_paced_session_sends_at_its_rate() {
 #[test]
 fn timely_backs_off_under_high_rtt_and_returns_to_link_rate() {
     let w = World::new(22);
-    let (mut srv, mut cli) = pair(&w, test_config(1));
+    // The retransmission timeout must exceed the 2 ms RTT: packets sent twice are not sampled.
+    let cfg = RpcConfig { rto_ns: 10_000_000, ..test_config(1) };
+    let (mut srv, mut cli) = pair(&w, cfg);
     let s = connect!(w, cli, [srv], srv.local_addr());
     let link = cli.config().cc.link_rate;
     // RTT 2 ms, above T_high (1 ms): every sample cuts the rate.

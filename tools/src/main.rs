@@ -1,8 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
-mod bench;
-
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use erpc_tools::{bench, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -16,19 +15,15 @@ struct Cli {
 enum Cmd {
     /// Measure RPC latency, rate or bandwidth.
     Bench(bench::BenchArgs),
-}
-
-/// Which packet I/O to run over.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TransportKind {
-    /// The in-memory NIC (both endpoints in this process, on one core).
-    Sim,
+    /// Run the dataplane in a simulated datacenter: incast, loss, scale.
+    Sim(sim::SimArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Bench(a) => bench::run(a),
+        Cmd::Sim(a) => sim::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -28,8 +28,10 @@ use crate::transport::Transport;
 use timely::{Timely, TimelyParams};
 use wheel::WheelLinks;
 
-/// No RTT sample in flight.
-pub(crate) const NO_SAMPLE: u16 = u16::MAX;
+/// TX timestamps kept per slot: packet `n` is timed in entry `n % RTT_TS`, as in the original
+/// (which keeps one per credit). With more credits than this, a packet whose entry a later packet
+/// reused is not sampled.
+pub const RTT_TS: usize = 32;
 
 /// Congestion-control settings. `Default` gives the original's: everything on, Timely with its
 /// default parameters, a 25 Gb/s link.
@@ -140,30 +142,32 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         false
     }
 
-    /// Packet `pkt_num` of slot `i` is being sent: start an RTT sample if none is running.
+    /// Packet `pkt_num` of slot `i` is being sent: record its TX timestamp.
     #[inline]
     pub(crate) fn cc_on_tx(&mut self, s: usize, i: usize, pkt_num: u16) {
-        if !self.cfg.cc.enabled || self.sessions[s].slots[i].rtt_pkt != NO_SAMPLE {
+        if !self.cfg.cc.enabled {
             return;
         }
         let now = self.cc_now();
-        let sl = &mut self.sessions[s].slots[i];
-        sl.rtt_pkt = pkt_num;
-        sl.rtt_ts = now;
+        self.sessions[s].slots[i].tx_ts[pkt_num as usize % RTT_TS] = now as u32;
     }
 
-    /// Packet `pkt_num` of slot `i` was acknowledged (credit return or response).
+    /// Packet `pkt_num` of slot `i` was acknowledged (credit return or response): one RTT
+    /// sample, unless the packet was sent twice or its timestamp entry was reused since.
     #[inline]
     pub(crate) fn cc_on_ack(&mut self, s: usize, i: usize, pkt_num: u16) {
-        if !self.cfg.cc.enabled || self.sessions[s].slots[i].rtt_pkt != pkt_num {
+        if !self.cfg.cc.enabled {
+            return;
+        }
+        let sl = &self.sessions[s].slots[i];
+        if pkt_num < sl.untimed_below || sl.num_tx as usize > pkt_num as usize + RTT_TS {
             return;
         }
         let now = self.cc_now();
         let cfg = self.cfg.cc;
         let sess = &mut self.sessions[s];
-        let sl = &mut sess.slots[i];
-        sl.rtt_pkt = NO_SAMPLE;
-        let rtt = now.saturating_sub(sl.rtt_ts);
+        let sl = &sess.slots[i];
+        let rtt = (now as u32).wrapping_sub(sl.tx_ts[pkt_num as usize % RTT_TS]) as u64;
         if cfg.timely_bypass && sess.cc.timely.at_link_rate() && (rtt as f64) < cfg.timely.t_low_ns {
             self.stats.cc.timely_bypassed += 1;
             return;

@@ -43,6 +43,17 @@ impl TimingWheel {
         self.len == 0
     }
 
+    /// Start time of the earliest slot holding an entry (the time from which `reap` returns it),
+    /// or `None` if the wheel is empty. Scans forward from the current slot.
+    pub fn next_due_ns(&self) -> Option<u64> {
+        if self.len == 0 {
+            return None;
+        }
+        (0..NUM_SLOTS)
+            .find(|k| self.heads[(self.cursor + k) % NUM_SLOTS] != NIL)
+            .map(|k| self.base_ns + k as u64 * SLOT_NS)
+    }
+
     /// Schedules `id` for `at_ns`.
     pub fn insert<L: WheelLinks + ?Sized>(&mut self, links: &mut L, id: u32, at_ns: u64) {
         let ahead = (at_ns.saturating_sub(self.base_ns) / SLOT_NS).min(NUM_SLOTS as u64 - 1) as usize;
@@ -170,6 +181,25 @@ mod tests {
         let span = sent[999] - sent[0];
         let expect = 999 * gap;
         assert!(span.abs_diff(expect) < expect / 50, "span {span} vs {expect}");
+    }
+
+    #[test]
+    fn next_due_is_the_earliest_occupied_slot() {
+        let mut links = Links(vec![NIL; 3]);
+        let mut w = TimingWheel::new(1_000);
+        assert_eq!(w.next_due_ns(), None);
+        w.insert(&mut links, 0, 1_000 + 7 * SLOT_NS + 10);
+        w.insert(&mut links, 1, 1_000 + 3 * SLOT_NS + 499);
+        assert_eq!(w.next_due_ns(), Some(1_000 + 3 * SLOT_NS));
+        let mut got = Vec::new();
+        w.reap(&mut links, 1_000 + 3 * SLOT_NS, usize::MAX, |_, id| got.push(id));
+        assert_eq!(got, vec![1]);
+        assert_eq!(w.next_due_ns(), Some(1_000 + 7 * SLOT_NS));
+        w.reap(&mut links, 1_000 + 7 * SLOT_NS - 1, usize::MAX, |_, id| got.push(id));
+        assert_eq!(got, vec![1], "reaped before its slot began");
+        w.reap(&mut links, 1_000 + 7 * SLOT_NS, usize::MAX, |_, id| got.push(id));
+        assert_eq!(got, vec![1, 0]);
+        assert_eq!(w.next_due_ns(), None);
     }
 
     #[test]

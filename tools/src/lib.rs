@@ -1,0 +1,11 @@
+//! The `erpc` command's library: benchmarks and the simulated datacenter, usable from tests.
+
+pub mod bench;
+pub mod sim;
+
+/// Which packet I/O to run over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TransportKind {
+    /// The in-memory NIC (both endpoints in this process, on one core).
+    Sim,
+}

@@ -1,0 +1,167 @@
+//! What the simulated hosts run: clients that keep a window of requests outstanding on each of
+//! their sessions, and servers that answer every request with a response of a fixed size.
+
+use super::net::{Clk, HostRpc};
+use super::nic::SimHostNic;
+use erpc_dataplane::msgbuf::footprint;
+use erpc_dataplane::wire::PKT_HDR_LEN;
+use erpc_dataplane::*;
+
+/// Request type of the simulated service.
+pub const REQ_TYPE: u8 = 1;
+
+/// Application state of one simulated host.
+#[derive(Debug, Default)]
+pub struct App {
+    pub req_size: usize,
+    /// Response size (as a server).
+    pub resp_size: usize,
+    /// Client sessions.
+    pub sessions: Vec<SessionId>,
+    pub connected: usize,
+    pub connect_failed: usize,
+    pub resets: usize,
+    /// Requests this client still has to issue (`u64::MAX`: until told to stop).
+    pub remaining: u64,
+    /// Set to stop issuing requests.
+    pub stop: bool,
+    pub completed: u64,
+    pub failed: u64,
+    /// Request bytes of completed RPCs.
+    pub req_bytes: u64,
+    /// Completion time of the latest RPC.
+    pub last_done_ns: u64,
+    /// Completion times, if recorded.
+    pub done_times: Option<Vec<u64>>,
+    /// Requests the server handled.
+    pub handled: u64,
+    /// The first error an RPC failed with.
+    pub first_error: Option<RpcError>,
+    /// Issue each next request on the next session in turn (instead of the one that completed).
+    pub round_robin: bool,
+    rr_next: usize,
+}
+
+fn on_session(rpc: &mut HostRpc<App>, ev: SessionEvent) {
+    let a = rpc.ctx_mut();
+    match ev {
+        SessionEvent::Connected(_) => a.connected += 1,
+        SessionEvent::ConnectFailed(..) => a.connect_failed += 1,
+        SessionEvent::Reset(..) => a.resets += 1,
+        SessionEvent::Disconnected { .. } => {}
+    }
+}
+
+fn serve(rpc: &mut HostRpc<App>, h: ReqHandle) {
+    let n = rpc.ctx().resp_size;
+    rpc.ctx_mut().handled += 1;
+    if n <= rpc.max_data_per_pkt() {
+        if rpc.request_and_prealloc_response(&h).is_some() {
+            let _ = rpc.enqueue_response_prealloc(h, n);
+        }
+    } else if let Ok(b) = rpc.alloc_msg_buffer(n) {
+        let _ = rpc.enqueue_response(h, b);
+    }
+}
+
+fn on_done(rpc: &mut HostRpc<App>, c: Completion) {
+    let now = rpc.clock().now_ns();
+    let a = rpc.ctx_mut();
+    match c.result {
+        Ok(_) => {
+            a.completed += 1;
+            a.req_bytes += c.req.len() as u64;
+            a.last_done_ns = now;
+            if let Some(t) = a.done_times.as_mut() {
+                t.push(now);
+            }
+        }
+        Err(e) => {
+            a.failed += 1;
+            if a.first_error.is_none() {
+                a.first_error = Some(e);
+            }
+        }
+    }
+    if !a.stop && a.remaining > 0 {
+        a.remaining -= 1;
+        let s = if a.round_robin {
+            a.rr_next = (a.rr_next + 1) % a.sessions.len();
+            a.sessions[a.rr_next]
+        } else {
+            c.session
+        };
+        if let Err(e) = rpc.enqueue_request(s, REQ_TYPE, c.req, c.resp, on_done, 0) {
+            rpc.ctx_mut().failed += 1;
+            let _ = rpc.free_msg_buffer(e.req);
+            let _ = rpc.free_msg_buffer(e.resp);
+        }
+    } else {
+        let _ = rpc.free_msg_buffer(c.req);
+        let _ = rpc.free_msg_buffer(c.resp);
+    }
+}
+
+/// Bytes of msgbuf memory one message of `size` bytes takes.
+pub fn msg_footprint(size: usize, mtu: usize) -> usize {
+    footprint(size, mtu - PKT_HDR_LEN).next_power_of_two()
+}
+
+/// Builds a host's endpoint with memory for `msgs` messages of `size` bytes, `sessions` sessions
+/// (client and server), and the simulated service registered.
+pub fn endpoint(
+    nic: SimHostNic,
+    clock: Clk,
+    cfg: RpcConfig,
+    msgs: &[(usize, usize)],
+    sessions: usize,
+) -> Result<HostRpc<App>, String> {
+    let mut bytes = 4 << 20;
+    for &(size, count) in msgs {
+        bytes += 2 * count * msg_footprint(size.max(1), cfg.mtu);
+    }
+    // Each server session holds a one-packet response buffer.
+    bytes += sessions * msg_footprint(cfg.mtu, cfg.mtu) * 2;
+    let mem = RpcMemory {
+        region: DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000),
+        sessions: Session::storage(sessions).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    };
+    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("endpoint: {e:?}"))?;
+    rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground).map_err(|e| format!("handler: {e:?}"))?;
+    rpc.set_session_handler(on_session);
+    Ok(rpc)
+}
+
+/// Issues `window` requests on each of the client's sessions (fewer if `remaining` runs out);
+/// completions issue the next ones until `remaining` is spent.
+pub fn start(rpc: &mut HostRpc<App>, window: usize) -> Result<(), String> {
+    let sessions = rpc.ctx().sessions.clone();
+    issue(rpc, (0..window).flat_map(|_| sessions.iter().copied()))
+}
+
+/// Issues `n` requests over the client's sessions in turn; each completion issues the next
+/// request on the next session, until `remaining` is spent.
+pub fn start_round_robin(rpc: &mut HostRpc<App>, n: usize) -> Result<(), String> {
+    let sessions = rpc.ctx().sessions.clone();
+    let a = rpc.ctx_mut();
+    a.round_robin = true;
+    a.rr_next = (n + sessions.len() - 1) % sessions.len();
+    issue(rpc, sessions.iter().copied().cycle().take(n))
+}
+
+fn issue(rpc: &mut HostRpc<App>, sessions: impl Iterator<Item = SessionId>) -> Result<(), String> {
+    let (req, resp) = (rpc.ctx().req_size, rpc.ctx().resp_size);
+    {
+        for s in sessions {
+            if rpc.ctx().remaining == 0 {
+                return Ok(());
+            }
+            rpc.ctx_mut().remaining -= 1;
+            let q = rpc.alloc_msg_buffer(req).map_err(|e| format!("request buffer: {e:?}"))?;
+            let r = rpc.alloc_msg_buffer(resp).map_err(|e| format!("response buffer: {e:?}"))?;
+            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+        }
+    }
+    Ok(())
+}
