@@ -439,7 +439,7 @@ pub struct LossArgs {
     #[arg(long, default_value_t = 8 << 20)]
     pub size: usize,
     /// Transfers in total.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 128)]
     pub transfers: u64,
     /// Sessions from the client to the server, each with one transfer outstanding.
     #[arg(long, default_value_t = 8)]
@@ -450,7 +450,7 @@ pub struct LossArgs {
 
 impl Default for LossArgs {
     fn default() -> Self {
-        LossArgs { rate: 1e-4, size: 8 << 20, transfers: 64, sessions: 8, net: NetArgs::default() }
+        LossArgs { rate: 1e-4, size: 8 << 20, transfers: 128, sessions: 8, net: NetArgs::default() }
     }
 }
 
