@@ -131,6 +131,18 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(sim::incast(&IncastArgs { size: 9 << 20, ..IncastArgs::default() }).is_err());
     assert!(sim::loss(&LossArgs { rate: 1.5, ..LossArgs::default() }).is_err());
     assert!(sim::scale(&ScaleArgs { sessions: 70_000, ..ScaleArgs::default() }).is_err());
-    let bad_net = NetArgs { buffer_mb: 0.0, ..NetArgs::default() };
-    assert!(sim::incast(&IncastArgs { net: bad_net, ..IncastArgs::default() }).is_err());
+    assert!(sim::incast(&IncastArgs { resp_size: 1 << 20, size: 4096, ..IncastArgs::default() }).is_err());
+    assert!(sim::incast(&IncastArgs { start_jitter_us: u64::MAX, ..IncastArgs::default() }).is_err());
+    let e = sim::incast(&IncastArgs { senders: 4096, ..IncastArgs::default() }).unwrap_err();
+    assert!(e.contains("GiB of message buffers"), "{e}");
+    for bad_net in [
+        NetArgs { buffer_mb: 0.0, ..NetArgs::default() },
+        NetArgs { link_gbps: f64::NAN, ..NetArgs::default() },
+        NetArgs { link_gbps: 1e-20, ..NetArgs::default() },
+        NetArgs { link_delay_ns: u64::MAX, ..NetArgs::default() },
+        NetArgs { spines: 0, hosts_per_tor: Some(4), ..NetArgs::default() },
+        NetArgs { mtu: 64, ..NetArgs::default() },
+    ] {
+        assert!(sim::incast(&IncastArgs { net: bad_net, ..IncastArgs::default() }).is_err());
+    }
 }

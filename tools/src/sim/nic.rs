@@ -28,7 +28,10 @@ pub struct SimHostNic {
     /// Frames accepted by `tx_burst` and not yet on the wire; the head is the one being
     /// serialized. Frames are copied at `tx_burst`.
     pub(crate) tx_ring: VecDeque<Vec<u8>>,
-    /// Descriptors: at most this many frames wait in `tx_ring` beyond the first `fetched`.
+    /// Descriptors: at most this many frames wait in `tx_ring` beyond the first `fetched`. So the
+    /// ring pushes back on an endpoint until it calls `tx_flush` (which it does when the ring
+    /// stays full); after that the host queue grows without bound, standing for a CPU that waited
+    /// for the device (in zero simulated time).
     tx_ring_cap: usize,
     /// Frames at the front of `tx_ring` that `tx_flush` handed to the device's own queue, so
     /// their descriptors are free. (`tx_flush` waits for the device to fetch every descriptor; in
