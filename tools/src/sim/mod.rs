@@ -142,35 +142,20 @@ impl NetArgs {
 
 pub fn run(a: SimArgs) -> Result<(), String> {
     match a.experiment {
-        Experiment::Incast(a) => {
-            let json = a.net.json;
-            let r = incast(&a)?;
-            if json {
-                println!("{}", r.json());
-            } else {
-                r.print(&a);
-            }
-        }
-        Experiment::Loss(a) => {
-            let json = a.net.json;
-            let r = loss(&a)?;
-            if json {
-                println!("{}", r.json());
-            } else {
-                r.print(&a);
-            }
-        }
-        Experiment::Scale(a) => {
-            let json = a.net.json;
-            let r = scale(&a)?;
-            if json {
-                println!("{}", r.json());
-            } else {
-                r.print(&a);
-            }
-        }
+        Experiment::Incast(a) => emit(a.net.json, &incast(&a)?, IncastReport::json, |r| r.print(&a)),
+        Experiment::Loss(a) => emit(a.net.json, &loss(&a)?, LossReport::json, |r| r.print(&a)),
+        Experiment::Scale(a) => emit(a.net.json, &scale(&a)?, ScaleReport::json, |r| r.print(&a)),
     }
     Ok(())
+}
+
+/// Prints a report as one JSON object or as text.
+fn emit<R>(json: bool, r: &R, as_json: impl Fn(&R) -> serde_json::Value, print: impl Fn(&R)) {
+    if json {
+        println!("{}", as_json(r));
+    } else {
+        print(r);
+    }
 }
 
 /// Connects every client's sessions (`per_client` each) to host 0 and runs until all are up.
