@@ -628,9 +628,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             let pkt = (w1 >> 2) as usize & 0x3FFF;
             if let Some(sess) = self.sessions.get(u16::from_le_bytes(sn) as usize) {
                 let sl = &sess.slots[i];
-                acc = acc.wrapping_add(sess.credits as u32 ^ sl.num_rx as u32 ^ sl.tx_ts[pkt % crate::cc::RTT_TS]);
-                // The buffer the payload goes to (client) or the response comes from (server).
-                if let Some(b) = sl.resp.as_ref().or(sl.pre_resp.as_ref()) {
+                acc = acc.wrapping_add(sess.credits as u32 ^ sess.last_heard_ns as u32 ^ sl.num_rx as u32);
+                // The buffers the payload goes to and the response comes from.
+                let (a, b) = match sess.role {
+                    Role::Client => {
+                        acc ^= sl.tx_ts[pkt % crate::cc::RTT_TS];
+                        (sl.resp.as_ref(), None)
+                    }
+                    Role::Server => (sl.pre_req.as_ref(), sl.pre_resp.as_ref()),
+                };
+                for b in [a, b].into_iter().flatten() {
                     acc = acc.wrapping_add(b.data().first().copied().unwrap_or(0) as u32);
                 }
             }

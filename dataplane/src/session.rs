@@ -55,29 +55,39 @@ pub(crate) enum SlotState {
     Responded,
 }
 
-/// One slot of a session.
+/// One slot of a session. Fixed layout, one cache line per group: what a request's packets use
+/// first, then the rest of the per-request state, then the client's RTT timestamps.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Slot {
+    // ----- cache line 0 -----
     pub(crate) cur_req_num: u64,
-    /// Client: time of the last progress (send, retransmission or in-order receive).
-    pub(crate) progress_ns: u64,
-    pub(crate) tag: u64,
     /// Client: the request. Server: the request being received or handled.
     pub(crate) req: Option<MsgBuf>,
     /// Client: the response buffer. Server: the stored response.
     pub(crate) resp: Option<MsgBuf>,
     /// Server: cached one-packet request buffer.
     pub(crate) pre_req: Option<MsgBuf>,
-    /// Server: cached one-packet response buffer.
-    pub(crate) pre_resp: Option<MsgBuf>,
-    /// Intrusive list links (client: active requests; server: requests waiting for a worker).
-    pub(crate) prev: u32,
-    pub(crate) next: u32,
     pub(crate) num_tx: u16,
     pub(crate) num_rx: u16,
     pub(crate) req_pkts: u16,
     /// Client: 0 until the first response packet arrives. Server: packets of the stored response.
     pub(crate) resp_pkts: u16,
+    // ----- cache line 1 -----
+    /// Server: cached one-packet response buffer.
+    pub(crate) pre_resp: Option<MsgBuf>,
+    /// Client: time of the last progress (send, retransmission or in-order receive).
+    pub(crate) progress_ns: u64,
+    pub(crate) tag: u64,
+    /// Server: upper bound of the TX sequence number of the last response packet sent.
+    pub(crate) resp_seq: u64,
+    /// Intrusive list links (client: active requests; server: requests waiting for a worker).
+    pub(crate) prev: u32,
+    pub(crate) next: u32,
+    pub(crate) wheel_next: u32,
+    /// Client: packets below this number were sent more than once (by a rollback): their RTT is
+    /// ambiguous, so they are not sampled.
+    pub(crate) untimed_below: u16,
     pub(crate) cont: u8,
     pub(crate) req_type: u8,
     pub(crate) state: SlotState,
@@ -85,17 +95,12 @@ pub struct Slot {
     pub(crate) resp_is_pre: bool,
     /// Whether the slot is on an intrusive list.
     pub(crate) linked: bool,
-    /// Server: upper bound of the TX sequence number of the last response packet sent.
-    pub(crate) resp_seq: u64,
+    /// Client: whether the slot's next packet waits in the timing wheel (its link above).
+    pub(crate) in_wheel: bool,
+    // ----- cache lines 2-3 -----
     /// Client: send time (the clock's low 32 bits, ns) of packet `n` in `tx_ts[n % RTT_TS]`,
     /// for per-packet RTT samples.
     pub(crate) tx_ts: [u32; crate::cc::RTT_TS],
-    /// Client: packets below this number were sent more than once (by a rollback): their RTT is
-    /// ambiguous, so they are not sampled.
-    pub(crate) untimed_below: u16,
-    /// Client: whether the slot's next packet waits in the timing wheel (its link below).
-    pub(crate) in_wheel: bool,
-    pub(crate) wheel_next: u32,
 }
 
 impl Slot {
@@ -141,36 +146,44 @@ impl Slot {
 
 /// One session (client or server end). Create storage with [`Session::storage`] or
 /// `[Session::EMPTY; N]`.
+///
+/// The layout is fixed (`repr(C)`) so that what every packet reads sits together: the first
+/// cache line holds the state, credits, peer address and ready-made headers; the second the
+/// liveness and counters. With thousands of sessions each line touched is a cache miss.
 #[derive(Debug)]
+#[repr(C, align(64))]
 pub struct Session {
+    // ----- cache line 0: checked or used by every packet -----
     pub(crate) state: SessionState,
     pub(crate) role: Role,
-    pub(crate) remote_session: u16,
-    pub(crate) credits: u16,
     /// Client: slots that have packets to send but no credits.
     pub(crate) stalled: u8,
     /// Client: slots without a request.
     pub(crate) free_slots: u8,
     pub(crate) active: u8,
-    /// Bumped every time the session number is reused, so stale request handles are refused.
-    pub(crate) generation: u32,
-    pub(crate) token: u64,
-    pub(crate) peer: EndpointAddr,
-    pub(crate) routing: RoutingInfo,
-    pub(crate) last_heard_ns: u64,
-    pub(crate) sm_attempts: u32,
-    pub(crate) sm_next_ns: u64,
     /// Client: keepalive pings sent since the session last became idle or was answered.
     pub(crate) pings: u8,
+    pub(crate) remote_session: u16,
+    pub(crate) credits: u16,
+    pub(crate) peer: EndpointAddr,
+    pub(crate) routing: RoutingInfo,
+    // ----- cache line 1 -----
+    pub(crate) last_heard_ns: u64,
+    /// Bumped every time the session number is reused, so stale request handles are refused.
+    pub(crate) generation: u32,
+    pub(crate) backlog_len: u32,
+    pub(crate) stats: SessionStats,
     pub(crate) backlog_head: u32,
     pub(crate) backlog_tail: u32,
-    pub(crate) backlog_len: u32,
+    // ----- colder: congestion control (client), session management, free list -----
+    pub(crate) cc: crate::cc::SessionCc,
+    pub(crate) token: u64,
+    pub(crate) sm_next_ns: u64,
+    pub(crate) sm_attempts: u32,
     /// Head of the token-hash chain whose bucket is this array index (server duplicate detection).
     pub(crate) bucket_head: u32,
     pub(crate) token_next: u32,
     pub(crate) free_next: u32,
-    pub(crate) stats: SessionStats,
-    pub(crate) cc: crate::cc::SessionCc,
     pub(crate) slots: [Slot; SLOTS_PER_SESSION],
 }
 
@@ -296,3 +309,13 @@ impl BacklogEntry {
         (0..n).map(|_| BacklogEntry::EMPTY).collect()
     }
 }
+
+// The per-packet fields stay within the cache lines the layout comments promise.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(offset_of!(Session, routing) + size_of::<RoutingInfo>() <= 64);
+    assert!(offset_of!(Session, backlog_tail) + 4 <= 128);
+    assert!(offset_of!(Slot, resp_pkts) + 2 <= 64);
+    assert!(offset_of!(Slot, in_wheel) < 128);
+    assert!(size_of::<Slot>() == 256);
+};

@@ -613,6 +613,8 @@ pub struct ScaleRun {
     /// Client and server event-loop time per RPC, ns.
     pub client_ns_per_rpc: f64,
     pub server_ns_per_rpc: f64,
+    /// Client event-loop iterations per RPC.
+    pub client_polls_per_rpc: f64,
     pub client_bytes_per_session: f64,
     pub server_bytes_per_session: f64,
     pub failed: u64,
@@ -652,6 +654,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     }
     let (t1, c1) = (net.now(), net.hosts[1].rpc.ctx().completed);
     let cpu1 = [0, 1].map(|h| net.hosts[h].cpu_ns);
+    let polls1 = net.hosts[1].polls;
     if !net.run(limit, |n| n.hosts[1].rpc.ctx().completed >= c1 + a.rpcs) {
         return Err("the measurement did not finish".into());
     }
@@ -671,6 +674,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
         rpcs_per_sec: 1e9 / cpu[0].max(cpu[1]).max(1e-3),
         sim_rpcs_per_sec: n / ((t2 - t1).max(1) as f64 / 1e9),
         client_ns_per_rpc: cpu[1],
+        client_polls_per_rpc: (net.hosts[1].polls - polls1) as f64 / n,
         server_ns_per_rpc: cpu[0],
         client_bytes_per_session: per(1),
         server_bytes_per_session: per(0),
@@ -707,6 +711,7 @@ impl ScaleReport {
                 "sessions": r.sessions, "outstanding": r.outstanding, "rpcs_per_sec": r.rpcs_per_sec,
                 "sim_rpcs_per_sec": r.sim_rpcs_per_sec,
                 "client_ns_per_rpc": r.client_ns_per_rpc, "server_ns_per_rpc": r.server_ns_per_rpc,
+                "client_polls_per_rpc": r.client_polls_per_rpc,
                 "client_bytes_per_session": r.client_bytes_per_session,
                 "server_bytes_per_session": r.server_bytes_per_session, "failed": r.failed,
             })
