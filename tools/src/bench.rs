@@ -106,7 +106,7 @@ fn client_cont(rpc: &mut Rpc<'static, Nic, Clk, Client>, c: Completion) {
     }
 }
 
-fn leak<T>(v: T) -> &'static mut T {
+pub(crate) fn leak<T>(v: T) -> &'static mut T {
     Box::leak(Box::new(v))
 }
 
@@ -122,7 +122,7 @@ fn memory(bytes: usize) -> RpcMemory<'static> {
     }
 }
 
-fn clock() -> Clk {
+pub(crate) fn clock() -> Clk {
     #[cfg(target_arch = "x86_64")]
     {
         leak(erpc_dataplane::clock::TscClock::calibrate())

@@ -1,9 +1,9 @@
 //! What the simulated hosts run: clients that keep a window of requests outstanding on each of
 //! their sessions, and servers that answer every request with a response of a fixed size.
 
-use super::net::{Clk, HostRpc};
-use super::nic::SimHostNic;
+use erpc_dataplane::clock::Clock;
 use erpc_dataplane::msgbuf::footprint;
+use erpc_dataplane::transport::Transport;
 use erpc_dataplane::wire::PKT_HDR_LEN;
 use erpc_dataplane::*;
 
@@ -42,7 +42,7 @@ pub struct App {
     rr_next: usize,
 }
 
-fn on_session(rpc: &mut HostRpc<App>, ev: SessionEvent) {
+fn on_session<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, ev: SessionEvent) {
     let a = rpc.ctx_mut();
     match ev {
         SessionEvent::Connected(_) => a.connected += 1,
@@ -52,7 +52,7 @@ fn on_session(rpc: &mut HostRpc<App>, ev: SessionEvent) {
     }
 }
 
-fn serve(rpc: &mut HostRpc<App>, h: ReqHandle) {
+fn serve<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, h: ReqHandle) {
     let n = rpc.ctx().resp_size;
     rpc.ctx_mut().handled += 1;
     if n <= rpc.max_data_per_pkt() {
@@ -64,7 +64,7 @@ fn serve(rpc: &mut HostRpc<App>, h: ReqHandle) {
     }
 }
 
-fn on_done(rpc: &mut HostRpc<App>, c: Completion) {
+fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, c: Completion) {
     let now = rpc.clock().now_ns();
     let a = rpc.ctx_mut();
     match c.result {
@@ -109,13 +109,13 @@ pub fn msg_footprint(size: usize, mtu: usize) -> usize {
 
 /// Builds a host's endpoint with memory for `msgs` messages of `size` bytes, `sessions` sessions
 /// (client and server), and the simulated service registered.
-pub fn endpoint(
-    nic: SimHostNic,
-    clock: Clk,
+pub fn endpoint<T: Transport, C: Clock>(
+    nic: T,
+    clock: C,
     cfg: RpcConfig,
     msgs: &[(usize, usize)],
     sessions: usize,
-) -> Result<HostRpc<App>, String> {
+) -> Result<Rpc<'static, T, C, App>, String> {
     let mut bytes = 4 << 20;
     for &(size, count) in msgs {
         bytes += 2 * count * msg_footprint(size.max(1), cfg.mtu);
@@ -135,14 +135,14 @@ pub fn endpoint(
 
 /// Issues `window` requests on each of the client's sessions (fewer if `remaining` runs out);
 /// completions issue the next ones until `remaining` is spent.
-pub fn start(rpc: &mut HostRpc<App>, window: usize) -> Result<(), String> {
+pub fn start<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, window: usize) -> Result<(), String> {
     let sessions = rpc.ctx().sessions.clone();
     issue(rpc, (0..window).flat_map(|_| sessions.iter().copied()))
 }
 
 /// Issues `n` requests over the client's sessions in turn; each completion issues the next
 /// request on the next session, until `remaining` is spent.
-pub fn start_round_robin(rpc: &mut HostRpc<App>, n: usize) -> Result<(), String> {
+pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, n: usize) -> Result<(), String> {
     let sessions = rpc.ctx().sessions.clone();
     let a = rpc.ctx_mut();
     a.round_robin = true;
@@ -150,7 +150,10 @@ pub fn start_round_robin(rpc: &mut HostRpc<App>, n: usize) -> Result<(), String>
     issue(rpc, sessions.iter().copied().cycle().take(n))
 }
 
-fn issue(rpc: &mut HostRpc<App>, sessions: impl Iterator<Item = SessionId>) -> Result<(), String> {
+fn issue<T: Transport, C: Clock>(
+    rpc: &mut Rpc<'static, T, C, App>,
+    sessions: impl Iterator<Item = SessionId>,
+) -> Result<(), String> {
     let (req, resp) = (rpc.ctx().req_size, rpc.ctx().resp_size);
     {
         for s in sessions {

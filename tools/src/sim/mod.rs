@@ -3,8 +3,9 @@
 //!
 //! * [`incast`]: many clients send large requests to one server at once.
 //! * [`loss`]: large transfers between two hosts at a given loss rate, against a lossless run.
-//! * [`scale`]: one endpoint with many sessions doing small RPCs, against one session, with the
-//!   endpoints' real CPU time as the bottleneck.
+//! * [`scale`]: one endpoint with many sessions doing small RPCs, against one session. This one
+//!   is about the endpoints' own cost, so it needs no network model: both endpoints alternate on
+//!   this core over the in-memory fabric and each event-loop iteration is timed.
 
 pub mod app;
 pub mod net;
@@ -13,9 +14,10 @@ pub mod nic;
 use app::{endpoint, start, start_round_robin, App};
 use clap::{Args, Subcommand};
 use erpc_dataplane::{RpcConfig, Session};
-use net::{CpuModel, NetConfig, Network, Topology};
+use net::{NetConfig, Network, Topology};
 use nic::host_addr;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -90,7 +92,7 @@ impl Default for NetArgs {
 }
 
 impl NetArgs {
-    fn net_config(&self, hosts: usize, loss: f64, cpu: CpuModel) -> Result<NetConfig, String> {
+    fn net_config(&self, hosts: usize, loss: f64) -> Result<NetConfig, String> {
         if !(self.buffer_mb > 0.0 && self.buffer_mb <= 1024.0) {
             return Err(format!("--buffer-mb must be in (0, 1024], not {}", self.buffer_mb));
         }
@@ -119,7 +121,6 @@ impl NetArgs {
             dt_alpha: self.dt_alpha,
             loss,
             mtu: self.mtu,
-            cpu,
             seed: self.seed,
             ..NetConfig::default()
         })
@@ -283,7 +284,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
         ));
     }
     let hosts = a.senders + 1;
-    let ncfg = a.net.net_config(hosts, 0.0, CpuModel::Free)?;
+    let ncfg = a.net.net_config(hosts, 0.0)?;
     let cfg = a.net.rpc_config(a.size.max(a.resp_size))?;
     let mut net = Network::new(ncfg, |h, nic, clk| {
         let msgs = if h == 0 {
@@ -485,7 +486,7 @@ pub struct LossReport {
 }
 
 fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
-    let ncfg = a.net.net_config(2, rate, CpuModel::Free)?;
+    let ncfg = a.net.net_config(2, rate)?;
     let cfg = a.net.rpc_config(a.size)?;
     let conc = a.sessions;
     let mut net = Network::new(ncfg, |h, nic, clk| {
@@ -608,8 +609,6 @@ pub struct ScaleRun {
     /// RPCs per second of the busier endpoint's event-loop time: the rate one core per endpoint
     /// sustains.
     pub rpcs_per_sec: f64,
-    /// RPCs per second of simulated time (the CPU model plus network latency).
-    pub sim_rpcs_per_sec: f64,
     /// Client and server event-loop time per RPC, ns.
     pub client_ns_per_rpc: f64,
     pub server_ns_per_rpc: f64,
@@ -630,56 +629,90 @@ pub struct ScaleReport {
 }
 
 fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
+    use erpc_dataplane::sim::{Fabric, RxBuf};
+    type Clk = &'static dyn erpc_dataplane::clock::Clock;
     let conc = a.outstanding.min(sessions * erpc_dataplane::config::SLOTS_PER_SESSION);
-    // RX rings that hold every outstanding request: this experiment is about the endpoints'
-    // cost per RPC, not about a client bursting more requests than the server's ring holds.
-    let ncfg = NetConfig { rx_ring: (2 * conc).max(4096), ..a.net.net_config(2, 0.0, CpuModel::Measured)? };
+    // No network model here: the two endpoints alternate on this core over the in-memory
+    // fabric (zero delay, frames copied at `tx_burst`), as in `erpc bench rate`, so nothing but
+    // the endpoints and their NICs runs between their event-loop iterations.
+    let clk: Clk = crate::bench::clock();
+    let fab: &'static Fabric<'static, Clk> = crate::bench::leak(Fabric::new(clk, a.net.seed));
+    let ring = (2 * conc).max(512);
+    let (pc, ps) = (fab.attach(RxBuf::storage(ring).leak()), fab.attach(RxBuf::storage(ring).leak()));
     let cfg = a.net.rpc_config(a.size)?;
-    let mut net = Network::new(ncfg, |h, nic, clk| {
-        let mut rpc = endpoint(nic, clk, cfg, &[(a.size, conc), (a.size, conc)], sessions + 1)?;
-        let app = rpc.ctx_mut();
-        app.req_size = a.size;
-        app.resp_size = a.size;
-        app.remaining = if h == 1 { u64::MAX } else { 0 };
-        Ok(rpc)
-    })?;
-    connect_all(&mut net, 1..2, sessions)?;
-    let t0 = net.now();
-    start_round_robin(&mut net.hosts[1].rpc, conc)?;
-    net.wake(1, t0);
-    let warm = a.rpcs;
-    let limit = t0 + 3_600_000_000_000;
-    if !net.run(limit, |n| n.hosts[1].rpc.ctx().completed >= warm) {
-        return Err("the warm-up did not finish".into());
+    let msgs = [(a.size, conc), (a.size, conc)];
+    let mut srv = endpoint(fab.nic(ps, 0), clk, cfg, &msgs, sessions + 1)?;
+    srv.ctx_mut().resp_size = a.size;
+    let mut cli = endpoint(fab.nic(pc, 0), clk, cfg, &msgs, sessions + 1)?;
+    let app = cli.ctx_mut();
+    (app.req_size, app.resp_size, app.remaining) = (a.size, a.size, u64::MAX);
+    // Connect in groups that the server's receive ring holds: every connect retry resends all
+    // unanswered requests at once, so a larger burst loses the same ones again.
+    let wall = Instant::now();
+    for first in (0..sessions).step_by(256) {
+        for _ in first..(first + 256).min(sessions) {
+            let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
+            cli.ctx_mut().sessions.push(s);
+        }
+        while cli.ctx().connected + cli.ctx().connect_failed < cli.ctx().sessions.len() {
+            cli.run_event_loop_once();
+            srv.run_event_loop_once();
+            if wall.elapsed() > Duration::from_secs(120) {
+                return Err(format!("only {} of {sessions} sessions connected", cli.ctx().connected));
+            }
+        }
     }
-    let (t1, c1) = (net.now(), net.hosts[1].rpc.ctx().completed);
-    let cpu1 = [0, 1].map(|h| net.hosts[h].cpu_ns);
-    let polls1 = net.hosts[1].polls;
-    if !net.run(limit, |n| n.hosts[1].rpc.ctx().completed >= c1 + a.rpcs) {
-        return Err("the measurement did not finish".into());
+    if cli.ctx().connected < sessions {
+        return Err(format!("only {} of {sessions} sessions connected", cli.ctx().connected));
     }
-    let (t2, c2) = (net.now(), net.hosts[1].rpc.ctx().completed);
-    let n = (c2 - c1).max(1) as f64;
-    let cpu = [0, 1].map(|h| (net.hosts[h].cpu_ns - cpu1[h]) as f64 / n);
-    // Memory per session: the session record plus the msgbufs in use with every session's
-    // requests outstanding (request and response buffers at the client, each session's response
-    // buffer at the server), and the endpoint's fixed share (control-packet ring) spread over them.
-    let per = |h: usize| {
-        let hs = net.hosts[h].rpc.heap_stats();
+    start_round_robin(&mut cli, conc)?;
+    while cli.ctx().completed < a.rpcs {
+        cli.run_event_loop_once();
+        srv.run_event_loop_once();
+    }
+    // Measure: each event-loop iteration timed on its own, less the cost of timing.
+    let overhead = timer_overhead_ns();
+    let (c1, mut ns, mut polls) = (cli.ctx().completed, [0u64; 2], 0u64);
+    while cli.ctx().completed < c1 + a.rpcs {
+        let t = Instant::now();
+        cli.run_event_loop_once();
+        ns[0] += (t.elapsed().as_nanos() as u64).saturating_sub(overhead);
+        let t = Instant::now();
+        srv.run_event_loop_once();
+        ns[1] += (t.elapsed().as_nanos() as u64).saturating_sub(overhead);
+        polls += 1;
+    }
+    let n = (cli.ctx().completed - c1) as f64;
+    let (client_ns, server_ns) = (ns[0] as f64 / n, ns[1] as f64 / n);
+    // Memory per session: the session record plus the msgbufs in use (request and response
+    // buffers at the client, the cached request and response buffers at the server), and the
+    // endpoint's fixed share (control-packet ring) spread over the sessions.
+    let per = |hs: erpc_dataplane::msgbuf::HeapStats| {
         ((sessions + 1) * core::mem::size_of::<Session>() + hs.capacity - hs.free) as f64 / sessions as f64
     };
     Ok(ScaleRun {
         sessions,
         outstanding: conc,
-        rpcs_per_sec: 1e9 / cpu[0].max(cpu[1]).max(1e-3),
-        sim_rpcs_per_sec: n / ((t2 - t1).max(1) as f64 / 1e9),
-        client_ns_per_rpc: cpu[1],
-        client_polls_per_rpc: (net.hosts[1].polls - polls1) as f64 / n,
-        server_ns_per_rpc: cpu[0],
-        client_bytes_per_session: per(1),
-        server_bytes_per_session: per(0),
-        failed: net.hosts[1].rpc.ctx().failed,
+        rpcs_per_sec: 1e9 / client_ns.max(server_ns).max(1e-3),
+        client_ns_per_rpc: client_ns,
+        server_ns_per_rpc: server_ns,
+        client_polls_per_rpc: polls as f64 / n,
+        client_bytes_per_session: per(cli.heap_stats()),
+        server_bytes_per_session: per(srv.heap_stats()),
+        failed: cli.ctx().failed,
     })
+}
+
+/// The median cost of timing an empty region on this machine.
+fn timer_overhead_ns() -> u64 {
+    let mut v: Vec<u64> = (0..1001)
+        .map(|_| {
+            let t = Instant::now();
+            t.elapsed().as_nanos() as u64
+        })
+        .collect();
+    v.sort_unstable();
+    v[500]
 }
 
 pub fn scale(a: &ScaleArgs) -> Result<ScaleReport, String> {
@@ -709,7 +742,6 @@ impl ScaleReport {
         let run = |r: &ScaleRun| {
             json!({
                 "sessions": r.sessions, "outstanding": r.outstanding, "rpcs_per_sec": r.rpcs_per_sec,
-                "sim_rpcs_per_sec": r.sim_rpcs_per_sec,
                 "client_ns_per_rpc": r.client_ns_per_rpc, "server_ns_per_rpc": r.server_ns_per_rpc,
                 "client_polls_per_rpc": r.client_polls_per_rpc,
                 "client_bytes_per_session": r.client_bytes_per_session,

@@ -8,9 +8,8 @@
 //!   in the order they were scheduled, so a run is a pure function of its configuration and seed.
 //! * **Hosts** run their endpoint's event loop when a frame arrives, when their NIC's TX ring
 //!   drains after refusing frames, and when the endpoint's next timer is due
-//!   ([`Rpc::run_event_loop_timed`]). The endpoint's CPU is free by default (the network is what
-//!   these experiments study); [`CpuModel::Measured`] instead keeps a host busy for the real time
-//!   its event loop took, for experiments about the endpoint's own cost.
+//!   ([`Rpc::run_event_loop_timed`]). Their CPU is free: the network is what these experiments
+//!   study.
 //! * **Links** serialize one frame at a time at their rate, plus 24 bytes of Ethernet overhead
 //!   per frame (preamble 8, FCS 4, inter-frame gap 12), then deliver it after their delay.
 //! * **Switches** queue frames per output port. All ports of a switch share one buffer; a frame
@@ -30,7 +29,6 @@ use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::time::Instant;
 
 /// Ethernet bytes on the wire that a frame buffer does not hold: preamble and start delimiter
 /// (8), frame check sequence (4) and the inter-frame gap (12).
@@ -47,15 +45,6 @@ pub enum Topology {
     Single,
     /// `hosts_per_tor` hosts per top-of-rack switch, every ToR linked to each of `spines` spines.
     TwoLayer { hosts_per_tor: usize, spines: usize },
-}
-
-/// How a host's event loop uses simulated time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CpuModel {
-    /// Event loops take no simulated time.
-    Free,
-    /// A host is busy for the wall-clock time each event-loop iteration took (not reproducible).
-    Measured,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -78,7 +67,6 @@ pub struct NetConfig {
     /// NIC descriptor rings (frames).
     pub tx_ring: usize,
     pub rx_ring: usize,
-    pub cpu: CpuModel,
     pub seed: u64,
 }
 
@@ -96,7 +84,6 @@ impl Default for NetConfig {
             mtu: erpc_dataplane::config::DEFAULT_MTU,
             tx_ring: 512,
             rx_ring: 4096,
-            cpu: CpuModel::Free,
             seed: 1,
         }
     }
@@ -210,10 +197,6 @@ pub struct Host<A> {
     link: Link,
     /// Time of this host's scheduled poll (`u64::MAX`: none).
     poll_at: u64,
-    /// CPU busy until (with [`CpuModel::Measured`]).
-    cpu_free_at: u64,
-    /// Wall-clock time spent in this host's event loop.
-    pub cpu_ns: u64,
     pub polls: u64,
 }
 
@@ -275,9 +258,6 @@ pub struct Network<A> {
     /// Whether a spine layer exists (two-layer topology): ToR ports above `hosts_per_tor` go up.
     hosts_per_tor: usize,
     spines: usize,
-    /// What timing an empty region costs (`Instant::now` and `elapsed`), subtracted from each
-    /// measured event-loop iteration.
-    timer_overhead_ns: u64,
 }
 
 impl<A> Network<A> {
@@ -343,8 +323,6 @@ impl<A> Network<A> {
                 rpc,
                 link: Link::new(Node::Switch(sw), cfg.link_gbps, cfg.link_delay_ns),
                 poll_at: u64::MAX,
-                cpu_free_at: 0,
-                cpu_ns: 0,
                 polls: 0,
             });
         }
@@ -360,7 +338,6 @@ impl<A> Network<A> {
             counters: NetCounters::default(),
             hosts_per_tor: hpt,
             spines,
-            timer_overhead_ns: timer_overhead_ns(),
         };
         for h in 0..net.hosts.len() {
             net.wake(h, 0);
@@ -416,7 +393,7 @@ impl<A> Network<A> {
 
     /// Schedules a poll of host `h` at `t` (or now, if `t` is past).
     pub fn wake(&mut self, h: usize, t: u64) {
-        let t = t.max(self.now()).max(self.hosts[h].cpu_free_at);
+        let t = t.max(self.now());
         if t < self.hosts[h].poll_at {
             self.hosts[h].poll_at = t;
             self.push(t, Ev::Poll(h as u32));
@@ -464,18 +441,11 @@ impl<A> Network<A> {
 
     fn poll(&mut self, h: usize) {
         let now = self.now();
-        let cpu = self.cfg.cpu;
         let host = &mut self.hosts[h];
         host.poll_at = u64::MAX;
         host.polls += 1;
         host.rpc.transport_mut().tx_blocked = false;
-        let t0 = Instant::now();
         let wake = host.rpc.run_event_loop_timed();
-        let spent = (t0.elapsed().as_nanos() as u64).saturating_sub(self.timer_overhead_ns);
-        host.cpu_ns += spent;
-        if cpu == CpuModel::Measured {
-            host.cpu_free_at = now + spent.max(1);
-        }
         let nic = host.rpc.transport_mut();
         let rx_pending = !nic.rx_ring.is_empty();
         // If the ring refused frames, `tx_done` wakes the host when it drains.
@@ -636,18 +606,6 @@ impl Switch {
     fn new(ports: Vec<SwitchPort>, cfg: &NetConfig, tor: Option<usize>) -> Self {
         Switch { ports, used: 0, buffer: cfg.buffer_bytes, alpha: cfg.dt_alpha, tor, drops: 0 }
     }
-}
-
-/// The median cost of timing an empty region on this machine.
-fn timer_overhead_ns() -> u64 {
-    let mut v: Vec<u64> = (0..1001)
-        .map(|_| {
-            let t = Instant::now();
-            t.elapsed().as_nanos() as u64
-        })
-        .collect();
-    v.sort_unstable();
-    v[500]
 }
 
 /// ECMP: a hash of the frame's IPv4 addresses and UDP ports.
