@@ -12,7 +12,9 @@ use crate::msgbuf::{num_pkts, AllocError, HeapStats, MsgBuf, MsgBufHeap};
 use crate::session::{BacklogEntry, Role, Session, SessionId, SessionState, NIL};
 use crate::stats::{DropReason, RpcStats, SessionStats};
 use crate::transport::{EndpointAddr, RxPacket, Segment, Transport, TxPacket};
-use crate::wire::{ErpcHdr, PktHdr, PktType, RoutingInfo, HEADROOM, MAX_MSG_SIZE_FIELD, MAX_PKT_NUM, PKT_HDR_LEN};
+use crate::wire::{
+    ErpcHdr, PktHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, MAX_MSG_SIZE_FIELD, MAX_PKT_NUM, PKT_HDR_LEN,
+};
 use crate::worker::{BgJob, BgQueues};
 use core::ptr::NonNull;
 use rand_core::{RngCore, SeedableRng};
@@ -617,16 +619,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             }
             // SAFETY: the transport lent `p.len >= PKT_HDR_LEN` readable bytes at `p.data` until
             // `rx_release` (as in `process_pkt`); read by value through a raw pointer.
-            let (sn, w1) = unsafe {
-                (
-                    core::ptr::read_unaligned(p.data.as_ptr().add(HEADROOM + 4) as *const [u8; 2]),
-                    core::ptr::read_unaligned(p.data.as_ptr().add(HEADROOM + 6) as *const [u8; 8]),
-                )
-            };
-            let w1 = u64::from_le_bytes(w1);
-            let i = (w1 >> 16) as usize % SLOTS_PER_SESSION;
-            let pkt = (w1 >> 2) as usize & 0x3FFF;
-            if let Some(sess) = self.sessions.get(u16::from_le_bytes(sn) as usize) {
+            let raw: [u8; ERPC_HDR_LEN] =
+                unsafe { core::ptr::read_unaligned(p.data.as_ptr().add(HEADROOM) as *const [u8; ERPC_HDR_LEN]) };
+            let h = ErpcHdr::read_from_bytes(&raw).expect("14 bytes").decode();
+            let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
+            let pkt = h.pkt_num as usize;
+            if let Some(sess) = self.sessions.get(h.dest_session_num as usize) {
                 let sl = &sess.slots[i];
                 acc = acc.wrapping_add(sess.credits as u32 ^ sess.last_heard_ns as u32 ^ sl.num_rx as u32);
                 // The buffers the payload goes to and the response comes from.

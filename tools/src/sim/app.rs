@@ -20,23 +20,16 @@ pub struct App {
     pub sessions: Vec<SessionId>,
     pub connected: usize,
     pub connect_failed: usize,
-    pub resets: usize,
-    /// Requests this client still has to issue (`u64::MAX`: until told to stop).
+    /// Requests this client still has to issue (`u64::MAX`: without end).
     pub remaining: u64,
-    /// Set to stop issuing requests.
-    pub stop: bool,
     pub completed: u64,
     pub failed: u64,
     /// Request bytes of completed RPCs.
     pub req_bytes: u64,
     /// Completion time of the latest RPC.
     pub last_done_ns: u64,
-    /// Completion times, if recorded.
-    pub done_times: Option<Vec<u64>>,
     /// Requests the server handled.
     pub handled: u64,
-    /// The first error an RPC failed with.
-    pub first_error: Option<RpcError>,
     /// Issue each next request on the next session in turn (instead of the one that completed).
     pub round_robin: bool,
     rr_next: usize,
@@ -47,8 +40,7 @@ fn on_session<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, ev: Ses
     match ev {
         SessionEvent::Connected(_) => a.connected += 1,
         SessionEvent::ConnectFailed(..) => a.connect_failed += 1,
-        SessionEvent::Reset(..) => a.resets += 1,
-        SessionEvent::Disconnected { .. } => {}
+        SessionEvent::Reset(..) | SessionEvent::Disconnected { .. } => {}
     }
 }
 
@@ -72,18 +64,10 @@ fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, c: Complet
             a.completed += 1;
             a.req_bytes += c.req.len() as u64;
             a.last_done_ns = now;
-            if let Some(t) = a.done_times.as_mut() {
-                t.push(now);
-            }
         }
-        Err(e) => {
-            a.failed += 1;
-            if a.first_error.is_none() {
-                a.first_error = Some(e);
-            }
-        }
+        Err(_) => a.failed += 1,
     }
-    if !a.stop && a.remaining > 0 {
+    if a.remaining > 0 {
         a.remaining -= 1;
         let s = if a.round_robin {
             a.rr_next = (a.rr_next + 1) % a.sessions.len();

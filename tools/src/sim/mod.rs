@@ -16,6 +16,8 @@ use clap::{Args, Subcommand};
 use erpc_dataplane::{RpcConfig, Session};
 use net::{NetConfig, Network, Topology};
 use nic::host_addr;
+use rand_core::{RngCore, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -305,15 +307,9 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
     net.reset_link_counters();
     net.watch_host_port(0);
     // Senders start within `start_jitter_us` of each other, in an order fixed by the seed.
-    let mut rng = a.net.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut starts: Vec<(u64, usize)> = (1..hosts)
-        .map(|h| {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            (t0 + rng % (a.start_jitter_us * 1000 + 1), h)
-        })
-        .collect();
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(a.net.seed);
+    let mut starts: Vec<(u64, usize)> =
+        (1..hosts).map(|h| (t0 + rng.next_u64() % (a.start_jitter_us * 1000 + 1), h)).collect();
     starts.sort_unstable();
     for (t, h) in starts {
         net.run(t, |_| false);
@@ -343,7 +339,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
     let end = (1..hosts).map(|h| net.hosts[h].rpc.ctx().last_done_ns).max().unwrap_or(t0);
     let span = end.saturating_sub(t0).max(1);
     let bytes: u64 = (1..hosts).map(|h| net.hosts[h].rpc.ctx().req_bytes).sum();
-    let (busy, _) = net.host_downlink(0);
+    let busy = net.host_downlink_busy_ns(0);
     let mut done_at: Vec<u64> = (1..hosts).map(|h| net.hosts[h].rpc.ctx().last_done_ns.saturating_sub(t0)).collect();
     done_at.sort_unstable();
     let q = net.host_port_queue(0).expect("watched");
@@ -353,7 +349,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
         cc: !a.net.no_cc,
         goodput_gbps: bytes as f64 * 8.0 / span as f64,
         link_utilization: busy.min(span) as f64 / span as f64,
-        drops: net.switch_drops(),
+        drops: net.counters.switch_drops,
         queue_p50_bytes: p50,
         queue_p99_bytes: p99,
         queue_max_bytes: max,
@@ -374,7 +370,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
 fn trace_incast(net: &mut Network<App>, hosts: usize, t0: u64, step: u64, total: u64) {
     eprintln!("# time_us queue_bytes senders_rate_gbps link_busy");
     let mut t = net.now();
-    let mut busy0 = net.host_downlink(0).0;
+    let mut busy0 = net.host_downlink_busy_ns(0);
     while net.hosts[0].rpc.ctx().handled < total && net.next_event_ns().is_some() {
         t += step;
         net.run(t, |_| false);
@@ -384,7 +380,7 @@ fn trace_incast(net: &mut Network<App>, hosts: usize, t0: u64, step: u64, total:
                 r.ctx().sessions.first().and_then(|&s| r.session_rate(s))
             })
             .sum();
-        let busy = net.host_downlink(0).0;
+        let busy = net.host_downlink_busy_ns(0);
         let q = net.host_port_queue(0).map_or(0, |q| q.current_bytes());
         eprintln!("{} {} {:.3} {:.3}", (t - t0) / 1000, q, rate * 8e-9, (busy - busy0).min(step) as f64 / step as f64);
         busy0 = busy;

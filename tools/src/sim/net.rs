@@ -109,23 +109,13 @@ struct Link {
     ps_per_byte: u64,
     delay_ns: u64,
     busy: bool,
-    /// Time spent serializing, and what was sent, since the last `reset_counters`.
+    /// Time spent serializing since the last `reset_link_counters`.
     busy_ns: u64,
-    frames: u64,
-    bytes: u64,
 }
 
 impl Link {
     fn new(peer: Node, gbps: f64, delay_ns: u64) -> Self {
-        Link {
-            peer,
-            ps_per_byte: (8000.0 / gbps).round() as u64,
-            delay_ns,
-            busy: false,
-            busy_ns: 0,
-            frames: 0,
-            bytes: 0,
-        }
+        Link { peer, ps_per_byte: (8000.0 / gbps).round() as u64, delay_ns, busy: false, busy_ns: 0 }
     }
 
     fn wire_ns(&self, len: usize) -> u64 {
@@ -189,7 +179,6 @@ struct Switch {
     alpha: f64,
     /// ToR index for a ToR of a two-layer topology or the single switch, `None` for a spine.
     tor: Option<usize>,
-    drops: u64,
 }
 
 pub struct Host<A> {
@@ -197,7 +186,6 @@ pub struct Host<A> {
     link: Link,
     /// Time of this host's scheduled poll (`u64::MAX`: none).
     poll_at: u64,
-    pub polls: u64,
 }
 
 enum Ev {
@@ -323,7 +311,6 @@ impl<A> Network<A> {
                 rpc,
                 link: Link::new(Node::Switch(sw), cfg.link_gbps, cfg.link_delay_ns),
                 poll_at: u64::MAX,
-                polls: 0,
             });
         }
         let mut net = Network {
@@ -363,32 +350,22 @@ impl<A> Network<A> {
         self.switches[sw as usize].ports[p as usize].stats.as_mut()
     }
 
-    /// Serialization time and bytes of the link from the switch down to host `h`, since the last
+    /// Serialization time of the link from the switch down to host `h`, since the last
     /// [`Network::reset_link_counters`].
-    pub fn host_downlink(&self, h: usize) -> (u64, u64) {
+    pub fn host_downlink_busy_ns(&self, h: usize) -> u64 {
         let (sw, p) = self.host_port[h];
-        let l = &self.switches[sw as usize].ports[p as usize].link;
-        (l.busy_ns, l.bytes)
+        self.switches[sw as usize].ports[p as usize].link.busy_ns
     }
 
     pub fn reset_link_counters(&mut self) {
         for s in &mut self.switches {
             for p in &mut s.ports {
                 p.link.busy_ns = 0;
-                p.link.bytes = 0;
-                p.link.frames = 0;
             }
         }
         for h in &mut self.hosts {
             h.link.busy_ns = 0;
-            h.link.bytes = 0;
-            h.link.frames = 0;
         }
-    }
-
-    /// Frames dropped by switch buffers, all switches together.
-    pub fn switch_drops(&self) -> u64 {
-        self.switches.iter().map(|s| s.drops).sum()
     }
 
     /// Schedules a poll of host `h` at `t` (or now, if `t` is past).
@@ -443,7 +420,6 @@ impl<A> Network<A> {
         let now = self.now();
         let host = &mut self.hosts[h];
         host.poll_at = u64::MAX;
-        host.polls += 1;
         host.rpc.transport_mut().tx_blocked = false;
         let wake = host.rpc.run_event_loop_timed();
         let nic = host.rpc.transport_mut();
@@ -493,8 +469,6 @@ impl<A> Network<A> {
         let ns = link.wire_ns(len);
         link.busy = true;
         link.busy_ns += ns;
-        link.frames += 1;
-        link.bytes += len as u64;
         self.push(now + ns, Ev::TxDone(p));
     }
 
@@ -575,7 +549,6 @@ impl<A> Network<A> {
         let free = sw.buffer - sw.used;
         let port = &mut sw.ports[out];
         if len > free || (port.q_bytes + len) as f64 > sw.alpha * free as f64 {
-            sw.drops += 1;
             self.counters.switch_drops += 1;
             return;
         }
@@ -589,11 +562,6 @@ impl<A> Network<A> {
             self.start_tx(PortRef::Switch(s as u32, out as u32));
         }
     }
-
-    /// Sum over hosts of the frames their NIC dropped for a full RX ring.
-    pub fn nic_rx_overflows(&mut self) -> u64 {
-        self.hosts.iter_mut().map(|h| h.rpc.transport_mut().rx_overflow).sum()
-    }
 }
 
 impl SwitchPort {
@@ -604,7 +572,7 @@ impl SwitchPort {
 
 impl Switch {
     fn new(ports: Vec<SwitchPort>, cfg: &NetConfig, tor: Option<usize>) -> Self {
-        Switch { ports, used: 0, buffer: cfg.buffer_bytes, alpha: cfg.dt_alpha, tor, drops: 0 }
+        Switch { ports, used: 0, buffer: cfg.buffer_bytes, alpha: cfg.dt_alpha, tor }
     }
 }
 

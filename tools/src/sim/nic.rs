@@ -45,8 +45,6 @@ pub struct SimHostNic {
     rx_ring_cap: usize,
     lent: Vec<Option<Vec<u8>>>,
     lent_free: Vec<u32>,
-    /// Frames dropped because the RX ring was full.
-    pub(crate) rx_overflow: u64,
 }
 
 impl SimHostNic {
@@ -63,7 +61,6 @@ impl SimHostNic {
             rx_ring_cap: rx_ring,
             lent: Vec::new(),
             lent_free: Vec::new(),
-            rx_overflow: 0,
         }
     }
 
@@ -74,10 +71,9 @@ impl SimHostNic {
         Some(f)
     }
 
-    /// A frame arrives from the link. Returns false (and counts it) if the RX ring is full.
+    /// A frame arrives from the link. Returns false (the frame is dropped) if the RX ring is full.
     pub(crate) fn deliver(&mut self, f: Vec<u8>) -> bool {
         if self.rx_ring.len() >= self.rx_ring_cap {
-            self.rx_overflow += 1;
             return false;
         }
         self.rx_ring.push_back(f);
