@@ -3,6 +3,9 @@
 //!
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
+pub mod intel_fake;
+pub mod loopback;
+
 use erpc_dataplane::clock::SimClock;
 use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};

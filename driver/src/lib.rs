@@ -1,1 +1,12 @@
-//! Filled by a later issue.
+//! Packet I/O for the eRPC dataplane: userspace VFIO drivers and kernel transports, each
+//! implementing [`erpc_dataplane::transport::Transport`].
+//!
+//! * [`pci`]: PCI network devices in sysfs; binding them to vfio-pci.
+//! * [`vfio`]: opening a function through VFIO (container, group, device), BARs, config space.
+//! * [`mmio`]: register access ([`mmio::RegisterIo`]), volatile over a BAR or faked in tests.
+//! * [`intel`]: the igb (82576, I350) and ixgbe (82599, X540) driver.
+
+pub mod intel;
+pub mod mmio;
+pub mod pci;
+pub mod vfio;

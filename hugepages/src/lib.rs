@@ -1,1 +1,516 @@
-//! Filled by a later issue.
+//! DMA-capable memory for eRPC: hugepage mappings, device addresses (IOVAs), and their mapping
+//! into a VFIO container's IOMMU domain.
+//!
+//! * [`Memory`] is a pinned-size mapping of 2 MiB or 1 GiB hugepages (anonymous `MAP_HUGETLB`
+//!   through `memmap2`), or of ordinary pages when a caller asks for them explicitly (tests,
+//!   software transports). It is never exposed as a Rust reference: a device may write it, so
+//!   it is reached through raw pointers only (volatile or atomic access, or copies).
+//! * [`IovaAllocator`] hands out device addresses from an aperture, page aligned, and takes them
+//!   back.
+//! * [`DmaSpace`] ties the two to an IOMMU domain: [`DmaSpace::alloc`] maps new memory with
+//!   `VFIO_IOMMU_MAP_DMA` at a fresh IOVA, and the returned [`DmaMemory`] unmaps it
+//!   (`VFIO_IOMMU_UNMAP_DMA`) and returns the IOVA when dropped. [`DmaSpace::identity`] is the
+//!   domain of a software transport, where the "device address" is just the virtual address.
+//! * [`DmaMemory::dataplane_region`] is the [`DmaRegion`] the dataplane carves msgbufs and
+//!   control packets from.
+//!
+//! Hugepages must be reserved by the administrator (`/proc/sys/vm/nr_hugepages`, or
+//! `hugepages=N` on the kernel command line); when they are missing, [`DmaError::NoHugepages`]
+//! says how many are needed and how to reserve them.
+
+use erpc_dataplane::dma::DmaRegion;
+use memmap2::{MmapMut, MmapOptions};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
+
+/// The page size backing a [`Memory`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageSize {
+    /// 2 MiB hugepages (`/sys/kernel/mm/hugepages/hugepages-2048kB`).
+    Huge2M,
+    /// 1 GiB hugepages (`/sys/kernel/mm/hugepages/hugepages-1048576kB`).
+    Huge1G,
+    /// Ordinary 4 KiB pages: only when asked for explicitly (tests, software transports).
+    Ordinary,
+}
+
+impl PageSize {
+    /// The page size in bytes.
+    pub const fn bytes(self) -> usize {
+        match self {
+            PageSize::Huge2M => 2 << 20,
+            PageSize::Huge1G => 1 << 30,
+            PageSize::Ordinary => 4096,
+        }
+    }
+
+    fn sysfs_dir(self) -> Option<&'static str> {
+        match self {
+            PageSize::Huge2M => Some("/sys/kernel/mm/hugepages/hugepages-2048kB"),
+            PageSize::Huge1G => Some("/sys/kernel/mm/hugepages/hugepages-1048576kB"),
+            PageSize::Ordinary => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            PageSize::Huge2M => "2 MiB",
+            PageSize::Huge1G => "1 GiB",
+            PageSize::Ordinary => "4 KiB",
+        }
+    }
+}
+
+/// Counts of reserved hugepages of one size, as the kernel reports them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HugepageCounts {
+    /// `nr_hugepages`: reserved in all.
+    pub total: u64,
+    /// `free_hugepages`: not yet mapped by anyone.
+    pub free: u64,
+}
+
+impl HugepageCounts {
+    /// Reads the counts for `size` from sysfs; `None` for ordinary pages or when the kernel has
+    /// no such hugepage size.
+    pub fn read(size: PageSize) -> Option<HugepageCounts> {
+        let dir = size.sysfs_dir()?;
+        let num = |f: &str| -> Option<u64> { std::fs::read_to_string(format!("{dir}/{f}")).ok()?.trim().parse().ok() };
+        Some(HugepageCounts { total: num("nr_hugepages")?, free: num("free_hugepages")? })
+    }
+}
+
+/// Why DMA memory could not be provided. Each message says what to do.
+#[derive(Debug)]
+pub enum DmaError {
+    /// Not enough free hugepages of the requested size.
+    NoHugepages { size: PageSize, needed: u64, counts: HugepageCounts },
+    /// The kernel has no hugepages of this size at all (1 GiB pages need `hugepagesz=1G`).
+    UnsupportedPageSize(PageSize),
+    /// A zero-length or overflowing request.
+    BadLength(usize),
+    /// `mmap` failed for another reason.
+    Map(io::Error),
+    /// The IOVA aperture has no free range of this size.
+    IovaExhausted { len: u64 },
+    /// `VFIO_IOMMU_MAP_DMA` failed.
+    IommuMap { iova: u64, len: u64, error: String },
+}
+
+impl fmt::Display for DmaError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DmaError::NoHugepages { size, needed, counts } => {
+                let want = counts.total + needed.saturating_sub(counts.free);
+                let path = match size {
+                    PageSize::Huge1G => "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages".to_string(),
+                    _ => "/proc/sys/vm/nr_hugepages".to_string(),
+                };
+                write!(
+                    f,
+                    "not enough {} hugepages: {needed} needed, {} free of {} reserved; reserve \
+                     them as root with `echo {want} > {path}` (or boot with hugepages={want})",
+                    size.name(),
+                    counts.free,
+                    counts.total
+                )
+            }
+            DmaError::UnsupportedPageSize(s) => write!(
+                f,
+                "this kernel offers no {} hugepages (1 GiB pages need `hugepagesz=1G hugepages=N` \
+                 on the kernel command line); use 2 MiB pages instead",
+                s.name()
+            ),
+            DmaError::BadLength(n) => write!(f, "cannot map {n} bytes of DMA memory"),
+            DmaError::Map(e) => write!(f, "mapping DMA memory failed: {e}"),
+            DmaError::IovaExhausted { len } => {
+                write!(f, "no free device address range of {len} bytes in the IOVA aperture")
+            }
+            DmaError::IommuMap { iova, len, error } => write!(
+                f,
+                "VFIO_IOMMU_MAP_DMA of {len} bytes at IOVA {iova:#x} failed: {error} (the \
+                 container needs a device attached first; with many mappings, raise the locked \
+                 memory limit: `ulimit -l unlimited`)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DmaError {}
+
+/// A mapping of hugepages (or, when asked, ordinary pages). The memory is zeroed by the kernel
+/// and stays mapped until the value is dropped. It is only reachable through the raw pointer
+/// [`Memory::as_ptr`]: memory a device may write must not be behind a Rust reference.
+pub struct Memory {
+    // Owns the mapping; never dereferenced as a slice.
+    _map: MmapMut,
+    base: NonNull<u8>,
+    len: usize,
+    page: PageSize,
+}
+
+// SAFETY: `Memory` uniquely owns its mapping; the raw pointer is only an address into it.
+unsafe impl Send for Memory {}
+// SAFETY: `&Memory` only gives out the address, never access to the bytes.
+unsafe impl Sync for Memory {}
+
+impl fmt::Debug for Memory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memory").field("base", &self.base).field("len", &self.len).field("page", &self.page).finish()
+    }
+}
+
+impl Memory {
+    /// Maps at least `len` bytes of `page`-sized pages (rounded up to whole pages), populated.
+    pub fn new(len: usize, page: PageSize) -> Result<Memory, DmaError> {
+        let len = round_up(len, page.bytes()).ok_or(DmaError::BadLength(len))?;
+        if len == 0 {
+            return Err(DmaError::BadLength(0));
+        }
+        let counts = HugepageCounts::read(page);
+        if page != PageSize::Ordinary && counts.is_none() {
+            return Err(DmaError::UnsupportedPageSize(page));
+        }
+        let mut opts = MmapOptions::new();
+        opts.len(len).populate();
+        match page {
+            PageSize::Huge2M => {
+                opts.huge(Some(21));
+            }
+            PageSize::Huge1G => {
+                opts.huge(Some(30));
+            }
+            PageSize::Ordinary => {}
+        }
+        let mut map = match opts.map_anon() {
+            Ok(m) => m,
+            Err(e) => {
+                return Err(match (e.raw_os_error(), counts) {
+                    (Some(libc::ENOMEM), Some(counts)) => {
+                        DmaError::NoHugepages { size: page, needed: (len / page.bytes()) as u64, counts }
+                    }
+                    _ => DmaError::Map(e),
+                })
+            }
+        };
+        // A private hugetlb mapping reserves its pages at mmap time, so a shortfall is the
+        // ENOMEM above, not a SIGBUS on first touch.
+        let base = NonNull::new(map.as_mut_ptr()).ok_or(DmaError::BadLength(len))?;
+        Ok(Memory { _map: map, base, len, page })
+    }
+
+    /// Maps at least `len` bytes of 2 MiB hugepages.
+    pub fn hugepages(len: usize) -> Result<Memory, DmaError> {
+        Memory::new(len, PageSize::Huge2M)
+    }
+
+    /// First byte of the mapping.
+    pub fn as_ptr(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// Length in bytes (a whole number of pages).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Always false: a mapping has at least one page.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The page size backing the mapping.
+    pub fn page_size(&self) -> PageSize {
+        self.page
+    }
+}
+
+fn round_up(n: usize, to: usize) -> Option<usize> {
+    n.checked_add(to - 1).map(|v| v / to * to)
+}
+
+/// Hands out page-aligned device addresses from `[base, limit)`; freed ranges are merged with
+/// their free neighbours. First fit.
+#[derive(Debug)]
+pub struct IovaAllocator {
+    /// Free ranges: start → length.
+    free: BTreeMap<u64, u64>,
+    align: u64,
+}
+
+impl IovaAllocator {
+    /// An allocator over `[base, limit)` handing out multiples of `align` (a power of two).
+    pub fn new(base: u64, limit: u64, align: u64) -> IovaAllocator {
+        assert!(align.is_power_of_two() && base % align == 0 && base < limit);
+        let mut free = BTreeMap::new();
+        free.insert(base, limit - base);
+        IovaAllocator { free, align }
+    }
+
+    /// A range of at least `len` bytes, aligned to `max(align, alignment)`; `None` when no free
+    /// range is large enough.
+    pub fn alloc(&mut self, len: u64, alignment: u64) -> Option<u64> {
+        let align = self.align.max(alignment.next_power_of_two());
+        let len = len.checked_add(self.align - 1)? & !(self.align - 1);
+        if len == 0 {
+            return None;
+        }
+        let (start, flen, at) = self.free.iter().find_map(|(&s, &l)| {
+            let at = s.checked_add(align - 1)? & !(align - 1);
+            (at.checked_add(len)? <= s + l).then_some((s, l, at))
+        })?;
+        self.free.remove(&start);
+        if at > start {
+            self.free.insert(start, at - start);
+        }
+        let end = at + len;
+        if end < start + flen {
+            self.free.insert(end, start + flen - end);
+        }
+        Some(at)
+    }
+
+    /// Returns `[iova, iova+len)` (as rounded by `alloc`).
+    pub fn free(&mut self, iova: u64, len: u64) {
+        let mut start = iova;
+        let mut len = (len + self.align - 1) & !(self.align - 1);
+        // Merge with the following range.
+        if let Some(next) = self.free.remove(&(start + len)) {
+            len += next;
+        }
+        // Merge with the preceding range.
+        if let Some((&ps, &pl)) = self.free.range(..start).next_back() {
+            debug_assert!(ps + pl <= start, "IOVA range freed twice");
+            if ps + pl == start {
+                self.free.remove(&ps);
+                start = ps;
+                len += pl;
+            }
+        }
+        self.free.insert(start, len);
+    }
+
+    /// Total free bytes.
+    pub fn free_bytes(&self) -> u64 {
+        self.free.values().sum()
+    }
+}
+
+/// Where the IOVAs of a [`DmaSpace`] go.
+enum Domain {
+    /// A VFIO type1 container: every allocation is mapped with `VFIO_IOMMU_MAP_DMA`.
+    Vfio(Arc<vfio_ioctls::VfioContainer>),
+    /// No IOMMU: the device address is the virtual address (software transports, tests).
+    Identity,
+}
+
+/// The IOVA aperture used in a VFIO container: from 4 GiB (clear of the x86 MSI window at
+/// 0xfee00000 and of low reserved regions) to 512 GiB (inside a 39-bit IOMMU address width,
+/// the smallest common one, e.g. QEMU's intel-iommu default).
+pub const IOVA_BASE: u64 = 1 << 32;
+/// See [`IOVA_BASE`].
+pub const IOVA_LIMIT: u64 = 1 << 39;
+
+/// One device address space: an IOMMU domain and the allocator of its IOVAs.
+pub struct DmaSpace {
+    domain: Domain,
+    iovas: Mutex<IovaAllocator>,
+}
+
+impl fmt::Debug for DmaSpace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match self.domain {
+            Domain::Vfio(_) => "vfio",
+            Domain::Identity => "identity",
+        };
+        f.debug_struct("DmaSpace").field("domain", &kind).finish()
+    }
+}
+
+impl DmaSpace {
+    /// The address space of a VFIO container. Attach a device to the container (open it)
+    /// before allocating: the kernel sets up the IOMMU with the first group.
+    pub fn vfio(container: Arc<vfio_ioctls::VfioContainer>) -> Arc<DmaSpace> {
+        Arc::new(DmaSpace {
+            domain: Domain::Vfio(container),
+            iovas: Mutex::new(IovaAllocator::new(IOVA_BASE, IOVA_LIMIT, 4096)),
+        })
+    }
+
+    /// No IOMMU: device address = virtual address. For software transports and tests.
+    pub fn identity() -> Arc<DmaSpace> {
+        Arc::new(DmaSpace { domain: Domain::Identity, iovas: Mutex::new(IovaAllocator::new(0, 1, 1)) })
+    }
+
+    /// Whether this is the identity space (no IOMMU; software transports and tests).
+    pub fn is_identity(&self) -> bool {
+        matches!(self.domain, Domain::Identity)
+    }
+
+    /// Maps `len` bytes of `page`-sized pages for the device and returns them with their IOVA.
+    pub fn alloc(self: &Arc<Self>, len: usize, page: PageSize) -> Result<DmaMemory, DmaError> {
+        let mem = Memory::new(len, page)?;
+        let len = mem.len() as u64;
+        let iova = match &self.domain {
+            Domain::Identity => mem.as_ptr().as_ptr() as u64,
+            Domain::Vfio(c) => {
+                let align = page.bytes() as u64;
+                let iova = self
+                    .iovas
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .alloc(len, align)
+                    .ok_or(DmaError::IovaExhausted { len })?;
+                // SAFETY: `mem` is a fresh mapping that nothing references; from here on it is
+                // only reached through raw pointers (Memory never hands out references), and
+                // DmaMemory's Drop unmaps it from the IOMMU before the mapping goes away.
+                if let Err(e) = unsafe { c.vfio_dma_map(iova, mem.len(), mem.as_ptr().as_ptr()) } {
+                    self.iovas.lock().unwrap_or_else(|p| p.into_inner()).free(iova, len);
+                    return Err(DmaError::IommuMap { iova, len, error: e.to_string() });
+                }
+                iova
+            }
+        };
+        Ok(DmaMemory { mem, iova, space: Arc::clone(self) })
+    }
+}
+
+/// Memory mapped for a device at [`DmaMemory::iova`]. Dropping it unmaps it from the IOMMU
+/// (`VFIO_IOMMU_UNMAP_DMA`) before the pages are released.
+pub struct DmaMemory {
+    mem: Memory,
+    iova: u64,
+    space: Arc<DmaSpace>,
+}
+
+impl fmt::Debug for DmaMemory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DmaMemory").field("mem", &self.mem).field("iova", &self.iova).finish()
+    }
+}
+
+impl DmaMemory {
+    /// CPU address of the first byte.
+    pub fn vaddr(&self) -> NonNull<u8> {
+        self.mem.as_ptr()
+    }
+
+    /// Device address of the first byte.
+    pub fn iova(&self) -> u64 {
+        self.iova
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.mem.len()
+    }
+
+    /// Always false.
+    pub fn is_empty(&self) -> bool {
+        self.mem.is_empty()
+    }
+
+    /// The page size backing it.
+    pub fn page_size(&self) -> PageSize {
+        self.mem.page_size()
+    }
+
+    /// This memory as the dataplane's [`DmaRegion`], for msgbufs and control packets.
+    ///
+    /// # Safety
+    /// `self` must outlive the region and every msgbuf allocated from it (keep it next to the
+    /// endpoint), nothing else may use the memory meanwhile, and no device may be given a
+    /// descriptor that makes it *write* into it (the dataplane's region is transmit-only).
+    pub unsafe fn dataplane_region(&self) -> DmaRegion {
+        // SAFETY: forwarded to the caller (see above); the mapping is valid for `len` bytes and
+        // the device sees it at `iova`.
+        unsafe { DmaRegion::new(self.vaddr(), self.len(), self.iova) }
+    }
+}
+
+impl Drop for DmaMemory {
+    fn drop(&mut self) {
+        if let Domain::Vfio(c) = &self.space.domain {
+            let len = self.mem.len() as u64;
+            match c.vfio_dma_unmap(self.iova, self.mem.len()) {
+                Ok(()) => self.space.iovas.lock().unwrap_or_else(|p| p.into_inner()).free(self.iova, len),
+                // The container lost its last device (the IOMMU domain, with our mapping, is
+                // gone) or the kernel refused: do not reuse the IOVA.
+                Err(e) => log::debug!("VFIO_IOMMU_UNMAP_DMA at {:#x}: {e}", self.iova),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iova_alloc_aligns_splits_and_merges() {
+        let mut a = IovaAllocator::new(0x1000, 0x1_0000, 0x1000);
+        let x = a.alloc(0x1800, 0).unwrap();
+        assert_eq!(x, 0x1000);
+        let y = a.alloc(0x1000, 0x4000).unwrap();
+        assert_eq!(y, 0x4000, "aligned to 16 KiB, skipping the gap at 0x3000");
+        let z = a.alloc(0x1000, 0).unwrap();
+        assert_eq!(z, 0x3000, "first fit takes the gap left by the alignment");
+        assert_eq!(a.free_bytes(), 0xf000 - 0x4000);
+        a.free(y, 0x1000);
+        a.free(x, 0x1800);
+        a.free(z, 0x1000);
+        assert_eq!(a.free_bytes(), 0xf000);
+        assert_eq!(a.free.len(), 1, "all ranges merged back: {:?}", a.free);
+        assert_eq!(a.alloc(0xf000, 0), Some(0x1000));
+        assert_eq!(a.alloc(0x1000, 0), None, "exhausted");
+    }
+
+    #[test]
+    fn iova_alloc_rejects_zero_and_oversize() {
+        let mut a = IovaAllocator::new(0, 0x10000, 0x1000);
+        assert_eq!(a.alloc(0, 0), None);
+        assert_eq!(a.alloc(0x10001, 0), None);
+        assert_eq!(a.alloc(u64::MAX, 0), None);
+    }
+
+    #[test]
+    fn ordinary_memory_is_zeroed_and_identity_mapped() {
+        let space = DmaSpace::identity();
+        let m = space.alloc(10_000, PageSize::Ordinary).unwrap();
+        assert_eq!(m.len(), 12288);
+        assert_eq!(m.iova(), m.vaddr().as_ptr() as u64);
+        for i in 0..m.len() {
+            // SAFETY: inside the mapping; no device is attached to identity memory.
+            assert_eq!(unsafe { m.vaddr().as_ptr().add(i).read_volatile() }, 0);
+        }
+        // SAFETY: `m` outlives `r` within this test.
+        let r = unsafe { m.dataplane_region() };
+        assert_eq!((r.len(), r.iova()), (m.len(), m.iova()));
+    }
+
+    #[test]
+    fn missing_hugepages_say_how_to_reserve_them() {
+        let Some(c) = HugepageCounts::read(PageSize::Huge2M) else { return };
+        // Ask for more than are free: the error must name the count and the sysctl.
+        let want = (c.free as usize + 1) * PageSize::Huge2M.bytes();
+        let e = Memory::hugepages(want).expect_err("more hugepages than are free");
+        let msg = e.to_string();
+        assert!(matches!(e, DmaError::NoHugepages { .. }), "{msg}");
+        assert!(msg.contains("/proc/sys/vm/nr_hugepages"), "{msg}");
+        assert!(msg.contains(&format!("{} needed", c.free + 1)), "{msg}");
+    }
+
+    #[test]
+    fn error_messages_name_the_fix() {
+        let e =
+            DmaError::NoHugepages { size: PageSize::Huge2M, needed: 3, counts: HugepageCounts { total: 4, free: 1 } };
+        assert_eq!(
+            e.to_string(),
+            "not enough 2 MiB hugepages: 3 needed, 1 free of 4 reserved; reserve them as root \
+             with `echo 6 > /proc/sys/vm/nr_hugepages` (or boot with hugepages=6)"
+        );
+    }
+}

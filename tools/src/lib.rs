@@ -1,6 +1,8 @@
-//! The `erpc` command's library: benchmarks and the simulated datacenter, usable from tests.
+//! The `erpc` command's library: benchmarks, the simulated datacenter and NIC management, usable
+//! from tests.
 
 pub mod bench;
+pub mod nic;
 pub mod sim;
 
 /// Which packet I/O to run over.

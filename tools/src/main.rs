@@ -1,7 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
 use clap::{Parser, Subcommand};
-use erpc_tools::{bench, sim};
+use erpc_tools::{bench, nic, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -17,6 +17,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Run the dataplane in a simulated datacenter: incast, loss, scale.
     Sim(sim::SimArgs),
+    /// List NICs and bind them to vfio-pci.
+    Nic(nic::NicArgs),
 }
 
 fn main() -> ExitCode {
@@ -24,6 +26,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Sim(a) => sim::run(a),
+        Cmd::Nic(a) => nic::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,217 @@
+//! Register setup of the ixgbe family: 82599 (X520) and X540 (one PF queue pair, queue 0).
+//!
+//! Offsets and bits: Intel 82599 10 GbE Controller Datasheet rev. 3.3, section 8.2.3 (register
+//! descriptions). Bring-up follows its section 4.6.3 (initialisation sequence): mask
+//! interrupts, global reset, wait for the EEPROM auto-read and the DMA init, set up the link
+//! (4.6.4), receive (4.6.7) and transmit (4.6.8) queues. QEMU has no model of this family: CI
+//! tests it against a register-level fake.
+
+use super::{wait, Counters, NicError, QueueRegs, RingSetup};
+use crate::mmio::RegisterIo;
+use bitflags::bitflags;
+use std::time::Duration;
+
+pub const CTRL: u32 = 0x00000;
+pub const CTRL_EXT: u32 = 0x00018;
+pub const EIMC: u32 = 0x00888;
+pub const EEC: u32 = 0x10010;
+pub const RDRXCTL: u32 = 0x02F00;
+pub const RXCTRL: u32 = 0x03000;
+pub const RXPBSIZE0: u32 = 0x03C00;
+pub const HLREG0: u32 = 0x04240;
+pub const AUTOC: u32 = 0x042A0;
+pub const LINKS: u32 = 0x042A4;
+pub const RTTDCS: u32 = 0x04900;
+pub const DMATXCTL: u32 = 0x04A80;
+pub const FCTRL: u32 = 0x05080;
+pub const DTXMXSZRQ: u32 = 0x08100;
+pub const RAL0: u32 = 0x0A200;
+pub const RAH0: u32 = 0x0A204;
+pub const TXPBSIZE0: u32 = 0x0CC00;
+pub const SRRCTL0: u32 = 0x01014;
+pub const DCA_RXCTRL0: u32 = 0x0100C;
+
+/// Queue 0 registers (82599 datasheet 8.2.3.8 and 8.2.3.9).
+pub const QUEUE: QueueRegs = QueueRegs {
+    rdbal: 0x01000,
+    rdbah: 0x01004,
+    rdlen: 0x01008,
+    rdh: 0x01010,
+    rdt: 0x01018,
+    rxdctl: 0x01028,
+    tdbal: 0x06000,
+    tdbah: 0x06004,
+    tdlen: 0x06008,
+    tdh: 0x06010,
+    tdt: 0x06018,
+    txdctl: 0x06028,
+};
+
+/// Statistics registers, clear on read (82599 datasheet 8.2.3.23).
+pub const CRCERRS: u32 = 0x04000;
+pub const MPC0: u32 = 0x03FA0;
+pub const GPRC: u32 = 0x04074;
+pub const GPTC: u32 = 0x04080;
+pub const GORCL: u32 = 0x04088;
+pub const GORCH: u32 = 0x0408C;
+pub const GOTCL: u32 = 0x04090;
+pub const GOTCH: u32 = 0x04094;
+/// Receive queue 0 drop count (QPRDC, 8.2.3.23.74).
+pub const QPRDC0: u32 = 0x01430;
+
+bitflags! {
+    /// Device Control (8.2.3.1.1): link reset and device reset.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Ctrl: u32 {
+        const LRST = 1 << 3;
+        const RST = 1 << 26;
+        const _ = !0;
+    }
+    /// Filter Control (8.2.3.7.1).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Fctrl: u32 {
+        const MPE = 1 << 8;
+        const UPE = 1 << 9;
+        const BAM = 1 << 10;
+        const _ = !0;
+    }
+    /// MAC Core Control 0 (HLREG0, 8.2.3.22.8).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Hlreg0: u32 {
+        const TXCRCEN = 1 << 0;
+        const RXCRCSTRP = 1 << 1;
+        const TXPADEN = 1 << 10;
+        const _ = !0;
+    }
+}
+
+/// EEC.ARD: EEPROM auto-read done (8.2.3.2.1).
+pub const EEC_ARD: u32 = 1 << 9;
+/// RDRXCTL.DMAIDONE: DMA initialisation done (8.2.3.8.8); RDRXCTL.CRCSTRIP (bit 1).
+pub const RDRXCTL_DMAIDONE: u32 = 1 << 3;
+pub const RDRXCTL_CRCSTRIP: u32 = 1 << 1;
+/// RXCTRL.RXEN (8.2.3.8.10).
+pub const RXCTRL_RXEN: u32 = 1 << 0;
+/// AUTOC (8.2.3.22.19): link mode select (bits 13..15) = 10 GbE serial with autonegotiation
+/// (011b), and restart autonegotiation (bit 12).
+pub const AUTOC_LMS_MASK: u32 = 0x7 << 13;
+pub const AUTOC_LMS_10G_SERIAL: u32 = 0x3 << 13;
+pub const AUTOC_AN_RESTART: u32 = 1 << 12;
+/// LINKS.LINK_UP (8.2.3.22.20).
+pub const LINKS_UP: u32 = 1 << 30;
+/// SRRCTL (8.2.3.8.7): DESCTYPE advanced one-buffer (bits 25..27 = 001b), DROP_EN (bit 28).
+pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
+pub const SRRCTL_DROP_EN: u32 = 1 << 28;
+/// RXDCTL/TXDCTL.ENABLE (8.2.3.8.6, 8.2.3.9.10).
+pub const QUEUE_ENABLE: u32 = 1 << 25;
+/// CTRL_EXT.NS_DIS: no-snoop disable (8.2.3.1.3).
+pub const CTRL_EXT_NS_DIS: u32 = 1 << 16;
+/// DCA_RXCTRL bit 12 must be cleared (8.2.3.11.1).
+pub const DCA_RXCTRL_BIT12: u32 = 1 << 12;
+/// RTTDCS.ARBDIS: disable the TX arbiter while configuring (8.2.3.10.2).
+pub const RTTDCS_ARBDIS: u32 = 1 << 6;
+/// DMATXCTL.TE: transmit enable (8.2.3.9.2).
+pub const DMATXCTL_TE: u32 = 1 << 0;
+/// Packet buffer sizes with DCB off: 128 KiB RX, 40 KiB TX in buffer 0 (4.6.11.3.1).
+pub const RXPBSIZE_128K: u32 = 0x0002_0000;
+pub const TXPBSIZE_40K: u32 = 0x0000_A000;
+/// RXE in the advanced receive write-back's extended errors (82599 datasheet 7.1.6.2).
+pub const RX_ERR_MASK: u32 = 1 << 29;
+
+/// Masks interrupts, resets the device and waits for the EEPROM auto-read and the DMA init
+/// (datasheet 4.6.3).
+pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
+    r.write32(EIMC, 0x7FFF_FFFF);
+    r.set_bits(CTRL, (Ctrl::RST | Ctrl::LRST).bits());
+    std::thread::sleep(Duration::from_millis(10));
+    wait("ixgbe reset (CTRL.RST to clear)", Duration::from_secs(1), || {
+        r.read32(CTRL) & (Ctrl::RST | Ctrl::LRST).bits() == 0
+    })?;
+    r.write32(EIMC, 0x7FFF_FFFF);
+    wait("ixgbe EEPROM auto-read (EEC.ARD)", Duration::from_secs(1), || r.read32(EEC) & EEC_ARD != 0)?;
+    wait("ixgbe DMA init (RDRXCTL.DMAIDONE)", Duration::from_secs(1), || r.read32(RDRXCTL) & RDRXCTL_DMAIDONE != 0)
+}
+
+/// 10 GbE serial link with autonegotiation, restarted (datasheet 4.6.4).
+pub fn start_link(r: &impl RegisterIo) -> Result<(), NicError> {
+    let autoc = (r.read32(AUTOC) & !AUTOC_LMS_MASK) | AUTOC_LMS_10G_SERIAL;
+    r.write32(AUTOC, autoc | AUTOC_AN_RESTART);
+    Ok(())
+}
+
+pub fn link_up(r: &impl RegisterIo) -> bool {
+    r.read32(LINKS) & LINKS_UP != 0
+}
+
+/// Programs queue 0 and enables receive and transmit (datasheet 4.6.7 and 4.6.8).
+pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
+    let q = &QUEUE;
+    // Receive: disabled while configuring.
+    r.clear_bits(RXCTRL, RXCTRL_RXEN);
+    r.write32(RXPBSIZE0, RXPBSIZE_128K);
+    for i in 1..8 {
+        r.write32(RXPBSIZE0 + 4 * i, 0);
+    }
+    r.set_bits(HLREG0, Hlreg0::RXCRCSTRP.bits());
+    r.set_bits(RDRXCTL, RDRXCTL_CRCSTRIP);
+    let mut fctrl = Fctrl::from_bits_retain(r.read32(FCTRL)) | Fctrl::BAM;
+    if s.promiscuous {
+        fctrl |= Fctrl::UPE | Fctrl::MPE;
+    }
+    r.write32(FCTRL, fctrl.bits());
+    r.write32(q.rdbal, s.rx_ring_iova as u32);
+    r.write32(q.rdbah, (s.rx_ring_iova >> 32) as u32);
+    r.write32(q.rdlen, s.rx_len as u32 * 16);
+    r.write32(SRRCTL0, (s.rx_buf_size / 1024) | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
+    r.write32(q.rdh, 0);
+    r.write32(q.rdt, 0);
+    r.set_bits(CTRL_EXT, CTRL_EXT_NS_DIS);
+    r.clear_bits(DCA_RXCTRL0, DCA_RXCTRL_BIT12);
+    r.set_bits(RXCTRL, RXCTRL_RXEN);
+    r.set_bits(q.rxdctl, QUEUE_ENABLE);
+    wait("ixgbe RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
+    r.write32(q.rdt, s.rx_tail as u32);
+    // Transmit.
+    r.set_bits(HLREG0, (Hlreg0::TXCRCEN | Hlreg0::TXPADEN).bits());
+    r.write32(TXPBSIZE0, TXPBSIZE_40K);
+    for i in 1..8 {
+        r.write32(TXPBSIZE0 + 4 * i, 0);
+    }
+    r.write32(DTXMXSZRQ, 0xFFFF);
+    r.set_bits(RTTDCS, RTTDCS_ARBDIS);
+    r.write32(q.tdbal, s.tx_ring_iova as u32);
+    r.write32(q.tdbah, (s.tx_ring_iova >> 32) as u32);
+    r.write32(q.tdlen, s.tx_len as u32 * 16);
+    r.clear_bits(RTTDCS, RTTDCS_ARBDIS);
+    r.set_bits(DMATXCTL, DMATXCTL_TE);
+    r.write32(q.tdh, 0);
+    r.write32(q.tdt, 0);
+    r.set_bits(q.txdctl, QUEUE_ENABLE);
+    wait("ixgbe TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)
+}
+
+/// Stops both queues (before the rings' memory goes away).
+pub fn stop(r: &impl RegisterIo) {
+    r.clear_bits(RXCTRL, RXCTRL_RXEN);
+    r.clear_bits(QUEUE.rxdctl, QUEUE_ENABLE);
+    r.clear_bits(QUEUE.txdctl, QUEUE_ENABLE);
+    r.clear_bits(DMATXCTL, DMATXCTL_TE);
+}
+
+/// The station address from RAL0/RAH0 (8.2.3.7.9), loaded from the EEPROM at reset.
+pub fn mac(r: &impl RegisterIo) -> [u8; 6] {
+    let lo = r.read32(RAL0).to_le_bytes();
+    let hi = r.read32(RAH0).to_le_bytes();
+    [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]]
+}
+
+/// Adds the clear-on-read statistics registers to `c`.
+pub fn read_counters(r: &impl RegisterIo, c: &mut Counters) {
+    c.rx_packets += r.read32(GPRC) as u64;
+    c.tx_packets += r.read32(GPTC) as u64;
+    c.rx_bytes += r.read32(GORCL) as u64 | (r.read32(GORCH) as u64) << 32;
+    c.tx_bytes += r.read32(GOTCL) as u64 | (r.read32(GOTCH) as u64) << 32;
+    c.rx_missed += r.read32(MPC0) as u64;
+    c.rx_no_buffer += r.read32(QPRDC0) as u64;
+    c.crc_errors += r.read32(CRCERRS) as u64;
+}

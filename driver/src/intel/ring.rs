@@ -1,0 +1,322 @@
+//! Descriptor rings shared by the igb and ixgbe families (both use the advanced descriptors of
+//! [`super::desc`]). The rings live in device-writable DMA memory and are only touched through
+//! volatile accesses on raw pointers; the family modules supply the register offsets.
+//!
+//! * [`RxRing`]: one 2 KiB buffer per descriptor. Received buffers are lent to the dataplane
+//!   and reposted — in ring order, as the tail register requires — once returned; buffers
+//!   returned out of order wait for their predecessors.
+//! * [`TxRing`]: one descriptor per packet segment, zero-copy from the msgbufs. **Unsignaled**:
+//!   report-status (RS) is requested on one packet in `rs_interval`, and the write-back of that
+//!   one descriptor reclaims every descriptor before it.
+
+use super::desc::*;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+/// Where one descriptor ring lives: CPU and device addresses of its first descriptor.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RingMem {
+    pub vaddr: NonNull<u8>,
+    pub iova: u64,
+    pub len: u16,
+}
+
+impl RingMem {
+    fn desc(&self, i: u16) -> *mut u8 {
+        debug_assert!(i < self.len);
+        // SAFETY: `i < len` and the ring is `len * DESC_SIZE` bytes (see the constructors).
+        unsafe { self.vaddr.as_ptr().add(i as usize * DESC_SIZE) }
+    }
+
+    /// Volatile read of the 32-bit word at byte `off` of descriptor `i`.
+    fn read_u32(&self, i: u16, off: usize) -> u32 {
+        // SAFETY: inside descriptor `i` (off <= 12), 4-byte aligned; device-writable memory is
+        // read with a volatile load, never through a reference.
+        u32::from_le(unsafe { self.desc(i).add(off).cast::<u32>().read_volatile() })
+    }
+
+    /// Volatile write of a whole descriptor.
+    fn write<T: zerocopy::IntoBytes + zerocopy::Immutable>(&self, i: u16, d: &T) {
+        let bytes = d.as_bytes();
+        debug_assert_eq!(bytes.len(), DESC_SIZE);
+        let lo = u64::from_ne_bytes(bytes[0..8].try_into().unwrap());
+        let hi = u64::from_ne_bytes(bytes[8..16].try_into().unwrap());
+        // SAFETY: descriptor `i` is 16 bytes, 16-byte aligned; volatile stores only.
+        unsafe {
+            let p = self.desc(i).cast::<u64>();
+            p.write_volatile(lo);
+            p.add(1).write_volatile(hi);
+        }
+    }
+}
+
+/// What each receive descriptor is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RxState {
+    /// Owned by the device (posted, maybe already written back).
+    Posted,
+    /// Its buffer is lent to the dataplane.
+    Lent,
+    /// Returned; waits to be reposted in ring order.
+    Returned,
+}
+
+/// A frame the receive ring handed out: descriptor index, length.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RxFrame {
+    pub index: u16,
+    pub data: NonNull<u8>,
+    pub len: u16,
+}
+
+/// Why the receive ring dropped a frame itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RxDrop {
+    /// The device flagged an error (RXE).
+    Error,
+    /// The frame spans several descriptors (larger than a buffer): never sent by eRPC.
+    Fragmented,
+}
+
+pub(crate) struct RxRing {
+    ring: RingMem,
+    bufs: NonNull<u8>,
+    bufs_iova: u64,
+    buf_size: u32,
+    state: Vec<RxState>,
+    /// Next descriptor the device will write back.
+    next: u16,
+    /// Next descriptor to repost; posted descriptors are `[next, refill)` (mod len).
+    refill: u16,
+    err_mask: u32,
+}
+
+impl RxRing {
+    /// A ring of `ring.len` descriptors with one `buf_size` buffer each at `bufs`/`bufs_iova`.
+    /// Writes every descriptor but the last (one slot stays empty so that a full ring differs
+    /// from an empty one); the caller writes [`RxRing::tail`] to RDT after enabling the queue.
+    ///
+    /// # Safety
+    /// `ring` must be `len * 16` bytes and `bufs` `len * buf_size` bytes of DMA memory, mapped
+    /// for the device at the given IOVAs, alive and used by nothing else while the ring exists.
+    pub unsafe fn new(ring: RingMem, bufs: NonNull<u8>, bufs_iova: u64, buf_size: u32, err_mask: u32) -> RxRing {
+        let n = ring.len;
+        let mut r = RxRing {
+            ring,
+            bufs,
+            bufs_iova,
+            buf_size,
+            state: vec![RxState::Returned; n as usize],
+            next: 0,
+            refill: 0,
+            err_mask,
+        };
+        for i in 0..n - 1 {
+            r.post(i);
+        }
+        r.refill = n - 1;
+        r
+    }
+
+    fn post(&mut self, i: u16) {
+        let d = AdvRxRead { pkt_addr: (self.bufs_iova + i as u64 * self.buf_size as u64).into(), hdr_addr: 0.into() };
+        self.ring.write(i, &d);
+        self.state[i as usize] = RxState::Posted;
+    }
+
+    /// The value for the tail register (RDT): one past the last posted descriptor.
+    pub fn tail(&self) -> u16 {
+        self.refill
+    }
+
+    pub fn len(&self) -> u16 {
+        self.ring.len
+    }
+
+    /// Takes up to `out.len()` written-back frames. Frames the device flagged are returned to
+    /// the ring at once and counted in `drops`.
+    pub fn poll(&mut self, out: &mut [RxFrame], mut on_drop: impl FnMut(RxDrop)) -> usize {
+        let mut n = 0;
+        while n < out.len() {
+            let i = self.next;
+            if self.state[i as usize] != RxState::Posted {
+                break; // the one unposted slot: nothing more can be written back
+            }
+            let status = self.ring.read_u32(i, 8);
+            if status & RXD_STAT_DD == 0 {
+                break;
+            }
+            // Read the rest of the write-back only after seeing DD.
+            fence(Ordering::Acquire);
+            let len = (self.ring.read_u32(i, 12) & 0xffff) as u16;
+            self.next = (i + 1) % self.ring.len;
+            if status & self.err_mask != 0 {
+                self.state[i as usize] = RxState::Returned;
+                on_drop(RxDrop::Error);
+                continue;
+            }
+            if status & RXD_STAT_EOP == 0 || len as u32 > self.buf_size {
+                self.state[i as usize] = RxState::Returned;
+                on_drop(RxDrop::Fragmented);
+                continue;
+            }
+            self.state[i as usize] = RxState::Lent;
+            // SAFETY: buffer `i` lies inside `bufs` (`i < len`).
+            let data = unsafe { self.bufs.add(i as usize * self.buf_size as usize) };
+            out[n] = RxFrame { index: i, data, len };
+            n += 1;
+        }
+        n
+    }
+
+    /// Takes back a lent buffer. Returns false (and changes nothing) for an index that is not
+    /// lent: a double release or a forged id.
+    pub fn give_back(&mut self, i: u16) -> bool {
+        match self.state.get_mut(i as usize) {
+            Some(s @ RxState::Lent) => {
+                *s = RxState::Returned;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reposts returned buffers in ring order; returns the new tail if it moved.
+    pub fn repost(&mut self) -> Option<u16> {
+        let start = self.refill;
+        let n = self.ring.len;
+        while self.state[self.refill as usize] == RxState::Returned && (self.refill + 1) % n != self.next {
+            self.post(self.refill);
+            self.refill = (self.refill + 1) % n;
+        }
+        (self.refill != start).then_some(self.refill)
+    }
+}
+
+/// One RS-marked descriptor waiting for its write-back.
+#[derive(Clone, Copy, Debug)]
+struct RsMark {
+    /// Its descriptor index.
+    desc: u16,
+    /// Packets accepted up to and including its packet.
+    pkts: u64,
+}
+
+pub(crate) struct TxRing {
+    ring: RingMem,
+    /// Next free descriptor (the tail register's value).
+    tail: u16,
+    /// Oldest descriptor not yet known to be done.
+    clean: u16,
+    marks: std::collections::VecDeque<RsMark>,
+    rs_interval: u32,
+    since_rs: u32,
+    accepted: u64,
+    reclaimed: u64,
+}
+
+impl TxRing {
+    /// # Safety
+    /// `ring` must be `len * 16` bytes of DMA memory mapped for the device at `ring.iova`,
+    /// alive and used by nothing else while the ring exists.
+    pub unsafe fn new(ring: RingMem, rs_interval: u32) -> TxRing {
+        let z = AdvTxRead::default();
+        for i in 0..ring.len {
+            ring.write(i, &z);
+        }
+        TxRing {
+            ring,
+            tail: 0,
+            clean: 0,
+            marks: Default::default(),
+            rs_interval: rs_interval.max(1),
+            since_rs: 0,
+            accepted: 0,
+            reclaimed: 0,
+        }
+    }
+
+    pub fn len(&self) -> u16 {
+        self.ring.len
+    }
+
+    /// Descriptors in use (posted and not known done).
+    pub fn in_use(&self) -> u16 {
+        (self.tail + self.ring.len - self.clean) % self.ring.len
+    }
+
+    /// Packets the device is known to have read.
+    pub fn reclaimed(&self) -> u64 {
+        self.reclaimed
+    }
+
+    /// Reclaims descriptors up to the newest RS-marked one the device has written back.
+    pub fn reclaim(&mut self) {
+        while let Some(m) = self.marks.front().copied() {
+            if self.ring.read_u32(m.desc, 12) & TXD_STAT_DD == 0 {
+                break;
+            }
+            self.marks.pop_front();
+            self.clean = (m.desc + 1) % self.ring.len;
+            self.reclaimed = m.pkts;
+        }
+    }
+
+    /// Queues one packet of up to two segments `(iova, len)`; false when the ring is full.
+    pub fn push(&mut self, segs: &[(u64, u32)]) -> bool {
+        let segs: heapless::Vec<(u64, u32), 2> = segs.iter().copied().filter(|s| s.1 > 0).collect();
+        if segs.is_empty() {
+            return true;
+        }
+        let n = self.ring.len;
+        if self.in_use() + segs.len() as u16 > n - 1 {
+            self.reclaim();
+            if self.in_use() + segs.len() as u16 > n - 1 {
+                return false;
+            }
+        }
+        let total: u32 = segs.iter().map(|s| s.1).sum();
+        self.since_rs += 1;
+        let rs = self.since_rs >= self.rs_interval;
+        for (k, &(iova, len)) in segs.iter().enumerate() {
+            let last = k + 1 == segs.len();
+            let mut cmd = len | TXD_DTYP_DATA | TXD_CMD_DEXT | TXD_CMD_IFCS;
+            if last {
+                cmd |= TXD_CMD_EOP;
+                if rs {
+                    cmd |= TXD_CMD_RS;
+                }
+            }
+            let d = AdvTxRead {
+                buffer_addr: iova.into(),
+                cmd_type_len: cmd.into(),
+                olinfo_status: (total << TXD_PAYLEN_SHIFT).into(),
+            };
+            self.ring.write(self.tail, &d);
+            if last && rs {
+                self.marks.push_back(RsMark { desc: self.tail, pkts: self.accepted + 1 });
+                self.since_rs = 0;
+            }
+            self.tail = (self.tail + 1) % n;
+        }
+        self.accepted += 1;
+        true
+    }
+
+    /// The tail to write to TDT after a burst; orders the descriptor stores before it.
+    pub fn publish(&self) -> u16 {
+        fence(Ordering::SeqCst);
+        self.tail
+    }
+
+    /// Marks everything done, once the caller saw the head register reach the tail.
+    pub fn all_done(&mut self) {
+        self.marks.clear();
+        self.clean = self.tail;
+        self.reclaimed = self.accepted;
+    }
+
+    pub fn tail(&self) -> u16 {
+        self.tail
+    }
+}

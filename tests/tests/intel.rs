@@ -1,0 +1,203 @@
+//! The Intel driver (igb and ixgbe register setup, shared rings, `Transport`) against the
+//! register-level fake of `erpc_tests::intel_fake`, on the host.
+
+use erpc_dataplane::clock::StdClock;
+use erpc_dataplane::transport::{RxPacket, Transport};
+use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_driver::intel::{Family, IntelConfig, IntelNic};
+use erpc_hugepages::{DmaSpace, PageSize};
+use erpc_tests::intel_fake::{FakeIntel, FakeWire};
+use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAC_A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+const MAC_B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
+
+fn cfg(ip: u8) -> IntelConfig {
+    IntelConfig { ipv4: [10, 0, 0, ip], link_timeout: Duration::from_secs(1), ..Default::default() }
+}
+
+fn pair(family: Family) -> (IntelNic<FakeIntel>, IntelNic<FakeIntel>, Arc<DmaSpace>) {
+    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let space = DmaSpace::identity();
+    let a = IntelNic::with_registers(FakeIntel::new(family, MAC_A, &wire), family, &space, cfg(1)).expect("bring-up A");
+    let b = IntelNic::with_registers(FakeIntel::new(family, MAC_B, &wire), family, &space, cfg(2)).expect("bring-up B");
+    (a, b, space)
+}
+
+/// Endpoint memory in the identity DMA space (the fake dereferences device addresses).
+fn memory(space: &Arc<DmaSpace>, bytes: usize) -> RpcMemory<'static> {
+    let mem = Box::leak(Box::new(space.alloc(bytes, PageSize::Ordinary).expect("memory")));
+    RpcMemory {
+        // SAFETY: leaked, so it outlives the endpoint; the fake only reads it.
+        region: unsafe { mem.dataplane_region() },
+        sessions: Session::storage(4).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    }
+}
+
+fn small_loopback_cfg() -> LoopbackConfig {
+    LoopbackConfig {
+        small_rpcs: 300,
+        large_size: 1 << 20,
+        large_rpcs: 2,
+        loss: 0.02,
+        loss_small_rpcs: 200,
+        loss_large_rpcs: 2,
+        phase_timeout_ns: 30_000_000_000,
+        ..Default::default()
+    }
+}
+
+fn run_loopback(family: Family) {
+    let (a, b, space) = pair(family);
+    let fa = a.registers().clone();
+    let fb = b.registers().clone();
+    let rpc_cfg = RpcConfig { rto_ns: 2_000_000, ..RpcConfig::default() };
+    let lcfg = small_loopback_cfg();
+    let mut lb =
+        Loopback::connect(a, b, memory(&space, 8 << 20), memory(&space, 8 << 20), StdClock::default(), rpc_cfg, &lcfg)
+            .expect("connect");
+    let report = lb.run_all(&lcfg).expect("loopback scenarios");
+    println!("{report}");
+    assert_eq!(fa.violations(), Vec::<String>::new());
+    assert_eq!(fb.violations(), Vec::<String>::new());
+    let ca = lb.client.transport_mut().inner_mut().counters();
+    let cb = lb.server.transport_mut().inner_mut().counters();
+    // The device counters saw the traffic both ways and agree with each other.
+    assert!(ca.tx_packets > 1000 && cb.tx_packets > 1000, "{ca:?} {cb:?}");
+    assert_eq!(cb.rx_no_buffer, 0, "the server kept buffers posted");
+    assert_eq!((ca.tx_packets, ca.tx_bytes), (cb.rx_packets, cb.rx_bytes), "{ca:?} {cb:?}");
+    assert_eq!((cb.tx_packets, cb.tx_bytes), (ca.rx_packets, ca.rx_bytes), "{ca:?} {cb:?}");
+    assert_eq!(ca.rx_bad_release + cb.rx_bad_release, 0);
+}
+
+#[test]
+fn igb_loopback_scenarios_on_the_fake() {
+    run_loopback(Family::Igb);
+}
+
+#[test]
+fn ixgbe_loopback_scenarios_on_the_fake() {
+    run_loopback(Family::Ixgbe);
+}
+
+#[test]
+fn bring_up_programs_the_rings_and_link() {
+    for family in [Family::Igb, Family::Ixgbe] {
+        let (a, _b, _space) = pair(family);
+        assert!(a.link_up(), "{family:?}: link up after bring-up");
+        assert_eq!(a.local_addr().mac, MAC_A, "{family:?}: MAC from RAL0/RAH0");
+        let f = a.registers();
+        let (rdlen, tdlen, rdt) = match family {
+            Family::Igb => (0xC008, 0xE008, 0xC018),
+            Family::Ixgbe => (0x1008, 0x6008, 0x1018),
+        };
+        assert_eq!(f.peek(rdlen), 512 * 16, "{family:?}");
+        assert_eq!(f.peek(tdlen), 512 * 16, "{family:?}");
+        assert_eq!(f.peek(rdt), 511, "{family:?}: all but one RX descriptor posted");
+        assert_eq!(f.violations(), Vec::<String>::new(), "{family:?}");
+    }
+}
+
+/// Sends `n` minimal frames from `a` (to `b`'s MAC) through the Transport interface.
+fn send_frames(a: &mut IntelNic<FakeIntel>, space: &Arc<DmaSpace>, n: usize) {
+    let mem = Box::leak(Box::new(space.alloc(4096, PageSize::Ordinary).unwrap()));
+    let p = mem.vaddr().as_ptr();
+    // SAFETY: our own fresh memory; the fake reads it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(MAC_B.as_ptr(), p, 6);
+        std::ptr::copy_nonoverlapping(MAC_A.as_ptr(), p.add(6), 6);
+    }
+    let seg = erpc_dataplane::transport::Segment { vaddr: p, iova: mem.iova(), len: 60 };
+    let pkt = erpc_dataplane::transport::TxPacket { segs: [seg, erpc_dataplane::transport::Segment::EMPTY] };
+    for _ in 0..n {
+        assert_eq!(a.tx_burst(&[pkt]), 1);
+    }
+}
+
+#[test]
+fn transmit_is_unsignaled_and_flush_reclaims_everything() {
+    let (mut a, _b, space) = pair(Family::Igb);
+    send_frames(&mut a, &space, 100);
+    // One write-back requested per 32 packets.
+    assert_eq!(a.registers().rs_descriptors(), 3);
+    assert_eq!(a.tx_reclaimed(), 96);
+    a.tx_flush();
+    assert_eq!(a.tx_reclaimed(), 100);
+    // The ring never fills: 2000 packets go through a 512-entry ring.
+    send_frames(&mut a, &space, 2000);
+    assert_eq!(a.counters().tx_packets, 2100);
+}
+
+#[test]
+fn receive_lends_buffers_and_reposts_them_in_ring_order() {
+    let (mut a, mut b, space) = pair(Family::Ixgbe);
+    send_frames(&mut a, &space, 600);
+    // 511 posted buffers: the rest found no descriptor.
+    let c = b.counters();
+    assert_eq!((c.rx_packets, c.rx_no_buffer), (511, 89), "{c:?}");
+    let mut out = [RxPacket::EMPTY; 32];
+    let n = b.rx_burst(&mut out);
+    assert_eq!(n, 32);
+    assert!(out.iter().all(|p| p.len == 60));
+    // Released out of order: only the in-order prefix is reposted.
+    // The spare descriptor 511 is posted; descriptor 0 is still lent, so RDT stops there.
+    b.rx_release(&out[1..]);
+    assert_eq!(b.registers().peek(0x1018), 0, "descriptor 0 still lent: RDT holds");
+    // Now 0..=30 are posted; 31 stays the spare in front of the next unread descriptor (32).
+    b.rx_release(&out[..1]);
+    assert_eq!(b.registers().peek(0x1018), 31);
+    // A second release of the same buffers is refused and counted, not reposted twice.
+    b.rx_release(&out[..4]);
+    assert_eq!(b.counters().rx_bad_release, 4);
+    b.rx_release(&[RxPacket { id: 9999, ..RxPacket::EMPTY }]);
+    assert_eq!(b.counters().rx_bad_release, 5);
+}
+
+#[test]
+fn frames_flagged_by_the_device_are_dropped_and_counted() {
+    let (mut a, mut b, space) = pair(Family::Igb);
+    b.registers().corrupt_next_rx(3);
+    send_frames(&mut a, &space, 10);
+    let mut out = [RxPacket::EMPTY; 32];
+    let n = b.rx_burst(&mut out);
+    assert_eq!(n, 7, "3 frames flagged RXE are not handed to the dataplane");
+    assert_eq!(b.counters().rx_dropped_by_driver, 3);
+    b.rx_release(&out[..n]);
+    // Oversized frames (no EOP in one buffer) are dropped too.
+    b.registers().inject(&[0u8; 3000]);
+    let mut big = vec![0u8; 3000];
+    big[..6].copy_from_slice(&MAC_B);
+    b.registers().inject(&big);
+    assert_eq!(b.rx_burst(&mut out), 0);
+    assert_eq!(b.counters().rx_dropped_by_driver, 4);
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_reason() {
+    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let space = DmaSpace::identity();
+    let bad = IntelConfig { rx_ring: 100, ..cfg(1) };
+    let e = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, bad)
+        .err()
+        .expect("ring of 100 refused");
+    assert!(e.to_string().contains("multiple of 8"), "{e}");
+}
+
+#[test]
+fn a_device_that_never_links_gives_a_clear_error() {
+    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let space = DmaSpace::identity();
+    let fake = FakeIntel::new(Family::Ixgbe, MAC_A, &wire);
+    fake.unplug();
+    let probe = fake.clone();
+    let c = IntelConfig { link_timeout: Duration::from_millis(50), ..cfg(1) };
+    let e = IntelNic::with_registers(fake, Family::Ixgbe, &space, c).err().expect("no link");
+    assert!(e.to_string().contains("no link after"), "{e}");
+    // The fake kept its registers: nothing reached the queue setup.
+    assert_eq!(probe.peek(0x42A4), 0, "LINKS.UP stayed clear");
+}

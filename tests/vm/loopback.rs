@@ -1,0 +1,243 @@
+//! The loopback driver tests, run inside a QEMU guest by `tests/vm/run` (linked statically).
+//!
+//! `erpc-vm-loopback <BDF of NIC A> <BDF of NIC B>`: both NICs are bound to vfio-pci and wired
+//! to each other. Opens both through VFIO in one type1 container and runs eRPC between an
+//! endpoint on each (`erpc_tests::loopback`: small RPCs, multi-MB requests and responses, loss
+//! injected in software), then checks IOMMU containment and the error messages a user gets.
+//! Prints `RESULT: PASS` or `RESULT: FAIL: <reason>` as its last line.
+
+use erpc_dataplane::clock::StdClock;
+use erpc_dataplane::transport::{RxPacket, Transport};
+use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_driver::intel::{IntelConfig, IntelNic};
+use erpc_driver::vfio::{self, DeviceError, PciFunction};
+use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
+use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn check(name: &str, r: Result<String, String>) -> Result<(), String> {
+    match r {
+        Ok(detail) => {
+            println!("ok   {name}: {detail}");
+            Ok(())
+        }
+        Err(e) => {
+            println!("FAIL {name}: {e}");
+            Err(format!("{name}: {e}"))
+        }
+    }
+}
+
+/// Without reserved hugepages the allocation fails and says how to reserve them; then reserve.
+fn hugepages_error_then_reserve(pages: u64) -> Result<String, String> {
+    let c = HugepageCounts::read(PageSize::Huge2M).ok_or("no 2 MiB hugepage support")?;
+    if c.total != 0 {
+        return Err(format!("expected a guest without hugepages, found {c:?}"));
+    }
+    match Memory::hugepages(4 << 20) {
+        Err(e @ DmaError::NoHugepages { .. }) => {
+            let m = e.to_string();
+            if !m.contains("echo 2 > /proc/sys/vm/nr_hugepages") {
+                return Err(format!("message does not say how to reserve them: {m}"));
+            }
+            std::fs::write("/proc/sys/vm/nr_hugepages", pages.to_string())
+                .map_err(|e| format!("reserving hugepages: {e}"))?;
+            let c = HugepageCounts::read(PageSize::Huge2M).ok_or("hugepage counts")?;
+            if c.total < pages {
+                return Err(format!("reserved only {c:?}"));
+            }
+            Ok(format!("\"{m}\"; reserved {} pages", c.total))
+        }
+        Err(e) => Err(format!("wrong error: {e}")),
+        Ok(_) => Err("hugepages allocated although none were reserved".into()),
+    }
+}
+
+/// Opening devices that cannot be used gives the error that names the fix.
+fn open_errors(container: &Arc<vfio::VfioContainer>) -> Result<String, String> {
+    let mut out = vec![];
+    match PciFunction::open(container, "0000:00:1f.7") {
+        Err(e @ DeviceError::NotFound { .. }) => out.push(e.to_string()),
+        Err(e) => return Err(format!("missing device: wrong error: {e}")),
+        Ok(_) => return Err("opened a device that does not exist".into()),
+    }
+    // The host bridge is never bound to vfio-pci.
+    match PciFunction::open(container, "0000:00:00.0") {
+        Err(e @ DeviceError::NotBoundToVfio { .. }) => {
+            let m = e.to_string();
+            if !m.contains("erpc nic bind 0000:00:00.0") {
+                return Err(format!("unbound device: message lacks the fix: {m}"));
+            }
+            out.push(m);
+        }
+        Err(e) => return Err(format!("unbound device: wrong error: {e}")),
+        Ok(_) => return Err("opened the host bridge".into()),
+    }
+    Ok(out.join(" | "))
+}
+
+fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<RpcMemory<'static>, String> {
+    let mem = space.alloc(bytes, PageSize::Huge2M).map_err(|e| e.to_string())?;
+    let mem = Box::leak(Box::new(mem));
+    Ok(RpcMemory {
+        // SAFETY: leaked, so it outlives the endpoint; the NICs only read it (TX).
+        region: unsafe { mem.dataplane_region() },
+        sessions: Session::storage(4).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    })
+}
+
+/// Physical address of the page holding `p` (root reads PFNs from /proc/self/pagemap).
+fn phys_addr(p: *const u8) -> Result<u64, String> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open("/proc/self/pagemap").map_err(|e| e.to_string())?;
+    let mut b = [0u8; 8];
+    f.read_exact_at(&mut b, (p as u64 / 4096) * 8).map_err(|e| e.to_string())?;
+    let e = u64::from_le_bytes(b);
+    if e >> 63 == 0 || e & ((1 << 55) - 1) == 0 {
+        return Err(format!("page not present or PFN hidden: {e:#x}"));
+    }
+    Ok((e & ((1 << 55) - 1)) * 4096 + p as u64 % 4096)
+}
+
+fn wait_frame(b: &mut IntelNic, ms: u64) -> Option<Vec<u8>> {
+    let t0 = Instant::now();
+    let mut out = [RxPacket::EMPTY; 8];
+    while t0.elapsed() < Duration::from_millis(ms) {
+        let n = b.rx_burst(&mut out);
+        if n > 0 {
+            // SAFETY: the driver lent `out[0]` until we release it; read before releasing.
+            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
+            b.rx_release(&out[..n]);
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// A descriptor that points at memory not mapped in the IOMMU must not deliver its contents;
+/// the same descriptor pointing at mapped memory does (the control).
+fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelNic, b: &mut IntelNic) -> Result<String, String> {
+    const LEN: usize = 128;
+    let secret: Vec<u8> = (0..LEN).map(|i| 0xA5 ^ (i as u8).wrapping_mul(7)).collect();
+    let mut frame = secret.clone();
+    frame[..6].copy_from_slice(&b.local_addr().mac);
+    // Control: the frame in mapped DMA memory arrives intact.
+    let mapped = space.alloc(4096, PageSize::Huge2M).map_err(|e| e.to_string())?;
+    // SAFETY: our own mapping, nothing else uses it; the device only reads it.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), mapped.vaddr().as_ptr(), LEN) };
+    while wait_frame(b, 50).is_some() {}
+    // SAFETY: the IOVA is mapped (above) and holds the frame.
+    unsafe { a.send_raw(mapped.iova(), LEN as u32) };
+    a.tx_flush();
+    match wait_frame(b, 2000) {
+        Some(f) if f[..LEN.min(f.len())] == frame[..] => {}
+        Some(f) => return Err(format!("control frame corrupted: {:02x?}", &f[..16.min(f.len())])),
+        None => return Err("control frame from mapped memory did not arrive".into()),
+    }
+    // The same bytes in memory the IOMMU does not map, addressed by their physical address:
+    // what a device without an IOMMU would read.
+    let unmapped = Memory::new(4096, PageSize::Ordinary).map_err(|e| e.to_string())?;
+    // SAFETY: our own fresh mapping, not given to any device.
+    unsafe { std::ptr::copy_nonoverlapping(frame.as_ptr(), unmapped.as_ptr().as_ptr(), LEN) };
+    let pa = phys_addr(unmapped.as_ptr().as_ptr())?;
+    // SAFETY: deliberately pointing the device outside every mapping: the IOMMU must stop it.
+    unsafe { a.send_raw(pa, LEN as u32) };
+    a.tx_flush();
+    let got = wait_frame(b, 500);
+    let secret_body = &secret[6..];
+    match got {
+        Some(f) if f.windows(16).any(|w| secret_body.windows(16).any(|s| s == w)) => {
+            Err(format!("the frame from unmapped physical address {pa:#x} carried the memory's contents"))
+        }
+        Some(f) => Ok(format!(
+            "mapped IOVA delivered the frame; unmapped physical address {pa:#x} delivered {} bytes, \
+             {} of them zero, none of the memory's contents",
+            f.len(),
+            f.iter().filter(|&&x| x == 0).count()
+        )),
+        None => Ok(format!("mapped IOVA delivered the frame; unmapped physical address {pa:#x} delivered nothing")),
+    }
+}
+
+fn run(bdfs: &[String]) -> Result<(), String> {
+    let [bdf_a, bdf_b] = bdfs else {
+        return Err(format!("need two NIC addresses, got {bdfs:?}"));
+    };
+    println!("erpc-vm-loopback: NIC A {bdf_a}, NIC B {bdf_b}");
+    check("hugepages", hugepages_error_then_reserve(96))?;
+    let container = vfio::open_container().map_err(|e| e.to_string())?;
+    let space = DmaSpace::vfio(container.clone());
+    let t0 = Instant::now();
+    let a = IntelNic::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
+        .map_err(|e| format!("open {bdf_a}: {e}"))?;
+    let b = IntelNic::open(
+        &container,
+        &space,
+        bdf_b,
+        IntelConfig { ipv4: [10, 0, 0, 2], promiscuous: true, ..Default::default() },
+    )
+    .map_err(|e| format!("open {bdf_b}: {e}"))?;
+    println!(
+        "ok   bring-up: both NICs up with link in {} ms ({:?}, MACs {:02x?} and {:02x?})",
+        t0.elapsed().as_millis(),
+        a.family(),
+        a.local_addr().mac,
+        b.local_addr().mac
+    );
+    check("open errors", open_errors(&container))?;
+    let lcfg = LoopbackConfig { phase_timeout_ns: 240_000_000_000, ..Default::default() };
+    // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions.
+    let rpc_cfg = RpcConfig { rto_ns: 20_000_000, mtu: 1514, ..RpcConfig::default() };
+    let mut lb = Loopback::connect(
+        a,
+        b,
+        endpoint_memory(&space, 32 << 20)?,
+        endpoint_memory(&space, 32 << 20)?,
+        StdClock::default(),
+        rpc_cfg,
+        &lcfg,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    println!("ok   session connected");
+    let report = lb.run_all(&lcfg);
+    match &report {
+        Ok(r) => r.lines().for_each(|l| println!("ok   {l}")),
+        Err(e) => println!("FAIL scenarios: {e}"),
+    }
+    report?;
+    let ca = lb.client.transport_mut().inner_mut().counters();
+    let cb = lb.server.transport_mut().inner_mut().counters();
+    println!("     NIC A counters: {ca:?}");
+    println!("     NIC B counters: {cb:?}");
+    check(
+        "device statistics",
+        if ca.tx_packets > 10_000 && cb.rx_packets > 10_000 && ca.rx_packets > 0 && cb.tx_packets > 0 {
+            Ok(format!("A sent {} frames, B received {}", ca.tx_packets, cb.rx_packets))
+        } else {
+            Err("statistics registers did not count the traffic".into())
+        },
+    )?;
+    let (c, s) = (&mut lb.client, &mut lb.server);
+    check(
+        "IOMMU containment",
+        iommu_containment(&space, c.transport_mut().inner_mut(), s.transport_mut().inner_mut()),
+    )?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => {
+            println!("RESULT: PASS");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("RESULT: FAIL: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
