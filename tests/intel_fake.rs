@@ -118,6 +118,8 @@ struct Dev {
     mac: [u8; 6],
     link: bool,
     unplugged: bool,
+    /// Transmit paused: tail writes are not acted on (a device that stopped fetching).
+    tx_held: bool,
     wire: Rc<RefCell<FakeWire>>,
     me: Weak<RefCell<Dev>>,
     violations: Vec<String>,
@@ -148,6 +150,7 @@ impl FakeIntel {
                 mac,
                 link: false,
                 unplugged: false,
+                tx_held: false,
                 wire: wire.clone(),
                 me: me.clone(),
                 violations: vec![],
@@ -165,6 +168,22 @@ impl FakeIntel {
     /// No cable: autonegotiation never brings the link up.
     pub fn unplug(&self) {
         self.0.borrow_mut().unplugged = true;
+    }
+
+    /// Stops (true) or resumes (false) fetching transmit descriptors; resuming processes what
+    /// was queued meanwhile.
+    pub fn hold_tx(&self, held: bool) {
+        let mut d = self.0.borrow_mut();
+        d.tx_held = held;
+        if !held {
+            d.transmit();
+        }
+    }
+
+    /// Frames sent so far (GPTC without clearing it).
+    pub fn frames_transmitted(&self) -> u32 {
+        let d = self.0.borrow();
+        d.reg(d.map.gptc)
     }
 
     /// What the driver did that the datasheet forbids.
@@ -222,6 +241,7 @@ impl Dev {
         if self.family == Family::Ixgbe {
             self.set(0x10010, 1 << 9); // EEC.ARD
             self.set(0x2F00, 1 << 3); // RDRXCTL.DMAIDONE
+            self.set(0x42A0, 3 << 13); // AUTOC.LMS from the EEPROM: 10 GbE SFI
         }
     }
 
@@ -278,9 +298,12 @@ impl Dev {
                 self.set(off, v | 1 << 28);
                 return;
             }
-            // AUTOC: link mode 10 GbE serial (011b) with AN restart.
+            // AUTOC: restart link setup; the link mode (LMS, bits 13..15) must stay as loaded.
             (Family::Ixgbe, 0x42A0) => {
-                if v & (1 << 12) != 0 && (v >> 13) & 7 == 3 && !self.unplugged {
+                if (v >> 13) & 7 != (self.reg(off) >> 13) & 7 {
+                    self.violation("AUTOC.LMS changed from the EEPROM's link mode".into());
+                }
+                if v & (1 << 12) != 0 && !self.unplugged {
                     self.link = true;
                 }
                 self.set(off, v & !(1 << 12));
@@ -329,7 +352,7 @@ impl Dev {
 
     /// Fetches descriptors from TDH to TDT and sends the frames they describe.
     fn transmit(&mut self) {
-        if !self.tx_enabled() {
+        if !self.tx_enabled() || self.tx_held {
             return;
         }
         let m = self.map;
@@ -410,26 +433,36 @@ impl Dev {
         if (self.reg(m.srrctl) >> 25) & 7 != 1 {
             self.violation("SRRCTL.DESCTYPE is not advanced one-buffer".into());
         }
-        let base = self.ring_base(m.rdbal, m.rdbah);
-        let d = (base + 16 * h as u64) as *mut u8;
-        // SAFETY: identity DMA into the descriptor and the buffer it names.
-        unsafe {
-            let addr = d.cast::<u64>().read_volatile();
-            let len = f.len().min(bsize);
-            std::ptr::copy_nonoverlapping(f.as_ptr(), addr as *mut u8, len);
-            let mut status = 1 | 2; // DD | EOP
-            if f.len() > bsize {
-                status = 1; // no EOP: the rest would go to the next descriptor
-            }
-            if self.corrupt_next_rx > 0 {
-                self.corrupt_next_rx -= 1;
-                status |= m.rxe;
-            }
-            d.cast::<u64>().write_volatile(0);
-            d.add(8).cast::<u32>().write_volatile(status);
-            d.add(12).cast::<u32>().write_volatile(len as u32);
+        // A frame larger than a buffer continues in the following descriptors; only the last
+        // has EOP. Nothing is written unless enough descriptors are posted.
+        let pieces = f.len().div_ceil(bsize.max(1)).max(1) as u32;
+        let posted = (self.reg(m.rdt) + n - h) % n;
+        if posted < pieces {
+            let c = self.reg(m.no_buf);
+            self.set(m.no_buf, c + 1);
+            return;
         }
-        self.set(m.rdh, (h + 1) % n);
+        let base = self.ring_base(m.rdbal, m.rdbah);
+        let mut h = h;
+        for (k, chunk) in f.chunks(bsize.max(1)).enumerate() {
+            let d = (base + 16 * h as u64) as *mut u8;
+            let last = k as u32 + 1 == pieces;
+            // SAFETY: identity DMA into the descriptor and the buffer it names.
+            unsafe {
+                let addr = d.cast::<u64>().read_volatile();
+                std::ptr::copy_nonoverlapping(chunk.as_ptr(), addr as *mut u8, chunk.len());
+                let mut status = 1 | if last { 2 } else { 0 }; // DD, EOP
+                if last && self.corrupt_next_rx > 0 {
+                    self.corrupt_next_rx -= 1;
+                    status |= m.rxe;
+                }
+                d.cast::<u64>().write_volatile(0);
+                d.add(8).cast::<u32>().write_volatile(status);
+                d.add(12).cast::<u32>().write_volatile(chunk.len() as u32);
+            }
+            h = (h + 1) % n;
+        }
+        self.set(m.rdh, h);
         let g = self.reg(m.gprc);
         self.set(m.gprc, g + 1);
         let b = self.reg(m.gorcl);

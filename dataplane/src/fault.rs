@@ -88,6 +88,10 @@ impl<T: Transport> Transport for FaultInjector<T> {
         for p in pkts {
             if self.hit(self.tx_drop) {
                 self.stats.tx_dropped += 1;
+                // The endpoint counts the dropped frame as accepted, so "max_tx_in_flight later
+                // packets" would overcount what the inner transport got: let it finish reading
+                // everything before the drop.
+                self.inner.tx_flush();
             } else if self.inner.tx_burst(core::slice::from_ref(p)) == 0 {
                 break;
             }

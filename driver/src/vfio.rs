@@ -197,8 +197,13 @@ impl PciFunction {
                 (self.config_offset + off) as libc::off_t,
             )
         };
-        if n != buf.len() as isize {
+        if n < 0 {
             return Err(DeviceError::Config { error: io::Error::last_os_error() });
+        }
+        if n != buf.len() as isize {
+            return Err(DeviceError::Config {
+                error: io::Error::other(format!("short access: {n} of {} bytes", buf.len())),
+            });
         }
         Ok(())
     }
@@ -213,8 +218,13 @@ impl PciFunction {
                 (self.config_offset + off) as libc::off_t,
             )
         };
-        if n != buf.len() as isize {
+        if n < 0 {
             return Err(DeviceError::Config { error: io::Error::last_os_error() });
+        }
+        if n != buf.len() as isize {
+            return Err(DeviceError::Config {
+                error: io::Error::other(format!("short access: {n} of {} bytes", buf.len())),
+            });
         }
         Ok(())
     }
@@ -250,6 +260,12 @@ impl PciFunction {
             });
         }
         Ok(())
+    }
+
+    /// Clears bus mastering: the device can no longer DMA.
+    pub fn disable_dma(&self) -> Result<(), DeviceError> {
+        let cmd = self.config_read_u16(PCI_COMMAND)?;
+        self.config_write_u16(PCI_COMMAND, cmd & !PCI_COMMAND_MASTER)
     }
 
     /// Resets the function (`VFIO_DEVICE_RESET`) if it supports a reset.

@@ -105,10 +105,8 @@ impl fmt::Display for DmaError {
         match self {
             DmaError::NoHugepages { size, needed, counts } => {
                 let want = counts.total + needed.saturating_sub(counts.free);
-                let path = match size {
-                    PageSize::Huge1G => "/sys/kernel/mm/hugepages/hugepages-1048576kB/nr_hugepages".to_string(),
-                    _ => "/proc/sys/vm/nr_hugepages".to_string(),
-                };
+                let path =
+                    format!("{}/nr_hugepages", size.sysfs_dir().unwrap_or("/sys/kernel/mm/hugepages/hugepages-2048kB"));
                 write!(
                     f,
                     "not enough {} hugepages: {needed} needed, {} free of {} reserved; reserve \
@@ -124,11 +122,17 @@ impl fmt::Display for DmaError {
                  on the kernel command line); use 2 MiB pages instead",
                 s.name()
             ),
-            DmaError::BadLength(n) => write!(f, "cannot map {n} bytes of DMA memory"),
-            DmaError::Map(e) => write!(f, "mapping DMA memory failed: {e}"),
-            DmaError::IovaExhausted { len } => {
-                write!(f, "no free device address range of {len} bytes in the IOVA aperture")
+            DmaError::BadLength(n) => {
+                write!(f, "cannot map {n} bytes of DMA memory: ask for 1 byte to a few TiB")
             }
+            DmaError::Map(e) => {
+                write!(f, "mapping DMA memory failed: {e} (check `ulimit -v` and free memory: `free -m`)")
+            }
+            DmaError::IovaExhausted { len } => write!(
+                f,
+                "no free device address range of {len} bytes in the IOVA aperture (4 GiB to \
+                 512 GiB): free DMA memory no longer used, or allocate fewer, larger regions"
+            ),
             DmaError::IommuMap { iova, len, error } => write!(
                 f,
                 "VFIO_IOMMU_MAP_DMA of {len} bytes at IOVA {iova:#x} failed: {error} (the \
@@ -350,6 +354,11 @@ impl DmaSpace {
         matches!(self.domain, Domain::Identity)
     }
 
+    /// Whether this space maps into `container` (the same container object).
+    pub fn is_in(&self, container: &Arc<vfio_ioctls::VfioContainer>) -> bool {
+        matches!(&self.domain, Domain::Vfio(c) if Arc::ptr_eq(c, container))
+    }
+
     /// Maps `len` bytes of `page`-sized pages for the device and returns them with their IOVA.
     pub fn alloc(self: &Arc<Self>, len: usize, page: PageSize) -> Result<DmaMemory, DmaError> {
         let mem = Memory::new(len, page)?;
@@ -499,7 +508,7 @@ mod tests {
         let e = Memory::hugepages(want).expect_err("more hugepages than are free");
         let msg = e.to_string();
         assert!(matches!(e, DmaError::NoHugepages { .. }), "{msg}");
-        assert!(msg.contains("/proc/sys/vm/nr_hugepages"), "{msg}");
+        assert!(msg.contains("/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"), "{msg}");
         assert!(msg.contains(&format!("{} needed", c.free + 1)), "{msg}");
     }
 
@@ -510,7 +519,8 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "not enough 2 MiB hugepages: 3 needed, 1 free of 4 reserved; reserve them as root \
-             with `echo 6 > /proc/sys/vm/nr_hugepages` (or boot with hugepages=6)"
+             with `echo 6 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` (or boot \
+             with hugepages=6)"
         );
     }
 }

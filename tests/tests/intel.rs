@@ -73,6 +73,8 @@ fn run_loopback(family: Family) {
     assert_eq!((ca.tx_packets, ca.tx_bytes), (cb.rx_packets, cb.rx_bytes), "{ca:?} {cb:?}");
     assert_eq!((cb.tx_packets, cb.tx_bytes), (ca.rx_packets, ca.rx_bytes), "{ca:?} {cb:?}");
     assert_eq!(ca.rx_bad_release + cb.rx_bad_release, 0);
+    assert_eq!(ca.tx_flush_timeouts + cb.tx_flush_timeouts, 0);
+    assert_eq!(ca.rx_dropped_by_driver + cb.rx_dropped_by_driver, 0);
 }
 
 #[test]
@@ -200,4 +202,76 @@ fn a_device_that_never_links_gives_a_clear_error() {
     assert!(e.to_string().contains("no link after"), "{e}");
     // The fake kept its registers: nothing reached the queue setup.
     assert_eq!(probe.peek(0x42A4), 0, "LINKS.UP stayed clear");
+}
+
+/// Two-segment packets of 60 bytes from `a`'s own memory.
+fn two_segment_packet(space: &Arc<DmaSpace>) -> erpc_dataplane::transport::TxPacket {
+    use erpc_dataplane::transport::{Segment, TxPacket};
+    let mem = Box::leak(Box::new(space.alloc(4096, PageSize::Ordinary).unwrap()));
+    let p = mem.vaddr().as_ptr();
+    // SAFETY: our own fresh memory; the fake reads it.
+    unsafe {
+        std::ptr::copy_nonoverlapping(MAC_B.as_ptr(), p, 6);
+        std::ptr::copy_nonoverlapping(MAC_A.as_ptr(), p.add(6), 6);
+    }
+    // SAFETY: inside the 4 KiB allocation.
+    let second = unsafe { p.add(2048) };
+    TxPacket {
+        segs: [
+            Segment { vaddr: p, iova: mem.iova(), len: 30 },
+            Segment { vaddr: second, iova: mem.iova() + 2048, len: 30 },
+        ],
+    }
+}
+
+#[test]
+fn a_full_ring_always_has_a_write_back_to_wait_for() {
+    // 64 descriptors, two per packet, a write-back every 16 packets: with the device paused the
+    // ring fills; once it resumes, the next burst must find room again (it would wait forever
+    // if no descriptor in the full ring had asked for a write-back).
+    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let space = DmaSpace::identity();
+    let c = IntelConfig { tx_ring: 64, rs_interval: 16, ..cfg(1) };
+    let mut a = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, c).unwrap();
+    let _b = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_B, &wire), Family::Igb, &space, cfg(2)).unwrap();
+    let pkt = two_segment_packet(&space);
+    a.registers().hold_tx(true);
+    let mut accepted = 0;
+    while a.tx_burst(&[pkt]) == 1 {
+        accepted += 1;
+        assert!(accepted < 64, "the ring never filled");
+    }
+    assert_eq!(accepted, 31, "63 usable descriptors hold 31 two-segment packets");
+    a.registers().hold_tx(false);
+    assert_eq!(a.registers().frames_transmitted(), 31);
+    for i in 0..1000 {
+        assert_eq!(a.tx_burst(&[pkt]), 1, "packet {i} after the device resumed");
+    }
+    assert_eq!(a.registers().violations(), Vec::<String>::new());
+    let bad = IntelConfig { tx_ring: 64, rs_interval: 32, ..cfg(1) };
+    let e = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, bad)
+        .err()
+        .expect("rs_interval above a quarter of the ring refused");
+    assert!(e.to_string().contains("rs_interval = 32: use 1..=16"), "{e}");
+}
+
+#[test]
+fn a_flush_that_times_out_restarts_the_queue_and_never_sends_stale_descriptors() {
+    let (mut a, _b, space) = pair(Family::Ixgbe);
+    let pkt = two_segment_packet(&space);
+    a.registers().hold_tx(true);
+    for _ in 0..10 {
+        assert_eq!(a.tx_burst(&[pkt]), 1);
+    }
+    a.tx_flush(); // the device never gets there: gives up after a second
+    assert_eq!(a.counters().tx_flush_timeouts, 1);
+    assert_eq!(a.tx_reclaimed(), 10, "the caller may reuse the buffers");
+    a.registers().hold_tx(false);
+    assert_eq!(a.registers().frames_transmitted(), 0, "the stale descriptors were discarded");
+    for _ in 0..5 {
+        assert_eq!(a.tx_burst(&[pkt]), 1);
+    }
+    a.tx_flush();
+    assert_eq!(a.registers().frames_transmitted(), 5, "the restarted queue sends again");
+    assert_eq!(a.registers().violations(), Vec::<String>::new());
 }

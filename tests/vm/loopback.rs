@@ -1,9 +1,18 @@
-//! The loopback driver tests, run inside a QEMU guest by `tests/vm/run` (linked statically).
+//! The loopback driver tests: two Intel NICs wired to each other (in CI: two emulated 82576 in
+//! a QEMU guest, started by `tests/vm/run`; on real hardware: two ports cabled back to back),
+//! both bound to vfio-pci. Linked statically for the guest.
 //!
-//! `erpc-vm-loopback <BDF of NIC A> <BDF of NIC B>`: both NICs are bound to vfio-pci and wired
-//! to each other. Opens both through VFIO in one type1 container and runs eRPC between an
-//! endpoint on each (`erpc_tests::loopback`: small RPCs, multi-MB requests and responses, loss
-//! injected in software), then checks IOMMU containment and the error messages a user gets.
+//! `erpc-loopback <BDF of NIC A> <BDF of NIC B> [--containment] [--reserve-hugepages N]`:
+//! opens both NICs through VFIO in one type1 container and runs eRPC between an endpoint on each
+//! (`erpc_tests::loopback`: small RPCs, multi-MB requests and responses, loss injected in
+//! software), then checks the NICs' statistics and the error messages a user gets.
+//! * `--reserve-hugepages N`: expects no hugepages reserved, checks that allocating then fails
+//!   with the message that says how to reserve them, and reserves N (the guest does this).
+//! * `--containment`: points a transmit descriptor at the physical address of memory that is not
+//!   mapped in the IOMMU and checks that its contents do not leave the NIC. On real hardware the
+//!   resulting IOMMU fault may stall the NIC's queue until the next reset: the guest's emulated
+//!   NIC is the place for it.
+//!
 //! Prints `RESULT: PASS` or `RESULT: FAIL: <reason>` as its last line.
 
 use erpc_dataplane::clock::StdClock;
@@ -39,7 +48,7 @@ fn hugepages_error_then_reserve(pages: u64) -> Result<String, String> {
     match Memory::hugepages(4 << 20) {
         Err(e @ DmaError::NoHugepages { .. }) => {
             let m = e.to_string();
-            if !m.contains("echo 2 > /proc/sys/vm/nr_hugepages") {
+            if !m.contains("echo 2 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages") {
                 return Err(format!("message does not say how to reserve them: {m}"));
             }
             std::fs::write("/proc/sys/vm/nr_hugepages", pages.to_string())
@@ -162,12 +171,31 @@ fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelNic, b: &mut IntelNic) 
     }
 }
 
-fn run(bdfs: &[String]) -> Result<(), String> {
-    let [bdf_a, bdf_b] = bdfs else {
-        return Err(format!("need two NIC addresses, got {bdfs:?}"));
+const USAGE: &str = "usage: erpc-loopback <BDF of NIC A> <BDF of NIC B> [--containment] [--reserve-hugepages N]";
+
+fn run(args: &[String]) -> Result<(), String> {
+    let mut bdfs = vec![];
+    let mut containment = false;
+    let mut reserve = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--containment" => containment = true,
+            "--reserve-hugepages" => {
+                let n = it.next().and_then(|n| n.parse::<u64>().ok());
+                reserve = Some(n.ok_or(format!("--reserve-hugepages needs a number\n{USAGE}"))?);
+            }
+            b if !b.starts_with('-') => bdfs.push(b.to_string()),
+            other => return Err(format!("unknown option {other}\n{USAGE}")),
+        }
+    }
+    let [bdf_a, bdf_b] = &bdfs[..] else {
+        return Err(format!("need two NIC addresses, got {bdfs:?}\n{USAGE}"));
     };
-    println!("erpc-vm-loopback: NIC A {bdf_a}, NIC B {bdf_b}");
-    check("hugepages", hugepages_error_then_reserve(96))?;
+    println!("erpc-loopback: NIC A {bdf_a}, NIC B {bdf_b}");
+    if let Some(n) = reserve {
+        check("hugepages", hugepages_error_then_reserve(n))?;
+    }
     let container = vfio::open_container().map_err(|e| e.to_string())?;
     let space = DmaSpace::vfio(container.clone());
     let t0 = Instant::now();
@@ -214,17 +242,23 @@ fn run(bdfs: &[String]) -> Result<(), String> {
     println!("     NIC B counters: {cb:?}");
     check(
         "device statistics",
-        if ca.tx_packets > 10_000 && cb.rx_packets > 10_000 && ca.rx_packets > 0 && cb.tx_packets > 0 {
+        if ca.tx_flush_timeouts + cb.tx_flush_timeouts > 0 {
+            Err("tx_flush timed out".into())
+        } else if ca.rx_dropped_by_driver + cb.rx_dropped_by_driver + ca.rx_bad_release + cb.rx_bad_release > 0 {
+            Err("the driver dropped frames or saw bad releases".into())
+        } else if ca.tx_packets > 10_000 && cb.rx_packets > 10_000 && ca.rx_packets > 0 && cb.tx_packets > 0 {
             Ok(format!("A sent {} frames, B received {}", ca.tx_packets, cb.rx_packets))
         } else {
             Err("statistics registers did not count the traffic".into())
         },
     )?;
-    let (c, s) = (&mut lb.client, &mut lb.server);
-    check(
-        "IOMMU containment",
-        iommu_containment(&space, c.transport_mut().inner_mut(), s.transport_mut().inner_mut()),
-    )?;
+    if containment {
+        let (c, s) = (&mut lb.client, &mut lb.server);
+        check(
+            "IOMMU containment",
+            iommu_containment(&space, c.transport_mut().inner_mut(), s.transport_mut().inner_mut()),
+        )?;
+    }
     Ok(())
 }
 

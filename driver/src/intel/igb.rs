@@ -92,6 +92,8 @@ pub const QUEUE_ENABLE: u32 = 1 << 25;
 /// restart, full duplex, 1000 Mb/s; READY is bit 28.
 pub const MDIC_BMCR_RESTART_AN: u32 = (1 << 26) | (1 << 21) | 0x1340;
 pub const MDIC_READY: u32 = 1 << 28;
+/// MDIC.E: the PHY access failed (8.2.4).
+pub const MDIC_ERROR: u32 = 1 << 30;
 /// RXE in the advanced receive write-back's extended errors (82576 datasheet 7.1.5.2).
 pub const RX_ERR_MASK: u32 = 1 << 31;
 
@@ -114,7 +116,12 @@ pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
 pub fn start_link(r: &impl RegisterIo) -> Result<(), NicError> {
     r.set_bits(CTRL, Ctrl::SLU.bits());
     r.write32(MDIC, MDIC_BMCR_RESTART_AN);
-    wait("igb PHY write (MDIC.READY)", Duration::from_millis(100), || r.read32(MDIC) & MDIC_READY != 0)
+    wait("igb PHY write (MDIC.READY)", Duration::from_millis(100), || r.read32(MDIC) & MDIC_READY != 0)?;
+    if r.read32(MDIC) & MDIC_ERROR != 0 {
+        // Fiber/SerDes variants have no copper PHY at this address.
+        return Err(NicError::Timeout("igb PHY write (MDIC.E set: no copper PHY answered)"));
+    }
+    Ok(())
 }
 
 pub fn link_up(r: &impl RegisterIo) -> bool {

@@ -90,12 +90,13 @@ pub const EEC_ARD: u32 = 1 << 9;
 /// RDRXCTL.DMAIDONE: DMA initialisation done (8.2.3.8.8); RDRXCTL.CRCSTRIP (bit 1).
 pub const RDRXCTL_DMAIDONE: u32 = 1 << 3;
 pub const RDRXCTL_CRCSTRIP: u32 = 1 << 1;
+/// RDRXCTL.RSCACKC and FCOE_WRFIX: "must be set to 1" (8.2.3.8.8).
+pub const RDRXCTL_RSCACKC: u32 = 1 << 25;
+pub const RDRXCTL_FCOE_WRFIX: u32 = 1 << 26;
 /// RXCTRL.RXEN (8.2.3.8.10).
 pub const RXCTRL_RXEN: u32 = 1 << 0;
-/// AUTOC (8.2.3.22.19): link mode select (bits 13..15) = 10 GbE serial with autonegotiation
-/// (011b), and restart autonegotiation (bit 12).
-pub const AUTOC_LMS_MASK: u32 = 0x7 << 13;
-pub const AUTOC_LMS_10G_SERIAL: u32 = 0x3 << 13;
+/// AUTOC.RESTART_AN (8.2.3.22.19): restart link setup in the link mode the EEPROM selected
+/// (AUTOC.LMS, bits 13..15, which differs between SFI, KR, KX4, XAUI and CX4 boards and is kept).
 pub const AUTOC_AN_RESTART: u32 = 1 << 12;
 /// LINKS.LINK_UP (8.2.3.22.20).
 pub const LINKS_UP: u32 = 1 << 30;
@@ -132,10 +133,10 @@ pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
     wait("ixgbe DMA init (RDRXCTL.DMAIDONE)", Duration::from_secs(1), || r.read32(RDRXCTL) & RDRXCTL_DMAIDONE != 0)
 }
 
-/// 10 GbE serial link with autonegotiation, restarted (datasheet 4.6.4).
+/// Restarts link setup in the board's own link mode (datasheet 4.6.4). The X540's copper PHY
+/// is not set up here: it comes up with its power-on defaults.
 pub fn start_link(r: &impl RegisterIo) -> Result<(), NicError> {
-    let autoc = (r.read32(AUTOC) & !AUTOC_LMS_MASK) | AUTOC_LMS_10G_SERIAL;
-    r.write32(AUTOC, autoc | AUTOC_AN_RESTART);
+    r.set_bits(AUTOC, AUTOC_AN_RESTART);
     Ok(())
 }
 
@@ -153,7 +154,7 @@ pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
         r.write32(RXPBSIZE0 + 4 * i, 0);
     }
     r.set_bits(HLREG0, Hlreg0::RXCRCSTRP.bits());
-    r.set_bits(RDRXCTL, RDRXCTL_CRCSTRIP);
+    r.set_bits(RDRXCTL, RDRXCTL_CRCSTRIP | RDRXCTL_RSCACKC | RDRXCTL_FCOE_WRFIX);
     let mut fctrl = Fctrl::from_bits_retain(r.read32(FCTRL)) | Fctrl::BAM;
     if s.promiscuous {
         fctrl |= Fctrl::UPE | Fctrl::MPE;
@@ -171,14 +172,14 @@ pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
     r.set_bits(q.rxdctl, QUEUE_ENABLE);
     wait("ixgbe RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
     r.write32(q.rdt, s.rx_tail as u32);
-    // Transmit.
+    // Transmit; the arbiter is off while the packet buffers are sized (4.6.11.3).
     r.set_bits(HLREG0, (Hlreg0::TXCRCEN | Hlreg0::TXPADEN).bits());
+    r.set_bits(RTTDCS, RTTDCS_ARBDIS);
     r.write32(TXPBSIZE0, TXPBSIZE_40K);
     for i in 1..8 {
         r.write32(TXPBSIZE0 + 4 * i, 0);
     }
     r.write32(DTXMXSZRQ, 0xFFFF);
-    r.set_bits(RTTDCS, RTTDCS_ARBDIS);
     r.write32(q.tdbal, s.tx_ring_iova as u32);
     r.write32(q.tdbah, (s.tx_ring_iova >> 32) as u32);
     r.write32(q.tdlen, s.tx_len as u32 * 16);

@@ -170,8 +170,11 @@ pub struct Counters {
     pub rx_dropped_by_driver: u64,
     /// `rx_release` calls with an id that was not lent (double or forged release), ignored.
     pub rx_bad_release: u64,
-    /// `tx_flush` calls that gave up waiting for the device.
+    /// `tx_flush` calls that gave up waiting for the device (the TX queue was then restarted,
+    /// discarding what it had not sent).
     pub tx_flush_timeouts: u64,
+    /// Packets larger than the MTU handed to `tx_burst`, dropped.
+    pub tx_dropped_oversize: u64,
 }
 
 /// Why an Intel NIC could not be brought up. Each message says what to do.
@@ -281,10 +284,22 @@ pub struct IntelNic<R: RegisterIo = Bar> {
     mtu: usize,
     counters: Counters,
     frames: Vec<RxFrame>,
-    // Field order: the rings' memory must outlive the device's use of it; Drop stops the
-    // queues first.
-    _mem: DmaMemory,
+    // Drop order (declaration order): Drop::drop stops the queues and bus mastering, then the
+    // BAR (in `regs`) and the VFIO device close, and only then is the rings' memory unmapped.
     _pci: Option<PciFunction>,
+    _mem: DmaMemory,
+}
+
+// SAFETY: an IntelNic owns its rings, buffers and registers; the raw pointers it holds point into
+// its own DMA memory and BAR, which move with it. Lent RX buffers are only touched by whoever
+// holds the NIC (through `rx_release`).
+unsafe impl<R: RegisterIo + Send> Send for IntelNic<R> {}
+
+/// Waits (briefly) for both queues' ENABLE bits to read 0 after a stop.
+fn quiesce(r: &impl RegisterIo, q: &QueueRegs) {
+    let _ = wait("queues to stop", Duration::from_millis(50), || {
+        (r.read32(q.rxdctl) | r.read32(q.txdctl)) & (1 << 25) == 0
+    });
 }
 
 impl IntelNic<Bar> {
@@ -297,6 +312,13 @@ impl IntelNic<Bar> {
         bdf: &str,
         cfg: IntelConfig,
     ) -> Result<IntelNic<Bar>, NicError> {
+        if !space.is_in(container) {
+            return Err(NicError::Config(
+                "the DMA space is not the one of this VFIO container: use \
+                 DmaSpace::vfio(container.clone()) for the NIC and for the endpoint's memory"
+                    .into(),
+            ));
+        }
         let pci = PciFunction::open(container, bdf)?;
         let vendor = pci.config_read_u16(0)?;
         let device = pci.config_read_u16(2)?;
@@ -322,6 +344,14 @@ impl<R: RegisterIo> IntelNic<R> {
             if !(64..=4096).contains(&n) || n % 8 != 0 {
                 return Err(NicError::Config(format!("{name} = {n}: use a multiple of 8 in 64..=4096")));
             }
+        }
+        if !(1..=cfg.tx_ring as u32 / 4).contains(&cfg.rs_interval) {
+            return Err(NicError::Config(format!(
+                "rs_interval = {}: use 1..={} (a quarter of tx_ring), so that a write-back is \
+                 always pending before the ring fills",
+                cfg.rs_interval,
+                cfg.tx_ring / 4
+            )));
         }
         if !(64..=1514).contains(&cfg.mtu) {
             return Err(NicError::Config(format!("mtu = {}: use 64..=1514", cfg.mtu)));
@@ -352,8 +382,12 @@ impl<R: RegisterIo> IntelNic<R> {
             tx_len: cfg.tx_ring,
             promiscuous: cfg.promiscuous,
         };
-        family.start_link(&regs)?;
-        family.init_queues(&regs, &setup)?;
+        if let Err(e) = family.start_link(&regs).and_then(|()| family.init_queues(&regs, &setup)) {
+            // Part-way through: make sure no queue DMAs into `mem` as it goes away.
+            family.stop(&regs);
+            quiesce(&regs, family.queue());
+            return Err(e);
+        }
         let mac = family.mac(&regs);
         let nic = IntelNic {
             q: *family.queue(),
@@ -382,6 +416,18 @@ impl<R: RegisterIo> IntelNic<R> {
         Ok(nic)
     }
 
+    /// Disables the TX queue, empties it and enables it again (datasheets: the head and tail
+    /// registers may only be written while the queue is disabled).
+    fn restart_tx(&mut self) {
+        let q = self.q;
+        self.regs.clear_bits(q.txdctl, 1 << 25);
+        let _ = wait("TX queue to stop", Duration::from_millis(100), || self.regs.read32(q.txdctl) & (1 << 25) == 0);
+        self.regs.write32(q.tdh, 0);
+        self.regs.write32(q.tdt, 0);
+        self.tx.restart();
+        self.regs.set_bits(q.txdctl, 1 << 25);
+    }
+
     /// Whether the link is up.
     pub fn link_up(&self) -> bool {
         self.family.link_up(&self.regs)
@@ -408,7 +454,9 @@ impl<R: RegisterIo> IntelNic<R> {
     /// if the ring is full.
     ///
     /// # Safety
-    /// Without an IOMMU the device reads whatever physical memory `iova` names.
+    /// Without an IOMMU the device reads whatever physical memory `iova` names. The frame counts
+    /// as an accepted packet in [`Transport::tx_reclaimed`]: do not use this while an endpoint
+    /// is sending on the NIC (its count of accepted packets would fall behind the NIC's).
     pub unsafe fn send_raw(&mut self, iova: u64, len: u32) -> bool {
         let ok = self.tx.push(&[(iova, len)]);
         self.regs.write32(self.q.tdt, self.tx.publish() as u32);
@@ -437,6 +485,14 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
         self.tx.reclaim();
         let mut n = 0;
         for p in pkts {
+            if p.len() > self.mtu {
+                // Never sent by the dataplane, which sizes packets from `mtu()`; a descriptor
+                // length field would overflow. Accepted (so the caller moves on) and counted.
+                self.counters.tx_dropped_oversize += 1;
+                self.tx.push(&[]);
+                n += 1;
+                continue;
+            }
             let segs = [(p.segs[0].iova, p.segs[0].len), (p.segs[1].iova, p.segs[1].len)];
             if !self.tx.push(&segs) {
                 break;
@@ -455,8 +511,15 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
         // The head register passes a descriptor once the device has processed it.
         while self.regs.read32(self.q.tdh) != tail {
             if t0.elapsed() > FLUSH_TIMEOUT {
+                // The device stopped fetching (link down stops TX DMA). Its queued descriptors
+                // point at buffers the caller is about to reuse: restart the queue empty so
+                // they are never sent.
                 self.counters.tx_flush_timeouts += 1;
-                log::warn!("tx_flush: the device did not reach the tail in {FLUSH_TIMEOUT:?}");
+                log::warn!(
+                    "tx_flush: the device did not reach the tail in {FLUSH_TIMEOUT:?}; \
+                     restarting the TX queue (link down?)"
+                );
+                self.restart_tx();
                 return;
             }
             std::hint::spin_loop();
@@ -474,6 +537,7 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
         if dropped > 0 {
             self.counters.rx_dropped_by_driver += dropped;
             if let Some(t) = self.rx.repost() {
+                fence_before_doorbell();
                 self.regs.write32(self.q.rdt, t as u32);
             }
         }
@@ -503,7 +567,13 @@ fn fence_before_doorbell() {
 
 impl<R: RegisterIo> Drop for IntelNic<R> {
     fn drop(&mut self) {
-        // Stop DMA before the rings and buffers are unmapped.
+        // Stop DMA before the rings and buffers are unmapped: queues off, then bus mastering.
         self.family.stop(&self.regs);
+        quiesce(&self.regs, &self.q);
+        if let Some(pci) = &self._pci {
+            if let Err(e) = pci.disable_dma() {
+                log::warn!("{}: clearing bus mastering: {e}", pci.bdf());
+            }
+        }
     }
 }

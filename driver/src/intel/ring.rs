@@ -89,6 +89,8 @@ pub(crate) struct RxRing {
     /// Next descriptor to repost; posted descriptors are `[next, refill)` (mod len).
     refill: u16,
     err_mask: u32,
+    /// Inside a frame that spans several descriptors: drop up to and including its EOP.
+    discarding: bool,
 }
 
 impl RxRing {
@@ -110,6 +112,7 @@ impl RxRing {
             next: 0,
             refill: 0,
             err_mask,
+            discarding: false,
         };
         for i in 0..n - 1 {
             r.post(i);
@@ -150,14 +153,19 @@ impl RxRing {
             fence(Ordering::Acquire);
             let len = (self.ring.read_u32(i, 12) & 0xffff) as u16;
             self.next = (i + 1) % self.ring.len;
+            let eop = status & RXD_STAT_EOP != 0;
+            if self.discarding || !eop || len as u32 > self.buf_size {
+                // A frame larger than one buffer: drop every piece of it, counted once.
+                self.state[i as usize] = RxState::Returned;
+                if !self.discarding {
+                    on_drop(RxDrop::Fragmented);
+                }
+                self.discarding = !eop;
+                continue;
+            }
             if status & self.err_mask != 0 {
                 self.state[i as usize] = RxState::Returned;
                 on_drop(RxDrop::Error);
-                continue;
-            }
-            if status & RXD_STAT_EOP == 0 || len as u32 > self.buf_size {
-                self.state[i as usize] = RxState::Returned;
-                on_drop(RxDrop::Fragmented);
                 continue;
             }
             self.state[i as usize] = RxState::Lent;
@@ -262,10 +270,17 @@ impl TxRing {
         }
     }
 
-    /// Queues one packet of up to two segments `(iova, len)`; false when the ring is full.
+    /// Queues one packet of up to two segments `(iova, len)`, each shorter than 16 KiB (the
+    /// caller checks the frame against the MTU); false when the ring is full.
     pub fn push(&mut self, segs: &[(u64, u32)]) -> bool {
         let segs: heapless::Vec<(u64, u32), 2> = segs.iter().copied().filter(|s| s.1 > 0).collect();
+        debug_assert!(segs.iter().all(|s| s.1 < 1 << 14));
         if segs.is_empty() {
+            // Nothing for the device to read: accepted, and counted like any other packet.
+            self.accepted += 1;
+            if self.marks.is_empty() && self.in_use() == 0 {
+                self.reclaimed = self.accepted;
+            }
             return true;
         }
         let n = self.ring.len;
@@ -277,7 +292,10 @@ impl TxRing {
         }
         let total: u32 = segs.iter().map(|s| s.1).sum();
         self.since_rs += 1;
-        let rs = self.since_rs >= self.rs_interval;
+        // Also request a write-back when the ring is half full with none outstanding, so that
+        // reclaim always has one to wait for.
+        let half = self.in_use() + segs.len() as u16 >= n / 2;
+        let rs = self.since_rs >= self.rs_interval || (half && self.marks.is_empty());
         for (k, &(iova, len)) in segs.iter().enumerate() {
             let last = k + 1 == segs.len();
             let mut cmd = len | TXD_DTYP_DATA | TXD_CMD_DEXT | TXD_CMD_IFCS;
@@ -314,6 +332,19 @@ impl TxRing {
         self.marks.clear();
         self.clean = self.tail;
         self.reclaimed = self.accepted;
+    }
+
+    /// Forgets every queued descriptor and starts again at index 0, after the caller disabled
+    /// the queue and reset its head and tail registers. The device will read none of them.
+    pub fn restart(&mut self) {
+        let z = AdvTxRead::default();
+        for i in 0..self.ring.len {
+            self.ring.write(i, &z);
+        }
+        self.tail = 0;
+        self.clean = 0;
+        self.since_rs = 0;
+        self.all_done();
     }
 
     pub fn tail(&self) -> u16 {
