@@ -197,15 +197,7 @@ impl PciFunction {
                 (self.config_offset + off) as libc::off_t,
             )
         };
-        if n < 0 {
-            return Err(DeviceError::Config { error: io::Error::last_os_error() });
-        }
-        if n != buf.len() as isize {
-            return Err(DeviceError::Config {
-                error: io::Error::other(format!("short access: {n} of {} bytes", buf.len())),
-            });
-        }
-        Ok(())
+        whole_access(n, buf.len())
     }
 
     fn config_write(&self, off: u64, buf: &[u8]) -> Result<(), DeviceError> {
@@ -218,15 +210,7 @@ impl PciFunction {
                 (self.config_offset + off) as libc::off_t,
             )
         };
-        if n < 0 {
-            return Err(DeviceError::Config { error: io::Error::last_os_error() });
-        }
-        if n != buf.len() as isize {
-            return Err(DeviceError::Config {
-                error: io::Error::other(format!("short access: {n} of {} bytes", buf.len())),
-            });
-        }
-        Ok(())
+        whole_access(n, buf.len())
     }
 
     /// Reads a 16-bit config-space register.
@@ -307,6 +291,18 @@ impl PciFunction {
         let mmio = unsafe { Mmio::new(base, size) };
         Ok(Bar { mmio, base, size })
     }
+}
+
+/// The result of a `pread`/`pwrite` of `len` bytes of config space.
+fn whole_access(n: isize, len: usize) -> Result<(), DeviceError> {
+    if n < 0 {
+        return Err(DeviceError::Config { error: io::Error::last_os_error() });
+    }
+    if n != len as isize {
+        let error = io::Error::other(format!("short access: {n} of {len} bytes"));
+        return Err(DeviceError::Config { error });
+    }
+    Ok(())
 }
 
 /// The BDFs in IOMMU group `group` (`/sys/kernel/iommu_groups/<group>/devices`).

@@ -105,8 +105,9 @@ fn bring_up_programs_the_rings_and_link() {
     }
 }
 
-/// Sends `n` minimal frames from `a` (to `b`'s MAC) through the Transport interface.
-fn send_frames(a: &mut IntelNic<FakeIntel>, space: &Arc<DmaSpace>, n: usize) {
+/// A 60-byte frame from A to B in fresh memory of the identity space, as one segment or two.
+fn test_packet(space: &Arc<DmaSpace>, two_segments: bool) -> erpc_dataplane::transport::TxPacket {
+    use erpc_dataplane::transport::{Segment, TxPacket};
     let mem = Box::leak(Box::new(space.alloc(4096, PageSize::Ordinary).unwrap()));
     let p = mem.vaddr().as_ptr();
     // SAFETY: our own fresh memory; the fake reads it.
@@ -114,8 +115,22 @@ fn send_frames(a: &mut IntelNic<FakeIntel>, space: &Arc<DmaSpace>, n: usize) {
         std::ptr::copy_nonoverlapping(MAC_B.as_ptr(), p, 6);
         std::ptr::copy_nonoverlapping(MAC_A.as_ptr(), p.add(6), 6);
     }
-    let seg = erpc_dataplane::transport::Segment { vaddr: p, iova: mem.iova(), len: 60 };
-    let pkt = erpc_dataplane::transport::TxPacket { segs: [seg, erpc_dataplane::transport::Segment::EMPTY] };
+    if !two_segments {
+        return TxPacket { segs: [Segment { vaddr: p, iova: mem.iova(), len: 60 }, Segment::EMPTY] };
+    }
+    // SAFETY: inside the 4 KiB allocation.
+    let second = unsafe { p.add(2048) };
+    TxPacket {
+        segs: [
+            Segment { vaddr: p, iova: mem.iova(), len: 30 },
+            Segment { vaddr: second, iova: mem.iova() + 2048, len: 30 },
+        ],
+    }
+}
+
+/// Sends `n` minimal frames from `a` (to `b`'s MAC) through the Transport interface.
+fn send_frames(a: &mut IntelNic<FakeIntel>, space: &Arc<DmaSpace>, n: usize) {
+    let pkt = test_packet(space, false);
     for _ in 0..n {
         assert_eq!(a.tx_burst(&[pkt]), 1);
     }
@@ -204,26 +219,6 @@ fn a_device_that_never_links_gives_a_clear_error() {
     assert_eq!(probe.peek(0x42A4), 0, "LINKS.UP stayed clear");
 }
 
-/// Two-segment packets of 60 bytes from `a`'s own memory.
-fn two_segment_packet(space: &Arc<DmaSpace>) -> erpc_dataplane::transport::TxPacket {
-    use erpc_dataplane::transport::{Segment, TxPacket};
-    let mem = Box::leak(Box::new(space.alloc(4096, PageSize::Ordinary).unwrap()));
-    let p = mem.vaddr().as_ptr();
-    // SAFETY: our own fresh memory; the fake reads it.
-    unsafe {
-        std::ptr::copy_nonoverlapping(MAC_B.as_ptr(), p, 6);
-        std::ptr::copy_nonoverlapping(MAC_A.as_ptr(), p.add(6), 6);
-    }
-    // SAFETY: inside the 4 KiB allocation.
-    let second = unsafe { p.add(2048) };
-    TxPacket {
-        segs: [
-            Segment { vaddr: p, iova: mem.iova(), len: 30 },
-            Segment { vaddr: second, iova: mem.iova() + 2048, len: 30 },
-        ],
-    }
-}
-
 #[test]
 fn a_full_ring_always_has_a_write_back_to_wait_for() {
     // 64 descriptors, two per packet, a write-back every 16 packets: with the device paused the
@@ -234,7 +229,7 @@ fn a_full_ring_always_has_a_write_back_to_wait_for() {
     let c = IntelConfig { tx_ring: 64, rs_interval: 16, ..cfg(1) };
     let mut a = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, c).unwrap();
     let _b = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_B, &wire), Family::Igb, &space, cfg(2)).unwrap();
-    let pkt = two_segment_packet(&space);
+    let pkt = test_packet(&space, true);
     a.registers().hold_tx(true);
     let mut accepted = 0;
     while a.tx_burst(&[pkt]) == 1 {
@@ -258,7 +253,7 @@ fn a_full_ring_always_has_a_write_back_to_wait_for() {
 #[test]
 fn a_flush_that_times_out_restarts_the_queue_and_never_sends_stale_descriptors() {
     let (mut a, _b, space) = pair(Family::Ixgbe);
-    let pkt = two_segment_packet(&space);
+    let pkt = test_packet(&space, true);
     a.registers().hold_tx(true);
     for _ in 0..10 {
         assert_eq!(a.tx_burst(&[pkt]), 1);

@@ -7,7 +7,7 @@
 //! the model: after a reset the link stays down until autonegotiation is restarted through the
 //! PHY.
 
-use super::{wait, Counters, NicError, QueueRegs, RingSetup};
+use super::{wait, NicError, QueueRegs, RingSetup, StatRegs};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
@@ -174,13 +174,15 @@ pub fn mac(r: &impl RegisterIo) -> [u8; 6] {
     [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]]
 }
 
-/// Adds the clear-on-read statistics registers to `c`.
-pub fn read_counters(r: &impl RegisterIo, c: &mut Counters) {
-    c.rx_packets += r.read32(GPRC) as u64;
-    c.tx_packets += r.read32(GPTC) as u64;
-    c.rx_bytes += r.read32(GORCL) as u64 | (r.read32(GORCH) as u64) << 32;
-    c.tx_bytes += r.read32(GOTCL) as u64 | (r.read32(GOTCH) as u64) << 32;
-    c.rx_missed += r.read32(MPC) as u64;
-    c.rx_no_buffer += r.read32(RNBC) as u64;
-    c.crc_errors += r.read32(CRCERRS) as u64;
-}
+/// The clear-on-read statistics registers.
+pub const STATS: StatRegs = StatRegs {
+    gprc: GPRC,
+    gptc: GPTC,
+    gorcl: GORCL,
+    gorch: GORCH,
+    gotcl: GOTCL,
+    gotch: GOTCH,
+    missed: MPC,
+    no_buffer: RNBC,
+    crc_errors: CRCERRS,
+};

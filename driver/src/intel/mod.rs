@@ -52,6 +52,34 @@ pub struct QueueRegs {
     pub txdctl: u32,
 }
 
+/// Offsets of the clear-on-read statistics registers a family reports.
+#[derive(Clone, Copy, Debug)]
+pub struct StatRegs {
+    pub gprc: u32,
+    pub gptc: u32,
+    pub gorcl: u32,
+    pub gorch: u32,
+    pub gotcl: u32,
+    pub gotch: u32,
+    pub missed: u32,
+    pub no_buffer: u32,
+    pub crc_errors: u32,
+}
+
+impl StatRegs {
+    /// Adds the registers' counts to `c` (reading them clears them).
+    fn read(&self, r: &impl RegisterIo, c: &mut Counters) {
+        let wide = |lo: u32, hi: u32| r.read32(lo) as u64 | (r.read32(hi) as u64) << 32;
+        c.rx_packets += r.read32(self.gprc) as u64;
+        c.tx_packets += r.read32(self.gptc) as u64;
+        c.rx_bytes += wide(self.gorcl, self.gorch);
+        c.tx_bytes += wide(self.gotcl, self.gotch);
+        c.rx_missed += r.read32(self.missed) as u64;
+        c.rx_no_buffer += r.read32(self.no_buffer) as u64;
+        c.crc_errors += r.read32(self.crc_errors) as u64;
+    }
+}
+
 /// What the family setup code needs to program the queues.
 #[derive(Clone, Copy, Debug)]
 pub struct RingSetup {
@@ -134,8 +162,8 @@ impl Family {
 
     fn read_counters(self, r: &impl RegisterIo, c: &mut Counters) {
         match self {
-            Family::Igb => igb::read_counters(r, c),
-            Family::Ixgbe => ixgbe::read_counters(r, c),
+            Family::Igb => igb::STATS.read(r, c),
+            Family::Ixgbe => ixgbe::STATS.read(r, c),
         }
     }
 }
