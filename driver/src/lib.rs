@@ -5,8 +5,10 @@
 //! * [`vfio`]: opening a function through VFIO (container, group, device), BARs, config space.
 //! * [`mmio`]: register access ([`mmio::RegisterIo`]), volatile over a BAR or faked in tests.
 //! * [`intel`]: the igb (82576, I350) and ixgbe (82599, X540) driver.
+//! * [`udp`]: a kernel UDP socket (`sendmmsg`/`recvmmsg`), for machines without a spare NIC.
 
 pub mod intel;
 pub mod mmio;
 pub mod pci;
+pub mod udp;
 pub mod vfio;

@@ -1,0 +1,128 @@
+//! The UDP socket transport on loopback: the loopback scenarios, malformed datagrams, errors.
+
+use erpc_dataplane::clock::StdClock;
+use erpc_dataplane::transport::{RxPacket, Transport};
+use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_driver::udp::{UdpConfig, UdpError, UdpTransport};
+use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+fn any_port() -> UdpConfig {
+    UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), ..Default::default() }
+}
+
+fn memory(bytes: usize) -> RpcMemory<'static> {
+    RpcMemory {
+        region: erpc_tests::region(bytes),
+        sessions: Session::storage(4).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    }
+}
+
+#[test]
+fn loopback_scenarios_over_udp() {
+    let a = UdpTransport::bind(any_port()).expect("bind a");
+    let b = UdpTransport::bind(any_port()).expect("bind b");
+    let lcfg = LoopbackConfig {
+        small_rpcs: 2000,
+        large_size: 3 << 20,
+        loss: 0.01,
+        phase_timeout_ns: 60_000_000_000,
+        ..Default::default()
+    };
+    let rpc_cfg = RpcConfig { rto_ns: 5_000_000, mtu: 1514, ..RpcConfig::default() };
+    let mut lb = Loopback::connect(a, b, memory(32 << 20), memory(32 << 20), StdClock::default(), rpc_cfg, &lcfg)
+        .expect("connect");
+    let report = lb.run_all(&lcfg).expect("scenarios");
+    println!("{report}");
+    let sa = lb.client.transport().inner().stats();
+    let sb = lb.server.transport().inner().stats();
+    assert!(sa.tx_datagrams > 5000 && sb.rx_datagrams > 5000, "{sa:?} {sb:?}");
+    assert_eq!(sa.tx_errors + sa.tx_malformed + sa.rx_truncated + sa.rx_bad_release, 0, "{sa:?}");
+    assert_eq!(sb.tx_errors + sb.tx_malformed + sb.rx_truncated + sb.rx_bad_release, 0, "{sb:?}");
+}
+
+/// Polls `t` until a frame arrives (or a second passes).
+fn recv_one(t: &mut UdpTransport) -> Option<Vec<u8>> {
+    let t0 = Instant::now();
+    let mut out = [RxPacket::EMPTY; 4];
+    while t0.elapsed() < Duration::from_secs(1) {
+        let n = t.rx_burst(&mut out);
+        if n > 0 {
+            // SAFETY: lent until released below.
+            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
+            t.rx_release(&out[..n]);
+            return Some(f);
+        }
+    }
+    None
+}
+
+#[test]
+fn received_datagrams_get_the_headroom_of_their_source() {
+    let mut t = UdpTransport::bind(any_port()).unwrap();
+    let me = t.local_addr();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    peer.send_to(b"hello eRPC", ("127.0.0.1", me.udp_port)).unwrap();
+    let f = recv_one(&mut t).expect("datagram");
+    assert_eq!(f.len(), 42 + 10);
+    assert_eq!(&f[42..], b"hello eRPC");
+    assert_eq!(&f[12..14], &[0x08, 0x00], "IPv4 ethertype");
+    assert_eq!(&f[26..30], &[127, 0, 0, 1], "source IP");
+    assert_eq!(u16::from_be_bytes([f[34], f[35]]), peer_port, "source port");
+    assert_eq!(u16::from_be_bytes([f[36], f[37]]), me.udp_port, "destination port");
+    assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 10, "UDP length");
+    // A forged release is ignored and counted.
+    t.rx_release(&[RxPacket { id: 100_000, ..RxPacket::EMPTY }]);
+    assert_eq!(t.stats().rx_bad_release, 1);
+}
+
+#[test]
+fn oversized_datagrams_are_dropped_and_counted() {
+    let mut t = UdpTransport::bind(any_port()).unwrap();
+    let port = t.local_addr().udp_port;
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer.send_to(&[7u8; 4000], ("127.0.0.1", port)).unwrap();
+    peer.send_to(&[8u8; 100], ("127.0.0.1", port)).unwrap();
+    let f = recv_one(&mut t).expect("the small datagram still arrives");
+    assert_eq!(&f[42..], &[8u8; 100][..]);
+    assert_eq!(t.stats().rx_truncated, 1);
+}
+
+#[test]
+fn garbage_reaching_an_endpoint_is_dropped_and_counted() {
+    let t = UdpTransport::bind(any_port()).unwrap();
+    let port = t.local_addr().udp_port;
+    let mut rpc = erpc_dataplane::Rpc::new(t, StdClock::default(), (), memory(1 << 20), RpcConfig::default()).unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for len in [0usize, 1, 15, 16, 17, 100, 1472] {
+        let junk: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
+        peer.send_to(&junk, ("127.0.0.1", port)).unwrap();
+    }
+    let t0 = Instant::now();
+    while rpc.stats().drops.total() < 7 && t0.elapsed() < Duration::from_secs(2) {
+        rpc.run_event_loop_once();
+    }
+    assert_eq!(rpc.stats().drops.total(), 7, "{:?}", rpc.stats().drops);
+}
+
+#[test]
+fn bad_bind_addresses_say_what_to_do() {
+    let e = UdpTransport::bind(UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), ..Default::default() })
+        .err()
+        .unwrap();
+    assert!(matches!(e, UdpError::Unspecified) && e.to_string().contains("not 0.0.0.0"), "{e}");
+    let a = UdpTransport::bind(any_port()).unwrap();
+    let taken = SocketAddrV4::new(Ipv4Addr::LOCALHOST, a.local_addr().udp_port);
+    let e = UdpTransport::bind(UdpConfig { bind: taken, ..Default::default() }).err().unwrap();
+    assert!(e.to_string().contains("in use by another process"), "{e}");
+    let e =
+        UdpTransport::bind(UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 0), ..Default::default() })
+            .err()
+            .unwrap();
+    assert!(e.to_string().contains("not an address of this machine"), "{e}");
+    let e = UdpTransport::bind(UdpConfig { mtu: 10, ..any_port() }).err().unwrap();
+    assert!(e.to_string().contains("mtu = 10"), "{e}");
+}
