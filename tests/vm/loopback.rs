@@ -217,8 +217,17 @@ fn run(args: &[String]) -> Result<(), String> {
     );
     check("open errors", open_errors(&container))?;
     let lcfg = LoopbackConfig { phase_timeout_ns: 240_000_000_000, ..Default::default() };
-    // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions.
-    let rpc_cfg = RpcConfig { rto_ns: 20_000_000, mtu: 1514, ..RpcConfig::default() };
+    // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions,
+    // and a long session timeout keeps a guest starved of host CPU for a second (a busy CI
+    // machine) from resetting the session: this tests the driver, not liveness detection.
+    let rpc_cfg = RpcConfig {
+        rto_ns: 20_000_000,
+        session_timeout_ns: 60_000_000_000,
+        keepalive_ns: 10_000_000_000,
+        server_idle_timeout_ns: 300_000_000_000,
+        mtu: 1514,
+        ..RpcConfig::default()
+    };
     let mut lb = Loopback::connect(
         a,
         b,

@@ -4,6 +4,10 @@
 //! event-loop iterations, so the figures are the cost of the protocol plus the in-memory NIC on
 //! one core. The reference is the raw packet echo rate of the same NIC with the same frame sizes
 //! and window, without any RPC layer.
+//!
+//! Over UDP (`--transport udp`) the server runs on its own thread (or process: `--server ADDR`
+//! on one side, `--connect ADDR` on the other). The reference is a raw UDP ping-pong between two
+//! busy-polling sockets with the same datagram sizes and window: the kernel path's limit.
 
 use crate::TransportKind;
 use clap::{Args, ValueEnum};
@@ -29,22 +33,22 @@ pub enum Mode {
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[arg(value_enum)]
-    mode: Mode,
+    pub(crate) mode: Mode,
     /// Packet I/O to use.
-    #[arg(long, value_enum, default_value = "sim")]
-    transport: TransportKind,
+    #[arg(long, value_enum, default_value = "udp")]
+    pub(crate) transport: TransportKind,
     /// Request size in bytes (default: 32; 1 MiB for bandwidth).
     #[arg(long)]
     size: Option<usize>,
     /// Response size in bytes (default: 32).
     #[arg(long, default_value_t = 32)]
-    resp_size: usize,
+    pub(crate) resp_size: usize,
     /// Outstanding requests (default: 8 for rate, 1 for latency, 2 for bandwidth).
     #[arg(long)]
     concurrency: Option<usize>,
     /// Measurement time in seconds.
     #[arg(long, default_value_t = 2.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -55,11 +59,20 @@ pub struct BenchArgs {
     sim_tx_lag: usize,
     /// Turn congestion control (Timely, pacing) off.
     #[arg(long)]
-    no_cc: bool,
+    pub(crate) no_cc: bool,
+    /// UDP: run only the server, on this address (e.g. 10.0.0.1:31850), until killed.
+    #[arg(long, conflicts_with = "connect")]
+    pub(crate) server: Option<std::net::SocketAddrV4>,
+    /// UDP: run only the client, against the server at this address.
+    #[arg(long)]
+    pub(crate) connect: Option<std::net::SocketAddrV4>,
+    /// UDP: the client's own address (default: 127.0.0.1 on loopback, else required).
+    #[arg(long)]
+    pub(crate) bind: Option<std::net::SocketAddrV4>,
 }
 
 #[derive(Default)]
-struct Client {
+pub(crate) struct Client {
     session: Option<SessionId>,
     completed: u64,
     failed: u64,
@@ -72,7 +85,7 @@ struct Client {
 type Clk = &'static dyn Clock;
 type Nic = SimNic<'static, 'static, Clk>;
 
-fn server_handler(rpc: &mut Rpc<'static, Nic, Clk, usize>, h: ReqHandle) {
+pub(crate) fn server_handler<T: Transport>(rpc: &mut Rpc<'static, T, Clk, usize>, h: ReqHandle) {
     let n = *rpc.ctx();
     if n <= rpc.max_data_per_pkt() {
         let _ = rpc.request_and_prealloc_response(&h);
@@ -82,7 +95,7 @@ fn server_handler(rpc: &mut Rpc<'static, Nic, Clk, usize>, h: ReqHandle) {
     }
 }
 
-fn client_cont(rpc: &mut Rpc<'static, Nic, Clk, Client>, c: Completion) {
+pub(crate) fn client_cont<T: Transport>(rpc: &mut Rpc<'static, T, Clk, Client>, c: Completion) {
     // Only latency runs read the clock per RPC.
     let now = if rpc.ctx().hist.is_some() { rpc.clock().now_ns() } else { 0 };
     let ctx = rpc.ctx_mut();
@@ -100,7 +113,7 @@ fn client_cont(rpc: &mut Rpc<'static, Nic, Clk, Client>, c: Completion) {
     }
     ctx.start_ns[c.tag as usize] = now;
     let s = ctx.session.expect("session");
-    if let Err(e) = rpc.enqueue_request(s, 1, c.req, c.resp, client_cont, c.tag) {
+    if let Err(e) = rpc.enqueue_request(s, 1, c.req, c.resp, client_cont::<T>, c.tag) {
         let _ = rpc.free_msg_buffer(e.req);
         let _ = rpc.free_msg_buffer(e.resp);
     }
@@ -114,7 +127,7 @@ fn region(bytes: usize) -> DmaRegion {
     DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000)
 }
 
-fn memory(bytes: usize) -> RpcMemory<'static> {
+pub(crate) fn memory(bytes: usize) -> RpcMemory<'static> {
     RpcMemory {
         region: region(bytes),
         sessions: Session::storage(16).leak(),
@@ -134,22 +147,25 @@ pub(crate) fn clock() -> Clk {
 }
 
 /// Results of one run.
-struct Report {
-    mode: Mode,
-    req: usize,
-    resp: usize,
-    conc: usize,
-    secs: f64,
-    rpcs: u64,
-    bytes: u64,
-    failed: u64,
-    retransmissions: u64,
-    deferred_frees: u64,
-    cc: bool,
-    hist: Option<Histogram<u64>>,
-    reference_pps: f64,
+pub(crate) struct Report {
+    pub mode: Mode,
+    pub req: usize,
+    pub resp: usize,
+    pub conc: usize,
+    pub secs: f64,
+    pub rpcs: u64,
+    pub bytes: u64,
+    pub failed: u64,
+    pub retransmissions: u64,
+    pub deferred_frees: u64,
+    pub cc: bool,
+    pub hist: Option<Histogram<u64>>,
+    /// Round trips per second of the raw reference (same sizes and window, no RPC layer).
+    pub reference_pps: f64,
+    /// Median round trip of the raw reference, in microseconds (latency runs over UDP).
+    pub reference_p50_us: Option<f64>,
     /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
-    memcpy_gbps: Option<f64>,
+    pub memcpy_gbps: Option<f64>,
 }
 
 pub fn run(a: BenchArgs) -> Result<(), String> {
@@ -169,8 +185,12 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if req > max || a.resp_size > max {
         return Err(format!("message sizes are limited to {max} bytes"));
     }
+    if a.transport != TransportKind::Udp && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
+        return Err("--server, --connect and --bind apply to --transport udp".into());
+    }
     let r = match a.transport {
         TransportKind::Sim => run_sim(a.mode, req, a.resp_size, conc, a.duration, a.sim_tx_lag, !a.no_cc)?,
+        TransportKind::Udp => crate::bench_udp::run(&a, req, conc)?,
     };
     print_report(&r, a.transport, a.json);
     Ok(())
@@ -195,11 +215,9 @@ fn run_sim(
     cfg.cc.enabled = cc;
     let mut srv: Rpc<'static, Nic, Clk, usize> =
         Rpc::new(fab.nic(pb, lag), clk, resp, memory(need), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(1, server_handler, HandlerMode::Foreground).unwrap();
-    let hist = (mode == Mode::Latency).then(|| Histogram::new(3).expect("histogram"));
-    let ctx = Client { start_ns: vec![0; conc], hist, ..Client::default() };
-    let mut cli: Rpc<'static, Nic, Clk, Client> =
-        Rpc::new(fab.nic(pa, lag), clk, ctx, memory(need), cfg).map_err(|e| format!("client endpoint: {e:?}"))?;
+    srv.register_handler(1, server_handler::<Nic>, HandlerMode::Foreground).unwrap();
+    let mut cli: Rpc<'static, Nic, Clk, Client> = Rpc::new(fab.nic(pa, lag), clk, Client::default(), memory(need), cfg)
+        .map_err(|e| format!("client endpoint: {e:?}"))?;
     let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
     let t0 = Instant::now();
     while !cli.is_connected(s) {
@@ -209,19 +227,45 @@ fn run_sim(
             return Err("the in-memory session did not connect".into());
         }
     }
+    let mut r = measure(&mut cli, || srv.run_event_loop_once(), s, mode, req, resp, conc, secs, clk)?;
+    r.reference_pps = raw_echo_pps(clk, req, resp, conc, secs.min(2.0), lag);
+    r.memcpy_gbps = (mode == Mode::Bandwidth).then(|| memcpy_gbps(req, secs.min(2.0)));
+    r.deferred_frees = srv.stats().deferred_frees;
+    r.cc = cc;
+    Ok(r)
+}
+
+/// Keeps `conc` requests in flight on session `s`, warms up for 200 ms, then measures for
+/// `secs`; `other` runs between client iterations (the server, when it shares the thread).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn measure<T: Transport>(
+    cli: &mut Rpc<'static, T, Clk, Client>,
+    mut other: impl FnMut(),
+    s: SessionId,
+    mode: Mode,
+    req: usize,
+    resp: usize,
+    conc: usize,
+    secs: f64,
+    clk: Clk,
+) -> Result<Report, String> {
     cli.ctx_mut().session = Some(s);
+    cli.ctx_mut().start_ns = vec![0; conc];
+    if mode == Mode::Latency {
+        cli.ctx_mut().hist = Some(Histogram::new(3).expect("histogram"));
+    }
     for t in 0..conc {
         let q = cli.alloc_msg_buffer(req).map_err(|e| format!("msgbuf: {e:?}"))?;
         let r = cli.alloc_msg_buffer(resp).map_err(|e| format!("msgbuf: {e:?}"))?;
         cli.ctx_mut().start_ns[t] = clk.now_ns();
-        cli.enqueue_request(s, 1, q, r, client_cont, t as u64).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+        cli.enqueue_request(s, 1, q, r, client_cont::<T>, t as u64).map_err(|e| format!("enqueue: {:?}", e.kind))?;
     }
     // Warm up, then measure.
     let warm = Instant::now();
     while warm.elapsed() < Duration::from_millis(200) {
         for _ in 0..64 {
             cli.run_event_loop_once();
-            srv.run_event_loop_once();
+            other();
         }
     }
     cli.ctx_mut().measuring = true;
@@ -230,13 +274,11 @@ fn run_sim(
     while start.elapsed() < dur {
         for _ in 0..256 {
             cli.run_event_loop_once();
-            srv.run_event_loop_once();
+            other();
         }
     }
     let el = start.elapsed().as_secs_f64();
     cli.ctx_mut().measuring = false;
-    let reference_pps = raw_echo_pps(clk, req, resp, conc, secs.min(2.0), lag);
-    let memcpy_gbps = (mode == Mode::Bandwidth).then(|| memcpy_gbps(req, secs.min(2.0)));
     let c = cli.ctx();
     Ok(Report {
         mode,
@@ -248,11 +290,12 @@ fn run_sim(
         bytes: c.bytes,
         failed: c.failed,
         retransmissions: cli.stats().retransmissions,
-        deferred_frees: srv.stats().deferred_frees,
-        cc,
+        deferred_frees: 0,
+        cc: cli.config().cc.enabled,
         hist: cli.ctx_mut().hist.take(),
-        reference_pps,
-        memcpy_gbps,
+        reference_pps: f64::NAN,
+        reference_p50_us: None,
+        memcpy_gbps: None,
     })
 }
 
@@ -348,6 +391,10 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
             o["memcpy_gbps"] = m.into();
             o["ratio_to_memcpy"] = (gbps / m).into();
         }
+        if let Some(p) = r.reference_p50_us {
+            o["reference_p50_us"] = p.into();
+            o["p50_ratio_to_reference"] = (pct(0.5).unwrap_or(f64::NAN) / p).into();
+        }
         if let Some(h) = &r.hist {
             o["p50_us"] = pct(0.5).into();
             o["p99_us"] = pct(0.99).into();
@@ -379,8 +426,26 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
             h.max() as f64 / 1000.0
         );
     }
-    println!("  reference:        raw packet echo over the same NIC: {:.3} M round trips/s", r.reference_pps / 1e6);
-    println!("  ratio:            {:.3} of the raw echo rate", rate / r.reference_pps);
+    if let Some(p) = r.reference_p50_us {
+        let e = pct(0.5).unwrap_or(f64::NAN);
+        println!(
+            "  reference:        raw UDP ping-pong, same sizes: p50 {p:.2} us, {:.3} M round trips/s",
+            r.reference_pps / 1e6
+        );
+        println!(
+            "  ratio:            p50 {:.3} x the raw ping-pong's; rate {:.3} of it",
+            e / p,
+            rate / r.reference_pps
+        );
+    } else if r.reference_pps.is_finite() {
+        let what = if t == TransportKind::Udp {
+            "raw UDP ping-pong, same sizes and window"
+        } else {
+            "raw packet echo over the same NIC"
+        };
+        println!("  reference:        {what}: {:.3} M round trips/s", r.reference_pps / 1e6);
+        println!("  ratio:            {:.3} of the raw echo rate", rate / r.reference_pps);
+    }
     if r.failed > 0 || r.retransmissions > 0 {
         println!("  failed: {}, retransmissions: {}", r.failed, r.retransmissions);
     }

@@ -2,6 +2,7 @@
 //! from tests.
 
 pub mod bench;
+mod bench_udp;
 pub mod nic;
 pub mod sim;
 
@@ -10,4 +11,6 @@ pub mod sim;
 pub enum TransportKind {
     /// The in-memory NIC (both endpoints in this process, on one core).
     Sim,
+    /// Kernel UDP sockets (sendmmsg/recvmmsg): loopback, or between machines.
+    Udp,
 }

@@ -1,0 +1,178 @@
+//! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
+//! the same datagram sizes and window measured in the same run.
+
+use crate::bench::{client_cont, clock, measure, memory, server_handler, BenchArgs, Client, Mode, Report};
+use erpc_dataplane::{HandlerMode, Rpc, RpcConfig, Transport};
+use erpc_driver::udp::{UdpConfig, UdpTransport};
+use hdrhistogram::Histogram;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Largest UDP payload of a frame within a 1500-byte MTU (1514 minus the 42-byte headroom).
+const MAX_DATAGRAM: usize = 1472;
+
+fn rpc_config(a: &BenchArgs) -> RpcConfig {
+    let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu: 1514, ..RpcConfig::default() };
+    cfg.cc.enabled = !a.no_cc;
+    cfg
+}
+
+fn region_bytes(req: usize, resp: usize, conc: usize) -> usize {
+    4 * conc * (req.max(resp) + (req.max(resp) / 1400 + 1) * 56).next_power_of_two() + (8 << 20)
+}
+
+/// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one).
+fn serve(
+    bind: SocketAddrV4,
+    resp: usize,
+    bytes: usize,
+    cfg: RpcConfig,
+    ready: Option<mpsc::Sender<Result<SocketAddrV4, String>>>,
+    stop: Option<Arc<AtomicBool>>,
+) -> Result<(), String> {
+    let setup = || -> Result<_, String> {
+        let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+        let addr = SocketAddrV4::new(bind.ip().to_owned(), t.local_addr().udp_port);
+        let mut srv = Rpc::new(t, clock(), resp, memory(bytes), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
+        srv.register_handler(1, server_handler::<UdpTransport>, HandlerMode::Foreground)
+            .map_err(|e| format!("{e:?}"))?;
+        Ok((srv, addr))
+    };
+    let (mut srv, addr) = match setup() {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(r) = &ready {
+                let _ = r.send(Err(e.clone()));
+            }
+            return Err(e);
+        }
+    };
+    match &ready {
+        Some(r) => {
+            let _ = r.send(Ok(addr));
+        }
+        None => eprintln!("erpc bench: serving on udp {addr} (Ctrl-C to stop)"),
+    }
+    loop {
+        for _ in 0..256 {
+            srv.run_event_loop_once();
+        }
+        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
+    }
+}
+
+/// Connects a client on `bind` to `server` and measures.
+fn client(a: &BenchArgs, bind: SocketAddrV4, server: SocketAddrV4, req: usize, conc: usize) -> Result<Report, String> {
+    let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+    let clk = clock();
+    let bytes = region_bytes(req, a.resp_size, conc);
+    let mut cli: Rpc<'static, UdpTransport, _, Client> =
+        Rpc::new(t, clk, Client::default(), memory(bytes), rpc_config(a))
+            .map_err(|e| format!("client endpoint: {e:?}"))?;
+    let addr =
+        erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
+    let s = cli.create_session(addr).map_err(|e| format!("create_session: {e:?}"))?;
+    let t0 = Instant::now();
+    while !cli.is_connected(s) {
+        cli.run_event_loop_once();
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!("no eRPC server answered at udp {server} within 5 s"));
+        }
+    }
+    let _ = client_cont::<UdpTransport>;
+    measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk)
+}
+
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+    let bytes = region_bytes(req, a.resp_size, conc);
+    if let Some(addr) = a.server {
+        serve(addr, a.resp_size, bytes, rpc_config(a), None, None)?;
+        unreachable!("the server runs until killed");
+    }
+    if let Some(server) = a.connect {
+        let bind = match a.bind {
+            Some(b) => b,
+            None if server.ip().is_loopback() => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            None => return Err("--connect to another machine needs --bind <this machine's IP>:0".into()),
+        };
+        return client(a, bind, server, req, conc);
+    }
+    // Both ends here: the server on its own thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (resp, cfg, st) = (a.resp_size, rpc_config(a), stop.clone());
+    let h = std::thread::spawn(move || {
+        serve(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), resp, bytes, cfg, Some(tx), Some(st))
+    });
+    let server = rx.recv().map_err(|_| "the server thread died".to_string())??;
+    let r = client(a, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), server, req, conc);
+    stop.store(true, Ordering::Relaxed);
+    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    let mut r = r?;
+    let (pps, p50) = raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
+    r.reference_pps = pps;
+    r.reference_p50_us = (a.mode == Mode::Latency).then_some(p50);
+    Ok(r)
+}
+
+/// Raw UDP ping-pong on loopback between two busy-polling non-blocking sockets: `conc`
+/// datagrams of `req` bytes in flight, each answered with `resp` bytes. Returns round trips per
+/// second and the median round trip in microseconds.
+pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> Result<(f64, f64), String> {
+    let io = |e: std::io::Error| format!("raw UDP reference: {e}");
+    let echo = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    let cli = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
+    echo.set_nonblocking(true).map_err(io)?;
+    cli.set_nonblocking(true).map_err(io)?;
+    let echo_addr = echo.local_addr().map_err(io)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let st = stop.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        let out = vec![0x5Au8; resp];
+        while !st.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = echo.recv_from(&mut buf) {
+                let _ = echo.send_to(&out, from);
+            }
+        }
+    });
+    let msg = vec![0xA5u8; req.max(8)];
+    let mut buf = vec![0u8; 65536];
+    let mut hist = Histogram::<u64>::new(3).expect("histogram");
+    let mut sent_at = std::collections::VecDeque::new();
+    let mut trips = 0u64;
+    let warm = Duration::from_millis(200);
+    let t0 = Instant::now();
+    let mut start = None;
+    loop {
+        let now = Instant::now();
+        if start.is_none() && now - t0 > warm {
+            start = Some(now);
+            trips = 0;
+            hist.reset();
+        }
+        if start.is_some_and(|s| now - s > Duration::from_secs_f64(secs)) {
+            break;
+        }
+        while sent_at.len() < conc {
+            if cli.send_to(&msg, echo_addr).is_err() {
+                break;
+            }
+            sent_at.push_back(Instant::now());
+        }
+        if cli.recv_from(&mut buf).is_ok() {
+            if let Some(t) = sent_at.pop_front() {
+                let _ = hist.record((t.elapsed().as_nanos() as u64).max(1));
+                trips += 1;
+            }
+        }
+    }
+    let el = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(secs);
+    stop.store(true, Ordering::Relaxed);
+    let _ = h.join();
+    Ok((trips as f64 / el, hist.value_at_quantile(0.5) as f64 / 1000.0))
+}

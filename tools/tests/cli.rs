@@ -1,0 +1,60 @@
+//! The `erpc` command as a user runs it: `erpc bench` over UDP on loopback, and its errors.
+
+use std::process::Command;
+use std::sync::Mutex;
+
+/// The benchmarks busy-poll two threads each: run one at a time (the machines have 2 cores).
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn erpc(args: &[&str]) -> std::process::Output {
+    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    Command::new(env!("CARGO_BIN_EXE_erpc")).args(args).output().expect("run erpc")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let out = erpc(args);
+    assert!(out.status.success(), "erpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(text.trim().lines().count(), 1, "exactly one JSON object: {text}");
+    serde_json::from_str(text.trim()).expect("valid JSON")
+}
+
+#[test]
+fn bench_latency_over_udp_runs_both_ends_and_reports_percentiles() {
+    let v = json(&["bench", "latency", "--duration", "0.3", "--json"]);
+    assert_eq!(v["transport"], "udp", "UDP is the default transport");
+    assert_eq!(v["mode"], "latency");
+    assert_eq!(v["failed"], 0);
+    // Few on a loaded 2-core machine, where a busy-polling thread can lose its core for a
+    // scheduler tick; the point is that both ends ran and measured.
+    assert!(v["rpcs"].as_u64().unwrap() > 10, "{v}");
+    for k in ["p50_us", "p99_us", "p999_us", "rpcs_per_sec", "reference_p50_us"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    assert!(v["p50_us"].as_f64() <= v["p99_us"].as_f64(), "{v}");
+}
+
+#[test]
+fn bench_rate_and_bandwidth_over_udp() {
+    let v = json(&["bench", "rate", "--transport", "udp", "--duration", "0.3", "--json"]);
+    assert!(v["rpcs_per_sec"].as_f64().unwrap() > 100.0 && v["failed"] == 0, "{v}");
+    let v = json(&["bench", "bandwidth", "--size", "262144", "--duration", "0.3", "--json"]);
+    assert!(v["gbps"].as_f64().unwrap() > 0.0 && v["failed"] == 0, "{v}");
+}
+
+#[test]
+fn user_mistakes_get_one_line_and_a_failure_exit() {
+    for (args, want) in [
+        (&["bench", "latency", "--transport", "sim", "--server", "127.0.0.1:9"][..], "apply to --transport udp"),
+        (&["bench", "latency", "--connect", "127.0.0.1:9", "--duration", "0.1"][..], "no eRPC server answered"),
+        (&["bench", "latency", "--server", "0.0.0.0:31850"][..], "not 0.0.0.0"),
+        (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
+    ] {
+        let out = erpc(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
