@@ -16,6 +16,22 @@ use erpc_dataplane::{Clock, Completion, HandlerMode, ReqHandle, Rpc, RpcConfig, 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
+/// Endpoint memory (4 sessions, a backlog of 64) whose region is `bytes` of DMA memory from
+/// `space`, leaked so that it outlives the endpoint.
+pub fn dma_endpoint_memory(
+    space: &std::sync::Arc<erpc_hugepages::DmaSpace>,
+    bytes: usize,
+    page: erpc_hugepages::PageSize,
+) -> Result<RpcMemory<'static>, erpc_hugepages::DmaError> {
+    let mem = Box::leak(Box::new(space.alloc(bytes, page)?));
+    Ok(RpcMemory {
+        // SAFETY: leaked, so it outlives the endpoint; devices only read it (transmit).
+        region: unsafe { mem.dataplane_region() },
+        sessions: erpc_dataplane::Session::storage(4).leak(),
+        backlog: erpc_dataplane::BacklogEntry::storage(64).leak(),
+    })
+}
+
 /// The request type of the loopback service.
 pub const REQ_LOOPBACK: u8 = 7;
 
@@ -146,7 +162,7 @@ impl<A: Transport, B: Transport, C: Clock + Copy> Loopback<A, B, C> {
         lb.session = lb.client.create_session(addr).map_err(|e| format!("create_session: {e:?}"))?;
         let s = lb.session;
         lb.drive(cfg.phase_timeout_ns, |l| {
-            !l.client.session_state(s).eq(&erpc_dataplane::SessionState::ConnectInProgress)
+            l.client.session_state(s) != erpc_dataplane::SessionState::ConnectInProgress
         })?;
         if !lb.client.is_connected(s) {
             return Err(format!("connect failed: session {:?}", lb.client.session_state(s)));

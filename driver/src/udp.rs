@@ -229,11 +229,12 @@ impl UdpTransport {
         if p.len() > self.mtu || (s0.len as usize) < HEADROOM {
             return false;
         }
-        let mut hr = [0u8; HEADROOM];
+        // The destination IPv4 address and UDP port: bytes 30..38 of the headroom.
+        let mut dst = [0u8; 8];
         // SAFETY: the dataplane guarantees the segment is readable for its length (>= HEADROOM).
-        unsafe { std::ptr::copy_nonoverlapping(s0.vaddr, hr.as_mut_ptr(), HEADROOM) };
-        let ip = [hr[30], hr[31], hr[32], hr[33]];
-        let port = u16::from_be_bytes([hr[36], hr[37]]);
+        unsafe { std::ptr::copy_nonoverlapping(s0.vaddr.add(30), dst.as_mut_ptr(), 8) };
+        let ip = [dst[0], dst[1], dst[2], dst[3]];
+        let port = u16::from_be_bytes([dst[6], dst[7]]);
         self.tx_addr[k] = sockaddr(ip, port);
         // SAFETY: still inside segment 0 (len >= HEADROOM).
         let data0 = unsafe { s0.vaddr.add(HEADROOM) };

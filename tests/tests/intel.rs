@@ -3,11 +3,11 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{RpcConfig, RpcMemory};
 use erpc_driver::intel::{Family, IntelConfig, IntelNic};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,13 +30,7 @@ fn pair(family: Family) -> (IntelNic<FakeIntel>, IntelNic<FakeIntel>, Arc<DmaSpa
 
 /// Endpoint memory in the identity DMA space (the fake dereferences device addresses).
 fn memory(space: &Arc<DmaSpace>, bytes: usize) -> RpcMemory<'static> {
-    let mem = Box::leak(Box::new(space.alloc(bytes, PageSize::Ordinary).expect("memory")));
-    RpcMemory {
-        // SAFETY: leaked, so it outlives the endpoint; the fake only reads it.
-        region: unsafe { mem.dataplane_region() },
-        sessions: Session::storage(4).leak(),
-        backlog: BacklogEntry::storage(64).leak(),
-    }
+    dma_endpoint_memory(space, bytes, PageSize::Ordinary).expect("memory")
 }
 
 fn small_loopback_cfg() -> LoopbackConfig {

@@ -2,7 +2,7 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{RpcConfig, RpcMemory};
 use erpc_driver::udp::{UdpConfig, UdpError, UdpTransport};
 use erpc_tests::loopback::{Loopback, LoopbackConfig};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -13,11 +13,7 @@ fn any_port() -> UdpConfig {
 }
 
 fn memory(bytes: usize) -> RpcMemory<'static> {
-    RpcMemory {
-        region: erpc_tests::region(bytes),
-        sessions: Session::storage(4).leak(),
-        backlog: BacklogEntry::storage(64).leak(),
-    }
+    erpc_tests::memory(bytes, 4, 64)
 }
 
 #[test]

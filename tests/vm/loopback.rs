@@ -17,11 +17,11 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{RpcConfig, RpcMemory};
 use erpc_driver::intel::{IntelConfig, IntelNic};
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,14 +88,7 @@ fn open_errors(container: &Arc<vfio::VfioContainer>) -> Result<String, String> {
 }
 
 fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<RpcMemory<'static>, String> {
-    let mem = space.alloc(bytes, PageSize::Huge2M).map_err(|e| e.to_string())?;
-    let mem = Box::leak(Box::new(mem));
-    Ok(RpcMemory {
-        // SAFETY: leaked, so it outlives the endpoint; the NICs only read it (TX).
-        region: unsafe { mem.dataplane_region() },
-        sessions: Session::storage(4).leak(),
-        backlog: BacklogEntry::storage(64).leak(),
-    })
+    dma_endpoint_memory(space, bytes, PageSize::Huge2M).map_err(|e| e.to_string())
 }
 
 /// Physical address of the page holding `p` (root reads PFNs from /proc/self/pagemap).

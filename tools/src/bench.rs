@@ -127,6 +127,13 @@ fn region(bytes: usize) -> DmaRegion {
     DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000)
 }
 
+/// Room for `conc` requests and responses of the largest size on each side, twice over, with
+/// a 56-byte packet header per `data_per_pkt` bytes, plus 8 MiB for the endpoint itself.
+pub(crate) fn region_bytes(req: usize, resp: usize, conc: usize, data_per_pkt: usize) -> usize {
+    let m = req.max(resp);
+    4 * conc * (m + (m / data_per_pkt + 1) * 56).next_power_of_two() + (8 << 20)
+}
+
 pub(crate) fn memory(bytes: usize) -> RpcMemory<'static> {
     RpcMemory {
         region: region(bytes),
@@ -209,8 +216,7 @@ fn run_sim(
     let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
     let pa = fab.attach(RxBuf::storage(512).leak());
     let pb = fab.attach(RxBuf::storage(512).leak());
-    // Room for `conc` requests and responses of the largest size on each side, twice over.
-    let need = 4 * conc * (req.max(resp) + (req.max(resp) / 968 + 1) * 56).next_power_of_two() + (8 << 20);
+    let need = region_bytes(req, resp, conc, 968);
     let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), ..RpcConfig::default() };
     cfg.cc.enabled = cc;
     let mut srv: Rpc<'static, Nic, Clk, usize> =

@@ -1,7 +1,7 @@
 //! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
 //! the same datagram sizes and window measured in the same run.
 
-use crate::bench::{client_cont, clock, measure, memory, server_handler, BenchArgs, Client, Mode, Report};
+use crate::bench::{clock, measure, memory, region_bytes, server_handler, BenchArgs, Client, Mode, Report};
 use erpc_dataplane::{HandlerMode, Rpc, RpcConfig, Transport};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
@@ -17,10 +17,6 @@ fn rpc_config(a: &BenchArgs) -> RpcConfig {
     let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu: 1514, ..RpcConfig::default() };
     cfg.cc.enabled = !a.no_cc;
     cfg
-}
-
-fn region_bytes(req: usize, resp: usize, conc: usize) -> usize {
-    4 * conc * (req.max(resp) + (req.max(resp) / 1400 + 1) * 56).next_power_of_two() + (8 << 20)
 }
 
 /// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one).
@@ -69,7 +65,7 @@ fn serve(
 fn client(a: &BenchArgs, bind: SocketAddrV4, server: SocketAddrV4, req: usize, conc: usize) -> Result<Report, String> {
     let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
     let clk = clock();
-    let bytes = region_bytes(req, a.resp_size, conc);
+    let bytes = region_bytes(req, a.resp_size, conc, 1400);
     let mut cli: Rpc<'static, UdpTransport, _, Client> =
         Rpc::new(t, clk, Client::default(), memory(bytes), rpc_config(a))
             .map_err(|e| format!("client endpoint: {e:?}"))?;
@@ -83,12 +79,11 @@ fn client(a: &BenchArgs, bind: SocketAddrV4, server: SocketAddrV4, req: usize, c
             return Err(format!("no eRPC server answered at udp {server} within 5 s"));
         }
     }
-    let _ = client_cont::<UdpTransport>;
     measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk)
 }
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
-    let bytes = region_bytes(req, a.resp_size, conc);
+    let bytes = region_bytes(req, a.resp_size, conc, 1400);
     if let Some(addr) = a.server {
         serve(addr, a.resp_size, bytes, rpc_config(a), None, None)?;
         unreachable!("the server runs until killed");

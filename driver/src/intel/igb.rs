@@ -7,7 +7,7 @@
 //! the model: after a reset the link stays down until autonegotiation is restarted through the
 //! PHY.
 
-use super::{wait, NicError, QueueRegs, RingSetup, StatRegs};
+use super::{wait, NicError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
@@ -86,8 +86,6 @@ bitflags! {
 /// 25..27 = 001b), DROP_EN (bit 31: drop when no descriptors instead of stalling).
 pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
 pub const SRRCTL_DROP_EN: u32 = 1 << 31;
-/// RXDCTL/TXDCTL.ENABLE (8.10.10, 8.12.13).
-pub const QUEUE_ENABLE: u32 = 1 << 25;
 /// MDIC (8.2.4): write (OP=01b) to PHY 1, register 0 (BMCR) with autonegotiation enable and
 /// restart, full duplex, 1000 Mb/s; READY is bit 28.
 pub const MDIC_BMCR_RESTART_AN: u32 = (1 << 26) | (1 << 21) | 0x1340;

@@ -6,7 +6,7 @@
 //! (4.6.4), receive (4.6.7) and transmit (4.6.8) queues. QEMU has no model of this family: CI
 //! tests it against a register-level fake.
 
-use super::{wait, NicError, QueueRegs, RingSetup, StatRegs};
+use super::{wait, NicError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
@@ -103,8 +103,6 @@ pub const LINKS_UP: u32 = 1 << 30;
 /// SRRCTL (8.2.3.8.7): DESCTYPE advanced one-buffer (bits 25..27 = 001b), DROP_EN (bit 28).
 pub const SRRCTL_DESCTYPE_ADV_ONEBUF: u32 = 1 << 25;
 pub const SRRCTL_DROP_EN: u32 = 1 << 28;
-/// RXDCTL/TXDCTL.ENABLE (8.2.3.8.6, 8.2.3.9.10).
-pub const QUEUE_ENABLE: u32 = 1 << 25;
 /// CTRL_EXT.NS_DIS: no-snoop disable (8.2.3.1.3).
 pub const CTRL_EXT_NS_DIS: u32 = 1 << 16;
 /// DCA_RXCTRL bit 12 must be cleared (8.2.3.11.1).

@@ -21,7 +21,7 @@ use crate::pci::NicFamily;
 use crate::vfio::{Bar, DeviceError, PciFunction};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_hugepages::{DmaError, DmaMemory, DmaSpace, PageSize};
-use ring::{RingMem, RxDrop, RxFrame, RxRing, TxRing};
+use ring::{RingMem, RxRing, TxRing};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ pub enum Family {
     /// 82599 (X520), X540.
     Ixgbe,
 }
+
+/// RXDCTL/TXDCTL.ENABLE, the same bit in both families (82576 datasheet 8.10.10 and 8.12.13,
+/// 82599 datasheet 8.2.3.8.6 and 8.2.3.9.10).
+pub const QUEUE_ENABLE: u32 = 1 << 25;
 
 /// Offsets of one queue pair's registers.
 #[derive(Clone, Copy, Debug)]
@@ -311,7 +315,6 @@ pub struct IntelNic<R: RegisterIo = Bar> {
     addr: EndpointAddr,
     mtu: usize,
     counters: Counters,
-    frames: Vec<RxFrame>,
     // Drop order (declaration order): Drop::drop stops the queues and bus mastering, then the
     // BAR (in `regs`) and the VFIO device close, and only then is the rings' memory unmapped.
     _pci: Option<PciFunction>,
@@ -326,7 +329,7 @@ unsafe impl<R: RegisterIo + Send> Send for IntelNic<R> {}
 /// Waits (briefly) for both queues' ENABLE bits to read 0 after a stop.
 fn quiesce(r: &impl RegisterIo, q: &QueueRegs) {
     let _ = wait("queues to stop", Duration::from_millis(50), || {
-        (r.read32(q.rxdctl) | r.read32(q.txdctl)) & (1 << 25) == 0
+        (r.read32(q.rxdctl) | r.read32(q.txdctl)) & QUEUE_ENABLE == 0
     });
 }
 
@@ -426,7 +429,6 @@ impl<R: RegisterIo> IntelNic<R> {
             addr: EndpointAddr { mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
             mtu: cfg.mtu,
             counters: Counters::default(),
-            frames: vec![RxFrame { index: 0, data: std::ptr::NonNull::dangling(), len: 0 }; 64],
             _mem: mem,
             _pci: None,
         };
@@ -444,16 +446,22 @@ impl<R: RegisterIo> IntelNic<R> {
         Ok(nic)
     }
 
+    /// Writes a tail register, after every descriptor store before it.
+    fn doorbell(&self, reg: u32, tail: u16) {
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        self.regs.write32(reg, tail as u32);
+    }
+
     /// Disables the TX queue, empties it and enables it again (datasheets: the head and tail
     /// registers may only be written while the queue is disabled).
     fn restart_tx(&mut self) {
         let q = self.q;
-        self.regs.clear_bits(q.txdctl, 1 << 25);
-        let _ = wait("TX queue to stop", Duration::from_millis(100), || self.regs.read32(q.txdctl) & (1 << 25) == 0);
+        self.regs.clear_bits(q.txdctl, QUEUE_ENABLE);
+        let _ = wait("TX queue to stop", Duration::from_millis(100), || self.regs.read32(q.txdctl) & QUEUE_ENABLE == 0);
         self.regs.write32(q.tdh, 0);
         self.regs.write32(q.tdt, 0);
         self.tx.restart();
-        self.regs.set_bits(q.txdctl, 1 << 25);
+        self.regs.set_bits(q.txdctl, QUEUE_ENABLE);
     }
 
     /// Whether the link is up.
@@ -487,7 +495,7 @@ impl<R: RegisterIo> IntelNic<R> {
     /// is sending on the NIC (its count of accepted packets would fall behind the NIC's).
     pub unsafe fn send_raw(&mut self, iova: u64, len: u32) -> bool {
         let ok = self.tx.push(&[(iova, len)]);
-        self.regs.write32(self.q.tdt, self.tx.publish() as u32);
+        self.doorbell(self.q.tdt, self.tx.tail());
         ok
     }
 }
@@ -528,7 +536,7 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
             n += 1;
         }
         if n > 0 {
-            self.regs.write32(self.q.tdt, self.tx.publish() as u32);
+            self.doorbell(self.q.tdt, self.tx.tail());
         }
         n
     }
@@ -556,17 +564,12 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-        let want = out.len().min(self.frames.len());
         let mut dropped = 0;
-        let n = self.rx.poll(&mut self.frames[..want], |_: RxDrop| dropped += 1);
-        for (o, f) in out.iter_mut().zip(&self.frames[..n]) {
-            *o = RxPacket { data: f.data, len: f.len as u32, id: f.index as u32 };
-        }
+        let n = self.rx.poll(out, &mut dropped);
         if dropped > 0 {
             self.counters.rx_dropped_by_driver += dropped;
             if let Some(t) = self.rx.repost() {
-                fence_before_doorbell();
-                self.regs.write32(self.q.rdt, t as u32);
+                self.doorbell(self.q.rdt, t);
             }
         }
         n
@@ -574,23 +577,18 @@ impl<R: RegisterIo> Transport for IntelNic<R> {
 
     fn rx_release(&mut self, pkts: &[RxPacket]) {
         for p in pkts {
-            if p.id >= self.rx.len() as u32 || !self.rx.give_back(p.id as u16) {
+            if !self.rx.give_back(p.id) {
                 self.counters.rx_bad_release += 1;
             }
         }
         if let Some(t) = self.rx.repost() {
-            fence_before_doorbell();
-            self.regs.write32(self.q.rdt, t as u32);
+            self.doorbell(self.q.rdt, t);
         }
     }
 
     fn tx_reclaimed(&self) -> u64 {
         self.tx.reclaimed()
     }
-}
-
-fn fence_before_doorbell() {
-    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
 }
 
 impl<R: RegisterIo> Drop for IntelNic<R> {

@@ -10,6 +10,7 @@
 //!   one descriptor reclaims every descriptor before it.
 
 use super::desc::*;
+use erpc_dataplane::transport::RxPacket;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
@@ -22,6 +23,15 @@ pub(crate) struct RingMem {
 }
 
 impl RingMem {
+    /// The index after `i`, wrapping without a division (rings need not be powers of two).
+    fn next(&self, i: u16) -> u16 {
+        if i + 1 == self.len {
+            0
+        } else {
+            i + 1
+        }
+    }
+
     fn desc(&self, i: u16) -> *mut u8 {
         debug_assert!(i < self.len);
         // SAFETY: `i < len` and the ring is `len * DESC_SIZE` bytes (see the constructors).
@@ -59,23 +69,6 @@ enum RxState {
     Lent,
     /// Returned; waits to be reposted in ring order.
     Returned,
-}
-
-/// A frame the receive ring handed out: descriptor index, length.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct RxFrame {
-    pub index: u16,
-    pub data: NonNull<u8>,
-    pub len: u16,
-}
-
-/// Why the receive ring dropped a frame itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum RxDrop {
-    /// The device flagged an error (RXE).
-    Error,
-    /// The frame spans several descriptors (larger than a buffer): never sent by eRPC.
-    Fragmented,
 }
 
 pub(crate) struct RxRing {
@@ -132,13 +125,10 @@ impl RxRing {
         self.refill
     }
 
-    pub fn len(&self) -> u16 {
-        self.ring.len
-    }
-
-    /// Takes up to `out.len()` written-back frames. Frames the device flagged are returned to
-    /// the ring at once and counted in `drops`.
-    pub fn poll(&mut self, out: &mut [RxFrame], mut on_drop: impl FnMut(RxDrop)) -> usize {
+    /// Lends up to `out.len()` written-back frames (`id` = descriptor index). Frames the device
+    /// flagged, or that span several descriptors, are returned to the ring at once and counted
+    /// in `dropped`.
+    pub fn poll(&mut self, out: &mut [RxPacket], dropped: &mut u64) -> usize {
         let mut n = 0;
         while n < out.len() {
             let i = self.next;
@@ -152,35 +142,35 @@ impl RxRing {
             // Read the rest of the write-back only after seeing DD.
             fence(Ordering::Acquire);
             let len = (self.ring.read_u32(i, 12) & 0xffff) as u16;
-            self.next = (i + 1) % self.ring.len;
+            self.next = self.ring.next(i);
             let eop = status & RXD_STAT_EOP != 0;
             if self.discarding || !eop || len as u32 > self.buf_size {
                 // A frame larger than one buffer: drop every piece of it, counted once.
                 self.state[i as usize] = RxState::Returned;
                 if !self.discarding {
-                    on_drop(RxDrop::Fragmented);
+                    *dropped += 1;
                 }
                 self.discarding = !eop;
                 continue;
             }
             if status & self.err_mask != 0 {
                 self.state[i as usize] = RxState::Returned;
-                on_drop(RxDrop::Error);
+                *dropped += 1;
                 continue;
             }
             self.state[i as usize] = RxState::Lent;
             // SAFETY: buffer `i` lies inside `bufs` (`i < len`).
             let data = unsafe { self.bufs.add(i as usize * self.buf_size as usize) };
-            out[n] = RxFrame { index: i, data, len };
+            out[n] = RxPacket { data, len: len as u32, id: i as u32 };
             n += 1;
         }
         n
     }
 
-    /// Takes back a lent buffer. Returns false (and changes nothing) for an index that is not
+    /// Takes back a lent buffer. Returns false (and changes nothing) for an id that is not
     /// lent: a double release or a forged id.
-    pub fn give_back(&mut self, i: u16) -> bool {
-        match self.state.get_mut(i as usize) {
+    pub fn give_back(&mut self, id: u32) -> bool {
+        match self.state.get_mut(id as usize) {
             Some(s @ RxState::Lent) => {
                 *s = RxState::Returned;
                 true
@@ -250,7 +240,11 @@ impl TxRing {
 
     /// Descriptors in use (posted and not known done).
     pub fn in_use(&self) -> u16 {
-        (self.tail + self.ring.len - self.clean) % self.ring.len
+        if self.tail >= self.clean {
+            self.tail - self.clean
+        } else {
+            self.tail + self.ring.len - self.clean
+        }
     }
 
     /// Packets the device is known to have read.
@@ -265,7 +259,7 @@ impl TxRing {
                 break;
             }
             self.marks.pop_front();
-            self.clean = (m.desc + 1) % self.ring.len;
+            self.clean = self.ring.next(m.desc);
             self.reclaimed = m.pkts;
         }
     }
@@ -315,16 +309,10 @@ impl TxRing {
                 self.marks.push_back(RsMark { desc: self.tail, pkts: self.accepted + 1 });
                 self.since_rs = 0;
             }
-            self.tail = (self.tail + 1) % n;
+            self.tail = self.ring.next(self.tail);
         }
         self.accepted += 1;
         true
-    }
-
-    /// The tail to write to TDT after a burst; orders the descriptor stores before it.
-    pub fn publish(&self) -> u16 {
-        fence(Ordering::SeqCst);
-        self.tail
     }
 
     /// Marks everything done, once the caller saw the head register reach the tail.
