@@ -6,7 +6,10 @@
 //! * [`mmio`]: register access ([`mmio::RegisterIo`]), volatile over a BAR or faked in tests.
 //! * [`intel`]: the igb (82576, I350) and ixgbe (82599, X540) driver.
 //! * [`udp`]: a kernel UDP socket (`sendmmsg`/`recvmmsg`), for machines without a spare NIC.
+//! * [`afxdp`]: an AF_XDP socket with its XDP program (raw eBPF, no libbpf): raw frames of one
+//!   interface queue without a NIC given to VFIO.
 
+pub mod afxdp;
 pub mod intel;
 pub mod mmio;
 pub mod pci;

@@ -114,13 +114,17 @@ pub struct UdpTransport {
     bufs: NonNull<u8>,
     nbufs: usize,
     buf_size: usize,
+    /// Buffers neither lent nor posted.
     free: Vec<u32>,
     lent: Vec<bool>,
-    // Scratch for the system calls, allocated once.
+    // The receive slots handed to `recvmmsg`, set up once and kept posted: slot `k < posted`
+    // holds buffer `rx_idx[k]`, so polling an empty socket prepares nothing.
     rx_hdrs: Vec<libc::mmsghdr>,
     rx_iov: Vec<libc::iovec>,
     rx_addr: Vec<libc::sockaddr_in>,
     rx_idx: Vec<u32>,
+    posted: usize,
+    // Scratch for `sendmmsg`, allocated once.
     tx_hdrs: Vec<libc::mmsghdr>,
     tx_iov: Vec<libc::iovec>,
     tx_addr: Vec<libc::sockaddr_in>,
@@ -191,7 +195,7 @@ impl UdpTransport {
         // Owned through the raw pointer from here on; freed in Drop.
         let bufs = NonNull::new(Box::into_raw(bufs).cast::<u8>()).expect("Box pointers are non-null");
         let b = cfg.batch;
-        Ok(UdpTransport {
+        let mut t = UdpTransport {
             sock,
             local,
             mtu: cfg.mtu,
@@ -205,12 +209,41 @@ impl UdpTransport {
             rx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; b],
             rx_addr: vec![sockaddr([0; 4], 0); b],
             rx_idx: vec![0; b],
+            posted: 0,
             tx_hdrs: vec![empty_hdr(); b],
             tx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * b],
             tx_addr: vec![sockaddr([0; 4], 0); b],
             accepted: 0,
             stats: UdpStats::default(),
-        })
+        };
+        // The slots' headers point at their own address and iovec entries for good (the
+        // vectors' heap storage never moves).
+        for k in 0..b {
+            t.rx_iov[k].iov_len = t.buf_size - HEADROOM;
+            let h = &mut t.rx_hdrs[k].msg_hdr;
+            h.msg_name = (&mut t.rx_addr[k] as *mut libc::sockaddr_in).cast();
+            h.msg_iov = &mut t.rx_iov[k];
+            h.msg_iovlen = 1;
+        }
+        t.repost();
+        Ok(t)
+    }
+
+    /// Puts buffer `i` into receive slot `k`.
+    fn post(&mut self, k: usize, i: u32) {
+        self.rx_idx[k] = i;
+        // SAFETY: inside buffer `i`, which is ours (not lent).
+        self.rx_iov[k].iov_base = unsafe { self.buf(i).add(HEADROOM) }.cast();
+        self.rx_hdrs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+
+    /// Fills empty receive slots from the free buffers.
+    fn repost(&mut self) {
+        while self.posted < self.batch {
+            let Some(i) = self.free.pop() else { break };
+            self.post(self.posted, i);
+            self.posted += 1;
+        }
     }
 
     /// The transport's own counters.
@@ -280,10 +313,34 @@ impl Transport for UdpTransport {
                 done += 1;
                 continue;
             }
-            // SAFETY: the first `m` headers point at live scratch entries and at the packets'
-            // segments, readable as the dataplane guarantees until this call returns.
-            let r = unsafe {
-                libc::sendmmsg(self.sock.as_raw_fd(), self.tx_hdrs.as_mut_ptr(), m as u32, libc::MSG_DONTWAIT)
+            let r = if m == 1 && self.tx_hdrs[0].msg_hdr.msg_iovlen == 1 {
+                // One single-segment datagram (the latency-bound case): `sendto` skips the
+                // kernel's copying-in of a message header and iovec array.
+                let iov = self.tx_iov[0];
+                // SAFETY: the iovec and address of scratch entry 0 point at the packet's data,
+                // readable as the dataplane guarantees until this call returns, and at a live
+                // `sockaddr_in`.
+                let r = unsafe {
+                    libc::sendto(
+                        self.sock.as_raw_fd(),
+                        iov.iov_base,
+                        iov.iov_len,
+                        libc::MSG_DONTWAIT,
+                        (&self.tx_addr[0] as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                };
+                if r >= 0 {
+                    1
+                } else {
+                    -1
+                }
+            } else {
+                // SAFETY: the first `m` headers point at live scratch entries and at the packets'
+                // segments, readable as the dataplane guarantees until this call returns.
+                unsafe {
+                    libc::sendmmsg(self.sock.as_raw_fd(), self.tx_hdrs.as_mut_ptr(), m as u32, libc::MSG_DONTWAIT)
+                }
             };
             if r > 0 {
                 done += r as usize;
@@ -312,24 +369,15 @@ impl Transport for UdpTransport {
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-        let want = out.len().min(self.batch).min(self.free.len());
+        if self.posted < self.batch {
+            self.repost();
+        }
+        let want = out.len().min(self.posted);
         if want == 0 {
             return 0;
         }
-        for k in 0..want {
-            let i = self.free.pop().expect("counted above");
-            self.rx_idx[k] = i;
-            // SAFETY: inside buffer `i`, which is ours (not lent).
-            let base = unsafe { self.buf(i).add(HEADROOM) };
-            self.rx_iov[k] = libc::iovec { iov_base: base.cast(), iov_len: self.buf_size - HEADROOM };
-            let h = &mut self.rx_hdrs[k].msg_hdr;
-            h.msg_name = (&mut self.rx_addr[k] as *mut libc::sockaddr_in).cast();
-            h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iov = &mut self.rx_iov[k];
-            h.msg_iovlen = 1;
-            h.msg_flags = 0;
-        }
-        // SAFETY: `want` headers point at live scratch entries and at free receive buffers.
+        // SAFETY: the first `want` headers point at live slot entries and at posted receive
+        // buffers, which are ours (not lent).
         let r = unsafe {
             libc::recvmmsg(
                 self.sock.as_raw_fd(),
@@ -341,12 +389,8 @@ impl Transport for UdpTransport {
         };
         let got = r.max(0) as usize;
         let mut n = 0;
-        for k in 0..want {
+        for k in 0..got {
             let i = self.rx_idx[k];
-            if k >= got {
-                self.free.push(i);
-                continue;
-            }
             let h = &self.rx_hdrs[k];
             let len = h.msg_len as usize;
             self.stats.rx_datagrams += 1;
@@ -371,6 +415,21 @@ impl Transport for UdpTransport {
             let data = NonNull::new(self.buf(i)).expect("inside a live allocation");
             out[n] = RxPacket { data, len: (HEADROOM + len) as u32, id: i };
             n += 1;
+        }
+        // Slots 0..got are empty now: refill them, or, short of free buffers, move the still
+        // posted slots down so the posted ones stay a prefix.
+        let mut k = 0;
+        while k < got {
+            let Some(i) = self.free.pop() else { break };
+            self.post(k, i);
+            k += 1;
+        }
+        if k < got {
+            for j in got..self.posted {
+                let i = self.rx_idx[j];
+                self.post(k + j - got, i);
+            }
+            self.posted = k + self.posted - got;
         }
         n
     }

@@ -81,6 +81,22 @@ impl HugepageCounts {
         let num = |f: &str| -> Option<u64> { std::fs::read_to_string(format!("{dir}/{f}")).ok()?.trim().parse().ok() };
         Some(HugepageCounts { total: num("nr_hugepages")?, free: num("free_hugepages")? })
     }
+
+    /// Raises the reservation of `size` hugepages until at least `free` are free (root only),
+    /// and returns the counts after. For tests and tools that say they reserve pages; a
+    /// reservation the kernel cannot fully satisfy (fragmented memory) shows in the counts.
+    pub fn reserve_free(size: PageSize, free: u64) -> io::Result<HugepageCounts> {
+        let dir = size
+            .sysfs_dir()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "ordinary pages need no reservation"))?;
+        let now = HugepageCounts::read(size).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::NotFound, format!("the kernel has no {} hugepages", size.name()))
+        })?;
+        if now.free < free {
+            std::fs::write(format!("{dir}/nr_hugepages"), (now.total + free - now.free).to_string())?;
+        }
+        HugepageCounts::read(size).ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "hugepage counts vanished"))
+    }
 }
 
 /// Why DMA memory could not be provided. Each message says what to do.

@@ -122,3 +122,60 @@ fn bad_bind_addresses_say_what_to_do() {
     let e = UdpTransport::bind(UdpConfig { mtu: 10, ..any_port() }).err().unwrap();
     assert!(e.to_string().contains("mtu = 10"), "{e}");
 }
+
+/// With every buffer lent, receiving waits for releases; buffers released in any order are
+/// posted again, and no datagram is lost or mixed up on the way (the receive slots stay a
+/// prefix when they cannot all be refilled).
+#[test]
+fn lent_buffers_come_back_in_any_order_and_nothing_is_mixed_up() {
+    let mut t = UdpTransport::bind(UdpConfig { rx_buffers: 6, batch: 4, ..any_port() }).unwrap();
+    let port = t.local_addr().udp_port;
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut next_sent = 0u32;
+    let mut next_seen = 0u32;
+    let mut held: Vec<RxPacket> = Vec::new();
+    let mut out = [RxPacket::EMPTY; 8];
+    let t0 = Instant::now();
+    while next_seen < 200 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "stuck at {next_seen}");
+        // Uneven bursts, so a receive often fills fewer slots than are posted.
+        let burst = 1 + (next_sent % 3);
+        for _ in 0..burst {
+            if next_sent < 200 && next_sent < next_seen + 5 {
+                peer.send_to(&next_sent.to_le_bytes(), ("127.0.0.1", port)).unwrap();
+                next_sent += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_micros(50));
+        let n = t.rx_burst(&mut out[..1 + (next_seen as usize % 4)]);
+        for p in &out[..n] {
+            // SAFETY: lent until released.
+            let f = unsafe { std::slice::from_raw_parts(p.data.as_ptr(), p.len as usize) };
+            assert_eq!(f.len(), 42 + 4);
+            assert_eq!(u32::from_le_bytes(f[42..46].try_into().unwrap()), next_seen, "in order, none lost");
+            next_seen += 1;
+            held.push(*p);
+        }
+        assert!(held.len() <= 6, "never more lent than there are buffers");
+        // Release some, alternating ends, so buffers return out of order.
+        if held.len() >= 5 || (n == 0 && !held.is_empty()) {
+            let p = if next_seen % 2 == 0 { held.remove(0) } else { held.pop().unwrap() };
+            t.rx_release(&[p]);
+        }
+    }
+    t.rx_release(&held);
+    // No buffer went missing: all six can be lent at once again.
+    for i in 0..6u32 {
+        peer.send_to(&(1000 + i).to_le_bytes(), ("127.0.0.1", port)).unwrap();
+    }
+    let mut lent = Vec::new();
+    let t1 = Instant::now();
+    while lent.len() < 6 && t1.elapsed() < Duration::from_secs(2) {
+        let n = t.rx_burst(&mut out);
+        lent.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(lent.len(), 6, "every buffer is back in use");
+    t.rx_release(&lent);
+    assert_eq!(t.stats().rx_datagrams, 206);
+    assert_eq!(t.stats().rx_bad_release, 0);
+}

@@ -13,10 +13,12 @@ use crate::TransportKind;
 use clap::{Args, ValueEnum};
 use erpc_dataplane::clock::Clock;
 use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::transport::{RxPacket, Segment, Transport, TxPacket};
 use erpc_dataplane::wire::{ErpcHdr, PktType, RoutingInfo, HEADROOM, PKT_HDR_LEN};
 use erpc_dataplane::*;
 use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
 
@@ -30,7 +32,7 @@ pub enum Mode {
     Bandwidth,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     #[arg(value_enum)]
     pub(crate) mode: Mode,
@@ -51,7 +53,7 @@ pub struct BenchArgs {
     pub(crate) duration: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// In-memory NIC only: frames that may wait unread after `tx_burst` (0 = the device reads
     /// them at once, as QEMU's igb model does on a doorbell write; the tests use 16, which also
     /// delays reads by one event-loop iteration).
@@ -60,15 +62,26 @@ pub struct BenchArgs {
     /// Turn congestion control (Timely, pacing) off.
     #[arg(long)]
     pub(crate) no_cc: bool,
-    /// UDP: run only the server, on this address (e.g. 10.0.0.1:31850), until killed.
+    /// UDP, AF_XDP: run only the server, on this address (e.g. 10.0.0.1:31850), until killed.
     #[arg(long, conflicts_with = "connect")]
     pub(crate) server: Option<std::net::SocketAddrV4>,
-    /// UDP: run only the client, against the server at this address.
+    /// UDP, AF_XDP: run only the client, against the server at this address.
     #[arg(long)]
     pub(crate) connect: Option<std::net::SocketAddrV4>,
-    /// UDP: the client's own address (default: 127.0.0.1 on loopback, else required).
+    /// UDP, AF_XDP: the client's own address (UDP: default 127.0.0.1 on loopback, else
+    /// required; AF_XDP: default the interface's address, port 31851).
     #[arg(long)]
     pub(crate) bind: Option<std::net::SocketAddrV4>,
+    /// AF_XDP with --server or --connect: the interface to attach to (queue 0).
+    #[arg(long)]
+    pub(crate) interface: Option<String>,
+}
+
+impl BenchArgs {
+    /// Whether to show a progress bar: runs longer than a second, not `--json`.
+    pub(crate) fn progress(&self) -> bool {
+        !self.json && self.duration > 1.0
+    }
 }
 
 #[derive(Default)]
@@ -82,7 +95,7 @@ pub(crate) struct Client {
     hist: Option<Histogram<u64>>,
 }
 
-type Clk = &'static dyn Clock;
+pub(crate) type Clk = &'static dyn Clock;
 type Nic = SimNic<'static, 'static, Clk>;
 
 pub(crate) fn server_handler<T: Transport>(rpc: &mut Rpc<'static, T, Clk, usize>, h: ReqHandle) {
@@ -135,10 +148,43 @@ pub(crate) fn region_bytes(req: usize, resp: usize, conc: usize, data_per_pkt: u
 }
 
 pub(crate) fn memory(bytes: usize) -> RpcMemory<'static> {
-    RpcMemory {
-        region: region(bytes),
-        sessions: Session::storage(16).leak(),
-        backlog: BacklogEntry::storage(64).leak(),
+    memory_in(region(bytes))
+}
+
+/// Endpoint memory over `region` (heap for software transports, the UMEM for AF_XDP).
+pub(crate) fn memory_in(region: DmaRegion) -> RpcMemory<'static> {
+    RpcMemory { region, sessions: Session::storage(16).leak(), backlog: BacklogEntry::storage(64).leak() }
+}
+
+/// Creates a session to `server` and runs the event loop until it connects (5 s at most).
+pub(crate) fn connect<T: Transport>(
+    cli: &mut Rpc<'static, T, Clk, Client>,
+    server: EndpointAddr,
+    what: &str,
+) -> Result<SessionId, String> {
+    let s = cli.create_session(server).map_err(|e| match e {
+        SessionError::Unroutable => format!("{what}: no route to {server} (no neighbour answered)"),
+        e => format!("create_session: {e:?}"),
+    })?;
+    let t0 = Instant::now();
+    while !cli.is_connected(s) {
+        cli.run_event_loop_once();
+        if t0.elapsed() > Duration::from_secs(5) {
+            return Err(format!("no eRPC server answered at {what} within 5 s"));
+        }
+    }
+    Ok(s)
+}
+
+/// Runs a server endpoint until `stop` is set (or forever without one).
+pub(crate) fn serve_until<T: Transport>(srv: &mut Rpc<'static, T, Clk, usize>, stop: Option<&AtomicBool>) {
+    loop {
+        for _ in 0..256 {
+            srv.run_event_loop_once();
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return;
+        }
     }
 }
 
@@ -167,9 +213,11 @@ pub(crate) struct Report {
     pub deferred_frees: u64,
     pub cc: bool,
     pub hist: Option<Histogram<u64>>,
-    /// Round trips per second of the raw reference (same sizes and window, no RPC layer).
+    /// What the reference is (measured in the same run, same sizes and window).
+    pub reference: &'static str,
+    /// Round trips per second of the reference.
     pub reference_pps: f64,
-    /// Median round trip of the raw reference, in microseconds (latency runs over UDP).
+    /// Median round trip of the reference, in microseconds (latency runs over UDP, AF_XDP).
     pub reference_p50_us: Option<f64>,
     /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
     pub memcpy_gbps: Option<f64>,
@@ -192,26 +240,23 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     if req > max || a.resp_size > max {
         return Err(format!("message sizes are limited to {max} bytes"));
     }
-    if a.transport != TransportKind::Udp && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
-        return Err("--server, --connect and --bind apply to --transport udp".into());
+    if a.transport == TransportKind::Sim && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
+        return Err("--server, --connect and --bind apply to --transport udp and afxdp".into());
+    }
+    if a.interface.is_some() && (a.transport != TransportKind::Afxdp || (a.server.is_none() && a.connect.is_none())) {
+        return Err("--interface applies to --transport afxdp with --server or --connect".into());
     }
     let r = match a.transport {
-        TransportKind::Sim => run_sim(a.mode, req, a.resp_size, conc, a.duration, a.sim_tx_lag, !a.no_cc)?,
+        TransportKind::Sim => run_sim(&a, req, conc)?,
         TransportKind::Udp => crate::bench_udp::run(&a, req, conc)?,
+        TransportKind::Afxdp => crate::bench_afxdp::run(&a, req, conc)?,
     };
     print_report(&r, a.transport, a.json);
     Ok(())
 }
 
-fn run_sim(
-    mode: Mode,
-    req: usize,
-    resp: usize,
-    conc: usize,
-    secs: f64,
-    lag: usize,
-    cc: bool,
-) -> Result<Report, String> {
+fn run_sim(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+    let (mode, resp, secs, lag, cc) = (a.mode, a.resp_size, a.duration, a.sim_tx_lag, !a.no_cc);
     let clk = clock();
     let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
     let pa = fab.attach(RxBuf::storage(512).leak());
@@ -233,12 +278,27 @@ fn run_sim(
             return Err("the in-memory session did not connect".into());
         }
     }
-    let mut r = measure(&mut cli, || srv.run_event_loop_once(), s, mode, req, resp, conc, secs, clk)?;
+    let mut r = measure(&mut cli, || srv.run_event_loop_once(), s, mode, req, resp, conc, secs, clk, a.progress())?;
+    r.reference = "raw packet echo over the same NIC, same frame sizes and window";
     r.reference_pps = raw_echo_pps(clk, req, resp, conc, secs.min(2.0), lag);
     r.memcpy_gbps = (mode == Mode::Bandwidth).then(|| memcpy_gbps(req, secs.min(2.0)));
     r.deferred_frees = srv.stats().deferred_frees;
     r.cc = cc;
     Ok(r)
+}
+
+/// A progress bar over `secs` on stderr, or a hidden one (`--json`, runs of a second or less).
+/// indicatif draws nothing when stderr is not a terminal.
+fn progress_bar(show: bool, secs: f64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new((secs * 1000.0) as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("measuring {bar:40} {elapsed}/{duration}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
 }
 
 /// Keeps `conc` requests in flight on session `s`, warms up for 200 ms, then measures for
@@ -254,6 +314,7 @@ pub(crate) fn measure<T: Transport>(
     conc: usize,
     secs: f64,
     clk: Clk,
+    progress: bool,
 ) -> Result<Report, String> {
     cli.ctx_mut().session = Some(s);
     cli.ctx_mut().start_ns = vec![0; conc];
@@ -275,15 +336,22 @@ pub(crate) fn measure<T: Transport>(
         }
     }
     cli.ctx_mut().measuring = true;
+    let bar = progress_bar(progress, secs);
     let start = Instant::now();
     let dur = Duration::from_secs_f64(secs);
+    let mut tick = 0u32;
     while start.elapsed() < dur {
         for _ in 0..256 {
             cli.run_event_loop_once();
             other();
         }
+        tick = tick.wrapping_add(1);
+        if tick % 64 == 0 {
+            bar.set_position(start.elapsed().as_millis() as u64);
+        }
     }
     let el = start.elapsed().as_secs_f64();
+    bar.finish_and_clear();
     cli.ctx_mut().measuring = false;
     let c = cli.ctx();
     Ok(Report {
@@ -299,6 +367,7 @@ pub(crate) fn measure<T: Transport>(
         deferred_frees: 0,
         cc: cli.config().cc.enabled,
         hist: cli.ctx_mut().hist.take(),
+        reference: "",
         reference_pps: f64::NAN,
         reference_p50_us: None,
         memcpy_gbps: None,
@@ -389,7 +458,7 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
             "transport": transport, "mode": mode,
             "req_size": r.req, "resp_size": r.resp, "concurrency": r.conc,
             "duration_s": r.secs, "rpcs": r.rpcs, "rpcs_per_sec": rate, "ns_per_rpc": ns,
-            "gbps": gbps, "reference_pps": r.reference_pps,
+            "gbps": gbps, "reference": r.reference, "reference_pps": r.reference_pps,
             "ratio_to_reference": rate / r.reference_pps,
             "failed": r.failed, "retransmissions": r.retransmissions, "server_deferred_frees": r.deferred_frees, "cc": r.cc,
         });
@@ -434,23 +503,11 @@ fn print_report(r: &Report, t: TransportKind, json: bool) {
     }
     if let Some(p) = r.reference_p50_us {
         let e = pct(0.5).unwrap_or(f64::NAN);
-        println!(
-            "  reference:        raw UDP ping-pong, same sizes: p50 {p:.2} us, {:.3} M round trips/s",
-            r.reference_pps / 1e6
-        );
-        println!(
-            "  ratio:            p50 {:.3} x the raw ping-pong's; rate {:.3} of it",
-            e / p,
-            rate / r.reference_pps
-        );
+        println!("  reference:        {}: p50 {p:.2} us, {:.3} M round trips/s", r.reference, r.reference_pps / 1e6);
+        println!("  ratio:            p50 {:.3} x the reference's; rate {:.3} of it", e / p, rate / r.reference_pps);
     } else if r.reference_pps.is_finite() {
-        let what = if t == TransportKind::Udp {
-            "raw UDP ping-pong, same sizes and window"
-        } else {
-            "raw packet echo over the same NIC"
-        };
-        println!("  reference:        {what}: {:.3} M round trips/s", r.reference_pps / 1e6);
-        println!("  ratio:            {:.3} of the raw echo rate", rate / r.reference_pps);
+        println!("  reference:        {}: {:.3} M round trips/s", r.reference, r.reference_pps / 1e6);
+        println!("  ratio:            {:.3} of the reference's rate", rate / r.reference_pps);
     }
     if r.failed > 0 || r.retransmissions > 0 {
         println!("  failed: {}, retransmissions: {}", r.failed, r.retransmissions);

@@ -1,7 +1,9 @@
 //! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
 //! the same datagram sizes and window measured in the same run.
 
-use crate::bench::{clock, measure, memory, region_bytes, server_handler, BenchArgs, Client, Mode, Report};
+use crate::bench::{
+    clock, connect, measure, memory, region_bytes, serve_until, server_handler, BenchArgs, Client, Mode, Report,
+};
 use erpc_dataplane::{HandlerMode, Rpc, RpcConfig, Transport};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
@@ -13,14 +15,14 @@ use std::time::{Duration, Instant};
 /// Largest UDP payload of a frame within a 1500-byte MTU (1514 minus the 42-byte headroom).
 const MAX_DATAGRAM: usize = 1472;
 
-fn rpc_config(a: &BenchArgs) -> RpcConfig {
+pub(crate) fn rpc_config(a: &BenchArgs) -> RpcConfig {
     let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu: 1514, ..RpcConfig::default() };
     cfg.cc.enabled = !a.no_cc;
     cfg
 }
 
 /// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one).
-fn serve(
+pub(crate) fn serve(
     bind: SocketAddrV4,
     resp: usize,
     bytes: usize,
@@ -51,18 +53,18 @@ fn serve(
         }
         None => eprintln!("erpc bench: serving on udp {addr} (Ctrl-C to stop)"),
     }
-    loop {
-        for _ in 0..256 {
-            srv.run_event_loop_once();
-        }
-        if stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed)) {
-            return Ok(());
-        }
-    }
+    serve_until(&mut srv, stop.as_deref());
+    Ok(())
 }
 
 /// Connects a client on `bind` to `server` and measures.
-fn client(a: &BenchArgs, bind: SocketAddrV4, server: SocketAddrV4, req: usize, conc: usize) -> Result<Report, String> {
+pub(crate) fn client(
+    a: &BenchArgs,
+    bind: SocketAddrV4,
+    server: SocketAddrV4,
+    req: usize,
+    conc: usize,
+) -> Result<Report, String> {
     let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
     let clk = clock();
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
@@ -71,15 +73,8 @@ fn client(a: &BenchArgs, bind: SocketAddrV4, server: SocketAddrV4, req: usize, c
             .map_err(|e| format!("client endpoint: {e:?}"))?;
     let addr =
         erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
-    let s = cli.create_session(addr).map_err(|e| format!("create_session: {e:?}"))?;
-    let t0 = Instant::now();
-    while !cli.is_connected(s) {
-        cli.run_event_loop_once();
-        if t0.elapsed() > Duration::from_secs(5) {
-            return Err(format!("no eRPC server answered at udp {server} within 5 s"));
-        }
-    }
-    measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk)
+    let s = connect(&mut cli, addr, &format!("udp {server}"))?;
+    measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())
 }
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
@@ -109,6 +104,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
     h.join().map_err(|_| "the server thread panicked".to_string())??;
     let mut r = r?;
     let (pps, p50) = raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
+    r.reference = "raw UDP ping-pong, same datagram sizes and window";
     r.reference_pps = pps;
     r.reference_p50_us = (a.mode == Mode::Latency).then_some(p50);
     Ok(r)
@@ -154,10 +150,13 @@ pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> 
             break;
         }
         while sent_at.len() < conc {
+            // The round trip starts before the send, as an RPC's starts before it is enqueued:
+            // on loopback the send call itself carries the datagram to the receiving socket.
+            let t = Instant::now();
             if cli.send_to(&msg, echo_addr).is_err() {
                 break;
             }
-            sent_at.push_back(Instant::now());
+            sent_at.push_back(t);
         }
         if cli.recv_from(&mut buf).is_ok() {
             if let Some(t) = sent_at.pop_front() {

@@ -2,7 +2,9 @@
 //! from tests.
 
 pub mod bench;
+mod bench_afxdp;
 mod bench_udp;
+pub mod netns;
 pub mod nic;
 pub mod sim;
 
@@ -13,4 +15,7 @@ pub enum TransportKind {
     Sim,
     /// Kernel UDP sockets (sendmmsg/recvmmsg): loopback, or between machines.
     Udp,
+    /// AF_XDP sockets with an XDP program (root): on a veth pair between two network namespaces
+    /// when both ends run here, or on real interfaces with --interface.
+    Afxdp,
 }

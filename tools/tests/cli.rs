@@ -46,6 +46,12 @@ fn bench_rate_and_bandwidth_over_udp() {
 fn user_mistakes_get_one_line_and_a_failure_exit() {
     for (args, want) in [
         (&["bench", "latency", "--transport", "sim", "--server", "127.0.0.1:9"][..], "apply to --transport udp"),
+        (&["bench", "latency", "--interface", "lo"][..], "--interface applies to --transport afxdp"),
+        (&["bench", "latency", "--transport", "afxdp", "--server", "10.0.0.1:31850"][..], "needs --interface"),
+        (
+            &["bench", "latency", "--transport", "afxdp", "--server", "10.0.0.1:31850", "--interface", "nope0"][..],
+            "no interface `nope0`",
+        ),
         (&["bench", "latency", "--connect", "127.0.0.1:9", "--duration", "0.1"][..], "no eRPC server answered"),
         (&["bench", "latency", "--server", "0.0.0.0:31850"][..], "not 0.0.0.0"),
         (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
@@ -57,4 +63,33 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// Our namespaces (`erpc-…`) that exist now.
+fn erpc_namespaces() -> Vec<String> {
+    let out = Command::new("ip").args(["netns", "list"]).output().expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("erpc-"))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn bench_over_afxdp_runs_both_ends_on_a_veth_pair_and_leaves_nothing_behind() {
+    let c = erpc_hugepages::HugepageCounts::reserve_free(erpc_hugepages::PageSize::Huge2M, 32).expect("hugepages");
+    assert!(c.free >= 32, "{c:?}");
+    let before = erpc_namespaces();
+    let v = json(&["bench", "latency", "--transport", "afxdp", "--duration", "0.3", "--json"]);
+    assert_eq!(v["transport"], "afxdp");
+    assert_eq!(v["failed"], 0);
+    assert!(v["rpcs"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["reference"].as_str().unwrap().contains("UDP transport on the same veth pair"), "{v}");
+    for k in ["p50_us", "p99_us", "p999_us", "reference_p50_us", "reference_pps"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    let v = json(&["bench", "rate", "--transport", "afxdp", "--duration", "0.3", "--json"]);
+    assert!(v["rpcs_per_sec"].as_f64().unwrap() > 100.0 && v["failed"] == 0, "{v}");
+    assert_eq!(erpc_namespaces(), before, "the namespaces (and their veth pair) are deleted");
 }

@@ -1,0 +1,912 @@
+//! An AF_XDP socket as a [`Transport`]: raw Ethernet frames of one receive queue, without a
+//! NIC given to VFIO and without the kernel's UDP stack in the path.
+//!
+//! # How it fits together
+//! * **UMEM** — one hugepage mapping registered with the socket (`XDP_UMEM_REG`, unaligned
+//!   chunks): the receive frames first, then the dataplane's region (msgbufs), so transmitted
+//!   packets are sent straight from msgbufs. The region's IOVA is its offset in the UMEM, which
+//!   is what TX descriptors carry.
+//! * **Rings** ([`ring`]) — fill (frames the kernel may receive into), RX, TX and completion,
+//!   mapped from the socket and driven here.
+//! * **XDP program** ([`bpf`]) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
+//!   our port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
+//!   to the kernel. It is loaded with `bpf(2)` and attached as a BPF link, so closing the link —
+//!   on drop, on an error part-way through [`AfXdpTransport::open`], or when the process dies —
+//!   detaches it.
+//!
+//! # Buffer ownership
+//! RX frames are lent to the dataplane straight from the UMEM and returned to the fill ring,
+//! in any order, when released. TX is unsignaled in spirit: completions are reaped only when
+//! the TX window fills or in [`Transport::tx_flush`], which returns once every accepted packet
+//! has completed. A packet with a header and a data segment goes out as a two-descriptor
+//! multi-buffer frame (`XDP_PKT_CONTD`, Linux 6.6 or later).
+//!
+//! # Modes
+//! Copy mode ([`BindMode::Copy`], the default) works on every interface, veth included. With
+//! [`BindMode::ZeroCopy`] on a driver that supports it, each segment is also split at 4 KiB
+//! page boundaries, since the kernel refuses a zero-copy descriptor that crosses pages it did
+//! not find DMA-contiguous.
+//!
+//! One endpoint per interface queue: the interface carries one XDP program. The endpoint's
+//! traffic must arrive on the bound queue (veth has one; on a multi-queue NIC steer the port
+//! with `ethtool -N` or use a single queue).
+
+mod bpf;
+mod netif;
+mod ring;
+
+pub use bpf::{xdp_redirect_program, BpfInsn};
+
+use erpc_dataplane::dma::DmaRegion;
+use erpc_dataplane::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
+use erpc_dataplane::wire::{RoutingInfo, HEADROOM};
+use erpc_hugepages::{DmaError, Memory, PageSize};
+use ring::Ring;
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+/// Bytes the kernel keeps in front of each received frame in a chunk (`XDP_PACKET_HEADROOM`).
+const XDP_PACKET_HEADROOM: u32 = 256;
+/// In unaligned-chunk mode an RX address carries the frame's offset in its top 16 bits
+/// (`XSK_UNALIGNED_BUF_OFFSET_SHIFT` of `linux/if_xdp.h`).
+const UNALIGNED_OFFSET_SHIFT: u32 = 48;
+const UNALIGNED_ADDR_MASK: u64 = (1 << UNALIGNED_OFFSET_SHIFT) - 1;
+/// The kernel's page size, at whose boundaries zero-copy descriptors are split.
+const KERNEL_PAGE: usize = 4096;
+/// Most descriptors one packet needs: two segments, each split at most once.
+const MAX_DESCS: usize = 4;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XdpAttach {
+    /// Native (driver) mode if the driver has it, else generic.
+    Auto,
+    /// In the driver's receive path (`XDP_FLAGS_DRV_MODE`); veth and most NIC drivers.
+    Native,
+    /// After the kernel built an skb (`XDP_FLAGS_SKB_MODE`): any interface, slower.
+    Generic,
+}
+
+/// How the socket moves frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BindMode {
+    /// The kernel copies frames between the UMEM and its own buffers (`XDP_COPY`): any driver.
+    Copy,
+    /// The NIC DMAs to and from the UMEM (`XDP_ZEROCOPY`): only drivers that support it.
+    ZeroCopy,
+}
+
+/// Settings of an [`AfXdpTransport`].
+#[derive(Clone, Debug)]
+pub struct AfXdpConfig {
+    /// The interface (in the calling thread's network namespace).
+    pub interface: String,
+    /// The receive queue to bind.
+    pub queue: u32,
+    /// This endpoint's UDP port: frames to it are redirected to the socket.
+    pub udp_port: u16,
+    /// This endpoint's IPv4 address; `None` takes the interface's first one.
+    pub ipv4: Option<Ipv4Addr>,
+    /// Bytes per receive frame (UMEM chunk): 2048 or 4096.
+    pub frame_size: u32,
+    /// Receive frames (a power of two): the fill and RX rings have as many entries.
+    pub rx_frames: u32,
+    /// TX and completion ring entries (a power of two); also the TX window in packets.
+    pub tx_ring: u32,
+    /// Size of the dataplane's region (msgbufs) inside the UMEM.
+    pub region_bytes: usize,
+    /// Pages backing the UMEM.
+    pub page: PageSize,
+    /// Largest frame including the 42-byte headroom; clamped to the interface's MTU.
+    pub mtu: usize,
+    pub attach: XdpAttach,
+    pub bind: BindMode,
+}
+
+impl Default for AfXdpConfig {
+    fn default() -> Self {
+        AfXdpConfig {
+            interface: String::new(),
+            queue: 0,
+            udp_port: 31850,
+            ipv4: None,
+            frame_size: 2048,
+            rx_frames: 4096,
+            tx_ring: 2048,
+            region_bytes: 32 << 20,
+            page: PageSize::Huge2M,
+            mtu: 1514,
+            attach: XdpAttach::Auto,
+            bind: BindMode::Copy,
+        }
+    }
+}
+
+/// Why an AF_XDP transport could not be opened. Each message says what to do.
+#[derive(Debug)]
+pub enum AfXdpError {
+    /// No such interface in this network namespace.
+    NoInterface(String),
+    /// The interface has no IPv4 address and none was configured.
+    NoAddress(String),
+    /// A setting out of range.
+    Config(String),
+    /// The UMEM could not be allocated (no hugepages, …).
+    Memory(DmaError),
+    /// A step of the socket setup failed.
+    Socket { step: &'static str, error: io::Error },
+    /// Binding the socket to the interface queue failed.
+    Bind { interface: String, queue: u32, mode: BindMode, error: io::Error },
+    /// Creating the XSKMAP or loading the program failed (with the verifier's log, if any).
+    Bpf { step: &'static str, error: io::Error, log: String },
+    /// Attaching the XDP program to the interface failed.
+    Attach { interface: String, error: io::Error },
+}
+
+fn needs_root(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
+}
+
+impl fmt::Display for AfXdpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ROOT: &str = "AF_XDP and XDP programs need CAP_NET_RAW, CAP_NET_ADMIN and CAP_BPF: run as root";
+        match self {
+            AfXdpError::NoInterface(i) => {
+                write!(f, "no interface `{i}` in this network namespace: `ip link` lists the interfaces")
+            }
+            AfXdpError::NoAddress(i) => write!(
+                f,
+                "interface `{i}` has no IPv4 address: add one (ip addr add 10.0.0.1/24 dev {i}) or configure the \
+                 endpoint's address"
+            ),
+            AfXdpError::Config(m) => write!(f, "bad AF_XDP setting: {m}"),
+            AfXdpError::Memory(e) => write!(f, "allocating the AF_XDP UMEM failed: {e}"),
+            AfXdpError::Socket { error, .. } if needs_root(error) => write!(f, "{ROOT}"),
+            AfXdpError::Socket { step, error } if *step == "socket" => write!(
+                f,
+                "cannot create an AF_XDP socket ({error}): the kernel needs CONFIG_XDP_SOCKETS (Linux 4.18 or later)"
+            ),
+            AfXdpError::Socket { step, error } => write!(f, "AF_XDP setup failed at {step}: {error}"),
+            AfXdpError::Bind { error, .. } if needs_root(error) => write!(f, "{ROOT}"),
+            AfXdpError::Bind { interface, queue, mode, error } => match error.raw_os_error() {
+                Some(libc::EBUSY) => write!(
+                    f,
+                    "queue {queue} of `{interface}` already has an AF_XDP socket or zero-copy user: stop the other \
+                     program or use another queue"
+                ),
+                Some(libc::EOPNOTSUPP) if *mode == BindMode::ZeroCopy => write!(
+                    f,
+                    "`{interface}`'s driver cannot do zero-copy AF_XDP with multi-buffer frames: use copy mode"
+                ),
+                Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) => write!(
+                    f,
+                    "binding an AF_XDP socket to queue {queue} of `{interface}` failed ({error}): the queue must exist \
+                     (ethtool -l {interface}) and the kernel must support multi-buffer AF_XDP (Linux 6.6 or later)"
+                ),
+                _ => write!(f, "binding an AF_XDP socket to queue {queue} of `{interface}` failed: {error}"),
+            },
+            AfXdpError::Bpf { error, .. } if needs_root(error) => write!(f, "{ROOT}"),
+            AfXdpError::Bpf { step, error, log } => {
+                write!(f, "{step} failed: {error}")?;
+                if !log.is_empty() {
+                    write!(f, "; verifier log: {}", log.trim_end().replace('\n', " | "))?;
+                }
+                Ok(())
+            }
+            AfXdpError::Attach { error, .. } if needs_root(error) => write!(f, "{ROOT}"),
+            AfXdpError::Attach { interface, error } => match error.raw_os_error() {
+                Some(libc::EBUSY) | Some(libc::EEXIST) => write!(
+                    f,
+                    "`{interface}` already has an XDP program: detach it (ip link set dev {interface} xdp off) or use \
+                     another interface"
+                ),
+                Some(libc::EINVAL) => write!(
+                    f,
+                    "attaching the XDP program to `{interface}` failed ({error}): XDP links need Linux 5.9 or later, \
+                     and native mode needs driver support (try generic mode)"
+                ),
+                _ => write!(f, "attaching the XDP program to `{interface}` failed: {error}"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for AfXdpError {}
+
+impl From<DmaError> for AfXdpError {
+    fn from(e: DmaError) -> Self {
+        AfXdpError::Memory(e)
+    }
+}
+
+/// Counters of the transport itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AfXdpStats {
+    pub rx_frames: u64,
+    pub tx_packets: u64,
+    /// TX descriptors completed by the kernel.
+    pub tx_completed_descs: u64,
+    /// RX descriptors that did not name one of our frames, or a frame already lent: ignored.
+    pub rx_bad_desc: u64,
+    /// Frames that arrived in several buffers (larger than a frame): dropped whole.
+    pub rx_multi_buffer: u64,
+    /// `rx_release` of an id that was not lent: ignored.
+    pub rx_bad_release: u64,
+    /// Packets to send that were not eRPC frames within the UMEM region and MTU: dropped.
+    pub tx_malformed: u64,
+    /// `sendto` wake-ups of the kernel's transmit path.
+    pub tx_kicks: u64,
+    /// Wake-ups that failed for a reason other than a full queue (interface down, …).
+    pub tx_kick_errors: u64,
+    pub tx_flushes: u64,
+    /// `tx_flush` calls that gave up after a second with packets still not completed.
+    pub tx_flush_timeouts: u64,
+}
+
+/// The kernel's counters of the socket (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct XskKernelStats {
+    /// Frames dropped for reasons other than an invalid descriptor (e.g. a full RX ring).
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty_descs: u64,
+    pub tx_ring_empty_descs: u64,
+}
+
+/// An AF_XDP socket bound to one interface queue, with its XDP program attached.
+pub struct AfXdpTransport {
+    // Dropped first: closing the link detaches the program, so no more frames are redirected.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    _map: OwnedFd,
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+    sock: OwnedFd,
+    // Dropped last: the kernel releases the UMEM when the socket closes.
+    umem: Memory,
+    local: EndpointAddr,
+    interface: String,
+    attach: XdpAttach,
+    zero_copy: bool,
+    mtu: usize,
+    frame_size: u32,
+    rx_frames: u32,
+    /// Offset of the dataplane region in the UMEM.
+    region_off: usize,
+    region_len: usize,
+    lent: Vec<bool>,
+    /// Within a multi-buffer RX frame being dropped.
+    rx_dropping: bool,
+    /// Descriptors of each accepted, not yet completed packet, in acceptance order (0 for a
+    /// dropped malformed packet).
+    pending: VecDeque<u8>,
+    /// Descriptors accepted and not completed, and completed ones not yet matched to a packet.
+    outstanding_descs: u32,
+    completed_unmatched: u32,
+    reclaimed: u64,
+    tx_unsent: bool,
+    stats: AfXdpStats,
+}
+
+// SAFETY: the raw pointers point into this value's own mappings (rings, UMEM), which move with it.
+unsafe impl Send for AfXdpTransport {}
+
+fn sock_err(step: &'static str) -> impl FnOnce(io::Error) -> AfXdpError {
+    move |error| AfXdpError::Socket { step, error }
+}
+
+fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
+    // SAFETY: passes a live value of its own size; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            opt,
+            (v as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The interface's MTU (`SIOCGIFMTU`).
+fn if_mtu(name: &str) -> io::Result<usize> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    let mut req = [0u8; 40];
+    let n = name.len().min(15);
+    req[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: SIOCGIFMTU reads the name and writes an int into the union of a 40-byte ifreq.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, req.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(i32::from_ne_bytes(req[16..20].try_into().expect("4 bytes")) as usize)
+}
+
+fn desc(addr: u64, len: u32, options: u32) -> libc::xdp_desc {
+    libc::xdp_desc { addr, len, options }
+}
+
+/// Splits `[off, off + len)` at `page` boundaries into at most two pieces.
+fn split_at_page(off: usize, len: usize, page: usize) -> ([(usize, usize); 2], usize) {
+    let end = off + len;
+    let boundary = (off / page + 1) * page;
+    if len == 0 || end <= boundary {
+        ([(off, len), (0, 0)], 1)
+    } else {
+        ([(off, boundary - off), (boundary, end - boundary)], 2)
+    }
+}
+
+impl AfXdpTransport {
+    /// Creates the socket and UMEM, binds the queue, and attaches the XDP program. On any error
+    /// everything created so far is released again (the program is attached last).
+    pub fn open(cfg: AfXdpConfig) -> Result<Self, AfXdpError> {
+        let bad = |m: String| Err(AfXdpError::Config(m));
+        if cfg.frame_size != 2048 && cfg.frame_size != 4096 {
+            return bad(format!("frame_size must be 2048 or 4096, not {}", cfg.frame_size));
+        }
+        for (n, what) in [(cfg.rx_frames, "rx_frames"), (cfg.tx_ring, "tx_ring")] {
+            if !n.is_power_of_two() || !(64..=1 << 16).contains(&n) {
+                return bad(format!("{what} must be a power of two from 64 to 65536, not {n}"));
+            }
+        }
+        let max_frame = (cfg.frame_size - XDP_PACKET_HEADROOM) as usize;
+        if cfg.mtu < HEADROOM + 64 || cfg.mtu > max_frame {
+            return bad(format!("mtu must be from {} to {max_frame} (frame size less XDP headroom)", HEADROOM + 64));
+        }
+        if cfg.region_bytes == 0 {
+            return bad("region_bytes must not be 0".into());
+        }
+        let ifindex = netif::ifindex(&cfg.interface).ok_or_else(|| AfXdpError::NoInterface(cfg.interface.clone()))?;
+        let mac = netif::mac(&cfg.interface).map_err(sock_err("reading the interface's MAC"))?;
+        let ipv4 = match cfg.ipv4 {
+            Some(a) => a,
+            None => netif::ipv4(&cfg.interface)
+                .map_err(sock_err("reading the interface's address"))?
+                .ok_or_else(|| AfXdpError::NoAddress(cfg.interface.clone()))?,
+        };
+        let mtu = cfg.mtu.min(if_mtu(&cfg.interface).map_err(sock_err("reading the interface's MTU"))? + 14);
+
+        // UMEM: receive frames, then the dataplane region.
+        let rx_area = cfg.rx_frames as usize * cfg.frame_size as usize;
+        let region_off = rx_area.next_multiple_of(KERNEL_PAGE);
+        let umem = Memory::new(region_off + cfg.region_bytes, cfg.page)?;
+        let region_len = umem.len() - region_off;
+
+        // SAFETY: creates a new socket; the result is checked and owned below.
+        let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(AfXdpError::Socket { step: "socket", error: io::Error::last_os_error() });
+        }
+        // SAFETY: `fd` is a new descriptor nothing else owns.
+        let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+        let reg = libc::xdp_umem_reg {
+            addr: umem.as_ptr().as_ptr() as u64,
+            len: umem.len() as u64,
+            chunk_size: cfg.frame_size,
+            headroom: 0,
+            flags: libc::XDP_UMEM_UNALIGNED_CHUNK_FLAG,
+            tx_metadata_len: 0,
+        };
+        setsockopt(&sock, libc::XDP_UMEM_REG, &reg).map_err(sock_err("registering the UMEM"))?;
+        setsockopt(&sock, libc::XDP_UMEM_FILL_RING, &cfg.rx_frames).map_err(sock_err("sizing the fill ring"))?;
+        setsockopt(&sock, libc::XDP_UMEM_COMPLETION_RING, &cfg.tx_ring)
+            .map_err(sock_err("sizing the completion ring"))?;
+        setsockopt(&sock, libc::XDP_RX_RING, &cfg.rx_frames).map_err(sock_err("sizing the RX ring"))?;
+        setsockopt(&sock, libc::XDP_TX_RING, &cfg.tx_ring).map_err(sock_err("sizing the TX ring"))?;
+        let off: libc::xdp_mmap_offsets = getsockopt_offsets(&sock).map_err(sock_err("reading ring offsets"))?;
+        let rx = Ring::map(&sock, &off.rx, cfg.rx_frames, libc::XDP_PGOFF_RX_RING as u64)
+            .map_err(sock_err("mapping the RX ring"))?;
+        let tx = Ring::map(&sock, &off.tx, cfg.tx_ring, libc::XDP_PGOFF_TX_RING as u64)
+            .map_err(sock_err("mapping the TX ring"))?;
+        let mut fill = Ring::map(&sock, &off.fr, cfg.rx_frames, libc::XDP_UMEM_PGOFF_FILL_RING)
+            .map_err(sock_err("mapping the fill ring"))?;
+        let comp = Ring::map(&sock, &off.cr, cfg.tx_ring, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
+            .map_err(sock_err("mapping the completion ring"))?;
+        // Every receive frame starts in the fill ring.
+        for i in 0..cfg.rx_frames {
+            fill.write(i, i as u64 * cfg.frame_size as u64);
+        }
+        fill.submit(cfg.rx_frames);
+
+        let mode_flag = match cfg.bind {
+            BindMode::Copy => libc::XDP_COPY,
+            BindMode::ZeroCopy => libc::XDP_ZEROCOPY,
+        };
+        let sxdp = libc::sockaddr_xdp {
+            sxdp_family: libc::AF_XDP as u16,
+            sxdp_flags: libc::XDP_USE_NEED_WAKEUP | libc::XDP_USE_SG | mode_flag,
+            sxdp_ifindex: ifindex,
+            sxdp_queue_id: cfg.queue,
+            sxdp_shared_umem_fd: 0,
+        };
+        // SAFETY: binds our socket to a `sockaddr_xdp` of its own size.
+        let r = unsafe {
+            libc::bind(
+                sock.as_raw_fd(),
+                (&sxdp as *const libc::sockaddr_xdp).cast(),
+                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            return Err(AfXdpError::Bind {
+                interface: cfg.interface.clone(),
+                queue: cfg.queue,
+                mode: cfg.bind,
+                error: io::Error::last_os_error(),
+            });
+        }
+
+        let bpf_err = |step: &'static str| move |error| AfXdpError::Bpf { step, error, log: String::new() };
+        let map = bpf::create_xskmap(cfg.queue + 1).map_err(bpf_err("creating the XSKMAP"))?;
+        bpf::xskmap_set(map.as_raw_fd(), cfg.queue, sock.as_raw_fd())
+            .map_err(bpf_err("putting the socket into the XSKMAP"))?;
+        let code = bpf::xdp_redirect_program(map.as_raw_fd(), cfg.udp_port);
+        let prog = bpf::load_xdp_program(&code).map_err(|(error, log)| AfXdpError::Bpf {
+            step: "loading the XDP program",
+            error,
+            log,
+        })?;
+        let attach_err = |error| AfXdpError::Attach { interface: cfg.interface.clone(), error };
+        let (link, attach) = match cfg.attach {
+            XdpAttach::Native => {
+                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE).map_err(attach_err)?, cfg.attach)
+            }
+            XdpAttach::Generic => {
+                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?, cfg.attach)
+            }
+            XdpAttach::Auto => match bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+                Ok(l) => (l, XdpAttach::Native),
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => (
+                    bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
+                    XdpAttach::Generic,
+                ),
+                Err(e) => return Err(attach_err(e)),
+            },
+        };
+        log::info!("AF_XDP on {} queue {}: {:?} XDP, {:?} mode", cfg.interface, cfg.queue, attach, cfg.bind);
+        Ok(AfXdpTransport {
+            _link: link,
+            _prog: prog,
+            _map: map,
+            rx,
+            tx,
+            fill,
+            comp,
+            sock,
+            umem,
+            local: EndpointAddr { mac, ipv4: ipv4.octets(), udp_port: cfg.udp_port },
+            interface: cfg.interface,
+            attach,
+            zero_copy: cfg.bind == BindMode::ZeroCopy,
+            mtu,
+            frame_size: cfg.frame_size,
+            rx_frames: cfg.rx_frames,
+            region_off,
+            region_len,
+            lent: vec![false; cfg.rx_frames as usize],
+            rx_dropping: false,
+            pending: VecDeque::with_capacity(cfg.tx_ring as usize),
+            outstanding_descs: 0,
+            completed_unmatched: 0,
+            reclaimed: 0,
+            tx_unsent: false,
+            stats: AfXdpStats::default(),
+        })
+    }
+
+    /// The dataplane's region inside the UMEM (its IOVA is its UMEM offset).
+    ///
+    /// # Safety
+    /// The region must be used only while this transport lives (hand the transport to the
+    /// endpoint that uses the region), and by one endpoint.
+    pub unsafe fn dataplane_region(&self) -> DmaRegion {
+        // SAFETY: in bounds of the UMEM mapping, which lives as long as `self`; the caller
+        // promises not to outlive it.
+        unsafe {
+            DmaRegion::new(
+                NonNull::new_unchecked(self.umem.as_ptr().as_ptr().add(self.region_off)),
+                self.region_len,
+                self.region_off as u64,
+            )
+        }
+    }
+
+    pub fn stats(&self) -> AfXdpStats {
+        self.stats
+    }
+
+    /// The kernel's counters of this socket.
+    pub fn kernel_stats(&self) -> io::Result<XskKernelStats> {
+        let s: libc::xdp_statistics = getsockopt_stats(&self.sock)?;
+        Ok(XskKernelStats {
+            rx_dropped: s.rx_dropped,
+            rx_invalid_descs: s.rx_invalid_descs,
+            tx_invalid_descs: s.tx_invalid_descs,
+            rx_ring_full: s.rx_ring_full,
+            rx_fill_ring_empty_descs: s.rx_fill_ring_empty_descs,
+            tx_ring_empty_descs: s.tx_ring_empty_descs,
+        })
+    }
+
+    /// How the XDP program ended up attached (native or generic).
+    pub fn attach_mode(&self) -> XdpAttach {
+        self.attach
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// Wakes the kernel's transmit path while it asks for it and descriptors wait. In copy mode
+    /// one `sendto` sends at most a small batch and returns `EAGAIN` if more remain.
+    fn kick(&mut self) {
+        for _ in 0..64 {
+            if !self.tx.needs_wakeup() {
+                break;
+            }
+            self.stats.tx_kicks += 1;
+            // SAFETY: a zero-length send on our socket; it only wakes the kernel's TX path.
+            let r = unsafe {
+                libc::sendto(self.sock.as_raw_fd(), std::ptr::null(), 0, libc::MSG_DONTWAIT, std::ptr::null(), 0)
+            };
+            if r < 0 {
+                let e = io::Error::last_os_error().raw_os_error();
+                if !matches!(e, Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
+                    self.stats.tx_kick_errors += 1;
+                    break;
+                }
+            }
+            if self.tx.all_consumed() {
+                break;
+            }
+            if r >= 0 && self.zero_copy {
+                break; // the driver sends asynchronously
+            }
+        }
+        self.tx_unsent = !self.tx.all_consumed();
+    }
+
+    /// Takes completed descriptors off the completion ring and retires the packets they finish.
+    fn reap(&mut self) {
+        let n = self.comp.ready();
+        if n == 0 {
+            return;
+        }
+        self.comp.release(n);
+        self.stats.tx_completed_descs += n as u64;
+        self.completed_unmatched += n;
+        self.retire();
+    }
+
+    fn retire(&mut self) {
+        while let Some(&d) = self.pending.front() {
+            let d = d as u32;
+            if d > self.completed_unmatched {
+                break;
+            }
+            self.completed_unmatched -= d;
+            self.outstanding_descs -= d;
+            self.pending.pop_front();
+            self.reclaimed += 1;
+        }
+    }
+
+    /// The UMEM offset of `len` bytes at `p`, if they lie in the dataplane region.
+    fn umem_offset(&self, p: *const u8, len: usize) -> Option<usize> {
+        let off = (p as usize).checked_sub(self.umem.as_ptr().as_ptr() as usize)?;
+        (off >= self.region_off && off.checked_add(len)? <= self.umem.len()).then_some(off)
+    }
+
+    /// The descriptors of one packet, or `None` if it is not a frame we can send.
+    fn descriptors(&self, p: &TxPacket) -> Option<([libc::xdp_desc; MAX_DESCS], usize)> {
+        let len = p.len();
+        if !(HEADROOM..=self.mtu).contains(&len) {
+            return None;
+        }
+        let mut d = [desc(0, 0, 0); MAX_DESCS];
+        let mut n = 0;
+        for s in p.segs.iter().filter(|s| s.len > 0) {
+            let off = self.umem_offset(s.vaddr, s.len as usize)?;
+            let (pieces, k) = if self.zero_copy {
+                split_at_page(off, s.len as usize, KERNEL_PAGE)
+            } else {
+                ([(off, s.len as usize), (0, 0)], 1)
+            };
+            for &(o, l) in &pieces[..k] {
+                d[n] = desc(o as u64, l as u32, libc::XDP_PKT_CONTD);
+                n += 1;
+            }
+        }
+        d[n - 1].options = 0;
+        Some((d, n))
+    }
+
+    fn frame_of(&self, addr: u64) -> Option<(u32, usize)> {
+        let base = addr & UNALIGNED_ADDR_MASK;
+        let data = (base + (addr >> UNALIGNED_OFFSET_SHIFT)) as usize;
+        let fs = self.frame_size as u64;
+        if base % fs != 0 || base / fs >= self.rx_frames as u64 {
+            return None;
+        }
+        Some(((base / fs) as u32, data))
+    }
+
+    /// Returns frame `i` to the fill ring (not yet submitted: `k` written so far).
+    fn refill(&mut self, k: &mut u32, i: u32) {
+        self.fill.write(*k, i as u64 * self.frame_size as u64);
+        *k += 1;
+    }
+}
+
+fn getsockopt_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
+    let zero = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
+    let mut v = libc::xdp_mmap_offsets { rx: zero, tx: zero, fr: zero, cr: zero };
+    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`, which we own.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_MMAP_OFFSETS,
+            (&mut v as *mut libc::xdp_mmap_offsets).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+        // Kernels before 5.4 report rings without a flags word.
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP rings without flags need Linux 5.4 or later"));
+    }
+    Ok(v)
+}
+
+fn getsockopt_stats(fd: &OwnedFd) -> io::Result<libc::xdp_statistics> {
+    let mut v = libc::xdp_statistics {
+        rx_dropped: 0,
+        rx_invalid_descs: 0,
+        tx_invalid_descs: 0,
+        rx_ring_full: 0,
+        rx_fill_ring_empty_descs: 0,
+        tx_ring_empty_descs: 0,
+    };
+    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `v`, which we own.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_XDP,
+            libc::XDP_STATISTICS,
+            (&mut v as *mut libc::xdp_statistics).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+impl Transport for AfXdpTransport {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn local_addr(&self) -> EndpointAddr {
+        self.local
+    }
+
+    /// Uses the remote's MAC if given, else the neighbour table (asking the kernel to resolve it,
+    /// for up to a second).
+    fn resolve(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, ResolveError> {
+        if remote.ipv4 == [0; 4] || remote.udp_port == 0 {
+            return Err(ResolveError::InvalidAddress);
+        }
+        let mut r = *remote;
+        if r.mac == [0; 6] {
+            r.mac = netif::resolve_mac(Ipv4Addr::from(remote.ipv4), &self.interface, Duration::from_secs(1))
+                .ok_or(ResolveError::Unreachable)?;
+        }
+        Ok(RoutingInfo::new(&self.local, &r))
+    }
+
+    fn max_tx_in_flight(&self) -> usize {
+        self.tx.size() as usize
+    }
+
+    fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        let size = self.tx.size();
+        let mut written = 0u32;
+        let mut accepted = 0;
+        let mut sent = 0;
+        for p in pkts {
+            let Some((d, n)) = self.descriptors(p) else {
+                self.stats.tx_malformed += 1;
+                self.pending.push_back(0);
+                accepted += 1;
+                continue;
+            };
+            let n = n as u32;
+            if self.outstanding_descs + n > size {
+                self.reap();
+                if self.outstanding_descs + n > size {
+                    break;
+                }
+            }
+            // Uncompleted descriptors bound those in the ring, so this always has room.
+            if self.tx.free(written + n) < written + n {
+                break;
+            }
+            for (i, x) in d[..n as usize].iter().enumerate() {
+                self.tx.write(written + i as u32, *x);
+            }
+            written += n;
+            self.outstanding_descs += n;
+            self.pending.push_back(n as u8);
+            accepted += 1;
+            sent += 1;
+        }
+        if written > 0 {
+            self.tx.submit(written);
+            self.stats.tx_packets += sent;
+            self.kick();
+        }
+        // Malformed packets at the front retire at once.
+        self.retire();
+        accepted
+    }
+
+    fn tx_flush(&mut self) {
+        self.stats.tx_flushes += 1;
+        let t0 = Instant::now();
+        loop {
+            self.reap();
+            if self.pending.is_empty() {
+                return;
+            }
+            if !self.tx.all_consumed() {
+                self.kick();
+            }
+            if t0.elapsed() > Duration::from_secs(1) {
+                self.stats.tx_flush_timeouts += 1;
+                log::warn!(
+                    "AF_XDP on {}: {} packets not completed after 1 s (interface down?)",
+                    self.interface,
+                    self.pending.len()
+                );
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        if self.tx_unsent {
+            self.kick();
+        }
+        let ready = self.rx.ready();
+        let mut got = 0;
+        let mut refills = 0;
+        let mut used = 0;
+        while used < ready && got < out.len() {
+            let d = self.rx.read(used);
+            used += 1;
+            let Some((frame, data)) = self.frame_of(d.addr) else {
+                self.stats.rx_bad_desc += 1;
+                continue;
+            };
+            let start = frame as usize * self.frame_size as usize;
+            let fits = data >= start && data + d.len as usize <= start + self.frame_size as usize;
+            if self.lent[frame as usize] || !fits {
+                self.stats.rx_bad_desc += 1;
+                continue;
+            }
+            let continued = d.options & libc::XDP_PKT_CONTD != 0;
+            if continued || self.rx_dropping {
+                // Part of a frame larger than one buffer: drop all its parts.
+                if !continued {
+                    self.stats.rx_multi_buffer += 1;
+                }
+                self.rx_dropping = continued;
+                self.refill(&mut refills, frame);
+                continue;
+            }
+            self.lent[frame as usize] = true;
+            // SAFETY: `data` lies within the UMEM mapping (checked against the frame above).
+            let ptr = unsafe { self.umem.as_ptr().as_ptr().add(data) };
+            out[got] = RxPacket { data: NonNull::new(ptr).expect("inside the mapping"), len: d.len, id: frame };
+            got += 1;
+        }
+        if used > 0 {
+            self.rx.release(used);
+        }
+        if refills > 0 {
+            self.fill.submit(refills);
+        }
+        self.stats.rx_frames += got as u64;
+        got
+    }
+
+    fn rx_release(&mut self, pkts: &[RxPacket]) {
+        let mut k = 0;
+        for p in pkts {
+            match self.lent.get_mut(p.id as usize) {
+                Some(l) if *l => {
+                    *l = false;
+                    self.refill(&mut k, p.id);
+                }
+                _ => self.stats.rx_bad_release += 1,
+            }
+        }
+        if k > 0 {
+            self.fill.submit(k);
+            if self.fill.needs_wakeup() {
+                // SAFETY: a zero-length, non-blocking receive on our socket: only a wake-up.
+                unsafe {
+                    libc::recvfrom(
+                        self.sock.as_raw_fd(),
+                        std::ptr::null_mut(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+            }
+        }
+    }
+
+    fn tx_reclaimed(&self) -> u64 {
+        self.reclaimed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_at_page_boundaries() {
+        assert_eq!(split_at_page(0, 1514, 4096), ([(0, 1514), (0, 0)], 1));
+        assert_eq!(split_at_page(4096 - 1514, 1514, 4096), ([(4096 - 1514, 1514), (0, 0)], 1));
+        assert_eq!(split_at_page(4000, 200, 4096), ([(4000, 96), (4096, 104)], 2));
+        assert_eq!(split_at_page(8191, 2, 4096), ([(8191, 1), (8192, 1)], 2));
+    }
+
+    #[test]
+    fn the_program_ends_in_exits_and_its_jumps_land_inside() {
+        let code = xdp_redirect_program(3, 31850);
+        assert_eq!(code.last().unwrap().code, 0x95, "exit");
+        for (i, x) in code.iter().enumerate() {
+            if x.code & 0x07 == 0x05 && x.code != 0x85 && x.code != 0x95 {
+                let target = i as i64 + 1 + x.off as i64;
+                assert!(target > i as i64 && (target as usize) < code.len(), "jump {i} lands at {target}");
+                // Every filter jump goes to the two-instruction "pass" tail.
+                assert_eq!(target as usize, code.len() - 2);
+            }
+        }
+        // The port is compared in network order.
+        let port = be16_as_loaded_for_test(31850);
+        assert!(code.iter().any(|x| x.code == 0x55 && x.imm == port));
+    }
+
+    fn be16_as_loaded_for_test(v: u16) -> i32 {
+        u16::from_ne_bytes(v.to_be_bytes()) as i32
+    }
+}

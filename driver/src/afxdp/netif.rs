@@ -1,0 +1,107 @@
+//! What the kernel knows about a network interface and its neighbours, read in the calling
+//! thread's network namespace (so a thread that entered a namespace with `setns` sees that
+//! namespace's interfaces, unlike `/sys/class/net` of the mount).
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// The interface index of `name`, or `None` if it does not exist here.
+pub(crate) fn ifindex(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    // SAFETY: `c` is a valid NUL-terminated string.
+    let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    (i != 0).then_some(i)
+}
+
+/// The interface's MAC address (`SIOCGIFHWADDR` on a socket of this namespace).
+pub(crate) fn mac(name: &str) -> io::Result<[u8; 6]> {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    // `struct ifreq` (`linux/if.h`): 16 bytes of name, then the union; SIOCGIFHWADDR fills a
+    // `struct sockaddr` whose `sa_data` (after the 2-byte family) holds the MAC.
+    let mut req = [0u8; 40];
+    let n = name.len().min(15);
+    req[..n].copy_from_slice(&name.as_bytes()[..n]);
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the 24-byte `ifr_ifru` of a 40-byte
+    // `struct ifreq` we own.
+    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, req.as_mut_ptr()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut m = [0u8; 6];
+    m.copy_from_slice(&req[18..24]);
+    Ok(m)
+}
+
+/// The first IPv4 address of the interface.
+pub(crate) fn ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates a list we free below.
+    if unsafe { libc::getifaddrs(&mut list) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut found = None;
+    let mut p = list;
+    while !p.is_null() {
+        // SAFETY: `p` walks the list getifaddrs returned, which stays valid until freed.
+        let ifa = unsafe { &*p };
+        // SAFETY: `ifa_name` is a NUL-terminated string of the list.
+        let n = unsafe { CStr::from_ptr(ifa.ifa_name) };
+        if n.to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
+            // SAFETY: a non-null `ifa_addr` points to a sockaddr of its family.
+            let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
+            if fam == libc::AF_INET {
+                // SAFETY: an AF_INET address is a `sockaddr_in`.
+                let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                break;
+            }
+        }
+        p = ifa.ifa_next;
+    }
+    // SAFETY: frees the list getifaddrs allocated; no references into it remain.
+    unsafe { libc::freeifaddrs(list) };
+    Ok(found)
+}
+
+/// The MAC of `ip` in this namespace's neighbour table (`/proc/thread-self/net/arp`), if it is
+/// complete there.
+fn arp_lookup(ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
+    let t = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
+    for line in t.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // IP address, HW type, Flags, HW address, Mask, Device
+        if f.len() >= 6 && f[0] == ip.to_string() && f[5] == ifname && f[2] != "0x0" {
+            let mut m = [0u8; 6];
+            let parts: Vec<&str> = f[3].split(':').collect();
+            if parts.len() != 6 {
+                return None;
+            }
+            for (o, p) in m.iter_mut().zip(parts) {
+                *o = u8::from_str_radix(p, 16).ok()?;
+            }
+            return (m != [0; 6]).then_some(m);
+        }
+    }
+    None
+}
+
+/// Resolves `ip`'s MAC on `ifname`: from the neighbour table, else by making the kernel ask
+/// (one UDP datagram to the discard port, which starts ARP) and waiting up to `timeout`.
+pub(crate) fn resolve_mac(ip: Ipv4Addr, ifname: &str, timeout: Duration) -> Option<[u8; 6]> {
+    if let Some(m) = arp_lookup(ip, ifname) {
+        return Some(m);
+    }
+    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
+    let _ = s.send_to(&[], SocketAddrV4::new(ip, 9));
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        std::thread::sleep(Duration::from_millis(5));
+        if let Some(m) = arp_lookup(ip, ifname) {
+            return Some(m);
+        }
+    }
+    None
+}

@@ -1,0 +1,201 @@
+//! The AF_XDP transport between two network namespaces joined by a veth pair (created and
+//! always deleted by the test): the loopback scenarios, XDP program attach and detach, error
+//! messages, neighbour resolution, forged input, and no leftovers.
+//!
+//! Needs root (namespaces, XDP, AF_XDP) and reserves the 2 MiB hugepages it uses.
+
+use erpc_dataplane::clock::StdClock;
+use erpc_dataplane::transport::{EndpointAddr, RxPacket, Segment, Transport, TxPacket};
+use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpError, AfXdpTransport, XdpAttach};
+use erpc_hugepages::{HugepageCounts, PageSize};
+use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tools::netns::{self, VethPair};
+use std::sync::Mutex;
+
+/// The tests share the hugepage pool and create namespaces: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const REGION: usize = 32 << 20;
+
+fn setup() -> (std::sync::MutexGuard<'static, ()>, VethPair) {
+    let g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the AF_XDP tests need root (namespaces, XDP programs, AF_XDP)");
+    let c = HugepageCounts::reserve_free(PageSize::Huge2M, 48).expect("reserving 2 MiB hugepages");
+    assert!(c.free >= 48, "could not reserve 48 free 2 MiB hugepages: {c:?}");
+    (g, VethPair::create().expect("veth pair between two namespaces"))
+}
+
+fn config(end: &netns::End) -> AfXdpConfig {
+    AfXdpConfig {
+        interface: end.interface.clone(),
+        rx_frames: 1024,
+        tx_ring: 512,
+        region_bytes: REGION,
+        ..Default::default()
+    }
+}
+
+/// Runs `f` on a fresh thread (it enters namespaces, which must not leak into the harness).
+fn on_thread<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    match std::thread::spawn(f).join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    }
+}
+
+fn open_in(end: &netns::End, cfg: AfXdpConfig) -> Result<AfXdpTransport, AfXdpError> {
+    netns::enter(&end.netns).expect("enter namespace");
+    AfXdpTransport::open(cfg)
+}
+
+fn endpoint_memory(t: &AfXdpTransport) -> RpcMemory<'static> {
+    RpcMemory {
+        // SAFETY: the transport is handed to the endpoint that uses this region.
+        region: unsafe { t.dataplane_region() },
+        sessions: Session::storage(4).leak(),
+        backlog: BacklogEntry::storage(64).leak(),
+    }
+}
+
+#[test]
+fn loopback_scenarios_over_afxdp_between_namespaces() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    let report = on_thread(move || {
+        let ta = open_in(&a, config(&a)).expect("AF_XDP in namespace a");
+        let tb = open_in(&b, config(&b)).expect("AF_XDP in namespace b");
+        assert_eq!(ta.attach_mode(), XdpAttach::Native, "veth supports native XDP");
+        assert_eq!(ta.local_addr().ipv4, a.ipv4.octets());
+        let (ma, mb) = (endpoint_memory(&ta), endpoint_memory(&tb));
+        let lcfg = LoopbackConfig {
+            small_rpcs: 2000,
+            large_size: 3 << 20,
+            loss: 0.01,
+            phase_timeout_ns: 60_000_000_000,
+            ..Default::default()
+        };
+        let rpc_cfg = RpcConfig { rto_ns: 5_000_000, mtu: 1514, ..RpcConfig::default() };
+        let mut lb = Loopback::connect(ta, tb, ma, mb, StdClock::default(), rpc_cfg, &lcfg).expect("connect");
+        let report = lb.run_all(&lcfg).expect("scenarios");
+        for (name, t) in [("client", lb.client.transport().inner()), ("server", lb.server.transport().inner())] {
+            let s = t.stats();
+            assert!(s.rx_frames > 5000 && s.tx_packets > 5000, "{name}: {s:?}");
+            assert_eq!(s.rx_bad_desc + s.rx_bad_release + s.tx_malformed + s.tx_flush_timeouts, 0, "{name}: {s:?}");
+            assert!(s.tx_flushes > 0, "{name}: the loss phase flushes: {s:?}");
+            // Lazy reaping: never more completion work than packets, and all of it done by now.
+            assert!(s.tx_completed_descs >= s.tx_packets, "{name}: {s:?}");
+            let k = t.kernel_stats().expect("XDP_STATISTICS");
+            assert_eq!(k.rx_invalid_descs + k.tx_invalid_descs, 0, "{name}: {k:?}");
+        }
+        // Every accepted packet is known read after a flush.
+        let t = lb.client.transport_mut().inner_mut();
+        t.tx_flush();
+        assert_eq!(t.tx_reclaimed(), t.stats().tx_packets);
+        report
+    });
+    println!("{report}");
+    assert!(VethPair::xdp_attached(&pair.a).is_ok());
+}
+
+#[test]
+fn the_program_is_attached_while_the_transport_lives_and_detached_after() {
+    let (_g, pair) = setup();
+    let a = pair.a.clone();
+    let a2 = a.clone();
+    let t = on_thread(move || open_in(&a2, config(&a2)).expect("open"));
+    assert!(VethPair::xdp_attached(&a).unwrap(), "attached while open");
+    // A second endpoint on the same queue fails with a message that says why; the first one
+    // keeps working.
+    let a3 = a.clone();
+    let e = on_thread(move || open_in(&a3, config(&a3)).err().expect("second endpoint refused").to_string());
+    assert!(e.contains("already has an AF_XDP socket"), "{e}");
+    assert!(VethPair::xdp_attached(&a).unwrap());
+    drop(t);
+    assert!(!VethPair::xdp_attached(&a).unwrap(), "detached on drop");
+
+    // Errors part-way through leave nothing attached either.
+    let a4 = a.clone();
+    let e = on_thread(move || open_in(&a4, AfXdpConfig { queue: 7, ..config(&a4) }).err().expect("no queue 7"));
+    assert!(matches!(e, AfXdpError::Bind { .. }), "{e}");
+    assert!(e.to_string().contains("queue 7"), "{e}");
+    assert!(!VethPair::xdp_attached(&a).unwrap());
+    let a5 = a.clone();
+    let e = on_thread(move || open_in(&a5, AfXdpConfig { interface: "nope0".into(), ..config(&a5) }).err().unwrap());
+    assert!(e.to_string().contains("no interface `nope0`"), "{e}");
+    let a6 = a.clone();
+    let e = on_thread(move || open_in(&a6, AfXdpConfig { rx_frames: 1000, ..config(&a6) }).err().unwrap());
+    assert!(e.to_string().contains("power of two"), "{e}");
+
+    // Deleting the pair leaves no namespace (and so no veth) behind.
+    let names = [pair.a.netns.clone(), pair.b.netns.clone()];
+    drop(pair);
+    for n in names {
+        assert!(!netns::exists(&n), "{n} left behind");
+    }
+}
+
+#[test]
+fn namespaces_of_dead_processes_are_cleaned_up() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // A pid that is not running (pid_max is at most 2^22).
+    let dead = (4_194_304u32..).find(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()).unwrap();
+    let name = format!("erpc-{dead}-0a");
+    let st = std::process::Command::new("ip").args(["netns", "add", &name]).status().expect("ip");
+    assert!(st.success());
+    assert!(netns::exists(&name));
+    let pair = VethPair::create().expect("pair");
+    assert!(!netns::exists(&name), "the leftover namespace was deleted");
+    drop(pair);
+}
+
+#[test]
+fn neighbours_resolve_and_forged_input_is_counted() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        let mut tb = open_in(&b, config(&b)).expect("b");
+        let b_addr = tb.local_addr();
+        let mut ta = open_in(&a, config(&a)).expect("a");
+        // The thread is in namespace a: a's kernel resolves b's MAC by ARP, which b's XDP
+        // program passes to b's kernel.
+        let r = ta.resolve(&EndpointAddr { mac: [0; 6], ..b_addr }).expect("ARP resolves b");
+        assert_eq!(r.dst_mac(), b_addr.mac);
+        let nobody = EndpointAddr { mac: [0; 6], ipv4: [10, 211, 0, 99], udp_port: 31850 };
+        assert!(ta.resolve(&nobody).is_err(), "an address nobody answers for is unreachable");
+
+        // A datagram from a's kernel stack to b's port reaches b's socket as a whole frame.
+        let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();
+        s.send_to(b"not an eRPC packet", (b.ipv4, b_addr.udp_port)).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut out = [RxPacket::EMPTY; 8];
+        let n = loop {
+            let n = tb.rx_burst(&mut out);
+            if n > 0 || t0.elapsed().as_secs() > 2 {
+                break n;
+            }
+        };
+        assert_eq!(n, 1, "the datagram was redirected to the socket");
+        assert_eq!(out[0].len as usize, 42 + 18);
+        // SAFETY: lent until released below.
+        let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) };
+        assert_eq!(&f[42..], b"not an eRPC packet");
+        assert_eq!(&f[0..6], &b_addr.mac);
+        tb.rx_release(&out[..1]);
+        // A double and a forged release are ignored and counted.
+        tb.rx_release(&out[..1]);
+        tb.rx_release(&[RxPacket { id: 1 << 20, ..RxPacket::EMPTY }]);
+        assert_eq!(tb.stats().rx_bad_release, 2);
+
+        // Packets outside the UMEM region, or larger than the MTU, are dropped and counted.
+        let outside = [0u8; 64];
+        let seg = Segment { vaddr: outside.as_ptr(), iova: 0, len: 64 };
+        let p = TxPacket { segs: [seg, Segment::EMPTY] };
+        assert_eq!(ta.tx_burst(&[p]), 1);
+        assert_eq!(ta.stats().tx_malformed, 1);
+        assert_eq!(ta.stats().tx_packets, 0);
+        ta.tx_flush();
+        assert_eq!(ta.tx_reclaimed(), 1, "a dropped packet is not read later");
+    });
+}

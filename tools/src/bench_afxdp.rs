@@ -1,0 +1,177 @@
+//! `erpc bench --transport afxdp`: eRPC over AF_XDP sockets.
+//!
+//! With neither `--server` nor `--connect`, both ends run here: this command creates two network
+//! namespaces joined by a veth pair (root needed; deleted again when it ends), and each end runs
+//! on its own thread inside its namespace. The reference is eRPC over the UDP transport on the
+//! same veth pair with the same sizes and window, measured right after: what AF_XDP saves over
+//! the kernel's UDP path.
+//!
+//! `--server ADDR --interface IF` and `--connect ADDR --interface IF [--bind ADDR]` run one end
+//! each, on real interfaces; the client finds the server's MAC through the neighbour table.
+
+use crate::bench::{
+    clock, connect, measure, memory_in, region_bytes, serve_until, server_handler, BenchArgs, Client, Mode, Report,
+};
+use crate::bench_udp;
+use crate::netns::{self, VethPair};
+use erpc_dataplane::transport::EndpointAddr;
+use erpc_dataplane::{HandlerMode, Rpc};
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+/// The port of the AF_XDP server when both ends run here, and the client's default.
+const SERVER_PORT: u16 = 31850;
+const CLIENT_PORT: u16 = 31851;
+
+fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> Result<AfXdpTransport, String> {
+    AfXdpTransport::open(AfXdpConfig {
+        interface: interface.to_string(),
+        ipv4: ip,
+        udp_port: port,
+        rx_frames: 2048,
+        tx_ring: 1024,
+        region_bytes: region,
+        ..Default::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+type Srv = Rpc<'static, AfXdpTransport, crate::bench::Clk, usize>;
+
+fn server(t: AfXdpTransport, a: &BenchArgs) -> Result<Srv, String> {
+    // SAFETY: the region lives in the transport, which the endpoint owns from here on.
+    let mem = memory_in(unsafe { t.dataplane_region() });
+    let mut srv = Rpc::new(t, clock(), a.resp_size, mem, bench_udp::rpc_config(a))
+        .map_err(|e| format!("server endpoint: {e:?}"))?;
+    srv.register_handler(1, server_handler::<AfXdpTransport>, HandlerMode::Foreground).map_err(|e| format!("{e:?}"))?;
+    Ok(srv)
+}
+
+fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> Result<Report, String> {
+    let clk = clock();
+    // SAFETY: as in `server`.
+    let mem = memory_in(unsafe { t.dataplane_region() });
+    let mut cli: Rpc<'static, AfXdpTransport, _, Client> =
+        Rpc::new(t, clk, Client::default(), mem, bench_udp::rpc_config(a))
+            .map_err(|e| format!("client endpoint: {e:?}"))?;
+    let s = connect(&mut cli, to, &format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port)))?;
+    let mut r = measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())?;
+    let st = cli.transport().stats();
+
+    if st.tx_flush_timeouts > 0 {
+        eprintln!("erpc bench: {} AF_XDP flushes timed out", st.tx_flush_timeouts);
+    }
+    r.deferred_frees = 0;
+    Ok(r)
+}
+
+/// Runs `server_end` on a thread in namespace `b` and `client_end` on one in namespace `a`.
+/// The server end reports its address (or why it failed) on the channel, then serves until the
+/// flag is set.
+fn both_ends<A: Send + 'static, R: Send + 'static>(
+    pair: &VethPair,
+    server_end: impl FnOnce(mpsc::Sender<Result<A, String>>, Arc<AtomicBool>) -> Result<(), String> + Send + 'static,
+    client_end: impl FnOnce(A) -> Result<R, String> + Send + 'static,
+) -> Result<R, String> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = mpsc::channel();
+    let (nb, st) = (pair.b.netns.clone(), stop.clone());
+    let h = std::thread::spawn(move || {
+        if let Err(e) = netns::enter(&nb) {
+            let _ = tx.send(Err(e.clone()));
+            return Err(e);
+        }
+        server_end(tx, st)
+    });
+    let addr = match rx.recv() {
+        Ok(Ok(a)) => a,
+        Ok(Err(e)) => {
+            let _ = h.join();
+            return Err(e);
+        }
+        Err(_) => {
+            return Err(h.join().map_err(|_| "the server thread panicked".to_string())?.err().unwrap_or_default())
+        }
+    };
+    let na = pair.a.netns.clone();
+    let c = std::thread::spawn(move || {
+        netns::enter(&na)?;
+        client_end(addr)
+    });
+    let r = c.join().map_err(|_| "the client thread panicked".to_string());
+    stop.store(true, Ordering::Relaxed);
+    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    r?
+}
+
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+    let bytes = region_bytes(req, a.resp_size, conc, 1400);
+    let need_if = || {
+        a.interface.clone().ok_or_else(|| "--transport afxdp with --server or --connect needs --interface".to_string())
+    };
+    if let Some(addr) = a.server {
+        let t = open(&need_if()?, Some(*addr.ip()), addr.port(), bytes)?;
+        let mut srv = server(t, a)?;
+        eprintln!("erpc bench: serving on afxdp {addr} (Ctrl-C to stop)");
+        serve_until(&mut srv, None);
+        unreachable!("the server runs until killed");
+    }
+    if let Some(to) = a.connect {
+        let bind = a.bind.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT));
+        let ip = (!bind.ip().is_unspecified()).then_some(*bind.ip());
+        let port = if bind.port() == 0 { CLIENT_PORT } else { bind.port() };
+        let t = open(&need_if()?, ip, port, bytes)?;
+        let server = EndpointAddr { mac: [0; 6], ipv4: to.ip().octets(), udp_port: to.port() };
+        return client(t, a, server, req, conc);
+    }
+
+    let pair = VethPair::create()?;
+    let (ia, ib) = (pair.a.interface.clone(), pair.b.interface.clone());
+    let args = a.clone();
+    let mut r = both_ends(
+        &pair,
+        move |ready, stop| {
+            let mut srv = match open(&ib, None, SERVER_PORT, bytes).and_then(|t| server(t, &args)) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = ready.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            let _ = ready.send(Ok(srv.local_addr()));
+            serve_until(&mut srv, Some(&stop));
+            Ok(())
+        },
+        {
+            let args = a.clone();
+            move |to| client(open(&ia, None, CLIENT_PORT, bytes)?, &args, to, req, conc)
+        },
+    )?;
+
+    // The reference: eRPC over kernel UDP on the same veth pair.
+    let (ipa, ipb) = (pair.a.ipv4, pair.b.ipv4);
+    let (args_s, args_c) = (a.clone(), a.clone());
+    let resp = a.resp_size;
+    let u = both_ends(
+        &pair,
+        move |ready, stop| {
+            let cfg = bench_udp::rpc_config(&args_s);
+            bench_udp::serve(SocketAddrV4::new(ipb, 0), resp, bytes, cfg, Some(ready), Some(stop))
+        },
+        move |server| {
+            let mut quiet = args_c;
+            quiet.json = true; // one progress bar is enough
+            bench_udp::client(&quiet, SocketAddrV4::new(ipa, 0), server, req, conc)
+        },
+    )?;
+    drop(pair);
+    r.reference = "eRPC over the UDP transport on the same veth pair";
+    r.reference_pps = u.rpcs as f64 / u.secs;
+    r.reference_p50_us = match (a.mode, &u.hist) {
+        (Mode::Latency, Some(h)) => Some(h.value_at_quantile(0.5) as f64 / 1000.0),
+        _ => None,
+    };
+    Ok(r)
+}

@@ -1,0 +1,137 @@
+//! Two network namespaces joined by a veth pair: a two-machine network on one host, for the
+//! AF_XDP and UDP tests and for `erpc bench --transport afxdp`.
+//!
+//! Built with iproute2 (`ip netns`, `ip link`, `ip addr`) and deleted on drop, which also
+//! deletes the veth pair. Namespaces are named `erpc-<pid>-<n>`; creating a pair first deletes
+//! those left behind by processes that no longer exist (killed before their drop ran), so
+//! nothing accumulates. A thread joins a namespace with [`enter`] (`setns(2)` moves only the
+//! calling thread).
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// One end of the pair.
+#[derive(Clone, Debug)]
+pub struct End {
+    pub netns: String,
+    pub interface: String,
+    pub ipv4: Ipv4Addr,
+}
+
+/// Two namespaces, `a` and `b`, joined by a veth pair with 10.211.0.1/24 and 10.211.0.2/24.
+#[derive(Debug)]
+pub struct VethPair {
+    pub a: End,
+    pub b: End,
+}
+
+const PREFIX: &str = "erpc-";
+
+fn ip(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            "the `ip` command is missing: install iproute2 (apt-get install iproute2)".to_string()
+        } else {
+            format!("running ip: {e}")
+        }
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        let hint = if err.contains("Operation not permitted") || err.contains("Permission denied") {
+            " (network namespaces need root)"
+        } else {
+            ""
+        };
+        return Err(format!("`ip {}` failed: {err}{hint}", args.join(" ")));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Our namespaces whose creating process is gone.
+fn stale_namespaces() -> Vec<String> {
+    let Ok(list) = ip(&["netns", "list"]) else { return Vec::new() };
+    list.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+        .filter(|n| {
+            let pid = n[PREFIX.len()..].split('-').next().and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+impl VethPair {
+    /// Creates the namespaces and the pair, addresses it and brings it up.
+    pub fn create() -> Result<VethPair, String> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        for n in stale_namespaces() {
+            let _ = ip(&["netns", "del", &n]);
+        }
+        let k = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let mk = |side: &str, host: u8| End {
+            netns: format!("{PREFIX}{pid}-{k}{side}"),
+            interface: format!("erpc-{side}"),
+            ipv4: Ipv4Addr::new(10, 211, 0, host),
+        };
+        let pair = VethPair { a: mk("a", 1), b: mk("b", 2) };
+        // From here on, drop deletes whatever was created.
+        ip(&["netns", "add", &pair.a.netns])?;
+        ip(&["netns", "add", &pair.b.netns])?;
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &pair.a.interface,
+            "netns",
+            &pair.a.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.b.interface,
+            "netns",
+            &pair.b.netns,
+        ])?;
+        for e in [&pair.a, &pair.b] {
+            let cidr = format!("{}/24", e.ipv4);
+            ip(&["-n", &e.netns, "addr", "add", &cidr, "dev", &e.interface])?;
+            ip(&["-n", &e.netns, "link", "set", "dev", &e.interface, "up"])?;
+            ip(&["-n", &e.netns, "link", "set", "dev", "lo", "up"])?;
+        }
+        Ok(pair)
+    }
+
+    /// Whether an XDP program is attached to `end`'s interface (`ip -d link` shows it).
+    pub fn xdp_attached(end: &End) -> Result<bool, String> {
+        let out = ip(&["-n", &end.netns, "-d", "link", "show", "dev", &end.interface])?;
+        Ok(out.contains("prog/xdp") || out.contains(" xdp"))
+    }
+}
+
+impl Drop for VethPair {
+    fn drop(&mut self) {
+        for e in [&self.a, &self.b] {
+            let _ = ip(&["netns", "del", &e.netns]);
+        }
+    }
+}
+
+/// Moves the calling thread into network namespace `netns` (as `ip netns` names it).
+pub fn enter(netns: &str) -> Result<(), String> {
+    let path = format!("/run/netns/{netns}");
+    let f = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+    // SAFETY: setns on a namespace file we hold open; it changes only this thread's namespace.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
+        return Err(format!("entering network namespace {netns}: {} (needs root)", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Whether a namespace of that name exists.
+pub fn exists(netns: &str) -> bool {
+    std::path::Path::new(&format!("/run/netns/{netns}")).exists()
+}
