@@ -25,7 +25,7 @@ use std::sync::{mpsc, Arc};
 const SERVER_PORT: u16 = 31850;
 const CLIENT_PORT: u16 = 31851;
 
-fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> Result<AfXdpTransport, String> {
+pub(crate) fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> Result<AfXdpTransport, String> {
     AfXdpTransport::open(AfXdpConfig {
         interface: interface.to_string(),
         ipv4: ip,

@@ -1,9 +1,10 @@
-//! The `erpc` command's library: benchmarks, the simulated datacenter and NIC management, usable
-//! from tests.
+//! The `erpc` command's library: benchmarks, packet capture, the simulated datacenter and NIC
+//! management, usable from tests.
 
 pub mod bench;
 mod bench_afxdp;
 mod bench_udp;
+pub mod capture;
 pub mod netns;
 pub mod nic;
 pub mod sim;
