@@ -322,20 +322,6 @@ fn setsockopt<T>(fd: &OwnedFd, opt: libc::c_int, v: &T) -> io::Result<()> {
     }
 }
 
-/// The interface's MTU (`SIOCGIFMTU`).
-fn if_mtu(name: &str) -> io::Result<usize> {
-    let s = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    let mut req = [0u8; 40];
-    let n = name.len().min(15);
-    req[..n].copy_from_slice(&name.as_bytes()[..n]);
-    // SAFETY: SIOCGIFMTU reads the name and writes an int into the union of a 40-byte ifreq.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFMTU, req.as_mut_ptr()) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(i32::from_ne_bytes(req[16..20].try_into().expect("4 bytes")) as usize)
-}
-
 fn desc(addr: u64, len: u32, options: u32) -> libc::xdp_desc {
     libc::xdp_desc { addr, len, options }
 }
@@ -379,7 +365,7 @@ impl AfXdpTransport {
                 .map_err(sock_err("reading the interface's address"))?
                 .ok_or_else(|| AfXdpError::NoAddress(cfg.interface.clone()))?,
         };
-        let mtu = cfg.mtu.min(if_mtu(&cfg.interface).map_err(sock_err("reading the interface's MTU"))? + 14);
+        let mtu = cfg.mtu.min(netif::mtu(&cfg.interface).map_err(sock_err("reading the interface's MTU"))? + 14);
 
         // UMEM: receive frames, then the dataplane region.
         let rx_area = cfg.rx_frames as usize * cfg.frame_size as usize;
@@ -653,24 +639,21 @@ impl AfXdpTransport {
     }
 }
 
-fn getsockopt_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
-    let zero = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
-    let mut v = libc::xdp_mmap_offsets { rx: zero, tx: zero, fr: zero, cr: zero };
-    let mut len = std::mem::size_of::<libc::xdp_mmap_offsets>() as libc::socklen_t;
+/// Reads socket option `opt` of level `SOL_XDP` into `v`; returns the length the kernel wrote.
+fn getsockopt_into<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<usize> {
+    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `v`, which we own.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_MMAP_OFFSETS,
-            (&mut v as *mut libc::xdp_mmap_offsets).cast(),
-            &mut len,
-        )
-    };
+    let r = unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_XDP, opt, (v as *mut T).cast(), &mut len) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
-    if len as usize != std::mem::size_of::<libc::xdp_mmap_offsets>() {
+    Ok(len as usize)
+}
+
+fn getsockopt_offsets(fd: &OwnedFd) -> io::Result<libc::xdp_mmap_offsets> {
+    let zero = libc::xdp_ring_offset { producer: 0, consumer: 0, desc: 0, flags: 0 };
+    let mut v = libc::xdp_mmap_offsets { rx: zero, tx: zero, fr: zero, cr: zero };
+    if getsockopt_into(fd, libc::XDP_MMAP_OFFSETS, &mut v)? != std::mem::size_of::<libc::xdp_mmap_offsets>() {
         // Kernels before 5.4 report rings without a flags word.
         return Err(io::Error::new(io::ErrorKind::Unsupported, "AF_XDP rings without flags need Linux 5.4 or later"));
     }
@@ -686,20 +669,7 @@ fn getsockopt_stats(fd: &OwnedFd) -> io::Result<libc::xdp_statistics> {
         rx_fill_ring_empty_descs: 0,
         tx_ring_empty_descs: 0,
     };
-    let mut len = std::mem::size_of::<libc::xdp_statistics>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `v`, which we own.
-    let r = unsafe {
-        libc::getsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_XDP,
-            libc::XDP_STATISTICS,
-            (&mut v as *mut libc::xdp_statistics).cast(),
-            &mut len,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    getsockopt_into(fd, libc::XDP_STATISTICS, &mut v)?;
     Ok(v)
 }
 

@@ -15,24 +15,35 @@ pub(crate) fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
-/// The interface's MAC address (`SIOCGIFHWADDR` on a socket of this namespace).
-pub(crate) fn mac(name: &str) -> io::Result<[u8; 6]> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
-    // `struct ifreq` (`linux/if.h`): 16 bytes of name, then the union; SIOCGIFHWADDR fills a
-    // `struct sockaddr` whose `sa_data` (after the 2-byte family) holds the MAC.
-    let mut req = [0u8; 40];
-    let n = name.len().min(15);
-    req[..n].copy_from_slice(&name.as_bytes()[..n]);
+/// Runs interface ioctl `req` on `name` (with a socket of this namespace) and returns the
+/// 40-byte `struct ifreq` (`linux/if.h`: 16 bytes of name, then the 24-byte union) it filled.
+fn ifreq(name: &str, req: libc::c_ulong) -> io::Result<[u8; 40]> {
     use std::os::fd::AsRawFd;
-    // SAFETY: SIOCGIFHWADDR reads the name and writes the 24-byte `ifr_ifru` of a 40-byte
-    // `struct ifreq` we own.
-    let r = unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFHWADDR, req.as_mut_ptr()) };
-    if r < 0 {
+    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let mut r = [0u8; 40];
+    let n = name.len().min(15);
+    r[..n].copy_from_slice(&name.as_bytes()[..n]);
+    // SAFETY: the interface ioctls used here read the name and write into the union of a
+    // 40-byte `struct ifreq` we own.
+    if unsafe { libc::ioctl(s.as_raw_fd(), req, r.as_mut_ptr()) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(r)
+}
+
+/// The interface's MAC address: `SIOCGIFHWADDR` fills a `struct sockaddr` whose `sa_data`
+/// (after the 2-byte family) holds it.
+pub(crate) fn mac(name: &str) -> io::Result<[u8; 6]> {
+    let r = ifreq(name, libc::SIOCGIFHWADDR)?;
     let mut m = [0u8; 6];
-    m.copy_from_slice(&req[18..24]);
+    m.copy_from_slice(&r[18..24]);
     Ok(m)
+}
+
+/// The interface's MTU (`SIOCGIFMTU`: an int at the start of the union).
+pub(crate) fn mtu(name: &str) -> io::Result<usize> {
+    let r = ifreq(name, libc::SIOCGIFMTU)?;
+    Ok(i32::from_ne_bytes([r[16], r[17], r[18], r[19]]).max(0) as usize)
 }
 
 /// The first IPv4 address of the interface.
