@@ -1,8 +1,9 @@
-//! The `erpc` command's library: benchmarks, the simulated datacenter and NIC management, usable
+//! The `erpc` command's library: benchmarks (and the gRPC peer benchmark), the simulated datacenter and NIC management, usable
 //! from tests.
 
 pub mod bench;
 mod bench_udp;
+pub mod grpc_bench;
 pub mod nic;
 pub mod sim;
 

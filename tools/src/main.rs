@@ -1,7 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
 use clap::{Parser, Subcommand};
-use erpc_tools::{bench, nic, sim};
+use erpc_tools::{bench, grpc_bench, nic, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -15,6 +15,8 @@ struct Cli {
 enum Cmd {
     /// Measure RPC latency, rate or bandwidth.
     Bench(bench::BenchArgs),
+    /// The same echo benchmark with gRPC (tonic over TCP on loopback), for comparison.
+    GrpcBench(grpc_bench::GrpcBenchArgs),
     /// Run the dataplane in a simulated datacenter: incast, loss, scale.
     Sim(sim::SimArgs),
     /// List NICs and bind them to vfio-pci.
@@ -25,6 +27,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Bench(a) => bench::run(a),
+        Cmd::GrpcBench(a) => grpc_bench::run(a),
         Cmd::Sim(a) => sim::run(a),
         Cmd::Nic(a) => nic::run(a),
     };
