@@ -15,6 +15,11 @@
 //! else is tonic's default (TCP_NODELAY on, no TLS, no compression), except the message size
 //! limits, which are raised to eRPC's largest message. tonic's axum router is left out: the one
 //! service is served directly (it still matches the method path).
+//!
+//! Besides the keys of `erpc bench --json`, the JSON object has `server_cpu` and `client_cpu`
+//! (the share of a core each thread used while measuring, from its CPU-time clock) and
+//! `rpcs_per_server_cpu_sec`: the two ends take turns rather than keep each other busy, so the
+//! rate is the pair's, and this is what the server's core would do at the same cost per RPC.
 
 use crate::bench::{print_figures, report_json, Mode, Report};
 use clap::{Args, ValueEnum};
