@@ -1,10 +1,11 @@
-//! The `erpc` command's library: benchmarks, packet capture, the simulated datacenter and NIC
-//! management, usable from tests.
+//! The `erpc` command's library: benchmarks (and the gRPC peer benchmark), packet capture, the
+//! simulated datacenter and NIC management, usable from tests.
 
 pub mod bench;
 mod bench_afxdp;
 mod bench_udp;
 pub mod capture;
+pub mod grpc_bench;
 pub mod netns;
 pub mod nic;
 pub mod sim;
