@@ -82,7 +82,7 @@ fn loopback_scenarios_over_afxdp_between_namespaces() {
         for (name, t) in [("client", lb.client.transport().inner()), ("server", lb.server.transport().inner())] {
             let s = t.stats();
             assert!(s.rx_frames > 5000 && s.tx_packets > 5000, "{name}: {s:?}");
-            assert_eq!(s.rx_bad_desc + s.rx_bad_release + s.tx_malformed + s.tx_flush_timeouts, 0, "{name}: {s:?}");
+            assert_eq!(s.rx_bad_desc + s.rx_bad_release + s.tx_malformed + s.tx_flush_stalls, 0, "{name}: {s:?}");
             assert!(s.tx_flushes > 0, "{name}: the loss phase flushes: {s:?}");
             // Lazy reaping: never more completion work than packets, and all of it done by now.
             assert!(s.tx_completed_descs >= s.tx_packets, "{name}: {s:?}");
@@ -96,7 +96,7 @@ fn loopback_scenarios_over_afxdp_between_namespaces() {
         report
     });
     println!("{report}");
-    assert!(VethPair::xdp_attached(&pair.a).is_ok());
+    assert!(!VethPair::xdp_attached(&pair.a).unwrap(), "detached once the endpoints are gone");
 }
 
 #[test]
@@ -197,5 +197,105 @@ fn neighbours_resolve_and_forged_input_is_counted() {
         assert_eq!(ta.stats().tx_packets, 0);
         ta.tx_flush();
         assert_eq!(ta.tx_reclaimed(), 1, "a dropped packet is not read later");
+    });
+}
+
+fn ip(args: &[&str]) {
+    let st = std::process::Command::new("ip").args(args).status().expect("ip");
+    assert!(st.success(), "ip {args:?}");
+}
+
+/// Writes an Ethernet/IPv4/UDP frame from `from` to `to` carrying `payload` at the start of the
+/// transport's dataplane region and returns the packet that sends it.
+fn frame_in_region(t: &AfXdpTransport, to: &EndpointAddr, payload: &[u8]) -> TxPacket {
+    // SAFETY: used only while `t` lives, by this test alone.
+    let region = unsafe { t.dataplane_region() };
+    let mut hr = [0u8; 42];
+    erpc_dataplane::wire::RoutingInfo::new(&t.local_addr(), to).write(&mut hr, payload.len());
+    let p = region.base().as_ptr();
+    // SAFETY: the region is at least 42 + payload bytes, ours, and not being read by the kernel
+    // (callers write it only when no packet from it is outstanding).
+    unsafe {
+        std::ptr::copy_nonoverlapping(hr.as_ptr(), p, 42);
+        std::ptr::copy_nonoverlapping(payload.as_ptr(), p.add(42), payload.len());
+    }
+    let seg = Segment { vaddr: p, iova: region.iova(), len: (42 + payload.len()) as u32 };
+    TxPacket { segs: [seg, Segment::EMPTY] }
+}
+
+fn receive(t: &mut AfXdpTransport, within: std::time::Duration) -> Option<Vec<u8>> {
+    let t0 = std::time::Instant::now();
+    let mut out = [RxPacket::EMPTY; 8];
+    while t0.elapsed() < within {
+        let n = t.rx_burst(&mut out);
+        if n > 0 {
+            // SAFETY: lent until released below.
+            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
+            t.rx_release(&out[..n]);
+            return Some(f);
+        }
+    }
+    None
+}
+
+/// While the interface is down the kernel keeps a packet in the TX ring: `tx_flush` waits for
+/// it (rather than letting the dataplane reuse the buffer), and once the link is up the packet
+/// goes out with its original bytes. Malformed packets count against the TX window meanwhile.
+#[test]
+fn a_flush_waits_out_a_link_down_and_the_window_holds() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        let mut tb = open_in(&b, config(&b)).expect("b");
+        let mut ta = open_in(&a, AfXdpConfig { tx_ring: 64, ..config(&a) }).expect("a");
+        let to = tb.local_addr();
+        let p = frame_in_region(&ta, &to, b"ORIGINAL");
+        ip(&["-n", &a.netns, "link", "set", "dev", &a.interface, "down"]);
+        assert_eq!(ta.tx_burst(&[p]), 1);
+        // The window is 64 packets: 63 more malformed ones fit, the rest wait.
+        let outside = [0u8; 64];
+        let bad = TxPacket { segs: [Segment { vaddr: outside.as_ptr(), iova: 0, len: 64 }, Segment::EMPTY] };
+        assert_eq!(ta.tx_burst(&[bad; 100]), 63);
+        assert_eq!(ta.tx_reclaimed(), 0, "the first packet is unread, so nothing after it counts as read");
+        let (ns, ifc) = (a.netns.clone(), a.interface.clone());
+        let up = std::thread::spawn(move || {
+            // Longer than a second: a flush that gave up after one would return before this.
+            std::thread::sleep(std::time::Duration::from_millis(1300));
+            ip(&["-n", &ns, "link", "set", "dev", &ifc, "up"]);
+        });
+        let t0 = std::time::Instant::now();
+        ta.tx_flush();
+        assert!(t0.elapsed() >= std::time::Duration::from_millis(1250), "returned while the link was down");
+        up.join().unwrap();
+        assert_eq!(ta.tx_reclaimed(), 64);
+        assert_eq!(ta.stats().tx_flush_stalls, 1);
+        // Reusing the buffer now cannot change what was sent.
+        let _ = frame_in_region(&ta, &to, b"REUSED!!");
+        let f = receive(&mut tb, std::time::Duration::from_secs(2)).expect("the packet arrived after the link came up");
+        assert_eq!(&f[42..], b"ORIGINAL");
+        assert_eq!(ta.tx_burst(&[bad; 37]), 37, "the window is free again");
+        assert_eq!(ta.stats().tx_malformed, 100);
+    });
+}
+
+/// The XDP program takes only frames to the endpoint's own address and port: another address of
+/// the same interface, same port, still reaches the kernel.
+#[test]
+fn only_our_address_and_port_are_redirected() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        let mut tb = open_in(&b, config(&b)).expect("b");
+        let port = tb.local_addr().udp_port;
+        ip(&["-n", &b.netns, "addr", "add", "10.211.0.3/24", "dev", &b.interface]);
+        netns::enter(&a.netns).unwrap();
+        let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();
+        s.send_to(b"for the kernel", ("10.211.0.3", port)).unwrap();
+        assert!(receive(&mut tb, std::time::Duration::from_millis(300)).is_none(), "another address: not ours");
+        s.send_to(b"for us", (b.ipv4, port)).unwrap();
+        let f = receive(&mut tb, std::time::Duration::from_secs(2)).expect("our address");
+        assert_eq!(&f[42..], b"for us");
+        s.send_to(b"other port", (b.ipv4, port + 1)).unwrap();
+        assert!(receive(&mut tb, std::time::Duration::from_millis(300)).is_none(), "another port: not ours");
     });
 }

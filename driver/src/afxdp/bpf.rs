@@ -28,6 +28,8 @@ const BPF_FUNC_REDIRECT_MAP: i32 = 51;
 /// `BPF_PSEUDO_MAP_FD`: the `src_reg` of a 64-bit immediate load that names a map by fd.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 
+/// `BPF_F_XDP_HAS_FRAGS` (`linux/bpf.h`): the program copes with multi-buffer frames.
+const BPF_F_XDP_HAS_FRAGS: u32 = 1 << 5;
 /// `XDP_PASS` of `enum xdp_action`: hand the frame to the kernel stack.
 const XDP_PASS: i32 = 2;
 
@@ -146,15 +148,15 @@ fn be16_as_loaded(v: u16) -> i32 {
     u16::from_ne_bytes(v.to_be_bytes()) as i32
 }
 
-/// The XDP program: frames that are IPv4 (no options, not fragmented) UDP to `udp_port` go to
+/// The XDP program: frames that are IPv4 (no options, not fragmented) UDP to `ipv4`:`udp_port` go to
 /// the socket in `xskmap` at the frame's receive queue (`bpf_redirect_map`, falling back to
 /// `XDP_PASS` when no socket is in that slot); everything else (ARP, other traffic) is passed
 /// to the kernel stack untouched.
 ///
 /// Offsets: `struct xdp_md` (`data` at 0, `data_end` at 4, `rx_queue_index` at 16, from
 /// `linux/bpf.h`); Ethernet type at 12, IPv4 version/IHL at 14, fragment field at 20,
-/// protocol at 23, UDP destination port at 36 (RFC 791, RFC 768).
-pub fn xdp_redirect_program(xskmap_fd: RawFd, udp_port: u16) -> Vec<BpfInsn> {
+/// protocol at 23, destination address at 30, UDP destination port at 36 (RFC 791, RFC 768).
+pub fn xdp_redirect_program(xskmap_fd: RawFd, ipv4: [u8; 4], udp_port: u16) -> Vec<BpfInsn> {
     use Reg::*;
     let mut a = Asm { code: Vec::new(), to_pass: Vec::new() };
     a.load(BPF_W, R2, R1, 0); // r2 = ctx->data
@@ -171,6 +173,8 @@ pub fn xdp_redirect_program(xskmap_fd: RawFd, udp_port: u16) -> Vec<BpfInsn> {
     a.jne_pass(R5, 0);
     a.load(BPF_B, R5, R2, 23);
     a.jne_pass(R5, 17); // not UDP
+    a.load(BPF_W, R5, R2, 30);
+    a.jne_pass(R5, u32::from_ne_bytes(ipv4) as i32); // not to our address
     a.load(BPF_H, R5, R2, 36);
     a.jne_pass(R5, be16_as_loaded(udp_port));
     a.load(BPF_W, R2, R1, 16); // key: ctx->rx_queue_index
@@ -304,9 +308,21 @@ pub fn load_xdp_program(code: &[BpfInsn]) -> Result<OwnedFd, (io::Error, String)
         insns: code.as_ptr() as u64,
         license: license.as_ptr() as u64,
         prog_name: name16("erpc_xdp"),
+        // The program reads only the first 42 bytes, so it may run on multi-buffer frames:
+        // without the flag, native XDP refuses to attach to a device with a jumbo MTU.
+        prog_flags: BPF_F_XDP_HAS_FRAGS,
         ..Default::default()
     };
-    match bpf_fd(BPF_PROG_LOAD, &attr) {
+    let first = match bpf_fd(BPF_PROG_LOAD, &attr) {
+        Ok(fd) => return Ok(fd),
+        // Kernels before 5.18 do not know the flag.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            attr.prog_flags = 0;
+            bpf_fd(BPF_PROG_LOAD, &attr)
+        }
+        Err(e) => Err(e),
+    };
+    match first {
         Ok(fd) => Ok(fd),
         Err(first) => {
             // Load again with the verifier log on, to say why.

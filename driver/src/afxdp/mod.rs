@@ -9,7 +9,7 @@
 //! * **Rings** ([`ring`]) — fill (frames the kernel may receive into), RX, TX and completion,
 //!   mapped from the socket and driven here.
 //! * **XDP program** ([`bpf`]) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
-//!   our port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
+//!   our address and port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
 //!   to the kernel. It is loaded with `bpf(2)` and attached as a BPF link, so closing the link —
 //!   on drop, on an error part-way through [`AfXdpTransport::open`], or when the process dies —
 //!   detaches it.
@@ -244,8 +244,10 @@ pub struct AfXdpStats {
     /// Wake-ups that failed for a reason other than a full queue (interface down, …).
     pub tx_kick_errors: u64,
     pub tx_flushes: u64,
-    /// `tx_flush` calls that gave up after a second with packets still not completed.
-    pub tx_flush_timeouts: u64,
+    /// `tx_flush` calls that waited more than a second (the interface was down).
+    pub tx_flush_stalls: u64,
+    /// The interface disappeared (`ENXIO`): nothing is sent any more.
+    pub interface_gone: bool,
 }
 
 /// The kernel's counters of the socket (`XDP_STATISTICS`).
@@ -294,6 +296,7 @@ pub struct AfXdpTransport {
     completed_unmatched: u32,
     reclaimed: u64,
     tx_unsent: bool,
+    unbound: bool,
     stats: AfXdpStats,
 }
 
@@ -420,28 +423,34 @@ impl AfXdpTransport {
             sxdp_queue_id: cfg.queue,
             sxdp_shared_umem_fd: 0,
         };
-        // SAFETY: binds our socket to a `sockaddr_xdp` of its own size.
-        let r = unsafe {
-            libc::bind(
-                sock.as_raw_fd(),
-                (&sxdp as *const libc::sockaddr_xdp).cast(),
-                std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(AfXdpError::Bind {
-                interface: cfg.interface.clone(),
-                queue: cfg.queue,
-                mode: cfg.bind,
-                error: io::Error::last_os_error(),
-            });
+        // A socket of this queue closed just before is released by the kernel asynchronously
+        // (its buffer pool, some 20 ms later): `EBUSY` for a moment is not another user yet.
+        let t0 = Instant::now();
+        loop {
+            // SAFETY: binds our socket to a `sockaddr_xdp` of its own size.
+            let r = unsafe {
+                libc::bind(
+                    sock.as_raw_fd(),
+                    (&sxdp as *const libc::sockaddr_xdp).cast(),
+                    std::mem::size_of::<libc::sockaddr_xdp>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+            let error = io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EBUSY) && t0.elapsed() < Duration::from_millis(200) {
+                std::thread::sleep(Duration::from_millis(5));
+                continue;
+            }
+            return Err(AfXdpError::Bind { interface: cfg.interface.clone(), queue: cfg.queue, mode: cfg.bind, error });
         }
 
         let bpf_err = |step: &'static str| move |error| AfXdpError::Bpf { step, error, log: String::new() };
         let map = bpf::create_xskmap(cfg.queue + 1).map_err(bpf_err("creating the XSKMAP"))?;
         bpf::xskmap_set(map.as_raw_fd(), cfg.queue, sock.as_raw_fd())
             .map_err(bpf_err("putting the socket into the XSKMAP"))?;
-        let code = bpf::xdp_redirect_program(map.as_raw_fd(), cfg.udp_port);
+        let code = bpf::xdp_redirect_program(map.as_raw_fd(), ipv4.octets(), cfg.udp_port);
         let prog = bpf::load_xdp_program(&code).map_err(|(error, log)| AfXdpError::Bpf {
             step: "loading the XDP program",
             error,
@@ -457,10 +466,14 @@ impl AfXdpTransport {
             }
             XdpAttach::Auto => match bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE) {
                 Ok(l) => (l, XdpAttach::Native),
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => (
-                    bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
-                    XdpAttach::Generic,
-                ),
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ERANGE)) =>
+                {
+                    (
+                        bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
+                        XdpAttach::Generic,
+                    )
+                }
                 Err(e) => return Err(attach_err(e)),
             },
         };
@@ -491,6 +504,7 @@ impl AfXdpTransport {
             completed_unmatched: 0,
             reclaimed: 0,
             tx_unsent: false,
+            unbound: false,
             stats: AfXdpStats::default(),
         })
     }
@@ -552,6 +566,11 @@ impl AfXdpTransport {
             };
             if r < 0 {
                 let e = io::Error::last_os_error().raw_os_error();
+                if e == Some(libc::ENXIO) {
+                    // The interface is gone: the socket is unbound and its rings are never read.
+                    self.unbound = true;
+                    self.stats.interface_gone = true;
+                }
                 if !matches!(e, Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
                     self.stats.tx_kick_errors += 1;
                     break;
@@ -706,6 +725,15 @@ impl Transport for AfXdpTransport {
         let mut accepted = 0;
         let mut sent = 0;
         for p in pkts {
+            // Every accepted packet, malformed ones included, counts against the window: the
+            // dataplane takes `max_tx_in_flight` later acceptances as proof an earlier packet
+            // was read.
+            if self.pending.len() >= size as usize {
+                self.reap();
+                if self.pending.len() >= size as usize {
+                    break;
+                }
+            }
             let Some((d, n)) = self.descriptors(p) else {
                 self.stats.tx_malformed += 1;
                 self.pending.push_back(0);
@@ -742,27 +770,37 @@ impl Transport for AfXdpTransport {
         accepted
     }
 
+    /// Waits until every accepted packet has completed. While the interface is down the kernel
+    /// keeps descriptors in the TX ring and sends them once it is up again, so returning early
+    /// would let the dataplane reuse buffers the kernel has yet to read: the wait goes on (with
+    /// a warning each second) unless the interface is gone (`ENXIO`: the ring is never read).
     fn tx_flush(&mut self) {
         self.stats.tx_flushes += 1;
         let t0 = Instant::now();
+        let mut warned = 0;
         loop {
             self.reap();
-            if self.pending.is_empty() {
+            if self.pending.is_empty() || self.unbound {
                 return;
             }
             if !self.tx.all_consumed() {
                 self.kick();
             }
-            if t0.elapsed() > Duration::from_secs(1) {
-                self.stats.tx_flush_timeouts += 1;
+            let waited = t0.elapsed();
+            if waited > Duration::from_millis(1) {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            if waited.as_secs() > warned {
+                warned = waited.as_secs();
+                if warned == 1 {
+                    self.stats.tx_flush_stalls += 1;
+                }
                 log::warn!(
-                    "AF_XDP on {}: {} packets not completed after 1 s (interface down?)",
+                    "AF_XDP on {}: {} packets not completed after {warned} s (interface down?); waiting",
                     self.interface,
                     self.pending.len()
                 );
-                return;
             }
-            std::hint::spin_loop();
         }
     }
 
@@ -783,8 +821,13 @@ impl Transport for AfXdpTransport {
             };
             let start = frame as usize * self.frame_size as usize;
             let fits = data >= start && data + d.len as usize <= start + self.frame_size as usize;
-            if self.lent[frame as usize] || !fits {
+            if self.lent[frame as usize] {
                 self.stats.rx_bad_desc += 1;
+                continue;
+            }
+            if !fits {
+                self.stats.rx_bad_desc += 1;
+                self.refill(&mut refills, frame);
                 continue;
             }
             let continued = d.options & libc::XDP_PKT_CONTD != 0;
@@ -861,7 +904,7 @@ mod tests {
 
     #[test]
     fn the_program_ends_in_exits_and_its_jumps_land_inside() {
-        let code = xdp_redirect_program(3, 31850);
+        let code = xdp_redirect_program(3, [10, 0, 0, 1], 31850);
         assert_eq!(code.last().unwrap().code, 0x95, "exit");
         for (i, x) in code.iter().enumerate() {
             if x.code & 0x07 == 0x05 && x.code != 0x85 && x.code != 0x95 {
