@@ -5,6 +5,7 @@
 
 pub mod intel_fake;
 pub mod loopback;
+pub mod mlx5_model;
 
 use erpc_dataplane::clock::SimClock;
 use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};

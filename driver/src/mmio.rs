@@ -12,6 +12,16 @@ pub trait RegisterIo {
     /// Writes the register at byte offset `off`.
     fn write32(&self, off: u32, value: u32);
 
+    /// Writes 64 bits at byte offset `off` (8-byte aligned): the low half to `off`, the high
+    /// half to `off + 4`, in that order: what a little-endian 64-bit store puts at each address.
+    /// mlx5 doorbells (UAR / BlueFlame) are 64 bits; Linux's `mlx5_write64` issues one 64-bit
+    /// store, or on 32-bit hosts two 32-bit stores, lower address first, which devices accept.
+    /// [`Mmio`] overrides this with a single 64-bit store.
+    fn write64(&self, off: u32, value: u64) {
+        self.write32(off, value as u32);
+        self.write32(off + 4, (value >> 32) as u32);
+    }
+
     /// Sets `bits` in a register (read-modify-write).
     fn set_bits(&self, off: u32, bits: u32) {
         self.write32(off, self.read32(off) | bits);
@@ -57,5 +67,13 @@ impl RegisterIo for Mmio {
 
     fn write32(&self, off: u32, value: u32) {
         self.reg(off).write(value.to_le())
+    }
+
+    fn write64(&self, off: u32, value: u64) {
+        let o = off as usize;
+        assert!(o % 8 == 0 && o + 8 <= self.len, "register offset {o:#x} outside the BAR");
+        // SAFETY: in bounds and 8-byte aligned (checked above) inside the mapping `new` vouches
+        // for; one volatile 64-bit store.
+        unsafe { VolatilePtr::new(self.base.add(o).cast::<u64>()).write(value.to_le()) }
     }
 }

@@ -11,6 +11,10 @@
 //!   `VFIO_IOMMU_MAP_DMA` at a fresh IOVA, and the returned [`DmaMemory`] unmaps it
 //!   (`VFIO_IOMMU_UNMAP_DMA`) and returns the IOVA when dropped. [`DmaSpace::identity`] is the
 //!   domain of a software transport, where the "device address" is just the virtual address.
+//!   [`DmaSpace::with_mapper`] hands the mapping to a [`DmaMapper`] instead of the kernel: a
+//!   test playing the IOMMU for a device model, with IOVAs from the same allocator as VFIO (so
+//!   they differ from virtual addresses and a driver that hands a device a virtual address is
+//!   caught).
 //! * [`DmaMemory::dataplane_region`] is the [`DmaRegion`] the dataplane carves msgbufs and
 //!   control packets from.
 //!
@@ -319,12 +323,25 @@ impl IovaAllocator {
     }
 }
 
+/// Plays the IOMMU for a [`DmaSpace::with_mapper`] space: told of every mapping a
+/// [`DmaSpace`] makes and removes. Device models in tests implement it with a table of IOVA
+/// ranges that their DMA goes through.
+pub trait DmaMapper: Send + Sync {
+    /// `[iova, iova+len)` now translates to `vaddr..vaddr+len`, which stays valid until the
+    /// matching [`DmaMapper::unmap`]. An error fails the allocation.
+    fn map(&self, iova: u64, vaddr: NonNull<u8>, len: u64) -> Result<(), String>;
+    /// Removes the mapping made by `map(iova, _, len)`; called before the memory is released.
+    fn unmap(&self, iova: u64, len: u64);
+}
+
 /// Where the IOVAs of a [`DmaSpace`] go.
 enum Domain {
     /// A VFIO type1 container: every allocation is mapped with `VFIO_IOMMU_MAP_DMA`.
     Vfio(Arc<vfio_ioctls::VfioContainer>),
     /// No IOMMU: the device address is the virtual address (software transports, tests).
     Identity,
+    /// A software IOMMU (tests): every allocation is reported to the mapper.
+    Mapper(Arc<dyn DmaMapper>),
 }
 
 /// The IOVA aperture used in a VFIO container: from 4 GiB (clear of the x86 MSI window at
@@ -345,6 +362,7 @@ impl fmt::Debug for DmaSpace {
         let kind = match self.domain {
             Domain::Vfio(_) => "vfio",
             Domain::Identity => "identity",
+            Domain::Mapper(_) => "mapper",
         };
         f.debug_struct("DmaSpace").field("domain", &kind).finish()
     }
@@ -365,6 +383,16 @@ impl DmaSpace {
         Arc::new(DmaSpace { domain: Domain::Identity, iovas: Mutex::new(IovaAllocator::new(0, 1, 1)) })
     }
 
+    /// A space whose mappings are made by `mapper` (a test playing the IOMMU). IOVAs come from
+    /// the same aperture and allocator as in a VFIO container, so they never equal the virtual
+    /// addresses.
+    pub fn with_mapper(mapper: Arc<dyn DmaMapper>) -> Arc<DmaSpace> {
+        Arc::new(DmaSpace {
+            domain: Domain::Mapper(mapper),
+            iovas: Mutex::new(IovaAllocator::new(IOVA_BASE, IOVA_LIMIT, 4096)),
+        })
+    }
+
     /// Whether this is the identity space (no IOMMU; software transports and tests).
     pub fn is_identity(&self) -> bool {
         matches!(self.domain, Domain::Identity)
@@ -382,24 +410,36 @@ impl DmaSpace {
         let iova = match &self.domain {
             Domain::Identity => mem.as_ptr().as_ptr() as u64,
             Domain::Vfio(c) => {
-                let align = page.bytes() as u64;
-                let iova = self
-                    .iovas
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .alloc(len, align)
-                    .ok_or(DmaError::IovaExhausted { len })?;
+                let iova = self.alloc_iova(len, page)?;
                 // SAFETY: `mem` is a fresh mapping that nothing references; from here on it is
                 // only reached through raw pointers (Memory never hands out references), and
                 // DmaMemory's Drop unmaps it from the IOMMU before the mapping goes away.
                 if let Err(e) = unsafe { c.vfio_dma_map(iova, mem.len(), mem.as_ptr().as_ptr()) } {
-                    self.iovas.lock().unwrap_or_else(|p| p.into_inner()).free(iova, len);
+                    self.free_iova(iova, len);
                     return Err(DmaError::IommuMap { iova, len, error: e.to_string() });
+                }
+                iova
+            }
+            Domain::Mapper(m) => {
+                let iova = self.alloc_iova(len, page)?;
+                // DmaMemory's Drop calls `unmap` before the mapping goes away.
+                if let Err(error) = m.map(iova, mem.as_ptr(), len) {
+                    self.free_iova(iova, len);
+                    return Err(DmaError::IommuMap { iova, len, error });
                 }
                 iova
             }
         };
         Ok(DmaMemory { mem, iova, space: Arc::clone(self) })
+    }
+
+    fn alloc_iova(&self, len: u64, page: PageSize) -> Result<u64, DmaError> {
+        let align = page.bytes() as u64;
+        self.iovas.lock().unwrap_or_else(|p| p.into_inner()).alloc(len, align).ok_or(DmaError::IovaExhausted { len })
+    }
+
+    fn free_iova(&self, iova: u64, len: u64) {
+        self.iovas.lock().unwrap_or_else(|p| p.into_inner()).free(iova, len);
     }
 }
 
@@ -466,6 +506,11 @@ impl Drop for DmaMemory {
                 // gone) or the kernel refused: do not reuse the IOVA.
                 Err(e) => log::debug!("VFIO_IOMMU_UNMAP_DMA at {:#x}: {e}", self.iova),
             }
+        }
+        if let Domain::Mapper(m) = &self.space.domain {
+            let len = self.mem.len() as u64;
+            m.unmap(self.iova, len);
+            self.space.free_iova(self.iova, len);
         }
     }
 }
@@ -538,5 +583,66 @@ mod tests {
              with `echo 6 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages` (or boot \
              with hugepages=6)"
         );
+    }
+
+    /// Records what a [`DmaSpace::with_mapper`] space asks of its IOMMU.
+    #[derive(Default)]
+    struct RecordingMapper {
+        mapped: Mutex<Vec<(u64, usize, u64)>>,
+        unmapped: Mutex<Vec<(u64, u64)>>,
+        refuse: std::sync::atomic::AtomicBool,
+    }
+
+    impl DmaMapper for RecordingMapper {
+        fn map(&self, iova: u64, vaddr: NonNull<u8>, len: u64) -> Result<(), String> {
+            if self.refuse.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err("refused by the test".into());
+            }
+            self.mapped.lock().unwrap().push((iova, vaddr.as_ptr() as usize, len));
+            Ok(())
+        }
+        fn unmap(&self, iova: u64, len: u64) {
+            self.unmapped.lock().unwrap().push((iova, len));
+        }
+    }
+
+    #[test]
+    fn mapper_space_maps_at_fresh_iovas_and_unmaps_on_drop() {
+        let mapper = Arc::new(RecordingMapper::default());
+        let space = DmaSpace::with_mapper(mapper.clone());
+        assert!(!space.is_identity());
+        assert_eq!(format!("{space:?}"), "DmaSpace { domain: \"mapper\" }");
+        let a = space.alloc(5000, PageSize::Ordinary).unwrap();
+        let b = space.alloc(4096, PageSize::Ordinary).unwrap();
+        assert_eq!(a.iova(), IOVA_BASE, "first fit from the aperture");
+        assert_eq!(b.iova(), IOVA_BASE + 8192, "after a's two pages");
+        assert_ne!(a.iova(), a.vaddr().as_ptr() as u64, "IOVAs are not virtual addresses");
+        assert_eq!(
+            *mapper.mapped.lock().unwrap(),
+            vec![(a.iova(), a.vaddr().as_ptr() as usize, 8192), (b.iova(), b.vaddr().as_ptr() as usize, 4096)]
+        );
+        let a_iova = a.iova();
+        drop(a);
+        assert_eq!(*mapper.unmapped.lock().unwrap(), vec![(a_iova, 8192)]);
+        let c = space.alloc(8192, PageSize::Ordinary).unwrap();
+        assert_eq!(c.iova(), a_iova, "the IOVA range came back to the allocator");
+        drop(b);
+        drop(c);
+        assert_eq!(mapper.unmapped.lock().unwrap().len(), 3);
+        assert_eq!(space.iovas.lock().unwrap().free_bytes(), IOVA_LIMIT - IOVA_BASE);
+    }
+
+    #[test]
+    fn mapper_refusal_fails_the_allocation_and_returns_the_iova() {
+        let mapper = Arc::new(RecordingMapper::default());
+        mapper.refuse.store(true, std::sync::atomic::Ordering::Relaxed);
+        let space = DmaSpace::with_mapper(mapper.clone());
+        let e = space.alloc(4096, PageSize::Ordinary).expect_err("refused");
+        assert!(
+            matches!(&e, DmaError::IommuMap { iova, len: 4096, error } if *iova == IOVA_BASE && error == "refused by the test"),
+            "{e:?}"
+        );
+        assert_eq!(space.iovas.lock().unwrap().free_bytes(), IOVA_LIMIT - IOVA_BASE);
+        assert!(mapper.unmapped.lock().unwrap().is_empty());
     }
 }

@@ -1,0 +1,513 @@
+//! The model's own definitions of the mlx5 layouts it decodes, written from the public sources
+//! and independent of the driver's: Linux `include/linux/mlx5/mlx5_ifc.h` (structures given as
+//! bit offsets, `struct mlx5_ifc_<name>_bits`), Linux `include/linux/mlx5/device.h` and
+//! rdma-core `providers/mlx5/mlx5_vfio.h` (the byte structures `mlx5_init_seg`,
+//! `mlx5_cmd_layout`, `mlx5_cmd_prot_block` / `mlx5_cmd_block`, `mlx5_eqe`), and Linux
+//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes).
+//!
+//! A [`Field`] is a bit offset and width exactly as `mlx5_ifc.h` gives them: bit 0 is the most
+//! significant bit of the first big-endian dword. [`get`] / [`set`] follow `MLX5_GET` /
+//! `MLX5_SET`; fields never cross a dword. Out-of-range accesses read 0 and write nothing (the
+//! callers check lengths first; this keeps bad input from panicking).
+
+/// A field: bit offset and width (1..=32) within one big-endian dword, as in `mlx5_ifc.h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    pub bit: u32,
+    pub width: u32,
+}
+
+/// A field at `bit` of `width` bits.
+pub const fn f(bit: u32, width: u32) -> Field {
+    Field { bit, width }
+}
+
+impl Field {
+    /// The same field inside a structure embedded at `base_bit`.
+    pub const fn at(self, base_bit: u32) -> Field {
+        Field { bit: self.bit + base_bit, width: self.width }
+    }
+}
+
+fn mask(width: u32) -> u32 {
+    if width >= 32 {
+        u32::MAX
+    } else {
+        (1 << width) - 1
+    }
+}
+
+/// `MLX5_GET`: the field's value, or 0 when `buf` is too short.
+pub fn get(buf: &[u8], fld: Field) -> u32 {
+    let dw = (fld.bit / 32) as usize * 4;
+    let Some(b) = buf.get(dw..dw + 4) else { return 0 };
+    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let shift = 32 - (fld.bit % 32) - fld.width;
+    (v >> shift) & mask(fld.width)
+}
+
+/// `MLX5_SET`: stores the low bits of `value` in the field; nothing when `buf` is too short.
+pub fn set(buf: &mut [u8], fld: Field, value: u32) {
+    let dw = (fld.bit / 32) as usize * 4;
+    let Some(b) = buf.get_mut(dw..dw + 4) else { return };
+    let shift = 32 - (fld.bit % 32) - fld.width;
+    let m = mask(fld.width) << shift;
+    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let v = (v & !m) | ((value << shift) & m);
+    b.copy_from_slice(&v.to_be_bytes());
+}
+
+/// Big-endian 64-bit value at byte offset `off` (`MLX5_GET64`), or 0 when out of range.
+pub fn get64(buf: &[u8], off: usize) -> u64 {
+    buf.get(off..off + 8).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+}
+
+/// Stores a big-endian 64-bit value at byte offset `off`; nothing when out of range.
+pub fn set64(buf: &mut [u8], off: usize, v: u64) {
+    if let Some(b) = buf.get_mut(off..off + 8) {
+        b.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// Big-endian 32-bit value at byte offset `off`, or 0 when out of range.
+pub fn get32(buf: &[u8], off: usize) -> u32 {
+    buf.get(off..off + 4).map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// Stores a big-endian 32-bit value at byte offset `off`; nothing when out of range.
+pub fn set32(buf: &mut [u8], off: usize, v: u32) {
+    if let Some(b) = buf.get_mut(off..off + 4) {
+        b.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// The adapter page: firmware pages, EQ/CQ/WQ buffer pages and UAR pages are 4 KiB
+/// (`MLX5_ADAPTER_PAGE_SHIFT` = 12 in Linux `device.h`).
+pub const ADAPTER_PAGE: u64 = 4096;
+
+/// Initialization segment at BAR0 offset 0 (`struct mlx5_init_seg`, Linux `device.h`; PRM
+/// "Initialization Segment" table). Every field is big-endian.
+pub mod iseg {
+    /// `fw_rev`: bits 31:16 minor, 15:0 major.
+    pub const FW_REV: u32 = 0x00;
+    /// `cmdif_rev_fw_sub`: bits 31:16 command interface revision, 15:0 firmware sub-minor.
+    pub const CMDIF_REV_FW_SUB: u32 = 0x04;
+    /// `cmdq_addr_h`: command queue address bits 63:32 (written first).
+    pub const CMDQ_ADDR_H: u32 = 0x10;
+    /// `cmdq_addr_l_sz`: bits 31:12 command queue address, 9:8 `nic_interface`, 7:4
+    /// `log_cmdq_size` (read-only), 3:0 `log_cmdq_stride` (read-only).
+    pub const CMDQ_ADDR_L_SZ: u32 = 0x14;
+    /// `cmd_dbell`: bit n rings command slot n.
+    pub const CMD_DBELL: u32 = 0x18;
+    /// `initializing`: bit 31 set while firmware boots; bits 26:24 `nic_interface_supported`.
+    pub const INITIALIZING: u32 = 0x1FC;
+    /// `struct health_buffer` (64 bytes).
+    pub const HEALTH: u32 = 0x200;
+    /// `health.fw_ver`.
+    pub const HEALTH_FW_VER: u32 = 0x230;
+    /// `health.synd`: the health syndrome byte (non-zero: firmware hit a fatal error).
+    pub const HEALTH_SYND: u32 = 0x23D;
+    /// `health.ext_synd` (16 bits).
+    pub const HEALTH_EXT_SYND: u32 = 0x23E;
+    /// `internal_timer_h` / `_l`.
+    pub const INTERNAL_TIMER_H: u32 = 0x1000;
+    pub const INTERNAL_TIMER_L: u32 = 0x1004;
+    /// `health_counter`: advances while firmware is alive.
+    pub const HEALTH_COUNTER: u32 = 0x1010;
+    /// End of the segment as `mlx5_init_seg` defines it (`ieee1588_clk` .. `clr_intx`).
+    pub const END: u32 = 0x2010;
+}
+
+/// Command queue entry, 64 bytes (`struct mlx5_cmd_layout`, Linux `device.h`; PRM "Command
+/// Queue Entry Layout").
+pub mod cmd_entry {
+    pub const SIZE: usize = 0x40;
+    /// `type`: must be `MLX5_PCI_CMD_XPORT` = 7.
+    pub const TYPE: usize = 0x00;
+    pub const TYPE_PCI: u8 = 7;
+    /// `ilen` (big-endian 32).
+    pub const ILEN: usize = 0x04;
+    /// `iptr` (big-endian 64; bits 8:0 reserved: the input mailbox is 512-byte aligned).
+    pub const IPTR: usize = 0x08;
+    /// `in[4]`: the first 16 bytes of the input.
+    pub const IN: usize = 0x10;
+    /// `out[4]`: the first 16 bytes of the output.
+    pub const OUT: usize = 0x20;
+    /// `optr` (big-endian 64; bits 8:0 reserved).
+    pub const OPTR: usize = 0x30;
+    /// `olen` (big-endian 32).
+    pub const OLEN: usize = 0x38;
+    /// `token`: repeated in every mailbox block of the command.
+    pub const TOKEN: usize = 0x3C;
+    /// `sig`.
+    pub const SIG: usize = 0x3D;
+    /// `status_own`: bit 0 ownership (1 = hardware), bits 7:1 delivery status.
+    pub const STATUS_OWN: usize = 0x3F;
+    /// Inline input / output bytes.
+    pub const INLINE: usize = 16;
+    /// Entry pointers keep bits 63:9 (`input_mailbox_pointer_31_9`).
+    pub const PTR_ALIGN: u64 = 512;
+}
+
+/// Command mailbox block, 576 bytes (`struct mlx5_cmd_prot_block`, Linux `device.h`; rdma-core
+/// `struct mlx5_cmd_block`).
+pub mod mailbox {
+    pub const SIZE: usize = 0x240;
+    /// `data[512]`.
+    pub const DATA: usize = 512;
+    /// `next` (big-endian 64; bits 9:0 reserved: blocks are 1 KiB aligned, `next_pointer_31_10`).
+    pub const NEXT: usize = 0x230;
+    /// `block_num` (big-endian 32): 0, 1, 2 ... along the chain.
+    pub const BLOCK_NUM: usize = 0x238;
+    /// `token`: must equal the entry's.
+    pub const TOKEN: usize = 0x23D;
+    /// `ctrl_sig`, `sig`.
+    pub const CTRL_SIG: usize = 0x23E;
+    pub const SIG: usize = 0x23F;
+    pub const NEXT_ALIGN: u64 = 1024;
+}
+
+/// Command delivery status in `status_own` bits 7:1 (`MLX5_CMD_DELIVERY_STAT_*`, Linux `cmd.c`).
+pub mod delivery {
+    pub const OK: u8 = 0x0;
+    pub const SIGNAT_ERR: u8 = 0x1;
+    pub const TOK_ERR: u8 = 0x2;
+    pub const BAD_BLK_NUM_ERR: u8 = 0x3;
+    pub const OUT_PTR_ALIGN_ERR: u8 = 0x4;
+    pub const IN_PTR_ALIGN_ERR: u8 = 0x5;
+    pub const FW_ERR: u8 = 0x6;
+    pub const IN_LENGTH_ERR: u8 = 0x7;
+    pub const OUT_LENGTH_ERR: u8 = 0x8;
+    pub const RES_FLD_NOT_CLR_ERR: u8 = 0x9;
+    pub const CMD_DESCR_ERR: u8 = 0x10;
+}
+
+/// Command status in the output's first byte (`MLX5_CMD_STAT_*`, Linux `cmd.c` /
+/// `mlx5_ifc.h`, rdma-core `mlx5_ifc.h`).
+pub mod status {
+    pub const OK: u8 = 0x0;
+    pub const INT_ERR: u8 = 0x1;
+    pub const BAD_OP: u8 = 0x2;
+    pub const BAD_PARAM: u8 = 0x3;
+    pub const BAD_SYS_STATE: u8 = 0x4;
+    pub const BAD_RES: u8 = 0x5;
+    pub const RES_BUSY: u8 = 0x6;
+    pub const LIM: u8 = 0x8;
+    pub const BAD_RES_STATE: u8 = 0x9;
+    pub const IX: u8 = 0xa;
+    pub const NO_RES: u8 = 0xf;
+    pub const BAD_INP_LEN: u8 = 0x50;
+    pub const BAD_OUTP_LEN: u8 = 0x51;
+}
+
+/// Command opcodes (`MLX5_CMD_OP_*`, `mlx5_ifc.h`).
+pub mod op {
+    pub const QUERY_HCA_CAP: u16 = 0x100;
+    pub const INIT_HCA: u16 = 0x102;
+    pub const TEARDOWN_HCA: u16 = 0x103;
+    pub const ENABLE_HCA: u16 = 0x104;
+    pub const DISABLE_HCA: u16 = 0x105;
+    pub const QUERY_PAGES: u16 = 0x107;
+    pub const MANAGE_PAGES: u16 = 0x108;
+    pub const SET_HCA_CAP: u16 = 0x109;
+    pub const QUERY_ISSI: u16 = 0x10a;
+    pub const SET_ISSI: u16 = 0x10b;
+    pub const QUERY_SPECIAL_CONTEXTS: u16 = 0x203;
+    pub const CREATE_EQ: u16 = 0x301;
+    pub const DESTROY_EQ: u16 = 0x302;
+    pub const QUERY_NIC_VPORT_CONTEXT: u16 = 0x754;
+    pub const MODIFY_NIC_VPORT_CONTEXT: u16 = 0x755;
+    pub const ALLOC_PD: u16 = 0x800;
+    pub const DEALLOC_PD: u16 = 0x801;
+    pub const ALLOC_UAR: u16 = 0x802;
+    pub const DEALLOC_UAR: u16 = 0x803;
+    pub const ACCESS_REG: u16 = 0x805;
+    pub const ALLOC_TRANSPORT_DOMAIN: u16 = 0x816;
+    pub const DEALLOC_TRANSPORT_DOMAIN: u16 = 0x817;
+
+    /// A name for logs and messages.
+    pub fn name(op: u16) -> &'static str {
+        match op {
+            QUERY_HCA_CAP => "QUERY_HCA_CAP",
+            INIT_HCA => "INIT_HCA",
+            TEARDOWN_HCA => "TEARDOWN_HCA",
+            ENABLE_HCA => "ENABLE_HCA",
+            DISABLE_HCA => "DISABLE_HCA",
+            QUERY_PAGES => "QUERY_PAGES",
+            MANAGE_PAGES => "MANAGE_PAGES",
+            SET_HCA_CAP => "SET_HCA_CAP",
+            QUERY_ISSI => "QUERY_ISSI",
+            SET_ISSI => "SET_ISSI",
+            QUERY_SPECIAL_CONTEXTS => "QUERY_SPECIAL_CONTEXTS",
+            CREATE_EQ => "CREATE_EQ",
+            DESTROY_EQ => "DESTROY_EQ",
+            QUERY_NIC_VPORT_CONTEXT => "QUERY_NIC_VPORT_CONTEXT",
+            MODIFY_NIC_VPORT_CONTEXT => "MODIFY_NIC_VPORT_CONTEXT",
+            ALLOC_PD => "ALLOC_PD",
+            DEALLOC_PD => "DEALLOC_PD",
+            ALLOC_UAR => "ALLOC_UAR",
+            DEALLOC_UAR => "DEALLOC_UAR",
+            ACCESS_REG => "ACCESS_REG",
+            ALLOC_TRANSPORT_DOMAIN => "ALLOC_TRANSPORT_DOMAIN",
+            DEALLOC_TRANSPORT_DOMAIN => "DEALLOC_TRANSPORT_DOMAIN",
+            _ => "unknown",
+        }
+    }
+}
+
+use self::f as fl;
+
+/// The header every command input starts with (`mlx5_ifc_mbox_in_bits`).
+pub mod mbox_in {
+    use super::{fl, Field};
+    pub const OPCODE: Field = fl(0x00, 16);
+    pub const UID: Field = fl(0x10, 16);
+    pub const OP_MOD: Field = fl(0x30, 16);
+    /// Size of the header (and of every input with no further fields).
+    pub const SIZE: usize = 0x10;
+}
+
+/// The header every command output starts with (`mlx5_ifc_mbox_out_bits`).
+pub mod mbox_out {
+    use super::{fl, Field};
+    pub const STATUS: Field = fl(0x00, 8);
+    pub const SYNDROME: Field = fl(0x20, 32);
+    /// Size of the header (and of every output with no further fields).
+    pub const SIZE: usize = 0x10;
+}
+
+/// `mlx5_ifc_enable_hca_in_bits` / `disable_hca_in_bits`: `function_id` at 0x50.
+pub const HCA_FUNCTION_ID: Field = fl(0x50, 16);
+/// `enable_hca_in` / `manage_pages_in`: `embedded_cpu_function` at 0x40.
+pub const EMBEDDED_CPU_FUNCTION: Field = fl(0x40, 1);
+
+/// `mlx5_ifc_query_issi_out_bits` (0x70 bytes) / `set_issi_in_bits`.
+pub mod issi {
+    use super::{fl, Field};
+    pub const CURRENT_ISSI: Field = fl(0x50, 16);
+    pub const SUPPORTED_ISSI_DW0: Field = fl(0x360, 32);
+    pub const QUERY_OUT_SIZE: usize = 0x70;
+}
+
+/// `mlx5_ifc_query_pages_in_bits` / `query_pages_out_bits` (op_mod: 1 boot, 2 init, 3
+/// regular; `MLX5_BOOT_PAGES` .. in Linux `pagealloc.c`).
+pub mod query_pages {
+    use super::{fl, Field};
+    pub const FUNCTION_ID: Field = fl(0x50, 16);
+    pub const NUM_PAGES: Field = fl(0x60, 32);
+    pub const BOOT: u16 = 1;
+    pub const INIT: u16 = 2;
+    pub const REGULAR: u16 = 3;
+}
+
+/// `mlx5_ifc_manage_pages_in_bits` / `manage_pages_out_bits` (op_mod: 0 cannot give, 1 give,
+/// 2 take: `MLX5_PAGES_CANT_GIVE` / `GIVE` / `TAKE`).
+pub mod manage_pages {
+    use super::{fl, Field};
+    pub const FUNCTION_ID: Field = fl(0x50, 16);
+    pub const INPUT_NUM_ENTRIES: Field = fl(0x60, 32);
+    pub const OUTPUT_NUM_ENTRIES: Field = fl(0x40, 32);
+    /// `pas[]` in both input and output.
+    pub const PAS: usize = 0x10;
+    pub const CANT_GIVE: u16 = 0;
+    pub const GIVE: u16 = 1;
+    pub const TAKE: u16 = 2;
+}
+
+/// `mlx5_ifc_teardown_hca_in_bits` / `_out_bits`.
+pub mod teardown {
+    use super::{fl, Field};
+    pub const PROFILE: Field = fl(0x50, 16);
+    pub const STATE: Field = fl(0x7f, 1);
+    pub const GRACEFUL_CLOSE: u32 = 0;
+    pub const FORCE_CLOSE: u32 = 1;
+}
+
+/// `mlx5_ifc_query_hca_cap_in_bits` (op_mod = cap type << 1 | current), `query_hca_cap_out`
+/// / `set_hca_cap_in` (capability at byte 0x10, `hca_cap_union`: 4 KiB).
+pub mod hca_cap {
+    pub const CAPABILITY: usize = 0x10;
+    pub const CAP_SIZE: usize = 0x1000;
+    pub const GENERAL: u16 = 0;
+    pub const ETHERNET_OFFLOADS: u16 = 1;
+}
+
+/// `mlx5_ifc_cmd_hca_cap_bits` (general device capabilities).
+pub mod cap_gen {
+    use super::{fl, Field};
+    pub const LOG_MAX_QP: Field = fl(0x9b, 5);
+    pub const LOG_MAX_CQ_SZ: Field = fl(0xc8, 8);
+    pub const LOG_MAX_CQ: Field = fl(0xdb, 5);
+    pub const LOG_MAX_EQ_SZ: Field = fl(0xe0, 8);
+    pub const LOG_MAX_MKEY: Field = fl(0xea, 6);
+    pub const LOG_MAX_EQ: Field = fl(0xfc, 4);
+    pub const CACHE_LINE_128BYTE: Field = fl(0x164, 1);
+    pub const PKEY_TABLE_SIZE: Field = fl(0x190, 16);
+    pub const NIC_FLOW_TABLE: Field = fl(0x1a6, 1);
+    /// 0 InfiniBand, 1 Ethernet (`MLX5_CAP_PORT_TYPE_ETH`).
+    pub const PORT_TYPE: Field = fl(0x1b6, 2);
+    pub const NUM_PORTS: Field = fl(0x1b8, 8);
+    pub const LOG_MAX_MSG: Field = fl(0x1c3, 5);
+    pub const CQE_VERSION: Field = fl(0x1fc, 4);
+    /// `striding_rq` in Linux, `eth_striding_wq` in rdma-core.
+    pub const STRIDING_RQ: Field = fl(0x201, 1);
+    pub const CMDIF_CHECKSUM: Field = fl(0x210, 2);
+    pub const ETH_NET_OFFLOADS: Field = fl(0x21c, 1);
+    pub const UAR_4K: Field = fl(0x240, 1);
+    pub const UAR_SZ: Field = fl(0x24a, 6);
+    pub const LOG_PG_SZ: Field = fl(0x258, 8);
+    pub const BF: Field = fl(0x260, 1);
+    pub const LOG_BF_REG_SIZE: Field = fl(0x26b, 5);
+    pub const LOG_MAX_TRANSPORT_DOMAIN: Field = fl(0x323, 5);
+    pub const LOG_MAX_PD: Field = fl(0x32b, 5);
+    pub const LOG_MAX_RQ: Field = fl(0x363, 5);
+    pub const LOG_MAX_SQ: Field = fl(0x36b, 5);
+    pub const LOG_MAX_TIR: Field = fl(0x373, 5);
+    pub const LOG_MAX_TIS: Field = fl(0x37b, 5);
+    pub const LOG_MAX_RQT: Field = fl(0x38b, 5);
+    pub const LOG_MAX_RQT_SIZE: Field = fl(0x393, 5);
+    pub const EXT_STRIDE_NUM_RANGE: Field = fl(0x3a0, 1);
+    pub const LOG_MAX_STRIDE_SZ_RQ: Field = fl(0x3a3, 5);
+    pub const LOG_MIN_STRIDE_SZ_RQ: Field = fl(0x3ab, 5);
+    pub const LOG_MAX_STRIDE_SZ_SQ: Field = fl(0x3b3, 5);
+    pub const LOG_MIN_STRIDE_SZ_SQ: Field = fl(0x3bb, 5);
+    pub const LOG_MAX_WQ_SZ: Field = fl(0x3db, 5);
+    pub const MAX_NUM_EQS: Field = fl(0x470, 16);
+    pub const LOG_UAR_PAGE_SZ: Field = fl(0x490, 16);
+    pub const DEVICE_FREQUENCY_KHZ: Field = fl(0x4e0, 32);
+    pub const NUM_OF_UARS_PER_PAGE: Field = fl(0x520, 32);
+}
+
+/// `mlx5_ifc_per_protocol_networking_offload_caps_bits` (Ethernet offload capabilities).
+pub mod cap_eth {
+    use super::{fl, Field};
+    pub const CSUM_CAP: Field = fl(0x00, 1);
+    pub const VLAN_CAP: Field = fl(0x01, 1);
+    pub const MAX_LSO_CAP: Field = fl(0x0b, 5);
+    pub const MULTI_PKT_SEND_WQE: Field = fl(0x10, 2);
+    /// 0 L2 headers inline, 1 as the vport context says, 2 not required
+    /// (`MLX5_CAP_INLINE_MODE_*`).
+    pub const WQE_INLINE_MODE: Field = fl(0x12, 2);
+    pub const RSS_IND_TBL_CAP: Field = fl(0x14, 4);
+    pub const SCATTER_FCS: Field = fl(0x19, 1);
+}
+
+/// `mlx5_ifc_eqc_bits` (64 bytes), inside `create_eq_in` at bit 0x80.
+pub mod eqc {
+    use super::{fl, Field};
+    pub const STATUS: Field = fl(0x00, 4);
+    pub const EC: Field = fl(0x0d, 1);
+    pub const OI: Field = fl(0x0e, 1);
+    pub const ST: Field = fl(0x14, 4);
+    /// In 64-byte units.
+    pub const PAGE_OFFSET: Field = fl(0x54, 6);
+    pub const LOG_EQ_SIZE: Field = fl(0x63, 5);
+    pub const UAR_PAGE: Field = fl(0x68, 24);
+    pub const INTR: Field = fl(0xb8, 8);
+    /// log2(page size / 4 KiB).
+    pub const LOG_PAGE_SIZE: Field = fl(0xc3, 5);
+    pub const CONSUMER_COUNTER: Field = fl(0x148, 24);
+    pub const PRODUCER_COUNTER: Field = fl(0x168, 24);
+}
+
+/// `mlx5_ifc_create_eq_in_bits` (0x110 bytes + `pas[]`), `create_eq_out_bits`,
+/// `destroy_eq_in_bits`.
+pub mod create_eq {
+    use super::{fl, Field};
+    /// `eq_context_entry` bit offset.
+    pub const EQC_BIT: u32 = 0x80;
+    /// `event_bitmask[4]`: four big-endian 64-bit masks; bit n of mask 0 subscribes event n.
+    pub const EVENT_BITMASK: usize = 0x58;
+    pub const PAS: usize = 0x110;
+    /// `eq_number` in `create_eq_out` and `destroy_eq_in`.
+    pub const EQ_NUMBER: Field = fl(0x58, 8);
+}
+
+/// 24-bit object numbers at bit 0x48: `alloc_uar_out.uar`, `dealloc_uar_in.uar`,
+/// `alloc_pd_out.pd`, `dealloc_pd_in.pd`, `alloc_transport_domain_out.transport_domain`,
+/// `dealloc_transport_domain_in.transport_domain`.
+pub const OBJ_NUMBER: Field = fl(0x48, 24);
+
+/// `mlx5_ifc_query_special_contexts_out_bits` (0x20 bytes).
+pub mod special_contexts {
+    use super::{fl, Field};
+    pub const DUMP_FILL_MKEY: Field = fl(0x40, 32);
+    pub const RESD_LKEY: Field = fl(0x60, 32);
+    pub const NULL_MKEY: Field = fl(0x80, 32);
+    pub const OUT_SIZE: usize = 0x20;
+}
+
+/// `mlx5_ifc_query_nic_vport_context_in/out_bits`, `modify_nic_vport_context_in_bits`,
+/// `modify_nic_vport_field_select_bits`, `nic_vport_context_bits`,
+/// `mac_address_layout_bits`.
+pub mod vport {
+    use super::{fl, Field};
+    pub const OTHER_VPORT: Field = fl(0x40, 1);
+    pub const VPORT_NUMBER: Field = fl(0x50, 16);
+    /// `query_nic_vport_context_out`: context at byte 0x10; 0x110 bytes in all.
+    pub const QUERY_OUT_CTX: usize = 0x10;
+    pub const QUERY_OUT_SIZE: usize = 0x110;
+    /// `modify_nic_vport_context_in`: field select at bit 0x60, context at byte 0x100; 0x200
+    /// bytes in all.
+    pub const FIELD_SELECT: Field = fl(0x60, 32);
+    pub const MODIFY_IN_CTX: usize = 0x100;
+    pub const MODIFY_IN_SIZE: usize = 0x200;
+    /// Field select bits (as values of the 32-bit `field_select` dword).
+    pub const SEL_ROCE_EN: u32 = 1 << 1;
+    pub const SEL_ADDRESSES_LIST: u32 = 1 << 2;
+    pub const SEL_PERMANENT_ADDRESS: u32 = 1 << 3;
+    pub const SEL_PROMISC: u32 = 1 << 4;
+    pub const SEL_CHANGE_EVENT: u32 = 1 << 5;
+    pub const SEL_MTU: u32 = 1 << 6;
+    pub const SEL_MIN_INLINE: u32 = 1 << 7;
+    /// In `nic_vport_context` (bit offsets relative to the context).
+    pub const MIN_WQE_INLINE_MODE: Field = fl(0x05, 3);
+    pub const MTU: Field = fl(0x130, 16);
+    pub const PROMISC_UC: Field = fl(0x780, 1);
+    pub const PROMISC_MC: Field = fl(0x781, 1);
+    pub const PROMISC_ALL: Field = fl(0x782, 1);
+    /// `permanent_address` at bit 0x7a0: `mac_addr_47_32` then `mac_addr_31_0`.
+    pub const MAC_47_32: Field = fl(0x7b0, 16);
+    pub const MAC_31_0: Field = fl(0x7c0, 32);
+}
+
+/// `mlx5_ifc_access_register_in/out_bits` (op_mod 0 write, 1 read; data at byte 0x10) and
+/// `mlx5_ifc_pmtu_reg_bits` (`MLX5_REG_PMTU` = 0x5003, Linux `driver.h`).
+pub mod access_reg {
+    use super::{fl, Field};
+    pub const REGISTER_ID: Field = fl(0x50, 16);
+    pub const DATA: usize = 0x10;
+    pub const WRITE: u16 = 0;
+    pub const READ: u16 = 1;
+    pub const PMTU: u32 = 0x5003;
+    pub const PMTU_SIZE: usize = 0x10;
+    pub const PMTU_LOCAL_PORT: Field = fl(0x08, 8);
+    pub const PMTU_MAX_MTU: Field = fl(0x20, 16);
+    pub const PMTU_ADMIN_MTU: Field = fl(0x40, 16);
+    pub const PMTU_OPER_MTU: Field = fl(0x60, 16);
+}
+
+/// Event queue entry, 64 bytes (`struct mlx5_eqe`, Linux `device.h`): `type` at byte 1,
+/// `sub_type` at 3, event data at 0x20 (28 bytes), `signature` at 0x3E, `owner` at 0x3F.
+pub mod eqe {
+    pub const SIZE: usize = 64;
+    pub const TYPE: usize = 0x01;
+    pub const SUB_TYPE: usize = 0x03;
+    pub const DATA: usize = 0x20;
+    pub const OWNER: usize = 0x3F;
+    /// `MLX5_EVENT_TYPE_CMD`: data = `mlx5_eqe_cmd` { be32 vector }.
+    pub const TYPE_CMD: u8 = 0x0a;
+    /// `MLX5_EVENT_TYPE_PAGE_REQUEST`: data = `mlx5_eqe_page_req` { be16 ec_function; be16
+    /// func_id; be32 num_pages (signed: negative asks pages back) }.
+    pub const TYPE_PAGE_REQUEST: u8 = 0x0b;
+    pub const PAGE_REQ_FUNC_ID: usize = DATA + 2;
+    pub const PAGE_REQ_NUM_PAGES: usize = DATA + 4;
+}
+
+/// UAR page offsets (Linux `eq.c` / rdma-core `mlx5_vfio.c`: `MLX5_EQ_DOORBEL_OFFSET`).
+pub mod uar {
+    /// EQ doorbell, update consumer index and arm: big-endian `eqn << 24 | ci & 0xffffff`.
+    pub const EQ_ARM: u32 = 0x40;
+    /// The same without arming.
+    pub const EQ_UPDATE_CI: u32 = 0x48;
+}

@@ -1,0 +1,609 @@
+//! A software model of an NVIDIA ConnectX (mlx5) adapter's firmware interface, for testing the
+//! mlx5 driver without hardware. Phase 1: the initialization segment, the command interface and
+//! HCA bring-up / teardown.
+//!
+//! The model owns a fake BAR0 ([`Mlx5Model`] implements [`RegisterIo`]) and reaches host
+//! memory only through an [`Iommu`]: the table of IOVA ranges a
+//! [`DmaSpace::with_mapper`](erpc_hugepages::DmaSpace::with_mapper) space maps. A device access
+//! outside the mappings is an IOMMU fault, recorded and refused; host memory is never touched
+//! through an address the driver did not map (so a driver that hands the device a virtual
+//! address is caught). The model decodes every layout with its own definitions
+//! ([`layout`], written from Linux `mlx5_ifc.h` / `device.h` / `cmd.c` and rdma-core
+//! `mlx5_vfio.h`, never from the driver's), so a layout mistake in the driver shows up as a
+//! rejected command.
+//!
+//! # Construction
+//! ```ignore
+//! let (model, space) = Mlx5Model::with_dma(Mlx5Config::default());
+//! // `model.clone()` is the driver's BAR0 (RegisterIo); `space` its DMA memory.
+//! ```
+//!
+//! # BAR0 layout
+//! * `0x0000..0x2010`: the initialization segment (`struct mlx5_init_seg`), big-endian fields
+//!   read and written through the little-endian [`RegisterIo`] as a mapped BAR would be (a
+//!   driver byte-swaps: `read32(off).swap_bytes()`). `fw_rev` / `cmdif_rev` (5); `cmdq_addr_h`
+//!   (0x10) and `cmdq_addr_l_sz` (0x14: address bits 31:12, `nic_interface` 9:8, and the
+//!   read-only `log_cmdq_size` = 5 (32 slots) / `log_cmdq_stride` = 6 (64 bytes) in 7:0); the
+//!   command doorbell (0x18, bit n = slot n); `initializing` (0x1FC bit 31), cleared after
+//!   [`Mlx5Config::ready_after_reads`] reads or never; the health buffer (0x200, syndrome byte
+//!   at 0x23D, set by [`Mlx5Model::set_health_syndrome`]); the health counter (0x1010), which
+//!   advances on every read while firmware is alive.
+//! * UAR pages: UAR index `n` is BAR0 offset `n * 4096` (`uar_4k` = 1, `log_uar_page_sz` = 0,
+//!   one UAR per 4 KiB page). ALLOC_UAR hands out indices from 3, above the pages the
+//!   initialization segment occupies. Modelled UAR offsets: the EQ doorbells at 0x40 (update
+//!   consumer index and arm) and 0x48 (update only). 64-bit doorbells may be written as one
+//!   [`RegisterIo::write64`] or two 32-bit writes, low address first.
+//!
+//! # Commands
+//! A doorbell bit makes the model process that slot at once (synchronously, inside
+//! `write32`): the entry must be owned by hardware (else ignored and recorded), of type 7; the
+//! input is read from the inline bytes and the mailbox chain and the output chain checked
+//! (block numbers, tokens, 512/1024-byte alignment, a chain long enough for `ilen` / `olen`);
+//! chain problems complete the command with the delivery status in `status_own` bits 7:1
+//! (`MLX5_CMD_DELIVERY_STAT_*`). Then the command executes: an unknown opcode is BAD_OP (0x2);
+//! an input shorter than the command's layout BAD_INP_LEN (0x50); an output too short for the
+//! command's output BAD_OUTP_LEN (0x51); a command out of bring-up order BAD_SYS_STATE (0x4); a
+//! bad field BAD_PARAM (0x3); a handle that does not exist BAD_RES (0x5); a handle still in use
+//! BAD_RES_STATE (0x9); no free objects LIM (0x8). Output and status are written, ownership
+//! returns to software, and if an EQ subscribes to command completions (event 0x0A) a
+//! completion EQE with the slot's bit is written to it. Syndromes are the model's own
+//! ([`syndrome`]); real firmware's are opaque numbers.
+//!
+//! Implemented: ENABLE_HCA, DISABLE_HCA, QUERY_ISSI, SET_ISSI (ISSI 0 and 1), QUERY_PAGES,
+//! MANAGE_PAGES (give / take / cannot give), QUERY_HCA_CAP / SET_HCA_CAP (general and Ethernet
+//! offload caps), INIT_HCA (needs boot + init pages), TEARDOWN_HCA, ALLOC/DEALLOC_UAR,
+//! CREATE/DESTROY_EQ, ALLOC/DEALLOC_PD, ALLOC/DEALLOC_TRANSPORT_DOMAIN, QUERY_SPECIAL_CONTEXTS,
+//! QUERY/MODIFY_NIC_VPORT_CONTEXT (MAC, MTU, promiscuity), ACCESS_REG for PMTU.
+//!
+//! Firmware pages given by MANAGE_PAGES must be 4 KiB aligned, distinct and mapped: the model
+//! fills each with a pattern through the IOMMU when it takes it (firmware uses its pages), so
+//! an unmapped page faults and the command fails with BAD_PARAM. Pages can be taken back freely
+//! before INIT_HCA and after TEARDOWN_HCA; while initialized only as many as a negative page
+//! request asked for. [`Mlx5Model::request_pages`] writes a PAGE_REQUEST EQE (event 0x0B) into
+//! the EQ subscribed to it.
+//!
+//! # Not modelled (yet)
+//! Phase 2 will add CQ/SQ/RQ (striding RQ), TIS/TIR/RQT, flow steering, the UAR send doorbell
+//! and BlueFlame, packet I/O between two instances: those opcodes are BAD_OP today. Also not
+//! modelled: command and mailbox signatures (`cmdif_checksum` = 0 is advertised and SET_HCA_CAP
+//! cannot enable it), asynchronous command completion (every command completes inside the
+//! doorbell write), MSI-X delivery (an armed EQ that gets an EQE counts an interrupt on its
+//! vector, see [`Mlx5Model::interrupts`]), other functions (VFs, `other_vport`,
+//! `other_function`), registers other than PMTU, page requests raised by the firmware on its
+//! own during commands, ICM use of the given pages beyond the fill.
+//!
+//! [`RegisterIo`]: erpc_driver::mmio::RegisterIo
+//! [`RegisterIo::write64`]: erpc_driver::mmio::RegisterIo::write64
+
+mod cmd;
+mod hca;
+pub mod iommu;
+pub mod layout;
+
+pub use hca::HcaState;
+pub use iommu::{Iommu, IommuFault};
+
+use erpc_driver::mmio::RegisterIo;
+use erpc_hugepages::DmaSpace;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// The model's syndromes (the 32-bit `syndrome` of a failed command): which check failed.
+pub mod syndrome {
+    pub const BAD_OPCODE: u32 = 0x4d00_0001;
+    pub const INPUT_TOO_SHORT: u32 = 0x4d00_0002;
+    pub const OUTPUT_TOO_SHORT: u32 = 0x4d00_0003;
+    pub const BAD_STATE: u32 = 0x4d00_0004;
+    pub const PAGES_MISSING: u32 = 0x4d00_0005;
+    pub const BAD_FUNCTION: u32 = 0x4d00_0006;
+    pub const BAD_OP_MOD: u32 = 0x4d00_0007;
+    pub const BAD_ISSI: u32 = 0x4d00_0008;
+    pub const PAGE_UNALIGNED: u32 = 0x4d00_0009;
+    pub const PAGE_DUPLICATE: u32 = 0x4d00_000a;
+    pub const PAGE_FAULT: u32 = 0x4d00_000b;
+    pub const CAP_VALUE: u32 = 0x4d00_000c;
+    pub const NO_SUCH_OBJECT: u32 = 0x4d00_000d;
+    pub const OBJECT_IN_USE: u32 = 0x4d00_000e;
+    pub const LIMIT: u32 = 0x4d00_000f;
+    pub const EQ_SIZE: u32 = 0x4d00_0010;
+    pub const EQ_VECTOR: u32 = 0x4d00_0011;
+    pub const EQ_PAS: u32 = 0x4d00_0012;
+    pub const BAD_MTU: u32 = 0x4d00_0013;
+    pub const OTHER_VPORT: u32 = 0x4d00_0014;
+    pub const BAD_REGISTER: u32 = 0x4d00_0015;
+    pub const BAD_PROFILE: u32 = 0x4d00_0016;
+    pub const RESERVED_SET: u32 = 0x4d00_0017;
+}
+
+/// What the model is built with.
+#[derive(Clone, Debug)]
+pub struct Mlx5Config {
+    /// Firmware revision (major, minor, sub-minor).
+    pub fw_rev: (u16, u16, u16),
+    /// Reads of `initializing` that still see bit 31 set; `None`: firmware never becomes ready.
+    pub ready_after_reads: Option<u32>,
+    /// Pages QUERY_PAGES reports for boot, init and regular operation.
+    pub boot_pages: u32,
+    pub init_pages: u32,
+    pub regular_pages: u32,
+    /// BAR0 length (a power of two; ConnectX-4/5: 32 MiB).
+    pub bar_len: u32,
+    /// The port's permanent MAC address.
+    pub mac: [u8; 6],
+    /// The port's largest MTU (PMTU `max_mtu`, hardware MTU including L2 header and FCS).
+    pub port_max_mtu: u16,
+    /// MSI-X vectors an EQ may name (`eqc.intr`).
+    pub msix_vectors: u32,
+    /// QUERY_SPECIAL_CONTEXTS `resd_lkey`.
+    pub resd_lkey: u32,
+    /// Ethernet caps `wqe_inline_mode` (0 L2, 1 vport context, 2 not required).
+    pub wqe_inline_mode: u8,
+}
+
+impl Default for Mlx5Config {
+    fn default() -> Mlx5Config {
+        Mlx5Config {
+            fw_rev: (16, 35, 1012),
+            ready_after_reads: Some(2),
+            boot_pages: 8,
+            init_pages: 24,
+            regular_pages: 0,
+            bar_len: 32 << 20,
+            mac: [0x02, 0x00, 0x5e, 0x10, 0x20, 0x30],
+            port_max_mtu: 9978,
+            msix_vectors: 8,
+            resd_lkey: 0x100,
+            wqe_inline_mode: 2,
+        }
+    }
+}
+
+/// Kinds of misbehaviour the model records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// A device access outside the IOMMU mappings.
+    IommuFault,
+    /// A doorbell for a slot that software still owns (ignored).
+    Ownership,
+    /// A doorbell the model cannot act on: no command queue, slot out of range, firmware not
+    /// ready.
+    Doorbell,
+    /// The command queue address written out of order or with reserved bits.
+    CmdqAddress,
+    /// A command's mailbox chain or entry was malformed (completed with a delivery error).
+    Mailbox,
+    /// A BAR access outside the BAR, misaligned, or a write to a read-only register.
+    Register,
+    /// An EQE had no room: the EQ overran.
+    EqOverrun,
+    /// An EQ doorbell naming an unknown EQ, another UAR's EQ, or a consumer index ahead of the
+    /// producer.
+    EqDoorbell,
+    /// A write to a UAR that is not allocated.
+    Uar,
+    /// A write to a UAR offset phase 1 does not model (not necessarily the driver's fault).
+    Unmodelled,
+}
+
+/// One recorded misbehaviour.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    pub detail: String,
+}
+
+/// One executed command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CmdRecord {
+    pub slot: u32,
+    pub opcode: u16,
+    pub op_mod: u16,
+    /// Delivery status (`status_own` bits 7:1); when non-zero the command did not execute.
+    pub delivery: u8,
+    pub status: u8,
+    pub syndrome: u32,
+    /// The failure came from [`Mlx5Model::fail_next`].
+    pub injected: bool,
+}
+
+/// What was left behind, for teardown checks.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TeardownReport {
+    /// The HCA is disabled again.
+    pub disabled: bool,
+    /// Firmware pages the device still holds.
+    pub pages_held: usize,
+    /// Objects still allocated at TEARDOWN_HCA (or now, if it never ran), e.g. "PD 0x11".
+    pub leaked: Vec<String>,
+}
+
+impl TeardownReport {
+    /// Disabled, every page returned, every object freed.
+    pub fn clean(&self) -> bool {
+        self.disabled && self.pages_held == 0 && self.leaked.is_empty()
+    }
+}
+
+/// State of one EQ as the device sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EqInfo {
+    pub eqn: u8,
+    pub log_size: u32,
+    pub uar: u32,
+    pub vector: u32,
+    pub event_mask: u64,
+    /// EQEs written so far.
+    pub producer: u32,
+    /// The consumer index software last wrote.
+    pub consumer: u32,
+    pub armed: bool,
+    pub overrun: bool,
+}
+
+pub(crate) struct Eq {
+    pub(crate) log_size: u32,
+    pub(crate) uar: u32,
+    pub(crate) vector: u32,
+    pub(crate) mask: [u64; 4],
+    pub(crate) log_page_size: u32,
+    pub(crate) page_offset: u32,
+    pub(crate) pas: Vec<u64>,
+    pub(crate) overrun_ignore: bool,
+    pub(crate) producer: u32,
+    pub(crate) consumer: u32,
+    pub(crate) armed: bool,
+    pub(crate) overrun: bool,
+}
+
+pub(crate) struct Device {
+    cfg: Mlx5Config,
+    iommu: Arc<Iommu>,
+    // Initialization segment.
+    init_reads_left: Option<u32>,
+    health_counter: u32,
+    health_frozen: bool,
+    health_synd: u8,
+    health_ext_synd: u16,
+    timer: u64,
+    cmdq_hi: u32,
+    cmdq_hi_written: bool,
+    cmdq_lo: u32,
+    cmdq_base: Option<u64>,
+    // Command interface.
+    log: Vec<CmdRecord>,
+    violations: Vec<Violation>,
+    injected: VecDeque<(u16, u8, u32)>,
+    // HCA.
+    state: HcaState,
+    issi: u16,
+    caps_gen_max: Vec<u8>,
+    caps_gen_cur: Vec<u8>,
+    caps_eth: Vec<u8>,
+    pages: BTreeSet<u64>,
+    /// Pages the device wants to hold in all: boot + init + regular, moved by page requests.
+    page_target: i64,
+    uars: BTreeSet<u32>,
+    eqs: BTreeMap<u8, Eq>,
+    pds: BTreeSet<u32>,
+    tds: BTreeSet<u32>,
+    next_pd: u32,
+    next_td: u32,
+    vport_mtu: u16,
+    vport_mac: [u8; 6],
+    vport_promisc: (bool, bool, bool),
+    vport_min_inline: u8,
+    port_admin_mtu: u16,
+    interrupts: Vec<u64>,
+    leaked_at_teardown: Option<Vec<String>>,
+}
+
+/// The model; clones share one device. Implements [`RegisterIo`] as the device's BAR0.
+#[derive(Clone)]
+pub struct Mlx5Model(Arc<Mutex<Device>>);
+
+impl Mlx5Model {
+    /// A device in its power-on state that reaches host memory through `iommu`.
+    pub fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Mlx5Model {
+        Mlx5Model(Arc::new(Mutex::new(Device::new(cfg, iommu))))
+    }
+
+    /// A device and the DMA space whose mappings it sees.
+    pub fn with_dma(cfg: Mlx5Config) -> (Mlx5Model, Arc<DmaSpace>) {
+        let iommu = Arc::new(Iommu::new());
+        let space = DmaSpace::with_mapper(iommu.clone());
+        (Mlx5Model::new(cfg, iommu), space)
+    }
+
+    fn dev(&self) -> MutexGuard<'_, Device> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The IOMMU the device's DMA goes through.
+    pub fn iommu(&self) -> Arc<Iommu> {
+        self.dev().iommu.clone()
+    }
+
+    /// Where bring-up stands.
+    pub fn state(&self) -> HcaState {
+        self.dev().state
+    }
+
+    /// The ISSI in force.
+    pub fn issi(&self) -> u16 {
+        self.dev().issi
+    }
+
+    /// Every command the device completed, in order.
+    pub fn command_log(&self) -> Vec<CmdRecord> {
+        self.dev().log.clone()
+    }
+
+    /// The opcodes of [`Mlx5Model::command_log`].
+    pub fn opcodes(&self) -> Vec<u16> {
+        self.dev().log.iter().map(|r| r.opcode).collect()
+    }
+
+    /// Everything the driver did that the device refused or that breaks the rules.
+    pub fn violations(&self) -> Vec<Violation> {
+        self.dev().violations.clone()
+    }
+
+    /// The next command with `opcode` fails with `status` and `syndrome` (once, without
+    /// effect); several calls queue up.
+    pub fn fail_next(&self, opcode: u16, status: u8, syndrome: u32) {
+        self.dev().injected.push_back((opcode, status, syndrome));
+    }
+
+    /// Firmware pages the device holds.
+    pub fn pages_held(&self) -> usize {
+        self.dev().pages.len()
+    }
+
+    /// Their IOVAs.
+    pub fn page_addresses(&self) -> Vec<u64> {
+        self.dev().pages.iter().copied().collect()
+    }
+
+    /// Pages the device still wants (positive) or wants to give back (negative).
+    pub fn pages_outstanding(&self) -> i64 {
+        let d = self.dev();
+        d.page_target - d.pages.len() as i64
+    }
+
+    /// Firmware asks for `n` more pages (`n > 0`) or gives `-n` back (`n < 0`): writes a
+    /// PAGE_REQUEST EQE (event 0x0B, function 0) into the EQ subscribed to page requests and
+    /// from then on expects MANAGE_PAGES give / take. Fails when no EQ subscribes.
+    pub fn request_pages(&self, n: i32) -> Result<(), String> {
+        self.dev().request_pages(n)
+    }
+
+    /// Sets the health buffer's syndrome bytes: a non-zero syndrome is a fatal firmware error
+    /// (the health counter stops and commands are no longer executed).
+    pub fn set_health_syndrome(&self, synd: u8, ext_synd: u16) {
+        let mut d = self.dev();
+        d.health_synd = synd;
+        d.health_ext_synd = ext_synd;
+    }
+
+    /// Stops (or restarts) the health counter, as a hung firmware would.
+    pub fn freeze_health_counter(&self, frozen: bool) {
+        self.dev().health_frozen = frozen;
+    }
+
+    /// State of EQ `eqn`.
+    pub fn eq(&self, eqn: u8) -> Option<EqInfo> {
+        let d = self.dev();
+        d.eqs.get(&eqn).map(|e| EqInfo {
+            eqn,
+            log_size: e.log_size,
+            uar: e.uar,
+            vector: e.vector,
+            event_mask: e.mask[0],
+            producer: e.producer,
+            consumer: e.consumer,
+            armed: e.armed,
+            overrun: e.overrun,
+        })
+    }
+
+    /// Interrupts raised on MSI-X `vector` (an EQE written to an armed EQ).
+    pub fn interrupts(&self, vector: u32) -> u64 {
+        self.dev().interrupts.get(vector as usize).copied().unwrap_or(0)
+    }
+
+    /// Allocated UAR indices, EQ numbers, PDs, transport domains.
+    pub fn objects(&self) -> Vec<String> {
+        self.dev().objects()
+    }
+
+    /// The NIC vport context: (MAC, MTU, (promisc uc, mc, all)).
+    pub fn vport(&self) -> ([u8; 6], u16, (bool, bool, bool)) {
+        let d = self.dev();
+        (d.vport_mac, d.vport_mtu, d.vport_promisc)
+    }
+
+    /// Whether the driver left the device clean: call after TEARDOWN_HCA, page reclaim and
+    /// DISABLE_HCA.
+    pub fn teardown_report(&self) -> TeardownReport {
+        let d = self.dev();
+        TeardownReport {
+            disabled: d.state == HcaState::Disabled,
+            pages_held: d.pages.len(),
+            leaked: d.leaked_at_teardown.clone().unwrap_or_else(|| d.objects()),
+        }
+    }
+}
+
+impl Device {
+    fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Device {
+        let (caps_gen_max, caps_eth) = hca::default_caps(&cfg);
+        Device {
+            init_reads_left: cfg.ready_after_reads,
+            health_counter: 0x100,
+            health_frozen: false,
+            health_synd: 0,
+            health_ext_synd: 0,
+            timer: 0,
+            cmdq_hi: 0,
+            cmdq_hi_written: false,
+            cmdq_lo: 0,
+            cmdq_base: None,
+            log: vec![],
+            violations: vec![],
+            injected: VecDeque::new(),
+            state: HcaState::Disabled,
+            issi: 0,
+            caps_gen_cur: caps_gen_max.clone(),
+            caps_gen_max,
+            caps_eth,
+            pages: BTreeSet::new(),
+            page_target: i64::from(cfg.boot_pages) + i64::from(cfg.init_pages) + i64::from(cfg.regular_pages),
+            uars: BTreeSet::new(),
+            eqs: BTreeMap::new(),
+            pds: BTreeSet::new(),
+            tds: BTreeSet::new(),
+            next_pd: 0x11,
+            next_td: 0x21,
+            vport_mtu: 1500 + 22,
+            vport_mac: cfg.mac,
+            vport_promisc: (false, false, false),
+            vport_min_inline: 0,
+            port_admin_mtu: cfg.port_max_mtu,
+            interrupts: vec![0; cfg.msix_vectors as usize],
+            leaked_at_teardown: None,
+            iommu,
+            cfg,
+        }
+    }
+
+    pub(crate) fn violation(&mut self, kind: ViolationKind, detail: String) {
+        self.violations.push(Violation { kind, detail });
+    }
+
+    /// A device read through the IOMMU; a fault is recorded as a violation too.
+    pub(crate) fn dma_read(&mut self, iova: u64, buf: &mut [u8]) -> bool {
+        match self.iommu.read(iova, buf) {
+            Ok(()) => true,
+            Err(f) => {
+                self.violation(ViolationKind::IommuFault, format!("read of {} bytes at IOVA {:#x}", f.len, f.iova));
+                false
+            }
+        }
+    }
+
+    /// A device write through the IOMMU; a fault is recorded as a violation too.
+    pub(crate) fn dma_write(&mut self, iova: u64, data: &[u8]) -> bool {
+        match self.iommu.write(iova, data) {
+            Ok(()) => true,
+            Err(f) => {
+                self.violation(ViolationKind::IommuFault, format!("write of {} bytes at IOVA {:#x}", f.len, f.iova));
+                false
+            }
+        }
+    }
+
+    /// First BAR0 offset of the UAR pages.
+    fn uar_region(&self) -> u32 {
+        hca::FIRST_UAR * layout::ADAPTER_PAGE as u32
+    }
+
+    fn read_reg(&mut self, off: u32) -> u32 {
+        use layout::iseg;
+        if off % 4 != 0 || u64::from(off) + 4 > u64::from(self.cfg.bar_len) {
+            self.violation(ViolationKind::Register, format!("read32 at {off:#x}: misaligned or outside the BAR"));
+            return u32::MAX;
+        }
+        if off >= self.uar_region() {
+            // UAR pages are write-only doorbells.
+            return 0;
+        }
+        let alive = self.health_synd == 0;
+        let (maj, min, sub) = self.cfg.fw_rev;
+        match off {
+            iseg::FW_REV => (u32::from(min) << 16) | u32::from(maj),
+            iseg::CMDIF_REV_FW_SUB => (5 << 16) | u32::from(sub),
+            iseg::CMDQ_ADDR_H => self.cmdq_hi,
+            iseg::CMDQ_ADDR_L_SZ => (self.cmdq_lo & 0xffff_f300) | (cmd::LOG_CMDQ_SIZE << 4) | cmd::LOG_CMDQ_STRIDE,
+            iseg::INITIALIZING => match &mut self.init_reads_left {
+                None => 1 << 31,
+                Some(0) => 0,
+                Some(n) => {
+                    *n -= 1;
+                    1 << 31
+                }
+            },
+            iseg::HEALTH_FW_VER => (u32::from(maj) << 16) | u32::from(min),
+            0x23C => (u32::from(self.health_synd) << 16) | u32::from(self.health_ext_synd),
+            iseg::INTERNAL_TIMER_H => (self.timer >> 32) as u32,
+            iseg::INTERNAL_TIMER_L => {
+                self.timer += 1000;
+                self.timer as u32
+            }
+            iseg::HEALTH_COUNTER => {
+                let v = self.health_counter;
+                if alive && !self.health_frozen {
+                    self.health_counter = self.health_counter.wrapping_add(1);
+                }
+                v
+            }
+            _ => 0,
+        }
+    }
+
+    fn write_reg(&mut self, off: u32, be: u32) {
+        use layout::iseg;
+        if off % 4 != 0 || u64::from(off) + 4 > u64::from(self.cfg.bar_len) {
+            self.violation(ViolationKind::Register, format!("write32 at {off:#x}: misaligned or outside the BAR"));
+            return;
+        }
+        if off >= self.uar_region() {
+            self.uar_write(off, be);
+            return;
+        }
+        match off {
+            iseg::CMDQ_ADDR_H => {
+                self.cmdq_hi = be;
+                self.cmdq_hi_written = true;
+            }
+            iseg::CMDQ_ADDR_L_SZ => {
+                if !self.cmdq_hi_written {
+                    self.violation(
+                        ViolationKind::CmdqAddress,
+                        "cmdq_addr_l_sz written without cmdq_addr_h first (write the high word first)".into(),
+                    );
+                }
+                if be & 0x300 != 0 {
+                    self.violation(ViolationKind::CmdqAddress, format!("nic_interface {} (must be 0)", (be >> 8) & 3));
+                }
+                if self.state != HcaState::Disabled {
+                    self.violation(ViolationKind::CmdqAddress, "command queue moved while the HCA is enabled".into());
+                }
+                self.cmdq_hi_written = false;
+                self.cmdq_lo = be & 0xffff_f300;
+                self.cmdq_base = Some((u64::from(self.cmdq_hi) << 32) | u64::from(be & 0xffff_f000));
+            }
+            iseg::CMD_DBELL => self.doorbell(be),
+            _ => self.violation(ViolationKind::Register, format!("write to read-only init segment offset {off:#x}")),
+        }
+    }
+
+    fn objects(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.uars.iter().map(|u| format!("UAR {u:#x}")).collect();
+        v.extend(self.eqs.keys().map(|e| format!("EQ {e:#x}")));
+        v.extend(self.pds.iter().map(|p| format!("PD {p:#x}")));
+        v.extend(self.tds.iter().map(|t| format!("TD {t:#x}")));
+        v
+    }
+}
+
+impl RegisterIo for Mlx5Model {
+    /// The 4 bytes at `off` as a little-endian load sees them (the init segment's big-endian
+    /// fields arrive byte-swapped, as from a mapped BAR).
+    fn read32(&self, off: u32) -> u32 {
+        self.dev().read_reg(off).swap_bytes()
+    }
+
+    fn write32(&self, off: u32, value: u32) {
+        self.dev().write_reg(off, value.swap_bytes())
+    }
+}
