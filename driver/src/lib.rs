@@ -5,12 +5,14 @@
 //! * [`vfio`]: opening a function through VFIO (container, group, device), BARs, config space.
 //! * [`mmio`]: register access ([`mmio::RegisterIo`]), volatile over a BAR or faked in tests.
 //! * [`intel`]: the igb (82576, I350) and ixgbe (82599, X540) driver.
+//! * [`mlx5`]: the NVIDIA ConnectX driver (in progress: command interface, HCA bring-up).
 //! * [`udp`]: a kernel UDP socket (`sendmmsg`/`recvmmsg`), for machines without a spare NIC.
 //! * [`afxdp`]: an AF_XDP socket with its XDP program (raw eBPF, no libbpf): raw frames of one
 //!   interface queue without a NIC given to VFIO.
 
 pub mod afxdp;
 pub mod intel;
+pub mod mlx5;
 pub mod mmio;
 pub mod pci;
 pub mod udp;

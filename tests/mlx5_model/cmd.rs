@@ -199,10 +199,14 @@ impl Device {
         if olen < min_out {
             return fail(status::BAD_OUTP_LEN, syndrome::OUTPUT_TOO_SHORT);
         }
-        if let Some(i) = self.injected.iter().position(|&(o, _, _)| o == opcode) {
-            let (_, st, syn) = self.injected.remove(i).unwrap_or((opcode, status::INT_ERR, 0));
-            rec.injected = true;
-            return fail(st, syn);
+        if let Some(i) = self.injected.iter().position(|&(o, ..)| o == opcode) {
+            if self.injected[i].3 > 0 {
+                self.injected[i].3 -= 1;
+            } else {
+                let (_, st, syn, _) = self.injected.remove(i).unwrap_or((opcode, status::INT_ERR, 0, 0));
+                rec.injected = true;
+                return fail(st, syn);
+            }
         }
         self.dispatch(opcode, rec.op_mod, input, out)
     }

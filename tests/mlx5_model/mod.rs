@@ -272,7 +272,8 @@ pub(crate) struct Device {
     // Command interface.
     log: Vec<CmdRecord>,
     violations: Vec<Violation>,
-    injected: VecDeque<(u16, u8, u32)>,
+    /// (opcode, status, syndrome, commands of that opcode to let pass first).
+    injected: VecDeque<(u16, u8, u32, u32)>,
     // HCA.
     state: HcaState,
     issi: u16,
@@ -351,7 +352,13 @@ impl Mlx5Model {
     /// The next command with `opcode` fails with `status` and `syndrome` (once, without
     /// effect); several calls queue up.
     pub fn fail_next(&self, opcode: u16, status: u8, syndrome: u32) {
-        self.dev().injected.push_back((opcode, status, syndrome));
+        self.fail_nth(opcode, 0, status, syndrome)
+    }
+
+    /// Makes the command with `opcode` after the next `skip` ones of that opcode fail with
+    /// `status` and `syndrome` (to fail, say, the second QUERY_PAGES of a bring-up).
+    pub fn fail_nth(&self, opcode: u16, skip: u32, status: u8, syndrome: u32) {
+        self.dev().injected.push_back((opcode, status, syndrome, skip));
     }
 
     /// Firmware pages the device holds.
