@@ -314,3 +314,20 @@ pub use erpc_dataplane::wire::SM_SESSION_NUM;
 pub use erpc_dataplane::Clock as ClockTrait;
 pub const HDR: usize = PKT_HDR_LEN;
 pub use erpc_dataplane::wire::PktType as Pt;
+
+/// Polls `t` until a frame arrives (or `within` passes) and returns a copy of the first frame
+/// of that burst; the whole burst is released.
+pub fn receive_one<T: Transport>(t: &mut T, within: std::time::Duration) -> Option<Vec<u8>> {
+    let t0 = std::time::Instant::now();
+    let mut out = [RxPacket::EMPTY; 8];
+    while t0.elapsed() < within {
+        let n = t.rx_burst(&mut out);
+        if n > 0 {
+            // SAFETY: lent until released below.
+            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
+            t.rx_release(&out[..n]);
+            return Some(f);
+        }
+    }
+    None
+}

@@ -223,21 +223,6 @@ fn frame_in_region(t: &AfXdpTransport, to: &EndpointAddr, payload: &[u8]) -> TxP
     TxPacket { segs: [seg, Segment::EMPTY] }
 }
 
-fn receive(t: &mut AfXdpTransport, within: std::time::Duration) -> Option<Vec<u8>> {
-    let t0 = std::time::Instant::now();
-    let mut out = [RxPacket::EMPTY; 8];
-    while t0.elapsed() < within {
-        let n = t.rx_burst(&mut out);
-        if n > 0 {
-            // SAFETY: lent until released below.
-            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
-            t.rx_release(&out[..n]);
-            return Some(f);
-        }
-    }
-    None
-}
-
 /// While the interface is down the kernel keeps a packet in the TX ring: `tx_flush` waits for
 /// it (rather than letting the dataplane reuse the buffer), and once the link is up the packet
 /// goes out with its original bytes. Malformed packets count against the TX window meanwhile.
@@ -271,7 +256,8 @@ fn a_flush_waits_out_a_link_down_and_the_window_holds() {
         assert_eq!(ta.stats().tx_flush_stalls, 1);
         // Reusing the buffer now cannot change what was sent.
         let _ = frame_in_region(&ta, &to, b"REUSED!!");
-        let f = receive(&mut tb, std::time::Duration::from_secs(2)).expect("the packet arrived after the link came up");
+        let f = erpc_tests::receive_one(&mut tb, std::time::Duration::from_secs(2))
+            .expect("the packet arrived after the link came up");
         assert_eq!(&f[42..], b"ORIGINAL");
         assert_eq!(ta.tx_burst(&[bad; 37]), 37, "the window is free again");
         assert_eq!(ta.stats().tx_malformed, 100);
@@ -291,11 +277,17 @@ fn only_our_address_and_port_are_redirected() {
         netns::enter(&a.netns).unwrap();
         let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();
         s.send_to(b"for the kernel", ("10.211.0.3", port)).unwrap();
-        assert!(receive(&mut tb, std::time::Duration::from_millis(300)).is_none(), "another address: not ours");
+        assert!(
+            erpc_tests::receive_one(&mut tb, std::time::Duration::from_millis(300)).is_none(),
+            "another address: not ours"
+        );
         s.send_to(b"for us", (b.ipv4, port)).unwrap();
-        let f = receive(&mut tb, std::time::Duration::from_secs(2)).expect("our address");
+        let f = erpc_tests::receive_one(&mut tb, std::time::Duration::from_secs(2)).expect("our address");
         assert_eq!(&f[42..], b"for us");
         s.send_to(b"other port", (b.ipv4, port + 1)).unwrap();
-        assert!(receive(&mut tb, std::time::Duration::from_millis(300)).is_none(), "another port: not ours");
+        assert!(
+            erpc_tests::receive_one(&mut tb, std::time::Duration::from_millis(300)).is_none(),
+            "another port: not ours"
+        );
     });
 }

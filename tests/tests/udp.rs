@@ -39,20 +39,8 @@ fn loopback_scenarios_over_udp() {
     assert_eq!(sb.tx_errors + sb.tx_malformed + sb.rx_truncated + sb.rx_bad_release, 0, "{sb:?}");
 }
 
-/// Polls `t` until a frame arrives (or a second passes).
 fn recv_one(t: &mut UdpTransport) -> Option<Vec<u8>> {
-    let t0 = Instant::now();
-    let mut out = [RxPacket::EMPTY; 4];
-    while t0.elapsed() < Duration::from_secs(1) {
-        let n = t.rx_burst(&mut out);
-        if n > 0 {
-            // SAFETY: lent until released below.
-            let f = unsafe { std::slice::from_raw_parts(out[0].data.as_ptr(), out[0].len as usize) }.to_vec();
-            t.rx_release(&out[..n]);
-            return Some(f);
-        }
-    }
-    None
+    erpc_tests::receive_one(t, Duration::from_secs(1))
 }
 
 #[test]
