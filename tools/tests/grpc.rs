@@ -1,24 +1,9 @@
 //! `erpc grpc-bench` as a user runs it: tonic over TCP on loopback, the same `--json` keys as
 //! `erpc bench`, and one-line errors.
 
-use std::process::Command;
-use std::sync::Mutex;
+mod common;
 
-/// The benchmarks run two threads each, and measure: one at a time (the machines have 2 cores).
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn erpc(args: &[&str]) -> std::process::Output {
-    let _g = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    Command::new(env!("CARGO_BIN_EXE_erpc")).args(args).output().expect("run erpc")
-}
-
-fn json(args: &[&str]) -> serde_json::Value {
-    let out = erpc(args);
-    assert!(out.status.success(), "erpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert_eq!(text.trim().lines().count(), 1, "exactly one JSON object: {text}");
-    serde_json::from_str(text.trim()).expect("valid JSON")
-}
+use common::{erpc, json};
 
 fn f(v: &serde_json::Value, k: &str) -> f64 {
     v[k].as_f64().unwrap_or_else(|| panic!("{k} is not a number in {v}"))
