@@ -98,7 +98,7 @@ pub(crate) struct Client {
 pub(crate) type Clk = &'static dyn Clock;
 type Nic = SimNic<'static, 'static, Clk>;
 
-pub(crate) fn server_handler<T: Transport>(rpc: &mut Rpc<'static, T, Clk, usize>, h: ReqHandle) {
+fn server_handler<T: Transport>(rpc: &mut Rpc<'static, T, Clk, usize>, h: ReqHandle) {
     let n = *rpc.ctx();
     if n <= rpc.max_data_per_pkt() {
         let _ = rpc.request_and_prealloc_response(&h);
@@ -154,6 +154,41 @@ pub(crate) fn memory(bytes: usize) -> RpcMemory<'static> {
 /// Endpoint memory over `region` (heap for software transports, the UMEM for AF_XDP).
 pub(crate) fn memory_in(region: DmaRegion) -> RpcMemory<'static> {
     RpcMemory { region, sessions: Session::storage(16).leak(), backlog: BacklogEntry::storage(64).leak() }
+}
+
+/// The request type the benchmark server handles.
+pub(crate) const REQ_TYPE: u8 = 1;
+
+/// A server endpoint on `t` answering [`REQ_TYPE`] requests with `resp`-byte responses.
+pub(crate) fn server_endpoint<T: Transport>(
+    t: T,
+    resp: usize,
+    mem: RpcMemory<'static>,
+    cfg: RpcConfig,
+) -> Result<Rpc<'static, T, Clk, usize>, String> {
+    let mut srv = Rpc::new(t, clock(), resp, mem, cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
+    srv.register_handler(REQ_TYPE, server_handler::<T>, HandlerMode::Foreground).map_err(|e| format!("{e:?}"))?;
+    Ok(srv)
+}
+
+/// Builds a client endpoint on `t`, connects it to the server at `to` (`what` names it in
+/// errors) and measures as `a` says. Returns the endpoint too, for its counters.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_client<T: Transport>(
+    t: T,
+    mem: RpcMemory<'static>,
+    cfg: RpcConfig,
+    a: &BenchArgs,
+    to: EndpointAddr,
+    what: &str,
+    req: usize,
+    conc: usize,
+) -> Result<(Report, Rpc<'static, T, Clk, Client>), String> {
+    let clk = clock();
+    let mut cli = Rpc::new(t, clk, Client::default(), mem, cfg).map_err(|e| format!("client endpoint: {e:?}"))?;
+    let s = connect(&mut cli, to, what)?;
+    let r = measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())?;
+    Ok((r, cli))
 }
 
 /// Creates a session to `server` and runs the event loop until it connects (5 s at most).
@@ -264,9 +299,7 @@ fn run_sim(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
     let need = region_bytes(req, resp, conc, 968);
     let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), ..RpcConfig::default() };
     cfg.cc.enabled = cc;
-    let mut srv: Rpc<'static, Nic, Clk, usize> =
-        Rpc::new(fab.nic(pb, lag), clk, resp, memory(need), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(1, server_handler::<Nic>, HandlerMode::Foreground).unwrap();
+    let mut srv = server_endpoint(fab.nic(pb, lag), resp, memory(need), cfg)?;
     let mut cli: Rpc<'static, Nic, Clk, Client> = Rpc::new(fab.nic(pa, lag), clk, Client::default(), memory(need), cfg)
         .map_err(|e| format!("client endpoint: {e:?}"))?;
     let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
@@ -339,15 +372,15 @@ pub(crate) fn measure<T: Transport>(
     let bar = progress_bar(progress, secs);
     let start = Instant::now();
     let dur = Duration::from_secs_f64(secs);
-    let mut tick = 0u32;
-    while start.elapsed() < dur {
+    loop {
+        let el = start.elapsed();
+        if el >= dur {
+            break;
+        }
+        bar.set_position(el.as_millis() as u64);
         for _ in 0..256 {
             cli.run_event_loop_once();
             other();
-        }
-        tick = tick.wrapping_add(1);
-        if tick % 64 == 0 {
-            bar.set_position(start.elapsed().as_millis() as u64);
         }
     }
     let el = start.elapsed().as_secs_f64();

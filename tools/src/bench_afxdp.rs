@@ -9,13 +9,11 @@
 //! `--server ADDR --interface IF` and `--connect ADDR --interface IF [--bind ADDR]` run one end
 //! each, on real interfaces; the client finds the server's MAC through the neighbour table.
 
-use crate::bench::{
-    clock, connect, measure, memory_in, region_bytes, serve_until, server_handler, BenchArgs, Client, Mode, Report,
-};
+use crate::bench::{memory_in, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
 use crate::bench_udp;
 use crate::netns::{self, VethPair};
 use erpc_dataplane::transport::EndpointAddr;
-use erpc_dataplane::{HandlerMode, Rpc};
+use erpc_dataplane::Rpc;
 use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,27 +41,18 @@ type Srv = Rpc<'static, AfXdpTransport, crate::bench::Clk, usize>;
 fn server(t: AfXdpTransport, a: &BenchArgs) -> Result<Srv, String> {
     // SAFETY: the region lives in the transport, which the endpoint owns from here on.
     let mem = memory_in(unsafe { t.dataplane_region() });
-    let mut srv = Rpc::new(t, clock(), a.resp_size, mem, bench_udp::rpc_config(a))
-        .map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(1, server_handler::<AfXdpTransport>, HandlerMode::Foreground).map_err(|e| format!("{e:?}"))?;
-    Ok(srv)
+    server_endpoint(t, a.resp_size, mem, bench_udp::rpc_config(a))
 }
 
 fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> Result<Report, String> {
-    let clk = clock();
     // SAFETY: as in `server`.
     let mem = memory_in(unsafe { t.dataplane_region() });
-    let mut cli: Rpc<'static, AfXdpTransport, _, Client> =
-        Rpc::new(t, clk, Client::default(), mem, bench_udp::rpc_config(a))
-            .map_err(|e| format!("client endpoint: {e:?}"))?;
-    let s = connect(&mut cli, to, &format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port)))?;
-    let mut r = measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())?;
-    let st = cli.transport().stats();
-
-    if st.tx_flush_stalls > 0 {
-        eprintln!("erpc bench: {} AF_XDP flushes waited over a second (interface down?)", st.tx_flush_stalls);
+    let what = format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port));
+    let (r, cli) = run_client(t, mem, bench_udp::rpc_config(a), a, to, &what, req, conc)?;
+    let stalls = cli.transport().stats().tx_flush_stalls;
+    if stalls > 0 {
+        eprintln!("erpc bench: {stalls} AF_XDP flushes waited over a second (interface down?)");
     }
-    r.deferred_frees = 0;
     Ok(r)
 }
 

@@ -1,10 +1,8 @@
 //! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
 //! the same datagram sizes and window measured in the same run.
 
-use crate::bench::{
-    clock, connect, measure, memory, region_bytes, serve_until, server_handler, BenchArgs, Client, Mode, Report,
-};
-use erpc_dataplane::{HandlerMode, Rpc, RpcConfig, Transport};
+use crate::bench::{memory, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
+use erpc_dataplane::{RpcConfig, Transport};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -33,10 +31,7 @@ pub(crate) fn serve(
     let setup = || -> Result<_, String> {
         let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
         let addr = SocketAddrV4::new(bind.ip().to_owned(), t.local_addr().udp_port);
-        let mut srv = Rpc::new(t, clock(), resp, memory(bytes), cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-        srv.register_handler(1, server_handler::<UdpTransport>, HandlerMode::Foreground)
-            .map_err(|e| format!("{e:?}"))?;
-        Ok((srv, addr))
+        Ok((server_endpoint(t, resp, memory(bytes), cfg)?, addr))
     };
     let (mut srv, addr) = match setup() {
         Ok(v) => v,
@@ -66,15 +61,10 @@ pub(crate) fn client(
     conc: usize,
 ) -> Result<Report, String> {
     let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
-    let clk = clock();
-    let bytes = region_bytes(req, a.resp_size, conc, 1400);
-    let mut cli: Rpc<'static, UdpTransport, _, Client> =
-        Rpc::new(t, clk, Client::default(), memory(bytes), rpc_config(a))
-            .map_err(|e| format!("client endpoint: {e:?}"))?;
-    let addr =
+    let mem = memory(region_bytes(req, a.resp_size, conc, 1400));
+    let to =
         erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
-    let s = connect(&mut cli, addr, &format!("udp {server}"))?;
-    measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())
+    run_client(t, mem, rpc_config(a), a, to, &format!("udp {server}"), req, conc).map(|(r, _)| r)
 }
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {

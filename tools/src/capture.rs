@@ -21,7 +21,7 @@
 //! responses span several packets (so credit returns and requests-for-response appear), and the
 //! disconnect handshake.
 
-use crate::bench::{clock, leak, memory, memory_in, region_bytes, server_handler};
+use crate::bench::{clock, leak, memory, memory_in, region_bytes, server_endpoint};
 use crate::TransportKind;
 use clap::Args;
 use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
@@ -203,7 +203,7 @@ impl<T: Transport, W: Write> Transport for Capture<T, W> {
 }
 
 /// The request type the capture's client sends (the `erpc bench` server's handler).
-pub const REQ_TYPE: u8 = 1;
+pub const REQ_TYPE: u8 = crate::bench::REQ_TYPE;
 
 #[derive(Args, Debug)]
 pub struct CaptureArgs {
@@ -328,17 +328,6 @@ fn client_endpoint<T: Transport>(
 ) -> Result<Rpc<'static, Capture<T, Sink>, Clk, Ctx>, String> {
     let t = Capture::new(t, out.open()?).map_err(|e| format!("writing {}: {e}", out.name))?;
     Rpc::new(t, clock(), Ctx::default(), mem, cfg).map_err(|e| format!("client endpoint: {e:?}"))
-}
-
-fn server_endpoint<U: Transport>(
-    t: U,
-    resp: usize,
-    mem: RpcMemory<'static>,
-    cfg: RpcConfig,
-) -> Result<Rpc<'static, U, Clk, usize>, String> {
-    let mut srv = Rpc::new(t, clock(), resp, mem, cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(REQ_TYPE, server_handler::<U>, HandlerMode::Foreground).map_err(|e| format!("{e:?}"))?;
-    Ok(srv)
 }
 
 /// The other end of the capture's session, when it runs in this process (on this thread).

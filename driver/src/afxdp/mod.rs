@@ -280,7 +280,8 @@ pub struct AfXdpTransport {
     attach: XdpAttach,
     zero_copy: bool,
     mtu: usize,
-    frame_size: u32,
+    /// log2 of the frame size: frames are found by shifts, not divisions, per packet.
+    frame_shift: u32,
     rx_frames: u32,
     /// Offset of the dataplane region in the UMEM.
     region_off: usize,
@@ -296,7 +297,6 @@ pub struct AfXdpTransport {
     completed_unmatched: u32,
     reclaimed: u64,
     tx_unsent: bool,
-    unbound: bool,
     stats: AfXdpStats,
 }
 
@@ -493,7 +493,7 @@ impl AfXdpTransport {
             attach,
             zero_copy: cfg.bind == BindMode::ZeroCopy,
             mtu,
-            frame_size: cfg.frame_size,
+            frame_shift: cfg.frame_size.trailing_zeros(),
             rx_frames: cfg.rx_frames,
             region_off,
             region_len,
@@ -504,7 +504,6 @@ impl AfXdpTransport {
             completed_unmatched: 0,
             reclaimed: 0,
             tx_unsent: false,
-            unbound: false,
             stats: AfXdpStats::default(),
         })
     }
@@ -568,7 +567,6 @@ impl AfXdpTransport {
                 let e = io::Error::last_os_error().raw_os_error();
                 if e == Some(libc::ENXIO) {
                     // The interface is gone: the socket is unbound and its rings are never read.
-                    self.unbound = true;
                     self.stats.interface_gone = true;
                 }
                 if !matches!(e, Some(libc::EAGAIN) | Some(libc::EBUSY) | Some(libc::ENOBUFS)) {
@@ -644,16 +642,16 @@ impl AfXdpTransport {
     fn frame_of(&self, addr: u64) -> Option<(u32, usize)> {
         let base = addr & UNALIGNED_ADDR_MASK;
         let data = (base + (addr >> UNALIGNED_OFFSET_SHIFT)) as usize;
-        let fs = self.frame_size as u64;
-        if base % fs != 0 || base / fs >= self.rx_frames as u64 {
+        let frame = base >> self.frame_shift;
+        if base & ((1 << self.frame_shift) - 1) != 0 || frame >= self.rx_frames as u64 {
             return None;
         }
-        Some(((base / fs) as u32, data))
+        Some((frame as u32, data))
     }
 
     /// Returns frame `i` to the fill ring (not yet submitted: `k` written so far).
     fn refill(&mut self, k: &mut u32, i: u32) {
-        self.fill.write(*k, i as u64 * self.frame_size as u64);
+        self.fill.write(*k, (i as u64) << self.frame_shift);
         *k += 1;
     }
 }
@@ -780,7 +778,7 @@ impl Transport for AfXdpTransport {
         let mut warned = 0;
         loop {
             self.reap();
-            if self.pending.is_empty() || self.unbound {
+            if self.pending.is_empty() || self.stats.interface_gone {
                 return;
             }
             if !self.tx.all_consumed() {
@@ -819,8 +817,8 @@ impl Transport for AfXdpTransport {
                 self.stats.rx_bad_desc += 1;
                 continue;
             };
-            let start = frame as usize * self.frame_size as usize;
-            let fits = data >= start && data + d.len as usize <= start + self.frame_size as usize;
+            let start = (frame as usize) << self.frame_shift;
+            let fits = data >= start && data + d.len as usize <= start + (1 << self.frame_shift);
             if self.lent[frame as usize] {
                 self.stats.rx_bad_desc += 1;
                 continue;
