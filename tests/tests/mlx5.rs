@@ -124,3 +124,4 @@ fn pages_asked_for_later_are_given_and_returned() {
     drop(hca);
     assert!(model.teardown_report().clean(), "{:?}", model.teardown_report());
 }
+

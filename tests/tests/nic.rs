@@ -230,7 +230,7 @@ fn list_shows_network_devices_with_their_fields() {
     let cols = |l: &str| l.split_whitespace().map(str::to_string).collect::<Vec<_>>();
     assert_eq!(cols(lines[2])[..5], ["0000:03:00.0", "8086:10c9", "igb", "12", "1"], "{text}");
     assert!(lines[2].ends_with("igb: Intel 82576 (supported)"), "{text}");
-    assert!(lines[3].ends_with("mlx5: ConnectX-5 (driver not yet available)"), "{text}");
+    assert!(lines[3].ends_with("mlx5: ConnectX-5 (supported)"), "{text}");
     assert_eq!(cols(lines[3])[..5], ["0000:04:00.0", "15b3:1017", "mlx5_core", "-", "-"], "{text}");
     assert!(lines[4].contains("ixgbe: Intel 82599 (SFP+) (supported)"), "{text}");
     assert!(lines[1].ends_with("no driver in erpc"), "{text}");
@@ -250,7 +250,7 @@ fn list_shows_network_devices_with_their_fields() {
     assert_eq!(a[1]["family"], "igb");
     assert_eq!(a[1]["supported"], true);
     assert_eq!(a[2]["family"], "mlx5");
-    assert_eq!(a[2]["supported"], false);
+    assert_eq!(a[2]["supported"], true);
     assert_eq!(a[2]["iommu_group"], serde_json::Value::Null);
     assert_eq!(a[3]["driver"], serde_json::Value::Null);
     assert_eq!(a[0]["family"], serde_json::Value::Null);

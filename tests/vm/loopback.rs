@@ -191,6 +191,9 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let container = vfio::open_container().map_err(|e| e.to_string())?;
     let space = DmaSpace::vfio(container.clone());
+    if std::fs::read_to_string(format!("/sys/bus/pci/devices/{bdf_a}/vendor")).is_ok_and(|v| v.trim() == "0x15b3") {
+        return run_mlx5(&container, &space, bdf_a, bdf_b);
+    }
     let t0 = Instant::now();
     let a = IntelNic::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
         .map_err(|e| format!("open {bdf_a}: {e}"))?;
@@ -262,6 +265,55 @@ fn run(args: &[String]) -> Result<(), String> {
         )?;
     }
     Ok(())
+}
+
+/// The loopback scenarios on two ConnectX ports cabled back to back.
+fn run_mlx5(container: &Arc<vfio::VfioContainer>, space: &Arc<DmaSpace>, bdf_a: &str, bdf_b: &str) -> Result<(), String> {
+    use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
+    let t0 = Instant::now();
+    let open = |bdf: &str, ip: [u8; 4]| {
+        Mlx5Nic::open(container, space, bdf, Mlx5Config { ipv4: ip, ..Default::default() })
+            .map_err(|e| format!("open {bdf}: {e}"))
+    };
+    let (a, b) = (open(bdf_a, [10, 0, 0, 1])?, open(bdf_b, [10, 0, 0, 2])?);
+    println!(
+        "ok   bring-up: both ConnectX functions up in {} ms (MACs {:02x?} and {:02x?})",
+        t0.elapsed().as_millis(),
+        a.local_addr().mac,
+        b.local_addr().mac
+    );
+    let lcfg = LoopbackConfig::default();
+    let mut lb = Loopback::connect(
+        a,
+        b,
+        endpoint_memory(space, 32 << 20)?,
+        endpoint_memory(space, 32 << 20)?,
+        StdClock::default(),
+        RpcConfig::default(),
+        &lcfg,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    println!("ok   session connected");
+    let report = lb.run_all(&lcfg);
+    match &report {
+        Ok(r) => r.lines().for_each(|l| println!("ok   {l}")),
+        Err(e) => println!("FAIL scenarios: {e}"),
+    }
+    report?;
+    let sa = lb.client.transport_mut().inner_mut().stats();
+    let sb = lb.server.transport_mut().inner_mut().stats();
+    println!("     NIC A counters: {sa:?}");
+    println!("     NIC B counters: {sb:?}");
+    check(
+        "driver counters",
+        if sa.tx_flush_timeouts + sb.tx_flush_timeouts + sa.sq_resets + sb.sq_resets > 0 {
+            Err("a send queue stalled or failed".into())
+        } else if sa.rx_error_cqes + sb.rx_error_cqes + sa.rx_malformed_cqes + sb.rx_malformed_cqes > 0 {
+            Err("error or malformed receive completions".into())
+        } else {
+            Ok(format!("A sent {} frames, B received {}", sa.tx_packets, sb.rx_packets))
+        },
+    )
 }
 
 fn main() -> ExitCode {

@@ -75,6 +75,12 @@ pub struct BenchArgs {
     /// AF_XDP with --server or --connect: the interface to attach to (queue 0).
     #[arg(long)]
     pub(crate) interface: Option<String>,
+    /// mlx5: the ConnectX PCI function to use (bound to vfio-pci), e.g. 0000:3b:00.0.
+    #[arg(long)]
+    pub(crate) pci: Option<String>,
+    /// mlx5 with --connect: the server's MAC address, as its --server run prints it.
+    #[arg(long)]
+    pub(crate) peer_mac: Option<String>,
 }
 
 impl BenchArgs {
@@ -276,15 +282,19 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         return Err(format!("message sizes are limited to {max} bytes"));
     }
     if a.transport == TransportKind::Sim && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
-        return Err("--server, --connect and --bind apply to --transport udp and afxdp".into());
+        return Err("--server, --connect and --bind apply to --transport udp, afxdp and mlx5".into());
     }
     if a.interface.is_some() && (a.transport != TransportKind::Afxdp || (a.server.is_none() && a.connect.is_none())) {
         return Err("--interface applies to --transport afxdp with --server or --connect".into());
+    }
+    if (a.pci.is_some() || a.peer_mac.is_some()) && a.transport != TransportKind::Mlx5 {
+        return Err("--pci and --peer-mac apply to --transport mlx5".into());
     }
     let r = match a.transport {
         TransportKind::Sim => run_sim(&a, req, conc)?,
         TransportKind::Udp => crate::bench_udp::run(&a, req, conc)?,
         TransportKind::Afxdp => crate::bench_afxdp::run(&a, req, conc)?,
+        TransportKind::Mlx5 => crate::bench_mlx5::run(&a, req, conc)?,
     };
     print_report(&r, a.transport, a.json);
     Ok(())

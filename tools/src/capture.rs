@@ -282,6 +282,11 @@ pub fn run(a: CaptureArgs) -> Result<(), String> {
         TransportKind::Udp => run_udp(&a, &out)?,
         TransportKind::Sim => run_sim(&a, &out)?,
         TransportKind::Afxdp => run_afxdp(&a, &out)?,
+        TransportKind::Mlx5 => {
+            return Err("erpc capture runs over udp, sim or afxdp; to see mlx5 traffic, capture on the peer or \
+                        mirror the switch port"
+                .into())
+        }
     };
     print_summary(&a, &o, &out.name, out.to_stdout);
     Ok(())

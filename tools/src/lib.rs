@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod bench_afxdp;
+mod bench_mlx5;
 mod bench_udp;
 pub mod capture;
 pub mod grpc_bench;
@@ -20,4 +21,6 @@ pub enum TransportKind {
     /// AF_XDP sockets with an XDP program (root): on a veth pair between two network namespaces
     /// when both ends run here, or on real interfaces with --interface.
     Afxdp,
+    /// A ConnectX NIC bound to vfio-pci, driven from userspace (--pci; one end per machine).
+    Mlx5,
 }

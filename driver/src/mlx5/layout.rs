@@ -122,6 +122,37 @@ pub mod op {
     pub const SET_HCA_CAP: u16 = 0x109;
     pub const QUERY_ISSI: u16 = 0x10A;
     pub const SET_ISSI: u16 = 0x10B;
+    pub const QUERY_SPECIAL_CONTEXTS: u16 = 0x203;
+    pub const CREATE_EQ: u16 = 0x301;
+    pub const DESTROY_EQ: u16 = 0x302;
+    pub const CREATE_CQ: u16 = 0x400;
+    pub const DESTROY_CQ: u16 = 0x401;
+    pub const QUERY_NIC_VPORT_CONTEXT: u16 = 0x754;
+    pub const MODIFY_NIC_VPORT_CONTEXT: u16 = 0x755;
+    pub const ALLOC_PD: u16 = 0x800;
+    pub const DEALLOC_PD: u16 = 0x801;
+    pub const ALLOC_UAR: u16 = 0x802;
+    pub const DEALLOC_UAR: u16 = 0x803;
+    pub const ACCESS_REGISTER: u16 = 0x805;
+    pub const ALLOC_TRANSPORT_DOMAIN: u16 = 0x816;
+    pub const DEALLOC_TRANSPORT_DOMAIN: u16 = 0x817;
+    pub const CREATE_TIR: u16 = 0x900;
+    pub const DESTROY_TIR: u16 = 0x902;
+    pub const CREATE_SQ: u16 = 0x904;
+    pub const MODIFY_SQ: u16 = 0x905;
+    pub const DESTROY_SQ: u16 = 0x906;
+    pub const CREATE_RQ: u16 = 0x908;
+    pub const MODIFY_RQ: u16 = 0x909;
+    pub const DESTROY_RQ: u16 = 0x90A;
+    pub const CREATE_TIS: u16 = 0x912;
+    pub const DESTROY_TIS: u16 = 0x914;
+    pub const SET_FLOW_TABLE_ROOT: u16 = 0x92F;
+    pub const CREATE_FLOW_TABLE: u16 = 0x930;
+    pub const DESTROY_FLOW_TABLE: u16 = 0x931;
+    pub const CREATE_FLOW_GROUP: u16 = 0x933;
+    pub const DESTROY_FLOW_GROUP: u16 = 0x934;
+    pub const SET_FLOW_TABLE_ENTRY: u16 = 0x936;
+    pub const DELETE_FLOW_TABLE_ENTRY: u16 = 0x938;
 
     /// The command's name, for error messages.
     pub fn name(op: u16) -> &'static str {
@@ -136,6 +167,37 @@ pub mod op {
             SET_HCA_CAP => "SET_HCA_CAP",
             QUERY_ISSI => "QUERY_ISSI",
             SET_ISSI => "SET_ISSI",
+            QUERY_SPECIAL_CONTEXTS => "QUERY_SPECIAL_CONTEXTS",
+            CREATE_EQ => "CREATE_EQ",
+            DESTROY_EQ => "DESTROY_EQ",
+            CREATE_CQ => "CREATE_CQ",
+            DESTROY_CQ => "DESTROY_CQ",
+            QUERY_NIC_VPORT_CONTEXT => "QUERY_NIC_VPORT_CONTEXT",
+            MODIFY_NIC_VPORT_CONTEXT => "MODIFY_NIC_VPORT_CONTEXT",
+            ALLOC_PD => "ALLOC_PD",
+            DEALLOC_PD => "DEALLOC_PD",
+            ALLOC_UAR => "ALLOC_UAR",
+            DEALLOC_UAR => "DEALLOC_UAR",
+            ACCESS_REGISTER => "ACCESS_REGISTER",
+            ALLOC_TRANSPORT_DOMAIN => "ALLOC_TRANSPORT_DOMAIN",
+            DEALLOC_TRANSPORT_DOMAIN => "DEALLOC_TRANSPORT_DOMAIN",
+            CREATE_TIR => "CREATE_TIR",
+            DESTROY_TIR => "DESTROY_TIR",
+            CREATE_SQ => "CREATE_SQ",
+            MODIFY_SQ => "MODIFY_SQ",
+            DESTROY_SQ => "DESTROY_SQ",
+            CREATE_RQ => "CREATE_RQ",
+            MODIFY_RQ => "MODIFY_RQ",
+            DESTROY_RQ => "DESTROY_RQ",
+            CREATE_TIS => "CREATE_TIS",
+            DESTROY_TIS => "DESTROY_TIS",
+            SET_FLOW_TABLE_ROOT => "SET_FLOW_TABLE_ROOT",
+            CREATE_FLOW_TABLE => "CREATE_FLOW_TABLE",
+            DESTROY_FLOW_TABLE => "DESTROY_FLOW_TABLE",
+            CREATE_FLOW_GROUP => "CREATE_FLOW_GROUP",
+            DESTROY_FLOW_GROUP => "DESTROY_FLOW_GROUP",
+            SET_FLOW_TABLE_ENTRY => "SET_FLOW_TABLE_ENTRY",
+            DELETE_FLOW_TABLE_ENTRY => "DELETE_FLOW_TABLE_ENTRY",
             _ => "command",
         }
     }
@@ -268,6 +330,624 @@ pub const fn hca_cap_op_mod(cap_type: u16, current: bool) -> u16 {
 /// `MLX5_CAP_GENERAL` and `MLX5_CAP_ETHERNET_OFFLOADS` capability types.
 pub const CAP_GENERAL: u16 = 0;
 pub const CAP_ETHERNET_OFFLOADS: u16 = 1;
+
+/// A field of `bits` bits whose least significant bit is bit `shift` of a big-endian 32-bit word
+/// (as `mlx5_ifc.h` places it: a field at bit offset `o` of its word, counted from the most
+/// significant bit, has `shift = 32 - o - bits`).
+pub const fn field(value: u32, shift: u32, bits: u32) -> u32 {
+    let mask = if bits == 32 { u32::MAX } else { (1u32 << bits) - 1 };
+    (value & mask) << shift
+}
+
+/// Outputs of commands that create or allocate one object: the header and the object's number
+/// in the low 24 bits of the next word (`mlx5_ifc_create_cq_out_bits` `cqn`, `create_sq_out`
+/// `sqn`, `create_rq_out` `rqn`, `create_tis_out` `tisn`, `create_tir_out` `tirn`,
+/// `create_flow_table_out` `table_id`, `create_flow_group_out` `group_id`, `alloc_pd_out` `pd`,
+/// `alloc_uar_out` `uar`, `alloc_transport_domain_out` `transport_domain`; `create_eq_out`
+/// `eq_number` in the low 8 bits). 16 bytes.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ObjOut {
+    pub hdr: OutHdr,
+    pub id: U32,
+    pub rsvd: U32,
+}
+const _: () = assert!(core::mem::size_of::<ObjOut>() == 16);
+
+impl ObjOut {
+    /// The 24-bit object number.
+    pub fn id24(&self) -> u32 {
+        self.id.get() & 0xff_ffff
+    }
+}
+
+/// Inputs that name one object in the low 24 bits of their third word (`destroy_cq_in` `cqn`,
+/// `destroy_sq_in`, `destroy_rq_in`, `destroy_tis_in`, `destroy_tir_in`, `dealloc_pd_in`,
+/// `dealloc_uar_in`, `dealloc_transport_domain_in`; `destroy_eq_in` `eq_number`, low 8 bits).
+/// 16 bytes.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ObjIn {
+    pub hdr: InHdr,
+    pub id: U32,
+    pub rsvd: U32,
+}
+const _: () = assert!(core::mem::size_of::<ObjIn>() == 16);
+
+impl ObjIn {
+    pub fn new(opcode: u16, id: u32) -> Self {
+        ObjIn { hdr: InHdr::new(opcode, 0), id: id.into(), rsvd: 0.into() }
+    }
+}
+
+/// `mlx5_ifc_query_special_contexts_out_bits` (32 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct QuerySpecialContextsOut {
+    pub hdr: OutHdr,
+    pub dump_fill_mkey: U32,
+    /// The reserved lkey: data segments that name it address memory by bus address (IOVA).
+    pub resd_lkey: U32,
+    pub null_mkey: U32,
+    pub terminate_scatter_list_mkey: U32,
+    pub repeated_mkey: U32,
+    pub rsvd: U32,
+}
+const _: () = assert!(core::mem::size_of::<QuerySpecialContextsOut>() == 32);
+
+/// `mlx5_ifc_eqc_bits`: an event queue context (64 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Eqc {
+    /// `status` (31:28), `ec` (18), `oi` (17), `st` (11:8).
+    pub flags: U32,
+    pub rsvd1: U32,
+    /// `page_offset` (11:6).
+    pub page_offset: U32,
+    /// `log_eq_size` (28:24), `uar_page` (23:0).
+    pub size_uar: U32,
+    pub rsvd4: U32,
+    /// `intr` (7:0): the MSI-X vector.
+    pub intr: U32,
+    /// `log_page_size` (28:24), in 4 KiB units (0 = 4 KiB pages).
+    pub log_page_size: U32,
+    pub rsvd7: [U32; 3],
+    pub consumer_counter: U32,
+    pub producer_counter: U32,
+    pub rsvd12: [U32; 4],
+}
+const _: () = assert!(core::mem::size_of::<Eqc>() == 64);
+
+/// The fixed part of `mlx5_ifc_create_eq_in_bits` (0x110 bytes), followed by the `pas` list.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CreateEqIn {
+    pub hdr: InHdr,
+    pub rsvd: U64,
+    pub ctx: Eqc,
+    pub rsvd2: U64,
+    /// `event_bitmask[4]`: bit n of word 0 subscribes event type n.
+    pub event_bitmask: [U64; 4],
+    pub rsvd3: [u8; 152],
+}
+const _: () = assert!(core::mem::size_of::<CreateEqIn>() == 0x110);
+
+/// `mlx5_ifc_cqc_bits`: a completion queue context (64 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Cqc {
+    /// `status` (31:28), `cqe_sz` (23:21, 0 = 64 bytes), `cc` (20), `oi` (17), `cq_period_mode`
+    /// (16:15), `cqe_comp_en` (14), `st` (11:8).
+    pub flags: U32,
+    pub dbr_umem_id: U32,
+    /// `page_offset` (11:6).
+    pub page_offset: U32,
+    /// `log_cq_size` (28:24), `uar_page` (23:0).
+    pub size_uar: U32,
+    /// `cq_period` (27:16), `cq_max_count` (15:0).
+    pub moderation: U32,
+    /// `c_eqn` (7:0): the EQ its completion events go to.
+    pub c_eqn: U32,
+    /// `log_page_size` (28:24).
+    pub log_page_size: U32,
+    pub rsvd7: U32,
+    pub last_notified_index: U32,
+    pub last_solicit_index: U32,
+    pub consumer_counter: U32,
+    pub producer_counter: U32,
+    pub rsvd12: [U32; 2],
+    /// The 8-byte doorbell record: consumer index (word 0), arm (word 1).
+    pub dbr_addr: U64,
+}
+const _: () = assert!(core::mem::size_of::<Cqc>() == 64);
+
+/// The fixed part of `mlx5_ifc_create_cq_in_bits` (0x110 bytes), followed by the `pas` list.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CreateCqIn {
+    pub hdr: InHdr,
+    pub rsvd: U64,
+    pub ctx: Cqc,
+    pub cq_umem_offset: U64,
+    pub cq_umem_id: U32,
+    pub cq_umem_valid: U32,
+    pub rsvd2: [u8; 176],
+}
+const _: () = assert!(core::mem::size_of::<CreateCqIn>() == 0x110);
+
+/// `wq_type` values (`MLX5_WQ_TYPE_*`).
+pub mod wq_type {
+    pub const CYCLIC: u32 = 0x1;
+    pub const CYCLIC_STRIDING_RQ: u32 = 0x3;
+}
+
+/// `mlx5_ifc_wq_bits`: a work queue (192 bytes; the `pas` list follows it in CREATE_SQ/RQ).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Wq {
+    /// `wq_type` (31:28), `wq_signature` (27), `end_padding_mode` (26:25), `cd_slave` (24).
+    pub type_flags: U32,
+    /// `page_offset` (20:16), `lwm` (15:0).
+    pub page_offset_lwm: U32,
+    /// `pd` (23:0).
+    pub pd: U32,
+    /// `uar_page` (23:0).
+    pub uar_page: U32,
+    /// The doorbell record: RQ counter in word 0, SQ counter in word 1.
+    pub dbr_addr: U64,
+    pub hw_counter: U32,
+    pub sw_counter: U32,
+    /// `log_wq_stride` (19:16), `log_wq_pg_sz` (12:8), `log_wq_sz` (4:0).
+    pub log_sizes: U32,
+    /// `single_wqe_log_num_of_strides` (11:8, log2(strides) - 9), `two_byte_shift_en` (7),
+    /// `single_stride_log_num_of_bytes` (2:0, log2(stride bytes) - 6).
+    pub strides: U32,
+    pub dbr_umem_id: U32,
+    pub wq_umem_id: U32,
+    pub wq_umem_offset: U64,
+    pub rsvd: [u8; 0x88],
+}
+const _: () = assert!(core::mem::size_of::<Wq>() == 192);
+
+impl Default for Wq {
+    fn default() -> Self {
+        zerocopy::FromZeros::new_zeroed()
+    }
+}
+
+/// SQ and RQ states (`MLX5_SQC_STATE_*`, `MLX5_RQC_STATE_*`).
+pub mod qstate {
+    pub const RST: u32 = 0x0;
+    pub const RDY: u32 = 0x1;
+    pub const ERR: u32 = 0x3;
+}
+
+/// `mlx5_ifc_sqc_bits`: a send queue context (240 bytes with its WQ).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Sqc {
+    /// `rlky` (31), `cd_master` (30), `fre` (29), `flush_in_error_en` (28),
+    /// `allow_multi_pkt_send_wqe` (27), `min_wqe_inline_mode` (26:24), `state` (23:20).
+    pub flags: U32,
+    pub user_index: U32,
+    /// `cqn` (23:0).
+    pub cqn: U32,
+    pub hairpin_peer_rq: U32,
+    pub hairpin_peer_vhca: U32,
+    pub rsvd5: U32,
+    pub ts_cqe_to_dest_cqn: U32,
+    pub packet_pacing: U32,
+    /// `tis_lst_sz` (31:16).
+    pub tis_lst_sz: U32,
+    pub rsvd9: [U32; 2],
+    /// `tis_num_0` (23:0).
+    pub tis_num_0: U32,
+    pub wq: Wq,
+}
+const _: () = assert!(core::mem::size_of::<Sqc>() == 240);
+
+/// `mlx5_ifc_rqc_bits`: a receive queue context (240 bytes with its WQ).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Rqc {
+    /// `rlky` (31), `delay_drop_en` (30), `scatter_fcs` (29), `vsd` (28), `mem_rq_type` (27:24,
+    /// 0 = RQ inline), `state` (23:20), `flush_in_error_en` (18).
+    pub flags: U32,
+    pub user_index: U32,
+    /// `cqn` (23:0).
+    pub cqn: U32,
+    /// `counter_set_id` (31:24).
+    pub counter_set_id: U32,
+    pub rmpn: U32,
+    pub hairpin_peer_sq: U32,
+    pub hairpin_peer_vhca: U32,
+    pub rsvd7: [U32; 5],
+    pub wq: Wq,
+}
+const _: () = assert!(core::mem::size_of::<Rqc>() == 240);
+
+/// `mlx5_ifc_tisc_bits` (160 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Tisc {
+    /// `lag_tx_port_affinity` (27:24), `prio` (19:16).
+    pub flags: U32,
+    pub rsvd1: [U32; 8],
+    /// `transport_domain` (23:0).
+    pub transport_domain: U32,
+    pub underlay_qpn: U32,
+    pub pd: U32,
+    pub rsvd: [u8; 112],
+}
+const _: () = assert!(core::mem::size_of::<Tisc>() == 160);
+
+/// `mlx5_ifc_tirc_bits` (240 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct Tirc {
+    pub rsvd0: U32,
+    /// `disp_type` (31:28): 0 direct (to `inline_rqn`), 1 indirect (RSS through an RQT).
+    pub disp_type: U32,
+    pub rsvd2: [U32; 2],
+    /// `lro_timeout_period_usecs` (27:12), `lro_enable_mask` (11:8), `lro_max_msg_sz` (7:0).
+    pub lro: U32,
+    pub rsvd5: [U32; 2],
+    /// `inline_rqn` (23:0).
+    pub inline_rqn: U32,
+    /// `rx_hash_symmetric` (31), `tunneled_offload_en` (29), `indirect_table` (23:0).
+    pub indirect_table: U32,
+    /// `rx_hash_fn` (31:28), `self_lb_block` (25:24), `transport_domain` (23:0).
+    pub hash_td: U32,
+    pub rx_hash_toeplitz_key: [U32; 10],
+    pub rx_hash_field_selector_outer: U32,
+    pub rx_hash_field_selector_inner: U32,
+    pub rsvd: [u8; 152],
+}
+const _: () = assert!(core::mem::size_of::<Tirc>() == 240);
+
+/// Defines a command input made of the header, 24 reserved bytes and a context.
+macro_rules! ctx_in {
+    ($(#[$m:meta])* $name:ident, $ctx:ty, $size:expr) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+        #[repr(C)]
+        pub struct $name {
+            pub hdr: InHdr,
+            pub rsvd: [u8; 24],
+            pub ctx: $ctx,
+        }
+        const _: () = assert!(core::mem::size_of::<$name>() == $size);
+    };
+}
+
+/// Defines a MODIFY_SQ / MODIFY_RQ input.
+macro_rules! modify_in {
+    ($(#[$m:meta])* $name:ident, $ctx:ty) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+        #[repr(C)]
+        pub struct $name {
+            pub hdr: InHdr,
+            /// The current state (31:28) and the queue number (23:0).
+            pub state_qn: U32,
+            pub rsvd: U32,
+            pub modify_bitmask: U64,
+            pub rsvd2: U64,
+            /// `state` in it is the new state.
+            pub ctx: $ctx,
+        }
+        const _: () = assert!(core::mem::size_of::<$name>() == 0x110);
+    };
+}
+
+ctx_in!(
+    /// `mlx5_ifc_create_sq_in_bits` (0x110 bytes), followed by the WQ's `pas` list.
+    CreateSqIn, Sqc, 0x110
+);
+ctx_in!(
+    /// `mlx5_ifc_create_rq_in_bits` (0x110 bytes), followed by the WQ's `pas` list.
+    CreateRqIn, Rqc, 0x110
+);
+ctx_in!(
+    /// `mlx5_ifc_create_tis_in_bits` (192 bytes).
+    CreateTisIn, Tisc, 192
+);
+ctx_in!(
+    /// `mlx5_ifc_create_tir_in_bits` (272 bytes).
+    CreateTirIn, Tirc, 272
+);
+modify_in!(
+    /// `mlx5_ifc_modify_sq_in_bits` (0x110 bytes).
+    ModifySqIn, Sqc
+);
+modify_in!(
+    /// `mlx5_ifc_modify_rq_in_bits` (0x110 bytes).
+    ModifyRqIn, Rqc
+);
+
+/// `mlx5_ifc_fte_match_set_lyr_2_4_bits`: the layer 2-4 match fields (64 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MatchLyr24 {
+    pub smac_47_16: U32,
+    /// `smac_15_0` (31:16), `ethertype` (15:0).
+    pub smac_15_0_ethertype: U32,
+    pub dmac_47_16: U32,
+    /// `dmac_15_0` (31:16), `first_prio`/`first_cfi`/`first_vid` (15:0).
+    pub dmac_15_0_vlan: U32,
+    /// `ip_protocol` (31:24), `ip_dscp` (23:18), `ip_ecn` (17:16), `cvlan_tag` (15),
+    /// `svlan_tag` (14), `frag` (13), `ip_version` (12:9), `tcp_flags` (8:0).
+    pub ip: U32,
+    /// `tcp_sport` (31:16), `tcp_dport` (15:0).
+    pub tcp_ports: U32,
+    /// `ipv4_ihl` (11:8) and checksum-ok bits, `ttl_hoplimit` (7:0).
+    pub ttl: U32,
+    /// `udp_sport` (31:16), `udp_dport` (15:0).
+    pub udp_ports: U32,
+    /// `src_ipv4_src_ipv6`: an IPv4 address in its last 4 bytes.
+    pub src_ip: [U32; 4],
+    /// `dst_ipv4_dst_ipv6`: an IPv4 address in its last 4 bytes.
+    pub dst_ip: [U32; 4],
+}
+const _: () = assert!(core::mem::size_of::<MatchLyr24>() == 64);
+
+/// `mlx5_ifc_fte_match_param_bits` (512 bytes): outer headers, then misc parameters, inner
+/// headers and more, which this driver leaves zero.
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct MatchParam {
+    pub outer: MatchLyr24,
+    pub rest: [u8; 448],
+}
+const _: () = assert!(core::mem::size_of::<MatchParam>() == 512);
+
+/// `match_criteria_enable` bit for the outer headers (`MLX5_MATCH_OUTER_HEADERS`).
+pub const MATCH_OUTER_HEADERS: u32 = 1 << 0;
+/// `table_type` of the NIC receive flow tables (`FS_FT_NIC_RX`).
+pub const FT_NIC_RX: u32 = 0x0;
+/// Flow context `action`: forward to the destination list (`MLX5_FLOW_CONTEXT_ACTION_FWD_DEST`).
+pub const FLOW_ACTION_FWD_DEST: u32 = 0x4;
+/// Destination type TIR (`MLX5_FLOW_DESTINATION_TYPE_TIR`).
+pub const FLOW_DEST_TIR: u32 = 0x2;
+
+/// The header shared by the flow-steering commands: `mlx5_ifc_create_flow_table_in_bits`,
+/// `destroy_flow_table_in`, `create_flow_group_in`, `destroy_flow_group_in`, `set_fte_in`,
+/// `delete_fte_in`, `set_flow_table_root_in` up to `table_id` (24 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct FlowHdr {
+    pub hdr: InHdr,
+    /// `other_vport` (31), `vport_number` (15:0).
+    pub vport: U32,
+    pub rsvd: U32,
+    /// `table_type` (31:24); in CREATE_FLOW_GROUP also `group_type` (19:16).
+    pub table_type: U32,
+    /// `table_id` (23:0); reserved in CREATE_FLOW_TABLE.
+    pub table_id: U32,
+}
+const _: () = assert!(core::mem::size_of::<FlowHdr>() == 24);
+
+impl FlowHdr {
+    pub fn new(opcode: u16, op_mod: u16, table_type: u32, table_id: u32) -> Self {
+        FlowHdr {
+            hdr: InHdr::new(opcode, op_mod),
+            table_type: field(table_type, 24, 8).into(),
+            table_id: table_id.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `mlx5_ifc_create_flow_table_in_bits` (64 bytes), with its `flow_table_context`.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CreateFlowTableIn {
+    pub hdr: FlowHdr,
+    /// `flow_table_context` word 0: `table_miss_action` (27:24), `level` (23:16), `log_size`
+    /// (7:0).
+    pub ctx_flags: U32,
+    pub table_miss_id: U32,
+    pub lag_master_next_table_id: U32,
+    pub rsvd: [U32; 3],
+    pub sw_owner_icm_root: [U64; 2],
+}
+const _: () = assert!(core::mem::size_of::<CreateFlowTableIn>() == 64);
+
+/// Inputs naming one flow-steering object after the common header: `destroy_flow_table_in`
+/// (the id word unused), `destroy_flow_group_in` (`group_id`), `set_flow_table_root_in`
+/// (`underlay_qpn`) — 64 bytes.
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct FlowObjIn {
+    pub hdr: FlowHdr,
+    pub id: U32,
+    pub rsvd: [U32; 9],
+}
+const _: () = assert!(core::mem::size_of::<FlowObjIn>() == 64);
+
+/// `mlx5_ifc_delete_fte_in_bits` (64 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct DeleteFteIn {
+    pub hdr: FlowHdr,
+    pub rsvd: U64,
+    pub flow_index: U32,
+    pub rsvd2: [U32; 7],
+}
+const _: () = assert!(core::mem::size_of::<DeleteFteIn>() == 64);
+
+/// `mlx5_ifc_create_flow_group_in_bits` (1024 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct CreateFlowGroupIn {
+    pub hdr: FlowHdr,
+    pub source_eswitch: U32,
+    pub start_flow_index: U32,
+    pub rsvd: U32,
+    pub end_flow_index: U32,
+    pub match_definer_id: U32,
+    pub rsvd2: [U32; 4],
+    /// `match_criteria_enable` (7:0).
+    pub match_criteria_enable: U32,
+    pub match_criteria: MatchParam,
+    pub rsvd3: [u8; 448],
+}
+const _: () = assert!(core::mem::size_of::<CreateFlowGroupIn>() == 1024);
+
+/// `mlx5_ifc_flow_context_bits` up to the destination list (768 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct FlowContext {
+    pub push_vlan: U32,
+    pub group_id: U32,
+    pub flow_tag: U32,
+    /// `action` (15:0).
+    pub action: U32,
+    /// `extended_destination` (31), `flow_source` (29:28), `destination_list_size` (23:0).
+    pub destination_list_size: U32,
+    pub flow_counter_list_size: U32,
+    pub packet_reformat_id: U32,
+    pub modify_header_id: U32,
+    pub push_vlan_2: U32,
+    pub ipsec_obj_id: U32,
+    pub rsvd: [U32; 6],
+    pub match_value: MatchParam,
+    pub rsvd2: [u8; 192],
+}
+const _: () = assert!(core::mem::size_of::<FlowContext>() == 768);
+
+/// `mlx5_ifc_dest_format_struct_bits` (8 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct FlowDest {
+    /// `destination_type` (31:24), `destination_id` (23:0).
+    pub type_id: U32,
+    pub rsvd: U32,
+}
+
+/// `mlx5_ifc_set_fte_in_bits` with one destination (840 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct SetFteIn {
+    pub hdr: FlowHdr,
+    pub rsvd: U64,
+    pub flow_index: U32,
+    pub rsvd2: [U32; 7],
+    pub ctx: FlowContext,
+    pub dest: FlowDest,
+}
+const _: () = assert!(core::mem::size_of::<SetFteIn>() == 840);
+
+/// `mlx5_ifc_query_nic_vport_context_in_bits` (16 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct QueryVportIn {
+    pub hdr: InHdr,
+    /// `other_vport` (31), `vport_number` (15:0).
+    pub vport: U32,
+    /// `allowed_list_type` (26:24).
+    pub allowed_list_type: U32,
+}
+const _: () = assert!(core::mem::size_of::<QueryVportIn>() == 16);
+
+/// `mlx5_ifc_nic_vport_context_bits` (256 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct NicVportContext {
+    /// `min_wqe_inline_mode` (26:24), `disable_mc_local_lb` (2), `disable_uc_local_lb` (1),
+    /// `roce_en` (0).
+    pub flags: U32,
+    pub events: U32,
+    pub affiliation: U32,
+    pub rsvd: [u8; 26],
+    /// The L2 MTU (Ethernet header and FCS included).
+    pub mtu: U16,
+    pub system_image_guid: U64,
+    pub port_guid: U64,
+    pub node_guid: U64,
+    pub rsvd2: [u8; 40],
+    pub qkey_violation_counter: U16,
+    pub rsvd3: [u8; 134],
+    /// `promisc_uc` (31), `promisc_mc` (30), `promisc_all` (29), `allowed_list_type` (26:24),
+    /// `allowed_list_size` (11:0).
+    pub promisc: U32,
+    pub rsvd4: U16,
+    /// `permanent_address`: MAC bits 47:32, then 31:0.
+    pub mac_47_32: U16,
+    pub mac_31_0: U32,
+    pub rsvd5: U32,
+}
+const _: () = assert!(core::mem::size_of::<NicVportContext>() == 256);
+const _: () = assert!(core::mem::offset_of!(NicVportContext, mtu) == 0x26);
+const _: () = assert!(core::mem::offset_of!(NicVportContext, promisc) == 0xF0);
+
+/// `mlx5_ifc_query_nic_vport_context_out_bits` (272 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct QueryVportOut {
+    pub hdr: OutHdr,
+    pub rsvd: U64,
+    pub ctx: NicVportContext,
+}
+
+/// `mlx5_ifc_modify_nic_vport_context_in_bits` (512 bytes).
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct ModifyVportIn {
+    pub hdr: InHdr,
+    pub vport: U32,
+    /// `mlx5_ifc_modify_nic_vport_field_select_bits`: see [`vport_select`].
+    pub field_select: U32,
+    pub rsvd: [u8; 240],
+    pub ctx: NicVportContext,
+}
+const _: () = assert!(core::mem::size_of::<ModifyVportIn>() == 512);
+
+/// Bits of `field_select` in MODIFY_NIC_VPORT_CONTEXT.
+pub mod vport_select {
+    pub const MIN_INLINE: u32 = 1 << 7;
+    pub const MTU: u32 = 1 << 6;
+    pub const PROMISC: u32 = 1 << 4;
+}
+
+/// `MLX5_REG_PMTU`: the port MTU register.
+pub const REG_PMTU: u16 = 0x5003;
+
+/// `mlx5_ifc_pmtu_reg_bits` (16 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct PmtuReg {
+    /// `local_port` (23:16).
+    pub local_port: U32,
+    pub max_mtu: U16,
+    pub rsvd: U16,
+    pub admin_mtu: U16,
+    pub rsvd2: U16,
+    pub oper_mtu: U16,
+    pub rsvd3: U16,
+}
+
+/// `mlx5_ifc_access_register_in_bits` carrying a PMTU register (32 bytes; `op_mod` 0 writes,
+/// 1 reads).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct AccessPmtuIn {
+    pub hdr: InHdr,
+    pub rsvd: U16,
+    pub register_id: U16,
+    pub argument: U32,
+    pub data: PmtuReg,
+}
+const _: () = assert!(core::mem::size_of::<AccessPmtuIn>() == 32);
+
+/// `mlx5_ifc_access_register_out_bits` with a PMTU register (32 bytes).
+#[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+pub struct AccessPmtuOut {
+    pub hdr: OutHdr,
+    pub rsvd: U64,
+    pub data: PmtuReg,
+}
 
 /// Reads big-endian bit field `[bit_off, bit_off + bits)` of an `mlx5_ifc` layout, as
 /// `MLX5_GET` does (bit 0 is the most significant bit of byte 0; fields do not cross a

@@ -12,6 +12,14 @@
 
 pub mod cmd;
 pub mod layout;
+mod nic;
+mod queues;
+mod rx;
+mod steering;
+mod tx;
+pub mod wqe;
+
+pub use nic::{Mlx5Config, Mlx5Nic, Mlx5Stats};
 
 use crate::mmio::RegisterIo;
 use cmd::{read_be, write_be, CmdError, CmdQueue, MAX_PAGES_PER_CMD};
@@ -60,6 +68,12 @@ pub enum Mlx5Error {
     Cmd(CmdError),
     /// DMA memory for the command queue or firmware pages.
     Dma(DmaError),
+    /// A setting the driver or the device cannot use; the message says which and what to use.
+    Config(String),
+    /// Opening the PCI function through VFIO.
+    Device(crate::vfio::DeviceError),
+    /// The PCI function is not a ConnectX this driver knows.
+    Unsupported { bdf: String, vendor: u16, device: u16 },
 }
 
 impl fmt::Display for Mlx5Error {
@@ -79,6 +93,13 @@ impl fmt::Display for Mlx5Error {
             }
             Mlx5Error::Cmd(e) => write!(f, "{e}"),
             Mlx5Error::Dma(e) => write!(f, "{e}"),
+            Mlx5Error::Config(m) => write!(f, "{m}"),
+            Mlx5Error::Device(e) => write!(f, "{e}"),
+            Mlx5Error::Unsupported { bdf, vendor, device } => write!(
+                f,
+                "{bdf} ({vendor:04x}:{device:04x}) is not a ConnectX-4/5/6/7: `erpc nic list` shows which \
+                 devices the mlx5 driver takes"
+            ),
         }
     }
 }
@@ -88,6 +109,12 @@ impl std::error::Error for Mlx5Error {}
 impl From<CmdError> for Mlx5Error {
     fn from(e: CmdError) -> Self {
         Mlx5Error::Cmd(e)
+    }
+}
+
+impl From<crate::vfio::DeviceError> for Mlx5Error {
+    fn from(e: crate::vfio::DeviceError) -> Self {
+        Mlx5Error::Device(e)
     }
 }
 
@@ -292,6 +319,26 @@ impl<R: RegisterIo> Hca<R> {
 
     pub fn bar(&self) -> &R {
         &self.bar
+    }
+
+    /// The DMA space the device reaches host memory through.
+    pub fn space(&self) -> &Arc<DmaSpace> {
+        &self.space
+    }
+
+    /// The page size bring-up allocates DMA memory in.
+    pub fn page(&self) -> PageSize {
+        self.cfg.page
+    }
+
+    /// Runs one command (input starting with its [`InHdr`]) and returns its `out_len`-byte output.
+    pub fn exec(&mut self, input: &[u8], out_len: usize) -> Result<Vec<u8>, CmdError> {
+        self.cmd.exec(&self.bar, input, out_len)
+    }
+
+    /// Runs one command with fixed input and output layouts.
+    pub fn call<I: IntoBytes + zerocopy::Immutable, O: FromBytes>(&mut self, input: &I) -> Result<O, CmdError> {
+        self.cmd.call(&self.bar, input)
     }
 
     /// Undoes bring-up from the stage reached; errors are logged (nothing else can be done).

@@ -1,0 +1,712 @@
+//! A ConnectX function as an eRPC [`Transport`]: bring-up of every object one queue pair needs,
+//! the datapath (in [`super::tx`] and [`super::rx`]), firmware page requests arriving through
+//! the event queue during operation, and an orderly teardown.
+//!
+//! Objects, in creation order (each destroyed in reverse order on drop or on a failure
+//! part-way): UAR, PD, transport domain, EQ (page requests, CQ and WQ errors, port changes),
+//! RX CQ, TX CQ, TIS, SQ (RST → RDY), striding RQ (RST → RDY), TIR, flow table, flow group,
+//! flow entry, root table.
+
+use super::cmd::{write_be, CmdError};
+use super::layout::*;
+use super::queues::{Area, Carver, Cq, DbRec, Eq, PAGE};
+use super::rx::{Rx, RxDrops, RxGeometry};
+use super::steering::{self, RxMatch};
+use super::tx::{Piece, Tx};
+use super::wqe::{event, BF_HALF, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
+use super::{Hca, HcaConfig, Mlx5Error};
+use crate::mmio::RegisterIo;
+use crate::vfio::{Bar, PciFunction};
+use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
+use erpc_hugepages::{DmaMemory, DmaSpace};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use zerocopy::{FromZeros, IntoBytes};
+
+/// Settings of a ConnectX queue pair.
+#[derive(Clone, Debug)]
+pub struct Mlx5Config {
+    pub hca: HcaConfig,
+    /// Our IPv4 address and UDP port: the flow rule delivers frames to our MAC with these.
+    pub ipv4: [u8; 4],
+    pub udp_port: u16,
+    /// Largest frame sent or received (Ethernet header included, FCS excluded).
+    pub mtu: usize,
+    /// Send queue size in 64-byte basic blocks (a power of two, 64..=32768).
+    pub sq_size: u32,
+    /// Ask for a completion on one send WQE in this many (1..=sq_size/4).
+    pub signal_every: u32,
+    /// Receive WQEs (multi-packet buffers; a power of two, 2..=1024).
+    pub rq_wqes: u32,
+    /// Strides per receive WQE (a power of two, 512..=65536) and bytes per stride (a power of
+    /// two, 64..=8192). The original eRPC used 512 strides of 1 KiB.
+    pub strides: u32,
+    pub stride_size: u32,
+    /// Accept every unicast MAC at the vport (our flow rule still matches our MAC only). On by
+    /// default: a function driven without the kernel driver has no other way to get its MAC
+    /// into the port's L2 table.
+    pub promiscuous: bool,
+    /// Poll the event queue (firmware page requests, errors) every this many `rx_burst` calls.
+    pub eq_poll_interval: u32,
+    /// How long `tx_flush` waits for the device before resetting the send queue.
+    pub flush_timeout: Duration,
+}
+
+impl Default for Mlx5Config {
+    fn default() -> Self {
+        Mlx5Config {
+            hca: HcaConfig::default(),
+            ipv4: [10, 0, 0, 1],
+            udp_port: 31850,
+            mtu: 1514,
+            sq_size: 1024,
+            signal_every: 64,
+            rq_wqes: 8,
+            strides: 512,
+            stride_size: 1024,
+            promiscuous: true,
+            eq_poll_interval: 64,
+            flush_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Mlx5Config {
+    fn check(&self) -> Result<(), Mlx5Error> {
+        let bad = |m: String| Err(Mlx5Error::Config(m));
+        if !self.sq_size.is_power_of_two() || !(64..=32768).contains(&self.sq_size) {
+            return bad(format!("sq_size = {}: use a power of two in 64..=32768", self.sq_size));
+        }
+        if !(1..=self.sq_size / 4).contains(&self.signal_every) {
+            return bad(format!("signal_every = {}: use 1..={}", self.signal_every, self.sq_size / 4));
+        }
+        if !self.rq_wqes.is_power_of_two() || !(2..=1024).contains(&self.rq_wqes) {
+            return bad(format!("rq_wqes = {}: use a power of two in 2..=1024", self.rq_wqes));
+        }
+        if !self.strides.is_power_of_two() || !(512..=65536).contains(&self.strides) {
+            return bad(format!("strides = {}: use a power of two in 512..=65536", self.strides));
+        }
+        if !self.stride_size.is_power_of_two() || !(64..=8192).contains(&self.stride_size) {
+            return bad(format!("stride_size = {}: use a power of two in 64..=8192", self.stride_size));
+        }
+        let buf = self.strides as usize * self.stride_size as usize;
+        if !(64..=9000).contains(&self.mtu) || self.mtu > buf {
+            return bad(format!("mtu = {}: use 64..=9000, at most a receive buffer ({buf} bytes)", self.mtu));
+        }
+        Ok(())
+    }
+}
+
+/// Counters of the driver (the device's own are not read).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Mlx5Stats {
+    pub tx_packets: u64,
+    pub tx_doorbells: u64,
+    pub tx_completions: u64,
+    pub tx_error_cqes: u64,
+    pub tx_malformed_cqes: u64,
+    pub tx_dropped_oversize: u64,
+    pub tx_flushes: u64,
+    pub tx_flush_markers: u64,
+    pub tx_flush_timeouts: u64,
+    pub sq_resets: u64,
+    pub rx_packets: u64,
+    pub rx_filler_cqes: u64,
+    pub rx_error_cqes: u64,
+    pub rx_bad_opcode_cqes: u64,
+    pub rx_malformed_cqes: u64,
+    pub rx_bad_release: u64,
+    pub rx_wqes_reposted: u64,
+    pub events: u64,
+    pub page_requests: u64,
+    pub pages_given: u64,
+    pub pages_returned: u64,
+    pub page_request_failures: u64,
+    pub error_events: u64,
+}
+
+/// A ConnectX function driven from userspace: one send queue and one striding receive queue,
+/// implementing [`Transport`].
+pub struct Mlx5Nic<R: RegisterIo> {
+    // Drop order: Drop::drop destroys the queue objects, then `hca` tears the function down
+    // (the device stops all DMA), and only then is the queue memory unmapped.
+    hca: Hca<R>,
+    tx: Tx,
+    rx: Rx,
+    eq: Eq,
+    uar: u32,
+    bf: u32,
+    addr: EndpointAddr,
+    mtu: usize,
+    cfg: Mlx5Config,
+    /// Destroy commands of the objects created, in creation order.
+    undo: Vec<Vec<u8>>,
+    stats: Mlx5Stats,
+    polls: u32,
+    /// The marker frame `tx_flush` sends when the last WQE was unsignaled.
+    marker: Area,
+    sqn: u32,
+    // After `hca`: the VFIO device closes once the function is torn down.
+    _pci: Option<PciFunction>,
+    _rings: DmaMemory,
+    _bufs: DmaMemory,
+}
+
+// SAFETY: the NIC owns its rings, buffers and registers; the raw pointers it holds point into
+// its own DMA memory, which moves with it.
+unsafe impl<R: RegisterIo + Send> Send for Mlx5Nic<R> {}
+
+/// Memory of the rings, carved in this order.
+struct Rings {
+    eq: Area,
+    dbr: Area,
+    rx_cq: Area,
+    tx_cq: Area,
+    sq: Area,
+    rq: Area,
+    marker: Area,
+}
+
+const EQ_LOG: u32 = 6;
+
+fn log2(n: u32) -> u32 {
+    n.trailing_zeros()
+}
+
+impl Mlx5Nic<Bar> {
+    /// Opens the ConnectX function `bdf` (bound to vfio-pci) in `container` and brings up one
+    /// queue pair. `space` must be the DMA space of the same container
+    /// (`DmaSpace::vfio(container.clone())`): the queues and firmware pages are allocated from
+    /// it, and the dataplane's msgbufs must come from it too.
+    pub fn open(
+        container: &Arc<vfio_ioctls::VfioContainer>,
+        space: &Arc<DmaSpace>,
+        bdf: &str,
+        cfg: Mlx5Config,
+    ) -> Result<Mlx5Nic<Bar>, Mlx5Error> {
+        if !space.is_in(container) {
+            return Err(Mlx5Error::Config(
+                "the DMA space is not the one of this VFIO container: use DmaSpace::vfio(container.clone()) \
+                 for the NIC and for the endpoint's memory"
+                    .into(),
+            ));
+        }
+        let pci = PciFunction::open(container, bdf)?;
+        let vendor = pci.config_read_u16(0)?;
+        let device = pci.config_read_u16(2)?;
+        if crate::pci::family_of(vendor, device) != Some(crate::pci::NicFamily::Mlx5) {
+            return Err(Mlx5Error::Unsupported { bdf: bdf.into(), vendor, device });
+        }
+        pci.enable_dma()?;
+        let bar = pci.map_bar(0)?;
+        let mut nic = Mlx5Nic::with_bar(bar, space.clone(), cfg)?;
+        nic._pci = Some(pci);
+        Ok(nic)
+    }
+}
+
+impl<R: RegisterIo> Mlx5Nic<R> {
+    /// Brings up the function behind `bar` (a mapped BAR0, or a device model in tests) and one
+    /// queue pair. `space` is the DMA space the device reaches memory through: the dataplane's
+    /// msgbufs must come from it too.
+    pub fn with_bar(bar: R, space: Arc<DmaSpace>, cfg: Mlx5Config) -> Result<Mlx5Nic<R>, Mlx5Error> {
+        cfg.check()?;
+        let mut hca = Hca::bring_up(bar, space.clone(), cfg.hca.clone())?;
+        let page = hca.page();
+        // Queue memory, sized before anything is created so a failure creates nothing.
+        let rx_cq_log = log2((cfg.rq_wqes * cfg.strides).next_power_of_two()).min(22);
+        let tx_cq_log = log2((cfg.sq_size / cfg.signal_every + 4).next_power_of_two()).max(6);
+        let sizes = [
+            64 << EQ_LOG,
+            PAGE,
+            64usize << rx_cq_log,
+            64usize << tx_cq_log,
+            cfg.sq_size as usize * WQEBB,
+            cfg.rq_wqes as usize * 32,
+            PAGE,
+        ];
+        let rings_mem = space.alloc(sizes.iter().map(|s| s.next_multiple_of(PAGE)).sum(), page)?;
+        let bufs_mem = space.alloc(cfg.rq_wqes as usize * cfg.strides as usize * cfg.stride_size as usize, page)?;
+        let mut carve = Carver::new(Area { vaddr: rings_mem.vaddr(), iova: rings_mem.iova(), len: rings_mem.len() });
+        let rings = Rings {
+            eq: carve.take(sizes[0]),
+            dbr: carve.take(sizes[1]),
+            rx_cq: carve.take(sizes[2]),
+            tx_cq: carve.take(sizes[3]),
+            sq: carve.take(sizes[4]),
+            rq: carve.take(sizes[5]),
+            marker: carve.take(sizes[6]),
+        };
+        rings.dbr.fill(0);
+        let bufs = Area { vaddr: bufs_mem.vaddr(), iova: bufs_mem.iova(), len: bufs_mem.len() };
+
+        let mut undo: Vec<Vec<u8>> = Vec::new();
+        let r = Self::create_objects(&mut hca, &cfg, &rings, bufs, rx_cq_log, tx_cq_log, &mut undo);
+        let (objs, tx, rx, eq) = match r {
+            Ok(v) => v,
+            Err(e) => {
+                destroy_all(&mut hca, &mut undo);
+                return Err(e);
+            }
+        };
+        let mut nic = Mlx5Nic {
+            hca,
+            tx,
+            rx,
+            eq,
+            uar: objs.uar,
+            bf: BF_OFFSET,
+            addr: EndpointAddr { mac: objs.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
+            mtu: cfg.mtu,
+            cfg,
+            undo,
+            stats: Mlx5Stats::default(),
+            polls: 0,
+            marker: rings.marker,
+            sqn: objs.sqn,
+            _pci: None,
+            _rings: rings_mem,
+            _bufs: bufs_mem,
+        };
+        nic.write_marker();
+        // Page requests the firmware raised while the queues were created.
+        nic.poll_events();
+        Ok(nic)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_objects(
+        hca: &mut Hca<R>,
+        cfg: &Mlx5Config,
+        rings: &Rings,
+        bufs: Area,
+        rx_cq_log: u32,
+        tx_cq_log: u32,
+        undo: &mut Vec<Vec<u8>>,
+    ) -> Result<(Objects, Tx, Rx, Eq), Mlx5Error> {
+        // The vport: our MAC and the inline mode the device requires.
+        let v: QueryVportOut = hca.call(&QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() })?;
+        let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
+        let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
+        let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
+        let inline_mode = (v.ctx.flags.get() >> 24) & 7;
+        let inline = match inline_mode {
+            0 => 0,
+            1 => L2_INLINE,
+            m => {
+                return Err(Mlx5Error::Config(format!(
+                    "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
+                     only L2 headers: set the function's min_wqe_inline_mode to L2 (mlxconfig) or use a newer NIC"
+                )))
+            }
+        };
+        // The port MTU: the hardware counts the Ethernet header, a VLAN tag and the FCS.
+        let hw_mtu = (cfg.mtu + 8) as u16;
+        let p: AccessPmtuOut = hca.call(&AccessPmtuIn {
+            hdr: InHdr::new(op::ACCESS_REGISTER, 1),
+            register_id: REG_PMTU.into(),
+            data: PmtuReg { local_port: field(1, 16, 8).into(), ..Default::default() },
+            ..Default::default()
+        })?;
+        if p.data.max_mtu.get() < hw_mtu {
+            return Err(Mlx5Error::Config(format!(
+                "mtu = {}: the port supports frames of at most {} bytes",
+                cfg.mtu,
+                p.data.max_mtu.get().saturating_sub(8)
+            )));
+        }
+        if p.data.admin_mtu.get() < hw_mtu {
+            let _: AccessPmtuOut = hca.call(&AccessPmtuIn {
+                hdr: InHdr::new(op::ACCESS_REGISTER, 0),
+                register_id: REG_PMTU.into(),
+                data: PmtuReg { local_port: field(1, 16, 8).into(), admin_mtu: hw_mtu.into(), ..Default::default() },
+                ..Default::default()
+            })?;
+        }
+        let mut m = ModifyVportIn::new_zeroed();
+        m.hdr = InHdr::new(op::MODIFY_NIC_VPORT_CONTEXT, 0);
+        m.field_select = (vport_select::MTU | if cfg.promiscuous { vport_select::PROMISC } else { 0 }).into();
+        m.ctx.mtu = hw_mtu.into();
+        m.ctx.promisc = field(u32::from(cfg.promiscuous), 31, 1).into();
+        hca.exec(m.as_bytes(), 16)?;
+
+        let alloc = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, opcode: u16, free: u16| -> Result<u32, CmdError> {
+            let o: ObjOut = hca.call(&PlainIn { hdr: InHdr::new(opcode, 0), ..Default::default() })?;
+            undo.push(ObjIn::new(free, o.id24()).as_bytes().to_vec());
+            Ok(o.id24())
+        };
+        let uar = alloc(hca, undo, op::ALLOC_UAR, op::DEALLOC_UAR)?;
+        let pd = alloc(hca, undo, op::ALLOC_PD, op::DEALLOC_PD)?;
+        let td = alloc(hca, undo, op::ALLOC_TRANSPORT_DOMAIN, op::DEALLOC_TRANSPORT_DOMAIN)?;
+        let sc: QuerySpecialContextsOut =
+            hca.call(&PlainIn { hdr: InHdr::new(op::QUERY_SPECIAL_CONTEXTS, 0), ..Default::default() })?;
+        let lkey = sc.resd_lkey.get();
+
+        // The event queue.
+        let mut eq = Eq::init(rings.eq, EQ_LOG);
+        let mut e = CreateEqIn::new_zeroed();
+        e.hdr = InHdr::new(op::CREATE_EQ, 0);
+        e.ctx.size_uar = (field(EQ_LOG, 24, 5) | field(uar, 0, 24)).into();
+        e.ctx.intr = 0.into();
+        e.ctx.log_page_size = field(0, 24, 5).into();
+        let events = [event::PAGE_REQUEST, event::CQ_ERROR, event::WQ_CATAS_ERROR, event::PORT_CHANGE];
+        e.event_bitmask[0] = events.iter().fold(0u64, |m, &t| m | 1 << t).into();
+        let mut input = e.as_bytes().to_vec();
+        input.extend(rings.eq.pas());
+        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
+        eq.eqn = o.id.get() & 0xff;
+        undo.push(ObjIn::new(op::DESTROY_EQ, eq.eqn).as_bytes().to_vec());
+
+        // Completion queues: the RX one holds a CQE per stride, so it cannot overrun.
+        let create_cq = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, ring: Area, log: u32, dbr: Area| {
+            let mut c = CreateCqIn::new_zeroed();
+            c.hdr = InHdr::new(op::CREATE_CQ, 0);
+            c.ctx.size_uar = (field(log, 24, 5) | field(uar, 0, 24)).into();
+            c.ctx.c_eqn = field(eq.eqn, 0, 8).into();
+            c.ctx.log_page_size = field(0, 24, 5).into();
+            c.ctx.dbr_addr = dbr.iova.into();
+            let mut input = c.as_bytes().to_vec();
+            input.extend(ring.slice(0, 64 << log).pas());
+            let o: ObjOut = obj_out(hca.exec(&input, 16)?);
+            undo.push(ObjIn::new(op::DESTROY_CQ, o.id24()).as_bytes().to_vec());
+            Ok::<u32, Mlx5Error>(o.id24())
+        };
+        let mut rx_cq = Cq::init(rings.rx_cq, rx_cq_log, DbRec::new(rings.dbr.slice(128, 8), 0));
+        rx_cq.cqn = create_cq(hca, undo, rings.rx_cq, rx_cq_log, rings.dbr.slice(128, 8))?;
+        let mut tx_cq = Cq::init(rings.tx_cq, tx_cq_log, DbRec::new(rings.dbr.slice(192, 8), 0));
+        tx_cq.cqn = create_cq(hca, undo, rings.tx_cq, tx_cq_log, rings.dbr.slice(192, 8))?;
+
+        // The send side: TIS, then the SQ.
+        let mut t = CreateTisIn::new_zeroed();
+        t.hdr = InHdr::new(op::CREATE_TIS, 0);
+        t.ctx.transport_domain = field(td, 0, 24).into();
+        let o: ObjOut = obj_out(hca.exec(t.as_bytes(), 16)?);
+        let tisn = o.id24();
+        undo.push(ObjIn::new(op::DESTROY_TIS, tisn).as_bytes().to_vec());
+
+        let sq_dbr = rings.dbr.slice(64, 8);
+        let mut tx = Tx::new(rings.sq, cfg.sq_size, lkey, inline, DbRec::new(sq_dbr, 1), cfg.signal_every, tx_cq);
+        let mut s = CreateSqIn::new_zeroed();
+        s.hdr = InHdr::new(op::CREATE_SQ, 0);
+        s.ctx.flags = (field(1, 28, 1) | field(inline_mode, 24, 3) | field(qstate::RST, 20, 4)).into();
+        s.ctx.cqn = field(tx.cq.cqn, 0, 24).into();
+        s.ctx.tis_lst_sz = field(1, 16, 16).into();
+        s.ctx.tis_num_0 = field(tisn, 0, 24).into();
+        s.ctx.wq = wq(wq_type::CYCLIC, pd, uar, sq_dbr.iova, 6, log2(cfg.sq_size), 0);
+        let mut input = s.as_bytes().to_vec();
+        input.extend(rings.sq.pas());
+        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
+        tx.sqn = o.id24();
+        undo.push(ObjIn::new(op::DESTROY_SQ, tx.sqn).as_bytes().to_vec());
+        modify_sq(hca, tx.sqn, qstate::RST, qstate::RDY)?;
+
+        // The receive side: the striding RQ, posted in full before it is made ready.
+        let rq_dbr = rings.dbr.slice(0, 8);
+        let geometry = RxGeometry { wqes: cfg.rq_wqes, strides: cfg.strides, stride_log: log2(cfg.stride_size) };
+        let rx = Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq);
+        let mut q = CreateRqIn::new_zeroed();
+        q.hdr = InHdr::new(op::CREATE_RQ, 0);
+        q.ctx.flags = (field(1, 28, 1) | field(0, 24, 4) | field(qstate::RST, 20, 4) | field(1, 18, 1)).into();
+        q.ctx.cqn = field(rx.cq.cqn, 0, 24).into();
+        q.ctx.wq = wq(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova, 5, log2(cfg.rq_wqes), 0);
+        q.ctx.wq.strides = (field(log2(cfg.strides) - 9, 8, 4) | field(log2(cfg.stride_size) - 6, 0, 3)).into();
+        let mut input = q.as_bytes().to_vec();
+        input.extend(rings.rq.pas());
+        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
+        let rqn = o.id24();
+        undo.push(ObjIn::new(op::DESTROY_RQ, rqn).as_bytes().to_vec());
+        let mut mr = ModifyRqIn::new_zeroed();
+        mr.hdr = InHdr::new(op::MODIFY_RQ, 0);
+        mr.state_qn = (field(qstate::RST, 28, 4) | field(rqn, 0, 24)).into();
+        mr.ctx.flags = field(qstate::RDY, 20, 4).into();
+        hca.exec(mr.as_bytes(), 16)?;
+
+        // Steering: TIR, table, group, entry, root.
+        let o: ObjOut = obj_out(hca.exec(steering::create_tir(rqn, td).as_bytes(), 16)?);
+        let tirn = o.id24();
+        undo.push(ObjIn::new(op::DESTROY_TIR, tirn).as_bytes().to_vec());
+        let o: ObjOut = obj_out(hca.exec(steering::create_table(1).as_bytes(), 16)?);
+        let table = o.id24();
+        undo.push(steering::destroy_table(table).as_bytes().to_vec());
+        let o: ObjOut = obj_out(hca.exec(steering::create_group(table).as_bytes(), 16)?);
+        let group = o.id24();
+        undo.push(steering::destroy_group(table, group).as_bytes().to_vec());
+        let m = RxMatch { mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port };
+        hca.exec(steering::set_entry(table, group, tirn, &m).as_bytes(), 16)?;
+        undo.push(steering::delete_entry(table).as_bytes().to_vec());
+        hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
+        undo.push(steering::set_root(None).as_bytes().to_vec());
+
+        Ok((Objects { uar, mac, sqn: tx.sqn }, tx, rx, eq))
+    }
+
+    /// The 60-byte frame `tx_flush` sends when it needs a completion: to our own MAC with the
+    /// IEEE local-experimental EtherType 0x88B5, which no flow rule of ours matches.
+    fn write_marker(&mut self) {
+        let mut f = [0u8; 60];
+        f[..6].copy_from_slice(&self.addr.mac);
+        f[6..12].copy_from_slice(&self.addr.mac);
+        f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
+        // SAFETY: the marker page is ours; the device only reads it.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), self.marker.vaddr.as_ptr(), f.len()) };
+    }
+
+    /// Rings the send doorbell for the WQEs posted since the last one.
+    fn doorbell(&mut self) {
+        self.tx.publish();
+        let off = self.uar * PAGE as u32 + self.bf;
+        self.hca.bar().write64(off, u64::from_le_bytes(self.tx.last_ctrl));
+        self.bf ^= BF_HALF;
+        self.stats.tx_doorbells += 1;
+    }
+
+    /// Reads TX completions; an error completion resets the send queue (the protocol
+    /// retransmits what was lost).
+    fn reap_tx(&mut self) {
+        let r = self.tx.reap();
+        self.stats.tx_completions += r.completions;
+        self.stats.tx_malformed_cqes += r.malformed;
+        if r.errors > 0 {
+            self.stats.tx_error_cqes += r.errors;
+            if let Some((synd, vendor, idx)) = r.last_error {
+                log::warn!(
+                    "mlx5: send queue {:#x} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
+                     syndrome {vendor:#x}); resetting it",
+                    self.sqn
+                );
+            }
+            self.reset_sq(qstate::ERR);
+        }
+    }
+
+    /// Moves the SQ from `from` to RST and back to RDY: the device drops every WQE posted and
+    /// reads none of them again.
+    fn reset_sq(&mut self, from: u32) {
+        self.stats.sq_resets += 1;
+        let r = modify_sq(&mut self.hca, self.sqn, from, qstate::RST);
+        self.tx.reset();
+        // Completions of the dropped WQEs (flush errors) are stale now.
+        while self.tx.cq.poll().is_some() {}
+        self.tx.cq.update_ci();
+        if let Err(e) = r.and_then(|()| modify_sq(&mut self.hca, self.sqn, qstate::RST, qstate::RDY)) {
+            log::error!("mlx5: resetting send queue {:#x}: {e}", self.sqn);
+        }
+    }
+
+    /// Handles what the event queue holds: firmware page requests (given or taken back at
+    /// once), errors (logged and counted). Called from `rx_burst` every
+    /// [`Mlx5Config::eq_poll_interval`] calls; call it directly when not receiving.
+    pub fn poll_events(&mut self) {
+        let mut any = false;
+        while let Some(e) = self.eq.poll() {
+            any = true;
+            self.stats.events += 1;
+            match e.type_ {
+                event::PAGE_REQUEST => {
+                    self.stats.page_requests += 1;
+                    let n = e.data.num_pages.get();
+                    let r = if n > 0 {
+                        self.hca.give_pages(n as usize).map(|()| self.stats.pages_given += n as u64)
+                    } else {
+                        self.hca.take_pages(n.unsigned_abs() as usize).map(|k| self.stats.pages_returned += k as u64)
+                    };
+                    if let Err(err) = r {
+                        self.stats.page_request_failures += 1;
+                        log::error!("mlx5: firmware asked for {n} pages: {err}");
+                    }
+                }
+                event::CQ_ERROR | event::WQ_CATAS_ERROR => {
+                    self.stats.error_events += 1;
+                    log::error!("mlx5: error event {:#x} (sub-type {:#x})", e.type_, e.sub_type);
+                }
+                _ => log::info!("mlx5: event {:#x} (sub-type {:#x})", e.type_, e.sub_type),
+            }
+        }
+        if any {
+            std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+            write_be(self.hca.bar(), self.uar * PAGE as u32 + EQ_DOORBELL_UPDATE, self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff));
+        }
+    }
+
+    pub fn stats(&self) -> Mlx5Stats {
+        let mut s = self.stats;
+        s.rx_wqes_reposted = self.rx.reposted;
+        s
+    }
+
+    /// Firmware pages held now.
+    pub fn pages_given(&self) -> usize {
+        self.hca.pages_given()
+    }
+
+    /// Receive WQEs posted that the device has not finished.
+    pub fn rx_wqes_posted(&self) -> u32 {
+        self.rx.wqes_posted()
+    }
+
+    /// The register access (tests inspect their model through it).
+    pub fn registers(&self) -> &R {
+        self.hca.bar()
+    }
+
+    /// The send queue number.
+    pub fn sqn(&self) -> u32 {
+        self.sqn
+    }
+}
+
+/// What `create_objects` hands back besides the rings.
+struct Objects {
+    uar: u32,
+    mac: [u8; 6],
+    sqn: u32,
+}
+
+fn obj_out(out: Vec<u8>) -> ObjOut {
+    zerocopy::FromBytes::read_from_prefix(&out).map(|(o, _)| o).unwrap_or_default()
+}
+
+/// A work queue context.
+fn wq(ty: u32, pd: u32, uar: u32, dbr: u64, log_stride: u32, log_size: u32, log_pg: u32) -> Wq {
+    Wq {
+        type_flags: field(ty, 28, 4).into(),
+        pd: field(pd, 0, 24).into(),
+        uar_page: field(uar, 0, 24).into(),
+        dbr_addr: dbr.into(),
+        log_sizes: (field(log_stride, 16, 4) | field(log_pg, 8, 5) | field(log_size, 0, 5)).into(),
+        ..Default::default()
+    }
+}
+
+fn modify_sq<R: RegisterIo>(hca: &mut Hca<R>, sqn: u32, from: u32, to: u32) -> Result<(), Mlx5Error> {
+    let mut m = ModifySqIn::new_zeroed();
+    m.hdr = InHdr::new(op::MODIFY_SQ, 0);
+    m.state_qn = (field(from, 28, 4) | field(sqn, 0, 24)).into();
+    m.ctx.flags = field(to, 20, 4).into();
+    hca.exec(m.as_bytes(), 16)?;
+    Ok(())
+}
+
+/// Runs the destroy commands in reverse creation order; failures are logged (teardown goes on).
+fn destroy_all<R: RegisterIo>(hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>) {
+    while let Some(input) = undo.pop() {
+        if let Err(e) = hca.exec(&input, 16) {
+            log::warn!("mlx5 teardown: {e}");
+        }
+    }
+}
+
+impl<R: RegisterIo> Transport for Mlx5Nic<R> {
+    fn mtu(&self) -> usize {
+        self.mtu
+    }
+
+    fn local_addr(&self) -> EndpointAddr {
+        self.addr
+    }
+
+    fn max_tx_in_flight(&self) -> usize {
+        // A WQEBB is rewritten only after a completion showed the device read it; a packet takes
+        // at least one, so fewer than sq_size later packets can be queued while it is unread.
+        self.tx.size() as usize - 1
+    }
+
+    fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        self.reap_tx();
+        let mut n = 0;
+        for p in pkts {
+            if p.len() > self.mtu || (p.segs[0].len as usize) < L2_INLINE {
+                self.stats.tx_dropped_oversize += 1;
+                self.tx.skip();
+                n += 1;
+                continue;
+            }
+            let pieces = [
+                Piece { iova: p.segs[0].iova, vaddr: p.segs[0].vaddr, len: p.segs[0].len },
+                Piece { iova: p.segs[1].iova, vaddr: p.segs[1].vaddr, len: p.segs[1].len },
+            ];
+            let k = if p.segs[1].len == 0 { 1 } else { 2 };
+            if !self.tx.post(&pieces[..k], false) {
+                break;
+            }
+            n += 1;
+        }
+        if self.tx.pi != self.tx.ci && n > 0 {
+            self.doorbell();
+        }
+        self.stats.tx_packets = self.tx.accepted;
+        n
+    }
+
+    fn tx_flush(&mut self) {
+        self.stats.tx_flushes += 1;
+        self.reap_tx();
+        if self.tx.idle() {
+            return;
+        }
+        if !self.tx.last_signaled() {
+            // Ask for a completion behind every WQE posted: the marker frame, signaled.
+            let m = Piece { iova: self.marker.iova, vaddr: self.marker.vaddr.as_ptr(), len: 60 };
+            while !self.tx.post(&[m], true) {
+                self.reap_tx();
+            }
+            self.stats.tx_flush_markers += 1;
+            self.doorbell();
+        }
+        let t0 = Instant::now();
+        while !self.tx.idle() {
+            self.reap_tx();
+            if t0.elapsed() > self.cfg.flush_timeout {
+                // The device stopped reading (link down?). Its queued WQEs point at buffers the
+                // caller is about to reuse: reset the queue so they are never sent.
+                self.stats.tx_flush_timeouts += 1;
+                log::warn!(
+                    "mlx5 tx_flush: the device did not complete the send queue in {:?}; resetting it",
+                    self.cfg.flush_timeout
+                );
+                self.reset_sq(qstate::RDY);
+                return;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls % self.cfg.eq_poll_interval == 0 {
+            self.poll_events();
+        }
+        let mut d = RxDrops::default();
+        let n = self.rx.poll(out, &mut d);
+        self.stats.rx_packets += n as u64;
+        self.stats.rx_filler_cqes += d.filler;
+        self.stats.rx_bad_opcode_cqes += d.bad_opcode;
+        self.stats.rx_malformed_cqes += d.malformed;
+        if d.error_cqes > 0 {
+            self.stats.rx_error_cqes += d.error_cqes;
+            if let Some((s, v)) = d.last_error {
+                log::warn!("mlx5: receive error completion (syndrome {s:#x}, vendor syndrome {v:#x})");
+            }
+        }
+        n
+    }
+
+    fn rx_release(&mut self, pkts: &[RxPacket]) {
+        for p in pkts {
+            if !self.rx.release(p.id) {
+                self.stats.rx_bad_release += 1;
+            }
+        }
+        self.rx.repost();
+    }
+
+    fn tx_reclaimed(&self) -> u64 {
+        self.tx.reclaimed
+    }
+}
+
+impl<R: RegisterIo> Drop for Mlx5Nic<R> {
+    fn drop(&mut self) {
+        destroy_all(&mut self.hca, &mut self.undo);
+    }
+}

@@ -1,0 +1,168 @@
+//! Queue memory and the two polled rings every queue pair uses: completion queues and the
+//! event queue. Both are written by the device and read here only through volatile loads of raw
+//! pointers; a CQE or EQE is valid when its owner bit equals the pass bit of the consumer index
+//! (`(ci >> log_size) & 1`), as Linux's `get_sw_cqe` / `next_eqe_sw` test it.
+
+use super::wqe::{cqe_op, Cqe64, Eqe};
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, Ordering};
+
+/// Firmware and queue page size (`MLX5_ADAPTER_PAGE_SIZE`).
+pub const PAGE: usize = 4096;
+
+/// A piece of DMA memory: its CPU address and its device address.
+#[derive(Clone, Copy, Debug)]
+pub struct Area {
+    pub vaddr: NonNull<u8>,
+    pub iova: u64,
+    pub len: usize,
+}
+
+impl Area {
+    /// The sub-area at `off` of `len` bytes.
+    pub fn slice(&self, off: usize, len: usize) -> Area {
+        assert!(off + len <= self.len, "sub-area {off}+{len} outside {} bytes", self.len);
+        // SAFETY: inside the area (checked above).
+        Area { vaddr: unsafe { NonNull::new_unchecked(self.vaddr.as_ptr().add(off)) }, iova: self.iova + off as u64, len }
+    }
+
+    /// The 4 KiB page addresses covering the area (the `pas` list of a queue context).
+    pub fn pas(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(self.len.div_ceil(PAGE) * 8);
+        for i in 0..self.len.div_ceil(PAGE) {
+            v.extend_from_slice(&(self.iova + (i * PAGE) as u64).to_be_bytes());
+        }
+        v
+    }
+
+    /// Fills the area with `byte` (before the device is given it).
+    pub fn fill(&self, byte: u8) {
+        // SAFETY: the area is ours and the device does not own it yet.
+        unsafe { std::ptr::write_bytes(self.vaddr.as_ptr(), byte, self.len) };
+    }
+}
+
+/// Carves page-aligned areas out of one DMA allocation.
+pub struct Carver {
+    area: Area,
+    used: usize,
+}
+
+impl Carver {
+    pub fn new(area: Area) -> Carver {
+        Carver { area, used: 0 }
+    }
+
+    /// The next `len` bytes, rounded up to whole pages.
+    pub fn take(&mut self, len: usize) -> Area {
+        let len = len.next_multiple_of(PAGE);
+        let a = self.area.slice(self.used, len);
+        self.used += len;
+        a
+    }
+}
+
+/// A doorbell record word (big-endian) the device reads.
+#[derive(Clone, Copy, Debug)]
+pub struct DbRec(NonNull<u32>);
+
+impl DbRec {
+    /// Word `word` of the 8-byte record at `at`.
+    pub fn new(at: Area, word: usize) -> DbRec {
+        assert!(at.len >= 8 && word < 2);
+        // SAFETY: word 0 or 1 of an 8-byte record inside the area (checked above).
+        DbRec(unsafe { at.vaddr.cast::<u32>().add(word) })
+    }
+
+    pub fn write(&self, v: u32) {
+        // SAFETY: an aligned word of our DMA memory; the device only reads it.
+        unsafe { std::ptr::write_volatile(self.0.as_ptr(), v.to_be()) }
+    }
+}
+
+/// A completion queue of 64-byte CQEs.
+pub struct Cq {
+    pub cqn: u32,
+    ring: NonNull<Cqe64>,
+    log_size: u32,
+    /// Consumer index (counts every CQE consumed).
+    pub ci: u32,
+    dbrec: DbRec,
+}
+
+impl Cq {
+    /// A CQ over `ring` (`1 << log_size` entries), every entry marked invalid and owned by
+    /// hardware (`op_own` = INVALID << 4 | 1, as Linux initializes them).
+    pub fn init(ring: Area, log_size: u32, dbrec: DbRec) -> Cq {
+        assert!(ring.len >= 64 << log_size);
+        ring.fill(0);
+        for i in 0..1usize << log_size {
+            // SAFETY: the last byte of entry i, inside the ring.
+            unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), cqe_op::INVALID << 4 | 1) };
+        }
+        dbrec.write(0);
+        Cq { cqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0, dbrec }
+    }
+
+    /// The next CQE if the device has written it.
+    pub fn poll(&mut self) -> Option<Cqe64> {
+        let idx = (self.ci & ((1 << self.log_size) - 1)) as usize;
+        // SAFETY: entry `idx` of the ring; written by the device, so read volatile.
+        let p = unsafe { self.ring.as_ptr().add(idx) };
+        // SAFETY: as above; the last byte of the entry.
+        let op_own = unsafe { std::ptr::read_volatile(p.cast::<u8>().add(63)) };
+        if op_own >> 4 == cqe_op::INVALID || u32::from(op_own & 1) != (self.ci >> self.log_size) & 1 {
+            return None;
+        }
+        // The rest of the CQE was written before its ownership byte.
+        fence(Ordering::Acquire);
+        // SAFETY: as above; a whole entry.
+        let cqe = unsafe { std::ptr::read_volatile(p) };
+        self.ci = self.ci.wrapping_add(1);
+        Some(cqe)
+    }
+
+    /// Tells the device how far software has consumed (the CQ doorbell record, 24 bits).
+    pub fn update_ci(&self) {
+        fence(Ordering::Release);
+        self.dbrec.write(self.ci & 0xff_ffff);
+    }
+}
+
+/// The event queue, polled (no interrupts).
+pub struct Eq {
+    pub eqn: u32,
+    ring: NonNull<Eqe>,
+    log_size: u32,
+    pub ci: u32,
+}
+
+impl Eq {
+    /// An EQ over `ring` with every entry's owner bit set (`MLX5_EQE_OWNER_INIT_VAL`).
+    pub fn init(ring: Area, log_size: u32) -> Eq {
+        assert!(ring.len >= 64 << log_size);
+        ring.fill(0);
+        for i in 0..1usize << log_size {
+            // SAFETY: the owner byte of entry i, inside the ring.
+            unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), 1) };
+        }
+        Eq { eqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0 }
+    }
+
+    /// The next EQE if the device has written it.
+    pub fn poll(&mut self) -> Option<Eqe> {
+        let idx = (self.ci & ((1 << self.log_size) - 1)) as usize;
+        // SAFETY: entry `idx` of the ring, written by the device.
+        let p = unsafe { self.ring.as_ptr().add(idx) };
+        // SAFETY: as above; the owner byte.
+        let owner = unsafe { std::ptr::read_volatile(p.cast::<u8>().add(63)) };
+        if u32::from(owner & 1) != (self.ci >> self.log_size) & 1 {
+            return None;
+        }
+        fence(Ordering::Acquire);
+        // SAFETY: as above; a whole entry.
+        let eqe = unsafe { std::ptr::read_volatile(p) };
+        self.ci = self.ci.wrapping_add(1);
+        Some(eqe)
+    }
+}
