@@ -76,12 +76,20 @@
 //! [`RegisterIo::write64`]: erpc_driver::mmio::RegisterIo::write64
 
 mod cmd;
+mod datapath;
 mod hca;
 pub mod iommu;
 pub mod layout;
+mod link;
+mod queues;
+mod steering;
 
+pub use datapath::{match_fields, vendor_syndrome, Counters, CqeCorruption};
 pub use hca::HcaState;
 pub use iommu::{Iommu, IommuFault};
+pub use link::{Direction, Link, LinkStats, Tapped};
+pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
+pub use steering::FlowEntryInfo;
 
 use erpc_driver::mmio::RegisterIo;
 use erpc_hugepages::DmaSpace;
@@ -113,6 +121,25 @@ pub mod syndrome {
     pub const BAD_REGISTER: u32 = 0x4d00_0015;
     pub const BAD_PROFILE: u32 = 0x4d00_0016;
     pub const RESERVED_SET: u32 = 0x4d00_0017;
+    pub const PAS_UNALIGNED: u32 = 0x4d00_0018;
+    pub const PAS_UNMAPPED: u32 = 0x4d00_0019;
+    pub const DBR_UNALIGNED: u32 = 0x4d00_001a;
+    pub const DBR_UNMAPPED: u32 = 0x4d00_001b;
+    pub const UNSUPPORTED: u32 = 0x4d00_001c;
+    pub const QUEUE_SIZE: u32 = 0x4d00_001d;
+    pub const CQE_SIZE: u32 = 0x4d00_001e;
+    pub const BAD_QUEUE_STATE: u32 = 0x4d00_001f;
+    pub const TIS_LIST: u32 = 0x4d00_0020;
+    pub const INLINE_MODE: u32 = 0x4d00_0021;
+    pub const WQ_TYPE: u32 = 0x4d00_0022;
+    pub const WQ_STRIDE: u32 = 0x4d00_0023;
+    pub const STRIDES: u32 = 0x4d00_0024;
+    pub const TABLE_TYPE: u32 = 0x4d00_0025;
+    pub const FLOW_INDEX: u32 = 0x4d00_0026;
+    pub const MATCH_CRITERIA: u32 = 0x4d00_0027;
+    pub const MATCH_VALUE: u32 = 0x4d00_0028;
+    pub const FLOW_ACTION: u32 = 0x4d00_0029;
+    pub const FLOW_DEST: u32 = 0x4d00_002a;
 }
 
 /// What the model is built with.
@@ -136,8 +163,13 @@ pub struct Mlx5Config {
     pub msix_vectors: u32,
     /// QUERY_SPECIAL_CONTEXTS `resd_lkey`.
     pub resd_lkey: u32,
-    /// Ethernet caps `wqe_inline_mode` (0 L2, 1 vport context, 2 not required).
+    /// Ethernet caps `wqe_inline_mode` (0 L2, 1 vport context, 2 not required); ignored (1,
+    /// vport context) when `min_inline_mode` is not 0.
     pub wqe_inline_mode: u8,
+    /// The minimum inline mode the device requires of send WQEs (`MLX5_INLINE_MODE_*`: 0 none,
+    /// 1 L2 = 18 bytes, 2 IP, 3 TCP/UDP). Non-zero: the Ethernet caps say `wqe_inline_mode` =
+    /// 1 (vport context) and the NIC vport context's `min_wqe_inline_mode` is this.
+    pub min_inline_mode: u8,
 }
 
 impl Default for Mlx5Config {
@@ -154,6 +186,7 @@ impl Default for Mlx5Config {
             msix_vectors: 8,
             resd_lkey: 0x100,
             wqe_inline_mode: 2,
+            min_inline_mode: 0,
         }
     }
 }
@@ -181,8 +214,18 @@ pub enum ViolationKind {
     EqDoorbell,
     /// A write to a UAR that is not allocated.
     Uar,
-    /// A write to a UAR offset phase 1 does not model (not necessarily the driver's fault).
+    /// A write to a UAR offset the model does not model (not necessarily the driver's fault).
     Unmodelled,
+    /// A send doorbell the device cannot act on: no such SQ, another UAR's SQ, an SQ in RST, a
+    /// BlueFlame high word without the low word first.
+    SendDoorbell,
+    /// A doorbell record that does not cover the doorbell's WQE, is more than the ring ahead,
+    /// or does not cover a whole multi-WQEBB WQE.
+    DoorbellRecord,
+    /// The device wrote an error CQE (the detail says why): a bad WQE, lkey, length, address.
+    ErrorCqe,
+    /// A CQ overran (it goes to error; a CQ_ERROR EQE is posted if an EQ subscribes).
+    CqOverrun,
 }
 
 /// One recorded misbehaviour.
@@ -296,6 +339,29 @@ pub(crate) struct Device {
     port_admin_mtu: u16,
     interrupts: Vec<u64>,
     leaked_at_teardown: Option<Vec<String>>,
+    // Phase 2 objects.
+    next_obj: u32,
+    cqs: BTreeMap<u32, queues::Cq>,
+    sqs: BTreeMap<u32, queues::Sq>,
+    rqs: BTreeMap<u32, queues::Rq>,
+    /// TIS number → transport domain.
+    tises: BTreeMap<u32, u32>,
+    tirs: BTreeMap<u32, queues::Tir>,
+    rqts: BTreeMap<u32, Vec<u32>>,
+    /// Q counter id → `out_of_buffer`.
+    q_counters: BTreeMap<u8, u32>,
+    tables: BTreeMap<u32, steering::FlowTable>,
+    root_rx: Option<u32>,
+    // Datapath.
+    counters: Counters,
+    tx_paused: bool,
+    /// Send doorbells rung while paused: (SQ, WQE index).
+    pending_tx: Vec<(u32, u16)>,
+    /// The low word of a BlueFlame doorbell written as two 32-bit writes: (UAR, buffer, word).
+    bf_low: Option<(u32, u32, u32)>,
+    rx_corruptions: VecDeque<CqeCorruption>,
+    link: Option<(Link, usize)>,
+    tx_record: Option<Vec<Vec<u8>>>,
 }
 
 /// The model; clones share one device. Implements [`RegisterIo`] as the device's BAR0.
@@ -441,6 +507,119 @@ impl Mlx5Model {
     }
 }
 
+/// Phase 2: queues, datapath, wiring and test hooks.
+impl Mlx5Model {
+    /// Connects two models with a cable: what one sends the other receives (`a` → `b` is
+    /// [`Direction::AToB`]). Replaces earlier connections of either.
+    pub fn connect(a: &Mlx5Model, b: &Mlx5Model) -> Link {
+        let link = Link::new(&a.0, &b.0);
+        a.dev().link = Some((link.clone(), 0));
+        b.dev().link = Some((link.clone(), 1));
+        link
+    }
+
+    /// Delivers what a device queued on its link, after its lock was released.
+    fn deliver(link: Option<(Link, usize)>) {
+        if let Some((l, side)) = link {
+            l.drain(side);
+        }
+    }
+
+    /// A frame arriving from the wire (MAC filter, steering, RQ), as if from a peer.
+    pub fn inject_rx_frame(&self, frame: &[u8]) {
+        self.dev().receive(frame);
+    }
+
+    /// Corrupts the next packet CQE written into an RQ's CQ (queue several to corrupt several).
+    pub fn corrupt_next_rx_cqe(&self, kind: CqeCorruption) {
+        self.dev().rx_corruptions.push_back(kind);
+    }
+
+    /// Pauses transmit: send doorbells are recorded but no WQE is read. Un-pausing processes
+    /// the recorded doorbells in the calling thread (and delivers the frames to the peer).
+    pub fn set_tx_paused(&self, paused: bool) {
+        let link = {
+            let mut d = self.dev();
+            d.tx_paused = paused;
+            if !paused {
+                for (sqn, idx) in std::mem::take(&mut d.pending_tx) {
+                    d.process_sq(sqn, idx);
+                }
+            }
+            d.link.clone()
+        };
+        Self::deliver(link);
+    }
+
+    /// Send doorbells recorded while paused.
+    pub fn pending_tx_doorbells(&self) -> usize {
+        self.dev().pending_tx.len()
+    }
+
+    /// WQEBBs the device has read from SQ `sqn` (free-running).
+    pub fn sq_consumer(&self, sqn: u32) -> Option<u32> {
+        self.dev().sqs.get(&sqn).map(|s| s.consumer)
+    }
+
+    /// The datapath counters.
+    pub fn counters(&self) -> Counters {
+        self.dev().counters.clone()
+    }
+
+    /// Starts (or stops) recording every frame the device transmits, connected or not.
+    pub fn record_tx(&self, on: bool) {
+        self.dev().tx_record = on.then(Vec::new);
+    }
+
+    /// Frames recorded by [`Mlx5Model::record_tx`] since the last call.
+    pub fn take_tx_frames(&self) -> Vec<Vec<u8>> {
+        self.dev().tx_record.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub fn cq(&self, cqn: u32) -> Option<CqInfo> {
+        self.dev().cq_info(cqn)
+    }
+
+    pub fn sq(&self, sqn: u32) -> Option<SqInfo> {
+        self.dev().sq_info(sqn)
+    }
+
+    pub fn rq(&self, rqn: u32) -> Option<RqInfo> {
+        self.dev().rq_info(rqn)
+    }
+
+    /// Every CQ, SQ and RQ number.
+    pub fn queues(&self) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let d = self.dev();
+        (d.cqs.keys().copied().collect(), d.sqs.keys().copied().collect(), d.rqs.keys().copied().collect())
+    }
+
+    /// The TIR numbers.
+    pub fn tirs(&self) -> Vec<u32> {
+        self.dev().tirs.keys().copied().collect()
+    }
+
+    /// Every flow table: (table id, level, log_size).
+    pub fn flow_tables(&self) -> Vec<(u32, u32, u32)> {
+        self.dev().flow_tables()
+    }
+
+    /// Every flow table entry.
+    pub fn flow_entries(&self) -> Vec<FlowEntryInfo> {
+        self.dev().flow_entries()
+    }
+
+    /// The root NIC RX flow table.
+    pub fn root_flow_table(&self) -> Option<u32> {
+        self.dev().root_rx
+    }
+
+    /// A Q counter's `out_of_buffer`.
+    pub fn q_counter(&self, id: u8) -> Option<u32> {
+        self.dev().q_counters.get(&id).copied()
+    }
+}
+
 impl Device {
     fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Device {
         let (caps_gen_max, caps_eth) = hca::default_caps(&cfg);
@@ -474,10 +653,27 @@ impl Device {
             vport_mtu: 1500 + 22,
             vport_mac: cfg.mac,
             vport_promisc: (false, false, false),
-            vport_min_inline: 0,
+            vport_min_inline: cfg.min_inline_mode,
             port_admin_mtu: cfg.port_max_mtu,
             interrupts: vec![0; cfg.msix_vectors as usize],
             leaked_at_teardown: None,
+            next_obj: queues::FIRST_OBJECT,
+            cqs: BTreeMap::new(),
+            sqs: BTreeMap::new(),
+            rqs: BTreeMap::new(),
+            tises: BTreeMap::new(),
+            tirs: BTreeMap::new(),
+            rqts: BTreeMap::new(),
+            q_counters: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            root_rx: None,
+            counters: Counters::default(),
+            tx_paused: false,
+            pending_tx: vec![],
+            bf_low: None,
+            rx_corruptions: VecDeque::new(),
+            link: None,
+            tx_record: None,
             iommu,
             cfg,
         }
@@ -599,6 +795,7 @@ impl Device {
         v.extend(self.eqs.keys().map(|e| format!("EQ {e:#x}")));
         v.extend(self.pds.iter().map(|p| format!("PD {p:#x}")));
         v.extend(self.tds.iter().map(|t| format!("TD {t:#x}")));
+        self.queue_objects(&mut v);
         v
     }
 }
@@ -611,6 +808,23 @@ impl RegisterIo for Mlx5Model {
     }
 
     fn write32(&self, off: u32, value: u32) {
-        self.dev().write_reg(off, value.swap_bytes())
+        let link = {
+            let mut d = self.dev();
+            d.write_reg(off, value.swap_bytes());
+            d.link.clone()
+        };
+        Self::deliver(link);
+    }
+
+    /// Both halves under one hold of the device lock (as one 64-bit store reaches the device
+    /// whole), low address first.
+    fn write64(&self, off: u32, value: u64) {
+        let link = {
+            let mut d = self.dev();
+            d.write_reg(off, (value as u32).swap_bytes());
+            d.write_reg(off.wrapping_add(4), ((value >> 32) as u32).swap_bytes());
+            d.link.clone()
+        };
+        Self::deliver(link);
     }
 }

@@ -400,7 +400,7 @@ fn every_command_rejects_short_inputs_and_outputs() {
     layout::set(&mut eq, eqc::LOG_EQ_SIZE.at(create_eq::EQC_BIT), 7);
     assert_eq!(h.cmd(&eq, 16).failed().0, status::BAD_INP_LEN, "128 EQEs span two pages: two pas entries");
     // Not a command the model knows.
-    assert_eq!(h.cmd(&inbox(0x400, 0, 16), 16).failed(), (status::BAD_OP, syndrome::BAD_OPCODE));
+    assert_eq!(h.cmd(&inbox(0x4ff, 0, 16), 16).failed(), (status::BAD_OP, syndrome::BAD_OPCODE));
     // Nothing executed: the device is still disabled.
     assert_eq!(h.model.state(), HcaState::Disabled);
     assert!(h.model.violations().is_empty(), "{:?}", h.model.violations());
