@@ -51,7 +51,8 @@ pub struct Tapped {
     pub dropped: bool,
 }
 
-type Filter = Box<dyn Fn(&[u8]) -> bool + Send>;
+/// A predicate on frames: true drops the frame.
+pub type FrameFilter = Box<dyn Fn(&[u8]) -> bool + Send>;
 
 #[derive(Default)]
 struct Way {
@@ -68,7 +69,7 @@ struct State {
     drop_next: u32,
     /// (probability, splitmix64 state).
     loss: Option<(f64, u64)>,
-    filter: Option<Filter>,
+    filter: Option<FrameFilter>,
     tap: Option<Vec<Tapped>>,
 }
 
@@ -115,7 +116,7 @@ impl Link {
     }
 
     /// Drops every frame `f` returns true for (`None` removes the filter).
-    pub fn drop_matching(&self, f: Option<Box<dyn Fn(&[u8]) -> bool + Send>>) {
+    pub fn drop_matching(&self, f: Option<FrameFilter>) {
         self.st().filter = f;
     }
 

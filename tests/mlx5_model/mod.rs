@@ -87,7 +87,7 @@ mod steering;
 pub use datapath::{match_fields, vendor_syndrome, Counters, CqeCorruption};
 pub use hca::HcaState;
 pub use iommu::{Iommu, IommuFault};
-pub use link::{Direction, Link, LinkStats, Tapped};
+pub use link::{Direction, FrameFilter, Link, LinkStats, Tapped};
 pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
 pub use steering::FlowEntryInfo;
 
