@@ -550,7 +550,7 @@ impl Device {
         // VLAN stripping unless `vsd`: the tag goes into the CQE.
         let mut vlan = None;
         let stripped;
-        let frame = if !rq.vsd && be16(frame, 12) == 0x8100 {
+        let frame = if !rq.vsd && frame.len() >= 18 && be16(frame, 12) == 0x8100 {
             vlan = Some(be16(frame, 14) as u16);
             stripped = [&frame[..12], &frame[16..]].concat();
             &stripped[..]

@@ -2,8 +2,12 @@
 //! and independent of the driver's: Linux `include/linux/mlx5/mlx5_ifc.h` (structures given as
 //! bit offsets, `struct mlx5_ifc_<name>_bits`), Linux `include/linux/mlx5/device.h` and
 //! rdma-core `providers/mlx5/mlx5_vfio.h` (the byte structures `mlx5_init_seg`,
-//! `mlx5_cmd_layout`, `mlx5_cmd_prot_block` / `mlx5_cmd_block`, `mlx5_eqe`), and Linux
-//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes).
+//! `mlx5_cmd_layout`, `mlx5_cmd_prot_block` / `mlx5_cmd_block`, `mlx5_eqe`), Linux
+//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes), and for phase 2 rdma-core
+//! `providers/mlx5/mlx5dv.h` (`mlx5_cqe64`, `mlx5_err_cqe`, the WQE segments), Linux `cq.h` /
+//! `qp.h` / `device.h` (CQE opcodes and syndromes, CQE flags, `MLX5_SND_DBR` / `MLX5_RCV_DBR`)
+//! and DPDK `drivers/common/mlx5/mlx5_prm.h` (its copies of the `mlx5_ifc.h` queue contexts, and
+//! the striding-RQ `byte_cnt` masks).
 //!
 //! A [`Field`] is a bit offset and width exactly as `mlx5_ifc.h` gives them: bit 0 is the most
 //! significant bit of the first big-endian dword. [`get`] / [`set`] follow `MLX5_GET` /
@@ -977,8 +981,8 @@ pub mod dbrec {
 
 /// EQE types phase 2 posts (`MLX5_EVENT_TYPE_*`, Linux `device.h`).
 pub mod event {
-    /// `MLX5_EVENT_TYPE_CQ_ERROR`: data = `mlx5_eqe_cq_err` { be32 cqn; u8 reserved[7]; u8
-    /// syndrome } (syndrome 1: overrun).
+    /// `MLX5_EVENT_TYPE_CQ_ERROR`: data = `mlx5_eqe_cq_err` (`be32 cqn; u8 reserved[7]; u8
+    /// syndrome`; syndrome 1: overrun).
     pub const CQ_ERROR: u8 = 0x04;
     pub const CQ_ERROR_OVERRUN: u8 = 0x01;
 }
