@@ -72,7 +72,9 @@ pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>) {
     s(&mut e, cap_eth::CSUM_CAP, 1);
     s(&mut e, cap_eth::VLAN_CAP, 1);
     s(&mut e, cap_eth::MAX_LSO_CAP, 18);
-    s(&mut e, cap_eth::WQE_INLINE_MODE, u32::from(cfg.wqe_inline_mode));
+    // A required minimum inline mode is published through the vport context.
+    let inline_mode = if cfg.min_inline_mode != 0 { 1 } else { cfg.wqe_inline_mode };
+    s(&mut e, cap_eth::WQE_INLINE_MODE, u32::from(inline_mode));
     s(&mut e, cap_eth::RSS_IND_TBL_CAP, 8);
     s(&mut e, cap_eth::SCATTER_FCS, 1);
     (g, e)
@@ -133,7 +135,7 @@ impl Device {
             op::QUERY_NIC_VPORT_CONTEXT => (H, vport::QUERY_OUT_SIZE),
             op::MODIFY_NIC_VPORT_CONTEXT => (vport::MODIFY_IN_SIZE, H),
             op::ACCESS_REG => (access_reg::DATA + access_reg::PMTU_SIZE, access_reg::DATA + access_reg::PMTU_SIZE),
-            _ => return None,
+            _ => return self.queue_lengths(opcode, input),
         })
     }
 
@@ -218,6 +220,7 @@ impl Device {
                 self.eqs.clear();
                 self.pds.clear();
                 self.tds.clear();
+                self.clear_queues();
                 self.page_target = self.initial_page_target();
                 self.state = HcaState::Enabled;
                 layout::set(out, teardown::STATE, 0);
@@ -237,7 +240,7 @@ impl Device {
                 if !self.uars.contains(&u) {
                     return fail(status::BAD_RES, syn::NO_SUCH_OBJECT);
                 }
-                if self.eqs.values().any(|e| e.uar == u) {
+                if self.eqs.values().any(|e| e.uar == u) || self.uar_in_use(u) {
                     return fail(status::BAD_RES_STATE, syn::OBJECT_IN_USE);
                 }
                 self.uars.remove(&u);
@@ -267,9 +270,18 @@ impl Device {
             op::DEALLOC_PD | op::DEALLOC_TRANSPORT_DOMAIN => {
                 need_state(st, HcaState::Initialized)?;
                 let n = layout::get(i, OBJ_NUMBER);
-                let set = if opcode == op::DEALLOC_PD { &mut self.pds } else { &mut self.tds };
-                if !set.remove(&n) {
+                let pd = opcode == op::DEALLOC_PD;
+                let exists = if pd { self.pds.contains(&n) } else { self.tds.contains(&n) };
+                if !exists {
                     return fail(status::BAD_RES, syn::NO_SUCH_OBJECT);
+                }
+                if (pd && self.pd_in_use(n)) || (!pd && self.td_in_use(n)) {
+                    return fail(status::BAD_RES_STATE, syn::OBJECT_IN_USE);
+                }
+                if pd {
+                    self.pds.remove(&n);
+                } else {
+                    self.tds.remove(&n);
                 }
             }
             op::CREATE_EQ => {
@@ -280,9 +292,13 @@ impl Device {
             op::DESTROY_EQ => {
                 need_state(st, HcaState::Initialized)?;
                 let eqn = layout::get(i, create_eq::EQ_NUMBER) as u8;
-                if self.eqs.remove(&eqn).is_none() {
+                if !self.eqs.contains_key(&eqn) {
                     return fail(status::BAD_RES, syn::NO_SUCH_OBJECT);
                 }
+                if self.eq_in_use(eqn) {
+                    return fail(status::BAD_RES_STATE, syn::OBJECT_IN_USE);
+                }
+                self.eqs.remove(&eqn);
             }
             op::QUERY_SPECIAL_CONTEXTS => {
                 need_state(st, HcaState::Initialized)?;
@@ -313,7 +329,7 @@ impl Device {
                 need_state(st, HcaState::Initialized)?;
                 self.access_reg(op_mod, i, out)?;
             }
-            _ => return fail(status::BAD_OP, syn::BAD_OPCODE),
+            _ => return self.queue_dispatch(opcode, op_mod, i, out),
         }
         Ok(())
     }
@@ -664,9 +680,10 @@ impl Device {
                     }
                 }
             }
+            o if (uar::BF_0..uar::BF_1 + uar::BF_SIZE).contains(&o) => self.bf_write(index, in_page, be),
             _ => self.violation(
                 ViolationKind::Unmodelled,
-                format!("write {be:#x} at UAR {index:#x} offset {in_page:#x} (not modelled in phase 1)"),
+                format!("write {be:#x} at UAR {index:#x} offset {in_page:#x} (not modelled)"),
             ),
         }
     }

@@ -1,6 +1,8 @@
 //! A software model of an NVIDIA ConnectX (mlx5) adapter's firmware interface, for testing the
 //! mlx5 driver without hardware. Phase 1: the initialization segment, the command interface and
-//! HCA bring-up / teardown.
+//! HCA bring-up / teardown. Phase 2: CQs, SQs, RQs (striding), TIS / TIR / RQT, Q counters, NIC
+//! RX flow steering, and the datapath: send doorbells, send WQEs, receive into striding RQs,
+//! CQEs, and two models wired together ([`Mlx5Model::connect`]).
 //!
 //! The model owns a fake BAR0 ([`Mlx5Model`] implements [`RegisterIo`]) and reaches host
 //! memory only through an [`Iommu`]: the table of IOVA ranges a
@@ -8,9 +10,9 @@
 //! outside the mappings is an IOMMU fault, recorded and refused; host memory is never touched
 //! through an address the driver did not map (so a driver that hands the device a virtual
 //! address is caught). The model decodes every layout with its own definitions
-//! ([`layout`], written from Linux `mlx5_ifc.h` / `device.h` / `cmd.c` and rdma-core
-//! `mlx5_vfio.h`, never from the driver's), so a layout mistake in the driver shows up as a
-//! rejected command.
+//! ([`layout`], written from Linux `mlx5_ifc.h` / `device.h` / `cq.h` / `qp.h` / `cmd.c`,
+//! rdma-core `mlx5_vfio.h` / `mlx5dv.h` and DPDK `mlx5_prm.h`, never from the driver's), so a
+//! layout mistake in the driver shows up as a rejected command or an error CQE.
 //!
 //! # Construction
 //! ```ignore
@@ -31,8 +33,12 @@
 //! * UAR pages: UAR index `n` is BAR0 offset `n * 4096` (`uar_4k` = 1, `log_uar_page_sz` = 0,
 //!   one UAR per 4 KiB page). ALLOC_UAR hands out indices from 3, above the pages the
 //!   initialization segment occupies. Modelled UAR offsets: the EQ doorbells at 0x40 (update
-//!   consumer index and arm) and 0x48 (update only). 64-bit doorbells may be written as one
-//!   [`RegisterIo::write64`] or two 32-bit writes, low address first.
+//!   consumer index and arm) and 0x48 (update only); the send doorbell, BlueFlame buffers 0x800
+//!   and 0x900 (see the datapath below; bytes 8..256 of each, a BlueFlame copy of the WQE, are
+//!   accepted and ignored). 64-bit doorbells may be written as one [`RegisterIo::write64`] (the
+//!   model takes both halves under one lock) or two 32-bit writes, low address first. Other UAR
+//!   offsets (the CQ arm doorbell 0x20 among them) are recorded as
+//!   [`ViolationKind::Unmodelled`].
 //!
 //! # Commands
 //! A doorbell bit makes the model process that slot at once (synchronously, inside
@@ -62,9 +68,122 @@
 //! request asked for. [`Mlx5Model::request_pages`] writes a PAGE_REQUEST EQE (event 0x0B) into
 //! the EQ subscribed to it.
 //!
+//! # Phase 2 commands
+//! All need INIT_HCA (BAD_SYS_STATE before); a handle that does not exist is BAD_RES, a bad
+//! field BAD_PARAM (the syndrome names the check), destroying an object another uses
+//! BAD_RES_STATE (a CQ under an SQ / RQ, a TIS under an SQ, an RQ under a TIR or RQT, an RQT
+//! under a TIR, a TIR under a flow entry, a root table or one with groups, a group with entries,
+//! a Q counter under an RQ; and, for phase-1 objects, a UAR, EQ, PD or transport domain a queue,
+//! TIS or TIR uses). Objects get numbers from one counter starting at 0x100, unique across
+//! types, so a CQN passed as an SQN is BAD_RES. TEARDOWN_HCA frees them all and the teardown
+//! report lists them as leaked.
+//! * CREATE_CQ / DESTROY_CQ / QUERY_CQ (`cqc`): 64-byte CQEs only (`cqe_sz` 0), no
+//!   compression, `log_cq_size` ≤ `log_max_cq_sz`, an allocated `uar_page`, an existing `c_eqn`,
+//!   `page_offset` inside the first page, `pas[]` (at 0x110) long enough (else BAD_INP_LEN),
+//!   each page aligned to its size and mapped, `dbr_addr` 8-byte aligned and mapped; `oi`.
+//! * CREATE_TIS / DESTROY_TIS (`tisc`): the transport domain exists.
+//! * CREATE_SQ / MODIFY_SQ / DESTROY_SQ / QUERY_SQ (`sqc`, `wq`): an existing CQ; `tis_lst_sz` 1
+//!   and `tis_num_0` existing; state RST; `min_wqe_inline_mode` at least what the device
+//!   requires (see [`Mlx5Config::min_inline_mode`]); no hairpin; `wq_type` cyclic (1); an
+//!   existing PD, an allocated UAR, the doorbell record and `pas[]` as for CQs; `log_wq_stride`
+//!   6; `log_wq_sz` ≤ `log_max_wq_sz`; no WQ signature.
+//! * CREATE_RQ / MODIFY_RQ / DESTROY_RQ / QUERY_RQ (`rqc`, `wq`): an existing CQ, state RST,
+//!   `mem_rq_type` 0 (inline RQ), no hairpin, `counter_set_id` 0 or an allocated Q counter;
+//!   `wq_type` cyclic striding (3) with `log_wq_stride` 5, `log_wqe_num_of_strides` 0..=7
+//!   (512..65536 strides), `log_wqe_stride_size` 0..=7 (64..8192 bytes), `two_byte_shift_en`;
+//!   or cyclic (1) with `log_wq_stride` 4..=10 (a WQE of data segments); linked-list types are
+//!   BAD_PARAM.
+//! * MODIFY_SQ / MODIFY_RQ: the input's current state (`sq_state` / `rq_state`) must be the
+//!   queue's (else BAD_RES_STATE); the context's new state must be reachable: RST→RDY,
+//!   RDY→ERR, RDY→RST, ERR→RST, RDY→RDY (else BAD_PARAM). To RST the queue's counters restart
+//!   at 0.
+//! * ALLOC / DEALLOC / QUERY_Q_COUNTER: `out_of_buffer` (with `clear`).
+//! * CREATE_TIR / DESTROY_TIR (`tirc`): the transport domain exists; DIRECT to an existing
+//!   `inline_rqn` or INDIRECT to an existing RQT; LRO and tunnel offloads refused.
+//!   CREATE_RQT / DESTROY_RQT (`rqtc`): 1..=`rqt_max_size` existing RQs.
+//! * Flow steering, NIC RX tables (`table_type` 0) of our own vport only: CREATE /
+//!   DESTROY_FLOW_TABLE (`flow_table_context`; miss action 0 only), CREATE / DESTROY_FLOW_GROUP
+//!   (start ≤ end < table size, no overlap; `match_criteria_enable` outer headers only; a mask
+//!   only on the `fte_match_set_lyr_2_4` fields the model decodes: MACs, ethertype, first VLAN,
+//!   IP version / protocol / DSCP / ECN / TTL / fragment, IPv4 and IPv6 addresses, TCP / UDP
+//!   ports, TCP flags), SET_FLOW_TABLE_ENTRY (op_mod 0 at a free index, BAD_RES_STATE if
+//!   taken; 1 to replace an existing one; the index inside a group whose id the `flow_context`
+//!   names; a match value only on bits of the group's mask; action FWD_DEST to TIRs, or DROP;
+//!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (table 0 disconnects).
+//!
+//! # Datapath
+//! Everything happens inside the BAR write that triggers it, in the writing thread; frames for
+//! the peer are queued on the [`Link`] under the sender's lock and delivered into the peer
+//! after it is released (no thread holds two devices' locks; frames arrive in order).
+//! * **Send doorbell**: 8 bytes at UAR + 0x800 or + 0x900 = the first 8 bytes of the last
+//!   posted WQE's control segment (`opmod_idx_opcode` with the WQE index in bits 23:8, then
+//!   `qpn_ds` with the SQN in bits 31:8), big-endian in memory order. The SQ must exist, belong
+//!   to that UAR and be RDY (else [`ViolationKind::SendDoorbell`]; an SQ in ERR ignores it,
+//!   counted). The device reads the SQ's doorbell record word 1 (`dbr_addr + 4`, big-endian,
+//!   low 16 bits = producer WQEBB counter) and executes WQEs from its consumer counter up to
+//!   it; a doorbell WQE index the record does not cover, a record more than the ring ahead,
+//!   or a WQE whose WQEBBs the record does not all cover is a
+//!   [`ViolationKind::DoorbellRecord`].
+//! * **Send WQE** (`mlx5_wqe_ctrl_seg`, `mlx5_wqe_eth_seg`, `mlx5_wqe_data_seg`): opcode SEND
+//!   (0x0A) or NOP (0x00); `wqe_index` = the consumer counter's low 16 bits, the SQN in
+//!   `qpn_ds` = the SQ's, `ds` ≥ 2 16-byte units (WQEs span `ds * 16 / 64` WQEBBs, wrapping);
+//!   `inline_hdr_sz` bytes of inline headers starting at the Ethernet segment's byte 14 and
+//!   continuing after it (`ceil((inline_hdr_sz - 2) / 16)` units); then data segments, each
+//!   with the reserved lkey (QUERY_SPECIAL_CONTEXTS) and read through the IOMMU; inline data
+//!   segments are not modelled. The frame must inline what the SQ's / device's minimum inline
+//!   mode needs (L2: 18 bytes or the whole frame) and be 14 ..= the L3 MTU + 14 bytes (+4
+//!   VLAN-tagged; the L3 MTU is the smaller hardware MTU of the vport context and PMTU, less
+//!   22). Failures write an error CQE (REQ_ERR 0xD, `mlx5_err_cqe`: syndrome LOCAL_QP_OP_ERR
+//!   for index / SQN / opcode / ds / inline, LOCAL_PROT_ERR for a wrong lkey, LOCAL_ACCESS_ERR
+//!   for an IOMMU fault, LOCAL_LENGTH_ERR for a length; `vendor_err_synd` from
+//!   [`vendor_syndrome`]; `wqe_counter`; `s_wqe_opcode_qpn` = opcode << 24 | SQN), whatever CE
+//!   says, move the SQ to ERR (nothing more is read until MODIFY_SQ ERR→RST→RDY) and are
+//!   recorded as [`ViolationKind::ErrorCqe`].
+//! * **Send completions**: only for WQEs whose `fm_ce_se` CE (bits 3:2) is 2 or 3: a REQ (0x0)
+//!   CQE with `wqe_counter` = the WQE's index, `sop_drop_qpn` = opcode << 24 | SQN.
+//! * **CQEs**: written at producer & (size - 1), owner bit = (producer >> `log_cq_size`) & 1,
+//!   the body first and `op_own` last after a release fence. Before each the device reads the
+//!   CQ doorbell record word 0 (consumer index, 24 bits): a CQ already holding 2^`log_cq_size`
+//!   unconsumed CQEs overruns unless `oi` (it goes to error for good, QUERY_CQ status 9, a
+//!   CQ_ERROR EQE if an EQ subscribes to event 0x04, [`ViolationKind::CqOverrun`]); with `oi`
+//!   it is overwritten.
+//! * **Receive**: a frame (from the peer or [`Mlx5Model::inject_rx_frame`]) 14 ..= MTU bytes
+//!   long, for the vport MAC, broadcast, or promiscuous, is looked up in the root NIC RX table:
+//!   the first entry in flow-index order whose group-masked value equals the frame's masked
+//!   fields; FWD_DEST to a TIR → its RQ (indirect: its RQT's first RQ, or one picked by a
+//!   simple hash of addresses and ports when `rx_hash_fn` is set: not Toeplitz), which must be
+//!   RDY. No root, no match, a DROP entry or an RQ not ready: dropped, counted. VLAN tags are
+//!   stripped into the CQE (`vlan_info`, `l4_l3_hdr_type` bit 0) unless the RQ has `vsd`.
+//! * **Striding RQ** (Linux mlx5e MPWRQ, DPDK MPRQ): the RQ doorbell record word 0 (low 16
+//!   bits) counts posted WQEs, read whenever a WQE is needed. A WQE is a 16-byte
+//!   `mlx5_wqe_srq_next_seg` (ignored) and one data segment whose `byte_count` = strides ×
+//!   stride size and lkey the reserved lkey (else RESP_ERR 0xE with LOCAL_LENGTH_ERR /
+//!   LOCAL_PROT_ERR and the RQ to ERR). A packet starts at the current stride (+2 bytes with
+//!   `two_byte_shift_en`, the 2 counted in its strides) and takes ceil(len / stride) strides;
+//!   if fewer are left in the WQE, a filler CQE (`byte_cnt` bit 31, bits 29:16 = the strides
+//!   left, `wqe_counter` = the first of them) closes it and the packet goes to the next WQE.
+//!   The packet's CQE: RESP_SEND (0x2), `byte_cnt` = strides << 16 | length, `wqe_id` (bytes
+//!   2-3) = the WQE's ring index, `wqe_counter` (bytes 60-61) = its first stride,
+//!   `sop_drop_qpn` = RQN, `hds_ip_ext` L2_OK / L3_OK (IPv4 checksum right, or IPv6) / L4_OK
+//!   (TCP / UDP checksum right, or UDP checksum 0), `l4_l3_hdr_type`. No WQE posted, or a
+//!   packet longer than a whole WQE: dropped, `out_of_buffer` counted (device and Q counter).
+//! * **Cyclic RQ**: a WQE of data segments (a zero `byte_count` ends the list) the frame is
+//!   scattered over; `wqe_counter` = the WQE counter; a frame that does not fit is
+//!   LOCAL_LENGTH_ERR.
+//! * **Hooks**: [`Mlx5Model::set_tx_paused`], [`Mlx5Model::corrupt_next_rx_cqe`],
+//!   [`Mlx5Model::counters`], [`Mlx5Model::sq_consumer`], [`Mlx5Model::record_tx`], queue
+//!   accessors; [`Link`] loss injection (`drop_next`, `set_loss`, `drop_matching`) and tap.
+//!   An unconnected model discards what it sends (counted).
+//!
 //! # Not modelled (yet)
-//! Phase 2 will add CQ/SQ/RQ (striding RQ), TIS/TIR/RQT, flow steering, the UAR send doorbell
-//! and BlueFlame, packet I/O between two instances: those opcodes are BAD_OP today. Also not
+//! Completion events and CQ arming (the CQ doorbell at UAR 0x20, COMP EQEs): drivers poll;
+//! flush CQEs for WQEs after an error (`flush_in_error_en` is accepted, the queue just stops);
+//! send opcodes other than SEND / NOP (LSO, enhanced MPW), inline data segments, checksum
+//! offload (`cs_flags` is ignored: frames go out as given); CQE compression, 128-byte CQEs,
+//! timestamps; LRO, RSS with the Toeplitz hash, tunnel offloads; linked-list RQs, RMPs,
+//! hairpin; misc / inner-header match criteria, flow counters, multiple tables chained by
+//! miss actions or FLOW_TABLE destinations, NIC TX and FDB tables, flow table capabilities
+//! (QUERY_HCA_CAP op_mod 7); Q counters other than `out_of_buffer`. Also not
 //! modelled: command and mailbox signatures (`cmdif_checksum` = 0 is advertised and SET_HCA_CAP
 //! cannot enable it), asynchronous command completion (every command completes inside the
 //! doorbell write), MSI-X delivery (an armed EQ that gets an EQE counts an interrupt on its
@@ -76,12 +195,20 @@
 //! [`RegisterIo::write64`]: erpc_driver::mmio::RegisterIo::write64
 
 mod cmd;
+mod datapath;
 mod hca;
 pub mod iommu;
 pub mod layout;
+mod link;
+mod queues;
+mod steering;
 
+pub use datapath::{match_fields, vendor_syndrome, Counters, CqeCorruption};
 pub use hca::HcaState;
 pub use iommu::{Iommu, IommuFault};
+pub use link::{Direction, FrameFilter, Link, LinkStats, Tapped};
+pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
+pub use steering::FlowEntryInfo;
 
 use erpc_driver::mmio::RegisterIo;
 use erpc_hugepages::DmaSpace;
@@ -113,6 +240,25 @@ pub mod syndrome {
     pub const BAD_REGISTER: u32 = 0x4d00_0015;
     pub const BAD_PROFILE: u32 = 0x4d00_0016;
     pub const RESERVED_SET: u32 = 0x4d00_0017;
+    pub const PAS_UNALIGNED: u32 = 0x4d00_0018;
+    pub const PAS_UNMAPPED: u32 = 0x4d00_0019;
+    pub const DBR_UNALIGNED: u32 = 0x4d00_001a;
+    pub const DBR_UNMAPPED: u32 = 0x4d00_001b;
+    pub const UNSUPPORTED: u32 = 0x4d00_001c;
+    pub const QUEUE_SIZE: u32 = 0x4d00_001d;
+    pub const CQE_SIZE: u32 = 0x4d00_001e;
+    pub const BAD_QUEUE_STATE: u32 = 0x4d00_001f;
+    pub const TIS_LIST: u32 = 0x4d00_0020;
+    pub const INLINE_MODE: u32 = 0x4d00_0021;
+    pub const WQ_TYPE: u32 = 0x4d00_0022;
+    pub const WQ_STRIDE: u32 = 0x4d00_0023;
+    pub const STRIDES: u32 = 0x4d00_0024;
+    pub const TABLE_TYPE: u32 = 0x4d00_0025;
+    pub const FLOW_INDEX: u32 = 0x4d00_0026;
+    pub const MATCH_CRITERIA: u32 = 0x4d00_0027;
+    pub const MATCH_VALUE: u32 = 0x4d00_0028;
+    pub const FLOW_ACTION: u32 = 0x4d00_0029;
+    pub const FLOW_DEST: u32 = 0x4d00_002a;
 }
 
 /// What the model is built with.
@@ -136,8 +282,13 @@ pub struct Mlx5Config {
     pub msix_vectors: u32,
     /// QUERY_SPECIAL_CONTEXTS `resd_lkey`.
     pub resd_lkey: u32,
-    /// Ethernet caps `wqe_inline_mode` (0 L2, 1 vport context, 2 not required).
+    /// Ethernet caps `wqe_inline_mode` (0 L2, 1 vport context, 2 not required); ignored (1,
+    /// vport context) when `min_inline_mode` is not 0.
     pub wqe_inline_mode: u8,
+    /// The minimum inline mode the device requires of send WQEs (`MLX5_INLINE_MODE_*`: 0 none,
+    /// 1 L2 = 18 bytes, 2 IP, 3 TCP/UDP). Non-zero: the Ethernet caps say `wqe_inline_mode` =
+    /// 1 (vport context) and the NIC vport context's `min_wqe_inline_mode` is this.
+    pub min_inline_mode: u8,
 }
 
 impl Default for Mlx5Config {
@@ -154,6 +305,7 @@ impl Default for Mlx5Config {
             msix_vectors: 8,
             resd_lkey: 0x100,
             wqe_inline_mode: 2,
+            min_inline_mode: 0,
         }
     }
 }
@@ -181,8 +333,18 @@ pub enum ViolationKind {
     EqDoorbell,
     /// A write to a UAR that is not allocated.
     Uar,
-    /// A write to a UAR offset phase 1 does not model (not necessarily the driver's fault).
+    /// A write to a UAR offset the model does not model (not necessarily the driver's fault).
     Unmodelled,
+    /// A send doorbell the device cannot act on: no such SQ, another UAR's SQ, an SQ in RST, a
+    /// BlueFlame high word without the low word first.
+    SendDoorbell,
+    /// A doorbell record that does not cover the doorbell's WQE, is more than the ring ahead,
+    /// or does not cover a whole multi-WQEBB WQE.
+    DoorbellRecord,
+    /// The device wrote an error CQE (the detail says why): a bad WQE, lkey, length, address.
+    ErrorCqe,
+    /// A CQ overran (it goes to error; a CQ_ERROR EQE is posted if an EQ subscribes).
+    CqOverrun,
 }
 
 /// One recorded misbehaviour.
@@ -296,6 +458,29 @@ pub(crate) struct Device {
     port_admin_mtu: u16,
     interrupts: Vec<u64>,
     leaked_at_teardown: Option<Vec<String>>,
+    // Phase 2 objects.
+    next_obj: u32,
+    cqs: BTreeMap<u32, queues::Cq>,
+    sqs: BTreeMap<u32, queues::Sq>,
+    rqs: BTreeMap<u32, queues::Rq>,
+    /// TIS number → transport domain.
+    tises: BTreeMap<u32, u32>,
+    tirs: BTreeMap<u32, queues::Tir>,
+    rqts: BTreeMap<u32, Vec<u32>>,
+    /// Q counter id → `out_of_buffer`.
+    q_counters: BTreeMap<u8, u32>,
+    tables: BTreeMap<u32, steering::FlowTable>,
+    root_rx: Option<u32>,
+    // Datapath.
+    counters: Counters,
+    tx_paused: bool,
+    /// Send doorbells rung while paused: (SQ, WQE index).
+    pending_tx: Vec<(u32, u16)>,
+    /// The low word of a BlueFlame doorbell written as two 32-bit writes: (UAR, buffer, word).
+    bf_low: Option<(u32, u32, u32)>,
+    rx_corruptions: VecDeque<CqeCorruption>,
+    link: Option<(Link, usize)>,
+    tx_record: Option<Vec<Vec<u8>>>,
 }
 
 /// The model; clones share one device. Implements [`RegisterIo`] as the device's BAR0.
@@ -441,6 +626,119 @@ impl Mlx5Model {
     }
 }
 
+/// Phase 2: queues, datapath, wiring and test hooks.
+impl Mlx5Model {
+    /// Connects two models with a cable: what one sends the other receives (`a` → `b` is
+    /// [`Direction::AToB`]). Replaces earlier connections of either.
+    pub fn connect(a: &Mlx5Model, b: &Mlx5Model) -> Link {
+        let link = Link::new(&a.0, &b.0);
+        a.dev().link = Some((link.clone(), 0));
+        b.dev().link = Some((link.clone(), 1));
+        link
+    }
+
+    /// Delivers what a device queued on its link, after its lock was released.
+    fn deliver(link: Option<(Link, usize)>) {
+        if let Some((l, side)) = link {
+            l.drain(side);
+        }
+    }
+
+    /// A frame arriving from the wire (MAC filter, steering, RQ), as if from a peer.
+    pub fn inject_rx_frame(&self, frame: &[u8]) {
+        self.dev().receive(frame);
+    }
+
+    /// Corrupts the next packet CQE written into an RQ's CQ (queue several to corrupt several).
+    pub fn corrupt_next_rx_cqe(&self, kind: CqeCorruption) {
+        self.dev().rx_corruptions.push_back(kind);
+    }
+
+    /// Pauses transmit: send doorbells are recorded but no WQE is read. Un-pausing processes
+    /// the recorded doorbells in the calling thread (and delivers the frames to the peer).
+    pub fn set_tx_paused(&self, paused: bool) {
+        let link = {
+            let mut d = self.dev();
+            d.tx_paused = paused;
+            if !paused {
+                for (sqn, idx) in std::mem::take(&mut d.pending_tx) {
+                    d.process_sq(sqn, idx);
+                }
+            }
+            d.link.clone()
+        };
+        Self::deliver(link);
+    }
+
+    /// Send doorbells recorded while paused.
+    pub fn pending_tx_doorbells(&self) -> usize {
+        self.dev().pending_tx.len()
+    }
+
+    /// WQEBBs the device has read from SQ `sqn` (free-running).
+    pub fn sq_consumer(&self, sqn: u32) -> Option<u32> {
+        self.dev().sqs.get(&sqn).map(|s| s.consumer)
+    }
+
+    /// The datapath counters.
+    pub fn counters(&self) -> Counters {
+        self.dev().counters.clone()
+    }
+
+    /// Starts (or stops) recording every frame the device transmits, connected or not.
+    pub fn record_tx(&self, on: bool) {
+        self.dev().tx_record = on.then(Vec::new);
+    }
+
+    /// Frames recorded by [`Mlx5Model::record_tx`] since the last call.
+    pub fn take_tx_frames(&self) -> Vec<Vec<u8>> {
+        self.dev().tx_record.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    pub fn cq(&self, cqn: u32) -> Option<CqInfo> {
+        self.dev().cq_info(cqn)
+    }
+
+    pub fn sq(&self, sqn: u32) -> Option<SqInfo> {
+        self.dev().sq_info(sqn)
+    }
+
+    pub fn rq(&self, rqn: u32) -> Option<RqInfo> {
+        self.dev().rq_info(rqn)
+    }
+
+    /// Every CQ, SQ and RQ number.
+    pub fn queues(&self) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
+        let d = self.dev();
+        (d.cqs.keys().copied().collect(), d.sqs.keys().copied().collect(), d.rqs.keys().copied().collect())
+    }
+
+    /// The TIR numbers.
+    pub fn tirs(&self) -> Vec<u32> {
+        self.dev().tirs.keys().copied().collect()
+    }
+
+    /// Every flow table: (table id, level, log_size).
+    pub fn flow_tables(&self) -> Vec<(u32, u32, u32)> {
+        self.dev().flow_tables()
+    }
+
+    /// Every flow table entry.
+    pub fn flow_entries(&self) -> Vec<FlowEntryInfo> {
+        self.dev().flow_entries()
+    }
+
+    /// The root NIC RX flow table.
+    pub fn root_flow_table(&self) -> Option<u32> {
+        self.dev().root_rx
+    }
+
+    /// A Q counter's `out_of_buffer`.
+    pub fn q_counter(&self, id: u8) -> Option<u32> {
+        self.dev().q_counters.get(&id).copied()
+    }
+}
+
 impl Device {
     fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Device {
         let (caps_gen_max, caps_eth) = hca::default_caps(&cfg);
@@ -474,10 +772,27 @@ impl Device {
             vport_mtu: 1500 + 22,
             vport_mac: cfg.mac,
             vport_promisc: (false, false, false),
-            vport_min_inline: 0,
+            vport_min_inline: cfg.min_inline_mode,
             port_admin_mtu: cfg.port_max_mtu,
             interrupts: vec![0; cfg.msix_vectors as usize],
             leaked_at_teardown: None,
+            next_obj: queues::FIRST_OBJECT,
+            cqs: BTreeMap::new(),
+            sqs: BTreeMap::new(),
+            rqs: BTreeMap::new(),
+            tises: BTreeMap::new(),
+            tirs: BTreeMap::new(),
+            rqts: BTreeMap::new(),
+            q_counters: BTreeMap::new(),
+            tables: BTreeMap::new(),
+            root_rx: None,
+            counters: Counters::default(),
+            tx_paused: false,
+            pending_tx: vec![],
+            bf_low: None,
+            rx_corruptions: VecDeque::new(),
+            link: None,
+            tx_record: None,
             iommu,
             cfg,
         }
@@ -599,6 +914,7 @@ impl Device {
         v.extend(self.eqs.keys().map(|e| format!("EQ {e:#x}")));
         v.extend(self.pds.iter().map(|p| format!("PD {p:#x}")));
         v.extend(self.tds.iter().map(|t| format!("TD {t:#x}")));
+        self.queue_objects(&mut v);
         v
     }
 }
@@ -611,6 +927,23 @@ impl RegisterIo for Mlx5Model {
     }
 
     fn write32(&self, off: u32, value: u32) {
-        self.dev().write_reg(off, value.swap_bytes())
+        let link = {
+            let mut d = self.dev();
+            d.write_reg(off, value.swap_bytes());
+            d.link.clone()
+        };
+        Self::deliver(link);
+    }
+
+    /// Both halves under one hold of the device lock (as one 64-bit store reaches the device
+    /// whole), low address first.
+    fn write64(&self, off: u32, value: u64) {
+        let link = {
+            let mut d = self.dev();
+            d.write_reg(off, (value as u32).swap_bytes());
+            d.write_reg(off.wrapping_add(4), ((value >> 32) as u32).swap_bytes());
+            d.link.clone()
+        };
+        Self::deliver(link);
     }
 }

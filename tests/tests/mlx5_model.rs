@@ -400,7 +400,7 @@ fn every_command_rejects_short_inputs_and_outputs() {
     layout::set(&mut eq, eqc::LOG_EQ_SIZE.at(create_eq::EQC_BIT), 7);
     assert_eq!(h.cmd(&eq, 16).failed().0, status::BAD_INP_LEN, "128 EQEs span two pages: two pas entries");
     // Not a command the model knows.
-    assert_eq!(h.cmd(&inbox(0x400, 0, 16), 16).failed(), (status::BAD_OP, syndrome::BAD_OPCODE));
+    assert_eq!(h.cmd(&inbox(0x4ff, 0, 16), 16).failed(), (status::BAD_OP, syndrome::BAD_OPCODE));
     // Nothing executed: the device is still disabled.
     assert_eq!(h.model.state(), HcaState::Disabled);
     assert!(h.model.violations().is_empty(), "{:?}", h.model.violations());
@@ -702,4 +702,1180 @@ fn a_dead_firmware_leaves_commands_with_hardware() {
     let d = h.cmd(&inbox(op::ENABLE_HCA, 0, 16), 16);
     assert_eq!(d.own, 1, "never completed");
     assert!(h.model.command_log().is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phase 2: queues, steering and the datapath, driven by the tests' own tiny encoders.
+// ---------------------------------------------------------------------------------------------
+
+use erpc_tests::mlx5_model::layout::{
+    cqc, cqe, flow, lyr_2_4, modify_q, q_counter, rqc, rqtc, sqc, tirc, tisc, wq, wqe, CQN, CTX_BIT, PAS_AT, QN,
+};
+use erpc_tests::mlx5_model::{CqeCorruption, Direction, QueueState};
+
+/// The CQE software initializes its CQ with: opcode invalid, owner 1 (hardware writes owner 0
+/// on the first pass).
+const CQE_INIT: u8 = cqe::OP_INVALID << 4 | 1;
+
+struct TestCq {
+    cqn: u32,
+    log: u32,
+    buf: DmaMemory,
+    db: DmaMemory,
+    /// Consumer index.
+    ci: u32,
+}
+
+impl TestCq {
+    /// The next CQE, if software owns it (its owner bit is this pass's: `ci >> log & 1`).
+    fn peek(&self) -> Option<Vec<u8>> {
+        let q = peek(&self.buf, ((self.ci & ((1 << self.log) - 1)) * 64) as usize, 64);
+        let own = q[cqe::OP_OWN] & 1;
+        (q[cqe::OP_OWN] >> 4 != cqe::OP_INVALID && u32::from(own) == (self.ci >> self.log) & 1).then_some(q)
+    }
+
+    /// Consumes the next CQE and publishes the consumer index in the doorbell record.
+    fn poll(&mut self) -> Option<Vec<u8>> {
+        let q = self.peek()?;
+        self.ci += 1;
+        poke(&self.db, 0, &(self.ci & 0xff_ffff).to_be_bytes());
+        Some(q)
+    }
+
+    fn drain(&mut self) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| self.poll()).collect()
+    }
+}
+
+fn opcode(q: &[u8]) -> u8 {
+    q[cqe::OP_OWN] >> 4
+}
+
+fn be16_at(q: &[u8], o: usize) -> u32 {
+    u32::from(u16::from_be_bytes([q[o], q[o + 1]]))
+}
+
+struct TestSq {
+    sqn: u32,
+    log: u32,
+    buf: DmaMemory,
+    db: DmaMemory,
+    data: DmaMemory,
+    uar: u32,
+    /// Producer counter (WQEBBs).
+    pc: u32,
+    bf: u32,
+}
+
+struct TestRq {
+    rqn: u32,
+    log: u32,
+    buf: DmaMemory,
+    db: DmaMemory,
+    data: DmaMemory,
+    strides: u32,
+    stride: u32,
+    /// WQEs posted.
+    pc: u32,
+}
+
+impl TestRq {
+    fn wqe_bytes(&self) -> usize {
+        (self.strides * self.stride) as usize
+    }
+
+    /// Posts `n` striding WQEs (next segment + one data segment of the WQE's strides).
+    fn post(&mut self, n: u32, lkey: u32) {
+        for _ in 0..n {
+            let k = self.pc & ((1 << self.log) - 1);
+            let mut w = [0u8; 32];
+            layout::set32(&mut w, 16 + wqe::DATA_BYTE_COUNT, self.strides * self.stride);
+            layout::set32(&mut w, 16 + wqe::DATA_LKEY, lkey);
+            layout::set64(&mut w, 16 + wqe::DATA_ADDR, self.data.iova() + k as u64 * self.wqe_bytes() as u64);
+            poke(&self.buf, k as usize * 32, &w);
+            self.pc += 1;
+        }
+        poke(&self.db, 0, &(self.pc & 0xffff).to_be_bytes());
+    }
+
+    /// The bytes of a packet a CQE describes.
+    fn packet(&self, q: &[u8], shift: usize) -> Vec<u8> {
+        let len = (layout::get32(q, cqe::BYTE_CNT) & 0xffff) as usize;
+        let at = be16_at(q, cqe::WQE_ID) as usize * self.wqe_bytes()
+            + be16_at(q, cqe::WQE_COUNTER) as usize * self.stride as usize
+            + shift;
+        peek(&self.data, at, len)
+    }
+}
+
+/// A brought-up device with an EQ (and its UAR), a PD, a transport domain and the reserved lkey.
+struct Nic {
+    h: Host,
+    uar: u32,
+    eqn: u8,
+    pd: u32,
+    td: u32,
+    lkey: u32,
+    _eq: DmaMemory,
+}
+
+/// A UDP/IPv4 frame of `payload` bytes from `src` to `dst` (IPv4 header checksum right, UDP
+/// checksum 0).
+fn udp_frame(dst: [u8; 6], src: [u8; 6], dport: u16, payload: usize) -> Vec<u8> {
+    let mut f = vec![];
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let total = (20 + 8 + payload) as u16;
+    let mut ip = [0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+    ip[2..4].copy_from_slice(&total.to_be_bytes());
+    let mut sum: u32 = ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&31850u16.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend((0..payload).map(|k| (k * 7 + 3) as u8));
+    f
+}
+
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0xa];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0xb];
+
+fn cfg_mac(mac: [u8; 6]) -> Mlx5Config {
+    Mlx5Config { mac, ..Mlx5Config::default() }
+}
+
+impl Nic {
+    fn new(cfg: Mlx5Config) -> Nic {
+        let mut h = Host::new(cfg);
+        h.bring_up();
+        let (eqn, uar, eq) = h.create_eq(3, 1 << 0x04);
+        let pd = h.obj(op::ALLOC_PD);
+        let td = h.obj(op::ALLOC_TRANSPORT_DOMAIN);
+        let sc = h.cmd(&inbox(op::QUERY_SPECIAL_CONTEXTS, 0, 16), 0x20).ok();
+        let lkey = layout::get(&sc, layout::special_contexts::RESD_LKEY);
+        Nic { h, uar, eqn, pd, td, lkey, _eq: eq }
+    }
+
+    fn mem(&self, bytes: usize) -> DmaMemory {
+        self.h.space.alloc(bytes.max(4096), PageSize::Ordinary).unwrap()
+    }
+
+    fn model(&self) -> &Mlx5Model {
+        &self.h.model
+    }
+
+    fn cq_in(&self, log: u32, oi: bool, buf: u64, db: u64) -> Vec<u8> {
+        let npages = (64usize << log).div_ceil(4096);
+        let mut i = inbox(op::CREATE_CQ, 0, PAS_AT + 8 * npages);
+        let c = |f: layout::Field| f.at(cqc::IN_CREATE_BIT);
+        layout::set(&mut i, c(cqc::LOG_CQ_SIZE), log);
+        layout::set(&mut i, c(cqc::UAR_PAGE), self.uar);
+        layout::set(&mut i, c(cqc::C_EQN), u32::from(self.eqn));
+        layout::set(&mut i, c(cqc::OI), u32::from(oi));
+        layout::set64(&mut i, (cqc::IN_CREATE_BIT / 8) as usize + cqc::DBR_ADDR, db);
+        for k in 0..npages {
+            layout::set64(&mut i, PAS_AT + 8 * k, buf + 4096 * k as u64);
+        }
+        i
+    }
+
+    fn cq(&mut self, log: u32, oi: bool) -> TestCq {
+        let buf = self.mem(64 << log);
+        for k in 0..1usize << log {
+            poke(&buf, k * 64 + cqe::OP_OWN, &[CQE_INIT]);
+        }
+        let db = self.mem(4096);
+        let i = self.cq_in(log, oi, buf.iova(), db.iova());
+        let out = self.h.cmd(&i, 16).ok();
+        TestCq { cqn: layout::get(&out, CQN), log, buf, db, ci: 0 }
+    }
+
+    fn tis(&mut self) -> u32 {
+        let mut i = inbox(op::CREATE_TIS, 0, tisc::IN_SIZE);
+        layout::set(&mut i, tisc::TRANSPORT_DOMAIN.at(CTX_BIT), self.td);
+        layout::get(&self.h.cmd(&i, 16).ok(), QN)
+    }
+
+    /// Fills the `wq` of an SQ / RQ input.
+    fn wq_in(&self, i: &mut [u8], wq_type: u32, log_stride: u32, log: u32, buf: u64, db: u64) {
+        let wb = CTX_BIT + sqc::WQ_BIT;
+        let w = |f: layout::Field| f.at(wb);
+        layout::set(i, w(wq::WQ_TYPE), wq_type);
+        layout::set(i, w(wq::PD), self.pd);
+        layout::set(i, w(wq::UAR_PAGE), self.uar);
+        layout::set64(i, (wb / 8) as usize + wq::DBR_ADDR, db);
+        layout::set(i, w(wq::LOG_WQ_STRIDE), log_stride);
+        layout::set(i, w(wq::LOG_WQ_SZ), log);
+        let npages = ((1usize << log) << log_stride).div_ceil(4096);
+        for k in 0..npages {
+            layout::set64(i, PAS_AT + 8 * k, buf + 4096 * k as u64);
+        }
+    }
+
+    fn sq_in(&self, cqn: u32, tisn: u32, log: u32, buf: u64, db: u64) -> Vec<u8> {
+        let npages = (64usize << log).div_ceil(4096);
+        let mut i = inbox(op::CREATE_SQ, 0, PAS_AT + 8 * npages);
+        let c = |f: layout::Field| f.at(CTX_BIT);
+        layout::set(&mut i, c(sqc::CQN), cqn);
+        layout::set(&mut i, c(sqc::TIS_LST_SZ), 1);
+        layout::set(&mut i, c(sqc::TIS_NUM_0), tisn);
+        layout::set(&mut i, c(sqc::FLUSH_IN_ERROR_EN), 1);
+        self.wq_in(&mut i, wq::TYPE_CYCLIC, 6, log, buf, db);
+        i
+    }
+
+    /// A striding RQ input: 2^(9 + strides_field) strides of 2^(6 + stride_field) bytes.
+    fn rq_in(&self, cqn: u32, log: u32, strides_field: u32, stride_field: u32, buf: u64, db: u64) -> Vec<u8> {
+        let npages = (32usize << log).div_ceil(4096);
+        let mut i = inbox(op::CREATE_RQ, 0, PAS_AT + 8 * npages);
+        layout::set(&mut i, rqc::CQN.at(CTX_BIT), cqn);
+        layout::set(&mut i, rqc::VSD.at(CTX_BIT), 1);
+        self.wq_in(&mut i, wq::TYPE_CYCLIC_STRIDING, 5, log, buf, db);
+        let w = |f: layout::Field| f.at(CTX_BIT + rqc::WQ_BIT);
+        layout::set(&mut i, w(wq::LOG_WQE_NUM_OF_STRIDES), strides_field);
+        layout::set(&mut i, w(wq::LOG_WQE_STRIDE_SIZE), stride_field);
+        i
+    }
+
+    fn sq(&mut self, cqn: u32, log: u32) -> TestSq {
+        let tisn = self.tis();
+        let (buf, db, data) = (self.mem(64 << log), self.mem(4096), self.mem(2048 << log));
+        let i = self.sq_in(cqn, tisn, log, buf.iova(), db.iova());
+        let sqn = layout::get(&self.h.cmd(&i, 16).ok(), QN);
+        TestSq { sqn, log, buf, db, data, uar: self.uar, pc: 0, bf: 0 }
+    }
+
+    /// A striding RQ of 2^log WQEs, each 2^(9 + strides_field) strides of 2^(6 + stride_field)
+    /// bytes.
+    fn rq(&mut self, cqn: u32, log: u32, strides_field: u32, stride_field: u32) -> TestRq {
+        let (strides, stride) = (512u32 << strides_field, 64u32 << stride_field);
+        let (buf, db, data) = (self.mem(32 << log), self.mem(4096), self.mem(((strides * stride) as usize) << log));
+        let i = self.rq_in(cqn, log, strides_field, stride_field, buf.iova(), db.iova());
+        let rqn = layout::get(&self.h.cmd(&i, 16).ok(), QN);
+        TestRq { rqn, log, buf, db, data, strides, stride, pc: 0 }
+    }
+
+    fn modify(&mut self, sq: bool, n: u32, from: u32, to: u32) -> Done {
+        let mut i = inbox(if sq { op::MODIFY_SQ } else { op::MODIFY_RQ }, 0, PAS_AT);
+        layout::set(&mut i, modify_q::CUR_STATE, from);
+        layout::set(&mut i, modify_q::QN, n);
+        layout::set(&mut i, sqc::STATE.at(CTX_BIT), to);
+        self.h.cmd(&i, 16)
+    }
+
+    fn destroy(&mut self, opcode: u16, n: u32) -> Done {
+        let mut i = inbox(opcode, 0, 16);
+        layout::set(&mut i, QN, n);
+        self.h.cmd(&i, 16)
+    }
+
+    fn tir_in(&self, disp: u32, target: u32) -> Vec<u8> {
+        let mut i = inbox(op::CREATE_TIR, 0, tirc::IN_SIZE);
+        let c = |f: layout::Field| f.at(CTX_BIT);
+        layout::set(&mut i, c(tirc::DISP_TYPE), disp);
+        let f = if disp == tirc::DISP_DIRECT { tirc::INLINE_RQN } else { tirc::INDIRECT_TABLE };
+        layout::set(&mut i, c(f), target);
+        layout::set(&mut i, c(tirc::TRANSPORT_DOMAIN), self.td);
+        i
+    }
+
+    fn tir(&mut self, rqn: u32) -> u32 {
+        let i = self.tir_in(tirc::DISP_DIRECT, rqn);
+        layout::get(&self.h.cmd(&i, 16).ok(), QN)
+    }
+
+    fn flow_cmd(opcode: u16, table: u32) -> Vec<u8> {
+        let len = if opcode == op::CREATE_FLOW_GROUP { flow::FG_IN_SIZE } else { flow::SMALL_IN_SIZE };
+        let mut i = inbox(opcode, 0, len);
+        layout::set(&mut i, flow::TABLE_TYPE, flow::TABLE_TYPE_NIC_RX);
+        layout::set(&mut i, flow::TABLE_ID, table);
+        i
+    }
+
+    fn flow_table(&mut self, log: u32) -> u32 {
+        let mut i = Self::flow_cmd(op::CREATE_FLOW_TABLE, 0);
+        layout::set(&mut i, flow::FT_LOG_SIZE.at(flow::FT_CTX_BIT), log);
+        layout::get(&self.h.cmd(&i, 16).ok(), flow::OUT_TABLE_ID)
+    }
+
+    fn flow_group(&mut self, table: u32, start: u32, end: u32, enable: u32, mask: &[u8]) -> Done {
+        let mut i = Self::flow_cmd(op::CREATE_FLOW_GROUP, table);
+        layout::set(&mut i, flow::FG_START, start);
+        layout::set(&mut i, flow::FG_END, end);
+        layout::set(&mut i, flow::FG_CRITERIA_ENABLE, enable);
+        i[flow::FG_CRITERIA..flow::FG_CRITERIA + mask.len()].copy_from_slice(mask);
+        self.h.cmd(&i, 16)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn fte(
+        &mut self,
+        op_mod: u16,
+        table: u32,
+        index: u32,
+        group: u32,
+        value: &[u8],
+        action: u32,
+        dests: &[(u32, u32)],
+    ) -> Done {
+        let mut i = inbox(op::SET_FLOW_TABLE_ENTRY, op_mod, flow::FTE_IN_SIZE + flow::DEST_SIZE * dests.len());
+        layout::set(&mut i, flow::TABLE_TYPE, flow::TABLE_TYPE_NIC_RX);
+        layout::set(&mut i, flow::TABLE_ID, table);
+        layout::set(&mut i, flow::FTE_FLOW_INDEX, index);
+        let fc = |f: layout::Field| f.at(flow::FTE_CTX as u32 * 8);
+        layout::set(&mut i, fc(flow::FC_GROUP_ID), group);
+        layout::set(&mut i, fc(flow::FC_ACTION), action);
+        layout::set(&mut i, fc(flow::FC_DEST_LIST_SIZE), dests.len() as u32);
+        let mv = flow::FTE_CTX + flow::FC_MATCH_VALUE;
+        i[mv..mv + value.len()].copy_from_slice(value);
+        for (k, &(ty, id)) in dests.iter().enumerate() {
+            let d = &mut i[flow::FTE_CTX + flow::FC_DESTINATIONS + flow::DEST_SIZE * k..];
+            layout::set(d, flow::DEST_TYPE, ty);
+            layout::set(d, flow::DEST_ID, id);
+        }
+        self.h.cmd(&i, 16)
+    }
+
+    fn set_root(&mut self, table: u32) -> Done {
+        let i = Self::flow_cmd(op::SET_FLOW_TABLE_ROOT, table);
+        self.h.cmd(&i, 16)
+    }
+
+    /// A root table whose one entry (index 0, a group matching nothing in particular) sends
+    /// everything to `tir`. Returns (table, group).
+    fn steer_all(&mut self, tir: u32) -> (u32, u32) {
+        let t = self.flow_table(4);
+        let g = layout::get(&self.flow_group(t, 0, 0, 0, &[]).ok(), flow::OUT_GROUP_ID);
+        self.fte(0, t, 0, g, &[], flow::ACTION_FWD_DEST, &[(flow::DEST_TYPE_TIR, tir)]).ok();
+        self.set_root(t).ok();
+        (t, g)
+    }
+
+    /// Posts a SEND WQE: `inline` bytes of the frame in the Ethernet segment, the rest in one
+    /// data segment with `lkey`; rings the BlueFlame doorbell. Returns the WQE index.
+    fn send(&mut self, sq: &mut TestSq, frame: &[u8], inline: usize, signaled: bool, lkey: u32) -> u32 {
+        let idx = sq.pc & 0xffff;
+        let inline_units = inline.saturating_sub(2).div_ceil(16);
+        let has_data = frame.len() > inline;
+        let ds = 2 + inline_units + usize::from(has_data);
+        let nbb = (ds * 16).div_ceil(64);
+        let mut w = vec![0u8; nbb * 64];
+        layout::set32(&mut w, wqe::CTRL_OPMOD_IDX_OPCODE, idx << 8 | u32::from(wqe::OPCODE_SEND));
+        layout::set32(&mut w, wqe::CTRL_QPN_DS, sq.sqn << 8 | ds as u32);
+        w[wqe::CTRL_FM_CE_SE] = if signaled { wqe::CE_CQ_UPDATE << wqe::CE_SHIFT } else { 0 };
+        w[wqe::ETH + wqe::ETH_INLINE_HDR_SZ..][..2].copy_from_slice(&(inline as u16).to_be_bytes());
+        let start = wqe::ETH + wqe::ETH_INLINE_HDR_START;
+        w[start..start + inline.min(2)].copy_from_slice(&frame[..inline.min(2)]);
+        if inline > 2 {
+            w[32..32 + inline - 2].copy_from_slice(&frame[2..inline]);
+        }
+        if has_data {
+            let slot = (idx as usize & ((1 << sq.log) - 1)) * 2048;
+            poke(&sq.data, slot, &frame[inline..]);
+            let d = &mut w[(2 + inline_units) * 16..];
+            layout::set32(d, wqe::DATA_BYTE_COUNT, (frame.len() - inline) as u32);
+            layout::set32(d, wqe::DATA_LKEY, lkey);
+            layout::set64(d, wqe::DATA_ADDR, sq.data.iova() + slot as u64);
+        }
+        for k in 0..nbb {
+            let bb = ((sq.pc + k as u32) & ((1 << sq.log) - 1)) as usize;
+            poke(&sq.buf, bb * 64, &w[k * 64..(k + 1) * 64]);
+        }
+        sq.pc += nbb as u32;
+        poke(&sq.db, 4, &(sq.pc & 0xffff).to_be_bytes());
+        let off = sq.uar * 4096 + 0x800 + sq.bf;
+        sq.bf ^= 0x100;
+        self.h.model.write64(off, u64::from_le_bytes(w[..8].try_into().unwrap()));
+        idx
+    }
+}
+
+/// A device ready to receive: RX CQ, a striding RQ (RDY, `post` WQEs posted), a TIR and a
+/// catch-all root rule.
+struct Rx {
+    cq: TestCq,
+    rq: TestRq,
+    tir: u32,
+}
+
+fn rx_side(n: &mut Nic, cq_log: u32, rq_log: u32, strides_field: u32, stride_field: u32, post: u32) -> Rx {
+    let cq = n.cq(cq_log, false);
+    let mut rq = n.rq(cq.cqn, rq_log, strides_field, stride_field);
+    n.modify(false, rq.rqn, 0, 1).ok();
+    rq.post(post, n.lkey);
+    let tir = n.tir(rq.rqn);
+    n.steer_all(tir);
+    Rx { cq, rq, tir }
+}
+
+/// TX side: a CQ of 2^cq_log entries and a RDY SQ of 2^sq_log WQEBBs.
+fn tx_side(n: &mut Nic, cq_log: u32, sq_log: u32) -> (TestCq, TestSq) {
+    let cq = n.cq(cq_log, false);
+    let sq = n.sq(cq.cqn, sq_log);
+    n.modify(true, sq.sqn, 0, 1).ok();
+    (cq, sq)
+}
+
+#[test]
+fn queue_commands_create_query_and_destroy_everything() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let (txcq, sq) = tx_side(&mut n, 3, 4);
+    let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+    let qc = layout::get(&n.h.cmd(&inbox(op::ALLOC_Q_COUNTER, 0, 16), 16).ok(), q_counter::ALLOC_ID);
+    assert_ne!(qc, 0);
+    // An RQT and an indirect TIR over the RQ.
+    let mut rqt = inbox(op::CREATE_RQT, 0, rqtc::RQ_NUM_AT + 4);
+    layout::set(&mut rqt, rqtc::RQT_MAX_SIZE.at(CTX_BIT), 1);
+    layout::set(&mut rqt, rqtc::RQT_ACTUAL_SIZE.at(CTX_BIT), 1);
+    layout::set32(&mut rqt, rqtc::RQ_NUM_AT, rx.rq.rqn);
+    let rqtn = layout::get(&n.h.cmd(&rqt, 16).ok(), QN);
+    let itir_in = n.tir_in(tirc::DISP_INDIRECT, rqtn);
+    let itir = layout::get(&n.h.cmd(&itir_in, 16).ok(), QN);
+    // Queries report what was created.
+    let mut q = inbox(op::QUERY_CQ, 0, 16);
+    layout::set(&mut q, CQN, txcq.cqn);
+    let out = n.h.cmd(&q, PAS_AT).ok();
+    assert_eq!(layout::get(&out, cqc::LOG_CQ_SIZE.at(cqc::IN_CREATE_BIT)), 3);
+    assert_eq!(layout::get(&out, cqc::C_EQN.at(cqc::IN_CREATE_BIT)), u32::from(n.eqn));
+    let mut q = inbox(op::QUERY_SQ, 0, 16);
+    layout::set(&mut q, QN, sq.sqn);
+    let out = n.h.cmd(&q, PAS_AT).ok();
+    assert_eq!(layout::get(&out, sqc::STATE.at(CTX_BIT)), sqc::STATE_RDY);
+    assert_eq!(layout::get(&out, sqc::CQN.at(CTX_BIT)), txcq.cqn);
+    let mut q = inbox(op::QUERY_RQ, 0, 16);
+    layout::set(&mut q, QN, rx.rq.rqn);
+    let out = n.h.cmd(&q, PAS_AT).ok();
+    assert_eq!(layout::get(&out, rqc::STATE.at(CTX_BIT)), sqc::STATE_RDY);
+    assert_eq!(layout::get(&out, wq::LOG_WQE_STRIDE_SIZE.at(CTX_BIT + rqc::WQ_BIT)), 4);
+    let m = n.model();
+    assert_eq!(m.sq(sq.sqn).unwrap().state, QueueState::Rdy);
+    let r = m.rq(rx.rq.rqn).unwrap();
+    assert_eq!((r.striding.unwrap().strides, r.striding.unwrap().stride_bytes), (512, 1024));
+    assert_eq!(m.tirs(), [rx.tir, itir]);
+    assert_eq!(m.flow_entries().len(), 1);
+    assert!(m.root_flow_table().is_some());
+    let objs = m.objects();
+    for o in ["CQ", "SQ", "RQ", "TIS", "TIR", "RQT", "Q counter", "flow table", "flow group", "flow entry"] {
+        assert!(objs.iter().any(|s| s.starts_with(o)), "{o} missing from {objs:?}");
+    }
+    // A sloppy teardown reports the queues as leaked.
+    n.h.simple(op::TEARDOWN_HCA);
+    let leaked = n.model().teardown_report().leaked;
+    assert!(leaked.contains(&format!("SQ {:#x}", sq.sqn)), "{leaked:?}");
+    assert!(leaked.contains(&format!("CQ {:#x}", rx.cq.cqn)), "{leaked:?}");
+    assert!(n.model().queues().0.is_empty(), "firmware freed them");
+    assert!(n.model().violations().is_empty(), "{:?}", n.model().violations());
+}
+
+#[test]
+fn queue_commands_tear_down_cleanly_in_order() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let (txcq, sq) = tx_side(&mut n, 3, 4);
+    let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+    let (t, g) = {
+        let e = n.model().flow_entries();
+        (e[0].table, e[0].group)
+    };
+    let mut del = Nic::flow_cmd(op::DELETE_FLOW_TABLE_ENTRY, t);
+    layout::set(&mut del, flow::FTE_FLOW_INDEX, 0);
+    n.h.cmd(&del, 16).ok();
+    let mut dg = Nic::flow_cmd(op::DESTROY_FLOW_GROUP, t);
+    layout::set(&mut dg, flow::DESTROY_GROUP_ID, g);
+    n.h.cmd(&dg, 16).ok();
+    n.set_root(0).ok();
+    n.h.cmd(&Nic::flow_cmd(op::DESTROY_FLOW_TABLE, t), 16).ok();
+    n.destroy(op::DESTROY_TIR, rx.tir).ok();
+    n.destroy(op::DESTROY_RQ, rx.rq.rqn).ok();
+    let tisn = n.model().sq(sq.sqn).unwrap().tisn;
+    n.destroy(op::DESTROY_SQ, sq.sqn).ok();
+    n.destroy(op::DESTROY_TIS, tisn).ok();
+    n.destroy(op::DESTROY_CQ, txcq.cqn).ok();
+    n.destroy(op::DESTROY_CQ, rx.cq.cqn).ok();
+    assert_eq!(n.model().queues(), (vec![], vec![], vec![]));
+    assert!(n.model().objects().iter().all(|o| !o.contains("flow") && !o.starts_with("TI")));
+}
+
+#[test]
+fn queue_commands_reject_bad_contexts() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let cq = n.cq(3, false);
+    let tisn = n.tis();
+    let (buf, db) = (n.mem(64 << 4), n.mem(4096));
+    let good = n.sq_in(cq.cqn, tisn, 4, buf.iova(), db.iova());
+    let wb = CTX_BIT + sqc::WQ_BIT;
+    let bad_sq = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut i = good.clone();
+        f(&mut i);
+        i
+    };
+    let cases: Vec<(Vec<u8>, (u8, u32), &str)> = vec![
+        (bad_sq(&|i| layout::set(i, wq::LOG_WQ_STRIDE.at(wb), 5)), (status::BAD_PARAM, syndrome::WQ_STRIDE), "stride"),
+        (bad_sq(&|i| layout::set(i, sqc::CQN.at(CTX_BIT), 0x7777)), (status::BAD_RES, syndrome::NO_SUCH_OBJECT), "cqn"),
+        (
+            bad_sq(&|i| layout::set(i, sqc::TIS_NUM_0.at(CTX_BIT), 0x7777)),
+            (status::BAD_RES, syndrome::NO_SUCH_OBJECT),
+            "tis",
+        ),
+        (
+            bad_sq(&|i| layout::set(i, sqc::TIS_LST_SZ.at(CTX_BIT), 2)),
+            (status::BAD_PARAM, syndrome::TIS_LIST),
+            "tis list",
+        ),
+        (bad_sq(&|i| layout::set(i, sqc::STATE.at(CTX_BIT), 1)), (status::BAD_PARAM, syndrome::BAD_QUEUE_STATE), "RDY"),
+        (bad_sq(&|i| layout::set(i, wq::WQ_TYPE.at(wb), 0)), (status::BAD_PARAM, syndrome::WQ_TYPE), "linked list"),
+        (bad_sq(&|i| layout::set(i, wq::PD.at(wb), 0x7777)), (status::BAD_RES, syndrome::NO_SUCH_OBJECT), "pd"),
+        (
+            // 2^17 WQEBBs of 64 bytes in one 8 MiB page: beyond log_max_wq_sz (16).
+            bad_sq(&|i| {
+                layout::set(i, wq::LOG_WQ_SZ.at(wb), 17);
+                layout::set(i, wq::LOG_WQ_PG_SZ.at(wb), 11);
+            }),
+            (status::BAD_PARAM, syndrome::QUEUE_SIZE),
+            "size",
+        ),
+        (
+            bad_sq(&|i| layout::set64(i, (wb / 8) as usize + wq::DBR_ADDR, db.iova() + 4)),
+            (status::BAD_PARAM, syndrome::DBR_UNALIGNED),
+            "dbr align",
+        ),
+        (
+            bad_sq(&|i| layout::set64(i, (wb / 8) as usize + wq::DBR_ADDR, 0x10)),
+            (status::BAD_PARAM, syndrome::DBR_UNMAPPED),
+            "dbr",
+        ),
+        (
+            bad_sq(&|i| layout::set64(i, PAS_AT, 0x4000_0000)),
+            (status::BAD_PARAM, syndrome::PAS_UNMAPPED),
+            "pas unmapped",
+        ),
+        (
+            bad_sq(&|i| layout::set64(i, PAS_AT, buf.iova() + 64)),
+            (status::BAD_PARAM, syndrome::PAS_UNALIGNED),
+            "pas align",
+        ),
+    ];
+    for (i, want, what) in cases {
+        assert_eq!(n.h.cmd(&i, 16).failed(), want, "{what}");
+    }
+    // A pas list shorter than the queue: 2^7 WQEBBs need two pages.
+    let mut long = good.clone();
+    layout::set(&mut long, wq::LOG_WQ_SZ.at(wb), 7);
+    assert_eq!(n.h.cmd(&long, 16).failed().0, status::BAD_INP_LEN);
+    n.h.cmd(&good, 16).ok();
+    // CQs: 128-byte CQEs, a nonexistent EQ, too large.
+    let (cbuf, cdb) = (n.mem(4096), n.mem(4096));
+    let cqi = n.cq_in(3, false, cbuf.iova(), cdb.iova());
+    let mut c = cqi.clone();
+    layout::set(&mut c, cqc::CQE_SZ.at(cqc::IN_CREATE_BIT), 1);
+    assert_eq!(n.h.cmd(&c, 16).failed(), (status::BAD_PARAM, syndrome::CQE_SIZE));
+    let mut c = cqi.clone();
+    layout::set(&mut c, cqc::C_EQN.at(cqc::IN_CREATE_BIT), 0x33);
+    assert_eq!(n.h.cmd(&c, 16).failed().0, status::BAD_RES);
+    let mut c = n.cq_in(23, false, cbuf.iova(), cdb.iova());
+    c.truncate(PAS_AT + 8);
+    assert_eq!(n.h.exec(Cmd { ilen: Some(PAS_AT + 8), ..Cmd::new(&c, 16) }).failed().0, status::BAD_INP_LEN);
+    // RQs: striding with a 64-byte WQE, a linked-list type, too many strides, a Q counter that
+    // does not exist.
+    let rcq = n.cq(3, false);
+    let (rbuf, rdb) = (n.mem(4096), n.mem(4096));
+    let rgood = n.rq_in(rcq.cqn, 2, 0, 4, rbuf.iova(), rdb.iova());
+    let rw = CTX_BIT + rqc::WQ_BIT;
+    let mut r = rgood.clone();
+    layout::set(&mut r, wq::LOG_WQ_STRIDE.at(rw), 6);
+    assert_eq!(n.h.cmd(&r, 16).failed(), (status::BAD_PARAM, syndrome::WQ_STRIDE));
+    let mut r = rgood.clone();
+    layout::set(&mut r, wq::WQ_TYPE.at(rw), wq::TYPE_LINKED_LIST_STRIDING);
+    assert_eq!(n.h.cmd(&r, 16).failed(), (status::BAD_PARAM, syndrome::WQ_TYPE));
+    let mut r = rgood.clone();
+    layout::set(&mut r, wq::LOG_WQE_NUM_OF_STRIDES.at(rw), 8);
+    assert_eq!(n.h.cmd(&r, 16).failed(), (status::BAD_PARAM, syndrome::STRIDES));
+    let mut r = rgood.clone();
+    layout::set(&mut r, rqc::COUNTER_SET_ID.at(CTX_BIT), 9);
+    assert_eq!(n.h.cmd(&r, 16).failed().0, status::BAD_RES);
+    let mut r = rgood.clone();
+    layout::set(&mut r, rqc::MEM_RQ_TYPE.at(CTX_BIT), 1);
+    assert_eq!(n.h.cmd(&r, 16).failed(), (status::BAD_PARAM, syndrome::UNSUPPORTED));
+    n.h.cmd(&rgood, 16).ok();
+    // TIS / TIR naming objects that do not exist; LRO.
+    let mut t = inbox(op::CREATE_TIS, 0, tisc::IN_SIZE);
+    layout::set(&mut t, tisc::TRANSPORT_DOMAIN.at(CTX_BIT), 0x4444);
+    assert_eq!(n.h.cmd(&t, 16).failed().0, status::BAD_RES);
+    let ti = n.tir_in(tirc::DISP_DIRECT, 0x4444);
+    assert_eq!(n.h.cmd(&ti, 16).failed().0, status::BAD_RES);
+    let rqn = n.model().queues().2[0];
+    let mut ti = n.tir_in(tirc::DISP_DIRECT, rqn);
+    layout::set(&mut ti, tirc::LRO_ENABLE_MASK.at(CTX_BIT), 1);
+    assert_eq!(n.h.cmd(&ti, 16).failed(), (status::BAD_PARAM, syndrome::UNSUPPORTED));
+    // Before INIT_HCA queues cannot be created.
+    let mut h = Host::new(Mlx5Config::default());
+    h.start();
+    h.simple(op::ENABLE_HCA);
+    assert_eq!(h.cmd(&inbox(op::DESTROY_CQ, 0, 16), 16).failed().0, status::BAD_SYS_STATE);
+}
+
+#[test]
+fn destroying_what_is_in_use_is_bad_resource_state() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let (txcq, sq) = tx_side(&mut n, 3, 4);
+    let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+    let tisn = n.model().sq(sq.sqn).unwrap().tisn;
+    let busy = (status::BAD_RES_STATE, syndrome::OBJECT_IN_USE);
+    assert_eq!(n.destroy(op::DESTROY_CQ, txcq.cqn).failed(), busy, "CQ under an SQ");
+    assert_eq!(n.destroy(op::DESTROY_CQ, rx.cq.cqn).failed(), busy, "CQ under an RQ");
+    assert_eq!(n.destroy(op::DESTROY_TIS, tisn).failed(), busy, "TIS under an SQ");
+    assert_eq!(n.destroy(op::DESTROY_RQ, rx.rq.rqn).failed(), busy, "RQ under a TIR");
+    assert_eq!(n.destroy(op::DESTROY_TIR, rx.tir).failed(), busy, "TIR under a flow entry");
+    let t = n.model().root_flow_table().unwrap();
+    assert_eq!(n.h.cmd(&Nic::flow_cmd(op::DESTROY_FLOW_TABLE, t), 16).failed(), busy, "root table");
+    let g = n.model().flow_entries()[0].group;
+    let mut dg = Nic::flow_cmd(op::DESTROY_FLOW_GROUP, t);
+    layout::set(&mut dg, flow::DESTROY_GROUP_ID, g);
+    assert_eq!(n.h.cmd(&dg, 16).failed(), busy, "group with an entry");
+    let mut de = inbox(op::DESTROY_EQ, 0, 16);
+    layout::set(&mut de, create_eq::EQ_NUMBER, u32::from(n.eqn));
+    assert_eq!(n.h.cmd(&de, 16).failed(), busy, "EQ under CQs");
+    let (uar, pd, td) = (n.uar, n.pd, n.td);
+    assert_eq!(n.h.free_obj(op::DEALLOC_UAR, uar).failed(), busy, "UAR under queues");
+    assert_eq!(n.h.free_obj(op::DEALLOC_PD, pd).failed(), busy, "PD under queues");
+    assert_eq!(n.h.free_obj(op::DEALLOC_TRANSPORT_DOMAIN, td).failed(), busy, "TD under TIS and TIR");
+    // Q counter under an RQ.
+    let qc = layout::get(&n.h.cmd(&inbox(op::ALLOC_Q_COUNTER, 0, 16), 16).ok(), q_counter::ALLOC_ID);
+    let rcq = n.cq(2, false);
+    let (b, d) = (n.mem(4096), n.mem(4096));
+    let mut r = n.rq_in(rcq.cqn, 2, 0, 4, b.iova(), d.iova());
+    layout::set(&mut r, rqc::COUNTER_SET_ID.at(CTX_BIT), qc);
+    n.h.cmd(&r, 16).ok();
+    let mut dq = inbox(op::DEALLOC_Q_COUNTER, 0, 16);
+    layout::set(&mut dq, q_counter::ALLOC_ID, qc);
+    assert_eq!(n.h.cmd(&dq, 16).failed(), busy, "Q counter under an RQ");
+    // Handles that do not exist.
+    assert_eq!(n.destroy(op::DESTROY_SQ, 0x55).failed(), (status::BAD_RES, syndrome::NO_SUCH_OBJECT));
+    assert_eq!(n.destroy(op::DESTROY_TIR, sq.sqn).failed().0, status::BAD_RES, "an SQN is not a TIR");
+}
+
+#[test]
+fn modify_sq_and_rq_follow_the_state_machine() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let cq = n.cq(3, false);
+    let sq = n.sq(cq.cqn, 3);
+    let (rst, rdy, err) = (sqc::STATE_RST, sqc::STATE_RDY, sqc::STATE_ERR);
+    assert_eq!(
+        n.modify(true, sq.sqn, rdy, err).failed(),
+        (status::BAD_RES_STATE, syndrome::BAD_QUEUE_STATE),
+        "not RDY"
+    );
+    assert_eq!(n.modify(true, sq.sqn, rst, err).failed(), (status::BAD_PARAM, syndrome::BAD_QUEUE_STATE), "RST→ERR");
+    assert_eq!(n.modify(true, sq.sqn, rst, 2).failed().0, status::BAD_PARAM, "state 2 does not exist");
+    n.modify(true, sq.sqn, rst, rdy).ok();
+    n.modify(true, sq.sqn, rdy, err).ok();
+    assert_eq!(n.model().sq(sq.sqn).unwrap().state, QueueState::Err);
+    assert_eq!(n.modify(true, sq.sqn, err, rdy).failed().0, status::BAD_PARAM, "ERR→RDY");
+    n.modify(true, sq.sqn, err, rst).ok();
+    n.modify(true, sq.sqn, rst, rdy).ok();
+    n.modify(true, sq.sqn, rdy, rst).ok();
+    let rq = n.rq(cq.cqn, 2, 0, 4);
+    n.modify(false, rq.rqn, rst, rdy).ok();
+    assert_eq!(n.modify(false, rq.rqn, rst, rdy).failed().0, status::BAD_RES_STATE);
+    n.modify(false, rq.rqn, rdy, err).ok();
+    n.modify(false, rq.rqn, err, rst).ok();
+    assert_eq!(n.model().rq(rq.rqn).unwrap().state, QueueState::Rst);
+    assert_eq!(n.modify(true, rq.rqn, rst, rdy).failed().0, status::BAD_RES, "an RQN is not an SQN");
+}
+
+#[test]
+fn flow_steering_commands_check_indices_masks_and_destinations() {
+    let mut n = Nic::new(Mlx5Config::default());
+    let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+    let t = n.flow_table(3);
+    let mut mask = [0u8; 64];
+    layout::set(&mut mask, lyr_2_4::ETHERTYPE, 0xffff);
+    layout::set(&mut mask, lyr_2_4::UDP_DPORT, 0xffff);
+    assert_eq!(
+        n.flow_group(t, 4, 8, 1, &mask).failed(),
+        (status::BAD_PARAM, syndrome::FLOW_INDEX),
+        "end beyond 8 entries"
+    );
+    assert_eq!(n.flow_group(t, 5, 4, 1, &mask).failed().0, status::BAD_PARAM, "start after end");
+    assert_eq!(
+        n.flow_group(t, 0, 3, 2, &mask).failed(),
+        (status::BAD_PARAM, syndrome::MATCH_CRITERIA),
+        "misc criteria"
+    );
+    let mut l3ok = mask;
+    layout::set(&mut l3ok, layout::f(0xd4, 1), 1);
+    assert_eq!(n.flow_group(t, 0, 3, 1, &l3ok).failed(), (status::BAD_PARAM, syndrome::MATCH_CRITERIA), "l3_ok");
+    let g = layout::get(&n.flow_group(t, 0, 3, 1, &mask).ok(), flow::OUT_GROUP_ID);
+    assert_eq!(n.flow_group(t, 3, 5, 1, &mask).failed().0, status::BAD_PARAM, "overlaps");
+    assert_eq!(n.flow_group(0x9999, 0, 0, 0, &[]).failed().0, status::BAD_RES, "no such table");
+    let fwd = [(flow::DEST_TYPE_TIR, rx.tir)];
+    let mut v = [0u8; 64];
+    layout::set(&mut v, lyr_2_4::ETHERTYPE, 0x0800);
+    layout::set(&mut v, lyr_2_4::UDP_DPORT, 4791);
+    let a = flow::ACTION_FWD_DEST;
+    assert_eq!(n.fte(0, t, 4, g, &v, a, &fwd).failed(), (status::BAD_PARAM, syndrome::FLOW_INDEX), "index in no group");
+    assert_eq!(n.fte(0, t, 1, g + 1, &v, a, &fwd).failed().0, status::BAD_PARAM, "wrong group id");
+    let mut outside = v;
+    layout::set(&mut outside, lyr_2_4::IP_PROTOCOL, 17);
+    assert_eq!(n.fte(0, t, 1, g, &outside, a, &fwd).failed(), (status::BAD_PARAM, syndrome::MATCH_VALUE));
+    assert_eq!(n.fte(0, t, 1, g, &v, a | flow::ACTION_COUNT, &fwd).failed().0, status::BAD_PARAM, "count");
+    assert_eq!(n.fte(0, t, 1, g, &v, a, &[(flow::DEST_TYPE_FLOW_TABLE, t)]).failed().0, status::BAD_PARAM);
+    assert_eq!(n.fte(0, t, 1, g, &v, a, &[]).failed().0, status::BAD_PARAM, "no destination");
+    assert_eq!(n.fte(0, t, 1, g, &v, a, &[(flow::DEST_TYPE_TIR, 0x4242)]).failed().0, status::BAD_RES);
+    n.fte(0, t, 1, g, &v, a, &fwd).ok();
+    assert_eq!(n.fte(0, t, 1, g, &v, a, &fwd).failed().0, status::BAD_RES_STATE, "index taken");
+    n.fte(1, t, 1, g, &v, flow::ACTION_DROP, &[]).ok();
+    assert_eq!(n.fte(1, t, 2, g, &v, a, &fwd).failed().0, status::BAD_RES, "modify of no entry");
+    let mut other = Nic::flow_cmd(op::CREATE_FLOW_TABLE, 0);
+    layout::set(&mut other, flow::TABLE_TYPE, 1);
+    assert_eq!(n.h.cmd(&other, 16).failed(), (status::BAD_PARAM, syndrome::TABLE_TYPE), "NIC TX tables");
+    assert_eq!(n.set_root(0x9999).failed().0, status::BAD_RES);
+    n.set_root(t).ok();
+    assert_eq!(n.model().root_flow_table(), Some(t));
+}
+
+#[test]
+fn a_send_arrives_in_the_peers_striding_rq_with_the_right_cqes() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let link = Mlx5Model::connect(a.model(), b.model());
+    let (mut txcq, mut sq) = tx_side(&mut a, 3, 4);
+    let mut rx = rx_side(&mut b, 4, 2, 0, 4, 2);
+    let frame = udp_frame(MAC_B, MAC_A, 4791, 1500 - 28);
+    let lkey = a.lkey;
+    let idx = a.send(&mut sq, &frame, 18, true, lkey);
+    assert_eq!(idx, 0);
+    // The sender's completion.
+    let c = txcq.poll().expect("a send CQE");
+    assert_eq!(opcode(&c), cqe::OP_REQ);
+    assert_eq!(be16_at(&c, cqe::WQE_COUNTER), 0);
+    assert_eq!(layout::get32(&c, cqe::SOP_DROP_QPN), u32::from(wqe::OPCODE_SEND) << 24 | sq.sqn);
+    assert_eq!(c[cqe::OP_OWN] & 1, 0, "first pass: owner 0");
+    // The receiver's.
+    let q = rx.cq.poll().expect("a receive CQE");
+    assert_eq!(opcode(&q), cqe::OP_RESP_SEND);
+    let bc = layout::get32(&q, cqe::BYTE_CNT);
+    assert_eq!(bc & 0xffff, frame.len() as u32);
+    assert_eq!((bc >> 16) & 0x3fff, 2, "1514 bytes in 1 KiB strides");
+    assert_eq!(bc >> 31, 0, "not a filler");
+    assert_eq!((be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (0, 0));
+    assert_eq!(q[cqe::HDS_IP_EXT], cqe::L2_OK | cqe::L3_OK | cqe::L4_OK);
+    assert_eq!(q[cqe::L4_L3_HDR_TYPE], 2 << 4 | 2 << 2, "UDP over IPv4");
+    assert_eq!(rx.rq.packet(&q, 0), frame);
+    // A second packet lands two strides further.
+    let f2 = udp_frame(MAC_B, MAC_A, 4791, 100);
+    a.send(&mut sq, &f2, 18, true, lkey);
+    let q = rx.cq.poll().unwrap();
+    assert_eq!((be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (0, 2));
+    assert_eq!(rx.rq.packet(&q, 0), f2);
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().stride, 3);
+    assert_eq!(a.model().sq_consumer(sq.sqn), Some(sq.pc));
+    let s = link.stats();
+    assert_eq!((s.carried, s.dropped), ([2, 0], [0, 0]));
+    let (ca, cb) = (a.model().counters(), b.model().counters());
+    assert_eq!((ca.tx_frames, ca.tx_cqes, cb.rx_frames), (2, 2, 2));
+    // A frame with more inline headers than one WQEBB holds spans two (ds 6) and still works.
+    assert_eq!(be16_at(&txcq.poll().unwrap(), cqe::WQE_COUNTER), 1);
+    let idx = a.send(&mut sq, &f2, 60, true, lkey);
+    assert_eq!(sq.pc, idx + 2, "two WQEBBs");
+    assert_eq!(be16_at(&txcq.poll().unwrap(), cqe::WQE_COUNTER), idx);
+    assert_eq!(rx.rq.packet(&rx.cq.poll().unwrap(), 0), f2);
+    assert!(a.model().violations().is_empty(), "{:?}", a.model().violations());
+    assert!(b.model().violations().is_empty(), "{:?}", b.model().violations());
+}
+
+#[test]
+fn unsignaled_sends_complete_nothing_and_owner_bits_wrap_on_a_small_cq() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let (mut txcq, mut sq) = tx_side(&mut a, 1, 3);
+    let f = udp_frame(MAC_B, MAC_A, 9, 64);
+    let lkey = a.lkey;
+    let mut owners = vec![];
+    let mut counters = vec![];
+    // 12 sends, every third signaled, over an SQ of 8 WQEBBs (wrapping) and a CQ of 2 entries.
+    for k in 0..12u32 {
+        a.send(&mut sq, &f, 18, k % 3 == 2, lkey);
+        while let Some(c) = txcq.poll() {
+            owners.push(c[cqe::OP_OWN] & 1);
+            counters.push(be16_at(&c, cqe::WQE_COUNTER));
+        }
+    }
+    assert_eq!(counters, [2, 5, 8, 11], "only signaled WQEs complete, with their own index");
+    assert_eq!(owners, [0, 0, 1, 1], "the owner bit flips each pass over the 2-entry CQ");
+    let c = a.model().counters();
+    assert_eq!((c.tx_wqes, c.tx_frames, c.tx_cqes, c.tx_discarded), (12, 12, 4, 12));
+    assert_eq!(a.model().cq(txcq.cqn).unwrap().producer, 4);
+    // Without consuming, the third CQE overruns the 2-entry CQ.
+    for _ in 0..3 {
+        a.send(&mut sq, &f, 18, true, lkey);
+    }
+    let info = a.model().cq(txcq.cqn).unwrap();
+    assert!(info.overrun);
+    assert_eq!(a.model().counters().cq_overruns, 1);
+    assert!(a.model().violations().iter().any(|v| v.kind == ViolationKind::CqOverrun));
+}
+
+#[test]
+fn a_packet_that_does_not_fit_the_rest_of_a_wqe_gets_a_filler_cqe() {
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    // 512 strides of 64 bytes: 32 KiB per WQE.
+    let mut rx = rx_side(&mut b, 6, 2, 0, 0, 2);
+    let small = udp_frame(MAC_B, MAC_A, 1, 1024 - 42);
+    assert_eq!(small.len(), 1024);
+    for _ in 0..31 {
+        b.model().inject_rx_frame(&small);
+    }
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().stride, 496);
+    let big = udp_frame(MAC_B, MAC_A, 1, 1100);
+    b.model().inject_rx_frame(&big);
+    let cqes = rx.cq.drain();
+    assert_eq!(cqes.len(), 33);
+    let filler = &cqes[31];
+    let bc = layout::get32(filler, cqe::BYTE_CNT);
+    assert_eq!(bc >> 31, 1, "filler");
+    assert_eq!((bc >> 16) & 0x3fff, 16, "the 16 strides left");
+    assert_eq!((be16_at(filler, cqe::WQE_ID), be16_at(filler, cqe::WQE_COUNTER)), (0, 496));
+    let q = &cqes[32];
+    assert_eq!(layout::get32(q, cqe::BYTE_CNT), 18 << 16 | big.len() as u32);
+    assert_eq!((be16_at(q, cqe::WQE_ID), be16_at(q, cqe::WQE_COUNTER)), (1, 0));
+    assert_eq!(rx.rq.packet(q, 0), big);
+    assert_eq!(b.model().counters().rx_filler_cqes, 1);
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().consumer, 1);
+}
+
+#[test]
+fn with_no_wqe_posted_frames_count_as_out_of_buffer() {
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let qc = layout::get(&b.h.cmd(&inbox(op::ALLOC_Q_COUNTER, 0, 16), 16).ok(), q_counter::ALLOC_ID);
+    let cq = b.cq(3, false);
+    let (buf, db) = (b.mem(4096), b.mem(4096));
+    let mut r = b.rq_in(cq.cqn, 1, 0, 1, buf.iova(), db.iova());
+    layout::set(&mut r, rqc::COUNTER_SET_ID.at(CTX_BIT), qc);
+    let rqn = layout::get(&b.h.cmd(&r, 16).ok(), QN);
+    b.modify(false, rqn, 0, 1).ok();
+    let tir = b.tir(rqn);
+    b.steer_all(tir);
+    let f = udp_frame(MAC_B, MAC_A, 1, 100);
+    b.model().inject_rx_frame(&f);
+    b.model().inject_rx_frame(&f);
+    b.model().inject_rx_frame(&[0u8; 10]);
+    assert_eq!(b.model().counters().rx_out_of_buffer, 2);
+    assert_eq!(b.model().counters().rx_port_drops, 1, "shorter than an Ethernet header");
+    let mut q = inbox(op::QUERY_Q_COUNTER, 0, q_counter::QUERY_IN_SIZE);
+    layout::set(&mut q, q_counter::QUERY_ID, qc);
+    layout::set(&mut q, q_counter::QUERY_CLEAR, 1);
+    let out = b.h.cmd(&q, q_counter::QUERY_OUT_SIZE).ok();
+    assert_eq!(layout::get(&out, q_counter::OUT_OF_BUFFER), 2);
+    assert_eq!(b.model().q_counter(qc as u8), Some(0), "cleared");
+    assert_eq!(b.model().cq(cq.cqn).unwrap().producer, 0, "no CQE for a dropped frame");
+}
+
+#[test]
+fn frames_are_filtered_by_mac_and_steering() {
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let cq = b.cq(4, false);
+    let mut rq = b.rq(cq.cqn, 2, 0, 4);
+    b.modify(false, rq.rqn, 0, 1).ok();
+    let lkey = b.lkey;
+    rq.post(4, lkey);
+    let tir = b.tir(rq.rqn);
+    let f = udp_frame(MAC_B, MAC_A, 4791, 64);
+    b.model().inject_rx_frame(&f);
+    assert_eq!(b.model().counters().rx_steering_drops, 1, "no root table");
+    // A table matching UDP port 4791 only.
+    let t = b.flow_table(2);
+    let mut mask = [0u8; 64];
+    layout::set(&mut mask, lyr_2_4::IP_PROTOCOL, 0xff);
+    layout::set(&mut mask, lyr_2_4::UDP_DPORT, 0xffff);
+    layout::set(&mut mask, lyr_2_4::DMAC_47_16, u32::MAX);
+    layout::set(&mut mask, lyr_2_4::DMAC_15_0, 0xffff);
+    let g = layout::get(&b.flow_group(t, 0, 3, 1, &mask).ok(), flow::OUT_GROUP_ID);
+    let mut v = erpc_tests::mlx5_model::match_fields(&f);
+    for (x, m) in v.iter_mut().zip(mask.iter()) {
+        *x &= m;
+    }
+    b.fte(0, t, 2, g, &v, flow::ACTION_FWD_DEST, &[(flow::DEST_TYPE_TIR, tir)]).ok();
+    b.set_root(t).ok();
+    b.model().inject_rx_frame(&f);
+    assert_eq!(b.model().counters().rx_frames, 1);
+    b.model().inject_rx_frame(&udp_frame(MAC_B, MAC_A, 4792, 64));
+    assert_eq!(b.model().counters().rx_steering_drops, 2, "another port misses");
+    b.model().inject_rx_frame(&udp_frame(MAC_A, MAC_B, 4791, 64));
+    assert_eq!(b.model().counters().rx_mac_drops, 1, "not our MAC");
+    // A lower index wins: a drop rule at index 0 takes the frame first.
+    b.fte(0, t, 0, g, &v, flow::ACTION_DROP, &[]).ok();
+    b.model().inject_rx_frame(&f);
+    assert_eq!(b.model().counters().rx_steering_drops, 3);
+    let mut del = Nic::flow_cmd(op::DELETE_FLOW_TABLE_ENTRY, t);
+    layout::set(&mut del, flow::FTE_FLOW_INDEX, 0);
+    b.h.cmd(&del, 16).ok();
+    // Broadcast passes the MAC filter (and misses: its dmac is not the rule's).
+    b.model().inject_rx_frame(&udp_frame([0xff; 6], MAC_A, 4791, 64));
+    assert_eq!(b.model().counters().rx_steering_drops, 4);
+    // An RQ that is not ready drops.
+    b.modify(false, rq.rqn, 1, 3).ok();
+    b.model().inject_rx_frame(&f);
+    assert_eq!(b.model().counters().rx_steering_drops, 5);
+    assert_eq!(b.model().counters().rx_frames, 1);
+}
+
+#[test]
+fn a_bad_lkey_is_an_error_cqe_and_the_sq_stops_until_reset() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let (mut txcq, mut sq) = tx_side(&mut a, 3, 3);
+    a.model().record_tx(true);
+    let f = udp_frame(MAC_B, MAC_A, 1, 200);
+    let lkey = a.lkey;
+    a.send(&mut sq, &f, 18, false, lkey);
+    a.send(&mut sq, &f, 18, false, lkey ^ 1);
+    let c = txcq.poll().expect("an error CQE even though unsignaled");
+    assert_eq!(opcode(&c), cqe::OP_REQ_ERR);
+    assert_eq!(c[cqe::SYNDROME], cqe::SYND_LOCAL_PROT_ERR);
+    assert_eq!(c[cqe::VENDOR_ERR_SYND], erpc_tests::mlx5_model::vendor_syndrome::LKEY);
+    assert_eq!(be16_at(&c, cqe::WQE_COUNTER), 1);
+    assert_eq!(layout::get32(&c, cqe::SOP_DROP_QPN), u32::from(wqe::OPCODE_SEND) << 24 | sq.sqn);
+    assert_eq!(a.model().sq(sq.sqn).unwrap().state, QueueState::Err);
+    assert_eq!(a.model().take_tx_frames().len(), 1, "only the first went out");
+    // Nothing more is processed.
+    a.send(&mut sq, &f, 18, true, lkey);
+    assert!(txcq.poll().is_none());
+    assert_eq!(a.model().counters().tx_doorbells_in_error, 1);
+    assert_eq!(a.model().counters().tx_error_cqes, 1);
+    assert!(a.model().violations().iter().any(|v| v.kind == ViolationKind::ErrorCqe));
+    // Reset: the counter starts over at 0.
+    a.modify(true, sq.sqn, sqc::STATE_ERR, sqc::STATE_RST).ok();
+    a.modify(true, sq.sqn, sqc::STATE_RST, sqc::STATE_RDY).ok();
+    sq.pc = 0;
+    a.send(&mut sq, &f, 18, true, lkey);
+    let c = txcq.poll().unwrap();
+    assert_eq!((opcode(&c), be16_at(&c, cqe::WQE_COUNTER)), (cqe::OP_REQ, 0));
+    // A wrong WQE index, a short inline header under an L2 inline requirement, and an over-long
+    // frame are error CQEs too.
+    let mut b = Nic::new(Mlx5Config { min_inline_mode: 1, ..cfg_mac(MAC_A) });
+    let eth = b.h.query_cap(hca_cap::ETHERNET_OFFLOADS, true);
+    assert_eq!(layout::get(&eth, cap_eth::WQE_INLINE_MODE), 1, "inline mode from the vport context");
+    let q = b.h.cmd(&inbox(op::QUERY_NIC_VPORT_CONTEXT, 0, 16), 0x110).ok();
+    assert_eq!(layout::get(&q[vport::QUERY_OUT_CTX..], vport::MIN_WQE_INLINE_MODE), 1);
+    let mut cq2 = b.cq(3, false);
+    let tisn = b.tis();
+    let (buf, db, data) = (b.mem(4096), b.mem(4096), b.mem(2048 << 3));
+    let mut i = b.sq_in(cq2.cqn, tisn, 3, buf.iova(), db.iova());
+    assert_eq!(b.h.cmd(&i, 16).failed(), (status::BAD_PARAM, syndrome::INLINE_MODE), "the SQ must inline L2");
+    layout::set(&mut i, sqc::MIN_WQE_INLINE_MODE.at(CTX_BIT), 1);
+    let sqn = layout::get(&b.h.cmd(&i, 16).ok(), QN);
+    b.modify(true, sqn, 0, 1).ok();
+    let mut sq2 = TestSq { sqn, log: 3, buf, db, data, uar: b.uar, pc: 0, bf: 0 };
+    let lkey = b.lkey;
+    b.send(&mut sq2, &f, 14, true, lkey);
+    let c = cq2.poll().unwrap();
+    assert_eq!((opcode(&c), c[cqe::SYNDROME]), (cqe::OP_REQ_ERR, cqe::SYND_LOCAL_QP_OP_ERR));
+    assert_eq!(c[cqe::VENDOR_ERR_SYND], erpc_tests::mlx5_model::vendor_syndrome::INLINE);
+    let mut c3 = Nic::new(cfg_mac(MAC_A));
+    let (mut cq3, mut sq3) = tx_side(&mut c3, 3, 3);
+    let lkey = c3.lkey;
+    c3.send(&mut sq3, &udp_frame(MAC_B, MAC_A, 1, 1500), 18, true, lkey);
+    assert_eq!(cq3.poll().unwrap()[cqe::SYNDROME], cqe::SYND_LOCAL_LENGTH_ERR, "1542 bytes > 1500 + 14");
+}
+
+#[test]
+fn paused_transmit_reads_nothing_until_resumed() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let _link = Mlx5Model::connect(a.model(), b.model());
+    let (mut txcq, mut sq) = tx_side(&mut a, 3, 4);
+    let mut rx = rx_side(&mut b, 4, 2, 0, 4, 2);
+    a.model().set_tx_paused(true);
+    let lkey = a.lkey;
+    for k in 0..3 {
+        a.send(&mut sq, &udp_frame(MAC_B, MAC_A, k, 64), 18, k == 2, lkey);
+    }
+    assert_eq!(a.model().sq_consumer(sq.sqn), Some(0), "nothing read");
+    assert_eq!(a.model().pending_tx_doorbells(), 3);
+    assert!(txcq.poll().is_none());
+    assert!(rx.cq.poll().is_none());
+    a.model().set_tx_paused(false);
+    assert_eq!(a.model().sq_consumer(sq.sqn), Some(3));
+    assert_eq!(be16_at(&txcq.poll().unwrap(), cqe::WQE_COUNTER), 2);
+    let got: Vec<u32> = rx.cq.drain().iter().map(|q| be16_at(&rx.rq.packet(q, 0), 36)).collect();
+    assert_eq!(got, [0, 1, 2], "delivered in order");
+}
+
+#[test]
+fn the_link_drops_frames_as_told_and_deterministically() {
+    let run = |seed: u64| {
+        let mut a = Nic::new(cfg_mac(MAC_A));
+        let mut b = Nic::new(cfg_mac(MAC_B));
+        let link = Mlx5Model::connect(a.model(), b.model());
+        let (_txcq, mut sq) = tx_side(&mut a, 6, 6);
+        let mut rx = rx_side(&mut b, 7, 3, 0, 4, 8);
+        link.set_tap(true);
+        link.drop_next(2);
+        let lkey = a.lkey;
+        for k in 0..2 {
+            a.send(&mut sq, &udp_frame(MAC_B, MAC_A, k, 64), 18, false, lkey);
+        }
+        assert_eq!(link.stats().dropped, [2, 0]);
+        link.set_loss(0.5, seed);
+        for k in 0..40 {
+            a.send(&mut sq, &udp_frame(MAC_B, MAC_A, k, 64), 18, false, lkey);
+        }
+        link.set_loss(0.0, 0);
+        link.drop_matching(Some(Box::new(|f: &[u8]| f[37] == 7)));
+        for k in 0..10 {
+            a.send(&mut sq, &udp_frame(MAC_B, MAC_A, k, 64), 18, false, lkey);
+        }
+        let s = link.stats();
+        assert_eq!(s.carried[0] + s.dropped[0], 52);
+        let tapped = link.take_tapped();
+        assert_eq!(tapped.len(), 52);
+        assert!(tapped.iter().all(|t| t.direction == Direction::AToB));
+        let received = rx.cq.drain().len() as u64;
+        assert_eq!(received, s.carried[0]);
+        assert_eq!(b.model().counters().rx_frames, s.carried[0]);
+        let lost: Vec<bool> = tapped.iter().map(|t| t.dropped).collect();
+        (s, lost)
+    };
+    let (s1, l1) = run(7);
+    let (s2, l2) = run(7);
+    assert_eq!(l1, l2, "the same seed drops the same frames");
+    assert_eq!(s1, s2);
+    let lossy = l1[2..42].iter().filter(|&&d| d).count();
+    assert!((8..=32).contains(&lossy), "about half of 40: {lossy}");
+    assert!(l1[42..].iter().enumerate().all(|(k, &d)| d == (k == 7)), "the filter drops port 7 only");
+}
+
+#[test]
+fn corrupt_next_rx_cqe_produces_each_kind() {
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let mut rx = rx_side(&mut b, 5, 2, 0, 4, 4);
+    let f = udp_frame(MAC_B, MAC_A, 1, 100);
+    let m = b.model().clone();
+    let mut next = |kind: Option<CqeCorruption>| {
+        if let Some(k) = kind {
+            m.corrupt_next_rx_cqe(k);
+        }
+        m.inject_rx_frame(&f);
+        rx.cq.poll().unwrap()
+    };
+    let good = next(None);
+    assert_eq!(opcode(&good), cqe::OP_RESP_SEND);
+    let q = next(Some(CqeCorruption::BadOpcode));
+    assert_eq!(opcode(&q), cqe::OP_RESP_WR_IMM);
+    let q = next(Some(CqeCorruption::ErrorCqe { syndrome: cqe::SYND_LOCAL_LENGTH_ERR }));
+    assert_eq!((opcode(&q), q[cqe::SYNDROME]), (cqe::OP_RESP_ERR, cqe::SYND_LOCAL_LENGTH_ERR));
+    assert_eq!(be16_at(&q, cqe::WQE_COUNTER), 2, "the stride it would have used");
+    let q = next(Some(CqeCorruption::StrideOutOfRange));
+    assert_eq!(be16_at(&q, cqe::WQE_COUNTER), 512, "one past the WQE's 512 strides");
+    let q = next(Some(CqeCorruption::LengthBeyondStrides));
+    let bc = layout::get32(&q, cqe::BYTE_CNT);
+    assert_eq!((bc >> 16, bc & 0xffff), (1, 1025), "one stride of 1 KiB claims 1025 bytes");
+    let q = next(Some(CqeCorruption::WrongWqeId));
+    assert_eq!(be16_at(&q, cqe::WQE_ID), 1, "the packet is in WQE 0");
+    let q = next(None);
+    assert_eq!((opcode(&q), be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (cqe::OP_RESP_SEND, 0, 6));
+    // The device went on as for correct CQEs.
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().stride, 7);
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().state, QueueState::Rdy);
+}
+
+#[test]
+fn doorbells_the_device_cannot_act_on_are_violations() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let (_cq, mut sq) = tx_side(&mut a, 3, 3);
+    let lkey = a.lkey;
+    let f = udp_frame(MAC_B, MAC_A, 1, 64);
+    a.send(&mut sq, &f, 18, true, lkey);
+    // A doorbell for a WQE the doorbell record does not cover (it was never posted).
+    let mut w = [0u8; 8];
+    layout::set32(&mut w, 0, sq.pc << 8 | 0x0a);
+    layout::set32(&mut w, 4, sq.sqn << 8 | 3);
+    a.model().write64(sq.uar * 4096 + 0x800, u64::from_le_bytes(w));
+    let v = a.model().violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].kind, ViolationKind::DoorbellRecord);
+    assert_eq!(a.model().sq_consumer(sq.sqn), Some(sq.pc), "nothing more executed");
+    // An SQ that does not exist, and the high word alone.
+    layout::set32(&mut w, 4, 0x77 << 8 | 3);
+    a.model().write64(sq.uar * 4096 + 0x900, u64::from_le_bytes(w));
+    a.model().write32(sq.uar * 4096 + 0x804, 0);
+    let n = a.model().violations().iter().filter(|v| v.kind == ViolationKind::SendDoorbell).count();
+    assert_eq!(n, 2);
+    // Two 32-bit writes, low address first, work like one 64-bit write.
+    let before = a.model().sq_consumer(sq.sqn).unwrap();
+    a.model().set_tx_paused(true);
+    a.send(&mut sq, &f, 18, true, lkey);
+    assert_eq!(a.model().pending_tx_doorbells(), 1);
+    let mut w = [0u8; 8];
+    layout::set32(&mut w, 0, before << 8 | 0x0a);
+    layout::set32(&mut w, 4, sq.sqn << 8 | 3);
+    a.model().write32(sq.uar * 4096 + 0x900, u32::from_le_bytes(w[..4].try_into().unwrap()));
+    a.model().write32(sq.uar * 4096 + 0x904, u32::from_le_bytes(w[4..].try_into().unwrap()));
+    assert_eq!(a.model().pending_tx_doorbells(), 2);
+    a.model().set_tx_paused(false);
+    assert_eq!(a.model().sq_consumer(sq.sqn).unwrap(), before + 1);
+}
+
+#[test]
+fn two_byte_shift_offsets_the_packet_and_counts_in_the_strides() {
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let mut cq = b.cq(3, false);
+    let (buf, db) = (b.mem(4096), b.mem(4096));
+    let mut i = b.rq_in(cq.cqn, 1, 0, 0, buf.iova(), db.iova());
+    layout::set(&mut i, wq::TWO_BYTE_SHIFT_EN.at(CTX_BIT + rqc::WQ_BIT), 1);
+    let rqn = layout::get(&b.h.cmd(&i, 16).ok(), QN);
+    b.modify(false, rqn, 0, 1).ok();
+    let data = b.mem(512 * 64 * 2);
+    let mut rq = TestRq { rqn, log: 1, buf, db, data, strides: 512, stride: 64, pc: 0 };
+    let lkey = b.lkey;
+    rq.post(1, lkey);
+    let tir = b.tir(rqn);
+    b.steer_all(tir);
+    // 128 bytes + the 2-byte shift need three 64-byte strides.
+    let f = udp_frame(MAC_B, MAC_A, 1, 128 - 42);
+    b.model().inject_rx_frame(&f);
+    let q = cq.poll().unwrap();
+    assert_eq!(layout::get32(&q, cqe::BYTE_CNT), 3 << 16 | 128);
+    assert_eq!(rq.packet(&q, 2), f);
+    assert_eq!(b.model().rq(rqn).unwrap().stride, 3);
+}
+
+#[test]
+fn two_models_sending_to_each_other_from_two_threads_do_not_deadlock() {
+    let mut a = Nic::new(cfg_mac(MAC_A));
+    let mut b = Nic::new(cfg_mac(MAC_B));
+    let _link = Mlx5Model::connect(a.model(), b.model());
+    let (_ca, mut sa) = tx_side(&mut a, 3, 8);
+    let (_cb, mut sb) = tx_side(&mut b, 3, 8);
+    let mut ra = rx_side(&mut a, 9, 2, 0, 4, 4);
+    let mut rb = rx_side(&mut b, 9, 2, 0, 4, 4);
+    let n = 300u16;
+    std::thread::scope(|s| {
+        let a = &mut a;
+        let b = &mut b;
+        let sa = &mut sa;
+        let sb = &mut sb;
+        s.spawn(move || {
+            let lkey = a.lkey;
+            for k in 0..n {
+                a.send(sa, &udp_frame(MAC_B, MAC_A, k, 64), 18, false, lkey);
+            }
+        });
+        s.spawn(move || {
+            let lkey = b.lkey;
+            for k in 0..n {
+                b.send(sb, &udp_frame(MAC_A, MAC_B, k, 64), 18, false, lkey);
+            }
+        });
+    });
+    let ports = |cq: &mut TestCq, rq: &TestRq| -> Vec<u32> {
+        cq.drain().iter().map(|q| be16_at(&rq.packet(q, 0), 36)).collect()
+    };
+    let want: Vec<u32> = (0..u32::from(n)).collect();
+    assert_eq!(ports(&mut ra.cq, &ra.rq), want, "in order");
+    assert_eq!(ports(&mut rb.cq, &rb.rq), want, "in order");
 }
