@@ -268,7 +268,12 @@ fn run(args: &[String]) -> Result<(), String> {
 }
 
 /// The loopback scenarios on two ConnectX ports cabled back to back.
-fn run_mlx5(container: &Arc<vfio::VfioContainer>, space: &Arc<DmaSpace>, bdf_a: &str, bdf_b: &str) -> Result<(), String> {
+fn run_mlx5(
+    container: &Arc<vfio::VfioContainer>,
+    space: &Arc<DmaSpace>,
+    bdf_a: &str,
+    bdf_b: &str,
+) -> Result<(), String> {
     use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
     let t0 = Instant::now();
     let open = |bdf: &str, ip: [u8; 4]| {

@@ -1,14 +1,26 @@
-//! Userspace driver for NVIDIA ConnectX (mlx5) NICs over VFIO: work in progress.
+//! Userspace driver for NVIDIA ConnectX (mlx5) NICs over VFIO, with no C library: the
+//! firmware's command queue is driven directly.
 //!
-//! Done so far: the command interface ([`cmd`]) and the HCA's bring-up and teardown
-//! ([`Hca`]): firmware-ready wait, command queue setup, ENABLE_HCA, ISSI, firmware pages for
-//! boot, init and regular use (MANAGE_PAGES from DMA memory mapped for the device),
-//! QUERY_HCA_CAP, INIT_HCA; and TEARDOWN_HCA, page reclaim and DISABLE_HCA on drop and on an
-//! error part-way through. Queues, striding RQ, steering and the `Transport` are the next step
-//! (see issue 6). Layouts are in [`layout`], each citing its public definition.
+//! * [`cmd`]: the command interface (one entry used synchronously, inline data and mailbox
+//!   chains, delivery status, status and syndrome decoded into [`CmdError`] naming the command).
+//! * [`Hca`]: bring-up and teardown of the function: firmware-ready wait, ENABLE_HCA, ISSI,
+//!   firmware pages for boot, init and regular use (MANAGE_PAGES from DMA memory mapped for the
+//!   device), QUERY_HCA_CAP, INIT_HCA; TEARDOWN_HCA, page reclaim and DISABLE_HCA on drop and
+//!   on an error part-way.
+//! * [`Mlx5Nic`] (`nic.rs`): one queue pair as an eRPC [`Transport`](erpc_dataplane::Transport):
+//!   vport (MAC, MTU, promiscuity), UAR, PD, transport domain, reserved lkey, the event queue
+//!   (firmware page requests during operation), CQs, TIS, SQ, the cyclic striding RQ, TIR and
+//!   flow steering to our UDP port; every object destroyed in reverse order on drop or failure.
+//! * `tx.rs`: zero-copy SEND WQEs, unsignaled completions, BlueFlame doorbells, `tx_flush`.
+//! * `rx.rs`: the striding RQ datapath: packets lent in place, filler CQEs, reposting a buffer
+//!   only once all its strides are released, malformed CQEs dropped and counted.
+//! * `queues.rs`: CQ and EQ polling (owner bits), doorbell records, queue memory.
+//! * `steering.rs`: the TIR, flow table, group and entry inputs.
+//! * [`layout`] and [`wqe`]: every command, context, WQE, CQE and EQE layout as zerocopy
+//!   structs, each citing its public definition.
 //!
 //! Tested against an independent device model (`tests/mlx5_model`), which decodes every
-//! command with its own definitions.
+//! command and WQE with its own definitions, and carries traffic between two instances.
 
 pub mod cmd;
 pub mod layout;

@@ -285,7 +285,8 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         undo: &mut Vec<Vec<u8>>,
     ) -> Result<(Objects, Tx, Rx, Eq), Mlx5Error> {
         // The vport: our MAC and the inline mode the device requires.
-        let v: QueryVportOut = hca.call(&QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() })?;
+        let v: QueryVportOut =
+            hca.call(&QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() })?;
         let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
         let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
         let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
@@ -524,7 +525,11 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         }
         if any {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            write_be(self.hca.bar(), self.uar * PAGE as u32 + EQ_DOORBELL_UPDATE, self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff));
+            write_be(
+                self.hca.bar(),
+                self.uar * PAGE as u32 + EQ_DOORBELL_UPDATE,
+                self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff),
+            );
         }
     }
 

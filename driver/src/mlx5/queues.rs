@@ -23,7 +23,11 @@ impl Area {
     pub fn slice(&self, off: usize, len: usize) -> Area {
         assert!(off + len <= self.len, "sub-area {off}+{len} outside {} bytes", self.len);
         // SAFETY: inside the area (checked above).
-        Area { vaddr: unsafe { NonNull::new_unchecked(self.vaddr.as_ptr().add(off)) }, iova: self.iova + off as u64, len }
+        Area {
+            vaddr: unsafe { NonNull::new_unchecked(self.vaddr.as_ptr().add(off)) },
+            iova: self.iova + off as u64,
+            len,
+        }
     }
 
     /// The 4 KiB page addresses covering the area (the `pas` list of a queue context).

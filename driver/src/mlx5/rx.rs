@@ -118,24 +118,26 @@ impl Rx {
             let slot = u32::from(cqe.wqe_id.get());
             let stride = u32::from(cqe.wqe_counter.get());
             let mask = self.n - 1;
-            // The counter of the WQE named by its ring slot, which must be one still posted.
-            let c = self.dev.wrapping_add(slot.wrapping_sub(self.dev) & mask);
-            if slot >= self.n
-                || c.wrapping_sub(self.dev) >= self.posted.wrapping_sub(self.dev)
-                || count == 0
-                || stride >= self.strides
-                || stride + count > self.strides
-            {
+            let cur = self.dev & mask;
+            let next = self.dev.wrapping_add(1);
+            // The device fills the current WQE from the stride after the last one accounted
+            // (later if a completion was lost or unreadable), and moves to the next WQE only
+            // after a completion used up the current one's strides. A CQE naming the next
+            // WQE's first stride means that completion was unreadable; anything else does not
+            // fit what the device can do and is dropped without touching the accounting.
+            let here = slot == cur && stride >= self.consumed[cur as usize];
+            let moved = slot == next & mask && stride == 0 && next != self.posted && self.n > 1;
+            if !(here || moved) || count == 0 || stride + count > self.strides {
                 drops.malformed += 1;
                 continue;
             }
-            // The device fills WQEs in order: every WQE before this one is finished.
-            while self.dev != c {
-                self.consumed[(self.dev & mask) as usize] = self.strides;
-                self.dev = self.dev.wrapping_add(1);
+            if moved {
+                self.consumed[cur as usize] = self.strides;
+                self.dev = next;
             }
+            let c = self.dev;
             let s = slot as usize;
-            self.consumed[s] = self.consumed[s].max(stride + count);
+            self.consumed[s] = stride + count;
             if bc & mprq::FILLER != 0 {
                 drops.filler += 1;
             } else {

@@ -112,13 +112,14 @@ impl Tx {
     }
 
     /// Posts one frame made of `pieces` (their total at least `inline` bytes, the inline part
-    /// inside the first piece); `false` if the ring has no room.
-    pub fn post(&mut self, pieces: &[Piece], force_signal: bool) -> bool {
+    /// inside the first piece); `false` if the ring has no room. A `marker` (the frame
+    /// `tx_flush` sends to get a completion) is signaled and not counted as an accepted packet.
+    pub fn post(&mut self, pieces: &[Piece], marker: bool) -> bool {
         let bbs = self.wqebbs(pieces);
         if self.size - self.pi.wrapping_sub(self.ci) < bbs {
             return false;
         }
-        let signal = force_signal || self.since_signal + 1 >= self.signal_every;
+        let signal = marker || self.since_signal + 1 >= self.signal_every;
         let mut wqe = [0u8; 2 * WQEBB];
         let mut off = 32;
         let mut eth = EthSeg { inline_hdr_sz: (self.inline as u16).into(), ..Default::default() };
@@ -157,10 +158,14 @@ impl Tx {
             let slot = (self.pi.wrapping_add(b) & (self.size - 1)) as usize;
             let chunk: [u8; WQEBB] = wqe[b as usize * WQEBB..(b as usize + 1) * WQEBB].try_into().expect("64 bytes");
             // SAFETY: a WQEBB slot of our ring, free (the device has read it: ci passed it).
-            unsafe { std::ptr::write_volatile(self.ring.vaddr.as_ptr().add(slot * WQEBB).cast::<[u8; WQEBB]>(), chunk) };
+            unsafe {
+                std::ptr::write_volatile(self.ring.vaddr.as_ptr().add(slot * WQEBB).cast::<[u8; WQEBB]>(), chunk)
+            };
         }
         self.pi = self.pi.wrapping_add(bbs);
-        self.accepted += 1;
+        if !marker {
+            self.accepted += 1;
+        }
         self.last_ctrl.copy_from_slice(&wqe[..8]);
         self.last_signaled = signal;
         if signal {
