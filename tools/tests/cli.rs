@@ -41,6 +41,41 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         (&["bench", "latency", "--connect", "127.0.0.1:9", "--duration", "0.1"][..], "no eRPC server answered"),
         (&["bench", "latency", "--server", "0.0.0.0:31850"][..], "not 0.0.0.0"),
         (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
+        (&["bench", "latency", "--transport", "mlx5"][..], "needs --pci"),
+        (&["bench", "latency", "--pci", "0000:99:00.0"][..], "apply to --transport mlx5"),
+        (&["bench", "latency", "--transport", "mlx5", "--pci", "0000:99:00.0"][..], "one end per machine"),
+        (
+            &[
+                "bench",
+                "latency",
+                "--transport",
+                "mlx5",
+                "--pci",
+                "0000:99:00.0",
+                "--connect",
+                "10.0.0.1:1",
+                "--bind",
+                "10.0.0.2:1",
+            ][..],
+            "needs --peer-mac",
+        ),
+        (
+            &[
+                "bench",
+                "latency",
+                "--transport",
+                "mlx5",
+                "--pci",
+                "0000:99:00.0",
+                "--connect",
+                "10.0.0.1:1",
+                "--bind",
+                "10.0.0.2:1",
+                "--peer-mac",
+                "02:00",
+            ][..],
+            "aa:bb:cc:dd:ee:ff",
+        ),
     ] {
         let out = erpc(args);
         let err = String::from_utf8_lossy(&out.stderr);
