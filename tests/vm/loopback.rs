@@ -224,23 +224,7 @@ fn run(args: &[String]) -> Result<(), String> {
         mtu: 1514,
         ..RpcConfig::default()
     };
-    let mut lb = Loopback::connect(
-        a,
-        b,
-        endpoint_memory(&space, 32 << 20)?,
-        endpoint_memory(&space, 32 << 20)?,
-        StdClock::default(),
-        rpc_cfg,
-        &lcfg,
-    )
-    .map_err(|e| format!("connect: {e}"))?;
-    println!("ok   session connected");
-    let report = lb.run_all(&lcfg);
-    match &report {
-        Ok(r) => r.lines().for_each(|l| println!("ok   {l}")),
-        Err(e) => println!("FAIL scenarios: {e}"),
-    }
-    report?;
+    let mut lb = scenarios(a, b, &space, rpc_cfg, &lcfg)?;
     let ca = lb.client.transport_mut().inner_mut().counters();
     let cb = lb.server.transport_mut().inner_mut().counters();
     println!("     NIC A counters: {ca:?}");
@@ -267,6 +251,34 @@ fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// Connects a session from `a` to `b` and runs every loopback scenario, printing each result.
+fn scenarios<A: Transport, B: Transport>(
+    a: A,
+    b: B,
+    space: &Arc<DmaSpace>,
+    rpc_cfg: RpcConfig,
+    lcfg: &LoopbackConfig,
+) -> Result<Loopback<A, B, StdClock>, String> {
+    let mut lb = Loopback::connect(
+        a,
+        b,
+        endpoint_memory(space, 32 << 20)?,
+        endpoint_memory(space, 32 << 20)?,
+        StdClock::default(),
+        rpc_cfg,
+        lcfg,
+    )
+    .map_err(|e| format!("connect: {e}"))?;
+    println!("ok   session connected");
+    let report = lb.run_all(lcfg);
+    match &report {
+        Ok(r) => r.lines().for_each(|l| println!("ok   {l}")),
+        Err(e) => println!("FAIL scenarios: {e}"),
+    }
+    report?;
+    Ok(lb)
+}
+
 /// The loopback scenarios on two ConnectX ports cabled back to back.
 fn run_mlx5(
     container: &Arc<vfio::VfioContainer>,
@@ -287,24 +299,7 @@ fn run_mlx5(
         a.local_addr().mac,
         b.local_addr().mac
     );
-    let lcfg = LoopbackConfig::default();
-    let mut lb = Loopback::connect(
-        a,
-        b,
-        endpoint_memory(space, 32 << 20)?,
-        endpoint_memory(space, 32 << 20)?,
-        StdClock::default(),
-        RpcConfig::default(),
-        &lcfg,
-    )
-    .map_err(|e| format!("connect: {e}"))?;
-    println!("ok   session connected");
-    let report = lb.run_all(&lcfg);
-    match &report {
-        Ok(r) => r.lines().for_each(|l| println!("ok   {l}")),
-        Err(e) => println!("FAIL scenarios: {e}"),
-    }
-    report?;
+    let mut lb = scenarios(a, b, space, RpcConfig::default(), &LoopbackConfig::default())?;
     let sa = lb.client.transport_mut().inner_mut().stats();
     let sb = lb.server.transport_mut().inner_mut().stats();
     println!("     NIC A counters: {sa:?}");

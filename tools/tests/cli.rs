@@ -28,6 +28,23 @@ fn bench_rate_and_bandwidth_over_udp() {
     assert!(v["gbps"].as_f64().unwrap() > 0.0 && v["failed"] == 0, "{v}");
 }
 
+/// An mlx5 client command line, cut short to make each mistake.
+const MLX5_CLIENT: [&str; 13] = [
+    "bench",
+    "latency",
+    "--transport",
+    "mlx5",
+    "--pci",
+    "0000:99:00.0",
+    "--json",
+    "--connect",
+    "10.0.0.1:1",
+    "--bind",
+    "10.0.0.2:1",
+    "--peer-mac",
+    "02:00",
+];
+
 #[test]
 fn user_mistakes_get_one_line_and_a_failure_exit() {
     for (args, want) in [
@@ -43,39 +60,9 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
         (&["bench", "latency", "--transport", "mlx5"][..], "needs --pci"),
         (&["bench", "latency", "--pci", "0000:99:00.0"][..], "apply to --transport mlx5"),
-        (&["bench", "latency", "--transport", "mlx5", "--pci", "0000:99:00.0"][..], "one end per machine"),
-        (
-            &[
-                "bench",
-                "latency",
-                "--transport",
-                "mlx5",
-                "--pci",
-                "0000:99:00.0",
-                "--connect",
-                "10.0.0.1:1",
-                "--bind",
-                "10.0.0.2:1",
-            ][..],
-            "needs --peer-mac",
-        ),
-        (
-            &[
-                "bench",
-                "latency",
-                "--transport",
-                "mlx5",
-                "--pci",
-                "0000:99:00.0",
-                "--connect",
-                "10.0.0.1:1",
-                "--bind",
-                "10.0.0.2:1",
-                "--peer-mac",
-                "02:00",
-            ][..],
-            "aa:bb:cc:dd:ee:ff",
-        ),
+        (&MLX5_CLIENT[..7], "one end per machine"),
+        (&MLX5_CLIENT[..11], "needs --peer-mac"),
+        (&MLX5_CLIENT[..], "aa:bb:cc:dd:ee:ff"),
     ] {
         let out = erpc(args);
         let err = String::from_utf8_lossy(&out.stderr);
