@@ -610,6 +610,10 @@ pub struct ScaleRun {
     pub server_ns_per_rpc: f64,
     /// Client event-loop iterations per RPC.
     pub client_polls_per_rpc: f64,
+    /// Timely rate updates per RPC at the client (0 while every RTT sample is below T_low at
+    /// link rate, the bypass; about 1 once the RTT, which grows with the requests outstanding,
+    /// crosses T_low).
+    pub cc_rate_updates_per_rpc: f64,
     pub client_bytes_per_session: f64,
     pub server_bytes_per_session: f64,
     pub failed: u64,
@@ -669,6 +673,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     // Measure: each event-loop iteration timed on its own, less the cost of timing.
     let overhead = timer_overhead_ns();
     let (c1, mut ns, mut polls) = (cli.ctx().completed, [0u64; 2], 0u64);
+    let cc1 = cli.stats().cc.rate_updates;
     while cli.ctx().completed < c1 + a.rpcs {
         let t = Instant::now();
         cli.run_event_loop_once();
@@ -679,6 +684,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
         polls += 1;
     }
     let n = (cli.ctx().completed - c1) as f64;
+    let cc_updates = (cli.stats().cc.rate_updates - cc1) as f64;
     let (client_ns, server_ns) = (ns[0] as f64 / n, ns[1] as f64 / n);
     // Memory per session: the session record plus the msgbufs in use (request and response
     // buffers at the client, the cached request and response buffers at the server), and the
@@ -693,6 +699,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
         client_ns_per_rpc: client_ns,
         server_ns_per_rpc: server_ns,
         client_polls_per_rpc: polls as f64 / n,
+        cc_rate_updates_per_rpc: cc_updates / n,
         client_bytes_per_session: per(cli.heap_stats()),
         server_bytes_per_session: per(srv.heap_stats()),
         failed: cli.ctx().failed,
@@ -740,6 +747,7 @@ impl ScaleReport {
                 "sessions": r.sessions, "outstanding": r.outstanding, "rpcs_per_sec": r.rpcs_per_sec,
                 "client_ns_per_rpc": r.client_ns_per_rpc, "server_ns_per_rpc": r.server_ns_per_rpc,
                 "client_polls_per_rpc": r.client_polls_per_rpc,
+                "cc_rate_updates_per_rpc": r.cc_rate_updates_per_rpc,
                 "client_bytes_per_session": r.client_bytes_per_session,
                 "server_bytes_per_session": r.server_bytes_per_session, "failed": r.failed,
             })
@@ -759,14 +767,15 @@ impl ScaleReport {
         for r in [&self.one, &self.many] {
             println!(
                 "  {:6} sessions, {:6} outstanding: {:.3} M RPC/s (client {:.0} ns, server {:.0} ns per RPC); \
-                 {:.0} B per session at the client, {:.0} B at the server",
+                 {:.0} B per session at the client, {:.0} B at the server; {:.2} Timely updates per RPC",
                 r.sessions,
                 r.outstanding,
                 r.rpcs_per_sec / 1e6,
                 r.client_ns_per_rpc,
                 r.server_ns_per_rpc,
                 r.client_bytes_per_session,
-                r.server_bytes_per_session
+                r.server_bytes_per_session,
+                r.cc_rate_updates_per_rpc
             );
         }
         println!("  rate ratio:       {:.3}", self.rate_ratio);
