@@ -294,7 +294,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
         } else {
             vec![(a.size, 1), (a.resp_size, 1)]
         };
-        let mut rpc = endpoint(nic, clk, cfg, &msgs, if h == 0 { a.senders + 1 } else { 2 })?;
+        let mut rpc = endpoint(nic, clk, cfg, &msgs, if h == 0 { a.senders + 1 } else { 2 }, false)?;
         let app = rpc.ctx_mut();
         app.req_size = a.size;
         app.resp_size = a.resp_size;
@@ -486,7 +486,7 @@ fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
     let cfg = a.net.rpc_config(a.size)?;
     let conc = a.sessions;
     let mut net = Network::new(ncfg, |h, nic, clk| {
-        let mut rpc = endpoint(nic, clk, cfg, &[(a.size, conc), (32, conc)], conc + 1)?;
+        let mut rpc = endpoint(nic, clk, cfg, &[(a.size, conc), (32, conc)], conc + 1, false)?;
         let app = rpc.ctx_mut();
         app.req_size = a.size;
         app.resp_size = 32;
@@ -588,13 +588,24 @@ pub struct ScaleArgs {
     /// RPCs measured in each configuration (after as many again to warm up).
     #[arg(long, default_value_t = 400_000)]
     pub rpcs: u64,
+    /// Put both endpoints' session storage and msgbuf regions on transparent huge pages
+    /// (`madvise`), in both configurations, as a deployment would put them on hugepages.
+    #[arg(long)]
+    pub huge_pages: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
 
 impl Default for ScaleArgs {
     fn default() -> Self {
-        ScaleArgs { sessions: 20_000, outstanding: 8, size: 32, rpcs: 400_000, net: NetArgs::default() }
+        ScaleArgs {
+            sessions: 20_000,
+            outstanding: 8,
+            size: 32,
+            rpcs: 400_000,
+            huge_pages: false,
+            net: NetArgs::default(),
+        }
     }
 }
 
@@ -625,6 +636,8 @@ pub struct ScaleReport {
     pub many: ScaleRun,
     pub rate_ratio: f64,
     pub bytes_per_session: f64,
+    /// Whether the endpoints' memory was on transparent huge pages (`--huge-pages`).
+    pub huge_pages: bool,
     pub wall_s: f64,
 }
 
@@ -641,9 +654,9 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     let (pc, ps) = (fab.attach(RxBuf::storage(ring).leak()), fab.attach(RxBuf::storage(ring).leak()));
     let cfg = a.net.rpc_config(a.size)?;
     let msgs = [(a.size, conc), (a.size, conc)];
-    let mut srv = endpoint(fab.nic(ps, 0), clk, cfg, &msgs, sessions + 1)?;
+    let mut srv = endpoint(fab.nic(ps, 0), clk, cfg, &msgs, sessions + 1, a.huge_pages)?;
     srv.ctx_mut().resp_size = a.size;
-    let mut cli = endpoint(fab.nic(pc, 0), clk, cfg, &msgs, sessions + 1)?;
+    let mut cli = endpoint(fab.nic(pc, 0), clk, cfg, &msgs, sessions + 1, a.huge_pages)?;
     let app = cli.ctx_mut();
     (app.req_size, app.resp_size, app.remaining) = (a.size, a.size, u64::MAX);
     // Connect in groups that the server's receive ring holds: every connect retry resends all
@@ -734,6 +747,7 @@ pub fn scale(a: &ScaleArgs) -> Result<ScaleReport, String> {
     Ok(ScaleReport {
         rate_ratio: many.rpcs_per_sec / one.rpcs_per_sec,
         bytes_per_session: many.client_bytes_per_session,
+        huge_pages: a.huge_pages,
         one,
         many,
         wall_s: wall.elapsed().as_secs_f64(),
@@ -755,6 +769,7 @@ impl ScaleReport {
         json!({
             "experiment": "scale", "sessions": self.many.sessions, "rate_ratio": self.rate_ratio,
             "rpcs_per_sec": self.many.rpcs_per_sec, "bytes_per_session": self.bytes_per_session,
+            "huge_pages": self.huge_pages,
             "one_session": run(&self.one), "many_sessions": run(&self.many), "wall_s": self.wall_s,
         })
     }
