@@ -8,7 +8,8 @@
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
 //! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
-//! server, up to two one-packet msgbufs per slot that has been used.
+//! server, a one-packet response msgbuf per slot that has been used (one-packet request buffers
+//! come from a small pool shared by the endpoint's sessions).
 
 use crate::config::SLOTS_PER_SESSION;
 use crate::msgbuf::MsgBuf;

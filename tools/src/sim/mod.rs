@@ -700,7 +700,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     let cc_updates = (cli.stats().cc.rate_updates - cc1) as f64;
     let (client_ns, server_ns) = (ns[0] as f64 / n, ns[1] as f64 / n);
     // Memory per session: the session record plus the msgbufs in use (request and response
-    // buffers at the client, the cached request and response buffers at the server), and the
+    // buffers at the client, the stored or cached response buffers at the server), and the
     // endpoint's fixed share (control-packet ring) spread over the sessions.
     let per = |hs: erpc_dataplane::msgbuf::HeapStats| {
         ((sessions + 1) * core::mem::size_of::<Session>() + hs.capacity - hs.free) as f64 / sessions as f64
