@@ -258,6 +258,11 @@ impl MsgBufHeap {
         Ok(())
     }
 
+    /// Bytes of the block holding `buf` (its footprint rounded up to the allocator's block size).
+    pub fn block_bytes(&self, buf: &MsgBuf) -> usize {
+        1 << order_for(footprint(buf.max_data as usize, self.data_per_pkt))
+    }
+
     /// Whether `p..p+len` is inside the managed area.
     pub fn owns(&self, p: *const u8, len: usize) -> bool {
         let s = self.area as usize;

@@ -27,6 +27,8 @@ pub(crate) const CTRL_SLOT: usize = 128;
 const IDLE_SCAN_STEP: usize = 32;
 /// Response buffers that may wait for the device before they are freed.
 const DEFERRED_MAX: usize = 64;
+/// One-packet request buffers a server endpoint keeps for reuse (see `Rpc::req_pool`).
+const REQ_POOL: usize = 16;
 /// Distinct continuation functions one endpoint can use.
 pub const MAX_CONTINUATIONS: usize = 64;
 
@@ -285,6 +287,10 @@ pub struct Rpc<'m, T: Transport, C: Clock, X = ()> {
     /// Transmitted buffers waiting until the device has read them, with the sequence number of
     /// their last packet.
     deferred: heapless::Deque<(MsgBuf, u64), DEFERRED_MAX>,
+    /// One-packet request buffers for reuse, shared by all server sessions: a request answered
+    /// from its handler hands its buffer to the next one, which finds it in the cache (a buffer
+    /// per slot would be a cold line per request with thousands of sessions).
+    pub(crate) req_pool: heapless::Vec<MsgBuf, REQ_POOL>,
     pub(crate) rng: Xoshiro256PlusPlus,
     pub(crate) stats: RpcStats,
 }
@@ -367,6 +373,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             tx_reclaim_base,
             max_in_flight,
             deferred: heapless::Deque::new(),
+            req_pool: heapless::Vec::new(),
             // Tokens must differ across restarts of the same endpoint: besides the configured
             // seed, mix in the clock and where the caller's storage lives.
             rng: Xoshiro256PlusPlus::seed_from_u64(
@@ -452,8 +459,15 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     pub fn stats(&self) -> &RpcStats {
         &self.stats
     }
+    /// The msgbuf allocator's statistics. Request buffers the endpoint keeps for reuse (its
+    /// pool of one-packet request buffers) count as free: they belong to no request.
     pub fn heap_stats(&self) -> HeapStats {
-        self.heap.stats()
+        let mut st = self.heap.stats();
+        for b in &self.req_pool {
+            st.live_buffers -= 1;
+            st.free += self.heap.block_bytes(b);
+        }
+        st
     }
     /// Sets the credits given to sessions created from now on (1..=1024).
     pub fn set_session_credits(&mut self, credits: u16) -> bool {
@@ -607,13 +621,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.transport.rx_release(&self.rx_pkts[..n]);
     }
 
-    /// Reads the session and slot each frame of the burst is for, before processing any. With
-    /// thousands of sessions these are cache misses; issued back to back, independent of each
-    /// other, they overlap instead of stalling the processing one after another.
+    /// Prefetches what each frame of the burst will touch, before processing any: its session's
+    /// and slot's first two cache lines, the frame's payload, and the buffer the payload goes to
+    /// (client: the response buffer) or the response is written to (server: the slot's cached
+    /// or stored response buffer). With thousands of sessions these are cache misses; issued
+    /// together, without waiting, they overlap instead of stalling the processing one after
+    /// another.
     #[inline(never)]
     fn warm_sessions(&self, n: usize) {
-        let mut acc = 0u32;
-        for p in &self.rx_pkts[..n] {
+        let mut at = [(u32::MAX, 0u8); RX_BATCH];
+        for (p, at) in self.rx_pkts[..n].iter().zip(at.iter_mut()) {
             if (p.len as usize) < PKT_HDR_LEN {
                 continue;
             }
@@ -623,24 +640,31 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 unsafe { core::ptr::read_unaligned(p.data.as_ptr().add(HEADROOM) as *const [u8; ERPC_HDR_LEN]) };
             let h = ErpcHdr::read_from_bytes(&raw).expect("14 bytes").decode();
             let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
-            let pkt = h.pkt_num as usize;
             if let Some(sess) = self.sessions.get(h.dest_session_num as usize) {
-                let sl = &sess.slots[i];
-                acc = acc.wrapping_add(sess.credits as u32 ^ sess.last_heard_ns as u32 ^ sl.num_rx as u32);
-                // The buffers the payload goes to and the response comes from.
-                let (a, b) = match sess.role {
-                    Role::Client => {
-                        acc ^= sl.tx_ts[pkt % crate::cc::RTT_TS];
-                        (sl.resp.as_ref(), None)
-                    }
-                    Role::Server => (sl.pre_req.as_ref(), sl.pre_resp.as_ref()),
-                };
-                for b in [a, b].into_iter().flatten() {
-                    acc = acc.wrapping_add(b.data().first().copied().unwrap_or(0) as u32);
+                *at = (h.dest_session_num as u32, i as u8);
+                prefetch2(sess as *const Session as *const u8);
+                prefetch2(&sess.slots[i] as *const crate::session::Slot as *const u8);
+                if p.len as usize > 64 {
+                    // The payload's second line (the first was read above).
+                    prefetch(p.data.as_ptr().wrapping_add(64));
                 }
             }
         }
-        core::hint::black_box(acc);
+        for &(s, i) in &at[..n] {
+            if s == u32::MAX {
+                continue;
+            }
+            let sess = &self.sessions[s as usize];
+            let sl = &sess.slots[i as usize];
+            let buf = match sess.role {
+                Role::Client => sl.resp.as_ref(),
+                // The stored response is recycled for the next one if the device has read it.
+                Role::Server => sl.pre_resp.as_ref().or(sl.resp.as_ref()),
+            };
+            if let Some(b) = buf {
+                prefetch2(b.block_ptr());
+            }
+        }
     }
 
     /// Validates one frame and dispatches it by session role and packet type.
@@ -964,7 +988,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             }
             let sl = &mut self.sessions[s].slots[i];
             let (resp, seq) = (sl.resp.take(), sl.resp_seq);
-            let bufs = [sl.req.take(), sl.pre_req.take(), sl.pre_resp.take()];
+            let bufs = [sl.req.take(), sl.pre_resp.take()];
             for b in bufs.into_iter().flatten() {
                 let _ = self.heap.free(b);
             }
@@ -1084,6 +1108,26 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             let _ = self.heap.free(resp);
         }
     }
+}
+
+/// Asks the CPU to bring the cache line holding `p` into the cache, without waiting for it.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint: it reads nothing the program sees, writes nothing and
+    // never faults, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
+
+/// Prefetches the two cache lines from `p` on (`p` 64-byte aligned).
+#[inline(always)]
+pub(crate) fn prefetch2(p: *const u8) {
+    prefetch(p);
+    prefetch(p.wrapping_add(64));
 }
 
 /// The TX descriptor of packet `k` of a msgbuf whose headers are written.

@@ -82,12 +82,13 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.dispatch(s, i);
     }
 
-    /// Starts a new request in slot `i`: takes a request buffer (the slot's cached one-packet
-    /// buffer when it fits), then frees the previous response. Fails without changing anything.
+    /// Starts a new request in slot `i`: takes a request buffer (a one-packet buffer from the
+    /// endpoint's pool when it fits), then frees the previous response. Fails without changing
+    /// anything.
     fn begin_request(&mut self, s: usize, i: usize, h: &Header, npkts: usize) -> Result<(), DropReason> {
         let size = h.msg_size as usize;
         let (mut buf, is_pre) = if npkts == 1 {
-            match self.sessions[s].slots[i].pre_req.take() {
+            match self.req_pool.pop() {
                 Some(b) => (b, true),
                 None => (self.alloc_msg_buffer(self.dpp).map_err(|_| DropReason::NoMemory)?, true),
             }
@@ -122,14 +123,15 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.release_req(s, i);
     }
 
-    /// Drops the request buffer of slot `i`: the one-packet buffer goes back to the slot's cache,
-    /// a large one to the allocator. (Request buffers are never transmitted.)
+    /// Drops the request buffer of slot `i`: a one-packet buffer goes back to the endpoint's pool
+    /// (last in, first out: the next request gets it while it is still in the cache), a large one
+    /// (or one the full pool has no room for) to the allocator. Request buffers are never
+    /// transmitted.
     fn release_req(&mut self, s: usize, i: usize) {
         let sl = &mut self.sessions[s].slots[i];
         if let Some(r) = sl.req.take() {
-            if sl.req_is_pre {
-                sl.pre_req = Some(r);
-            } else {
+            let r = if sl.req_is_pre { self.req_pool.push(r).err() } else { Some(r) };
+            if let Some(r) = r {
                 let _ = self.heap.free(r);
             }
         }

@@ -8,7 +8,8 @@
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
 //! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
-//! server, up to two one-packet msgbufs per slot that has been used.
+//! server, a one-packet response msgbuf per slot that has been used (one-packet request buffers
+//! come from a small pool shared by the endpoint's sessions).
 
 use crate::config::SLOTS_PER_SESSION;
 use crate::msgbuf::MsgBuf;
@@ -55,8 +56,10 @@ pub(crate) enum SlotState {
     Responded,
 }
 
-/// One slot of a session. Fixed layout, one cache line per group: what a request's packets use
-/// first, then the rest of the per-request state, then the client's RTT timestamps.
+/// One slot of a session. Fixed layout, one cache line per group: what every request touches at
+/// either end (request numbers, buffers, packet counters) first, then the rest of the per-request
+/// state with the first few RTT timestamps, then the remaining timestamps. A one-packet RPC
+/// touches the first two lines only, at both ends.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Slot {
@@ -66,21 +69,19 @@ pub struct Slot {
     pub(crate) req: Option<MsgBuf>,
     /// Client: the response buffer. Server: the stored response.
     pub(crate) resp: Option<MsgBuf>,
-    /// Server: cached one-packet request buffer.
-    pub(crate) pre_req: Option<MsgBuf>,
+    /// Server: cached one-packet response buffer.
+    pub(crate) pre_resp: Option<MsgBuf>,
     pub(crate) num_tx: u16,
     pub(crate) num_rx: u16,
     pub(crate) req_pkts: u16,
     /// Client: 0 until the first response packet arrives. Server: packets of the stored response.
     pub(crate) resp_pkts: u16,
     // ----- cache line 1 -----
-    /// Server: cached one-packet response buffer.
-    pub(crate) pre_resp: Option<MsgBuf>,
+    /// Server: upper bound of the TX sequence number of the last response packet sent.
+    pub(crate) resp_seq: u64,
     /// Client: time of the last progress (send, retransmission or in-order receive).
     pub(crate) progress_ns: u64,
     pub(crate) tag: u64,
-    /// Server: upper bound of the TX sequence number of the last response packet sent.
-    pub(crate) resp_seq: u64,
     /// Intrusive list links (client: active requests; server: requests waiting for a worker).
     pub(crate) prev: u32,
     pub(crate) next: u32,
@@ -91,15 +92,16 @@ pub struct Slot {
     pub(crate) cont: u8,
     pub(crate) req_type: u8,
     pub(crate) state: SlotState,
+    /// Server: the request buffer is a one-packet buffer of the endpoint's pool.
     pub(crate) req_is_pre: bool,
     pub(crate) resp_is_pre: bool,
     /// Whether the slot is on an intrusive list.
     pub(crate) linked: bool,
     /// Client: whether the slot's next packet waits in the timing wheel (its link above).
     pub(crate) in_wheel: bool,
-    // ----- cache lines 2-3 -----
+    // ----- the rest of line 1 and lines 2-3 -----
     /// Client: send time (the clock's low 32 bits, ns) of packet `n` in `tx_ts[n % RTT_TS]`,
-    /// for per-packet RTT samples.
+    /// for per-packet RTT samples. The first entries (a one-packet request's) share line 1.
     pub(crate) tx_ts: [u32; crate::cc::RTT_TS],
 }
 
@@ -110,7 +112,6 @@ impl Slot {
         tag: 0,
         req: None,
         resp: None,
-        pre_req: None,
         pre_resp: None,
         prev: NIL,
         next: NIL,
@@ -149,7 +150,8 @@ impl Slot {
 ///
 /// The layout is fixed (`repr(C)`) so that what every packet reads sits together: the first
 /// cache line holds the state, credits, peer address and ready-made headers; the second the
-/// liveness and counters. With thousands of sessions each line touched is a cache miss.
+/// liveness, counters and the congestion-control fields the common case checks (the rate against
+/// the link rate). With thousands of sessions each line touched is a cache miss.
 #[derive(Debug)]
 #[repr(C, align(64))]
 pub struct Session {
@@ -171,12 +173,13 @@ pub struct Session {
     pub(crate) last_heard_ns: u64,
     /// Bumped every time the session number is reused, so stale request handles are refused.
     pub(crate) generation: u32,
-    pub(crate) backlog_len: u32,
-    pub(crate) stats: SessionStats,
     pub(crate) backlog_head: u32,
-    pub(crate) backlog_tail: u32,
-    // ----- colder: congestion control (client), session management, free list -----
+    pub(crate) stats: SessionStats,
+    /// Congestion control (client); its first 16 bytes (rate and link rate) end this line.
     pub(crate) cc: crate::cc::SessionCc,
+    // ----- colder: the rest of congestion control, backlog, session management, free list -----
+    pub(crate) backlog_len: u32,
+    pub(crate) backlog_tail: u32,
     pub(crate) token: u64,
     pub(crate) sm_next_ns: u64,
     pub(crate) sm_attempts: u32,
@@ -268,7 +271,7 @@ impl Session {
         self.token_next = NIL;
         self.stats = SessionStats::default();
         for (i, s) in self.slots.iter_mut().enumerate() {
-            debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_req.is_none() && s.pre_resp.is_none());
+            debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_resp.is_none());
             // A stale wheel entry may still name this slot: keep its link state (the reap
             // handles whatever the slot holds by then).
             let (in_wheel, wheel_next) = (s.in_wheel, s.wheel_next);
@@ -314,8 +317,10 @@ impl BacklogEntry {
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(offset_of!(Session, routing) + size_of::<RoutingInfo>() <= 64);
-    assert!(offset_of!(Session, backlog_tail) + 4 <= 128);
+    assert!(offset_of!(Session, stats) + size_of::<SessionStats>() <= 128);
+    assert!(offset_of!(Session, cc) + crate::cc::SessionCc::HOT_BYTES <= 128);
     assert!(offset_of!(Slot, resp_pkts) + 2 <= 64);
     assert!(offset_of!(Slot, in_wheel) < 128);
+    assert!(offset_of!(Slot, tx_ts) + 4 <= 128);
     assert!(size_of::<Slot>() == 256);
 };

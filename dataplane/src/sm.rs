@@ -397,9 +397,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 }
                 Role::Client => {}
                 Role::Server => {
-                    let busy =
-                        sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler));
-                    if silent > self.cfg.server_idle_timeout_ns && !busy {
+                    // The slots (eight cache lines) are looked at only for a silent session.
+                    if silent > self.cfg.server_idle_timeout_ns
+                        && !sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler))
+                    {
                         log::warn!("server session {s}: client {} silent for {silent} ns, freeing", sess.peer);
                         self.release_session(s);
                     }

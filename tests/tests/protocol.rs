@@ -509,6 +509,71 @@ fn server_single_pkt_request_in_order() {
 }
 
 #[test]
+fn server_one_pkt_requests_share_pooled_buffers() {
+    // One-packet requests answered from their handlers hand their request buffer to the next
+    // request, on any slot: no request buffer stays with a slot (a cold cache line per request
+    // with thousands of sessions).
+    let mut b = server(h_echo);
+    let tx = b.deliver(b.req(8, b"first"));
+    assert_eq!(data_of(&tx[0]), b"first");
+    let live = b.rpc.heap_stats().live_buffers;
+    for (k, req_num) in (9..16).enumerate() {
+        let data = format!("request {k}");
+        let tx = b.deliver(b.req(req_num, data.as_bytes()));
+        assert_eq!(data_of(&tx[0]), data.as_bytes(), "the handler saw the right bytes");
+    }
+    assert_eq!(b.ctx().requests.len(), 8);
+    // Seven more slots hold their stored response; none holds a request buffer.
+    assert_eq!(b.rpc.heap_stats().live_buffers, live + 7);
+    // The next round on the same slots allocates nothing.
+    for req_num in 16..24 {
+        b.deliver(b.req(req_num, b"again"));
+    }
+    assert_eq!(b.rpc.heap_stats().live_buffers, live + 7);
+    assert_eq!(b.ctx().handler_calls, 16);
+}
+
+#[test]
+fn server_held_requests_keep_their_own_buffers() {
+    // A request whose handler returns without answering keeps its buffer until it is answered:
+    // later requests, which take buffers from the same pool, do not disturb it.
+    let mut b = server(h_hold);
+    b.deliver(b.req(8, b"held zero"));
+    b.deliver(b.req(9, b"held one"));
+    let held = b.ctx().held.clone();
+    assert_eq!(b.rpc.request(&held[0]), Some(&b"held zero"[..]));
+    assert_eq!(b.rpc.request(&held[1]), Some(&b"held one"[..]));
+    // Answering the first returns its buffer to the pool; the next request gets it.
+    respond_held(&mut b, held[0], b"r0");
+    assert_eq!(b.rpc.request(&held[0]), None, "answered: the handle is stale");
+    let tx = b.deliver(b.req(10, b"third"));
+    assert_eq!(tx.iter().map(|f| data_of(f)).collect::<Vec<_>>(), vec![b"r0"]);
+    let third = b.ctx().held[2];
+    assert_eq!(b.rpc.request(&third), Some(&b"third"[..]));
+    assert_eq!(b.rpc.request(&held[1]), Some(&b"held one"[..]));
+    respond_held(&mut b, held[1], b"r1");
+    respond_held(&mut b, third, b"r2");
+    b.step();
+    let tx = b.sent();
+    assert_eq!(tx.iter().map(|f| data_of(f)).collect::<Vec<_>>(), vec![b"r1", b"r2"]);
+}
+
+#[test]
+fn server_multi_pkt_request_buffer_is_freed_not_pooled() {
+    // A multi-packet request is reassembled in a buffer of its own size, freed once answered.
+    let mut b = server(h_sized);
+    b.rpc.ctx_mut().resp_len = 4;
+    b.deliver(b.req(8, b"small"));
+    let live = b.rpc.heap_stats().live_buffers;
+    let data = pattern(7, 2000); // 968 + 968 + 64: 3 packets
+    let tx = b.deliver(b.req(9, &data));
+    assert_eq!(b.ctx().requests[1], data, "reassembled byte for byte");
+    assert_eq!(p(tx.last().unwrap()), b.exp(PktType::Resp, 4, 2, 9));
+    // Slot 1 holds its stored response, nothing else.
+    assert_eq!(b.rpc.heap_stats().live_buffers, live + 1);
+}
+
+#[test]
 fn server_empty_request_and_response() {
     let mut b = server(h_echo);
     let tx = b.deliver(b.req(8, b""));

@@ -123,6 +123,19 @@ fn scale_runs_thousands_of_sessions_and_reports_memory_per_session() {
     let sess = core::mem::size_of::<erpc_dataplane::Session>() as f64;
     assert!(r.bytes_per_session >= sess && r.bytes_per_session < sess + 4096.0, "{r:?}");
     assert!(r.many.server_bytes_per_session >= sess, "{r:?}");
+    // The server keeps no request buffer per session (one-packet requests share a pool): its
+    // record plus the slot's stored response, under 2 KB more.
+    assert!(r.many.server_bytes_per_session < sess + 2048.0, "{r:?}");
+}
+
+#[test]
+fn scale_on_huge_pages_runs_the_same() {
+    let a = ScaleArgs { sessions: 1000, rpcs: 10_000, huge_pages: true, ..ScaleArgs::default() };
+    let r = sim::scale(&a).unwrap();
+    assert!(r.huge_pages);
+    assert_eq!(r.one.failed + r.many.failed, 0, "{r:?}");
+    assert!(r.one.rpcs_per_sec > 0.0 && r.many.rpcs_per_sec > 0.0);
+    assert_eq!(r.json()["huge_pages"], true);
 }
 
 #[test]

@@ -75,8 +75,11 @@ pub struct CcStats {
     pub retx_skipped_in_wheel: u64,
 }
 
-/// Per-session congestion-control state.
+/// Per-session congestion-control state. Fixed layout: what the common case reads (the Timely
+/// rate and link rate, [`SessionCc::HOT_BYTES`]) comes first, so the session can keep it in a
+/// cache line every packet touches anyway.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
 pub struct SessionCc {
     pub(crate) timely: Timely,
     /// Due time of the session's last paced packet.
@@ -84,6 +87,9 @@ pub struct SessionCc {
 }
 
 impl SessionCc {
+    /// Leading bytes read by the bypass checks ([`Timely::at_link_rate`]).
+    pub const HOT_BYTES: usize = timely::Timely::HOT_BYTES;
+
     pub const EMPTY: SessionCc = SessionCc { timely: Timely::new(0.0, 0), next_tx_ns: 0 };
 
     pub(crate) fn new(link_rate: f64, now_ns: u64) -> Self {

@@ -44,18 +44,25 @@ impl Default for TimelyParams {
     }
 }
 
-/// The rate state of one session.
+/// The rate state of one session. Fixed layout: the two fields [`Timely::at_link_rate`] reads
+/// come first ([`Timely::HOT_BYTES`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
 pub struct Timely {
     rate: f64,
     link_rate: f64,
     prev_rtt: f64,
     avg_rtt_diff: f64,
-    neg_steps: u32,
     last_update_ns: u64,
+    neg_steps: u32,
 }
 
+const _: () = assert!(core::mem::offset_of!(Timely, link_rate) + 8 <= Timely::HOT_BYTES);
+
 impl Timely {
+    /// Leading bytes holding `rate` and `link_rate`.
+    pub const HOT_BYTES: usize = 16;
+
     /// Starts at the link rate (bytes per second).
     pub const fn new(link_rate: f64, now_ns: u64) -> Self {
         Timely { rate: link_rate, link_rate, prev_rtt: 0.0, avg_rtt_diff: 0.0, neg_steps: 0, last_update_ns: now_ns }

@@ -91,14 +91,52 @@ pub fn msg_footprint(size: usize, mtu: usize) -> usize {
     footprint(size, mtu - PKT_HDR_LEN).next_power_of_two()
 }
 
+/// `len` zeroed bytes for the rest of the process, on transparent huge pages where the kernel
+/// gives them (`madvise(MADV_HUGEPAGE)`; 4 KiB pages otherwise).
+fn huge_zeroed(len: usize) -> &'static mut [u8] {
+    // SAFETY: a fresh private anonymous mapping of `len` bytes, zero-filled by the kernel and
+    // never unmapped: the slice is valid and unaliased for the rest of the process.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return vec![0u8; len].leak();
+        }
+        libc::madvise(p, len, libc::MADV_HUGEPAGE);
+        std::slice::from_raw_parts_mut(p as *mut u8, len)
+    }
+}
+
+/// Storage for `n` sessions on transparent huge pages (see [`huge_zeroed`]).
+fn huge_sessions(n: usize) -> &'static mut [Session] {
+    let p = huge_zeroed(n * std::mem::size_of::<Session>()).as_mut_ptr() as *mut Session;
+    assert!(p.align_offset(std::mem::align_of::<Session>()) == 0, "mappings are page-aligned");
+    for i in 0..n {
+        // SAFETY: the mapping holds `n` sessions' bytes and is aligned for `Session`.
+        unsafe { p.add(i).write(Session::EMPTY) };
+    }
+    // SAFETY: all `n` sessions were initialised above; the mapping is ours for good.
+    unsafe { std::slice::from_raw_parts_mut(p, n) }
+}
+
 /// Builds a host's endpoint with memory for `msgs` messages of `size` bytes, `sessions` sessions
-/// (client and server), and the simulated service registered.
+/// (client and server), and the simulated service registered. With `huge`, the session storage
+/// and the msgbuf region are on transparent huge pages where the kernel gives them, as a
+/// deployment would put them on hugepages (with thousands of sessions on 4 KiB pages, each
+/// session's first access is a TLB miss too).
 pub fn endpoint<T: Transport, C: Clock>(
     nic: T,
     clock: C,
     cfg: RpcConfig,
     msgs: &[(usize, usize)],
     sessions: usize,
+    huge: bool,
 ) -> Result<Rpc<'static, T, C, App>, String> {
     let mut bytes = 4 << 20;
     for &(size, count) in msgs {
@@ -107,8 +145,8 @@ pub fn endpoint<T: Transport, C: Clock>(
     // Each server session holds a one-packet response buffer.
     bytes += sessions * msg_footprint(cfg.mtu, cfg.mtu) * 2;
     let mem = RpcMemory {
-        region: DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000),
-        sessions: Session::storage(sessions).leak(),
+        region: DmaRegion::from_static(if huge { huge_zeroed(bytes) } else { vec![0u8; bytes].leak() }, 0x1_0000_0000),
+        sessions: if huge { huge_sessions(sessions) } else { Session::storage(sessions).leak() },
         backlog: BacklogEntry::storage(64).leak(),
     };
     let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("endpoint: {e:?}"))?;

@@ -294,7 +294,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
         } else {
             vec![(a.size, 1), (a.resp_size, 1)]
         };
-        let mut rpc = endpoint(nic, clk, cfg, &msgs, if h == 0 { a.senders + 1 } else { 2 })?;
+        let mut rpc = endpoint(nic, clk, cfg, &msgs, if h == 0 { a.senders + 1 } else { 2 }, false)?;
         let app = rpc.ctx_mut();
         app.req_size = a.size;
         app.resp_size = a.resp_size;
@@ -486,7 +486,7 @@ fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
     let cfg = a.net.rpc_config(a.size)?;
     let conc = a.sessions;
     let mut net = Network::new(ncfg, |h, nic, clk| {
-        let mut rpc = endpoint(nic, clk, cfg, &[(a.size, conc), (32, conc)], conc + 1)?;
+        let mut rpc = endpoint(nic, clk, cfg, &[(a.size, conc), (32, conc)], conc + 1, false)?;
         let app = rpc.ctx_mut();
         app.req_size = a.size;
         app.resp_size = 32;
@@ -588,13 +588,24 @@ pub struct ScaleArgs {
     /// RPCs measured in each configuration (after as many again to warm up).
     #[arg(long, default_value_t = 400_000)]
     pub rpcs: u64,
+    /// Put both endpoints' session storage and msgbuf regions on transparent huge pages
+    /// (`madvise`), in both configurations, as a deployment would put them on hugepages.
+    #[arg(long)]
+    pub huge_pages: bool,
     #[command(flatten)]
     pub net: NetArgs,
 }
 
 impl Default for ScaleArgs {
     fn default() -> Self {
-        ScaleArgs { sessions: 20_000, outstanding: 8, size: 32, rpcs: 400_000, net: NetArgs::default() }
+        ScaleArgs {
+            sessions: 20_000,
+            outstanding: 8,
+            size: 32,
+            rpcs: 400_000,
+            huge_pages: false,
+            net: NetArgs::default(),
+        }
     }
 }
 
@@ -610,6 +621,10 @@ pub struct ScaleRun {
     pub server_ns_per_rpc: f64,
     /// Client event-loop iterations per RPC.
     pub client_polls_per_rpc: f64,
+    /// Timely rate updates per RPC at the client (0 while every RTT sample is below T_low at
+    /// link rate, the bypass; about 1 once the RTT, which grows with the requests outstanding,
+    /// crosses T_low).
+    pub cc_rate_updates_per_rpc: f64,
     pub client_bytes_per_session: f64,
     pub server_bytes_per_session: f64,
     pub failed: u64,
@@ -621,6 +636,8 @@ pub struct ScaleReport {
     pub many: ScaleRun,
     pub rate_ratio: f64,
     pub bytes_per_session: f64,
+    /// Whether the endpoints' memory was on transparent huge pages (`--huge-pages`).
+    pub huge_pages: bool,
     pub wall_s: f64,
 }
 
@@ -637,9 +654,9 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     let (pc, ps) = (fab.attach(RxBuf::storage(ring).leak()), fab.attach(RxBuf::storage(ring).leak()));
     let cfg = a.net.rpc_config(a.size)?;
     let msgs = [(a.size, conc), (a.size, conc)];
-    let mut srv = endpoint(fab.nic(ps, 0), clk, cfg, &msgs, sessions + 1)?;
+    let mut srv = endpoint(fab.nic(ps, 0), clk, cfg, &msgs, sessions + 1, a.huge_pages)?;
     srv.ctx_mut().resp_size = a.size;
-    let mut cli = endpoint(fab.nic(pc, 0), clk, cfg, &msgs, sessions + 1)?;
+    let mut cli = endpoint(fab.nic(pc, 0), clk, cfg, &msgs, sessions + 1, a.huge_pages)?;
     let app = cli.ctx_mut();
     (app.req_size, app.resp_size, app.remaining) = (a.size, a.size, u64::MAX);
     // Connect in groups that the server's receive ring holds: every connect retry resends all
@@ -669,6 +686,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     // Measure: each event-loop iteration timed on its own, less the cost of timing.
     let overhead = timer_overhead_ns();
     let (c1, mut ns, mut polls) = (cli.ctx().completed, [0u64; 2], 0u64);
+    let cc1 = cli.stats().cc.rate_updates;
     while cli.ctx().completed < c1 + a.rpcs {
         let t = Instant::now();
         cli.run_event_loop_once();
@@ -679,9 +697,10 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
         polls += 1;
     }
     let n = (cli.ctx().completed - c1) as f64;
+    let cc_updates = (cli.stats().cc.rate_updates - cc1) as f64;
     let (client_ns, server_ns) = (ns[0] as f64 / n, ns[1] as f64 / n);
     // Memory per session: the session record plus the msgbufs in use (request and response
-    // buffers at the client, the cached request and response buffers at the server), and the
+    // buffers at the client, the stored or cached response buffers at the server), and the
     // endpoint's fixed share (control-packet ring) spread over the sessions.
     let per = |hs: erpc_dataplane::msgbuf::HeapStats| {
         ((sessions + 1) * core::mem::size_of::<Session>() + hs.capacity - hs.free) as f64 / sessions as f64
@@ -693,6 +712,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
         client_ns_per_rpc: client_ns,
         server_ns_per_rpc: server_ns,
         client_polls_per_rpc: polls as f64 / n,
+        cc_rate_updates_per_rpc: cc_updates / n,
         client_bytes_per_session: per(cli.heap_stats()),
         server_bytes_per_session: per(srv.heap_stats()),
         failed: cli.ctx().failed,
@@ -727,6 +747,7 @@ pub fn scale(a: &ScaleArgs) -> Result<ScaleReport, String> {
     Ok(ScaleReport {
         rate_ratio: many.rpcs_per_sec / one.rpcs_per_sec,
         bytes_per_session: many.client_bytes_per_session,
+        huge_pages: a.huge_pages,
         one,
         many,
         wall_s: wall.elapsed().as_secs_f64(),
@@ -740,6 +761,7 @@ impl ScaleReport {
                 "sessions": r.sessions, "outstanding": r.outstanding, "rpcs_per_sec": r.rpcs_per_sec,
                 "client_ns_per_rpc": r.client_ns_per_rpc, "server_ns_per_rpc": r.server_ns_per_rpc,
                 "client_polls_per_rpc": r.client_polls_per_rpc,
+                "cc_rate_updates_per_rpc": r.cc_rate_updates_per_rpc,
                 "client_bytes_per_session": r.client_bytes_per_session,
                 "server_bytes_per_session": r.server_bytes_per_session, "failed": r.failed,
             })
@@ -747,6 +769,7 @@ impl ScaleReport {
         json!({
             "experiment": "scale", "sessions": self.many.sessions, "rate_ratio": self.rate_ratio,
             "rpcs_per_sec": self.many.rpcs_per_sec, "bytes_per_session": self.bytes_per_session,
+            "huge_pages": self.huge_pages,
             "one_session": run(&self.one), "many_sessions": run(&self.many), "wall_s": self.wall_s,
         })
     }
@@ -759,14 +782,15 @@ impl ScaleReport {
         for r in [&self.one, &self.many] {
             println!(
                 "  {:6} sessions, {:6} outstanding: {:.3} M RPC/s (client {:.0} ns, server {:.0} ns per RPC); \
-                 {:.0} B per session at the client, {:.0} B at the server",
+                 {:.0} B per session at the client, {:.0} B at the server; {:.2} Timely updates per RPC",
                 r.sessions,
                 r.outstanding,
                 r.rpcs_per_sec / 1e6,
                 r.client_ns_per_rpc,
                 r.server_ns_per_rpc,
                 r.client_bytes_per_session,
-                r.server_bytes_per_session
+                r.server_bytes_per_session,
+                r.cc_rate_updates_per_rpc
             );
         }
         println!("  rate ratio:       {:.3}", self.rate_ratio);
