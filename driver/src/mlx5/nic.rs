@@ -89,6 +89,9 @@ impl Mlx5Config {
         if !self.stride_size.is_power_of_two() || !(64..=8192).contains(&self.stride_size) {
             return bad(format!("stride_size = {}: use a power of two in 64..=8192", self.stride_size));
         }
+        if self.eq_poll_interval == 0 {
+            return bad("eq_poll_interval = 0: use 1 or more".into());
+        }
         let buf = self.strides as usize * self.stride_size as usize;
         if !(64..=9000).contains(&self.mtu) || self.mtu > buf {
             return bad(format!("mtu = {}: use 64..=9000, at most a receive buffer ({buf} bytes)", self.mtu));
@@ -137,15 +140,14 @@ pub struct Mlx5Nic<R: RegisterIo> {
     uar: u32,
     bf: u32,
     addr: EndpointAddr,
-    mtu: usize,
     cfg: Mlx5Config,
     /// Destroy commands of the objects created, in creation order.
     undo: Vec<Vec<u8>>,
     stats: Mlx5Stats,
-    polls: u32,
+    /// `rx_burst` calls left until the next event-queue poll.
+    polls_left: u32,
     /// The marker frame `tx_flush` sends when the last WQE was unsignaled.
     marker: Area,
-    sqn: u32,
     // After `hca`: the VFIO device closes once the function is torn down.
     _pci: Option<PciFunction>,
     _rings: DmaMemory,
@@ -257,13 +259,11 @@ impl<R: RegisterIo> Mlx5Nic<R> {
             uar: objs.uar,
             bf: BF_OFFSET,
             addr: EndpointAddr { mac: objs.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
-            mtu: cfg.mtu,
+            polls_left: cfg.eq_poll_interval,
             cfg,
             undo,
             stats: Mlx5Stats::default(),
-            polls: 0,
             marker: rings.marker,
-            sqn: objs.sqn,
             _pci: None,
             _rings: rings_mem,
             _bufs: bufs_mem,
@@ -438,7 +438,7 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
         undo.push(steering::set_root(None).as_bytes().to_vec());
 
-        Ok((Objects { uar, mac, sqn: tx.sqn }, tx, rx, eq))
+        Ok((Objects { uar, mac }, tx, rx, eq))
     }
 
     /// The 60-byte frame `tx_flush` sends when it needs a completion: to our own MAC with the
@@ -473,7 +473,7 @@ impl<R: RegisterIo> Mlx5Nic<R> {
                 log::warn!(
                     "mlx5: send queue {:#x} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
                      syndrome {vendor:#x}); resetting it",
-                    self.sqn
+                    self.tx.sqn
                 );
             }
             self.reset_sq(qstate::ERR);
@@ -484,13 +484,14 @@ impl<R: RegisterIo> Mlx5Nic<R> {
     /// reads none of them again.
     fn reset_sq(&mut self, from: u32) {
         self.stats.sq_resets += 1;
-        let r = modify_sq(&mut self.hca, self.sqn, from, qstate::RST);
+        let sqn = self.tx.sqn;
+        let r = modify_sq(&mut self.hca, sqn, from, qstate::RST);
         self.tx.reset();
         // Completions of the dropped WQEs (flush errors) are stale now.
         while self.tx.cq.poll().is_some() {}
         self.tx.cq.update_ci();
-        if let Err(e) = r.and_then(|()| modify_sq(&mut self.hca, self.sqn, qstate::RST, qstate::RDY)) {
-            log::error!("mlx5: resetting send queue {:#x}: {e}", self.sqn);
+        if let Err(e) = r.and_then(|()| modify_sq(&mut self.hca, sqn, qstate::RST, qstate::RDY)) {
+            log::error!("mlx5: resetting send queue {sqn:#x}: {e}");
         }
     }
 
@@ -535,6 +536,7 @@ impl<R: RegisterIo> Mlx5Nic<R> {
 
     pub fn stats(&self) -> Mlx5Stats {
         let mut s = self.stats;
+        s.tx_packets = self.tx.accepted;
         s.rx_wqes_reposted = self.rx.reposted;
         s
     }
@@ -556,7 +558,7 @@ impl<R: RegisterIo> Mlx5Nic<R> {
 
     /// The send queue number.
     pub fn sqn(&self) -> u32 {
-        self.sqn
+        self.tx.sqn
     }
 }
 
@@ -564,7 +566,6 @@ impl<R: RegisterIo> Mlx5Nic<R> {
 struct Objects {
     uar: u32,
     mac: [u8; 6],
-    sqn: u32,
 }
 
 fn obj_out(out: Vec<u8>) -> ObjOut {
@@ -603,7 +604,7 @@ fn destroy_all<R: RegisterIo>(hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>) {
 
 impl<R: RegisterIo> Transport for Mlx5Nic<R> {
     fn mtu(&self) -> usize {
-        self.mtu
+        self.cfg.mtu
     }
 
     fn local_addr(&self) -> EndpointAddr {
@@ -618,9 +619,9 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
 
     fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
         self.reap_tx();
-        let mut n = 0;
+        let (mut n, pi0) = (0, self.tx.pi);
         for p in pkts {
-            if p.len() > self.mtu || (p.segs[0].len as usize) < L2_INLINE {
+            if p.len() > self.cfg.mtu || (p.segs[0].len as usize) < L2_INLINE {
                 self.stats.tx_dropped_oversize += 1;
                 self.tx.skip();
                 n += 1;
@@ -636,10 +637,9 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
             }
             n += 1;
         }
-        if self.tx.pi != self.tx.ci && n > 0 {
+        if self.tx.pi != pi0 {
             self.doorbell();
         }
-        self.stats.tx_packets = self.tx.accepted;
         n
     }
 
@@ -677,8 +677,9 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-        self.polls = self.polls.wrapping_add(1);
-        if self.polls % self.cfg.eq_poll_interval == 0 {
+        self.polls_left -= 1;
+        if self.polls_left == 0 {
+            self.polls_left = self.cfg.eq_poll_interval;
             self.poll_events();
         }
         let mut d = RxDrops::default();

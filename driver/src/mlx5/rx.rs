@@ -42,6 +42,8 @@ pub struct Rx {
     /// WQEs in the ring (a power of two).
     n: u32,
     strides: u32,
+    /// log2 of `strides` (a packet's id is its WQE slot shifted by it, plus its stride).
+    strides_log: u32,
     stride_log: u32,
     dbrec: DbRec,
     /// WQEs posted so far (counter; the doorbell record holds its low 16 bits).
@@ -62,7 +64,12 @@ impl Rx {
     pub fn new(wqes: Area, bufs: Area, g: RxGeometry, lkey: u32, dbrec: DbRec, cq: Cq) -> Rx {
         let RxGeometry { wqes: n, strides, stride_log } = g;
         let buf_bytes = (strides as usize) << stride_log;
-        assert!(n.is_power_of_two() && wqes.len >= n as usize * 32 && bufs.len >= n as usize * buf_bytes);
+        assert!(
+            n.is_power_of_two()
+                && strides.is_power_of_two()
+                && wqes.len >= n as usize * 32
+                && bufs.len >= n as usize * buf_bytes
+        );
         for i in 0..n as usize {
             let w = StridingRxWqe {
                 data: DataSeg {
@@ -79,6 +86,7 @@ impl Rx {
             bufs,
             n,
             strides,
+            strides_log: strides.trailing_zeros(),
             stride_log,
             dbrec,
             posted: n,
@@ -145,10 +153,11 @@ impl Rx {
                 if len == 0 || len > count << self.stride_log {
                     drops.malformed += 1;
                 } else {
-                    let off = (s << self.stride_log) * self.strides as usize + ((stride as usize) << self.stride_log);
+                    let id = slot << self.strides_log | stride;
+                    let off = (id as usize) << self.stride_log;
                     // SAFETY: inside the buffer of WQE `slot` (stride + count <= strides).
                     let data = unsafe { NonNull::new_unchecked(self.bufs.vaddr.as_ptr().add(off)) };
-                    out[n] = RxPacket { data, len, id: slot * self.strides + stride };
+                    out[n] = RxPacket { data, len, id };
                     self.lent[s] += 1;
                     n += 1;
                 }
@@ -166,7 +175,7 @@ impl Rx {
 
     /// Takes a lent packet back; `false` if `id` names no lent packet.
     pub fn release(&mut self, id: u32) -> bool {
-        let slot = (id / self.strides) as usize;
+        let slot = (id >> self.strides_log) as usize;
         match self.lent.get_mut(slot) {
             Some(l) if *l > 0 => {
                 *l -= 1;

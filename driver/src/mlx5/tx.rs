@@ -8,7 +8,7 @@
 //! blocks (64 bytes) per packet.
 
 use super::queues::{Area, Cq, DbRec};
-use super::wqe::{CtrlSeg, DataSeg, EthSeg, CTRL_CQ_UPDATE, OPCODE_SEND, WQEBB};
+use super::wqe::{cqe_op, CtrlSeg, DataSeg, EthSeg, CTRL_CQ_UPDATE, OPCODE_SEND, WQEBB};
 use std::collections::VecDeque;
 use zerocopy::IntoBytes;
 
@@ -208,7 +208,7 @@ impl Tx {
         let mut r = Reaped::default();
         while let Some(cqe) = self.cq.poll() {
             match cqe.opcode() {
-                0x0 => {
+                cqe_op::REQ => {
                     let idx = cqe.wqe_counter.get();
                     match self.pending.iter().position(|s| s.index == idx) {
                         Some(k) => {
@@ -221,7 +221,7 @@ impl Tx {
                         None => r.malformed += 1,
                     }
                 }
-                0xD => {
+                cqe_op::REQ_ERR => {
                     r.errors += 1;
                     r.last_error = Some((cqe.err_syndrome(), cqe.vendor_syndrome(), cqe.wqe_counter.get()));
                 }
