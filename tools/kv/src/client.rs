@@ -325,8 +325,11 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
                     }
                 }
                 Some(Status::TryAgain) => {
+                    // That replica knows no leader (it may be cut off): ask the next one.
                     k.stats.try_again += 1;
-                    k.clients[c].retry_at_ns = Some(now + k.cfg.backoff_ns);
+                    let l = &mut k.clients[c];
+                    l.leader = (l.leader + 1) % n;
+                    l.retry_at_ns = Some(now + k.cfg.backoff_ns);
                 }
                 Some(Status::BadRequest) | None => {
                     k.finish(c, Outcome::Failed("the store refused the request as malformed".into()), now)
