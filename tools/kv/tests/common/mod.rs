@@ -191,11 +191,18 @@ impl Load {
                     );
                 }
             }
-            if let Some(rec) = &r.sm.record {
-                let mut seen = std::collections::HashSet::new();
-                for w in rec {
-                    assert!(seen.insert(*w), "replica {} applied {:?} twice", r.id(), w);
-                }
+        }
+        applied_once(c);
+    }
+}
+
+/// No live replica applied any (client id, sequence number) twice.
+pub fn applied_once(c: &Sim) {
+    for r in c.replicas.iter().flatten() {
+        if let Some(rec) = &r.ctx().sm.record {
+            let mut seen = std::collections::HashSet::new();
+            for w in rec {
+                assert!(seen.insert(*w), "replica {} applied {:?} twice", r.ctx().id(), w);
             }
         }
     }
