@@ -1,5 +1,6 @@
 //! The `erpc` command's library: benchmarks (and the gRPC peer benchmark), packet capture, the
-//! simulated datacenter and NIC management, usable from tests.
+//! simulated datacenter, the replicated key-value store's commands and NIC management, usable
+//! from tests.
 
 pub mod bench;
 mod bench_afxdp;
@@ -7,6 +8,7 @@ mod bench_mlx5;
 mod bench_udp;
 pub mod capture;
 pub mod grpc_bench;
+pub mod kv;
 pub mod netns;
 pub mod nic;
 pub mod sim;

@@ -248,7 +248,7 @@ fn try_send<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, c: usize) {
     let Some(op) = l.op.clone() else { return };
     if now.saturating_sub(l.invoke_ns) > k.cfg.op_timeout_ns {
         let what = if k.connected() == 0 { "no replica answered" } else { "no leader answered" };
-        let msg = format!("{what} within {} s", k.cfg.op_timeout_ns / 1_000_000_000);
+        let msg = format!("{what} within {} s", k.cfg.op_timeout_ns as f64 / 1e9);
         return k.finish(c, Outcome::Failed(msg), now);
     }
     let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| k.replicas[i].connected) else {
@@ -409,7 +409,7 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>) {
 /// leader-latency histogram after answering. False if replica `i` is not connected.
 pub fn query_stats<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, i: usize, reset: bool) -> bool {
     let Some(s) = rpc.ctx().replicas.get(i).and_then(|r| r.session.filter(|_| r.connected)) else { return false };
-    let (Ok(mut q), Ok(r)) = (rpc.alloc_msg_buffer(1), rpc.alloc_msg_buffer(64)) else { return false };
+    let (Ok(mut q), Ok(r)) = (rpc.alloc_msg_buffer(1), rpc.alloc_msg_buffer(72)) else { return false };
     q.data_mut()[0] = reset as u8;
     rpc.ctx_mut().last_stats = None;
     rpc.enqueue_request(s, proto::REQ_STATS, q, r, on_stats::<T, C>, 0).is_ok()

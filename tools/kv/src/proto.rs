@@ -187,7 +187,7 @@ pub struct PartHdr {
 }
 const _: () = assert!(core::mem::size_of::<PartHdr>() == 32);
 
-/// The answer to [`REQ_STATS`] (64 bytes).
+/// The answer to [`REQ_STATS`] (72 bytes).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
 #[repr(C)]
 pub struct StatsResp {
@@ -202,8 +202,10 @@ pub struct StatsResp {
     pub commit_p99_ns: U64,
     /// Times this replica became leader.
     pub elections_won: U64,
+    /// Bit 0: the log is durable (`fsync`).
+    pub flags: U64,
 }
-const _: () = assert!(core::mem::size_of::<StatsResp>() == 64);
+const _: () = assert!(core::mem::size_of::<StatsResp>() == 72);
 
 #[cfg(test)]
 mod tests {

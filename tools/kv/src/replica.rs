@@ -814,6 +814,7 @@ fn on_stats<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandle) {
         commit_p50_ns: U64::new(if hist.is_empty() { 0 } else { hist.value_at_quantile(0.5) }),
         commit_p99_ns: U64::new(if hist.is_empty() { 0 } else { hist.value_at_quantile(0.99) }),
         elections_won: U64::new(r.stats.elections_won),
+        flags: U64::new(r.node.store().is_durable() as u64),
     };
     if reset {
         r.stats.commit_ns.reset();
