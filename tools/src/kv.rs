@@ -43,6 +43,8 @@ pub enum KvCmd {
     Bench(BenchArgs),
     /// Three replicas and a benchmark client in this process, on one thread.
     Local(LocalArgs),
+    /// The same load against an etcd cluster (the peer system), same keys in the output.
+    EtcdBench(crate::kv_etcd::EtcdBenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -113,23 +115,23 @@ pub struct OpArgs {
 pub struct LoadArgs {
     /// Logical clients, each with one operation outstanding.
     #[arg(long, default_value_t = 1)]
-    clients: usize,
+    pub(crate) clients: usize,
     /// Percentage of GETs (the rest are PUTs).
     #[arg(long, default_value_t = 0)]
-    get_pct: u64,
+    pub(crate) get_pct: u64,
     #[arg(long, default_value_t = 16)]
-    key_size: usize,
+    pub(crate) key_size: usize,
     #[arg(long, default_value_t = 64)]
-    value_size: usize,
+    pub(crate) value_size: usize,
     /// Distinct keys.
     #[arg(long, default_value_t = 1000)]
-    keys: u64,
+    pub(crate) keys: u64,
     /// Measurement time, seconds (after 0.5 s of warm-up).
     #[arg(long, default_value_t = 2.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -170,6 +172,7 @@ pub fn run(a: KvArgs) -> Result<(), String> {
         KvCmd::Del(a) => one_op(a, "del"),
         KvCmd::Bench(a) => bench(a),
         KvCmd::Local(a) => local(a),
+        KvCmd::EtcdBench(a) => crate::kv_etcd::run(a),
     }
 }
 
@@ -337,7 +340,7 @@ fn one_op(a: OpArgs, what: &str) -> Result<(), String> {
 }
 
 /// What a benchmark measured.
-struct KvReport {
+pub(crate) struct KvReport {
     transport: String,
     setup: &'static str,
     clients: usize,
@@ -351,10 +354,8 @@ struct KvReport {
     puts: Histogram<u64>,
     gets: Histogram<u64>,
     rtt: Histogram<u64>,
-    leader: usize,
-    leader_commits: u64,
-    leader_p50_ns: u64,
-    leader_p99_ns: u64,
+    /// The leader (index) and its commit latency: commits, p50, p99 (ns); not for peers.
+    leader: Option<(usize, u64, u64, u64)>,
     durable: bool,
     redirects: u64,
     retries: u64,
@@ -370,9 +371,44 @@ fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
 }
 
 impl KvReport {
+    /// A peer system's report (no leader statistics, no round-trip reference).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn peer(
+        transport: &str,
+        setup: &'static str,
+        l: &LoadArgs,
+        durable: bool,
+        secs: f64,
+        ops: u64,
+        failed: u64,
+        [all, puts, gets]: [Histogram<u64>; 3],
+    ) -> KvReport {
+        KvReport {
+            transport: transport.into(),
+            setup,
+            clients: l.clients,
+            get_pct: l.get_pct,
+            key_size: l.key_size,
+            value_size: l.value_size,
+            secs,
+            ops,
+            failed,
+            all,
+            puts,
+            gets,
+            rtt: hist(),
+            leader: None,
+            durable,
+            redirects: 0,
+            retries: 0,
+            elections: 0,
+        }
+    }
+
     fn json(&self) -> serde_json::Value {
         let p50 = pct(&self.all, 0.5);
         let rtt50 = pct(&self.rtt, 0.5);
+        let lp50 = self.leader.map(|l| us(l.2));
         json!({
             "transport": self.transport, "mode": "kv", "setup": self.setup,
             "durability": if self.durable { "fsync" } else { "none" },
@@ -381,11 +417,11 @@ impl KvReport {
             "p50_us": p50, "p99_us": pct(&self.all, 0.99), "p999_us": pct(&self.all, 0.999),
             "put_p50_us": pct(&self.puts, 0.5), "put_p99_us": pct(&self.puts, 0.99),
             "get_p50_us": pct(&self.gets, 0.5), "get_p99_us": pct(&self.gets, 0.99),
-            "leader": self.leader + 1, "leader_commits": self.leader_commits,
-            "leader_commit_p50_us": us(self.leader_p50_ns), "leader_commit_p99_us": us(self.leader_p99_ns),
+            "leader": self.leader.map(|l| l.0 + 1), "leader_commits": self.leader.map(|l| l.1),
+            "leader_commit_p50_us": lp50, "leader_commit_p99_us": self.leader.map(|l| us(l.3)),
             "rtt_p50_us": rtt50, "rtt_p99_us": pct(&self.rtt, 0.99),
             "ratio_p50": p50.zip(rtt50).map(|(a, b)| a / b),
-            "ratio_leader_p50": rtt50.map(|b| us(self.leader_p50_ns) / b),
+            "ratio_leader_p50": lp50.zip(rtt50).map(|(a, b)| a / b),
             "redirects": self.redirects, "retries": self.retries, "elections": self.elections,
         })
     }
@@ -404,13 +440,9 @@ impl KvReport {
         };
         line("PUT at client (us):", &self.puts);
         line("GET at client (us):", &self.gets);
-        println!(
-            "  commit at leader: p50 {:.2}  p99 {:.2} us (replica {}, {} writes)",
-            us(self.leader_p50_ns),
-            us(self.leader_p99_ns),
-            self.leader + 1,
-            self.leader_commits
-        );
+        if let Some((i, n, p50, p99)) = self.leader {
+            println!("  commit at leader: p50 {:.2}  p99 {:.2} us (replica {}, {n} writes)", us(p50), us(p99), i + 1);
+        }
         line("eRPC RTT (us):", &self.rtt);
         let j = self.json();
         if let (Some(r), Some(l)) = (j["ratio_p50"].as_f64(), j["ratio_leader_p50"].as_f64()) {
@@ -420,7 +452,7 @@ impl KvReport {
     }
 }
 
-fn check_load(l: &LoadArgs) -> Result<(), String> {
+pub(crate) fn check_load(l: &LoadArgs) -> Result<(), String> {
     if l.clients == 0 || l.clients > 1024 {
         return Err(format!("--clients must be 1..=1024, not {}", l.clients));
     }
@@ -555,7 +587,7 @@ fn measure<T: Transport>(
             others();
         }
         if let Some(&t) = cli.ctx().echoes.first() {
-            if n > 100 {
+            if n >= 10 {
                 let _ = rtt.record(t);
             }
             n += 1;
@@ -577,10 +609,7 @@ fn measure<T: Transport>(
         puts,
         gets,
         rtt,
-        leader,
-        leader_commits: s.commits.get(),
-        leader_p50_ns: s.commit_p50_ns.get(),
-        leader_p99_ns: s.commit_p99_ns.get(),
+        leader: stats.map(|s| (leader, s.commits.get(), s.commit_p50_ns.get(), s.commit_p99_ns.get())),
         durable: s.flags.get() & 1 != 0,
         redirects: k.stats.redirects - stats0.redirects,
         retries,
@@ -592,7 +621,7 @@ fn hist() -> Histogram<u64> {
     Histogram::new(3).expect("histogram")
 }
 
-fn emit(r: &KvReport, json: bool) {
+pub(crate) fn emit(r: &KvReport, json: bool) {
     if json {
         println!("{}", r.json());
     } else {

@@ -9,6 +9,7 @@ mod bench_udp;
 pub mod capture;
 pub mod grpc_bench;
 pub mod kv;
+mod kv_etcd;
 pub mod netns;
 pub mod nic;
 pub mod sim;
