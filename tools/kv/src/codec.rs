@@ -219,17 +219,18 @@ fn read_message(r: &mut Rd) -> Result<Message, DecodeError> {
     }
     m.set_entries(ents.into());
     if flags & 2 != 0 {
-        let mut s = Snapshot::default();
-        s.data = r.bytes()?.to_vec().into();
+        let mut s = Snapshot { data: r.bytes()?.to_vec().into(), ..Default::default() };
         let md = s.mut_metadata();
         md.index = r.var()?;
         md.term = r.var()?;
-        let mut cs = ConfState::default();
-        cs.voters = r.ids()?;
-        cs.learners = r.ids()?;
-        cs.voters_outgoing = r.ids()?;
-        cs.learners_next = r.ids()?;
-        cs.auto_leave = r.u8()? != 0;
+        let cs = ConfState {
+            voters: r.ids()?,
+            learners: r.ids()?,
+            voters_outgoing: r.ids()?,
+            learners_next: r.ids()?,
+            auto_leave: r.u8()? != 0,
+            ..Default::default()
+        };
         md.set_conf_state(cs);
         m.set_snapshot(s);
     }
@@ -252,6 +253,7 @@ pub fn decode_batch(b: &[u8]) -> Result<Vec<Message>, DecodeError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -83,8 +83,7 @@ fn engine_err(e: raft_engine::Error) -> String {
 impl KvStorage {
     /// A new, empty log of a group whose voters are `voters`.
     pub fn new(voters: Vec<u64>) -> KvStorage {
-        let mut conf = ConfState::default();
-        conf.voters = voters;
+        let conf = ConfState { voters, ..Default::default() };
         KvStorage {
             hard: HardState::default(),
             conf,
@@ -240,8 +239,7 @@ impl KvStorage {
     /// drops the entries up to `compact_to` (at most `index`). Durable before it returns.
     pub fn snapshot_and_compact(&mut self, index: u64, data: Vec<u8>, compact_to: u64) -> Result<(), String> {
         let term = self.term(index).map_err(|e| e.to_string())?;
-        let mut snap = Snapshot::default();
-        snap.data = data.into();
+        let mut snap = Snapshot { data: data.into(), ..Default::default() };
         let m = snap.mut_metadata();
         m.index = index;
         m.term = term;
@@ -343,6 +341,7 @@ impl Storage for KvStorage {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,8 @@
 //! Replication on the simulated fabric: every replica applies the same writes in the same order;
 //! a GET after an acknowledged PUT sees it; followers redirect; many clients at once.
 
+#![allow(clippy::needless_range_loop)]
+
 mod common;
 
 use common::*;
