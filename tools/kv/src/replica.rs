@@ -252,7 +252,14 @@ pub struct Replica {
     failed: Option<String>,
     /// Requests or responses were queued outside the event loop (see [`poll`]).
     queued: bool,
+    /// Iterations of [`poll`]: the clock is read every [`CLOCK_EVERY`].
+    polls: u32,
 }
+
+/// [`poll`] reads the clock (for ticks and reconnections) every this many iterations: a clock
+/// read costs as much as the rest of an idle iteration (a VM may trap the TSC), and ticks are
+/// milliseconds.
+const CLOCK_EVERY: u32 = 8;
 
 /// A replica's endpoint.
 pub type ReplicaRpc<T, C> = Rpc<'static, T, C, Replica>;
@@ -327,6 +334,7 @@ impl Replica {
             last_snapshot,
             failed: None,
             queued: false,
+            polls: 0,
         })
     }
 
@@ -499,7 +507,7 @@ impl Replica {
             self.stats.snapshots_installed += 1;
         }
         self.apply_committed(rd.take_committed_entries());
-        self.node.mut_store().persist(rd.entries(), rd.hs())?;
+        self.node.mut_store().persist(rd.entries(), rd.hs(), rd.must_sync())?;
         self.route(rd.take_persisted_messages());
         for rs in rd.take_read_states() {
             if rs.request_ctx.len() == 8 {
@@ -658,6 +666,9 @@ fn respond_bytes<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandl
 }
 
 fn send_replies<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
+    if rpc.ctx().replies.is_empty() {
+        return;
+    }
     let replies = std::mem::take(&mut rpc.ctx_mut().replies);
     let now = rpc.clock().now_ns();
     for r in replies {
@@ -965,6 +976,46 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), St
     if let Some(e) = rpc.ctx().failed.clone() {
         return Err(e);
     }
+    let r = rpc.ctx_mut();
+    r.polls = r.polls.wrapping_add(1);
+    if r.polls % CLOCK_EVERY == 0 {
+        timed_work(rpc);
+    }
+    let r = rpc.ctx_mut();
+    if !r.new_reads.is_empty() {
+        if r.is_leader() {
+            let ctx = r.next_read_ctx;
+            r.next_read_ctx += 1;
+            let reads = std::mem::take(&mut r.new_reads);
+            r.read_batches.insert(ctx, ReadBatch { reads, index: None, issued_tick: r.ticks });
+            r.node.read_index(ctx.to_le_bytes().to_vec());
+        } else {
+            r.fail_pending();
+        }
+    }
+    if r.node.has_ready() {
+        if let Err(e) = r.handle_ready() {
+            r.failed = Some(e.clone());
+            return Err(e);
+        }
+    }
+    r.serve_reads();
+    if let Err(e) = r.maybe_snapshot() {
+        r.failed = Some(e.clone());
+        return Err(e);
+    }
+    send_replies(rpc);
+    flush(rpc);
+    // What was queued outside the event loop leaves at the end of an iteration: run one now
+    // rather than at the next poll (the endpoint has no separate flush).
+    if std::mem::take(&mut rpc.ctx_mut().queued) {
+        rpc.run_event_loop_once();
+    }
+    Ok(())
+}
+
+/// Reconnections and Raft ticks, by the clock.
+fn timed_work<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
     let now = rpc.clock().now_ns();
     // Sessions to peers: (re)connect those without one.
     for i in 0..rpc.ctx().peers.len() {
@@ -998,34 +1049,4 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), St
     if ticked {
         r.on_ticks();
     }
-    if !r.new_reads.is_empty() {
-        if r.is_leader() {
-            let ctx = r.next_read_ctx;
-            r.next_read_ctx += 1;
-            let reads = std::mem::take(&mut r.new_reads);
-            r.read_batches.insert(ctx, ReadBatch { reads, index: None, issued_tick: r.ticks });
-            r.node.read_index(ctx.to_le_bytes().to_vec());
-        } else {
-            r.fail_pending();
-        }
-    }
-    if r.node.has_ready() {
-        if let Err(e) = r.handle_ready() {
-            r.failed = Some(e.clone());
-            return Err(e);
-        }
-    }
-    r.serve_reads();
-    if let Err(e) = r.maybe_snapshot() {
-        r.failed = Some(e.clone());
-        return Err(e);
-    }
-    send_replies(rpc);
-    flush(rpc);
-    // What was queued outside the event loop leaves at the end of an iteration: run one now
-    // rather than at the next poll (the endpoint has no separate flush).
-    if std::mem::take(&mut rpc.ctx_mut().queued) {
-        rpc.run_event_loop_once();
-    }
-    Ok(())
 }

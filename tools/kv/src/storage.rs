@@ -178,8 +178,10 @@ impl KvStorage {
     }
 
     /// Appends entries from a Ready, replacing any conflicting suffix, and sets the hard state
-    /// if it changed; then, with durability, writes both and syncs once.
-    pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>) -> Result<(), String> {
+    /// if it changed; then, with durability, writes both, and syncs once if `sync` (raft-rs's
+    /// `must_sync`: new entries, term or vote; a hard state that only moves the commit index
+    /// goes to the log unsynced, as a lost one is learnt again from the leader).
+    pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<(), String> {
         if let Some(first) = ents.first() {
             let first_idx = first.index;
             if first_idx <= self.start.0 {
@@ -205,8 +207,8 @@ impl KvStorage {
             if let Some(hs) = hs {
                 b.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(engine_err)?;
             }
-            self.synced_bytes += engine.write(&mut b, true).map_err(engine_err)? as u64;
-            self.syncs += 1;
+            self.synced_bytes += engine.write(&mut b, sync).map_err(engine_err)? as u64;
+            self.syncs += sync as u64;
         }
         Ok(())
     }
@@ -360,11 +362,11 @@ mod tests {
     #[test]
     fn append_truncates_conflicts_and_compaction_keeps_the_start_term() {
         let mut s = KvStorage::new(vec![1, 2, 3]);
-        s.persist(&[ent(1, 1), ent(2, 1), ent(3, 2)], None).unwrap();
-        s.persist(&[ent(3, 3), ent(4, 3)], None).unwrap();
+        s.persist(&[ent(1, 1), ent(2, 1), ent(3, 2)], None, true).unwrap();
+        s.persist(&[ent(3, 3), ent(4, 3)], None, true).unwrap();
         assert_eq!(s.last_index().unwrap(), 4);
         assert_eq!(s.term(3).unwrap(), 3);
-        assert!(s.persist(&[ent(7, 3)], None).is_err(), "a gap is refused");
+        assert!(s.persist(&[ent(7, 3)], None, true).is_err(), "a gap is refused");
         s.snapshot_and_compact(3, b"state".to_vec(), 2).unwrap();
         assert_eq!(s.first_index().unwrap(), 3);
         assert_eq!(s.term(2).unwrap(), 1, "the term just before the log is kept");
@@ -387,8 +389,8 @@ mod tests {
             hs.vote = 2;
             hs.commit = 4;
             let ents: Vec<Entry> = (1..=6).map(|i| ent(i, 1 + i / 3)).collect();
-            s.persist(&ents, Some(&hs)).unwrap();
-            s.persist(&[ent(6, 3), ent(7, 3)], None).unwrap();
+            s.persist(&ents, Some(&hs), true).unwrap();
+            s.persist(&[ent(6, 3), ent(7, 3)], None, true).unwrap();
             s.snapshot_and_compact(4, b"snap at 4".to_vec(), 3).unwrap();
             assert!(s.syncs >= 3);
         }
