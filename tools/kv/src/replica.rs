@@ -689,10 +689,16 @@ fn send_replies<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
     }
 }
 
+/// Whether request `h` comes from the endpoint of replica `from` (its session's peer address).
+fn from_peer<T: Transport, C: Clock>(rpc: &ReplicaRpc<T, C>, h: &ReqHandle, from: u64) -> bool {
+    let Some(want) = rpc.ctx().cfg.peers.get((from as usize).wrapping_sub(1)) else { return false };
+    rpc.session(h.session()).map(|s| s.peer()).is_some_and(|p| p.ipv4 == want.ipv4 && p.udp_port == want.udp_port)
+}
+
 fn on_raft<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandle) {
     let msgs = rpc.request(&h).map(codec::decode_batch);
     let ok = match msgs {
-        Some(Ok(msgs)) if !msgs.is_empty() => {
+        Some(Ok(msgs)) if !msgs.is_empty() && from_peer(rpc, &h, msgs[0].from) => {
             let from = msgs[0].from;
             let r = rpc.ctx_mut();
             if r.step_batch(from, msgs) {
@@ -712,13 +718,15 @@ fn on_raft<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandle) {
 fn on_part<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandle) {
     let Some(req) = rpc.request(&h) else { return };
     let req = req.to_vec();
-    let r = rpc.ctx_mut();
     let Ok((ph, body)) = PartHdr::read_from_prefix(&req) else {
-        r.stats.bad_requests += 1;
+        rpc.ctx_mut().stats.bad_requests += 1;
         return respond_bytes(rpc, h, &[]);
     };
     let (from, xfer, total, off) = (ph.from.get(), ph.xfer.get(), ph.total.get(), ph.offset.get());
+    let known = from_peer(rpc, &h, from);
+    let r = rpc.ctx_mut();
     let sane = r.peer_index(from).is_some()
+        && known
         && total <= r.cfg.max_assembly as u64
         && off.checked_add(body.len() as u64).is_some_and(|e| e <= total)
         && !body.is_empty();

@@ -91,3 +91,38 @@ fn many_clients_writing_at_once_are_batched_and_all_applied() {
     // Batching: far fewer Raft requests than writes times followers.
     assert!(r.stats.raft_requests_sent < 2 * 2 * 16 * per, "{} Raft requests", r.stats.raft_requests_sent);
 }
+
+fn drop_completion(
+    rpc: &mut erpc_kv::client::ClientRpc<erpc_kv::cluster::FabricNic, erpc_kv::cluster::Clk>,
+    c: erpc_dataplane::Completion,
+) {
+    let _ = rpc.free_msg_buffer(c.req);
+    let _ = rpc.free_msg_buffer(c.resp);
+}
+
+#[test]
+fn raft_messages_from_an_endpoint_that_is_no_peer_are_refused() {
+    let mut c = sim(SimOptions::default());
+    let l = elect(&mut c);
+    let f = (l + 1) % 3;
+    let term = c.replica(f).unwrap().term();
+    // A client endpoint forges a heartbeat "from the leader" with a far higher term: accepted, it
+    // would make the follower take that term (and disrupt the cluster).
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    (m.from, m.to, m.term) = (l as u64 + 1, f as u64 + 1, term + 100);
+    let mut batch = Vec::new();
+    erpc_kv::codec::encode_batch(std::iter::once(&erpc_kv::codec::encoded(&m)[..]), &mut batch);
+    let addr = c.cfgs[f].peers[f];
+    let s = c.clients[0].create_session(addr).unwrap();
+    assert!(c.run_until(S, |c| c.clients[0].is_connected(s)));
+    let mut req = c.clients[0].alloc_msg_buffer(batch.len()).unwrap();
+    req.data_mut().copy_from_slice(&batch);
+    let resp = c.clients[0].alloc_msg_buffer(4096).unwrap();
+    c.clients[0].enqueue_request(s, erpc_kv::proto::REQ_RAFT, req, resp, drop_completion, 0).unwrap();
+    c.run_for(10 * MS);
+    let r = c.replica(f).unwrap();
+    assert!(r.stats.bad_requests >= 1, "refused");
+    assert_eq!(r.term(), term, "the forged term was not taken");
+    assert_eq!(c.leader(), Some(l));
+}
