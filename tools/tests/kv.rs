@@ -151,6 +151,7 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
         (vec!["kv", "bench", "--peers", &peers, "--clients", "0"], "--clients must be"),
         (vec!["kv", "local", "--get-pct", "101"], "--get-pct"),
         (vec!["kv", "get", "--peers", "10.9.9.9:31850", "k"], "need --bind"),
+        (vec!["kv", "etcd-bench", "--endpoints", &format!("127.0.0.1:{p1}"), "--duration", "0.1"], "no etcd answered"),
     ] {
         let out = erpc(&args);
         let err = String::from_utf8_lossy(&out.stderr);
