@@ -4,11 +4,11 @@
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
 pub mod intel_fake;
-pub mod loopback;
 pub mod mlx5_model;
+pub mod scenarios;
 
 use erpc_dataplane::clock::SimClock;
-use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::{ErpcHdr, RoutingInfo, HEADROOM, PKT_HDR_LEN};
 use erpc_dataplane::{BacklogEntry, DmaRegion, Rpc, RpcConfig, RpcMemory, Session};

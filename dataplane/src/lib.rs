@@ -24,7 +24,7 @@
 //! | congestion control: Timely, Carousel timing wheel, bypasses | [`cc`] |
 //! | time | [`clock`] |
 //! | counters | [`stats`] |
-//! | in-memory NIC and simulated fabric | [`sim`] |
+//! | in-memory NIC and simulated fabric | [`fabric`] |
 //! | fault injection around any transport | [`fault`] |
 //!
 //! ## Threading model
@@ -52,6 +52,7 @@ pub mod config;
 pub mod dma;
 pub mod error;
 pub mod event;
+pub mod fabric;
 pub mod fault;
 pub mod handlers;
 pub mod liveness;
@@ -60,7 +61,6 @@ pub mod reliability;
 pub mod rpc;
 pub mod server;
 pub mod session;
-pub mod sim;
 pub mod sm;
 pub mod stats;
 pub mod transport;

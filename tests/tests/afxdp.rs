@@ -9,7 +9,7 @@ use erpc_dataplane::transport::{EndpointAddr, RxPacket, Segment, Transport, TxPa
 use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
 use erpc_driver::afxdp::{AfXdpConfig, AfXdpError, AfXdpTransport, XdpAttach};
 use erpc_hugepages::{HugepageCounts, PageSize};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{Loopback, LoopbackConfig};
 use erpc_tools::netns::{self, VethPair};
 use std::sync::Mutex;
 

@@ -1,6 +1,6 @@
 //! End-to-end tests: endpoints on the simulated fabric.
 
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_dataplane::worker::{BgQueues, WorkerPool};
 use erpc_dataplane::*;
 use erpc_tests::*;

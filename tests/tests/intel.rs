@@ -7,7 +7,7 @@ use erpc_dataplane::{RpcConfig, RpcMemory};
 use erpc_driver::intel::{Family, IntelConfig, IntelNic};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
-use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;

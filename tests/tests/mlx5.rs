@@ -139,8 +139,8 @@ mod datapath {
     use erpc_driver::mlx5::Mlx5Error;
     use erpc_driver::mlx5::{Mlx5Config as NicConfig, Mlx5Nic};
     use erpc_hugepages::{DmaSpace, PageSize};
-    use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
     use erpc_tests::mlx5_model::{CqeCorruption, Link, Mlx5Config, Mlx5Model, QueueState};
+    use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
     use std::sync::Arc;
 
     pub type Nic = Mlx5Nic<Mlx5Model>;

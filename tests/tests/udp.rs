@@ -4,7 +4,7 @@ use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
 use erpc_dataplane::{RpcConfig, RpcMemory};
 use erpc_driver::udp::{UdpConfig, UdpError, UdpTransport};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{Loopback, LoopbackConfig};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
