@@ -63,6 +63,7 @@ pub mod server;
 pub mod session;
 pub mod sm;
 pub mod stats;
+mod storage;
 pub mod transport;
 mod tx;
 pub mod wire;
@@ -78,7 +79,9 @@ pub use error::{
 pub use event::{Completion, ResetReason, SessionEvent};
 pub use handlers::{HandlerMode, ReqHandle};
 pub use msgbuf::{AllocError, MsgBuf};
-pub use rpc::{Rpc, RpcMemory};
+#[cfg(feature = "std")]
+pub use rpc::OwnedMemory;
+pub use rpc::{EndpointMemory, Rpc, RpcMemory};
 pub use session::{BacklogEntry, Session, SessionId, SessionState};
 pub use stats::{DropReason, RpcStats};
 pub use transport::{EndpointAddr, RxPacket, Transport, TxPacket};

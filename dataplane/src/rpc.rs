@@ -14,6 +14,7 @@
 use crate::arch::{prefetch, prefetch2};
 use crate::clock::Clock;
 use crate::config::{RpcConfig, MAX_MSG_SIZE, RX_BATCH, SLOTS_PER_SESSION};
+use crate::dma::DmaRegion;
 use crate::error::{InitError, RegisterError};
 use crate::event::SessionEvent;
 use crate::handlers::{HandlerMode, Handlers, ReqHandler, SessionHandler};
@@ -23,10 +24,11 @@ use crate::session::{
     Backlog, BacklogEntry, Role, Session, SessionId, SessionState, SessionTable, Slot, SlotId, SlotList,
 };
 use crate::stats::{DropReason, RpcStats, SessionStats};
+use crate::storage::Storage;
 use crate::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use crate::tx::{ctrl_hdr, MsgHdr, TxQueue};
 use crate::wire::{ErpcHdr, PktHdr, PktType, ERPC_HDR_LEN, HEADROOM, MAX_MSG_SIZE_FIELD, MAX_PKT_NUM, PKT_HDR_LEN};
-use crate::worker::BgQueues;
+use crate::worker::WorkerQueues;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use zerocopy::FromBytes;
@@ -37,11 +39,60 @@ const REQ_POOL: usize = 16;
 /// Memory the caller provides; nothing else is allocated.
 pub struct RpcMemory<'m> {
     /// DMA-capable memory for msgbufs and control packets.
-    pub region: crate::dma::DmaRegion,
+    pub region: DmaRegion,
     /// Session storage: its length is the endpoint's session capacity (client and server).
     pub sessions: &'m mut [Session],
     /// Storage for requests queued behind busy slots: its length bounds the backlog.
     pub backlog: &'m mut [BacklogEntry],
+}
+
+/// With `std`: endpoint memory the endpoint owns, so it needs no storage that outlives it. The
+/// session and backlog arrays are freed with the endpoint.
+///
+/// The region is not: msgbufs carry no lifetime and may outlive their endpoint, so their memory
+/// must stay valid for the rest of the program (a hugepage mapping kept for good, a static array,
+/// or, in tests, leaked memory; see [`DmaRegion`]).
+#[cfg(feature = "std")]
+pub struct OwnedMemory {
+    pub region: DmaRegion,
+    pub sessions: std::boxed::Box<[Session]>,
+    pub backlog: std::boxed::Box<[BacklogEntry]>,
+}
+
+#[cfg(feature = "std")]
+impl OwnedMemory {
+    /// `sessions` sessions and a backlog of `backlog` requests over `region`.
+    pub fn new(region: DmaRegion, sessions: usize, backlog: usize) -> Self {
+        OwnedMemory {
+            region,
+            sessions: (0..sessions).map(|_| Session::EMPTY).collect(),
+            backlog: (0..backlog).map(|_| BacklogEntry::EMPTY).collect(),
+        }
+    }
+}
+
+/// What [`Rpc::new`] takes: [`RpcMemory`] (borrowed storage), or with `std` [`OwnedMemory`].
+pub struct EndpointMemory<'m> {
+    region: DmaRegion,
+    sessions: Storage<'m, Session>,
+    backlog: Storage<'m, BacklogEntry>,
+}
+
+impl<'m> From<RpcMemory<'m>> for EndpointMemory<'m> {
+    fn from(m: RpcMemory<'m>) -> Self {
+        EndpointMemory {
+            region: m.region,
+            sessions: Storage::borrowed(m.sessions),
+            backlog: Storage::borrowed(m.backlog),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<OwnedMemory> for EndpointMemory<'static> {
+    fn from(m: OwnedMemory) -> Self {
+        EndpointMemory { region: m.region, sessions: Storage::owned(m.sessions), backlog: Storage::owned(m.backlog) }
+    }
 }
 
 /// One eRPC endpoint. See the crate documentation for the threading model.
@@ -64,7 +115,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
     pub(crate) active: SlotList,
     /// Server slots whose complete request waits for a worker.
     pub(crate) bg_pending: SlotList,
-    pub(crate) bg: Option<&'m BgQueues>,
+    pub(crate) bg: Option<WorkerQueues<'m>>,
     /// The clock as of the last reading (once per RX batch, every few idle iterations, and
     /// wherever a call needs it).
     pub(crate) now: u64,
@@ -86,8 +137,16 @@ pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
 }
 
 impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
-    /// Builds an endpoint over `transport` from the caller's memory.
-    pub fn new(transport: T, clock: C, ctx: Ctx, mem: RpcMemory<'m>, cfg: RpcConfig) -> Result<Self, InitError> {
+    /// Builds an endpoint over `transport` from the caller's memory ([`RpcMemory`]), or with
+    /// `std` from memory it owns ([`OwnedMemory`]).
+    pub fn new(
+        transport: T,
+        clock: C,
+        ctx: Ctx,
+        mem: impl Into<EndpointMemory<'m>>,
+        cfg: RpcConfig,
+    ) -> Result<Self, InitError> {
+        let mem = mem.into();
         let mtu = cfg.mtu.min(transport.mtu());
         if mtu < PKT_HDR_LEN + 64 {
             return Err(InitError::MtuTooSmall);
@@ -177,9 +236,10 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         Ok(())
     }
 
-    /// Connects the endpoint to worker queues for background handlers.
-    pub fn attach_workers(&mut self, queues: &'m BgQueues) {
-        self.bg = Some(queues);
+    /// Connects the endpoint to worker queues for background handlers: a `&BgQueues`, or with
+    /// `std` an `Arc<BgQueues>` shared with the workers.
+    pub fn attach_workers(&mut self, queues: impl Into<WorkerQueues<'m>>) {
+        self.bg = Some(queues.into());
     }
 
     pub fn set_session_handler(&mut self, f: SessionHandler<'m, T, C, Ctx>) {

@@ -51,6 +51,39 @@ impl Default for BgQueues {
     }
 }
 
+/// The worker queues an endpoint is attached to: borrowed, or with `std` shared through an
+/// `Arc` with the workers (then nothing needs to outlive the endpoint).
+pub enum WorkerQueues<'m> {
+    Borrowed(&'m BgQueues),
+    #[cfg(feature = "std")]
+    Shared(std::sync::Arc<BgQueues>),
+}
+
+impl core::ops::Deref for WorkerQueues<'_> {
+    type Target = BgQueues;
+    #[inline]
+    fn deref(&self) -> &BgQueues {
+        match self {
+            WorkerQueues::Borrowed(q) => q,
+            #[cfg(feature = "std")]
+            WorkerQueues::Shared(q) => q,
+        }
+    }
+}
+
+impl<'m> From<&'m BgQueues> for WorkerQueues<'m> {
+    fn from(q: &'m BgQueues) -> Self {
+        WorkerQueues::Borrowed(q)
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<std::sync::Arc<BgQueues>> for WorkerQueues<'_> {
+    fn from(q: std::sync::Arc<BgQueues>) -> Self {
+        WorkerQueues::Shared(q)
+    }
+}
+
 /// Worker threads serving one endpoint's [`BgQueues`]. Dropping the pool stops and joins them.
 #[cfg(feature = "std")]
 pub struct WorkerPool {
@@ -120,8 +153,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Moves finished worker jobs back into their slots and sends their responses; hands waiting
     /// requests to the workers.
     pub(crate) fn process_bg(&mut self) {
-        let Some(q) = self.bg else { return };
-        while let Some(job) = q.done.dequeue() {
+        while let Some(job) = self.bg.as_ref().and_then(|q| q.done.dequeue()) {
             self.finish_bg_job(job);
         }
         self.pump_bg();
@@ -130,7 +162,9 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Hands requests waiting for a worker to the job queue, in arrival order, while it has room
     /// and a response buffer can be allocated.
     pub(crate) fn pump_bg(&mut self) {
-        let Some(q) = self.bg else { return };
+        if self.bg.is_none() {
+            return;
+        }
         while let Some(id) = self.bg_pending.head() {
             let (s, i) = (id.session(), id.slot());
             let req_type = self.sessions.slot(id).req_type;
@@ -152,6 +186,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             };
             let handle = self.handle_of(s, i);
             let req = self.sessions.slot_mut(id).req.take().expect("request of a pending background job");
+            let q = self.bg.as_ref().expect("checked above");
             match q.jobs.enqueue(BgJob { handle, req_type, req, resp }) {
                 Ok(()) => self.bg_pending.remove(&mut self.sessions, id),
                 Err(job) => {

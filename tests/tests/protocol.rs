@@ -24,6 +24,7 @@ use erpc_dataplane::{
 use erpc_tests::{frame, hdr_of, leak, memory, pattern, test_config, RxFrames, Script, ScriptNic};
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use zerocopy::byteorder::{U16, U64};
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -1857,8 +1858,8 @@ mod review_regressions {
         let cfg = RpcConfig { mtu: PKT_HDR_LEN + 64, ..test_config(1) };
         let rpc = Rpc::new(nic, clock, Ctx::default(), memory(16 << 20, 4, 16), cfg).unwrap();
         let mut b = Bench { rpc, script, clock, addr: ME, peer: PEER, local: 0, remote: 0, check_l2l3: true, base: 0 };
-        let q: &'static BgQueues = leak(BgQueues::new());
-        b.rpc.attach_workers(q);
+        let q = Arc::new(BgQueues::new());
+        b.rpc.attach_workers(q.clone());
         b.rpc.register_handler(RT, h_unused, HandlerMode::Background { max_resp_size: 600_000 }).unwrap();
         let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS, 0, PEER, ME))]);
         let (_, body) = sm_of(&tx[0]);

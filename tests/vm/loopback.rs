@@ -17,7 +17,7 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{RpcConfig, RpcMemory};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::intel::{IntelConfig, IntelNic};
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
@@ -87,7 +87,7 @@ fn open_errors(container: &Arc<vfio::VfioContainer>) -> Result<String, String> {
     Ok(out.join(" | "))
 }
 
-fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<RpcMemory<'static>, String> {
+fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<OwnedMemory, String> {
     dma_endpoint_memory(space, bytes, PageSize::Huge2M).map_err(|e| e.to_string())
 }
 

@@ -3,6 +3,7 @@
 
 use super::{Session, NIL};
 use crate::msgbuf::MsgBuf;
+use crate::storage::Storage;
 
 /// A queued request waiting for a free slot (storage is the caller's, see [`BacklogEntry::storage`]).
 #[derive(Debug)]
@@ -38,12 +39,12 @@ pub(crate) struct Queued {
 /// The backlog storage and its free list; each session holds the head, tail and length of its
 /// own FIFO (`backlog_head`, `backlog_tail`, `backlog_len`).
 pub(crate) struct Backlog<'m> {
-    entries: &'m mut [BacklogEntry],
+    entries: Storage<'m, BacklogEntry>,
     free: u32,
 }
 
 impl<'m> Backlog<'m> {
-    pub(crate) fn new(entries: &'m mut [BacklogEntry]) -> Self {
+    pub(crate) fn new(mut entries: Storage<'m, BacklogEntry>) -> Self {
         let n = entries.len();
         for (i, b) in entries.iter_mut().enumerate() {
             *b = BacklogEntry::EMPTY;

@@ -1,6 +1,7 @@
 //! The session table: the caller's session storage, the free list and the token index.
 
 use super::{Role, Session, SessionState, Slot, SlotId, NIL};
+use crate::storage::Storage;
 use crate::transport::EndpointAddr;
 use core::ops::{Index, IndexMut};
 
@@ -8,14 +9,14 @@ use core::ops::{Index, IndexMut};
 /// numbers come back late) and the token index of server sessions, a hash table chained through
 /// the sessions themselves (`bucket_head` of session `b` heads bucket `b`).
 pub(crate) struct SessionTable<'m> {
-    sessions: &'m mut [Session],
+    sessions: Storage<'m, Session>,
     free_head: u32,
     free_tail: u32,
 }
 
 impl<'m> SessionTable<'m> {
     /// Takes over `sessions` (1..=65535 entries, checked by the caller): every session free.
-    pub(crate) fn new(sessions: &'m mut [Session]) -> Self {
+    pub(crate) fn new(mut sessions: Storage<'m, Session>) -> Self {
         let n = sessions.len();
         for (i, s) in sessions.iter_mut().enumerate() {
             *s = Session::EMPTY;
@@ -56,7 +57,7 @@ impl<'m> SessionTable<'m> {
     /// The storage itself, for the timing wheel's links.
     #[inline]
     pub(crate) fn as_mut_slice(&mut self) -> &mut [Session] {
-        self.sessions
+        &mut self.sessions
     }
 
     /// Takes a session number from the free list.
