@@ -192,6 +192,18 @@ pub enum WireError {
     BadMagic,
 }
 
+impl core::fmt::Display for WireError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WireError::Truncated => "truncated eRPC packet: shorter than its headers or than the data they announce",
+            WireError::NotUdp => "not an IPv4/UDP frame",
+            WireError::BadMagic => "not an eRPC packet: the magic nibble is not 11",
+        })
+    }
+}
+
+impl core::error::Error for WireError {}
+
 /// A checked view of one eRPC packet (headers and data) over any byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
