@@ -11,8 +11,8 @@
 //!   its buffers (its client crashed, or its disconnect was lost).
 //!
 //! A reset fails every pending continuation with
-//! [`RpcError::SessionReset`](crate::RpcError::SessionReset) and reports
-//! [`SessionEvent::Reset`](crate::SessionEvent::Reset). The idle scan walks the session table a
+//! [`crate::RpcError::SessionReset`] and reports
+//! [`crate::SessionEvent::Reset`]. The idle scan walks the session table a
 //! few sessions at a time, so its cost per iteration does not grow with the number of sessions.
 
 use crate::clock::Clock;

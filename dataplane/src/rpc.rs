@@ -1,9 +1,9 @@
 //! The RPC endpoint (the original's `Rpc`): one per thread, owning one transport.
 //!
-//! The endpoint's state lives in components with narrow APIs: the [`SessionTable`] (session
-//! storage, free list, token index), the [`Backlog`], the slot lists, the [`TxQueue`]
-//! (batching, sequence numbers, deferred frees, the control ring), the [`Handlers`] table, the
-//! msgbuf allocator and the timing wheel. The protocol is split by concern into `impl Rpc`
+//! The endpoint's state lives in components with narrow APIs: the session table (session
+//! storage, free list, token index), the backlog, the slot lists, the TX queue (batching,
+//! sequence numbers, deferred frees, the control ring), the handler table, the msgbuf allocator
+//! and the timing wheel. The protocol is split by concern into `impl Rpc`
 //! blocks over them: [`crate::client`] (sending requests, credits, RFRs, completion),
 //! [`crate::server`] (receiving requests, handlers, responses, at-most-once),
 //! [`crate::reliability`] (retransmission timeout, Go-Back-N), [`crate::liveness`] (keepalives,

@@ -1,6 +1,6 @@
 //! Long-running handlers: hand-off to worker threads through thread-safe queues.
 //!
-//! A request type registered with [`HandlerMode::Background`](crate::HandlerMode::Background)
+//! A request type registered with [`crate::HandlerMode::Background`]
 //! is not run on the dispatch thread. When its last packet arrives, the endpoint allocates a
 //! response buffer and pushes a [`BgJob`] (the request, the response buffer, a handle) onto
 //! [`BgQueues::jobs`]. A worker takes it, fills `resp`, and pushes it onto [`BgQueues::done`];

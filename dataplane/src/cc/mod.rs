@@ -1,6 +1,6 @@
 //! Congestion control: Timely per client session and a Carousel timing wheel that paces packets.
 //!
-//! As in the original (`shared/reference/erpc-protocol.md` §1.7), and optimised for the common,
+//! As in the original (erpc-io/eRPC `src/cc/timely.h`, `src/cc/timing_wheel.h`, `src/tweakme.h`), and optimised for the common,
 //! uncongested case, with each bypass on by default and switchable in [`CcConfig`]:
 //! * **Timely bypass**: no rate update for an RTT sample below `t_low` while the session runs at
 //!   the link rate.

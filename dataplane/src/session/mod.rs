@@ -7,9 +7,9 @@
 //! ends.
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
-//! [`Rpc::new`](crate::Rpc::new). The endpoint keeps it in a [`SessionTable`] (allocation, the
-//! free list, the token index), threads its request backlog through a [`Backlog`], and links
-//! busy slots into [`SlotList`]s. A session costs `size_of::<Session>()` bytes there plus, on a
+//! [`Rpc::new`](crate::Rpc::new). The endpoint keeps it in a session table (allocation, the
+//! free list, the token index), threads its request backlog through the backlog storage, and
+//! links busy slots into intrusive slot lists. A session costs `size_of::<Session>()` bytes there plus, on a
 //! server, a one-packet response msgbuf per slot that has been used (one-packet request buffers
 //! come from a small pool shared by the endpoint's sessions).
 

@@ -1,6 +1,6 @@
-//! Protocol-level tests, after the original eRPC's `tests/protocol_tests`
-//! (`shared/reference/erpc-protocol.md` §1.12): one endpoint on a [`ScriptNic`](erpc_tests::ScriptNic), crafted frames
-//! in, the exact frames it sends, its counters and its handler/continuation calls checked.
+//! Protocol-level tests, after the original eRPC's `tests/protocol_tests` (erpc-io/eRPC): one
+//! endpoint on a [`ScriptNic`](erpc_tests::ScriptNic), crafted frames in, the exact frames it
+//! sends, its counters and its handler/continuation calls checked.
 //!
 //! Layout: [`harness`] (constants and the test context, frame builders and decoders, the
 //! [`harness::Bench`]: one endpoint plus its script, with server/client session setup, handlers
