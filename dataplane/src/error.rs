@@ -13,6 +13,9 @@ pub enum RpcError {
     SessionReset,
     /// The response is larger than the response buffer given to `enqueue_request`.
     ResponseTooLarge { size: usize, capacity: usize },
+    /// The request made no progress for `request_timeout_ns` (its server kept it waiting, or
+    /// answers that do not fit it kept arriving); its session was reset.
+    TimedOut,
 }
 
 impl fmt::Display for RpcError {
@@ -21,6 +24,10 @@ impl fmt::Display for RpcError {
             RpcError::SessionReset => {
                 f.write_str("the session was reset: its server stopped answering (create a new session to retry)")
             }
+            RpcError::TimedOut => f.write_str(
+                "the request made no progress within request_timeout_ns and its session was reset (raise \
+                 request_timeout_ns for handlers that run longer)",
+            ),
             RpcError::ResponseTooLarge { size, capacity } => write!(
                 f,
                 "the {size}-byte response does not fit the {capacity}-byte response buffer (enqueue the request \
@@ -180,6 +187,12 @@ pub enum SmError {
     OutOfMemory,
     /// The server cannot route back to us.
     RoutingFailed,
+    /// The server accepts no sessions from this client (it serves no requests, or its
+    /// application turned sessions off or filtered this address out).
+    Refused,
+    /// This client address already holds the server's maximum of sessions
+    /// (`max_sessions_per_client`).
+    TooManySessionsFromClient,
 }
 
 impl fmt::Display for SmError {
@@ -191,6 +204,11 @@ impl fmt::Display for SmError {
             SmError::OutOfSessions => "the server refused: all its sessions are in use",
             SmError::OutOfMemory => "the server refused: it has no msgbuf memory for another session",
             SmError::RoutingFailed => "the server refused: it cannot route back to this endpoint",
+            SmError::Refused => "the server refused: it accepts no sessions from this address",
+            SmError::TooManySessionsFromClient => {
+                "the server refused: this client address already holds its maximum of sessions \
+                 (max_sessions_per_client)"
+            }
         })
     }
 }
@@ -225,9 +243,9 @@ pub enum InitError {
     BadSessionCount,
     /// The transport's (or configured) MTU is too small for headers plus data.
     MtuTooSmall,
-    /// A configuration value is out of range: credits 1..=1024, max message size, or keepalive
+    /// A configuration value is out of range: credits 1..=1024, max message size, keepalive
     /// timing (`session_timeout >= keepalive / 2`, `server_idle_timeout >= 2 * keepalive +
-    /// session_timeout + rto`).
+    /// session_timeout + rto`), `request_timeout >= 2 * rto`, `max_sessions_per_client >= 1`.
     BadConfig,
 }
 
@@ -243,7 +261,7 @@ impl fmt::Display for InitError {
             InitError::BadConfig => {
                 "a configuration value is out of range: credits 1..=1024, a non-zero maximum message size and \
                  keepalive, session_timeout >= keepalive / 2, server_idle_timeout >= 2 * keepalive + session_timeout \
-                 + rto"
+                 + rto, request_timeout >= 2 * rto, max_sessions_per_client >= 1"
             }
         })
     }

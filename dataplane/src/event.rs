@@ -24,6 +24,9 @@ pub enum ResetReason {
     /// The server answered a keepalive saying it no longer has the session (it restarted, or
     /// freed the session as idle).
     PeerLostSession,
+    /// A request made no progress for `request_timeout_ns`; it failed with
+    /// [`RpcError::TimedOut`](crate::RpcError::TimedOut), the others with `SessionReset`.
+    RequestTimedOut,
 }
 
 /// A session event, delivered to the handler set with

@@ -5,7 +5,7 @@ use crate::clock::Clock;
 use crate::event::{Completion, SessionEvent};
 use crate::rpc::Rpc;
 use crate::session::{SessionId, SlotId};
-use crate::transport::Transport;
+use crate::transport::{EndpointAddr, Transport};
 
 /// Distinct continuation functions one endpoint can use.
 pub const MAX_CONTINUATIONS: usize = 64;
@@ -61,11 +61,20 @@ impl<T: Transport, C: Clock, Ctx> Clone for HandlerEntry<'_, T, C, Ctx> {
 }
 impl<T: Transport, C: Clock, Ctx> Copy for HandlerEntry<'_, T, C, Ctx> {}
 
-/// The endpoint's handler table, continuation table and session-event handler.
+/// Decides whether a client at this address may open a session (see
+/// [`Rpc::set_session_filter`]).
+pub type SessionFilter = fn(&EndpointAddr) -> bool;
+
+/// The endpoint's handler table, continuation table, session-event handler and accept policy.
 pub(crate) struct Handlers<'m, T: Transport, C: Clock, Ctx> {
     by_type: [HandlerEntry<'m, T, C, Ctx>; 256],
     conts: heapless::Vec<Continuation<'m, T, C, Ctx>, MAX_CONTINUATIONS>,
     session: Option<SessionHandler<'m, T, C, Ctx>>,
+    /// Whether any request handler is registered: an endpoint that serves nothing accepts no
+    /// sessions.
+    serves: bool,
+    accept: bool,
+    filter: Option<SessionFilter>,
 }
 
 impl<'m, T: Transport, C: Clock, Ctx> Handlers<'m, T, C, Ctx> {
@@ -74,11 +83,28 @@ impl<'m, T: Transport, C: Clock, Ctx> Handlers<'m, T, C, Ctx> {
             by_type: [HandlerEntry { f: None, mode: HandlerMode::Foreground }; 256],
             conts: heapless::Vec::new(),
             session: None,
+            serves: false,
+            accept: true,
+            filter: None,
         }
     }
 
     pub(crate) fn register(&mut self, req_type: u8, f: ReqHandler<'m, T, C, Ctx>, mode: HandlerMode) {
         self.by_type[req_type as usize] = HandlerEntry { f: Some(f), mode };
+        self.serves = true;
+    }
+
+    pub(crate) fn set_accept(&mut self, accept: bool) {
+        self.accept = accept;
+    }
+
+    pub(crate) fn set_filter(&mut self, filter: Option<SessionFilter>) {
+        self.filter = filter;
+    }
+
+    /// Whether a client at `addr` may open a session.
+    pub(crate) fn accepts(&self, addr: &EndpointAddr) -> bool {
+        self.serves && self.accept && self.filter.map_or(true, |f| f(addr))
     }
 
     #[inline]

@@ -80,10 +80,11 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 }
                 Role::Client => {}
                 Role::Server => {
-                    // The slots (eight cache lines) are looked at only for a silent session.
-                    if silent > self.cfg.server_idle_timeout_ns
-                        && !sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler))
-                    {
+                    // Whatever its slots hold: a request half received, or one whose handler has
+                    // not answered (its handle goes stale; a worker's job is freed when it
+                    // comes back). A live client is never silent this long: it retransmits
+                    // while it waits, and pings while it is idle.
+                    if silent > self.cfg.server_idle_timeout_ns {
                         log::warn!("server session {s}: client {} silent for {silent} ns, freeing", sess.peer);
                         self.release_session(s);
                     }
@@ -95,18 +96,36 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Fails everything pending on client session `s`, tells the peer (once, best effort) and
     /// the application, and frees the session.
     pub(crate) fn reset_client_session(&mut self, s: usize, why: ResetReason) {
+        self.reset_client_session_for(s, why, None);
+    }
+
+    /// As [`Rpc::reset_client_session`]; the request in slot `stuck` (if any) fails with
+    /// [`RpcError::TimedOut`] first, the others with `SessionReset`.
+    pub(crate) fn reset_client_session_for(&mut self, s: usize, why: ResetReason, stuck: Option<usize>) {
         if self.sessions[s].state != SessionState::Connected {
             return;
         }
         self.sessions[s].state = SessionState::Resetting;
         self.stats.sessions_reset += 1;
-        log::warn!(
-            "session {s} to {}: peer silent for {} ns, resetting",
-            self.sessions[s].peer,
-            self.cfg.session_timeout_ns
-        );
+        let peer = self.sessions[s].peer;
+        match why {
+            ResetReason::PeerTimeout => {
+                log::warn!("session {s} to {peer}: peer silent for {} ns, resetting", self.cfg.session_timeout_ns)
+            }
+            ResetReason::PeerLostSession => log::warn!("session {s} to {peer}: the server lost it, resetting"),
+            ResetReason::RequestTimedOut => log::warn!(
+                "session {s} to {peer}: a request made no progress for {} ns, resetting",
+                self.cfg.request_timeout_ns
+            ),
+        }
         // Request buffers go back to the application: the device must be done with them.
         self.drain_tx_and_dma();
+        if let Some(i) = stuck {
+            if self.sessions[s].slots[i].state == SlotState::Active {
+                self.stats.requests_timed_out += 1;
+                self.complete(s, i, Err(RpcError::TimedOut));
+            }
+        }
         self.fail_all(s, RpcError::SessionReset);
         self.send_sm_disconnect(s);
         self.release_session(s);

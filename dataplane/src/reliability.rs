@@ -23,31 +23,47 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let now = self.now;
         let rto = self.cfg.rto_ns;
         let timeout = self.cfg.session_timeout_ns;
+        let req_timeout = self.cfg.request_timeout_ns;
         let mut retransmitted = false;
-        let mut dead: heapless::Vec<u16, 16> = heapless::Vec::new();
+        // Sessions to reset: the peer is silent, or this slot's request is stuck.
+        let mut dead: heapless::Vec<(u16, Option<u8>), 16> = heapless::Vec::new();
         let mut cur = self.active.head();
         while let Some(id) = cur {
             let (s, i) = (id.session(), id.slot());
             let next = SlotList::next(&self.sessions, id);
-            let sess = &self.sessions[s];
-            if now.saturating_sub(sess.last_heard_ns) > timeout {
-                if !dead.contains(&(s as u16)) && dead.push(s as u16).is_err() {
+            cur = next;
+            let sess = &mut self.sessions[s];
+            let silent = now.saturating_sub(sess.last_heard_ns) > timeout;
+            // Progress is a new request in the slot or a packet of it received in order; the
+            // marks live in the slot's last line, which only this scan touches.
+            let sl = &mut sess.slots[i];
+            let mark = ((sl.cur_req_num as u32) << 16) | sl.num_rx as u32;
+            let stuck = if sl.scan_mark != mark {
+                sl.scan_mark = mark;
+                sl.stuck_since_ns = now;
+                false
+            } else {
+                now.saturating_sub(sl.stuck_since_ns) > req_timeout
+            };
+            if silent || stuck {
+                if !dead.iter().any(|d| d.0 == s as u16) && dead.push((s as u16, stuck.then_some(i as u8))).is_err() {
                     break; // the rest next scan
                 }
-                cur = next;
                 continue;
             }
             let sl = &sess.slots[i];
             if sl.num_tx > sl.num_rx && now.saturating_sub(sl.progress_ns) > rto && self.go_back_n(s, i) {
                 retransmitted = true;
             }
-            cur = next;
         }
         if retransmitted {
             self.drain_tx_and_dma();
         }
-        for s in dead {
-            self.reset_client_session(s as usize, ResetReason::PeerTimeout);
+        for (s, stuck) in dead {
+            match stuck {
+                Some(i) => self.reset_client_session_for(s as usize, ResetReason::RequestTimedOut, Some(i as usize)),
+                None => self.reset_client_session(s as usize, ResetReason::PeerTimeout),
+            }
         }
     }
 

@@ -17,12 +17,13 @@ use crate::config::{RpcConfig, MAX_MSG_SIZE, RX_BATCH, SLOTS_PER_SESSION};
 use crate::dma::DmaRegion;
 use crate::error::{InitError, RegisterError};
 use crate::event::SessionEvent;
-use crate::handlers::{HandlerMode, Handlers, ReqHandler, SessionHandler};
+use crate::handlers::{HandlerMode, Handlers, ReqHandler, SessionFilter, SessionHandler};
 use crate::liveness::IdleScan;
 use crate::msgbuf::{AllocError, HeapStats, MsgBuf, MsgBufHeap};
 use crate::session::{
     Backlog, BacklogEntry, Role, Session, SessionId, SessionState, SessionTable, Slot, SlotId, SlotList,
 };
+use crate::sm::Cookies;
 use crate::stats::{DropReason, RpcStats, SessionStats};
 use crate::storage::Storage;
 use crate::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
@@ -133,6 +134,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
     /// per slot would be a cold line per request with thousands of sessions).
     pub(crate) req_pool: heapless::Vec<MsgBuf, REQ_POOL>,
     pub(crate) rng: Xoshiro256PlusPlus,
+    pub(crate) cookies: Cookies,
     pub(crate) stats: RpcStats,
 }
 
@@ -158,6 +160,8 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             || cfg.session_timeout_ns < cfg.keepalive_ns / 2
             || cfg.server_idle_timeout_ns
                 < (2 * cfg.keepalive_ns).saturating_add(cfg.session_timeout_ns).saturating_add(cfg.rto_ns)
+            || cfg.request_timeout_ns < cfg.rto_ns.saturating_mul(2)
+            || cfg.max_sessions_per_client == 0
         {
             return Err(InitError::BadConfig);
         }
@@ -186,6 +190,9 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 local.mac[4],
                 local.mac[5],
             ]);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let table_key = [rng.next_u64(), rng.next_u64()];
+        let cookie_key = [rng.next_u64(), rng.next_u64()];
         Ok(Rpc {
             transport,
             clock,
@@ -194,7 +201,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             heap,
             data_per_pkt,
             local,
-            sessions: SessionTable::new(mem.sessions),
+            sessions: SessionTable::new(mem.sessions, table_key),
             backlog: Backlog::new(mem.backlog),
             handlers: Handlers::new(),
             tx,
@@ -211,7 +218,8 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             wheel: crate::cc::wheel::TimingWheel::new(now),
             iteration: 0,
             req_pool: heapless::Vec::new(),
-            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            rng,
+            cookies: Cookies::new(cookie_key),
             stats: RpcStats::default(),
         })
     }
@@ -244,6 +252,19 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
 
     pub fn set_session_handler(&mut self, f: SessionHandler<'m, T, C, Ctx>) {
         self.handlers.set_session_handler(f);
+    }
+
+    /// Whether this endpoint accepts new sessions from clients (default: yes, once a request
+    /// handler is registered; an endpoint without handlers never does). Existing sessions are
+    /// not affected. Refused clients get [`SmError::Refused`](crate::SmError::Refused).
+    pub fn set_accept_sessions(&mut self, accept: bool) {
+        self.handlers.set_accept(accept);
+    }
+
+    /// Accepts new sessions only from clients for which `filter` says yes (`None`: from any).
+    /// It sees the client's address after the client has shown it receives packets there.
+    pub fn set_session_filter(&mut self, filter: Option<SessionFilter>) {
+        self.handlers.set_filter(filter);
     }
 
     // ----- accessors -----

@@ -57,15 +57,17 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 return self.drop_pkt(Some(s), r);
             }
         } else if h.req_num == cur {
+            if sl.state == SlotState::Free {
+                return self.drop_pkt(Some(s), DropReason::Stale);
+            }
+            // Every packet of a request, new or duplicate, repeats what its first packet said:
+            // anything else is a corrupted or forged copy, never answered.
+            if size != sl.req_size as usize || h.req_type != sl.req_type {
+                return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+            }
             match sl.state {
-                SlotState::Receiving if k == sl.num_rx as usize => {
-                    if size != sl.req.as_ref().map_or(usize::MAX, |b| b.len()) || h.req_type != sl.req_type {
-                        return self.drop_pkt(Some(s), DropReason::BadMsgSize);
-                    }
-                }
-                SlotState::Receiving | SlotState::InHandler | SlotState::Responded if k < sl.num_rx as usize => {
-                    return self.server_dup_req(s, i, h);
-                }
+                SlotState::Receiving if k == sl.num_rx as usize => {}
+                _ if k < sl.num_rx as usize => return self.server_dup_req(s, i, h),
                 _ => return self.drop_pkt(Some(s), DropReason::OutOfOrder),
             }
         } else {
@@ -103,6 +105,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let sl = &mut self.sessions[s].slots[i];
         sl.cur_req_num = h.req_num;
         sl.req_type = h.req_type;
+        sl.req_size = h.msg_size;
         sl.req = Some(buf);
         sl.req_is_pre = is_pre;
         sl.req_pkts = npkts as u16;
@@ -179,13 +182,17 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             // Its credit return was lost: send it again.
             self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
         } else if sl.state == SlotState::Responded {
-            // The response (packet 0) was lost: resend it, and wait until the device has read
-            // it: a later packet of this burst may be the slot's next request, which frees it.
+            // The response (packet 0) was lost: resend it. Its buffer is freed (or reused) only
+            // once the device has read this packet too (`resp_seq`, see `bury`), so nothing waits
+            // for the device here.
+            if !self.dup_resend_allowed(s) {
+                return;
+            }
+            let sl = &self.sessions[s].slots[i];
             let pkt = self.data_pkt(sl.resp.as_ref().expect("stored response"), 0);
             self.sessions[s].slots[i].resp_seq = self.tx.next_seq();
             self.push_tx(pkt, s);
             self.stats.dup_responses += 1;
-            self.drain_tx_and_dma();
         } else {
             // The handler has not responded yet: tell the client we are alive.
             self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
@@ -199,7 +206,9 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         if h.req_num != sl.cur_req_num || sl.state != SlotState::Responded {
             return self.drop_pkt(Some(s), DropReason::Stale);
         }
-        let resp = sl.resp.as_ref().expect("stored response");
+        if h.req_type != sl.req_type {
+            return self.drop_pkt(Some(s), DropReason::WrongType);
+        }
         let resp_pkts = sl.resp_pkts;
         let first = sl.req_pkts - 1;
         if h.pkt_num <= first || h.pkt_num - first >= resp_pkts {
@@ -210,7 +219,11 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             return self.drop_pkt(Some(s), DropReason::OutOfOrder);
         }
         let dup = h.pkt_num < sl.num_rx;
-        let pkt = self.data_pkt(resp, idx);
+        if dup && !self.dup_resend_allowed(s) {
+            return;
+        }
+        let sl = &self.sessions[s].slots[i];
+        let pkt = self.data_pkt(sl.resp.as_ref().expect("stored response"), idx);
         let seq = self.tx.next_seq();
         let sess = &mut self.sessions[s];
         sess.stats.rx_pkts += 1;
@@ -220,10 +233,27 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         }
         self.push_tx(pkt, s);
         if dup {
-            // As for a duplicate request: the device must read it before the buffer can go.
             self.stats.dup_responses += 1;
-            self.drain_tx_and_dma();
         }
+    }
+
+    /// Whether session `s` may answer one more duplicate with a resent response packet: at most
+    /// `session_credits` per `rto_ns`, which is what a correct client's rollback can ask for (it
+    /// has at most that many packets unacknowledged). More are dropped and counted: a flood of
+    /// forged duplicates cannot turn the server into an amplifier toward the session's peer.
+    fn dup_resend_allowed(&mut self, s: usize) -> bool {
+        let (now, rto, limit) = (self.now, self.cfg.rto_ns, self.cfg.session_credits);
+        let sess = &mut self.sessions[s];
+        if now.saturating_sub(sess.dup_window_ns) >= rto {
+            sess.dup_window_ns = now;
+            sess.dup_count = 0;
+        }
+        if sess.dup_count >= limit {
+            self.drop_pkt(Some(s), DropReason::DupRateLimited);
+            return false;
+        }
+        sess.dup_count += 1;
+        true
     }
 
     pub(crate) fn valid_handle(&self, h: &ReqHandle) -> bool {

@@ -8,8 +8,17 @@
 //! * **Connect.** `create_session` picks a local session, a fresh random token, and sends
 //!   `ConnectReq`, resent every `sm_retry_ns` up to `sm_max_attempts` times (then
 //!   [`SmError::RemoteUnreachable`]). The server detects duplicates by (token, client address,
-//!   client session), answering them with the same response; otherwise it allocates a session
-//!   (or answers `OutOfSessions` / `OutOfMemory`) and replies with its session number.
+//!   client session), answering them with the same response. Otherwise it first makes the client
+//!   prove that it receives packets at the address it claims, keeping no state (as TCP SYN
+//!   cookies and QUIC's Retry do): a request without a valid cookie is answered with
+//!   `ConnectRetry`, a frame of the request's size carrying a cookie (a keyed hash of the
+//!   client's address, session and token and the time, valid 9 to 17 s) in the header's
+//!   `req_num`; the client repeats its request with the cookie at once. Only then does the
+//!   server apply its accept policy (an endpoint without request handlers, or whose application
+//!   turned sessions off or filtered the address out, answers [`SmError::Refused`]), the
+//!   per-address cap ([`SmError::TooManySessionsFromClient`]), and allocate a session (or
+//!   answer `OutOfSessions` / `OutOfMemory`), replying with its session number. So a forged
+//!   source address gets no session and no packet larger than the one it sent.
 //! * **Disconnect.** `destroy_session` (client only, no pending requests) sends
 //!   `DisconnectReq`, resent likewise. The server frees the session if the token matches and
 //!   always replies, so a duplicate still gets an answer.
@@ -37,6 +46,9 @@ pub enum SmPktType {
     Ping = 5,
     /// Answer to a ping; `err` = [`ERR_UNKNOWN_SESSION`] if the server has no such session.
     PingResp = 6,
+    /// Answer to a connect request without a valid cookie: the cookie to repeat (in the
+    /// header's `req_num`), and nothing else. The server keeps no state for it.
+    ConnectRetry = 7,
 }
 
 /// `SmBody::err` of a ping response for a session the server does not have.
@@ -51,6 +63,7 @@ impl SmPktType {
             4 => SmPktType::DisconnectResp,
             5 => SmPktType::Ping,
             6 => SmPktType::PingResp,
+            7 => SmPktType::ConnectRetry,
             _ => return None,
         })
     }
@@ -104,6 +117,8 @@ fn err_code(e: Option<SmError>) -> u8 {
         Some(SmError::OutOfSessions) => 2,
         Some(SmError::OutOfMemory) => 3,
         Some(SmError::RoutingFailed) => 4,
+        Some(SmError::Refused) => 6,
+        Some(SmError::TooManySessionsFromClient) => 7,
     }
 }
 
@@ -113,6 +128,8 @@ fn err_from(c: u8) -> Option<SmError> {
         2 => Some(SmError::OutOfSessions),
         3 => Some(SmError::OutOfMemory),
         4 => Some(SmError::RoutingFailed),
+        6 => Some(SmError::Refused),
+        7 => Some(SmError::TooManySessionsFromClient),
         _ => Some(SmError::RemoteUnreachable),
     }
 }
@@ -165,6 +182,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
 
     pub(crate) fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
         let sess = &self.sessions[s];
+        let cookie = if kind == SmPktType::ConnectReq { sess.cookie } else { 0 };
         let body = SmBody {
             err: 0,
             _pad: [0; 3],
@@ -175,7 +193,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             server: sess.peer.into(),
         };
         let routing = sess.routing;
-        self.send_sm(&routing, kind, &body, Some(s));
+        self.send_sm(&routing, kind, &body, cookie, Some(s));
     }
 
     /// Best-effort single disconnect request for a session being reset.
@@ -184,11 +202,13 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         self.flush_tx();
     }
 
-    fn send_sm(&mut self, routing: &RoutingInfo, kind: SmPktType, body: &SmBody, s: Option<usize>) {
+    /// Sends a session-management frame; `cookie` goes in the header's `req_num`.
+    fn send_sm(&mut self, routing: &RoutingInfo, kind: SmPktType, body: &SmBody, cookie: u64, s: Option<usize>) {
         let mut f = [0u8; SM_FRAME_LEN];
         let (hr, rest) = f.split_at_mut(HEADROOM);
         routing.write(hr.try_into().expect("42"), ERPC_HDR_LEN + core::mem::size_of::<SmBody>());
-        let eh = ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, 0);
+        let eh =
+            ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, cookie);
         rest[..ERPC_HDR_LEN].copy_from_slice(eh.as_bytes());
         rest[ERPC_HDR_LEN..].copy_from_slice(body.as_bytes());
         let pkt = self.tx.ctrl_frame(self.heap.region(), &f);
@@ -217,14 +237,17 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let src = hdr.src();
         let claimed: EndpointAddr = match kind {
             SmPktType::ConnectReq | SmPktType::DisconnectReq | SmPktType::Ping => body.client.into(),
-            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp => body.server.into(),
+            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp | SmPktType::ConnectRetry => {
+                body.server.into()
+            }
         };
         if claimed.ipv4 != src.ipv4 || claimed.udp_port != src.udp_port {
             return self.drop_pkt(None, DropReason::BadSm);
         }
         self.stats.sm_pkts_rx += 1;
         match kind {
-            SmPktType::ConnectReq => self.sm_connect_req(&body),
+            SmPktType::ConnectReq => self.sm_connect_req(&body, h.req_num),
+            SmPktType::ConnectRetry => self.sm_connect_retry(&body, h.req_num),
             SmPktType::DisconnectReq => self.sm_disconnect_req(&body),
             SmPktType::ConnectResp => self.sm_connect_resp(&body),
             SmPktType::DisconnectResp => self.sm_disconnect_resp(&body),
@@ -238,15 +261,19 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     }
 
     fn reply_code(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8) {
+        self.reply_with_cookie(req, kind, server_session, err, 0);
+    }
+
+    fn reply_with_cookie(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8, cookie: u64) {
         let client: EndpointAddr = req.client.into();
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
         let body = SmBody { err, server_session: U16::new(server_session), ..*req };
-        self.send_sm(&routing, kind, &body, None);
+        self.send_sm(&routing, kind, &body, cookie, None);
     }
 
-    fn sm_connect_req(&mut self, b: &SmBody) {
+    fn sm_connect_req(&mut self, b: &SmBody, cookie: u64) {
         let server: EndpointAddr = b.server.into();
         if server.udp_port != self.local.udp_port || server.ipv4 != self.local.ipv4 {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -255,6 +282,26 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let (token, csess) = (b.token.get(), b.client_session.get());
         if let Some(s) = self.sessions.token_find(token, &client, csess) {
             return self.reply(b, SmPktType::ConnectResp, s as u16, None);
+        }
+        // No state, and nothing larger than the request, for an address that has not shown it
+        // receives our packets.
+        let epoch = self.now >> COOKIE_EPOCH_SHIFT;
+        if cookie == 0
+            || (cookie != self.cookies.make(b, epoch) && cookie != self.cookies.make(b, epoch.wrapping_sub(1)))
+        {
+            self.stats.sm_cookies_sent += 1;
+            let c = self.cookies.make(b, epoch);
+            return self.reply_with_cookie(b, SmPktType::ConnectRetry, 0, 0, c);
+        }
+        if !self.handlers.accepts(&client) {
+            self.stats.sessions_refused += 1;
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::Refused));
+        }
+        let cap = self.cfg.max_sessions_per_client as usize;
+        if self.sessions.ip_count(client.ipv4, cap) >= cap {
+            self.stats.sessions_refused += 1;
+            log::warn!("connect from {client} refused: its address holds {cap} sessions already");
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::TooManySessionsFromClient));
         }
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -281,6 +328,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         sess.last_heard_ns = now;
         sess.slots[0].pre_resp = Some(pre);
         self.sessions.token_insert(s);
+        self.sessions.ip_insert(s);
         self.reply(b, SmPktType::ConnectResp, s as u16, None);
     }
 
@@ -322,6 +370,21 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 self.emit(SessionEvent::Connected(SessionId(s as u16)));
             }
         }
+    }
+
+    /// The server wants our connect request again, with its cookie.
+    fn sm_connect_retry(&mut self, b: &SmBody, cookie: u64) {
+        let Some(s) = self.client_session_for(b, SessionState::ConnectInProgress) else {
+            return; // stale, or not for us
+        };
+        let sess = &mut self.sessions[s];
+        if cookie == 0 || cookie == sess.cookie || sess.sm_attempts >= self.cfg.sm_max_attempts {
+            return; // the retry scan gives up when attempts run out
+        }
+        sess.cookie = cookie;
+        sess.sm_attempts += 1;
+        sess.sm_next_ns = self.now + self.cfg.sm_retry_ns;
+        self.send_sm_client(s, SmPktType::ConnectReq);
     }
 
     fn sm_disconnect_resp(&mut self, b: &SmBody) {
@@ -398,5 +461,33 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             sess.sm_next_ns = now + self.cfg.sm_retry_ns;
             self.send_sm_client(s, if connecting { SmPktType::ConnectReq } else { SmPktType::DisconnectReq });
         }
+    }
+}
+
+/// Connect cookies are valid in the epoch they were made in and the next (`now >> 33`: epochs of
+/// 8.6 s), so a cookie lives 8.6 to 17 s.
+const COOKIE_EPOCH_SHIFT: u32 = 33;
+
+/// Makes and checks connect cookies: a keyed hash (SipHash-1-3, with a random key of this
+/// endpoint) of what a connect request names — the client's address, session and token — and
+/// the epoch, cut to the 44 bits of `req_num`. Only someone who received the server's
+/// `ConnectRetry` at that address can repeat it.
+pub(crate) struct Cookies {
+    hasher: siphasher::sip::SipHasher13,
+}
+
+impl Cookies {
+    pub(crate) fn new(key: [u64; 2]) -> Self {
+        Cookies { hasher: siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]) }
+    }
+
+    fn make(&self, b: &SmBody, epoch: u64) -> u64 {
+        let mut m = [0u8; 32];
+        m[..12].copy_from_slice(b.client.as_bytes());
+        m[12..14].copy_from_slice(b.client_session.as_bytes());
+        m[14..22].copy_from_slice(b.token.as_bytes());
+        m[22..30].copy_from_slice(&epoch.to_le_bytes());
+        // Never 0: 0 means "no cookie".
+        (self.hasher.hash(&m) & crate::wire::MAX_REQ_NUM).max(1)
     }
 }

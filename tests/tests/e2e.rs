@@ -486,10 +486,12 @@ fn twenty_thousand_sessions() {
     let w = World::new(13);
     let n = 20_000;
     // Keepalives are per session: with 20,000 idle sessions, keep them rare.
+    // All 20,000 sessions come from one client address: the server must allow that many.
     let cfg = |seed| RpcConfig {
         keepalive_ns: 1_000_000_000,
         session_timeout_ns: 1_000_000_000,
         server_idle_timeout_ns: 10_000_000_000,
+        max_sessions_per_client: n as u16,
         ..test_config(seed)
     };
     let mut srv = server_with(&w, 64 << 20, n, cfg(11));

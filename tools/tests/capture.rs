@@ -190,7 +190,15 @@ fn check(file: &Path, s: &serde_json::Value, rows: &[BTreeMap<&str, String>], mt
     let sm: Vec<_> = rows.iter().filter(|r| num(r, "erpc.dest_session") == SM_SESSION_NUM as u64).collect();
     let mut types: Vec<u64> = sm.iter().map(|r| num(r, "erpc.sm.type")).collect();
     types.dedup(); // a request resent after `sm_retry_ns` on a stalled machine, and its answer
-    assert_eq!(types, [1, 2, 3, 4], "ConnectReq, ConnectResp, DisconnectReq, DisconnectResp");
+    assert_eq!(
+        types,
+        [1, 7, 1, 2, 3, 4],
+        "ConnectReq, ConnectRetry (the cookie), ConnectReq with the cookie, ConnectResp, DisconnectReq, \
+         DisconnectResp"
+    );
+    let (retry, second) = (sm[1], sm.iter().filter(|r| num(r, "erpc.sm.type") == 1).nth(1).unwrap());
+    assert_ne!(num(retry, "erpc.req_num"), 0, "the retry carries a cookie");
+    assert_eq!(num(second, "erpc.req_num"), num(retry, "erpc.req_num"), "and the request repeats it");
     assert_eq!(num(&rows[0], "erpc.sm.type"), 1, "the capture starts with the connect request");
     assert_eq!(num(rows.last().unwrap(), "erpc.sm.type"), 4, "and ends with the disconnect response");
     for r in &sm {
@@ -260,11 +268,11 @@ fn tshark_decodes_a_udp_capture_field_by_field() {
     let rows = decode(&file, &["--disable-heuristic", "erpc_udp"]);
     check(&file, &s, &rows, 1514);
     // Concrete values of this run: 3 RPCs x (3 request packets, 2 credit returns, 2 response
-    // packets, 1 RFR) + 4 session-management packets.
+    // packets, 1 RFR) + 6 session-management packets (the connect takes a cookie round trip).
     if s["retransmissions"] == 0 {
-        assert_eq!(rows.len(), 3 * 8 + 4);
+        assert_eq!(rows.len(), 3 * 8 + 6);
     }
-    let third = &rows[2];
+    let third = &rows[4];
     assert_eq!(
         ["erpc.req_type", "erpc.msg_size", "erpc.pkt_type", "erpc.pkt_num", "erpc.data_len"].map(|f| num(third, f)),
         [1, 3000, 0, 0, 1458],

@@ -145,10 +145,18 @@ pub struct Slot {
     pub(crate) linked: bool,
     /// Client: whether the slot's next packet waits in the timing wheel (its link above).
     pub(crate) in_wheel: bool,
+    /// Server: `msg_size` of the current request, which every packet of it must repeat (also
+    /// once its buffer is gone: duplicates of an answered request are checked against it).
+    pub(crate) req_size: u32,
     // ----- the rest of line 1 and lines 2-3 -----
     /// Client: send time (the clock's low 32 bits, ns) of packet `n` in `tx_ts[n % RTT_TS]`,
     /// for per-packet RTT samples. The first entries (a one-packet request's) share line 1.
     pub(crate) tx_ts: [u32; crate::cc::RTT_TS],
+    // ----- the end of line 3: touched by the loss scan only -----
+    /// Client: the low 16 bits of `cur_req_num` and `num_rx` when the loss scan last saw them
+    /// change; with `stuck_since_ns`, how long the request has made no progress.
+    pub(crate) scan_mark: u32,
+    pub(crate) stuck_since_ns: u64,
 }
 
 impl Slot {
@@ -173,6 +181,9 @@ impl Slot {
         linked: false,
         resp_seq: 0,
         tx_ts: [0; crate::cc::RTT_TS],
+        req_size: 0,
+        scan_mark: u32::MAX,
+        stuck_since_ns: 0,
         untimed_below: 0,
         in_wheel: false,
         wheel_next: NIL,
@@ -233,6 +244,18 @@ pub struct Session {
     pub(crate) bucket_head: u32,
     pub(crate) token_next: u32,
     pub(crate) free_next: u32,
+    /// Head of the client-address chain whose bucket is this array index (server sessions per
+    /// client IPv4 address), and this session's links on its own chain.
+    pub(crate) ip_head: u32,
+    pub(crate) ip_next: u32,
+    pub(crate) ip_prev: u32,
+    /// Client: the connect cookie the server sent back (0 until then), repeated in the connect
+    /// request that proves we receive the server's packets.
+    pub(crate) cookie: u64,
+    /// Server: duplicates answered with a resent response in the window that started at
+    /// `dup_window_ns` (the rate limit on what a duplicate can make us send).
+    pub(crate) dup_window_ns: u64,
+    pub(crate) dup_count: u16,
     pub(crate) slots: [Slot; SLOTS_PER_SESSION],
 }
 
@@ -259,6 +282,12 @@ impl Session {
         bucket_head: NIL,
         token_next: NIL,
         free_next: NIL,
+        ip_head: NIL,
+        ip_next: NIL,
+        ip_prev: NIL,
+        cookie: 0,
+        dup_window_ns: 0,
+        dup_count: 0,
         stats: SessionStats { tx_pkts: 0, rx_pkts: 0, retransmissions: 0, drops: 0 },
         cc: crate::cc::SessionCc::EMPTY,
         slots: [Slot::EMPTY; SLOTS_PER_SESSION],
@@ -315,6 +344,11 @@ impl Session {
         self.backlog_tail = NIL;
         self.backlog_len = 0;
         self.token_next = NIL;
+        self.ip_next = NIL;
+        self.ip_prev = NIL;
+        self.cookie = 0;
+        self.dup_window_ns = 0;
+        self.dup_count = 0;
         self.stats = SessionStats::default();
         for (i, s) in self.slots.iter_mut().enumerate() {
             debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_resp.is_none());
@@ -347,5 +381,7 @@ const _: () = {
     assert!(offset_of!(Slot, resp_pkts) + 2 <= 64);
     assert!(offset_of!(Slot, in_wheel) < 128);
     assert!(offset_of!(Slot, tx_ts) + 4 <= 128);
+    assert!(offset_of!(Slot, req_size) + 4 <= 128);
     assert!(size_of::<Slot>() == 256);
+    assert!(offset_of!(Session, slots) == 256);
 };

@@ -148,8 +148,18 @@ pub fn sm_body(err: u8, token: u64, csess: u16, ssess: u16, client: EndpointAddr
 }
 
 pub fn sm_frame(src: &EndpointAddr, dst: &EndpointAddr, kind: SmPktType, body: &SmBody) -> Vec<u8> {
-    let h = ErpcHdr::new(kind as u8, 40, SM_SESSION_NUM, PktType::Req, 0, 0);
+    sm_frame_cookie(src, dst, kind, body, 0)
+}
+
+/// A session-management frame whose header carries `cookie` (in `req_num`).
+pub fn sm_frame_cookie(src: &EndpointAddr, dst: &EndpointAddr, kind: SmPktType, body: &SmBody, cookie: u64) -> Vec<u8> {
+    let h = ErpcHdr::new(kind as u8, 40, SM_SESSION_NUM, PktType::Req, 0, cookie);
     frame(src, dst, h, body.as_bytes())
+}
+
+/// The cookie a session-management frame carries.
+pub fn cookie_of(f: &[u8]) -> u64 {
+    hdr_of(f).req_num
 }
 
 /// Decodes a sent session-management frame: its kind (req_type) and body.
@@ -239,6 +249,23 @@ impl Bench {
         }
     }
 
+    /// A new connection's connect request from [`PEER`], with the cookie round trip: the first
+    /// request gets a `ConnectRetry` of its own size and no session; the request repeated with
+    /// the cookie gets what this returns.
+    pub fn connect_req(&mut self, body: SmBody) -> Vec<Vec<u8>> {
+        let sessions = self.rpc.num_active_sessions();
+        let tx = self.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &body)]);
+        assert_eq!(tx.len(), 1, "one ConnectRetry");
+        let (kind, retry) = sm_of(&tx[0]);
+        assert_eq!(kind, SmPktType::ConnectRetry as u8);
+        assert_eq!(tx[0].len(), SM_FRAME_LEN, "no larger than the request");
+        assert_eq!(retry, body, "the retry repeats the request's body");
+        assert_eq!(self.rpc.num_active_sessions(), sessions, "no state before the cookie comes back");
+        let cookie = cookie_of(&tx[0]);
+        assert_ne!(cookie, 0);
+        self.deliver([sm_frame_cookie(&PEER, &ME, SmPktType::ConnectReq, &body, cookie)])
+    }
+
     pub fn flushes(&self) -> usize {
         self.script.borrow().flushes
     }
@@ -321,7 +348,7 @@ impl Bench {
 pub fn server_with(handler: fn(&mut Ep, ReqHandle), cfg: RpcConfig, sessions: usize) -> Bench {
     let mut b = Bench::new(ME, PEER, cfg, sessions);
     b.rpc.register_handler(RT, handler, HandlerMode::Foreground).unwrap();
-    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS, 0, PEER, ME))]);
+    let tx = b.connect_req(sm_body(0, TOKEN, CS, 0, PEER, ME));
     assert_eq!(tx.len(), 1, "one ConnectResp");
     let (kind, body) = sm_of(&tx[0]);
     assert_eq!(kind, SmPktType::ConnectResp as u8);

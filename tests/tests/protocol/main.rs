@@ -17,6 +17,7 @@ mod harness;
 mod client;
 mod end_to_end;
 mod fuzz;
+mod hostile_peers;
 mod malformed;
 mod retransmission;
 mod server_requests;

@@ -25,7 +25,7 @@ fn sm_duplicate_connect_req_same_session() {
     assert_eq!((body.err, body.server_session.get()), (0, b.local), "same server session");
     assert_eq!(b.rpc.num_active_sessions(), 1, "no second session");
     // Same token from another client session number: a different connection.
-    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS + 1, 0, PEER, ME))]);
+    let tx = b.connect_req(sm_body(0, TOKEN, CS + 1, 0, PEER, ME));
     let (_, body) = sm_of(&tx[0]);
     assert_eq!(body.err, 0);
     assert_ne!(body.server_session.get(), b.local);
@@ -99,9 +99,10 @@ fn sm_server_answers_pings() {
 #[test]
 fn sm_out_of_sessions() {
     let mut b = Bench::new(ME, PEER, test_config(1), 2);
+    b.rpc.register_handler(RT, h_echo, HandlerMode::Foreground).unwrap();
     let mut got = Vec::new();
     for (token, cs) in [(1u64, 1u16), (2, 2), (3, 3)] {
-        let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, token, cs, 0, PEER, ME))]);
+        let tx = b.connect_req(sm_body(0, token, cs, 0, PEER, ME));
         assert_eq!(tx.len(), 1);
         let (kind, body) = sm_of(&tx[0]);
         assert_eq!(kind, SmPktType::ConnectResp as u8);
@@ -212,7 +213,7 @@ fn sm_disconnect_invalidates_held_handle() {
     let e = b.rpc.enqueue_response(h, m).unwrap_err();
     assert_eq!(e.kind, RespondErrorKind::InvalidHandle);
     // The session number is reused by a new connection: the old handle stays invalid.
-    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, 42, 1, 0, PEER, ME))]);
+    let tx = b.connect_req(sm_body(0, 42, 1, 0, PEER, ME));
     assert_eq!((sm_of(&tx[0]).1.err, sm_of(&tx[0]).1.server_session.get()), (0, b.local), "only one session: reused");
     assert!(b.rpc.request(&h).is_none());
     let m = b.rpc.alloc_msg_buffer(3).unwrap();

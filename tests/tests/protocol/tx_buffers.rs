@@ -55,7 +55,7 @@ fn background_response_is_clamped_to_the_packet_bound_and_sent() {
     let q = Arc::new(BgQueues::new());
     b.rpc.attach_workers(q.clone());
     b.rpc.register_handler(RT, h_unused, HandlerMode::Background { max_resp_size: 600_000 }).unwrap();
-    let tx = b.deliver([sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS, 0, PEER, ME))]);
+    let tx = b.connect_req(sm_body(0, TOKEN, CS, 0, PEER, ME));
     let (_, body) = sm_of(&tx[0]);
     b.local = body.server_session.get();
     b.remote = CS;
@@ -138,13 +138,18 @@ impl Transport for StuckNic {
 #[test]
 fn ctrl_ring_never_overwrites_a_held_frame_when_tx_is_stuck() {
     let clock: Clk = leak(SimClock::new());
-    let nic = StuckNic { limit: 1, held: vec![], accepted: 0, rx: RxFrames::default() };
+    let nic = StuckNic { limit: 2, held: vec![], accepted: 0, rx: RxFrames::default() };
     let mut rpc = Rpc::new(nic, clock, Ctx::default(), memory(1 << 20, 4, 4), test_config(1)).unwrap();
     fn h_hold2(_: &mut Rpc<'static, StuckNic, Clk, Ctx>, _: ReqHandle) {}
     rpc.register_handler(RT, h_hold2, HandlerMode::Foreground).unwrap();
-    rpc.transport_mut().rx.push_back(sm_frame(&PEER, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN, CS, 0, PEER, ME)));
+    let body = sm_body(0, TOKEN, CS, 0, PEER, ME);
+    rpc.transport_mut().rx.push_back(sm_frame(&PEER, &ME, SmPktType::ConnectReq, &body));
     rpc.run_event_loop_once();
-    assert_eq!(rpc.transport().accepted, 1, "ConnectResp accepted");
+    assert_eq!(rpc.transport().accepted, 1, "ConnectRetry accepted");
+    let cookie = cookie_of(&rpc.transport().held[0].2);
+    rpc.transport_mut().rx.push_back(sm_frame_cookie(&PEER, &ME, SmPktType::ConnectReq, &body, cookie));
+    rpc.run_event_loop_once();
+    assert_eq!(rpc.transport().accepted, 2, "ConnectResp accepted");
     let data = pattern(1, 1500);
     let f0 = msg_frames(&PEER, &ME, 0, PktType::Req, req_num_base(TOKEN) + 8, 0, &data).remove(0);
     for _ in 0..300 {

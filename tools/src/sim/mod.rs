@@ -139,6 +139,9 @@ impl NetArgs {
         // A session that hears nothing for this long is reset: far beyond any queueing delay here.
         cfg.session_timeout_ns = cfg.session_timeout_ns.max(100 * cfg.rto_ns);
         cfg.server_idle_timeout_ns = 2 * cfg.keepalive_ns + cfg.session_timeout_ns + cfg.rto_ns;
+        cfg.request_timeout_ns = cfg.request_timeout_ns.max(2 * cfg.rto_ns);
+        // A simulated host has one address, and `scale` opens all its sessions from one host.
+        cfg.max_sessions_per_client = u16::MAX;
         Ok(cfg)
     }
 }
