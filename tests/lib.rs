@@ -3,6 +3,7 @@
 //!
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
+pub mod fuzzing;
 pub mod intel_fake;
 pub mod mlx5_model;
 pub mod scenarios;
@@ -156,7 +157,10 @@ pub struct TagServer {
 }
 
 /// Request `[tag u64][resp_len u32][pattern(tag)]`; response `pattern(!tag, resp_len)`.
-pub fn tagged_handler(rpc: &mut Ep<TagServer>, h: erpc_dataplane::ReqHandle) {
+pub fn tagged_handler<T: Transport, C: erpc_dataplane::Clock>(
+    rpc: &mut Rpc<'static, T, C, TagServer>,
+    h: erpc_dataplane::ReqHandle,
+) {
     let req = rpc.request(&h).expect("valid handle");
     let tag = u64::from_le_bytes(req[..8].try_into().unwrap());
     let n = u32::from_le_bytes(req[8..12].try_into().unwrap()) as usize;
