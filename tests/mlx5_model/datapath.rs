@@ -63,6 +63,9 @@ pub enum CqeCorruption {
     LengthBeyondStrides,
     /// `wqe_id` one past the WQE actually used (modulo the ring).
     WrongWqeId,
+    /// The top bit of the 15-bit consumed-strides count set (`byte_cnt` bit 30): the CQE claims
+    /// 16,384 more strides than the packet took. A reader that keeps only bits 29:16 misses it.
+    StrideCountTopBit,
 }
 
 /// Vendor syndromes (`mlx5_err_cqe.vendor_err_synd`) of the model's own error CQEs: which check
@@ -774,13 +777,17 @@ impl Device {
             }
             CqeCorruption::LengthBeyondStrides => {
                 let bc = layout::get32(q, cqe::BYTE_CNT);
-                let strides = (bc >> cqe::STRIDES_SHIFT) & 0x3fff;
+                let strides = (bc >> cqe::STRIDES_SHIFT) & cqe::STRIDES_MASK;
                 let bytes = s.map_or(bc & 0xffff, |s| strides * s.stride_bytes) + 1;
                 layout::set32(q, cqe::BYTE_CNT, (bc & !0xffff) | (bytes & 0xffff));
             }
             CqeCorruption::WrongWqeId => {
                 let id = be16(q, cqe::WQE_ID);
                 set16(q, cqe::WQE_ID, (id + 1) & mask);
+            }
+            CqeCorruption::StrideCountTopBit => {
+                let bc = layout::get32(q, cqe::BYTE_CNT);
+                layout::set32(q, cqe::BYTE_CNT, bc | 1 << (cqe::STRIDES_SHIFT + 14));
             }
         }
     }

@@ -903,12 +903,15 @@ pub mod cqe {
     pub const L4_L3_HDR_TYPE: usize = 29;
     /// `srqn_uidx` (`mlx5_cqe64`) / `srqn` (`mlx5_err_cqe`).
     pub const SRQN: usize = 32;
-    /// `byte_cnt`; striding RQ: bit 31 filler, bits 29:16 strides consumed, bits 15:0 length
-    /// (`MLX5_MPRQ_FILLER_MASK`, `MLX5_MPRQ_STRIDE_NUM_MASK`, `MLX5_MPRQ_LEN_MASK` in DPDK
-    /// `mlx5_prm.h`).
+    /// `byte_cnt`; striding RQ: bit 31 filler, bits 30:16 strides consumed (15 bits), bits 15:0
+    /// length, as Linux `device.h` reads them (`struct mpwrq_cqe_bc`: `filler_consumed_strides`
+    /// then `byte_cnt`; `mpwrq_is_filler_cqe` tests 0x8000 of the first half,
+    /// `mpwrq_get_cqe_consumed_strides` masks it with 0x7fff). DPDK `mlx5_prm.h`
+    /// (`MLX5_MPRQ_STRIDE_NUM_MASK`) keeps only bits 29:16.
     pub const BYTE_CNT: usize = 44;
     pub const FILLER: u32 = 1 << 31;
     pub const STRIDES_SHIFT: u32 = 16;
+    pub const STRIDES_MASK: u32 = 0x7fff;
     /// `mlx5_err_cqe.vendor_err_synd` and `.syndrome`.
     pub const VENDOR_ERR_SYND: usize = 54;
     pub const SYNDROME: usize = 55;

@@ -160,7 +160,7 @@
 //!   stride size and lkey the reserved lkey (else RESP_ERR 0xE with LOCAL_LENGTH_ERR /
 //!   LOCAL_PROT_ERR and the RQ to ERR). A packet starts at the current stride (+2 bytes with
 //!   `two_byte_shift_en`, the 2 counted in its strides) and takes ceil(len / stride) strides;
-//!   if fewer are left in the WQE, a filler CQE (`byte_cnt` bit 31, bits 29:16 = the strides
+//!   if fewer are left in the WQE, a filler CQE (`byte_cnt` bit 31, bits 30:16 = the strides
 //!   left, `wqe_counter` = the first of them) closes it and the packet goes to the next WQE.
 //!   The packet's CQE: RESP_SEND (0x2), `byte_cnt` = strides << 16 | length, `wqe_id` (bytes
 //!   2-3) = the WQE's ring index, `wqe_counter` (bytes 60-61) = its first stride,

@@ -557,6 +557,25 @@ mod datapath {
         assert_eq!(n, 1500);
     }
 
+    /// The consumed-strides count of a striding-RQ CQE is 15 bits (`byte_cnt` 30:16, Linux
+    /// `mpwrq_get_cqe_consumed_strides`): a CQE with the top bit set claims 16,384 more strides
+    /// than a WQE has and is dropped, not lent as if the bit were not there.
+    #[test]
+    fn a_stride_count_with_its_top_bit_set_is_malformed() {
+        let mut p = pair(|_| {}, |_| {});
+        let (src, dst) = (p.a.local_addr(), p.b.local_addr());
+        let mut f = Frames::new(&p.sa, 2, 256);
+        let bad = f.put(0, &src, &dst, &[0xBB; 64]);
+        let good = f.put(1, &src, &dst, &[0x60; 64]);
+        p.mb.corrupt_next_rx_cqe(CqeCorruption::StrideCountTopBit);
+        send_all(&mut p.a, &[bad, good]);
+        p.a.tx_flush();
+        let got = lend(&mut p.b, 2);
+        assert_eq!(got.iter().map(payload_of).collect::<Vec<_>>(), [vec![0x60; 64]], "only the good frame is lent");
+        p.b.rx_release(&got);
+        assert_eq!(p.b.stats().rx_malformed_cqes, 1, "{:?}", p.b.stats());
+    }
+
     #[test]
     fn devices_that_require_l2_inline_headers_get_them() {
         let p = pair(|c| c.min_inline_mode = 1, |_| {});

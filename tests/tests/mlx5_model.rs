@@ -1461,7 +1461,7 @@ fn a_send_arrives_in_the_peers_striding_rq_with_the_right_cqes() {
     assert_eq!(opcode(&q), cqe::OP_RESP_SEND);
     let bc = layout::get32(&q, cqe::BYTE_CNT);
     assert_eq!(bc & 0xffff, frame.len() as u32);
-    assert_eq!((bc >> 16) & 0x3fff, 2, "1514 bytes in 1 KiB strides");
+    assert_eq!((bc >> cqe::STRIDES_SHIFT) & cqe::STRIDES_MASK, 2, "1514 bytes in 1 KiB strides");
     assert_eq!(bc >> 31, 0, "not a filler");
     assert_eq!((be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (0, 0));
     assert_eq!(q[cqe::HDS_IP_EXT], cqe::L2_OK | cqe::L3_OK | cqe::L4_OK);
@@ -1538,7 +1538,7 @@ fn a_packet_that_does_not_fit_the_rest_of_a_wqe_gets_a_filler_cqe() {
     let filler = &cqes[31];
     let bc = layout::get32(filler, cqe::BYTE_CNT);
     assert_eq!(bc >> 31, 1, "filler");
-    assert_eq!((bc >> 16) & 0x3fff, 16, "the 16 strides left");
+    assert_eq!((bc >> cqe::STRIDES_SHIFT) & cqe::STRIDES_MASK, 16, "the 16 strides left");
     assert_eq!((be16_at(filler, cqe::WQE_ID), be16_at(filler, cqe::WQE_COUNTER)), (0, 496));
     let q = &cqes[32];
     assert_eq!(layout::get32(q, cqe::BYTE_CNT), 18 << 16 | big.len() as u32);
@@ -1776,10 +1776,13 @@ fn corrupt_next_rx_cqe_produces_each_kind() {
     assert_eq!((bc >> 16, bc & 0xffff), (1, 1025), "one stride of 1 KiB claims 1025 bytes");
     let q = next(Some(CqeCorruption::WrongWqeId));
     assert_eq!(be16_at(&q, cqe::WQE_ID), 1, "the packet is in WQE 0");
+    let q = next(Some(CqeCorruption::StrideCountTopBit));
+    let bc = layout::get32(&q, cqe::BYTE_CNT);
+    assert_eq!((bc >> cqe::STRIDES_SHIFT) & cqe::STRIDES_MASK, 0x4001, "bit 14 of the 15-bit count, plus its 1");
     let q = next(None);
-    assert_eq!((opcode(&q), be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (cqe::OP_RESP_SEND, 0, 6));
+    assert_eq!((opcode(&q), be16_at(&q, cqe::WQE_ID), be16_at(&q, cqe::WQE_COUNTER)), (cqe::OP_RESP_SEND, 0, 7));
     // The device went on as for correct CQEs.
-    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().stride, 7);
+    assert_eq!(b.model().rq(rx.rq.rqn).unwrap().stride, 8);
     assert_eq!(b.model().rq(rx.rq.rqn).unwrap().state, QueueState::Rdy);
 }
 
