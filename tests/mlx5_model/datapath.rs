@@ -203,10 +203,22 @@ impl Device {
         hw.saturating_sub(22) + 14 + vlan
     }
 
-    /// A write to a BlueFlame buffer (`in_page` in 0x800..0xA00): the first 8 bytes ring the
-    /// send doorbell, the rest (a BlueFlame copy of the WQE) is ignored.
+    /// A 32-bit write to a BlueFlame buffer (`in_page` in 0x800..0xA00). Its first 8 bytes are
+    /// the send doorbell, which must arrive as one 64-bit store ([`Device::bf_write64`]): a
+    /// half is a [`ViolationKind::SplitDoorbell`] (the two halves, low address first, still
+    /// ring it, as a device given a 32-bit host's locked pair of stores would). The rest of the
+    /// buffer (a BlueFlame copy of the WQE) is ignored.
     pub(crate) fn bf_write(&mut self, index: u32, in_page: u32, be: u32) {
         let base = if in_page >= uar::BF_1 { uar::BF_1 } else { uar::BF_0 };
+        if in_page - base < 8 {
+            self.violation(
+                ViolationKind::SplitDoorbell,
+                format!(
+                    "UAR {index:#x} BlueFlame {base:#x}: 32-bit write at byte {}: the doorbell is one 64-bit store",
+                    in_page - base
+                ),
+            );
+        }
         match in_page - base {
             0 => self.bf_low = Some((index, base, be)),
             4 => match self.bf_low.take() {
@@ -217,6 +229,16 @@ impl Device {
                 ),
             },
             _ => {}
+        }
+    }
+
+    /// A 64-bit write to a BlueFlame buffer: at its start, the send doorbell, whole; further
+    /// in, part of a BlueFlame copy of the WQE (ignored: the device reads the WQE from memory).
+    pub(crate) fn bf_write64(&mut self, index: u32, in_page: u32, w0: u32, w1: u32) {
+        let base = if in_page >= uar::BF_1 { uar::BF_1 } else { uar::BF_0 };
+        if in_page == base {
+            self.bf_low = None;
+            self.send_doorbell(index, w0, w1);
         }
     }
 

@@ -629,6 +629,19 @@ impl Device {
         Ok(())
     }
 
+    /// A 64-bit write to a UAR page (`w0` at `off`, `w1` at `off + 4`, big-endian values): a
+    /// send doorbell arrives whole; anything else is taken as its two halves, in order.
+    pub(crate) fn uar_write64(&mut self, off: u32, w0: u32, w1: u32) {
+        let index = off / ADAPTER_PAGE as u32;
+        let in_page = off % ADAPTER_PAGE as u32;
+        if off % 8 == 0 && self.uars.contains(&index) && (uar::BF_0..uar::BF_1 + uar::BF_SIZE).contains(&in_page) {
+            self.bf_write64(index, in_page, w0, w1);
+            return;
+        }
+        self.uar_write(off, w0);
+        self.uar_write(off.wrapping_add(4), w1);
+    }
+
     /// A write to a UAR page (big-endian value).
     pub(crate) fn uar_write(&mut self, off: u32, be: u32) {
         let index = off / ADAPTER_PAGE as u32;

@@ -35,8 +35,10 @@
 //!   initialization segment occupies. Modelled UAR offsets: the EQ doorbells at 0x40 (update
 //!   consumer index and arm) and 0x48 (update only); the send doorbell, BlueFlame buffers 0x800
 //!   and 0x900 (see the datapath below; bytes 8..256 of each, a BlueFlame copy of the WQE, are
-//!   accepted and ignored). 64-bit doorbells may be written as one [`RegisterIo::write64`] (the
-//!   model takes both halves under one lock) or two 32-bit writes, low address first. Other UAR
+//!   accepted and ignored). The send doorbell is one [`RegisterIo64::write64`] (the model takes
+//!   it whole under its lock); written as two 32-bit writes it is a
+//!   [`ViolationKind::SplitDoorbell`] (and still rings once both halves arrived, low address
+//!   first). Other UAR
 //!   offsets (the CQ arm doorbell 0x20 among them) are recorded as
 //!   [`ViolationKind::Unmodelled`].
 //!
@@ -192,7 +194,7 @@
 //! own during commands, ICM use of the given pages beyond the fill.
 //!
 //! [`RegisterIo`]: erpc_driver::mmio::RegisterIo
-//! [`RegisterIo::write64`]: erpc_driver::mmio::RegisterIo::write64
+//! [`RegisterIo64::write64`]: erpc_driver::mmio::RegisterIo64::write64
 
 mod cmd;
 mod datapath;
@@ -210,7 +212,7 @@ pub use link::{Direction, FrameFilter, Link, LinkStats, Tapped};
 pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
 pub use steering::FlowEntryInfo;
 
-use erpc_driver::mmio::RegisterIo;
+use erpc_driver::mmio::{RegisterIo, RegisterIo64};
 use erpc_hugepages::DmaSpace;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -345,6 +347,10 @@ pub enum ViolationKind {
     ErrorCqe,
     /// A CQ overran (it goes to error; a CQ_ERROR EQE is posted if an EQ subscribes).
     CqOverrun,
+    /// A send doorbell written as two 32-bit stores instead of one 64-bit store (Linux
+    /// `mlx5_write64`, `include/linux/mlx5/doorbell.h`: one store on 64-bit hosts; a split one
+    /// can interleave with another writer's and reach the device torn).
+    SplitDoorbell,
 }
 
 /// One recorded misbehaviour.
@@ -909,6 +915,18 @@ impl Device {
         }
     }
 
+    /// A 64-bit store (little-endian `value`: its low half lands at `off`).
+    fn write_reg64(&mut self, off: u32, value: u64) {
+        let (w0, w1) = ((value as u32).swap_bytes(), ((value >> 32) as u32).swap_bytes());
+        let fits = off % 8 == 0 && u64::from(off) + 8 <= u64::from(self.cfg.bar_len);
+        if fits && off >= self.uar_region() {
+            self.uar_write64(off, w0, w1);
+            return;
+        }
+        self.write_reg(off, w0);
+        self.write_reg(off.wrapping_add(4), w1);
+    }
+
     fn objects(&self) -> Vec<String> {
         let mut v: Vec<String> = self.uars.iter().map(|u| format!("UAR {u:#x}")).collect();
         v.extend(self.eqs.keys().map(|e| format!("EQ {e:#x}")));
@@ -934,14 +952,15 @@ impl RegisterIo for Mlx5Model {
         };
         Self::deliver(link);
     }
+}
 
-    /// Both halves under one hold of the device lock (as one 64-bit store reaches the device
-    /// whole), low address first.
+impl RegisterIo64 for Mlx5Model {
+    /// One step under one hold of the device lock, as one 64-bit store reaches the device
+    /// whole: a send doorbell rings at once; elsewhere the low half is written, then the high.
     fn write64(&self, off: u32, value: u64) {
         let link = {
             let mut d = self.dev();
-            d.write_reg(off, (value as u32).swap_bytes());
-            d.write_reg(off.wrapping_add(4), ((value >> 32) as u32).swap_bytes());
+            d.write_reg64(off, value);
             d.link.clone()
         };
         Self::deliver(link);

@@ -1,7 +1,7 @@
 //! The mlx5 device model's own tests: a small hand-written host side drives the command
 //! interface through the model's BAR and IOMMU, and checks what the device answers and records.
 
-use erpc_driver::mmio::RegisterIo;
+use erpc_driver::mmio::{RegisterIo, RegisterIo64};
 use erpc_hugepages::{DmaMemory, DmaSpace, PageSize};
 use erpc_tests::mlx5_model::layout::{
     self, cap_eth, cap_gen, cmd_entry as ce, create_eq, delivery, eqc, eqe, hca_cap, iseg, mailbox as mb, manage_pages,
@@ -1808,16 +1808,19 @@ fn doorbells_the_device_cannot_act_on_are_violations() {
     a.model().write32(sq.uar * 4096 + 0x804, 0);
     let n = a.model().violations().iter().filter(|v| v.kind == ViolationKind::SendDoorbell).count();
     assert_eq!(n, 2);
-    // Two 32-bit writes, low address first, work like one 64-bit write.
+    // Two 32-bit writes, low address first: a split doorbell, recorded; it still rings.
     let before = a.model().sq_consumer(sq.sqn).unwrap();
     a.model().set_tx_paused(true);
     a.send(&mut sq, &f, 18, true, lkey);
     assert_eq!(a.model().pending_tx_doorbells(), 1);
+    let split = |m: &Mlx5Model| m.violations().iter().filter(|v| v.kind == ViolationKind::SplitDoorbell).count();
+    assert_eq!(split(a.model()), 1, "the high word alone above");
     let mut w = [0u8; 8];
     layout::set32(&mut w, 0, before << 8 | 0x0a);
     layout::set32(&mut w, 4, sq.sqn << 8 | 3);
     a.model().write32(sq.uar * 4096 + 0x900, u32::from_le_bytes(w[..4].try_into().unwrap()));
     a.model().write32(sq.uar * 4096 + 0x904, u32::from_le_bytes(w[4..].try_into().unwrap()));
+    assert_eq!(split(a.model()), 3, "both halves of the split doorbell");
     assert_eq!(a.model().pending_tx_doorbells(), 2);
     a.model().set_tx_paused(false);
     assert_eq!(a.model().sq_consumer(sq.sqn).unwrap(), before + 1);

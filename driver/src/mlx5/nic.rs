@@ -15,7 +15,7 @@ use super::steering::{self, RxMatch};
 use super::tx::{Piece, Tx};
 use super::wqe::{event, BF_HALF, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
 use super::{Hca, HcaConfig, Mlx5Error};
-use crate::mmio::RegisterIo;
+use crate::mmio::{RegisterIo, RegisterIo64};
 use crate::vfio::{Bar, PciFunction};
 use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_hugepages::{DmaMemory, DmaSpace};
@@ -130,7 +130,7 @@ pub struct Mlx5Stats {
 
 /// A ConnectX function driven from userspace: one send queue and one striding receive queue,
 /// implementing [`Transport`].
-pub struct Mlx5Nic<R: RegisterIo> {
+pub struct Mlx5Nic<R: RegisterIo64> {
     // Drop order: Drop::drop destroys the queue objects, then `hca` tears the function down
     // (the device stops all DMA), and only then is the queue memory unmapped.
     hca: Hca<R>,
@@ -156,7 +156,7 @@ pub struct Mlx5Nic<R: RegisterIo> {
 
 // SAFETY: the NIC owns its rings, buffers and registers; the raw pointers it holds point into
 // its own DMA memory, which moves with it.
-unsafe impl<R: RegisterIo + Send> Send for Mlx5Nic<R> {}
+unsafe impl<R: RegisterIo64 + Send> Send for Mlx5Nic<R> {}
 
 /// Memory of the rings, carved in this order.
 struct Rings {
@@ -207,7 +207,7 @@ impl Mlx5Nic<Bar> {
     }
 }
 
-impl<R: RegisterIo> Mlx5Nic<R> {
+impl<R: RegisterIo64> Mlx5Nic<R> {
     /// Brings up the function behind `bar` (a mapped BAR0, or a device model in tests) and one
     /// queue pair. `space` is the DMA space the device reaches memory through: the dataplane's
     /// msgbufs must come from it too.
@@ -602,7 +602,7 @@ fn destroy_all<R: RegisterIo>(hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>) {
     }
 }
 
-impl<R: RegisterIo> Transport for Mlx5Nic<R> {
+impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
     fn mtu(&self) -> usize {
         self.cfg.mtu
     }
@@ -711,7 +711,7 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
     }
 }
 
-impl<R: RegisterIo> Drop for Mlx5Nic<R> {
+impl<R: RegisterIo64> Drop for Mlx5Nic<R> {
     fn drop(&mut self) {
         destroy_all(&mut self.hca, &mut self.undo);
     }
