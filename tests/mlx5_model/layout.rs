@@ -388,6 +388,8 @@ pub mod hca_cap {
     pub const CAP_SIZE: usize = 0x1000;
     pub const GENERAL: u16 = 0;
     pub const ETHERNET_OFFLOADS: u16 = 1;
+    /// `MLX5_CAP_FLOW_TABLE` (`enum mlx5_cap_type`, Linux `device.h`): `flow_table_nic_cap`.
+    pub const FLOW_TABLE: u16 = 7;
 }
 
 /// `mlx5_ifc_cmd_hca_cap_bits` (general device capabilities).
@@ -448,6 +450,18 @@ pub mod cap_eth {
     pub const WQE_INLINE_MODE: Field = fl(0x12, 2);
     pub const RSS_IND_TBL_CAP: Field = fl(0x14, 4);
     pub const SCATTER_FCS: Field = fl(0x19, 1);
+}
+
+/// `mlx5_ifc_flow_table_nic_cap_bits`: `flow_table_properties_nic_receive` (a
+/// `mlx5_ifc_flow_table_prop_layout_bits`) at bit 0x200; the fields relative to it.
+pub mod cap_flow {
+    use super::{fl, Field};
+    pub const NIC_RX_BIT: u32 = 0x200;
+    pub const FT_SUPPORT: Field = fl(0x00, 1);
+    /// SET_FLOW_TABLE_ROOT `op_mod` 1 (disconnect the root) is supported.
+    pub const RESET_ROOT_TO_DEFAULT: Field = fl(0x09, 1);
+    pub const LOG_MAX_FT_SIZE: Field = fl(0x22, 6);
+    pub const MAX_FT_LEVEL: Field = fl(0x38, 8);
 }
 
 /// `mlx5_ifc_eqc_bits` (64 bytes), inside `create_eq_in` at bit 0x80.
@@ -568,15 +582,11 @@ pub mod uar {
     pub const EQ_ARM: u32 = 0x40;
     /// The same without arming.
     pub const EQ_UPDATE_CI: u32 = 0x48;
-    /// The send doorbell: BlueFlame buffer 0 (`MLX5_BF_OFFSET` in Linux `uar.c`); the first 8
-    /// bytes of the last WQE's control segment, one 64-bit write or two 32-bit writes, low
-    /// address first.
+    /// The BlueFlame register (`MLX5_BF_OFFSET` in Linux `include/linux/mlx5/doorbell.h`): two
+    /// buffers of half of `1 << log_bf_reg_size` bytes from here (rdma-core
+    /// `providers/mlx5/mlx5.c`: `bf_reg_size / 2`), the send doorbell in the first 8 bytes of
+    /// each; drivers alternate between them.
     pub const BF_0: u32 = 0x800;
-    /// BlueFlame buffer 1 (`1 << log_bf_reg_size` / 2 = 256 bytes on): drivers alternate.
-    pub const BF_1: u32 = 0x900;
-    /// Each BlueFlame buffer is 256 bytes; writes past the first 8 bytes (a BlueFlame copy of
-    /// the WQE) are accepted and ignored: the device reads the WQE from memory.
-    pub const BF_SIZE: u32 = 0x100;
 }
 
 // ---------------------------------------------------------------------------------------------

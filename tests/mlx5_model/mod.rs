@@ -30,16 +30,21 @@
 //!   [`Mlx5Config::ready_after_reads`] reads or never; the health buffer (0x200, syndrome byte
 //!   at 0x23D, set by [`Mlx5Model::set_health_syndrome`]); the health counter (0x1010), which
 //!   advances on every read while firmware is alive.
-//! * UAR pages: UAR index `n` is BAR0 offset `n * 4096` (`uar_4k` = 1, `log_uar_page_sz` = 0,
-//!   one UAR per 4 KiB page). ALLOC_UAR hands out indices from 3, above the pages the
-//!   initialization segment occupies. Modelled UAR offsets: the EQ doorbells at 0x40 (update
-//!   consumer index and arm) and 0x48 (update only); the send doorbell, BlueFlame buffers 0x800
-//!   and 0x900 (see the datapath below; bytes 8..256 of each, a BlueFlame copy of the WQE, are
-//!   accepted and ignored). The send doorbell is one [`RegisterIo64::write64`] (the model takes
-//!   it whole under its lock); written as two 32-bit writes it is a
+//! * UAR pages: UAR index `n` is BAR0 offset `n` times the UAR page size, which the current
+//!   general capabilities give as Linux `uar2pfn` (`core/uar.c`) reads them: 4 KiB with
+//!   `uar_4k`, else `4 KiB << log_uar_page_sz` ([`ModelCaps::uar_4k`],
+//!   [`ModelCaps::log_uar_page_sz`]: its value until SET_HCA_CAP changes it). ALLOC_UAR hands
+//!   out indices from the first page above the initialization segment (3 with 4 KiB pages).
+//!   Modelled UAR offsets: the EQ doorbells at 0x40 (update consumer index and arm) and 0x48
+//!   (update only); the BlueFlame register at 0x800 (`MLX5_BF_OFFSET`): two buffers of half of
+//!   `1 << log_bf_reg_size` bytes each (0x800 and 0x900 by default, [`ModelCaps::log_bf_reg_size`]),
+//!   or without BlueFlame (`bf` = 0) only the 8-byte doorbell at 0x800. The first 8 bytes of a
+//!   buffer are the send doorbell (see the datapath below); the rest takes a BlueFlame copy of
+//!   the WQE, accepted and ignored only as the continuation of a doorbell to that buffer (else
+//!   [`ViolationKind::SendDoorbell`]). The send doorbell is one [`RegisterIo64::write64`] (the
+//!   model takes it whole under its lock); written as two 32-bit writes it is a
 //!   [`ViolationKind::SplitDoorbell`] (and still rings once both halves arrived, low address
-//!   first). Other UAR
-//!   offsets (the CQ arm doorbell 0x20 among them) are recorded as
+//!   first). Other UAR offsets (the CQ arm doorbell 0x20 among them) are recorded as
 //!   [`ViolationKind::Unmodelled`].
 //!
 //! # Commands
@@ -58,8 +63,9 @@
 //! ([`syndrome`]); real firmware's are opaque numbers.
 //!
 //! Implemented: ENABLE_HCA, DISABLE_HCA, QUERY_ISSI, SET_ISSI (ISSI 0 and 1), QUERY_PAGES,
-//! MANAGE_PAGES (give / take / cannot give), QUERY_HCA_CAP / SET_HCA_CAP (general and Ethernet
-//! offload caps), INIT_HCA (needs boot + init pages), TEARDOWN_HCA, ALLOC/DEALLOC_UAR,
+//! MANAGE_PAGES (give / take / cannot give), QUERY_HCA_CAP (general, Ethernet offload and flow
+//! table caps, values from [`ModelCaps`]) / SET_HCA_CAP (general: `log_max_qp`,
+//! `cmdif_checksum`, `log_uar_page_sz` = 0 only), INIT_HCA (needs boot + init pages), TEARDOWN_HCA, ALLOC/DEALLOC_UAR,
 //! CREATE/DESTROY_EQ, ALLOC/DEALLOC_PD, ALLOC/DEALLOC_TRANSPORT_DOMAIN, QUERY_SPECIAL_CONTEXTS,
 //! QUERY/MODIFY_NIC_VPORT_CONTEXT (MAC, MTU, promiscuity), ACCESS_REG for PMTU.
 //!
@@ -185,7 +191,8 @@
 //! timestamps; LRO, RSS with the Toeplitz hash, tunnel offloads; linked-list RQs, RMPs,
 //! hairpin; misc / inner-header match criteria, flow counters, multiple tables chained by
 //! miss actions or FLOW_TABLE destinations, NIC TX and FDB tables, flow table capabilities
-//! (QUERY_HCA_CAP op_mod 7); Q counters other than `out_of_buffer`. Also not
+//! beyond NIC RX `ft_support`, `reset_root_to_default`, `log_max_ft_size`, `max_ft_level`; Q
+//! counters other than `out_of_buffer`. Also not
 //! modelled: command and mailbox signatures (`cmdif_checksum` = 0 is advertised and SET_HCA_CAP
 //! cannot enable it), asynchronous command completion (every command completes inside the
 //! doorbell write), MSI-X delivery (an armed EQ that gets an EQE counts an interrupt on its
@@ -291,6 +298,49 @@ pub struct Mlx5Config {
     /// 1 L2 = 18 bytes, 2 IP, 3 TCP/UDP). Non-zero: the Ethernet caps say `wqe_inline_mode` =
     /// 1 (vport context) and the NIC vport context's `min_wqe_inline_mode` is this.
     pub min_inline_mode: u8,
+    /// More capability values the device reports.
+    pub caps: ModelCaps,
+}
+
+/// Capability values the model reports through QUERY_HCA_CAP (and acts on), to test a driver
+/// against devices that differ from the default ConnectX-5-like one. Field names are those of
+/// `mlx5_ifc_cmd_hca_cap_bits` and `mlx5_ifc_flow_table_prop_layout_bits` (Linux
+/// `include/linux/mlx5/mlx5_ifc.h`).
+#[derive(Clone, Debug)]
+pub struct ModelCaps {
+    /// `bf` = 1 with `log_bf_reg_size` = this: a BlueFlame register of `1 << n` bytes at UAR +
+    /// 0x800, two buffers of half that the send doorbell alternates between. `None`: `bf` = 0
+    /// and `log_bf_reg_size` = 0, the doorbell is the 8 bytes at UAR + 0x800 only.
+    pub log_bf_reg_size: Option<u8>,
+    /// `uar_4k`: UAR pages are 4 KiB whatever `log_uar_page_sz` says.
+    pub uar_4k: bool,
+    /// The current `log_uar_page_sz` at power-on (until SET_HCA_CAP sets it; the model accepts
+    /// only 0 there): UAR pages are `4 KiB << n` unless `uar_4k`.
+    pub log_uar_page_sz: u16,
+    pub log_max_wq_sz: u8,
+    pub log_max_cq_sz: u8,
+    /// `striding_rq`: cyclic striding RQs may be created.
+    pub striding_rq: bool,
+    /// `log_min_stride_sz_rq`, `log_max_stride_sz_rq`.
+    pub stride_sz_rq: (u8, u8),
+    /// `flow_table_properties_nic_receive.reset_root_to_default`: SET_FLOW_TABLE_ROOT with
+    /// `op_mod` 1 (disconnect) is accepted.
+    pub reset_root_to_default: bool,
+}
+
+impl Default for ModelCaps {
+    fn default() -> ModelCaps {
+        ModelCaps {
+            log_bf_reg_size: Some(9),
+            uar_4k: true,
+            log_uar_page_sz: 0,
+            log_max_wq_sz: 16,
+            log_max_cq_sz: 22,
+            striding_rq: true,
+            stride_sz_rq: (6, 13),
+            reset_root_to_default: true,
+        }
+    }
 }
 
 impl Default for Mlx5Config {
@@ -308,6 +358,7 @@ impl Default for Mlx5Config {
             resd_lkey: 0x100,
             wqe_inline_mode: 2,
             min_inline_mode: 0,
+            caps: ModelCaps::default(),
         }
     }
 }
@@ -446,8 +497,11 @@ pub(crate) struct Device {
     state: HcaState,
     issi: u16,
     caps_gen_max: Vec<u8>,
+    /// The current general capabilities at power-on (and after DISABLE_HCA).
+    caps_gen_boot: Vec<u8>,
     caps_gen_cur: Vec<u8>,
     caps_eth: Vec<u8>,
+    caps_flow: Vec<u8>,
     pages: BTreeSet<u64>,
     /// Pages the device wants to hold in all: boot + init + regular, moved by page requests.
     page_target: i64,
@@ -484,6 +538,8 @@ pub(crate) struct Device {
     pending_tx: Vec<(u32, u16)>,
     /// The low word of a BlueFlame doorbell written as two 32-bit writes: (UAR, buffer, word).
     bf_low: Option<(u32, u32, u32)>,
+    /// Where a BlueFlame copy of a WQE may continue: (UAR, buffer, next offset in the page).
+    bf_copy: Option<(u32, u32, u32)>,
     rx_corruptions: VecDeque<CqeCorruption>,
     link: Option<(Link, usize)>,
     tx_record: Option<Vec<Vec<u8>>>,
@@ -747,7 +803,7 @@ impl Mlx5Model {
 
 impl Device {
     fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Device {
-        let (caps_gen_max, caps_eth) = hca::default_caps(&cfg);
+        let (caps_gen_max, caps_gen_boot, caps_eth, caps_flow) = hca::default_caps(&cfg);
         Device {
             init_reads_left: cfg.ready_after_reads,
             health_counter: 0x100,
@@ -764,9 +820,11 @@ impl Device {
             injected: VecDeque::new(),
             state: HcaState::Disabled,
             issi: 0,
-            caps_gen_cur: caps_gen_max.clone(),
+            caps_gen_cur: caps_gen_boot.clone(),
+            caps_gen_boot,
             caps_gen_max,
             caps_eth,
+            caps_flow,
             pages: BTreeSet::new(),
             page_target: i64::from(cfg.boot_pages) + i64::from(cfg.init_pages) + i64::from(cfg.regular_pages),
             uars: BTreeSet::new(),
@@ -796,6 +854,7 @@ impl Device {
             tx_paused: false,
             pending_tx: vec![],
             bf_low: None,
+            bf_copy: None,
             rx_corruptions: VecDeque::new(),
             link: None,
             tx_record: None,
@@ -832,7 +891,7 @@ impl Device {
 
     /// First BAR0 offset of the UAR pages.
     fn uar_region(&self) -> u32 {
-        hca::FIRST_UAR * layout::ADAPTER_PAGE as u32
+        self.first_uar() * self.uar_page()
     }
 
     fn read_reg(&mut self, off: u32) -> u32 {

@@ -8,7 +8,7 @@ use super::{syndrome as syn, Device};
 use std::collections::BTreeMap;
 
 /// The largest `log_size` a flow table may have (the model's `log_max_ft_size`).
-const LOG_MAX_FT_SIZE: u32 = 20;
+pub(crate) const LOG_MAX_FT_SIZE: u32 = 20;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Group {

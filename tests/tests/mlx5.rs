@@ -38,13 +38,21 @@ fn brings_up_an_initialized_hca_and_tears_it_down_cleanly() {
             op::QUERY_PAGES,
             op::MANAGE_PAGES,
             op::QUERY_HCA_CAP,
+            op::SET_HCA_CAP,
             op::QUERY_PAGES,
             op::MANAGE_PAGES,
             op::INIT_HCA,
             op::QUERY_PAGES,
             op::MANAGE_PAGES,
+            op::QUERY_HCA_CAP,
+            op::QUERY_HCA_CAP,
+            op::QUERY_HCA_CAP,
         ]
     );
+    // The capabilities read: general, Ethernet offloads and flow tables, current values.
+    let caps: Vec<u16> =
+        model.command_log().iter().filter(|c| c.opcode == op::QUERY_HCA_CAP).map(|c| c.op_mod).collect();
+    assert_eq!(caps, [0 << 1 | 1, 0 << 1 | 1, 1 << 1 | 1, 7 << 1 | 1]);
     drop(hca);
     let r = model.teardown_report();
     assert!(r.clean(), "{r:?}");
@@ -64,11 +72,15 @@ fn a_failure_at_each_step_unwinds_cleanly() {
         (op::QUERY_PAGES, 0),
         (op::MANAGE_PAGES, 0),
         (op::QUERY_HCA_CAP, 0),
+        (op::SET_HCA_CAP, 0),
         (op::QUERY_PAGES, 1),
         (op::MANAGE_PAGES, 1),
         (op::INIT_HCA, 0),
         (op::QUERY_PAGES, 2),
         (op::MANAGE_PAGES, 2),
+        (op::QUERY_HCA_CAP, 1),
+        (op::QUERY_HCA_CAP, 2),
+        (op::QUERY_HCA_CAP, 3),
     ] {
         let (model, space) = Mlx5Model::with_dma(Mlx5Config { regular_pages: 3, ..Mlx5Config::default() });
         model.fail_nth(opcode, nth, 0x3, 0xabcd);
@@ -574,6 +586,100 @@ mod datapath {
         assert_eq!(got.iter().map(payload_of).collect::<Vec<_>>(), [vec![0x60; 64]], "only the good frame is lent");
         p.b.rx_release(&got);
         assert_eq!(p.b.stats().rx_malformed_cqes, 1, "{:?}", p.b.stats());
+    }
+
+    /// Sends `n` frames from A to B, one doorbell each, and checks they all arrive.
+    fn one_doorbell_per_frame(p: &mut Pair, n: usize) {
+        let (src, dst) = (p.a.local_addr(), p.b.local_addr());
+        let mut f = Frames::new(&p.sa, n, 256);
+        for i in 0..n {
+            let pkt = f.put(i, &src, &dst, &[i as u8; 64]);
+            send_all(&mut p.a, &[pkt]);
+            p.a.tx_flush();
+        }
+        let got = lend(&mut p.b, n);
+        assert_eq!(
+            got.iter().map(payload_of).collect::<Vec<_>>(),
+            (0..n).map(|i| vec![i as u8; 64]).collect::<Vec<_>>()
+        );
+        p.b.rx_release(&got);
+    }
+
+    /// The BlueFlame buffers the send doorbell alternates between are half of `1 <<
+    /// log_bf_reg_size` apart; without BlueFlame the doorbell stays at UAR + 0x800.
+    #[test]
+    fn the_doorbell_follows_the_devices_blueflame_register_size() {
+        for (log_bf, both) in [(Some(9), true), (Some(10), true), (None, false)] {
+            let mut p = pair(|c| c.caps.log_bf_reg_size = log_bf, |_| {});
+            assert_eq!(p.a.caps().bf_half(), log_bf.map_or(0, |l| (1 << l) / 2));
+            one_doorbell_per_frame(&mut p, 6);
+            no_violations(&p.ma);
+            let per = p.ma.counters().tx_doorbells_per_buffer;
+            assert!(per[0] > 0 && (per[1] > 0) == both, "log_bf_reg_size {log_bf:?}: {per:?}");
+        }
+    }
+
+    /// A device whose UAR pages are 64 KiB at power-on (no `uar_4k`, `log_uar_page_sz` 4) gets
+    /// 4 KiB ones from SET_HCA_CAP, and the driver finds its UAR where the device put it.
+    #[test]
+    fn a_device_booted_with_64k_uar_pages_is_given_4k_ones() {
+        let mut p = pair(
+            |c| {
+                c.caps.uar_4k = false;
+                c.caps.log_uar_page_sz = 4;
+            },
+            |c| c.eq_poll_interval = 1,
+        );
+        assert_eq!((p.a.caps().log_uar_page_sz, p.a.caps().uar_page_bytes()), (0, 4096));
+        one_doorbell_per_frame(&mut p, 4);
+        // The EQ doorbell lands on the same UAR page: a page request is served and
+        // acknowledged.
+        p.ma.request_pages(3).expect("page request");
+        assert_eq!(p.a.rx_burst(&mut [RxPacket::EMPTY; 4]), 0);
+        assert_eq!(p.a.stats().page_requests, 1);
+        no_violations(&p.ma);
+        no_violations(&p.mb);
+    }
+
+    /// Ethernet caps `wqe_inline_mode` = 0 (L2) requires inline L2 headers whatever the vport
+    /// context says (Linux `mlx5_query_min_inline`).
+    #[test]
+    fn l2_inline_headers_required_by_the_hca_caps_are_sent() {
+        let p = pair(|c| c.wqe_inline_mode = 0, |_| {});
+        assert_eq!(p.a.caps().wqe_inline_mode, Some(erpc_driver::mlx5::InlineCap::L2));
+        assert_eq!(p.ma.sq(p.a.sqn()).unwrap().min_inline_mode, 1);
+        let lcfg = LoopbackConfig { small_rpcs: 100, ..LoopbackConfig::default() };
+        let (mut lb, ma, mb, _link) = loopback(p, &lcfg);
+        lb.rpcs(100, 32, 32, &lcfg).expect("small RPCs");
+        no_violations(&ma);
+        no_violations(&mb);
+    }
+
+    /// A configuration the device cannot do is refused before anything is created, with an
+    /// error naming the capability.
+    #[test]
+    fn what_the_device_cannot_do_is_refused_naming_the_capability() {
+        type Case = (&'static str, fn(&mut Mlx5Config), fn(&mut NicConfig));
+        let cases: [Case; 6] = [
+            ("log_max_wq_sz", |c| c.caps.log_max_wq_sz = 9, |_| {}),
+            ("log_max_wq_sz", |c| c.caps.log_max_wq_sz = 9, |n| (n.sq_size, n.rq_wqes) = (512, 1024)),
+            ("log_max_cq_sz", |c| c.caps.log_max_cq_sz = 11, |_| {}),
+            ("log_min_stride_sz_rq", |c| c.caps.stride_sz_rq = (11, 13), |_| {}),
+            ("log_max_stride_sz_rq", |c| c.caps.stride_sz_rq = (6, 9), |_| {}),
+            ("striding_rq", |c| c.caps.striding_rq = false, |_| {}),
+        ];
+        for (name, device, nic) in cases {
+            let (m, space) = model(1, device);
+            let mut c = nic_cfg(1);
+            nic(&mut c);
+            let e = Mlx5Nic::with_bar(m.clone(), space, c).err().expect("refused");
+            assert!(matches!(&e, Mlx5Error::Capability { cap, .. } if *cap == name), "{name}: {e:?}");
+            assert!(e.to_string().contains(name), "{e}");
+            let ops = m.opcodes();
+            assert!(!ops.contains(&op::ALLOC_UAR) && !ops.contains(&op::CREATE_CQ), "{name}: {ops:x?}");
+            assert!(m.teardown_report().clean(), "{name}: {:?}", m.teardown_report());
+            no_violations(&m);
+        }
     }
 
     #[test]

@@ -327,9 +327,11 @@ pub const SET_HCA_CAP_IN_LEN: usize = 16 + HCA_CAP_LEN;
 pub const fn hca_cap_op_mod(cap_type: u16, current: bool) -> u16 {
     (cap_type << 1) | current as u16
 }
-/// `MLX5_CAP_GENERAL` and `MLX5_CAP_ETHERNET_OFFLOADS` capability types.
+/// Capability types (`enum mlx5_cap_type` in Linux `include/linux/mlx5/device.h`):
+/// `MLX5_CAP_GENERAL`, `MLX5_CAP_ETHERNET_OFFLOADS`, `MLX5_CAP_FLOW_TABLE`.
 pub const CAP_GENERAL: u16 = 0;
 pub const CAP_ETHERNET_OFFLOADS: u16 = 1;
+pub const CAP_FLOW_TABLE: u16 = 7;
 
 /// A field of `bits` bits whose least significant bit is bit `shift` of a big-endian 32-bit word
 /// (as `mlx5_ifc.h` places it: a field at bit offset `o` of its word, counted from the most
@@ -909,6 +911,11 @@ pub mod vport_select {
     pub const MTU: u32 = 1 << 6;
     pub const PROMISC: u32 = 1 << 4;
 }
+
+/// Inline modes of `min_wqe_inline_mode` (`enum mlx5_inline_modes` in Linux
+/// `include/linux/mlx5/device.h`): nothing, or the L2 headers (then IP, TCP/UDP: 2, 3).
+pub const INLINE_MODE_NONE: u32 = 0;
+pub const INLINE_MODE_L2: u32 = 1;
 
 /// `MLX5_REG_PMTU`: the port MTU register.
 pub const REG_PMTU: u16 = 0x5003;

@@ -13,8 +13,8 @@ use super::queues::{Area, Carver, Cq, DbRec, Eq, PAGE};
 use super::rx::{Rx, RxDrops, RxGeometry};
 use super::steering::{self, RxMatch};
 use super::tx::{Piece, Tx};
-use super::wqe::{event, BF_HALF, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
-use super::{Hca, HcaConfig, Mlx5Error};
+use super::wqe::{event, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
+use super::{Caps, Hca, HcaConfig, InlineCap, Mlx5Error};
 use crate::mmio::{RegisterIo, RegisterIo64};
 use crate::vfio::{Bar, PciFunction};
 use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
@@ -98,6 +98,109 @@ impl Mlx5Config {
         }
         Ok(())
     }
+
+    /// log2 of the RX CQ's entries: one per stride of every receive WQE, so it cannot overrun.
+    fn rx_cq_log(&self) -> u32 {
+        log2((self.rq_wqes * self.strides).next_power_of_two())
+    }
+
+    /// log2 of the TX CQ's entries: a CQE per signaled WQE in the ring, with room to spare.
+    fn tx_cq_log(&self) -> u32 {
+        log2((self.sq_size / self.signal_every + 4).next_power_of_two()).max(6)
+    }
+
+    /// Checks the configuration against what the device reports (QUERY_HCA_CAP), before
+    /// anything is created: an error names the capability and says what to change.
+    fn fits(&self, caps: &Caps) -> Result<(), Mlx5Error> {
+        let need = |ok: bool, cap: &'static str, value: u32, what: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Mlx5Error::Capability { cap, value, what })
+            }
+        };
+        need(
+            caps.striding_rq,
+            "striding_rq",
+            0,
+            "this driver receives into a striding (multi-packet) RQ, which the device does not offer: \
+             use a ConnectX-4 Lx or later"
+                .into(),
+        )?;
+        let wq = 1u64 << caps.log_max_wq_sz.min(32);
+        need(
+            u64::from(self.sq_size) <= wq,
+            "log_max_wq_sz",
+            caps.log_max_wq_sz,
+            format!("sq_size = {} does not fit a work queue of {wq} entries: use sq_size <= {wq}", self.sq_size),
+        )?;
+        need(
+            u64::from(self.rq_wqes) <= wq,
+            "log_max_wq_sz",
+            caps.log_max_wq_sz,
+            format!("rq_wqes = {} does not fit a work queue of {wq} entries: use rq_wqes <= {wq}", self.rq_wqes),
+        )?;
+        let cq = 1u64 << caps.log_max_cq_sz.min(32);
+        need(
+            self.rx_cq_log() <= caps.log_max_cq_sz,
+            "log_max_cq_sz",
+            caps.log_max_cq_sz,
+            format!(
+                "the receive CQ holds a completion per stride, rq_wqes x strides = {}, more than {cq}: use fewer \
+                 rq_wqes or strides",
+                u64::from(self.rq_wqes) * u64::from(self.strides)
+            ),
+        )?;
+        need(
+            self.tx_cq_log() <= caps.log_max_cq_sz,
+            "log_max_cq_sz",
+            caps.log_max_cq_sz,
+            format!("the send CQ needs 2^{} entries, more than {cq}: raise signal_every", self.tx_cq_log()),
+        )?;
+        need(
+            EQ_LOG <= caps.log_max_eq_sz,
+            "log_max_eq_sz",
+            caps.log_max_eq_sz,
+            format!("the event queue has 2^{EQ_LOG} entries: the device cannot make one"),
+        )?;
+        let stride_log = log2(self.stride_size);
+        let (lo, hi) = (caps.log_min_stride_sz_rq, caps.log_max_stride_sz_rq);
+        need(
+            stride_log >= lo,
+            "log_min_stride_sz_rq",
+            lo,
+            format!(
+                "stride_size = {} is below the device's smallest stride: use {} or more",
+                self.stride_size,
+                1u64 << lo
+            ),
+        )?;
+        need(
+            stride_log <= hi,
+            "log_max_stride_sz_rq",
+            hi,
+            format!(
+                "stride_size = {} is above the device's largest stride: use {} or less",
+                self.stride_size,
+                1u64 << hi
+            ),
+        )?;
+        need(
+            u64::from(BF_OFFSET) + 2 * u64::from(caps.bf_half()) <= caps.uar_page_bytes(),
+            "log_bf_reg_size",
+            caps.log_bf_reg_size,
+            format!(
+                "two BlueFlame buffers from {BF_OFFSET:#x} do not fit a UAR page of {} bytes",
+                caps.uar_page_bytes()
+            ),
+        )?;
+        need(
+            caps.wqe_inline_mode.is_some(),
+            "wqe_inline_mode",
+            3,
+            "the device asks for an inline mode mlx5_ifc.h does not define".into(),
+        )
+    }
 }
 
 /// Counters of the driver (the device's own are not read).
@@ -137,8 +240,12 @@ pub struct Mlx5Nic<R: RegisterIo64> {
     tx: Tx,
     rx: Rx,
     eq: Eq,
-    uar: u32,
+    /// BAR0 offset of our UAR page (the UAR number times the device's UAR page size).
+    uar_base: u32,
+    /// The BlueFlame buffer the next doorbell goes to (its offset in the UAR page), and the
+    /// distance to the other one (0 without BlueFlame: always the first).
     bf: u32,
+    bf_half: u32,
     addr: EndpointAddr,
     cfg: Mlx5Config,
     /// Destroy commands of the objects created, in creation order.
@@ -214,10 +321,17 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     pub fn with_bar(bar: R, space: Arc<DmaSpace>, cfg: Mlx5Config) -> Result<Mlx5Nic<R>, Mlx5Error> {
         cfg.check()?;
         let mut hca = Hca::bring_up(bar, space.clone(), cfg.hca.clone())?;
+        log::info!(
+            "mlx5: firmware {}.{}.{}; {}",
+            hca.fw_version().0,
+            hca.fw_version().1,
+            hca.fw_version().2,
+            hca.caps()
+        );
+        cfg.fits(hca.caps())?;
         let page = hca.page();
         // Queue memory, sized before anything is created so a failure creates nothing.
-        let rx_cq_log = log2((cfg.rq_wqes * cfg.strides).next_power_of_two()).min(22);
-        let tx_cq_log = log2((cfg.sq_size / cfg.signal_every + 4).next_power_of_two()).max(6);
+        let (rx_cq_log, tx_cq_log) = (cfg.rx_cq_log(), cfg.tx_cq_log());
         let sizes = [
             64 << EQ_LOG,
             PAGE,
@@ -252,12 +366,13 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
             }
         };
         let mut nic = Mlx5Nic {
+            uar_base: objs.uar_base,
+            bf: BF_OFFSET,
+            bf_half: hca.caps().bf_half(),
             hca,
             tx,
             rx,
             eq,
-            uar: objs.uar,
-            bf: BF_OFFSET,
             addr: EndpointAddr { mac: objs.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
             polls_left: cfg.eq_poll_interval,
             cfg,
@@ -290,10 +405,16 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
         let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
         let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
-        let inline_mode = (v.ctx.flags.get() >> 24) & 7;
+        // The headers every send WQE must inline: the Ethernet offload capabilities say, or
+        // defer to the vport context (Linux `mlx5_query_min_inline`).
+        let inline_mode = match hca.caps().wqe_inline_mode {
+            Some(InlineCap::L2) => INLINE_MODE_L2,
+            Some(InlineCap::VportContext) => (v.ctx.flags.get() >> 24) & 7,
+            Some(InlineCap::NotRequired) | None => INLINE_MODE_NONE,
+        };
         let inline = match inline_mode {
-            0 => 0,
-            1 => L2_INLINE,
+            INLINE_MODE_NONE => 0,
+            INLINE_MODE_L2 => L2_INLINE,
             m => {
                 return Err(Mlx5Error::Config(format!(
                     "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
@@ -337,6 +458,9 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
             Ok(o.id24())
         };
         let uar = alloc(hca, undo, op::ALLOC_UAR, op::DEALLOC_UAR)?;
+        let uar_base = u32::try_from(u64::from(uar) * hca.caps().uar_page_bytes()).map_err(|_| {
+            Mlx5Error::Config(format!("ALLOC_UAR gave UAR {uar:#x}, beyond a 32-bit BAR offset: reset the device"))
+        })?;
         let pd = alloc(hca, undo, op::ALLOC_PD, op::DEALLOC_PD)?;
         let td = alloc(hca, undo, op::ALLOC_TRANSPORT_DOMAIN, op::DEALLOC_TRANSPORT_DOMAIN)?;
         let sc: QuerySpecialContextsOut =
@@ -438,7 +562,7 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
         undo.push(steering::set_root(None).as_bytes().to_vec());
 
-        Ok((Objects { uar, mac }, tx, rx, eq))
+        Ok((Objects { uar_base, mac }, tx, rx, eq))
     }
 
     /// The 60-byte frame `tx_flush` sends when it needs a completion: to our own MAC with the
@@ -455,9 +579,9 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     /// Rings the send doorbell for the WQEs posted since the last one.
     fn doorbell(&mut self) {
         self.tx.publish();
-        let off = self.uar * PAGE as u32 + self.bf;
+        let off = self.uar_base + self.bf;
         self.hca.bar().write64(off, u64::from_le_bytes(self.tx.last_ctrl));
-        self.bf ^= BF_HALF;
+        self.bf ^= self.bf_half;
         self.stats.tx_doorbells += 1;
     }
 
@@ -526,11 +650,7 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         }
         if any {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            write_be(
-                self.hca.bar(),
-                self.uar * PAGE as u32 + EQ_DOORBELL_UPDATE,
-                self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff),
-            );
+            write_be(self.hca.bar(), self.uar_base + EQ_DOORBELL_UPDATE, self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff));
         }
     }
 
@@ -560,11 +680,21 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     pub fn sqn(&self) -> u32 {
         self.tx.sqn
     }
+
+    /// The device's capabilities as bring-up read them.
+    pub fn caps(&self) -> &Caps {
+        self.hca.caps()
+    }
+
+    /// The firmware version (major, minor, sub-minor).
+    pub fn fw_version(&self) -> (u16, u16, u16) {
+        self.hca.fw_version()
+    }
 }
 
 /// What `create_objects` hands back besides the rings.
 struct Objects {
-    uar: u32,
+    uar_base: u32,
     mac: [u8; 6],
 }
 
