@@ -80,7 +80,7 @@
 //! All need INIT_HCA (BAD_SYS_STATE before); a handle that does not exist is BAD_RES, a bad
 //! field BAD_PARAM (the syndrome names the check), destroying an object another uses
 //! BAD_RES_STATE (a CQ under an SQ / RQ, a TIS under an SQ, an RQ under a TIR or RQT, an RQT
-//! under a TIR, a TIR under a flow entry, a root table or one with groups, a group with entries,
+//! under a TIR, a TIR under a flow entry, a table with groups, a group with entries,
 //! a Q counter under an RQ; and, for phase-1 objects, a UAR, EQ, PD or transport domain a queue,
 //! TIS or TIR uses). Objects get numbers from one counter starting at 0x100, unique across
 //! types, so a CQN passed as an SQN is BAD_RES. TEARDOWN_HCA frees them all and the teardown
@@ -117,7 +117,10 @@
 //!   ports, TCP flags), SET_FLOW_TABLE_ENTRY (op_mod 0 at a free index, BAD_RES_STATE if
 //!   taken; 1 to replace an existing one; the index inside a group whose id the `flow_context`
 //!   names; a match value only on bits of the group's mask; action FWD_DEST to TIRs, or DROP;
-//!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (table 0 disconnects).
+//!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (`op_mod` 0: the table becomes
+//!   the root; 1: disconnect, accepted only with [`ModelCaps::reset_root_to_default`], else
+//!   BAD_PARAM). A root table without groups or entries may be destroyed: the root reverts
+//!   to the default (nothing is steered), as Linux relies on (`update_root_ft_destroy`).
 //!
 //! # Datapath
 //! Everything happens inside the BAR write that triggers it, in the writing thread; frames for

@@ -376,6 +376,26 @@ mod datapath {
         }
     }
 
+    /// Without `reset_root_to_default` the root flow table is not disconnected (SET_FLOW_TABLE_ROOT
+    /// op_mod 1 is refused there): teardown destroys it once empty, and every teardown command
+    /// succeeds. With it, the root is disconnected first.
+    #[test]
+    fn the_root_flow_table_is_torn_down_as_the_device_allows() {
+        for reset in [true, false] {
+            let (m, space) = model(1, |c| c.caps.reset_root_to_default = reset);
+            let nic = Mlx5Nic::with_bar(m.clone(), space, nic_cfg(1)).expect("bring-up");
+            let before = m.command_log().len();
+            drop(nic);
+            let teardown = &m.command_log()[before..];
+            let failed: Vec<_> = teardown.iter().filter(|c| c.status != 0).collect();
+            assert!(failed.is_empty(), "reset_root_to_default {reset}: {failed:?}");
+            let disconnects = teardown.iter().filter(|c| c.opcode == op::SET_FLOW_TABLE_ROOT).count();
+            assert_eq!(disconnects, usize::from(reset), "reset_root_to_default {reset}");
+            assert!(m.teardown_report().clean(), "{:?}", m.teardown_report());
+            no_violations(&m);
+        }
+    }
+
     #[test]
     fn firmware_page_requests_during_operation_are_served() {
         let mut p = pair(|_| {}, |c| c.eq_poll_interval = 4);

@@ -1059,6 +1059,13 @@ impl Nic {
         self.h.cmd(&i, 16)
     }
 
+    /// SET_FLOW_TABLE_ROOT with `op_mod` 1: disconnect the root.
+    fn disconnect_root(&mut self) -> Done {
+        let mut i = Self::flow_cmd(op::SET_FLOW_TABLE_ROOT, 0);
+        layout::set(&mut i, layout::mbox_in::OP_MOD, 1);
+        self.h.cmd(&i, 16)
+    }
+
     /// A root table whose one entry (index 0, a group matching nothing in particular) sends
     /// everything to `tir`. Returns (table, group).
     fn steer_all(&mut self, tir: u32) -> (u32, u32) {
@@ -1200,7 +1207,7 @@ fn queue_commands_tear_down_cleanly_in_order() {
     let mut dg = Nic::flow_cmd(op::DESTROY_FLOW_GROUP, t);
     layout::set(&mut dg, flow::DESTROY_GROUP_ID, g);
     n.h.cmd(&dg, 16).ok();
-    n.set_root(0).ok();
+    n.disconnect_root().ok();
     n.h.cmd(&Nic::flow_cmd(op::DESTROY_FLOW_TABLE, t), 16).ok();
     n.destroy(op::DESTROY_TIR, rx.tir).ok();
     n.destroy(op::DESTROY_RQ, rx.rq.rqn).ok();
@@ -1971,5 +1978,38 @@ fn flow_table_caps_report_reset_root_to_default() {
         let rx = |f: layout::Field| f.at(cap_flow::NIC_RX_BIT);
         assert_eq!(layout::get(&t, rx(cap_flow::RESET_ROOT_TO_DEFAULT)), u32::from(on));
         assert_eq!(layout::get(&t, rx(cap_flow::FT_SUPPORT)), 1);
+    }
+}
+
+/// SET_FLOW_TABLE_ROOT `op_mod` 1 (disconnect) needs `reset_root_to_default`; without it the
+/// root table is torn down by destroying it once empty, which resets the root to the default.
+#[test]
+fn the_root_is_disconnected_only_with_reset_root_to_default() {
+    for reset in [true, false] {
+        let caps = ModelCaps { reset_root_to_default: reset, ..ModelCaps::default() };
+        let mut n = Nic::new(Mlx5Config { caps, ..cfg_mac(MAC_B) });
+        let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+        let e = n.model().flow_entries()[0].clone();
+        let d = n.disconnect_root();
+        if reset {
+            d.ok();
+            assert_eq!(n.model().root_flow_table(), None);
+            n.set_root(e.table).ok();
+        } else {
+            assert_eq!(d.failed(), (status::BAD_PARAM, syndrome::UNSUPPORTED));
+            assert_eq!(n.model().root_flow_table(), Some(e.table));
+        }
+        assert_eq!(n.set_root(0).failed().0, status::BAD_RES, "op_mod 0 names a table");
+        let mut del = Nic::flow_cmd(op::DELETE_FLOW_TABLE_ENTRY, e.table);
+        layout::set(&mut del, flow::FTE_FLOW_INDEX, 0);
+        n.h.cmd(&del, 16).ok();
+        let mut dg = Nic::flow_cmd(op::DESTROY_FLOW_GROUP, e.table);
+        layout::set(&mut dg, flow::DESTROY_GROUP_ID, e.group);
+        n.h.cmd(&dg, 16).ok();
+        n.h.cmd(&Nic::flow_cmd(op::DESTROY_FLOW_TABLE, e.table), 16).ok();
+        assert_eq!(n.model().root_flow_table(), None, "the root reverted to the default");
+        n.model().inject_rx_frame(&udp_frame(MAC_B, MAC_A, 1, 64));
+        assert_eq!(n.model().counters().rx_steering_drops, 1, "nothing is steered");
+        n.destroy(op::DESTROY_TIR, rx.tir).ok();
     }
 }

@@ -560,7 +560,13 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         hca.exec(steering::set_entry(table, group, tirn, &m).as_bytes(), 16)?;
         undo.push(steering::delete_entry(table).as_bytes().to_vec());
         hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
-        undo.push(steering::set_root(None).as_bytes().to_vec());
+        // Disconnecting the root (op_mod 1) is valid only when the device reports
+        // reset_root_to_default. Otherwise the root table is destroyed once empty, which
+        // resets the root to the default, as Linux does with the last root table
+        // (`update_root_ft_destroy` in `core/fs_core.c`).
+        if hca.caps().reset_root_to_default {
+            undo.push(steering::set_root(None).as_bytes().to_vec());
+        }
 
         Ok((Objects { uar_base, mac }, tx, rx, eq))
     }

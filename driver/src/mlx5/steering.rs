@@ -82,7 +82,7 @@ pub fn set_entry(table: u32, group: u32, tir: u32, m: &RxMatch) -> SetFteIn {
 }
 
 /// SET_FLOW_TABLE_ROOT input: make `table` the root (op_mod 0), or disconnect the root (op_mod
-/// 1, table 0).
+/// 1, table 0; only on a device that reports `reset_root_to_default`).
 pub fn set_root(table: Option<u32>) -> FlowObjIn {
     FlowObjIn {
         hdr: FlowHdr::new(op::SET_FLOW_TABLE_ROOT, u16::from(table.is_none()), FT_NIC_RX, table.unwrap_or(0)),
