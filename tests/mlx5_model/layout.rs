@@ -98,7 +98,8 @@ pub mod iseg {
     pub const CMDIF_REV_FW_SUB: u32 = 0x04;
     /// `cmdq_addr_h`: command queue address bits 63:32 (written first).
     pub const CMDQ_ADDR_H: u32 = 0x10;
-    /// `cmdq_addr_l_sz`: bits 31:12 command queue address, 9:8 `nic_interface`, 7:4
+    /// `cmdq_addr_l_sz`: bits 31:12 command queue address, 10:8 `nic_interface` (Linux
+    /// `mlx5_get_nic_state` in `core/health.c`: `>> 8 & 7`, `MLX5_NIC_IFC_OFFSET`), 7:4
     /// `log_cmdq_size` (read-only), 3:0 `log_cmdq_stride` (read-only).
     pub const CMDQ_ADDR_L_SZ: u32 = 0x14;
     /// `cmd_dbell`: bit n rings command slot n.
@@ -475,7 +476,9 @@ pub mod eqc {
     pub const PAGE_OFFSET: Field = fl(0x54, 6);
     pub const LOG_EQ_SIZE: Field = fl(0x63, 5);
     pub const UAR_PAGE: Field = fl(0x68, 24);
-    pub const INTR: Field = fl(0xb8, 8);
+    /// The MSI-X vector: 12 bits in current Linux `mlx5_ifc.h` (`reserved_at_a0[0x14]; intr[0xc]`;
+    /// older headers and rdma-core have 8).
+    pub const INTR: Field = fl(0xb4, 12);
     /// log2(page size / 4 KiB).
     pub const LOG_PAGE_SIZE: Field = fl(0xc3, 5);
     pub const CONSUMER_COUNTER: Field = fl(0x148, 24);

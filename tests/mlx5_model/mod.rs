@@ -24,7 +24,7 @@
 //! * `0x0000..0x2010`: the initialization segment (`struct mlx5_init_seg`), big-endian fields
 //!   read and written through the little-endian [`RegisterIo`] as a mapped BAR would be (a
 //!   driver byte-swaps: `read32(off).swap_bytes()`). `fw_rev` / `cmdif_rev` (5); `cmdq_addr_h`
-//!   (0x10) and `cmdq_addr_l_sz` (0x14: address bits 31:12, `nic_interface` 9:8, and the
+//!   (0x10) and `cmdq_addr_l_sz` (0x14: address bits 31:12, `nic_interface` 10:8, and the
 //!   read-only `log_cmdq_size` = 5 (32 slots) / `log_cmdq_stride` = 6 (64 bytes) in 7:0); the
 //!   command doorbell (0x18, bit n = slot n); `initializing` (0x1FC bit 31), cleared after
 //!   [`Mlx5Config::ready_after_reads`] reads or never; the health buffer (0x200, syndrome byte
@@ -913,7 +913,7 @@ impl Device {
             iseg::FW_REV => (u32::from(min) << 16) | u32::from(maj),
             iseg::CMDIF_REV_FW_SUB => (5 << 16) | u32::from(sub),
             iseg::CMDQ_ADDR_H => self.cmdq_hi,
-            iseg::CMDQ_ADDR_L_SZ => (self.cmdq_lo & 0xffff_f300) | (cmd::LOG_CMDQ_SIZE << 4) | cmd::LOG_CMDQ_STRIDE,
+            iseg::CMDQ_ADDR_L_SZ => (self.cmdq_lo & 0xffff_f700) | (cmd::LOG_CMDQ_SIZE << 4) | cmd::LOG_CMDQ_STRIDE,
             iseg::INITIALIZING => match &mut self.init_reads_left {
                 None => 1 << 31,
                 Some(0) => 0,
@@ -962,14 +962,14 @@ impl Device {
                         "cmdq_addr_l_sz written without cmdq_addr_h first (write the high word first)".into(),
                     );
                 }
-                if be & 0x300 != 0 {
-                    self.violation(ViolationKind::CmdqAddress, format!("nic_interface {} (must be 0)", (be >> 8) & 3));
+                if be & 0x700 != 0 {
+                    self.violation(ViolationKind::CmdqAddress, format!("nic_interface {} (must be 0)", (be >> 8) & 7));
                 }
                 if self.state != HcaState::Disabled {
                     self.violation(ViolationKind::CmdqAddress, "command queue moved while the HCA is enabled".into());
                 }
                 self.cmdq_hi_written = false;
-                self.cmdq_lo = be & 0xffff_f300;
+                self.cmdq_lo = be & 0xffff_f700;
                 self.cmdq_base = Some((u64::from(self.cmdq_hi) << 32) | u64::from(be & 0xffff_f000));
             }
             iseg::CMD_DBELL => self.doorbell(be),

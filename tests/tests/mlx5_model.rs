@@ -317,6 +317,14 @@ fn init_segment_reads_as_the_device_defines_it() {
     // A write to a read-only register is recorded.
     h.set_reg(iseg::FW_REV, 0);
     assert_eq!(h.model.violations()[0].kind, ViolationKind::Register);
+    // `nic_interface` is bits 10:8 of cmdq_addr_l_sz (Linux `mlx5_get_nic_state`: `>> 8 & 7`):
+    // a driver must leave all three at 0 (full driver mode).
+    h.set_reg(iseg::CMDQ_ADDR_H, 0);
+    h.set_reg(iseg::CMDQ_ADDR_L_SZ, 0x10_0000 | 4 << 8);
+    let v = h.model.violations();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!((v[1].kind, v[1].detail.as_str()), (ViolationKind::CmdqAddress, "nic_interface 4 (must be 0)"));
+    assert_eq!(h.reg(iseg::CMDQ_ADDR_L_SZ) >> 8 & 7, 4, "read back as written");
 
     let never = Host::new(Mlx5Config { ready_after_reads: None, ..Mlx5Config::default() });
     assert!((0..1000).all(|_| never.reg(iseg::INITIALIZING) >> 31 == 1), "never ready");
@@ -551,6 +559,10 @@ fn bad_parameters_and_handles_get_the_devices_statuses() {
     assert_eq!(h.cmd(&eq, 16).failed().0, status::BAD_RES);
     layout::set(&mut eq, c(eqc::UAR_PAGE), uar);
     layout::set(&mut eq, c(eqc::INTR), 200);
+    assert_eq!(h.cmd(&eq, 16).failed(), (status::BAD_PARAM, syndrome::EQ_VECTOR));
+    // `intr` is 12 bits (bits 11:0 of its dword in current mlx5_ifc.h): vector 0x101 is not 1.
+    layout::set(&mut eq, c(eqc::INTR), 0x101);
+    assert_eq!(layout::get32(&eq, 0x10 + 0x14), 0x101);
     assert_eq!(h.cmd(&eq, 16).failed(), (status::BAD_PARAM, syndrome::EQ_VECTOR));
     layout::set(&mut eq, c(eqc::INTR), 0);
     layout::set64(&mut eq, create_eq::PAS, 0x1234);

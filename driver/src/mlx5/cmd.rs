@@ -5,6 +5,13 @@
 //! 1 KiB-aligned mailboxes (`IN_BOXES` for input, `OUT_BOXES` for output). The device writes
 //! the entry and the output mailboxes, so they are only read and written through volatile
 //! accesses of raw pointers.
+//!
+//! Signatures (`sig` of the entry, `ctrl_sig` / `sig` of each mailbox) are left 0, as Linux
+//! (`cmd.c`: `checksum_disabled` from start) and rdma-core's VFIO driver (`mlx5_vfio.c`) send
+//! them: the firmware checks them only while the general capability `cmdif_checksum` is on,
+//! and bring-up turns it off with SET_HCA_CAP before INIT_HCA, as both drivers do
+//! (`handle_hca_cap`). The commands before that (ENABLE_HCA, ISSI, boot pages, QUERY_HCA_CAP)
+//! go unsigned in both drivers too.
 
 use super::layout::{init_seg, op, CmdBlock, CmdLayout, OutHdr, CMD_INLINE, CMD_OWNER_HW, CMD_TYPE_PCI, MAILBOX_DATA};
 use crate::mmio::RegisterIo;

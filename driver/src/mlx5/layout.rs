@@ -18,7 +18,8 @@ pub mod init_seg {
     pub const CMDIF_REV_FW_SUB: u32 = 0x04;
     pub const CMDQ_ADDR_H: u32 = 0x10;
     /// Command queue address bits 31:12; reading gives `log_cmdq_size` (bits 7:4) and
-    /// `log_cmdq_stride` (bits 3:0); bits 9:8 are the NIC interface mode (0: full driver).
+    /// `log_cmdq_stride` (bits 3:0); bits 10:8 are the NIC interface mode (0: full driver;
+    /// Linux `mlx5_get_nic_state`: `>> 8 & 7`).
     pub const CMDQ_ADDR_L_SZ: u32 = 0x14;
     /// One bit per command queue entry: writing it hands the entry to the device.
     pub const CMD_DBELL: u32 = 0x18;
@@ -409,7 +410,8 @@ pub struct Eqc {
     /// `log_eq_size` (28:24), `uar_page` (23:0).
     pub size_uar: U32,
     pub rsvd4: U32,
-    /// `intr` (7:0): the MSI-X vector.
+    /// `intr` (11:0): the MSI-X vector (12 bits in current Linux `mlx5_ifc.h`; 8 in older
+    /// headers and rdma-core). Polled here: 0.
     pub intr: U32,
     /// `log_page_size` (28:24), in 4 KiB units (0 = 4 KiB pages).
     pub log_page_size: U32,
