@@ -292,7 +292,7 @@ mod datapath {
         assert_eq!(cqs.len(), 2, "one CQ for each direction");
         assert_eq!(sqs.len(), 1);
         assert_eq!(rqs.len(), 1);
-        assert_eq!(p.ma.sq(p.a.sqn()).expect("SQ").state, QueueState::Rdy);
+        assert_eq!(p.ma.sq(p.a.sqn().0).expect("SQ").state, QueueState::Rdy);
         let rq = p.ma.rq(rqs[0]).expect("RQ");
         assert_eq!(rq.state, QueueState::Rdy);
         let st = rq.striding.expect("a striding RQ");
@@ -442,7 +442,7 @@ mod datapath {
         let pkts: Vec<TxPacket> = (0..8).map(|i| f.put(i, &src, &dst, &[i as u8; 64])).collect();
         p.ma.set_tx_paused(true);
         send_all(&mut p.a, &pkts);
-        let sqn = p.a.sqn();
+        let sqn = p.a.sqn().0;
         assert_eq!(p.ma.sq_consumer(sqn), Some(0), "paused: nothing read yet");
         let m = p.ma.clone();
         let t = std::thread::spawn(move || {
@@ -667,7 +667,7 @@ mod datapath {
     fn l2_inline_headers_required_by_the_hca_caps_are_sent() {
         let p = pair(|c| c.wqe_inline_mode = 0, |_| {});
         assert_eq!(p.a.caps().wqe_inline_mode, Some(erpc_driver::mlx5::InlineCap::L2));
-        assert_eq!(p.ma.sq(p.a.sqn()).unwrap().min_inline_mode, 1);
+        assert_eq!(p.ma.sq(p.a.sqn().0).unwrap().min_inline_mode, 1);
         let lcfg = LoopbackConfig { small_rpcs: 100, ..LoopbackConfig::default() };
         let (mut lb, ma, mb, _link) = loopback(p, &lcfg);
         lb.rpcs(100, 32, 32, &lcfg).expect("small RPCs");
@@ -705,7 +705,7 @@ mod datapath {
     #[test]
     fn devices_that_require_l2_inline_headers_get_them() {
         let p = pair(|c| c.min_inline_mode = 1, |_| {});
-        assert_eq!(p.ma.sq(p.a.sqn()).unwrap().min_inline_mode, 1);
+        assert_eq!(p.ma.sq(p.a.sqn().0).unwrap().min_inline_mode, 1);
         let lcfg = LoopbackConfig { small_rpcs: 200, large_rpcs: 1, large_size: 1 << 20, ..LoopbackConfig::default() };
         let (mut lb, ma, mb, _link) = loopback(p, &lcfg);
         lb.rpcs(200, 32, 32, &lcfg).expect("small RPCs");

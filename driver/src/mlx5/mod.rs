@@ -19,18 +19,27 @@
 //! * `tx.rs`: zero-copy SEND WQEs, unsignaled completions, BlueFlame doorbells, `tx_flush`.
 //! * `rx.rs`: the striding RQ datapath: packets lent in place, filler CQEs, reposting a buffer
 //!   only once all its strides are released, malformed CQEs dropped and counted.
+//! * `objects.rs`: the create commands of one queue pair, each object recorded in a typed
+//!   teardown list (`Teardown` of `Object`s) the moment it exists and destroyed from it in
+//!   reverse; [`handles`]: the objects' numbers as types (`Cqn`, `Sqn`, `Rqn`, `Tisn`,
+//!   `Tirn`, `Pd`, `Td`, `Uar`, `Eqn`, `FtId`, `FgId`).
 //! * `queues.rs`: CQ and EQ polling (owner bits), doorbell records, queue memory.
-//! * `steering.rs`: the TIR, flow table, group and entry inputs.
+//! * `steering.rs`: the flow table, group and entry inputs.
 //! * [`layout`] and [`wqe`]: every command, context, WQE, CQE and EQE layout as zerocopy
-//!   structs, each citing its public definition.
+//!   structs, each citing its public definition, with a constructor next to each context
+//!   (`Cqc::new`, `Sqc::new`, `Rqc::new`, `Wq::new`, `Tirc::direct`, ...), so the bit positions
+//!   are written once. An output shorter than its layout is an error
+//!   ([`CmdError::ShortOutput`]), never read as zeros.
 //!
 //! Tested against an independent device model (`tests/mlx5_model`), which decodes every
 //! command and WQE with its own definitions, and carries traffic between two instances.
 
 pub mod caps;
 pub mod cmd;
+pub mod handles;
 pub mod layout;
 mod nic;
+mod objects;
 mod queues;
 mod rx;
 mod steering;
@@ -221,11 +230,7 @@ impl<R: RegisterIo> Hca<R> {
         let _: PlainOut =
             self.cmd.call(&self.bar, &FunctionIn { hdr: InHdr::new(op::ENABLE_HCA, 0), ..Default::default() })?;
         self.stage = Stage::Enabled;
-        let q = self.cmd.exec(
-            &self.bar,
-            PlainIn { hdr: InHdr::new(op::QUERY_ISSI, 0), ..Default::default() }.as_bytes(),
-            QUERY_ISSI_OUT_LEN,
-        )?;
+        let q = self.cmd.exec(&self.bar, PlainIn::new(op::QUERY_ISSI, 0).as_bytes(), QUERY_ISSI_OUT_LEN)?;
         if q[QUERY_ISSI_SUPPORTED_LOW_BYTE] & 0b10 != 0 {
             let _: PlainOut = self.cmd.call(
                 &self.bar,
@@ -239,8 +244,7 @@ impl<R: RegisterIo> Hca<R> {
         let current = self.query_caps(CAP_GENERAL)?;
         self.set_general_caps(current)?;
         self.supply_pages(PagesKind::Init)?;
-        let _: PlainOut =
-            self.cmd.call(&self.bar, &PlainIn { hdr: InHdr::new(op::INIT_HCA, 0), ..Default::default() })?;
+        let _: PlainOut = self.cmd.call(&self.bar, &PlainIn::new(op::INIT_HCA, 0))?;
         self.stage = Stage::Initialized;
         self.supply_pages(PagesKind::Regular)?;
         // What the function can do now (Linux queries them after INIT_HCA too:
@@ -254,8 +258,7 @@ impl<R: RegisterIo> Hca<R> {
 
     /// The current values of capability type `cap_type` (QUERY_HCA_CAP, 4 KiB).
     fn query_caps(&mut self, cap_type: u16) -> Result<Vec<u8>, CmdError> {
-        let input =
-            PlainIn { hdr: InHdr::new(op::QUERY_HCA_CAP, hca_cap_op_mod(cap_type, true)), ..Default::default() };
+        let input = PlainIn::new(op::QUERY_HCA_CAP, hca_cap_op_mod(cap_type, true));
         let out = self.cmd.exec(&self.bar, input.as_bytes(), QUERY_HCA_CAP_OUT_LEN)?;
         Ok(out[16..].to_vec())
     }
@@ -272,10 +275,7 @@ impl<R: RegisterIo> Hca<R> {
         current.resize(HCA_CAP_LEN, 0);
         set_bits(&mut current, CMDIF_CHECKSUM.bit, CMDIF_CHECKSUM.width, 0);
         set_bits(&mut current, LOG_UAR_PAGE_SZ.bit, LOG_UAR_PAGE_SZ.width, 0);
-        let mut input =
-            PlainIn { hdr: InHdr::new(op::SET_HCA_CAP, hca_cap_op_mod(CAP_GENERAL, false)), ..Default::default() }
-                .as_bytes()
-                .to_vec();
+        let mut input = PlainIn::new(op::SET_HCA_CAP, hca_cap_op_mod(CAP_GENERAL, false)).as_bytes().to_vec();
         input.extend_from_slice(&current);
         debug_assert_eq!(input.len(), SET_HCA_CAP_IN_LEN);
         self.cmd.exec(&self.bar, &input, 16).map(drop)
@@ -343,7 +343,7 @@ impl<R: RegisterIo> Hca<R> {
                 ..Default::default()
             };
             let out = self.cmd.exec(&self.bar, input.as_bytes(), 16 + 8 * k)?;
-            let h = ManagePagesOut::read_from_prefix(&out).map(|(h, _)| h).unwrap_or_default();
+            let h: ManagePagesOut = cmd::parse(op::MANAGE_PAGES, &out)?;
             let returned = (h.output_num_entries.get() as usize).min(k);
             for i in 0..returned {
                 let a = u64::from_be_bytes(out[16 + 8 * i..24 + 8 * i].try_into().expect("8 bytes"));

@@ -3,15 +3,17 @@
 //! the event queue during operation, and an orderly teardown.
 //!
 //! Objects, in creation order (each destroyed in reverse order on drop or on a failure
-//! part-way): UAR, PD, transport domain, EQ (page requests, CQ and WQ errors, port changes),
-//! RX CQ, TX CQ, TIS, SQ (RST → RDY), striding RQ (RST → RDY), TIR, flow table, flow group,
-//! flow entry, root table.
+//! part-way, from the typed teardown list of `objects.rs`): UAR, PD, transport domain, EQ (page
+//! requests, CQ and WQ errors, port changes), RX CQ, TX CQ, TIS, SQ (RST → RDY), striding RQ
+//! (RST → RDY), TIR, flow table, flow group, flow entry, root table.
 
-use super::cmd::{write_be, CmdError};
+use super::cmd::write_be;
+use super::handles::Sqn;
 use super::layout::*;
+use super::objects::{self, Creator, Teardown};
 use super::queues::{Area, Carver, Cq, DbRec, Eq, PAGE};
 use super::rx::{Rx, RxDrops, RxGeometry};
-use super::steering::{self, RxMatch};
+use super::steering::RxMatch;
 use super::tx::{Piece, Tx};
 use super::wqe::{event, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
 use super::{Caps, Hca, HcaConfig, InlineCap, Mlx5Error};
@@ -21,7 +23,7 @@ use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_hugepages::{DmaMemory, DmaSpace};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::IntoBytes;
 
 /// Settings of a ConnectX queue pair.
 #[derive(Clone, Debug)]
@@ -248,8 +250,8 @@ pub struct Mlx5Nic<R: RegisterIo64> {
     bf_half: u32,
     addr: EndpointAddr,
     cfg: Mlx5Config,
-    /// Destroy commands of the objects created, in creation order.
-    undo: Vec<Vec<u8>>,
+    /// The objects created, destroyed in reverse order on drop.
+    teardown: Teardown,
     stats: Mlx5Stats,
     /// `rx_burst` calls left until the next event-queue poll.
     polls_left: u32,
@@ -277,6 +279,8 @@ struct Rings {
 }
 
 const EQ_LOG: u32 = 6;
+/// The events the EQ takes: firmware page requests, CQ and WQ errors, port changes.
+const EQ_EVENTS: [u8; 4] = [event::PAGE_REQUEST, event::CQ_ERROR, event::WQ_CATAS_ERROR, event::PORT_CHANGE];
 
 fn log2(n: u32) -> u32 {
     n.trailing_zeros()
@@ -356,12 +360,12 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         rings.dbr.fill(0);
         let bufs = Area { vaddr: bufs_mem.vaddr(), iova: bufs_mem.iova(), len: bufs_mem.len() };
 
-        let mut undo: Vec<Vec<u8>> = Vec::new();
-        let r = Self::create_objects(&mut hca, &cfg, &rings, bufs, rx_cq_log, tx_cq_log, &mut undo);
+        let mut teardown = Teardown::default();
+        let r = Self::create_objects(&mut hca, &cfg, &rings, bufs, &mut teardown);
         let (objs, tx, rx, eq) = match r {
             Ok(v) => v,
             Err(e) => {
-                destroy_all(&mut hca, &mut undo);
+                teardown.run(&mut hca);
                 return Err(e);
             }
         };
@@ -376,7 +380,7 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
             addr: EndpointAddr { mac: objs.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
             polls_left: cfg.eq_poll_interval,
             cfg,
-            undo,
+            teardown,
             stats: Mlx5Stats::default(),
             marker: rings.marker,
             _pci: None,
@@ -389,186 +393,63 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         Ok(nic)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Creates every object of the queue pair, in order, each recorded in `teardown` as soon
+    /// as it exists: the vport settings, UAR, PD, transport domain, EQ, CQs, TIS and SQ, the
+    /// striding RQ, TIR and steering.
     fn create_objects(
         hca: &mut Hca<R>,
         cfg: &Mlx5Config,
         rings: &Rings,
         bufs: Area,
-        rx_cq_log: u32,
-        tx_cq_log: u32,
-        undo: &mut Vec<Vec<u8>>,
+        teardown: &mut Teardown,
     ) -> Result<(Objects, Tx, Rx, Eq), Mlx5Error> {
-        // The vport: our MAC and the inline mode the device requires.
-        let v: QueryVportOut =
-            hca.call(&QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() })?;
-        let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
-        let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
-        let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
-        // The headers every send WQE must inline: the Ethernet offload capabilities say, or
-        // defer to the vport context (Linux `mlx5_query_min_inline`).
-        let inline_mode = match hca.caps().wqe_inline_mode {
-            Some(InlineCap::L2) => INLINE_MODE_L2,
-            Some(InlineCap::VportContext) => (v.ctx.flags.get() >> 24) & 7,
-            Some(InlineCap::NotRequired) | None => INLINE_MODE_NONE,
-        };
-        let inline = match inline_mode {
-            INLINE_MODE_NONE => 0,
-            INLINE_MODE_L2 => L2_INLINE,
-            m => {
-                return Err(Mlx5Error::Config(format!(
-                    "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
-                     only L2 headers: set the function's min_wqe_inline_mode to L2 (mlxconfig) or use a newer NIC"
-                )))
-            }
-        };
-        // The port MTU: the hardware counts the Ethernet header, a VLAN tag and the FCS.
-        let hw_mtu = (cfg.mtu + 8) as u16;
-        let p: AccessPmtuOut = hca.call(&AccessPmtuIn {
-            hdr: InHdr::new(op::ACCESS_REGISTER, 1),
-            register_id: REG_PMTU.into(),
-            data: PmtuReg { local_port: field(1, 16, 8).into(), ..Default::default() },
-            ..Default::default()
+        let vport = configure_vport(hca, cfg)?;
+        let caps = hca.caps().clone();
+        let mut c = Creator { hca, teardown };
+        let uar = c.alloc_uar()?;
+        let uar_base = u32::try_from(u64::from(uar.0) * caps.uar_page_bytes()).map_err(|_| {
+            Mlx5Error::Config(format!("ALLOC_UAR gave {uar}, beyond a 32-bit BAR offset: reset the device"))
         })?;
-        if p.data.max_mtu.get() < hw_mtu {
-            return Err(Mlx5Error::Config(format!(
-                "mtu = {}: the port supports frames of at most {} bytes",
-                cfg.mtu,
-                p.data.max_mtu.get().saturating_sub(8)
-            )));
-        }
-        if p.data.admin_mtu.get() < hw_mtu {
-            let _: AccessPmtuOut = hca.call(&AccessPmtuIn {
-                hdr: InHdr::new(op::ACCESS_REGISTER, 0),
-                register_id: REG_PMTU.into(),
-                data: PmtuReg { local_port: field(1, 16, 8).into(), admin_mtu: hw_mtu.into(), ..Default::default() },
-                ..Default::default()
-            })?;
-        }
-        let mut m = ModifyVportIn::new_zeroed();
-        m.hdr = InHdr::new(op::MODIFY_NIC_VPORT_CONTEXT, 0);
-        m.field_select = (vport_select::MTU | if cfg.promiscuous { vport_select::PROMISC } else { 0 }).into();
-        m.ctx.mtu = hw_mtu.into();
-        m.ctx.promisc = field(u32::from(cfg.promiscuous), 31, 1).into();
-        hca.exec(m.as_bytes(), 16)?;
+        let pd = c.alloc_pd()?;
+        let td = c.alloc_td()?;
+        let lkey = c.reserved_lkey()?;
 
-        let alloc = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, opcode: u16, free: u16| -> Result<u32, CmdError> {
-            let o: ObjOut = hca.call(&PlainIn { hdr: InHdr::new(opcode, 0), ..Default::default() })?;
-            undo.push(ObjIn::new(free, o.id24()).as_bytes().to_vec());
-            Ok(o.id24())
-        };
-        let uar = alloc(hca, undo, op::ALLOC_UAR, op::DEALLOC_UAR)?;
-        let uar_base = u32::try_from(u64::from(uar) * hca.caps().uar_page_bytes()).map_err(|_| {
-            Mlx5Error::Config(format!("ALLOC_UAR gave UAR {uar:#x}, beyond a 32-bit BAR offset: reset the device"))
-        })?;
-        let pd = alloc(hca, undo, op::ALLOC_PD, op::DEALLOC_PD)?;
-        let td = alloc(hca, undo, op::ALLOC_TRANSPORT_DOMAIN, op::DEALLOC_TRANSPORT_DOMAIN)?;
-        let sc: QuerySpecialContextsOut =
-            hca.call(&PlainIn { hdr: InHdr::new(op::QUERY_SPECIAL_CONTEXTS, 0), ..Default::default() })?;
-        let lkey = sc.resd_lkey.get();
-
-        // The event queue.
+        // The event queue: firmware page requests, CQ and WQ errors, port changes.
         let mut eq = Eq::init(rings.eq, EQ_LOG);
-        let mut e = CreateEqIn::new_zeroed();
-        e.hdr = InHdr::new(op::CREATE_EQ, 0);
-        e.ctx.size_uar = (field(EQ_LOG, 24, 5) | field(uar, 0, 24)).into();
-        e.ctx.intr = 0.into();
-        e.ctx.log_page_size = field(0, 24, 5).into();
-        let events = [event::PAGE_REQUEST, event::CQ_ERROR, event::WQ_CATAS_ERROR, event::PORT_CHANGE];
-        e.event_bitmask[0] = events.iter().fold(0u64, |m, &t| m | 1 << t).into();
-        let mut input = e.as_bytes().to_vec();
-        input.extend(rings.eq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        eq.eqn = o.id.get() & 0xff;
-        undo.push(ObjIn::new(op::DESTROY_EQ, eq.eqn).as_bytes().to_vec());
+        eq.eqn = c.create_eq(CreateEqIn::new(Eqc::new(EQ_LOG, uar), &EQ_EVENTS), rings.eq)?;
 
         // Completion queues: the RX one holds a CQE per stride, so it cannot overrun.
-        let create_cq = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, ring: Area, log: u32, dbr: Area| {
-            let mut c = CreateCqIn::new_zeroed();
-            c.hdr = InHdr::new(op::CREATE_CQ, 0);
-            c.ctx.size_uar = (field(log, 24, 5) | field(uar, 0, 24)).into();
-            c.ctx.c_eqn = field(eq.eqn, 0, 8).into();
-            c.ctx.log_page_size = field(0, 24, 5).into();
-            c.ctx.dbr_addr = dbr.iova.into();
-            let mut input = c.as_bytes().to_vec();
-            input.extend(ring.slice(0, 64 << log).pas());
-            let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-            undo.push(ObjIn::new(op::DESTROY_CQ, o.id24()).as_bytes().to_vec());
-            Ok::<u32, Mlx5Error>(o.id24())
-        };
-        let mut rx_cq = Cq::init(rings.rx_cq, rx_cq_log, DbRec::new(rings.dbr.slice(128, 8), 0));
-        rx_cq.cqn = create_cq(hca, undo, rings.rx_cq, rx_cq_log, rings.dbr.slice(128, 8))?;
-        let mut tx_cq = Cq::init(rings.tx_cq, tx_cq_log, DbRec::new(rings.dbr.slice(192, 8), 0));
-        tx_cq.cqn = create_cq(hca, undo, rings.tx_cq, tx_cq_log, rings.dbr.slice(192, 8))?;
+        let (rx_cq_log, tx_cq_log) = (cfg.rx_cq_log(), cfg.tx_cq_log());
+        let (rx_cq_dbr, tx_cq_dbr) = (rings.dbr.slice(128, 8), rings.dbr.slice(192, 8));
+        let mut rx_cq = Cq::init(rings.rx_cq, rx_cq_log, DbRec::new(rx_cq_dbr, 0));
+        let cqc = Cqc::new(rx_cq_log, uar, eq.eqn, rx_cq_dbr.iova);
+        rx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.rx_cq.slice(0, 64 << rx_cq_log))?;
+        let mut tx_cq = Cq::init(rings.tx_cq, tx_cq_log, DbRec::new(tx_cq_dbr, 0));
+        let cqc = Cqc::new(tx_cq_log, uar, eq.eqn, tx_cq_dbr.iova);
+        tx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.tx_cq.slice(0, 64 << tx_cq_log))?;
 
-        // The send side: TIS, then the SQ.
-        let mut t = CreateTisIn::new_zeroed();
-        t.hdr = InHdr::new(op::CREATE_TIS, 0);
-        t.ctx.transport_domain = field(td, 0, 24).into();
-        let o: ObjOut = obj_out(hca.exec(t.as_bytes(), 16)?);
-        let tisn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_TIS, tisn).as_bytes().to_vec());
-
+        // The send side: TIS, then the SQ (RST → RDY).
+        let tisn = c.create_tis(CreateTisIn::new(Tisc::new(td)))?;
         let sq_dbr = rings.dbr.slice(64, 8);
-        let mut tx = Tx::new(rings.sq, cfg.sq_size, lkey, inline, DbRec::new(sq_dbr, 1), cfg.signal_every, tx_cq);
-        let mut s = CreateSqIn::new_zeroed();
-        s.hdr = InHdr::new(op::CREATE_SQ, 0);
-        s.ctx.flags = (field(1, 28, 1) | field(inline_mode, 24, 3) | field(qstate::RST, 20, 4)).into();
-        s.ctx.cqn = field(tx.cq.cqn, 0, 24).into();
-        s.ctx.tis_lst_sz = field(1, 16, 16).into();
-        s.ctx.tis_num_0 = field(tisn, 0, 24).into();
-        s.ctx.wq = wq(wq_type::CYCLIC, pd, uar, sq_dbr.iova, 6, log2(cfg.sq_size), 0);
-        let mut input = s.as_bytes().to_vec();
-        input.extend(rings.sq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        tx.sqn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_SQ, tx.sqn).as_bytes().to_vec());
-        modify_sq(hca, tx.sqn, qstate::RST, qstate::RDY)?;
+        let (sq_size, signal) = (cfg.sq_size, cfg.signal_every);
+        let mut tx = Tx::new(rings.sq, sq_size, lkey, vport.inline, DbRec::new(sq_dbr, 1), signal, tx_cq);
+        let wq = Wq::new(wq_type::CYCLIC, pd, uar, sq_dbr.iova, 6, log2(cfg.sq_size));
+        tx.sqn = c.create_sq(CreateSqIn::new(Sqc::new(tx.cq.cqn, tisn, vport.inline_mode, wq)), rings.sq)?;
 
         // The receive side: the striding RQ, posted in full before it is made ready.
         let rq_dbr = rings.dbr.slice(0, 8);
         let geometry = RxGeometry { wqes: cfg.rq_wqes, strides: cfg.strides, stride_log: log2(cfg.stride_size) };
         let rx = Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq);
-        let mut q = CreateRqIn::new_zeroed();
-        q.hdr = InHdr::new(op::CREATE_RQ, 0);
-        q.ctx.flags = (field(1, 28, 1) | field(0, 24, 4) | field(qstate::RST, 20, 4) | field(1, 18, 1)).into();
-        q.ctx.cqn = field(rx.cq.cqn, 0, 24).into();
-        q.ctx.wq = wq(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova, 5, log2(cfg.rq_wqes), 0);
-        q.ctx.wq.strides = (field(log2(cfg.strides) - 9, 8, 4) | field(log2(cfg.stride_size) - 6, 0, 3)).into();
-        let mut input = q.as_bytes().to_vec();
-        input.extend(rings.rq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        let rqn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_RQ, rqn).as_bytes().to_vec());
-        let mut mr = ModifyRqIn::new_zeroed();
-        mr.hdr = InHdr::new(op::MODIFY_RQ, 0);
-        mr.state_qn = (field(qstate::RST, 28, 4) | field(rqn, 0, 24)).into();
-        mr.ctx.flags = field(qstate::RDY, 20, 4).into();
-        hca.exec(mr.as_bytes(), 16)?;
+        let wq = Wq::new(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova, 5, log2(cfg.rq_wqes))
+            .with_strides(log2(cfg.strides), log2(cfg.stride_size));
+        let rqn = c.create_rq(CreateRqIn::new(Rqc::new(rx.cq.cqn, wq)), rings.rq)?;
 
-        // Steering: TIR, table, group, entry, root.
-        let o: ObjOut = obj_out(hca.exec(steering::create_tir(rqn, td).as_bytes(), 16)?);
-        let tirn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_TIR, tirn).as_bytes().to_vec());
-        let o: ObjOut = obj_out(hca.exec(steering::create_table(1).as_bytes(), 16)?);
-        let table = o.id24();
-        undo.push(steering::destroy_table(table).as_bytes().to_vec());
-        let o: ObjOut = obj_out(hca.exec(steering::create_group(table).as_bytes(), 16)?);
-        let group = o.id24();
-        undo.push(steering::destroy_group(table, group).as_bytes().to_vec());
-        let m = RxMatch { mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port };
-        hca.exec(steering::set_entry(table, group, tirn, &m).as_bytes(), 16)?;
-        undo.push(steering::delete_entry(table).as_bytes().to_vec());
-        hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
-        // Disconnecting the root (op_mod 1) is valid only when the device reports
-        // reset_root_to_default. Otherwise the root table is destroyed once empty, which
-        // resets the root to the default, as Linux does with the last root table
-        // (`update_root_ft_destroy` in `core/fs_core.c`).
-        if hca.caps().reset_root_to_default {
-            undo.push(steering::set_root(None).as_bytes().to_vec());
-        }
+        // Steering: a TIR to the RQ, and our frames to it.
+        let tir = c.create_tir(CreateTirIn::new(Tirc::direct(rqn, td)))?;
+        let m = RxMatch { mac: vport.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port };
+        c.steer(tir, &m, caps.reset_root_to_default)?;
 
-        Ok((Objects { uar_base, mac }, tx, rx, eq))
+        Ok((Objects { uar_base, mac: vport.mac }, tx, rx, eq))
     }
 
     /// The 60-byte frame `tx_flush` sends when it needs a completion: to our own MAC with the
@@ -601,7 +482,7 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
             self.stats.tx_error_cqes += r.errors;
             if let Some((synd, vendor, idx)) = r.last_error {
                 log::warn!(
-                    "mlx5: send queue {:#x} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
+                    "mlx5: send queue {} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
                      syndrome {vendor:#x}); resetting it",
                     self.tx.sqn
                 );
@@ -615,13 +496,13 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     fn reset_sq(&mut self, from: u32) {
         self.stats.sq_resets += 1;
         let sqn = self.tx.sqn;
-        let r = modify_sq(&mut self.hca, sqn, from, qstate::RST);
+        let r = objects::modify_sq(&mut self.hca, sqn, from, qstate::RST);
         self.tx.reset();
         // Completions of the dropped WQEs (flush errors) are stale now.
         while self.tx.cq.poll().is_some() {}
         self.tx.cq.update_ci();
-        if let Err(e) = r.and_then(|()| modify_sq(&mut self.hca, sqn, qstate::RST, qstate::RDY)) {
-            log::error!("mlx5: resetting send queue {sqn:#x}: {e}");
+        if let Err(e) = r.and_then(|()| objects::modify_sq(&mut self.hca, sqn, qstate::RST, qstate::RDY)) {
+            log::error!("mlx5: resetting send queue {sqn}: {e}");
         }
     }
 
@@ -656,7 +537,11 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         }
         if any {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
-            write_be(self.hca.bar(), self.uar_base + EQ_DOORBELL_UPDATE, self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff));
+            write_be(
+                self.hca.bar(),
+                self.uar_base + EQ_DOORBELL_UPDATE,
+                self.eq.eqn.0 << 24 | (self.eq.ci & 0xff_ffff),
+            );
         }
     }
 
@@ -683,7 +568,7 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     }
 
     /// The send queue number.
-    pub fn sqn(&self) -> u32 {
+    pub fn sqn(&self) -> Sqn {
         self.tx.sqn
     }
 
@@ -704,38 +589,53 @@ struct Objects {
     mac: [u8; 6],
 }
 
-fn obj_out(out: Vec<u8>) -> ObjOut {
-    zerocopy::FromBytes::read_from_prefix(&out).map(|(o, _)| o).unwrap_or_default()
+/// What the vport says and was told: our MAC, and the headers every send WQE must inline.
+struct Vport {
+    mac: [u8; 6],
+    /// `MLX5_INLINE_MODE_*` for the SQ context, and the bytes it means.
+    inline_mode: u32,
+    inline: usize,
 }
 
-/// A work queue context.
-fn wq(ty: u32, pd: u32, uar: u32, dbr: u64, log_stride: u32, log_size: u32, log_pg: u32) -> Wq {
-    Wq {
-        type_flags: field(ty, 28, 4).into(),
-        pd: field(pd, 0, 24).into(),
-        uar_page: field(uar, 0, 24).into(),
-        dbr_addr: dbr.into(),
-        log_sizes: (field(log_stride, 16, 4) | field(log_pg, 8, 5) | field(log_size, 0, 5)).into(),
-        ..Default::default()
-    }
-}
-
-fn modify_sq<R: RegisterIo>(hca: &mut Hca<R>, sqn: u32, from: u32, to: u32) -> Result<(), Mlx5Error> {
-    let mut m = ModifySqIn::new_zeroed();
-    m.hdr = InHdr::new(op::MODIFY_SQ, 0);
-    m.state_qn = (field(from, 28, 4) | field(sqn, 0, 24)).into();
-    m.ctx.flags = field(to, 20, 4).into();
-    hca.exec(m.as_bytes(), 16)?;
-    Ok(())
-}
-
-/// Runs the destroy commands in reverse creation order; failures are logged (teardown goes on).
-fn destroy_all<R: RegisterIo>(hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>) {
-    while let Some(input) = undo.pop() {
-        if let Err(e) = hca.exec(&input, 16) {
-            log::warn!("mlx5 teardown: {e}");
+/// Reads our MAC and the inline mode the device requires, raises the port MTU if needed and
+/// sets the vport's MTU and promiscuity.
+fn configure_vport<R: RegisterIo>(hca: &mut Hca<R>, cfg: &Mlx5Config) -> Result<Vport, Mlx5Error> {
+    let v: QueryVportOut = hca.call(&QueryVportIn::new())?;
+    let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
+    let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
+    let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
+    // The headers every send WQE must inline: the Ethernet offload capabilities say, or defer
+    // to the vport context (Linux `mlx5_query_min_inline`).
+    let inline_mode = match hca.caps().wqe_inline_mode {
+        Some(InlineCap::L2) => INLINE_MODE_L2,
+        Some(InlineCap::VportContext) => (v.ctx.flags.get() >> 24) & 7,
+        Some(InlineCap::NotRequired) | None => INLINE_MODE_NONE,
+    };
+    let inline = match inline_mode {
+        INLINE_MODE_NONE => 0,
+        INLINE_MODE_L2 => L2_INLINE,
+        m => {
+            return Err(Mlx5Error::Config(format!(
+                "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
+                 only L2 headers: set the function's min_wqe_inline_mode to L2 (mlxconfig) or use a newer NIC"
+            )))
         }
+    };
+    // The port MTU: the hardware counts the Ethernet header, a VLAN tag and the FCS.
+    let hw_mtu = (cfg.mtu + 8) as u16;
+    let p: AccessPmtuOut = hca.call(&AccessPmtuIn::read(1))?;
+    if p.data.max_mtu.get() < hw_mtu {
+        return Err(Mlx5Error::Config(format!(
+            "mtu = {}: the port supports frames of at most {} bytes",
+            cfg.mtu,
+            p.data.max_mtu.get().saturating_sub(8)
+        )));
     }
+    if p.data.admin_mtu.get() < hw_mtu {
+        let _: AccessPmtuOut = hca.call(&AccessPmtuIn::write_admin_mtu(1, hw_mtu))?;
+    }
+    hca.exec(ModifyVportIn::mtu_and_promisc(hw_mtu, cfg.promiscuous).as_bytes(), 16)?;
+    Ok(Vport { mac, inline_mode, inline })
 }
 
 impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
@@ -849,6 +749,6 @@ impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
 
 impl<R: RegisterIo64> Drop for Mlx5Nic<R> {
     fn drop(&mut self) {
-        destroy_all(&mut self.hca, &mut self.undo);
+        self.teardown.run(&mut self.hca);
     }
 }

@@ -3,6 +3,7 @@
 //! pointers; a CQE or EQE is valid when its owner bit equals the pass bit of the consumer index
 //! (`(ci >> log_size) & 1`), as Linux's `get_sw_cqe` / `next_eqe_sw` test it.
 
+use super::handles::{Cqn, Eqn};
 use super::wqe::{cqe_op, Cqe64, Eqe};
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
@@ -86,7 +87,7 @@ impl DbRec {
 
 /// A completion queue of 64-byte CQEs.
 pub struct Cq {
-    pub cqn: u32,
+    pub cqn: Cqn,
     ring: NonNull<Cqe64>,
     log_size: u32,
     /// Consumer index (counts every CQE consumed).
@@ -105,7 +106,7 @@ impl Cq {
             unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), cqe_op::INVALID << 4 | 1) };
         }
         dbrec.write(0);
-        Cq { cqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0, dbrec }
+        Cq { cqn: Cqn(0), ring: ring.vaddr.cast(), log_size, ci: 0, dbrec }
     }
 
     /// The next CQE if the device has written it.
@@ -135,7 +136,7 @@ impl Cq {
 
 /// The event queue, polled (no interrupts).
 pub struct Eq {
-    pub eqn: u32,
+    pub eqn: Eqn,
     ring: NonNull<Eqe>,
     log_size: u32,
     pub ci: u32,
@@ -150,7 +151,7 @@ impl Eq {
             // SAFETY: the owner byte of entry i, inside the ring.
             unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), 1) };
         }
-        Eq { eqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0 }
+        Eq { eqn: Eqn(0), ring: ring.vaddr.cast(), log_size, ci: 0 }
     }
 
     /// The next EQE if the device has written it.

@@ -7,6 +7,7 @@
 //! requires them), and one data segment per piece of the frame not inlined: one or two basic
 //! blocks (64 bytes) per packet.
 
+use super::handles::Sqn;
 use super::queues::{Area, Cq, DbRec};
 use super::wqe::{cqe_op, CtrlSeg, DataSeg, EthSeg, CTRL_CQ_UPDATE, OPCODE_SEND, WQEBB};
 use std::collections::VecDeque;
@@ -38,7 +39,7 @@ pub struct Tx {
     pub pi: u32,
     /// WQEBBs the device is known to have read.
     pub ci: u32,
-    pub sqn: u32,
+    pub sqn: Sqn,
     lkey: u32,
     inline: usize,
     dbrec: DbRec,
@@ -75,7 +76,7 @@ impl Tx {
             size,
             pi: 0,
             ci: 0,
-            sqn: 0,
+            sqn: Sqn(0),
             lkey,
             inline,
             dbrec,
@@ -149,7 +150,7 @@ impl Tx {
         let index = self.pi & 0xffff;
         let ctrl = CtrlSeg {
             opmod_idx_opcode: (index << 8 | OPCODE_SEND).into(),
-            qpn_ds: (self.sqn << 8 | ds).into(),
+            qpn_ds: (self.sqn.0 << 8 | ds).into(),
             fm_ce_se: if signal { CTRL_CQ_UPDATE } else { 0 },
             ..Default::default()
         };
