@@ -11,16 +11,17 @@ use super::cmd::write_be;
 use super::handles::Sqn;
 use super::layout::*;
 use super::objects::{self, Creator, Teardown};
-use super::queues::{Area, Carver, Cq, DbRec, Eq, PAGE};
+use super::queues::{Cq, DbRec, Eq, PAGE};
 use super::rx::{Rx, RxDrops, RxGeometry};
 use super::steering::RxMatch;
-use super::tx::{Piece, Tx};
+use super::tx::Tx;
 use super::wqe::{event, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
 use super::{Caps, Hca, HcaConfig, InlineCap, Mlx5Error};
 use crate::mmio::{RegisterIo, RegisterIo64};
 use crate::vfio::{Bar, PciFunction};
+use erpc_dataplane::transport::Segment;
 use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
-use erpc_hugepages::{DmaMemory, DmaSpace};
+use erpc_hugepages::{DmaMemory, DmaSlice, DmaSpace};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use zerocopy::IntoBytes;
@@ -255,8 +256,8 @@ pub struct Mlx5Nic<R: RegisterIo64> {
     stats: Mlx5Stats,
     /// `rx_burst` calls left until the next event-queue poll.
     polls_left: u32,
-    /// The marker frame `tx_flush` sends when the last WQE was unsignaled.
-    marker: Area,
+    /// The marker frame `tx_flush` sends when the last WQE was unsignaled (in `_rings`).
+    marker: DmaSlice<'static>,
     // After `hca`: the VFIO device closes once the function is torn down.
     _pci: Option<PciFunction>,
     _rings: DmaMemory,
@@ -267,15 +268,15 @@ pub struct Mlx5Nic<R: RegisterIo64> {
 // its own DMA memory, which moves with it.
 unsafe impl<R: RegisterIo64 + Send> Send for Mlx5Nic<R> {}
 
-/// Memory of the rings, carved in this order.
-struct Rings {
-    eq: Area,
-    dbr: Area,
-    rx_cq: Area,
-    tx_cq: Area,
-    sq: Area,
-    rq: Area,
-    marker: Area,
+/// Memory of the rings, carved in this order out of one allocation.
+struct Rings<'a> {
+    eq: DmaSlice<'a>,
+    dbr: DmaSlice<'a>,
+    rx_cq: DmaSlice<'a>,
+    tx_cq: DmaSlice<'a>,
+    sq: DmaSlice<'a>,
+    rq: DmaSlice<'a>,
+    marker: DmaSlice<'a>,
 }
 
 const EQ_LOG: u32 = 6;
@@ -347,25 +348,32 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         ];
         let rings_mem = space.alloc(sizes.iter().map(|s| s.next_multiple_of(PAGE)).sum(), page)?;
         let bufs_mem = space.alloc(cfg.rq_wqes as usize * cfg.strides as usize * cfg.stride_size as usize, page)?;
-        let mut carve = Carver::new(Area { vaddr: rings_mem.vaddr(), iova: rings_mem.iova(), len: rings_mem.len() });
+        let mut left = rings_mem.as_slice();
+        let mut carve = |len: usize| left.take(len, PAGE).expect("sized from the same list");
         let rings = Rings {
-            eq: carve.take(sizes[0]),
-            dbr: carve.take(sizes[1]),
-            rx_cq: carve.take(sizes[2]),
-            tx_cq: carve.take(sizes[3]),
-            sq: carve.take(sizes[4]),
-            rq: carve.take(sizes[5]),
-            marker: carve.take(sizes[6]),
+            eq: carve(sizes[0]),
+            dbr: carve(sizes[1]),
+            rx_cq: carve(sizes[2]),
+            tx_cq: carve(sizes[3]),
+            sq: carve(sizes[4]),
+            rq: carve(sizes[5]),
+            marker: carve(sizes[6]),
         };
-        rings.dbr.fill(0);
-        let bufs = Area { vaddr: bufs_mem.vaddr(), iova: bufs_mem.iova(), len: bufs_mem.len() };
+        // SAFETY: fresh memory, not yet given to the device; nothing else holds it.
+        unsafe { rings.dbr.fill(0) };
 
         let mut teardown = Teardown::default();
-        let r = Self::create_objects(&mut hca, &cfg, &rings, bufs, &mut teardown);
+        // SAFETY: `rings` and the buffers are disjoint parts of `rings_mem` and `bufs_mem`,
+        // used by nothing else and not yet given to the device. Both allocations move into
+        // the returned Mlx5Nic and are dropped after `hca` (which stops the device's DMA), and
+        // on an error below only after `hca` has been dropped.
+        let r = unsafe { Self::create_objects(&mut hca, &cfg, &rings, bufs_mem.as_slice(), &mut teardown) };
         let (objs, tx, rx, eq) = match r {
             Ok(v) => v,
             Err(e) => {
                 teardown.run(&mut hca);
+                // The function torn down (no more DMA) before the queue memory is unmapped.
+                drop(hca);
                 return Err(e);
             }
         };
@@ -382,7 +390,8 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
             cfg,
             teardown,
             stats: Mlx5Stats::default(),
-            marker: rings.marker,
+            // SAFETY: `rings_mem` moves into the same Mlx5Nic and is dropped after it is used.
+            marker: unsafe { rings.marker.detach() },
             _pci: None,
             _rings: rings_mem,
             _bufs: bufs_mem,
@@ -396,11 +405,16 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
     /// Creates every object of the queue pair, in order, each recorded in `teardown` as soon
     /// as it exists: the vport settings, UAR, PD, transport domain, EQ, CQs, TIS and SQ, the
     /// striding RQ, TIR and steering.
-    fn create_objects(
+    ///
+    /// # Safety
+    /// `rings` and `bufs` must stay mapped while the returned queues are used (and the device
+    /// may use them: until the HCA is torn down), be used by nothing else, and not have been
+    /// given to the device yet.
+    unsafe fn create_objects(
         hca: &mut Hca<R>,
         cfg: &Mlx5Config,
-        rings: &Rings,
-        bufs: Area,
+        rings: &Rings<'_>,
+        bufs: DmaSlice<'_>,
         teardown: &mut Teardown,
     ) -> Result<(Objects, Tx, Rx, Eq), Mlx5Error> {
         let vport = configure_vport(hca, cfg)?;
@@ -415,32 +429,39 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         let lkey = c.reserved_lkey()?;
 
         // The event queue: firmware page requests, CQ and WQ errors, port changes.
-        let mut eq = Eq::init(rings.eq, EQ_LOG);
+        // SAFETY (this and the queue constructors below): each ring is its own part of
+        // `rings` (or `bufs`), which this function's contract keeps mapped, ours and not yet
+        // the device's.
+        let mut eq = unsafe { Eq::new(rings.eq, EQ_LOG) };
         eq.eqn = c.create_eq(CreateEqIn::new(Eqc::new(EQ_LOG, uar), &EQ_EVENTS), rings.eq)?;
 
         // Completion queues: the RX one holds a CQE per stride, so it cannot overrun.
         let (rx_cq_log, tx_cq_log) = (cfg.rx_cq_log(), cfg.tx_cq_log());
-        let (rx_cq_dbr, tx_cq_dbr) = (rings.dbr.slice(128, 8), rings.dbr.slice(192, 8));
-        let mut rx_cq = Cq::init(rings.rx_cq, rx_cq_log, DbRec::new(rx_cq_dbr, 0));
-        let cqc = Cqc::new(rx_cq_log, uar, eq.eqn, rx_cq_dbr.iova);
-        rx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.rx_cq.slice(0, 64 << rx_cq_log))?;
-        let mut tx_cq = Cq::init(rings.tx_cq, tx_cq_log, DbRec::new(tx_cq_dbr, 0));
-        let cqc = Cqc::new(tx_cq_log, uar, eq.eqn, tx_cq_dbr.iova);
-        tx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.tx_cq.slice(0, 64 << tx_cq_log))?;
+        let (rx_cq_dbr, tx_cq_dbr) = (rings.dbr.sub(128, 8), rings.dbr.sub(192, 8));
+        // SAFETY: as above (the doorbell records: one word each, ours alone).
+        let mut rx_cq = unsafe { Cq::new(rings.rx_cq, rx_cq_log, DbRec::new(rx_cq_dbr, 0)) };
+        let cqc = Cqc::new(rx_cq_log, uar, eq.eqn, rx_cq_dbr.iova());
+        rx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.rx_cq.sub(0, 64 << rx_cq_log))?;
+        // SAFETY: as above.
+        let mut tx_cq = unsafe { Cq::new(rings.tx_cq, tx_cq_log, DbRec::new(tx_cq_dbr, 0)) };
+        let cqc = Cqc::new(tx_cq_log, uar, eq.eqn, tx_cq_dbr.iova());
+        tx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.tx_cq.sub(0, 64 << tx_cq_log))?;
 
         // The send side: TIS, then the SQ (RST → RDY).
         let tisn = c.create_tis(CreateTisIn::new(Tisc::new(td)))?;
-        let sq_dbr = rings.dbr.slice(64, 8);
+        let sq_dbr = rings.dbr.sub(64, 8);
         let (sq_size, signal) = (cfg.sq_size, cfg.signal_every);
-        let mut tx = Tx::new(rings.sq, sq_size, lkey, vport.inline, DbRec::new(sq_dbr, 1), signal, tx_cq);
-        let wq = Wq::new(wq_type::CYCLIC, pd, uar, sq_dbr.iova, 6, log2(cfg.sq_size));
+        // SAFETY: as above.
+        let mut tx = unsafe { Tx::new(rings.sq, sq_size, lkey, vport.inline, DbRec::new(sq_dbr, 1), signal, tx_cq) };
+        let wq = Wq::new(wq_type::CYCLIC, pd, uar, sq_dbr.iova(), 6, log2(cfg.sq_size));
         tx.sqn = c.create_sq(CreateSqIn::new(Sqc::new(tx.cq.cqn, tisn, vport.inline_mode, wq)), rings.sq)?;
 
         // The receive side: the striding RQ, posted in full before it is made ready.
-        let rq_dbr = rings.dbr.slice(0, 8);
+        let rq_dbr = rings.dbr.sub(0, 8);
         let geometry = RxGeometry { wqes: cfg.rq_wqes, strides: cfg.strides, stride_log: log2(cfg.stride_size) };
-        let rx = Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq);
-        let wq = Wq::new(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova, 5, log2(cfg.rq_wqes))
+        // SAFETY: as above.
+        let rx = unsafe { Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq) };
+        let wq = Wq::new(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova(), 5, log2(cfg.rq_wqes))
             .with_strides(log2(cfg.strides), log2(cfg.stride_size));
         let rqn = c.create_rq(CreateRqIn::new(Rqc::new(rx.cq.cqn, wq)), rings.rq)?;
 
@@ -459,8 +480,9 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         f[..6].copy_from_slice(&self.addr.mac);
         f[6..12].copy_from_slice(&self.addr.mac);
         f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
-        // SAFETY: the marker page is ours; the device only reads it.
-        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), self.marker.vaddr.as_ptr(), f.len()) };
+        // SAFETY: the marker page is ours, mapped while the NIC lives (in `_rings`), and no WQE
+        // points at it yet.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), self.marker.base().as_ptr(), f.len()) };
     }
 
     /// Rings the send doorbell for the WQEs posted since the last one.
@@ -663,12 +685,12 @@ impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
                 n += 1;
                 continue;
             }
-            let pieces = [
-                Piece { iova: p.segs[0].iova, vaddr: p.segs[0].vaddr, len: p.segs[0].len },
-                Piece { iova: p.segs[1].iova, vaddr: p.segs[1].vaddr, len: p.segs[1].len },
-            ];
             let k = if p.segs[1].len == 0 { 1 } else { 2 };
-            if !self.tx.post(&pieces[..k], false) {
+            // SAFETY: the Transport contract (`erpc_dataplane::transport`): a packet's segments
+            // are readable, and mapped for the device in the endpoint's region, until it is
+            // known read (`tx_reclaimed`) or `tx_flush` returned; the first is at least
+            // `L2_INLINE` bytes (checked above).
+            if !unsafe { self.tx.post(&p.segs[..k], false) } {
                 break;
             }
             n += 1;
@@ -687,8 +709,9 @@ impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
         }
         if !self.tx.last_signaled() {
             // Ask for a completion behind every WQE posted: the marker frame, signaled.
-            let m = Piece { iova: self.marker.iova, vaddr: self.marker.vaddr.as_ptr(), len: 60 };
-            while !self.tx.post(&[m], true) {
+            let m = Segment { vaddr: self.marker.base().as_ptr(), iova: self.marker.iova(), len: 60 };
+            // SAFETY: the marker frame, 60 bytes of our own memory mapped while the NIC lives.
+            while !unsafe { self.tx.post(&[m], true) } {
                 self.reap_tx();
             }
             self.stats.tx_flush_markers += 1;

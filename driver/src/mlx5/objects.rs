@@ -9,10 +9,11 @@
 use super::cmd::{parse, CmdError};
 use super::handles::{Cqn, Eqn, FgId, FtId, Pd, Rqn, Sqn, Td, Tirn, Tisn, Uar};
 use super::layout::*;
-use super::queues::Area;
+use super::queues::pas;
 use super::steering::{self, RxMatch};
 use super::{Hca, Mlx5Error};
 use crate::mmio::RegisterIo;
+use erpc_hugepages::DmaSlice;
 use std::fmt;
 use zerocopy::IntoBytes;
 
@@ -109,13 +110,13 @@ pub struct Creator<'a, R: RegisterIo> {
 impl<R: RegisterIo> Creator<'_, R> {
     /// Runs a create command (`input`, then the `pas` page list of `ring` if any) and returns
     /// the 24-bit object number of its output.
-    fn create(&mut self, input: &[u8], ring: Option<Area>) -> Result<u32, Mlx5Error> {
+    fn create(&mut self, input: &[u8], ring: Option<DmaSlice<'_>>) -> Result<u32, Mlx5Error> {
         let opcode = u16::from_be_bytes([input[0], input[1]]);
         let out = match ring {
             None => self.hca.exec(input, 16)?,
             Some(ring) => {
                 let mut v = input.to_vec();
-                v.extend(ring.pas());
+                v.extend(pas(&ring));
                 self.hca.exec(&v, 16)?
             }
         };
@@ -152,7 +153,7 @@ impl<R: RegisterIo> Creator<'_, R> {
     }
 
     /// CREATE_EQ over `ring`.
-    pub fn create_eq(&mut self, input: CreateEqIn, ring: Area) -> Result<Eqn, Mlx5Error> {
+    pub fn create_eq(&mut self, input: CreateEqIn, ring: DmaSlice<'_>) -> Result<Eqn, Mlx5Error> {
         // `create_eq_out.eq_number` is 8 bits.
         let e = Eqn(self.create(input.as_bytes(), Some(ring))? & 0xff);
         self.teardown.push(Object::Eq(e));
@@ -160,7 +161,7 @@ impl<R: RegisterIo> Creator<'_, R> {
     }
 
     /// CREATE_CQ over `ring`.
-    pub fn create_cq(&mut self, input: CreateCqIn, ring: Area) -> Result<Cqn, Mlx5Error> {
+    pub fn create_cq(&mut self, input: CreateCqIn, ring: DmaSlice<'_>) -> Result<Cqn, Mlx5Error> {
         let c = Cqn(self.create(input.as_bytes(), Some(ring))?);
         self.teardown.push(Object::Cq(c));
         Ok(c)
@@ -173,7 +174,7 @@ impl<R: RegisterIo> Creator<'_, R> {
     }
 
     /// CREATE_SQ over `ring`, then RST → RDY.
-    pub fn create_sq(&mut self, input: CreateSqIn, ring: Area) -> Result<Sqn, Mlx5Error> {
+    pub fn create_sq(&mut self, input: CreateSqIn, ring: DmaSlice<'_>) -> Result<Sqn, Mlx5Error> {
         let s = Sqn(self.create(input.as_bytes(), Some(ring))?);
         self.teardown.push(Object::Sq(s));
         self.hca.exec(ModifySqIn::new(s, qstate::RST, qstate::RDY).as_bytes(), 16)?;
@@ -181,7 +182,7 @@ impl<R: RegisterIo> Creator<'_, R> {
     }
 
     /// CREATE_RQ over `ring`, then RST → RDY.
-    pub fn create_rq(&mut self, input: CreateRqIn, ring: Area) -> Result<Rqn, Mlx5Error> {
+    pub fn create_rq(&mut self, input: CreateRqIn, ring: DmaSlice<'_>) -> Result<Rqn, Mlx5Error> {
         let r = Rqn(self.create(input.as_bytes(), Some(ring))?);
         self.teardown.push(Object::Rq(r));
         self.hca.exec(ModifyRqIn::new(r, qstate::RST, qstate::RDY).as_bytes(), 16)?;
