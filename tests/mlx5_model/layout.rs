@@ -3,7 +3,7 @@
 //! bit offsets, `struct mlx5_ifc_<name>_bits`), Linux `include/linux/mlx5/device.h` and
 //! rdma-core `providers/mlx5/mlx5_vfio.h` (the byte structures `mlx5_init_seg`,
 //! `mlx5_cmd_layout`, `mlx5_cmd_prot_block` / `mlx5_cmd_block`, `mlx5_eqe`), Linux
-//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes), and for phase 2 rdma-core
+//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes), and for the queues and the datapath rdma-core
 //! `providers/mlx5/mlx5dv.h` (`mlx5_cqe64`, `mlx5_err_cqe`, the WQE segments), Linux `cq.h` /
 //! `qp.h` / `device.h` (CQE opcodes and syndromes, CQE flags, `MLX5_SND_DBR` / `MLX5_RCV_DBR`)
 //! and DPDK `drivers/common/mlx5/mlx5_prm.h` (its copies of the `mlx5_ifc.h` queue contexts, and
@@ -593,7 +593,7 @@ pub mod uar {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phase 2: queues, TIS/TIR/RQT, Q counters, flow steering (`mlx5_ifc.h`), and the byte layouts
+// Queues, TIS/TIR/RQT, Q counters, flow steering (`mlx5_ifc.h`), and the byte layouts
 // of WQEs and CQEs (rdma-core `mlx5dv.h`, Linux `device.h` / `cq.h` / `qp.h`).
 // ---------------------------------------------------------------------------------------------
 
@@ -995,7 +995,7 @@ pub mod dbrec {
     pub const SIZE: usize = 8;
 }
 
-/// EQE types phase 2 posts (`MLX5_EVENT_TYPE_*`, Linux `device.h`).
+/// EQE types the queues and datapath post (`MLX5_EVENT_TYPE_*`, Linux `device.h`).
 pub mod event {
     /// `MLX5_EVENT_TYPE_CQ_ERROR`: data = `mlx5_eqe_cq_err` (`be32 cqn; u8 reserved[7]; u8
     /// syndrome`; syndrome 1: overrun).

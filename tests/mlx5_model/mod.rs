@@ -1,7 +1,7 @@
 //! A software model of an NVIDIA ConnectX (mlx5) adapter's firmware interface, for testing the
-//! mlx5 driver without hardware. Phase 1: the initialization segment, the command interface and
-//! HCA bring-up / teardown. Phase 2: CQs, SQs, RQs (striding), TIS / TIR / RQT, Q counters, NIC
-//! RX flow steering, and the datapath: send doorbells, send WQEs, receive into striding RQs,
+//! mlx5 driver without hardware: the initialization segment, the command interface and HCA
+//! bring-up / teardown; CQs, SQs, RQs (striding), TIS / TIR / RQT, Q counters, NIC RX flow
+//! steering; and the datapath: send doorbells, send WQEs, receive into striding RQs,
 //! CQEs, and two models wired together ([`Mlx5Model::connect`]).
 //!
 //! The model owns a fake BAR0 ([`Mlx5Model`] implements [`RegisterIo`]) and reaches host
@@ -76,12 +76,12 @@
 //! request asked for. [`Mlx5Model::request_pages`] writes a PAGE_REQUEST EQE (event 0x0B) into
 //! the EQ subscribed to it.
 //!
-//! # Phase 2 commands
+//! # Queue and steering commands
 //! All need INIT_HCA (BAD_SYS_STATE before); a handle that does not exist is BAD_RES, a bad
 //! field BAD_PARAM (the syndrome names the check), destroying an object another uses
 //! BAD_RES_STATE (a CQ under an SQ / RQ, a TIS under an SQ, an RQ under a TIR or RQT, an RQT
 //! under a TIR, a TIR under a flow entry, a table with groups, a group with entries,
-//! a Q counter under an RQ; and, for phase-1 objects, a UAR, EQ, PD or transport domain a queue,
+//! a Q counter under an RQ; and, for the HCA-level objects, a UAR, EQ, PD or transport domain a queue,
 //! TIS or TIR uses). Objects get numbers from one counter starting at 0x100, unique across
 //! types, so a CQN passed as an SQN is BAD_RES. TEARDOWN_HCA frees them all and the teardown
 //! report lists them as leaked.
@@ -521,7 +521,7 @@ pub(crate) struct Device {
     port_admin_mtu: u16,
     interrupts: Vec<u64>,
     leaked_at_teardown: Option<Vec<String>>,
-    // Phase 2 objects.
+    // Queue and steering objects.
     next_obj: u32,
     cqs: BTreeMap<u32, queues::Cq>,
     sqs: BTreeMap<u32, queues::Sq>,
@@ -691,7 +691,7 @@ impl Mlx5Model {
     }
 }
 
-/// Phase 2: queues, datapath, wiring and test hooks.
+/// Queues, datapath, wiring and test hooks.
 impl Mlx5Model {
     /// Connects two models with a cable: what one sends the other receives (`a` → `b` is
     /// [`Direction::AToB`]). Replaces earlier connections of either.

@@ -8,8 +8,15 @@
 //!   register access ([`RegisterIo`]) so tests can put a register-level fake in place of a BAR.
 //!
 //! Receive buffers (2 KiB, one per descriptor) and both rings share one hugepage allocation
-//! mapped for the device; transmit is zero-copy from the dataplane's own DMA region, which must
-//! be mapped in the same IOMMU domain ([`erpc_hugepages::DmaSpace`]).
+//! mapped for the device, carved into [`erpc_hugepages::DmaSlice`]s; transmit is zero-copy from
+//! the dataplane's own DMA region, which must be mapped in the same IOMMU domain
+//! ([`erpc_hugepages::DmaSpace`]).
+//!
+//! Tests: `tests/tests/intel.rs` runs the driver on both families against the register-level
+//! fake of `tests/intel_fake.rs` (the loopback scenarios, ring setup, unsignaled transmit,
+//! in-order reposting, dropped and forged frames, a link that never comes up); `tests/vm/run`
+//! runs it through real VFIO on two emulated 82576 in a QEMU guest (`tests/vm/loopback.rs`:
+//! the loopback scenarios, statistics registers, error messages, IOMMU containment).
 
 pub mod desc;
 pub mod igb;

@@ -31,8 +31,14 @@
 //!   are written once. An output shorter than its layout is an error
 //!   ([`CmdError::ShortOutput`]), never read as zeros.
 //!
-//! Tested against an independent device model (`tests/mlx5_model`), which decodes every
-//! command and WQE with its own definitions, and carries traffic between two instances.
+//! Tests: `tests/tests/mlx5/` runs the driver against an independent device model
+//! (`tests/mlx5_model`, which decodes every command and WQE with its own definitions from the
+//! public headers and carries traffic between two instances): `hca` (bring-up, unwinding,
+//! pages), `queue_pair`, `datapath` and `capabilities`; `tests/tests/mlx5_model/` tests the
+//! model itself. Unit tests: the capability fields (`caps`), short outputs (`cmd`), the
+//! teardown list (`objects`), the flow entry (`steering`), the bit-field accessors (`layout`).
+//! On hardware: `erpc-loopback` on two cabled ports (`tests/vm/loopback.rs`; the README's
+//! "First run on a real ConnectX").
 
 pub mod caps;
 pub mod cmd;
