@@ -4,14 +4,14 @@
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
 pub mod intel_fake;
-pub mod loopback;
 pub mod mlx5_model;
+pub mod scenarios;
 
 use erpc_dataplane::clock::SimClock;
-use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::{ErpcHdr, RoutingInfo, HEADROOM, PKT_HDR_LEN};
-use erpc_dataplane::{BacklogEntry, DmaRegion, Rpc, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{DmaRegion, OwnedMemory, Rpc, RpcConfig};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
@@ -33,12 +33,8 @@ pub fn region(bytes: usize) -> DmaRegion {
     DmaRegion::from_static(mem, iova)
 }
 
-pub fn memory(region_bytes: usize, sessions: usize, backlog: usize) -> RpcMemory<'static> {
-    RpcMemory {
-        region: region(region_bytes),
-        sessions: Session::storage(sessions).leak(),
-        backlog: BacklogEntry::storage(backlog).leak(),
-    }
+pub fn memory(region_bytes: usize, sessions: usize, backlog: usize) -> OwnedMemory {
+    OwnedMemory::new(region(region_bytes), sessions, backlog)
 }
 
 /// Test configuration: short timeouts so simulated time moves fast.

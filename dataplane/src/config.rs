@@ -1,5 +1,5 @@
-//! Endpoint configuration and protocol constants (defaults from the original; see
-//! `shared/reference/erpc-protocol.md` §1.3).
+//! Endpoint configuration and protocol constants (defaults from the original, erpc-io/eRPC:
+//! `src/sm_types.h`, `src/rpc.h`, `src/tweakme.h`).
 
 /// Concurrent requests per session (`kSessionReqWindow`).
 pub const SLOTS_PER_SESSION: usize = 8;

@@ -15,11 +15,13 @@
 //!   always replies, so a duplicate still gets an answer.
 
 use crate::clock::Clock;
-use crate::rpc::{Rpc, SessionError, SessionEvent, SmError};
-use crate::session::{Role, SessionId, SessionState, SlotState, NIL};
+use crate::error::{SessionError, SmError};
+use crate::event::{ResetReason, SessionEvent};
+use crate::rpc::Rpc;
+use crate::session::{Role, SessionId, SessionState};
 use crate::stats::DropReason;
 use crate::transport::{EndpointAddr, RxPacket, Transport};
-use crate::wire::{ErpcHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
+use crate::wire::{ErpcHdr, PktHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
 use zerocopy::byteorder::{LittleEndian, U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -115,13 +117,13 @@ fn err_from(c: u8) -> Option<SmError> {
     }
 }
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Starts connecting a client session to the endpoint at `remote`. The session is usable
     /// once [`SessionEvent::Connected`] arrives (or `is_connected` says so); failure comes as
     /// [`SessionEvent::ConnectFailed`].
     pub fn create_session(&mut self, remote: EndpointAddr) -> Result<SessionId, SessionError> {
         let routing = self.transport.resolve(&remote).map_err(|_| SessionError::Unroutable)?;
-        let s = self.alloc_session().ok_or(SessionError::OutOfSessions)?;
+        let s = self.sessions.alloc().ok_or(SessionError::OutOfSessions)?;
         let token = self.random_u64();
         self.now = self.clock.now_ns();
         let credits = self.cfg.session_credits;
@@ -161,7 +163,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         Ok(())
     }
 
-    fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
+    pub(crate) fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
         let sess = &self.sessions[s];
         let body = SmBody {
             err: 0,
@@ -189,19 +191,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let eh = ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, 0);
         rest[..ERPC_HDR_LEN].copy_from_slice(eh.as_bytes());
         rest[ERPC_HDR_LEN..].copy_from_slice(body.as_bytes());
-        let pkt = self.ctrl_frame(&f);
+        let pkt = self.tx.ctrl_frame(self.heap.region(), &f);
         self.stats.sm_pkts_tx += 1;
-        if let Some(s) = s {
-            self.sessions[s].stats.tx_pkts += 1;
-        }
-        if self.tx_batch.push(pkt).is_err() {
-            self.flush_tx();
-            let _ = self.tx_batch.push(pkt);
+        match s {
+            Some(s) => self.push_tx(pkt, s),
+            None => self.tx.push(&mut self.transport, &mut self.stats, pkt),
         }
     }
 
     /// A session-management packet.
-    pub(crate) fn process_sm(&mut self, p: &RxPacket, raw: &[u8; PKT_HDR_LEN], h: &crate::wire::Header) {
+    pub(crate) fn process_sm(&mut self, p: &RxPacket, hdr: &PktHdr, h: &crate::wire::Header) {
         let blen = core::mem::size_of::<SmBody>();
         if (p.len as usize) < SM_FRAME_LEN || h.msg_size as usize != blen {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -215,7 +214,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         };
         // The sender must be who the body says it is: replies go to that address, so a forged
         // body must not turn this endpoint into a reflector.
-        let src = crate::wire::src_of(raw);
+        let src = hdr.src();
         let claimed: EndpointAddr = match kind {
             SmPktType::ConnectReq | SmPktType::DisconnectReq | SmPktType::Ping => body.client.into(),
             SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp => body.server.into(),
@@ -254,18 +253,18 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         let client: EndpointAddr = b.client.into();
         let (token, csess) = (b.token.get(), b.client_session.get());
-        if let Some(s) = self.token_find(token, &client, csess) {
+        if let Some(s) = self.sessions.token_find(token, &client, csess) {
             return self.reply(b, SmPktType::ConnectResp, s as u16, None);
         }
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
-        let Some(s) = self.alloc_session() else {
+        let Some(s) = self.sessions.alloc() else {
             log::warn!("connect from {client} refused: all {} sessions in use", self.sessions.len());
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfSessions));
         };
         // Every server session needs at least one one-packet buffer: check now, not mid-request.
-        let Ok(pre) = self.alloc_msg_buffer(self.dpp) else {
+        let Ok(pre) = self.alloc_msg_buffer(self.data_per_pkt) else {
             self.sessions[s].state = SessionState::Free;
             self.release_session(s);
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfMemory));
@@ -281,7 +280,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sess.remote_session = csess;
         sess.last_heard_ns = now;
         sess.slots[0].pre_resp = Some(pre);
-        self.token_insert(s);
+        self.sessions.token_insert(s);
         self.reply(b, SmPktType::ConnectResp, s as u16, None);
     }
 
@@ -364,49 +363,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         if b.err == ERR_UNKNOWN_SESSION {
             log::warn!("session {s}: server {} no longer has it", self.sessions[s].peer);
-            return self.reset_client_session(s, crate::rpc::ResetReason::PeerLostSession);
+            return self.reset_client_session(s, ResetReason::PeerLostSession);
         }
         self.sessions[s].last_heard_ns = self.now;
         self.sessions[s].pings = 0;
-    }
-
-    /// Keepalives and idle timeouts: pings idle client sessions, resets client sessions whose
-    /// server stopped answering, and frees server sessions whose client went silent.
-    pub(crate) fn idle_scan(&mut self, count: usize) {
-        let now = self.now;
-        let n = self.sessions.len();
-        for _ in 0..count.min(n) {
-            let s = self.idle_cursor;
-            self.idle_cursor = (s + 1) % n;
-            let sess = &self.sessions[s];
-            if sess.state != SessionState::Connected {
-                continue;
-            }
-            let silent = now.saturating_sub(sess.last_heard_ns);
-            match sess.role {
-                // With requests pending, the loss scan judges liveness; this covers idle sessions.
-                Role::Client if sess.active == 0 => {
-                    // Reset only after two pings went unanswered (one may be lost).
-                    if silent > self.cfg.keepalive_ns + self.cfg.session_timeout_ns && sess.pings >= 2 {
-                        self.reset_client_session(s, crate::rpc::ResetReason::PeerTimeout);
-                    } else if silent > self.cfg.keepalive_ns && now >= sess.sm_next_ns {
-                        self.sessions[s].sm_next_ns = now + self.cfg.keepalive_ns / 4;
-                        self.sessions[s].pings = self.sessions[s].pings.saturating_add(1);
-                        self.send_sm_client(s, SmPktType::Ping);
-                    }
-                }
-                Role::Client => {}
-                Role::Server => {
-                    // The slots (eight cache lines) are looked at only for a silent session.
-                    if silent > self.cfg.server_idle_timeout_ns
-                        && !sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler))
-                    {
-                        log::warn!("server session {s}: client {} silent for {silent} ns, freeing", sess.peer);
-                        self.release_session(s);
-                    }
-                }
-            }
-        }
     }
 
     /// Resends connect/disconnect requests that have waited `sm_retry_ns`, and gives up on those
@@ -437,50 +397,6 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             sess.sm_attempts += 1;
             sess.sm_next_ns = now + self.cfg.sm_retry_ns;
             self.send_sm_client(s, if connecting { SmPktType::ConnectReq } else { SmPktType::DisconnectReq });
-        }
-    }
-
-    // ----- token hash: (token, client) -> server session, chained through the session array -----
-
-    fn bucket(&self, token: u64) -> usize {
-        ((token ^ (token >> 29)) % self.sessions.len() as u64) as usize
-    }
-
-    fn token_find(&self, token: u64, client: &EndpointAddr, csess: u16) -> Option<usize> {
-        let mut s = self.sessions[self.bucket(token)].bucket_head;
-        while s != NIL {
-            let x = &self.sessions[s as usize];
-            if x.token == token && x.peer == *client && x.remote_session == csess && x.role == Role::Server {
-                return Some(s as usize);
-            }
-            s = x.token_next;
-        }
-        None
-    }
-
-    fn token_insert(&mut self, s: usize) {
-        let b = self.bucket(self.sessions[s].token);
-        self.sessions[s].token_next = self.sessions[b].bucket_head;
-        self.sessions[b].bucket_head = s as u32;
-    }
-
-    pub(crate) fn token_remove(&mut self, s: usize) {
-        let b = self.bucket(self.sessions[s].token);
-        let mut cur = self.sessions[b].bucket_head;
-        let mut prev = NIL;
-        while cur != NIL {
-            let next = self.sessions[cur as usize].token_next;
-            if cur as usize == s {
-                if prev == NIL {
-                    self.sessions[b].bucket_head = next;
-                } else {
-                    self.sessions[prev as usize].token_next = next;
-                }
-                self.sessions[s].token_next = NIL;
-                return;
-            }
-            prev = cur;
-            cur = next;
         }
     }
 }

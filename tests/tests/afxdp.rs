@@ -6,10 +6,10 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Segment, Transport, TxPacket};
-use erpc_dataplane::{BacklogEntry, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::afxdp::{AfXdpConfig, AfXdpError, AfXdpTransport, XdpAttach};
 use erpc_hugepages::{HugepageCounts, PageSize};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{Loopback, LoopbackConfig};
 use erpc_tools::netns::{self, VethPair};
 use std::sync::Mutex;
 
@@ -50,13 +50,9 @@ fn open_in(end: &netns::End, cfg: AfXdpConfig) -> Result<AfXdpTransport, AfXdpEr
     AfXdpTransport::open(cfg)
 }
 
-fn endpoint_memory(t: &AfXdpTransport) -> RpcMemory<'static> {
-    RpcMemory {
-        // SAFETY: the transport is handed to the endpoint that uses this region.
-        region: unsafe { t.dataplane_region() },
-        sessions: Session::storage(4).leak(),
-        backlog: BacklogEntry::storage(64).leak(),
-    }
+fn endpoint_memory(t: &AfXdpTransport) -> OwnedMemory {
+    // SAFETY: the transport is handed to the endpoint that uses this region.
+    OwnedMemory::new(unsafe { t.dataplane_region() }, 4, 64)
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! under high RTT and recovering, the uncongested bypasses, and retransmission with the wheel.
 
 use erpc_dataplane::cc::timely::TimelyParams;
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_dataplane::*;
 use erpc_tests::*;
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! End-to-end tests: endpoints on the simulated fabric.
 
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_dataplane::worker::{BgQueues, WorkerPool};
 use erpc_dataplane::*;
 use erpc_tests::*;
@@ -291,7 +291,7 @@ fn nested_rpc_primary_backup() {
 #[test]
 fn background_handlers_on_worker_pool() {
     let w = World::new(8);
-    let queues: &'static Arc<BgQueues> = leak(Arc::new(BgQueues::new()));
+    let queues = Arc::new(BgQueues::new());
     let pool = WorkerPool::start(queues.clone(), 2, |job| {
         assert_eq!(job.req_type, BG_XOR);
         let n = job.req.len();

@@ -3,11 +3,11 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{RpcConfig, RpcMemory};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::intel::{Family, IntelConfig, IntelNic};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
-use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ fn pair(family: Family) -> (IntelNic<FakeIntel>, IntelNic<FakeIntel>, Arc<DmaSpa
 }
 
 /// Endpoint memory in the identity DMA space (the fake dereferences device addresses).
-fn memory(space: &Arc<DmaSpace>, bytes: usize) -> RpcMemory<'static> {
+fn memory(space: &Arc<DmaSpace>, bytes: usize) -> OwnedMemory {
     dma_endpoint_memory(space, bytes, PageSize::Ordinary).expect("memory")
 }
 

@@ -1,7 +1,7 @@
 //! Property test: random message sizes and fault patterns; every RPC completes exactly once with
 //! the right bytes, every handler runs once, no msgbuf leaks.
 
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_dataplane::*;
 use erpc_tests::*;
 use proptest::prelude::*;

@@ -2,9 +2,9 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{RpcConfig, RpcMemory};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::udp::{UdpConfig, UdpError, UdpTransport};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{Loopback, LoopbackConfig};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,7 @@ fn any_port() -> UdpConfig {
     UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), ..Default::default() }
 }
 
-fn memory(bytes: usize) -> RpcMemory<'static> {
+fn memory(bytes: usize) -> OwnedMemory {
     erpc_tests::memory(bytes, 4, 64)
 }
 

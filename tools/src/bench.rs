@@ -12,7 +12,7 @@
 use crate::TransportKind;
 use clap::{Args, ValueEnum};
 use erpc_dataplane::clock::Clock;
-use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::transport::{RxPacket, Segment, Transport, TxPacket};
 use erpc_dataplane::wire::{ErpcHdr, PktType, RoutingInfo, HEADROOM, PKT_HDR_LEN};

@@ -24,7 +24,7 @@
 use crate::bench::{clock, leak, memory, memory_in, region_bytes, server_endpoint};
 use crate::TransportKind;
 use clap::Args;
-use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::RoutingInfo;
 use erpc_dataplane::*;

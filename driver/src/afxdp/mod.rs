@@ -6,9 +6,9 @@
 //!   chunks): the receive frames first, then the dataplane's region (msgbufs), so transmitted
 //!   packets are sent straight from msgbufs. The region's IOVA is its offset in the UMEM, which
 //!   is what TX descriptors carry.
-//! * **Rings** ([`ring`]) — fill (frames the kernel may receive into), RX, TX and completion,
+//! * **Rings** (`ring`) — fill (frames the kernel may receive into), RX, TX and completion,
 //!   mapped from the socket and driven here.
-//! * **XDP program** ([`bpf`]) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
+//! * **XDP program** (`bpf`) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
 //!   our address and port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
 //!   to the kernel. It is loaded with `bpf(2)` and attached as a BPF link, so closing the link —
 //!   on drop, on an error part-way through [`AfXdpTransport::open`], or when the process dies —

@@ -3,9 +3,8 @@
 //! Offsets and bits: Intel 82576 GbE Controller Datasheet rev. 2.63, section 8 (register
 //! descriptions; the I350 datasheet keeps the same offsets for these registers), and QEMU's
 //! `hw/net/igb_regs.h` for the model tested in CI. Bring-up order follows datasheet section 4.5
-//! (software initialisation) and what `../shared/reference/intel-igb-in-qemu.md` recorded about
-//! the model: after a reset the link stays down until autonegotiation is restarted through the
-//! PHY.
+//! (software initialisation) and QEMU's model (`hw/net/igb_core.c`): after a reset the link
+//! stays down until autonegotiation is restarted through the PHY.
 
 use super::{wait, NicError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;

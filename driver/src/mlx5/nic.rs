@@ -429,9 +429,8 @@ impl<R: RegisterIo64> Mlx5Nic<R> {
         let lkey = c.reserved_lkey()?;
 
         // The event queue: firmware page requests, CQ and WQ errors, port changes.
-        // SAFETY (this and the queue constructors below): each ring is its own part of
-        // `rings` (or `bufs`), which this function's contract keeps mapped, ours and not yet
-        // the device's.
+        // SAFETY: each ring is its own part of `rings` (or `bufs`), which this function's
+        // contract keeps mapped, ours and not yet the device's (as for every queue below).
         let mut eq = unsafe { Eq::new(rings.eq, EQ_LOG) };
         eq.eqn = c.create_eq(CreateEqIn::new(Eqc::new(EQ_LOG, uar), &EQ_EVENTS), rings.eq)?;
 

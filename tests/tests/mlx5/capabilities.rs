@@ -6,8 +6,8 @@ use erpc_dataplane::transport::RxPacket;
 use erpc_dataplane::Transport;
 use erpc_driver::mlx5::layout::op;
 use erpc_driver::mlx5::{Mlx5Config as NicConfig, Mlx5Error, Mlx5Nic};
-use erpc_tests::loopback::LoopbackConfig;
 use erpc_tests::mlx5_model::Mlx5Config;
+use erpc_tests::scenarios::LoopbackConfig;
 
 use crate::harness::*;
 

@@ -4,8 +4,8 @@
 use erpc_dataplane::transport::TxPacket;
 use erpc_dataplane::wire::HEADROOM;
 use erpc_dataplane::Transport;
-use erpc_tests::loopback::LoopbackConfig;
 use erpc_tests::mlx5_model::CqeCorruption;
+use erpc_tests::scenarios::LoopbackConfig;
 
 use crate::harness::*;
 

@@ -7,8 +7,8 @@ use erpc_dataplane::wire::{RoutingInfo, HEADROOM};
 use erpc_dataplane::{RpcConfig, Transport};
 use erpc_driver::mlx5::{HcaConfig, Mlx5Config as NicConfig, Mlx5Nic};
 use erpc_hugepages::{DmaSpace, PageSize};
-use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use erpc_tests::mlx5_model::{Link, Mlx5Config, Mlx5Model};
+use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -642,7 +642,7 @@ pub struct ScaleReport {
 }
 
 fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
-    use erpc_dataplane::sim::{Fabric, RxBuf};
+    use erpc_dataplane::fabric::{Fabric, RxBuf};
     type Clk = &'static dyn erpc_dataplane::clock::Clock;
     let conc = a.outstanding.min(sessions * erpc_dataplane::config::SLOTS_PER_SESSION);
     // No network model here: the two endpoints alternate on this core over the in-memory

@@ -7,9 +7,20 @@
 //! ends.
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
-//! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
+//! [`Rpc::new`](crate::Rpc::new). The endpoint keeps it in a session table (allocation, the
+//! free list, the token index), threads its request backlog through the backlog storage, and
+//! links busy slots into intrusive slot lists. A session costs `size_of::<Session>()` bytes there plus, on a
 //! server, a one-packet response msgbuf per slot that has been used (one-packet request buffers
 //! come from a small pool shared by the endpoint's sessions).
+
+mod backlog;
+mod list;
+mod table;
+
+pub use backlog::BacklogEntry;
+pub(crate) use backlog::{Backlog, Queued};
+pub(crate) use list::SlotList;
+pub(crate) use table::SessionTable;
 
 use crate::config::SLOTS_PER_SESSION;
 use crate::msgbuf::MsgBuf;
@@ -17,11 +28,46 @@ use crate::stats::SessionStats;
 use crate::transport::EndpointAddr;
 use crate::wire::RoutingInfo;
 
+/// The end of an intrusive list (slot lists, free lists, hash chains, the backlog).
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// A local session number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u16);
+
+/// One slot of one session, endpoint-wide: `session * 8 + slot`. Intrusive slot lists and the
+/// timing wheel link slots by this number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotId(u32);
+
+impl SlotId {
+    #[inline]
+    pub(crate) const fn new(session: usize, slot: usize) -> Self {
+        SlotId((session * SLOTS_PER_SESSION + slot) as u32)
+    }
+    #[inline]
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        SlotId(raw)
+    }
+    #[inline]
+    pub(crate) const fn raw(self) -> u32 {
+        self.0
+    }
+    /// The session's index in the session table.
+    #[inline]
+    pub(crate) const fn session(self) -> usize {
+        self.0 as usize / SLOTS_PER_SESSION
+    }
+    /// The slot's index in its session.
+    #[inline]
+    pub(crate) const fn slot(self) -> usize {
+        self.0 as usize % SLOTS_PER_SESSION
+    }
+    #[inline]
+    pub(crate) const fn session_id(self) -> SessionId {
+        SessionId(self.session() as u16)
+    }
+}
 
 /// Where a session is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,27 +336,6 @@ impl Session {
 /// implementation does, its storage being fixed).
 pub const fn req_num_base(token: u64) -> u64 {
     (token & ((1 << 40) - 1)) << 3
-}
-
-/// A queued request waiting for a free slot (storage is the caller's, see [`BacklogEntry::storage`]).
-#[derive(Debug)]
-pub struct BacklogEntry {
-    pub(crate) req: Option<MsgBuf>,
-    pub(crate) resp: Option<MsgBuf>,
-    pub(crate) tag: u64,
-    pub(crate) next: u32,
-    pub(crate) cont: u8,
-    pub(crate) req_type: u8,
-}
-
-impl BacklogEntry {
-    pub const EMPTY: BacklogEntry = BacklogEntry { req: None, resp: None, tag: 0, next: NIL, cont: 0, req_type: 0 };
-
-    /// Storage for `n` queued requests.
-    #[cfg(feature = "std")]
-    pub fn storage(n: usize) -> std::vec::Vec<BacklogEntry> {
-        (0..n).map(|_| BacklogEntry::EMPTY).collect()
-    }
 }
 
 // The per-packet fields stay within the cache lines the layout comments promise.
