@@ -1,6 +1,7 @@
 //! The loopback driver tests: two Intel NICs wired to each other (in CI: two emulated 82576 in
 //! a QEMU guest, started by `tests/vm/run`; on real hardware: two ports cabled back to back),
-//! both bound to vfio-pci. Linked statically for the guest.
+//! or two ConnectX ports (picked by vendor ID; the README's "First run on a real ConnectX" says
+//! what it prints), both bound to vfio-pci. Linked statically for the guest.
 //!
 //! `erpc-loopback <BDF of NIC A> <BDF of NIC B> [--containment] [--reserve-hugepages N]`:
 //! opens both NICs through VFIO in one type1 container and runs eRPC between an endpoint on each
@@ -299,6 +300,11 @@ fn run_mlx5(
         a.local_addr().mac,
         b.local_addr().mac
     );
+    // What the driver read from each device and sized its queues and doorbells by.
+    for (name, nic) in [("A", &a), ("B", &b)] {
+        let (major, minor, sub) = nic.fw_version();
+        println!("     NIC {name}: firmware {major}.{minor}.{sub}; {}", nic.caps());
+    }
     let mut lb = scenarios(a, b, space, RpcConfig::default(), &LoopbackConfig::default())?;
     let sa = lb.client.transport_mut().inner_mut().stats();
     let sb = lb.server.transport_mut().inner_mut().stats();

@@ -8,8 +8,15 @@
 //!   register access ([`RegisterIo`]) so tests can put a register-level fake in place of a BAR.
 //!
 //! Receive buffers (2 KiB, one per descriptor) and both rings share one hugepage allocation
-//! mapped for the device; transmit is zero-copy from the dataplane's own DMA region, which must
-//! be mapped in the same IOMMU domain ([`erpc_hugepages::DmaSpace`]).
+//! mapped for the device, carved into [`erpc_hugepages::DmaSlice`]s; transmit is zero-copy from
+//! the dataplane's own DMA region, which must be mapped in the same IOMMU domain
+//! ([`erpc_hugepages::DmaSpace`]).
+//!
+//! Tests: `tests/tests/intel.rs` runs the driver on both families against the register-level
+//! fake of `tests/intel_fake.rs` (the loopback scenarios, ring setup, unsignaled transmit,
+//! in-order reposting, dropped and forged frames, a link that never comes up); `tests/vm/run`
+//! runs it through real VFIO on two emulated 82576 in a QEMU guest (`tests/vm/loopback.rs`:
+//! the loopback scenarios, statistics registers, error messages, IOMMU containment).
 
 pub mod desc;
 pub mod igb;
@@ -21,7 +28,7 @@ use crate::pci::NicFamily;
 use crate::vfio::{Bar, DeviceError, PciFunction};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_hugepages::{DmaError, DmaMemory, DmaSpace, PageSize};
-use ring::{RingMem, RxRing, TxRing};
+use ring::{RxRing, TxRing};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -392,24 +399,24 @@ impl<R: RegisterIo> IntelNic<R> {
         let rings = (rx_bytes + tx_bytes).next_multiple_of(4096);
         let page = if space.is_identity() { PageSize::Ordinary } else { PageSize::Huge2M };
         let mem = space.alloc(rings + cfg.rx_ring as usize * RX_BUF as usize, page)?;
-        let base = mem.vaddr();
-        // SAFETY: the offsets stay inside `mem` (sized above).
-        let (tx_v, bufs_v) = unsafe { (base.add(rx_bytes), base.add(rings)) };
-        let rx_mem = RingMem { vaddr: base, iova: mem.iova(), len: cfg.rx_ring };
-        let tx_mem = RingMem { vaddr: tx_v, iova: mem.iova() + rx_bytes as u64, len: cfg.tx_ring };
+        let all = mem.as_slice();
+        let rx_mem = all.sub(0, rx_bytes);
+        let tx_mem = all.sub(rx_bytes, tx_bytes);
+        let bufs = all.sub(rings, cfg.rx_ring as usize * RX_BUF as usize);
 
         family.reset(&regs)?;
         // SAFETY: ring and buffer ranges are disjoint parts of `mem`, mapped for the device at
-        // the given IOVAs; `mem` lives in the returned value, next to the rings.
-        let rx = unsafe { RxRing::new(rx_mem, bufs_v, mem.iova() + rings as u64, RX_BUF, family.rx_err_mask()) };
+        // their IOVAs; `mem` lives in the returned value, next to the rings, and is dropped
+        // after them (and after the queues are stopped: see Drop).
+        let rx = unsafe { RxRing::new(rx_mem, cfg.rx_ring, bufs, RX_BUF, family.rx_err_mask()) };
         // SAFETY: as above.
-        let tx = unsafe { TxRing::new(tx_mem, cfg.rs_interval) };
+        let tx = unsafe { TxRing::new(tx_mem, cfg.tx_ring, cfg.rs_interval) };
         let setup = RingSetup {
-            rx_ring_iova: rx_mem.iova,
+            rx_ring_iova: rx_mem.iova(),
             rx_len: cfg.rx_ring,
             rx_buf_size: RX_BUF,
             rx_tail: rx.tail(),
-            tx_ring_iova: tx_mem.iova,
+            tx_ring_iova: tx_mem.iova(),
             tx_len: cfg.tx_ring,
             promiscuous: cfg.promiscuous,
         };
