@@ -22,6 +22,7 @@ use erpc_dataplane::wire::{ErpcHdr, Packet, PktType, PKT_HDR_LEN};
 use erpc_dataplane::{Completion, HandlerMode, OwnedMemory, ReqHandle, Rpc, RpcConfig, SessionEvent, SessionId};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::ptr::NonNull;
 use std::rc::Rc;
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -96,6 +97,18 @@ impl Transport for FuzzNic {
 }
 
 type Clk = Rc<SimClock>;
+
+/// Bytes of each endpoint's msgbuf region.
+const REGION_BYTES: usize = 4 << 20;
+
+thread_local! {
+    /// The two endpoints' regions, allocated once per thread and reused by every run: the fuzzer
+    /// runs the harness millions of times, and an endpoint's region outlives it by design.
+    static REGIONS: (NonNull<u8>, NonNull<u8>) = {
+        let get = || NonNull::from(Box::leak(vec![0u8; REGION_BYTES].into_boxed_slice())).cast::<u8>();
+        (get(), get())
+    };
+}
 type Ep<Ctx> = Rpc<'static, FuzzNic, Clk, Ctx>;
 
 /// The client's view: what each RPC came back with.
@@ -175,15 +188,19 @@ impl World {
     fn new() -> World {
         let clock: Clk = Rc::new(SimClock::new());
         clock.set(1_000_000_000);
-        let region = |n: usize| erpc_dataplane::DmaRegion::from_static(vec![0u8; n].leak(), 0x4000_0000);
+        let (a, b) = REGIONS.with(|r| *r);
+        // SAFETY: each region is this thread's for good (allocated once, never freed) and used
+        // by one World at a time: a run drops its World, and with it every msgbuf of the
+        // region, before the next run builds one. The "device" (the harness) only reads it.
+        let region = |p: NonNull<u8>| unsafe { erpc_dataplane::DmaRegion::new(p, REGION_BYTES, 0x4000_0000) };
         let cli_wire = Rc::new(RefCell::new(Wire::default()));
         let srv_wire = Rc::new(RefCell::new(Wire::default()));
         let cli_nic = FuzzNic { addr: CLIENT, wire: cli_wire.clone() };
         let srv_nic = FuzzNic { addr: SERVER, wire: srv_wire.clone() };
         let mut cli =
-            Rpc::new(cli_nic, clock.clone(), Client::default(), OwnedMemory::new(region(4 << 20), 4, 64), config(1))
+            Rpc::new(cli_nic, clock.clone(), Client::default(), OwnedMemory::new(region(a), 4, 64), config(1))
                 .expect("client endpoint");
-        let mut srv = Rpc::new(srv_nic, clock.clone(), (), OwnedMemory::new(region(4 << 20), 8, 8), config(2))
+        let mut srv = Rpc::new(srv_nic, clock.clone(), (), OwnedMemory::new(region(b), 8, 8), config(2))
             .expect("server endpoint");
         cli.set_session_handler(on_event);
         srv.register_handler(REQ_TYPE, serve, HandlerMode::Foreground).expect("handler");
