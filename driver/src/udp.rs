@@ -84,7 +84,15 @@ impl fmt::Display for UdpError {
     }
 }
 
-impl std::error::Error for UdpError {}
+impl std::error::Error for UdpError {
+    /// The OS error underneath (its text is part of this error's message where it helps).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UdpError::Bind { error, .. } | UdpError::Socket(error) => Some(error),
+            _ => None,
+        }
+    }
+}
 
 /// Counters of what the transport itself dropped.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -102,7 +102,16 @@ impl fmt::Display for DeviceError {
     }
 }
 
-impl std::error::Error for DeviceError {}
+impl std::error::Error for DeviceError {
+    /// The OS or VFIO error underneath (its text is part of this error's message).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DeviceError::Config { error } => Some(error),
+            DeviceError::Vfio(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn io_error_kind(e: &io::Error, path: &Path) -> Option<DeviceError> {
     match e.raw_os_error() {

@@ -184,7 +184,15 @@ impl fmt::Display for DmaError {
     }
 }
 
-impl std::error::Error for DmaError {}
+impl std::error::Error for DmaError {
+    /// The OS error underneath (its text is part of this error's message).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DmaError::Map(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A mapping of hugepages (or, when asked, ordinary pages). The memory is zeroed by the kernel
 /// and stays mapped until the value is dropped. It is only reachable through the raw pointer

@@ -4,7 +4,7 @@
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
 use erpc_dataplane::{OwnedMemory, RpcConfig};
-use erpc_driver::intel::{Family, IntelConfig, IntelNic};
+use erpc_driver::intel::{Family, IntelConfig, IntelError, IntelNic};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
 use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
@@ -197,6 +197,7 @@ fn bad_configuration_is_refused_with_a_reason() {
         .err()
         .expect("ring of 100 refused");
     assert!(e.to_string().contains("multiple of 8"), "{e}");
+    assert!(matches!(e, IntelError::RingSize { ring: "rx_ring", entries: 100 }), "{e:?}");
 }
 
 #[test]
@@ -242,6 +243,7 @@ fn a_full_ring_always_has_a_write_back_to_wait_for() {
         .err()
         .expect("rs_interval above a quarter of the ring refused");
     assert!(e.to_string().contains("rs_interval = 32: use 1..=16"), "{e}");
+    assert!(matches!(e, IntelError::RsInterval { value: 32, max: 16 }), "{e:?}");
 }
 
 #[test]

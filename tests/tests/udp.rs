@@ -102,6 +102,10 @@ fn bad_bind_addresses_say_what_to_do() {
     let taken = SocketAddrV4::new(Ipv4Addr::LOCALHOST, a.local_addr().udp_port);
     let e = UdpTransport::bind(UdpConfig { bind: taken, ..Default::default() }).err().unwrap();
     assert!(e.to_string().contains("in use by another process"), "{e}");
+    // The OS error is there for programs: as the error's source.
+    let os =
+        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).expect("an io::Error source");
+    assert_eq!(os.kind(), std::io::ErrorKind::AddrInUse);
     let e =
         UdpTransport::bind(UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 0), ..Default::default() })
             .err()

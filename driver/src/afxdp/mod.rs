@@ -216,7 +216,20 @@ impl fmt::Display for AfXdpError {
     }
 }
 
-impl std::error::Error for AfXdpError {}
+impl std::error::Error for AfXdpError {
+    /// The OS or memory error underneath (its text is part of this error's message where it
+    /// helps).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AfXdpError::Memory(e) => Some(e),
+            AfXdpError::Socket { error, .. }
+            | AfXdpError::Bind { error, .. }
+            | AfXdpError::Bpf { error, .. }
+            | AfXdpError::Attach { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 impl From<DmaError> for AfXdpError {
     fn from(e: DmaError) -> Self {

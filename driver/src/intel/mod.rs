@@ -129,14 +129,14 @@ impl Family {
         }
     }
 
-    fn reset(self, r: &impl RegisterIo) -> Result<(), NicError> {
+    fn reset(self, r: &impl RegisterIo) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::reset(r),
             Family::Ixgbe => ixgbe::reset(r),
         }
     }
 
-    fn start_link(self, r: &impl RegisterIo) -> Result<(), NicError> {
+    fn start_link(self, r: &impl RegisterIo) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::start_link(r),
             Family::Ixgbe => ixgbe::start_link(r),
@@ -150,7 +150,7 @@ impl Family {
         }
     }
 
-    fn init_queues(self, r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
+    fn init_queues(self, r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::init_queues(r, s),
             Family::Ixgbe => ixgbe::init_queues(r, s),
@@ -180,11 +180,11 @@ impl Family {
 }
 
 /// Polls `done` until it holds or `timeout` passes.
-pub(crate) fn wait(what: &'static str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), NicError> {
+pub(crate) fn wait(what: &'static str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), IntelError> {
     let t0 = Instant::now();
     while !done() {
         if t0.elapsed() > timeout {
-            return Err(NicError::Timeout(what));
+            return Err(IntelError::Timeout(what));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -218,7 +218,7 @@ pub struct Counters {
 
 /// Why an Intel NIC could not be brought up. Each message says what to do.
 #[derive(Debug)]
-pub enum NicError {
+pub enum IntelError {
     /// Opening the PCI function through VFIO failed.
     Device(DeviceError),
     /// The rings and buffers could not be allocated and mapped.
@@ -229,47 +229,74 @@ pub enum NicError {
     Timeout(&'static str),
     /// No link within the configured time.
     LinkDown { waited: Duration },
-    /// A configuration value out of range.
-    Config(String),
+    /// The DMA space given is not the one of the NIC's VFIO container.
+    ForeignDmaSpace,
+    /// A ring size out of range: `ring` (`rx_ring` or `tx_ring`) is `entries`.
+    RingSize { ring: &'static str, entries: u16 },
+    /// `rs_interval` out of range (`1..=max`).
+    RsInterval { value: u32, max: u32 },
+    /// An MTU the driver does not support.
+    Mtu(usize),
 }
 
-impl fmt::Display for NicError {
+impl fmt::Display for IntelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NicError::Device(e) => e.fmt(f),
-            NicError::Dma(e) => e.fmt(f),
-            NicError::Unsupported { bdf, vendor, device } => write!(
+            IntelError::Device(e) => e.fmt(f),
+            IntelError::Dma(e) => e.fmt(f),
+            IntelError::Unsupported { bdf, vendor, device } => write!(
                 f,
                 "{bdf} ({vendor:04x}:{device:04x}) is not an Intel igb/ixgbe NIC this driver \
                  supports: `erpc nic list` shows which devices have a driver"
             ),
-            NicError::Timeout(what) => write!(
+            IntelError::Timeout(what) => write!(
                 f,
                 "the device did not finish: {what}; check that the NIC is healthy (`lspci -vv`) \
                  and not in use by another process"
             ),
-            NicError::LinkDown { waited } => write!(
+            IntelError::LinkDown { waited } => write!(
                 f,
                 "no link after {:.1} s: check the cable and that the peer port is up, or raise \
                  the link timeout",
                 waited.as_secs_f64()
             ),
-            NicError::Config(m) => write!(f, "bad NIC configuration: {m}"),
+            IntelError::ForeignDmaSpace => f.write_str(
+                "the DMA space is not the one of this VFIO container: use DmaSpace::vfio(container.clone()) for the \
+                 NIC and for the endpoint's memory",
+            ),
+            IntelError::RingSize { ring, entries } => {
+                write!(f, "bad NIC configuration: {ring} = {entries}: use a multiple of 8 in 64..=4096")
+            }
+            IntelError::RsInterval { value, max } => write!(
+                f,
+                "bad NIC configuration: rs_interval = {value}: use 1..={max} (a quarter of tx_ring), so that a \
+                 write-back is always pending before the ring fills"
+            ),
+            IntelError::Mtu(m) => write!(f, "bad NIC configuration: mtu = {m}: use 64..=1514"),
         }
     }
 }
 
-impl std::error::Error for NicError {}
-
-impl From<DeviceError> for NicError {
-    fn from(e: DeviceError) -> Self {
-        NicError::Device(e)
+impl std::error::Error for IntelError {
+    /// The VFIO or DMA error underneath (whose message this error's repeats).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IntelError::Device(e) => e.source(),
+            IntelError::Dma(e) => e.source(),
+            _ => None,
+        }
     }
 }
 
-impl From<DmaError> for NicError {
+impl From<DeviceError> for IntelError {
+    fn from(e: DeviceError) -> Self {
+        IntelError::Device(e)
+    }
+}
+
+impl From<DmaError> for IntelError {
     fn from(e: DmaError) -> Self {
-        NicError::Dma(e)
+        IntelError::Dma(e)
     }
 }
 
@@ -349,19 +376,15 @@ impl IntelNic<Bar> {
         space: &Arc<DmaSpace>,
         bdf: &str,
         cfg: IntelConfig,
-    ) -> Result<IntelNic<Bar>, NicError> {
+    ) -> Result<IntelNic<Bar>, IntelError> {
         if !space.is_in(container) {
-            return Err(NicError::Config(
-                "the DMA space is not the one of this VFIO container: use \
-                 DmaSpace::vfio(container.clone()) for the NIC and for the endpoint's memory"
-                    .into(),
-            ));
+            return Err(IntelError::ForeignDmaSpace);
         }
         let pci = PciFunction::open(container, bdf)?;
         let vendor = pci.config_read_u16(0)?;
         let device = pci.config_read_u16(2)?;
         let family =
-            Family::of(vendor, device).ok_or_else(|| NicError::Unsupported { bdf: bdf.into(), vendor, device })?;
+            Family::of(vendor, device).ok_or_else(|| IntelError::Unsupported { bdf: bdf.into(), vendor, device })?;
         pci.enable_dma()?;
         let bar = pci.map_bar(0)?;
         let mut nic = IntelNic::with_registers(bar, family, space, cfg)?;
@@ -377,22 +400,17 @@ impl<R: RegisterIo> IntelNic<R> {
         family: Family,
         space: &Arc<DmaSpace>,
         cfg: IntelConfig,
-    ) -> Result<IntelNic<R>, NicError> {
+    ) -> Result<IntelNic<R>, IntelError> {
         for (name, n) in [("rx_ring", cfg.rx_ring), ("tx_ring", cfg.tx_ring)] {
             if !(64..=4096).contains(&n) || n % 8 != 0 {
-                return Err(NicError::Config(format!("{name} = {n}: use a multiple of 8 in 64..=4096")));
+                return Err(IntelError::RingSize { ring: name, entries: n });
             }
         }
         if !(1..=cfg.tx_ring as u32 / 4).contains(&cfg.rs_interval) {
-            return Err(NicError::Config(format!(
-                "rs_interval = {}: use 1..={} (a quarter of tx_ring), so that a write-back is \
-                 always pending before the ring fills",
-                cfg.rs_interval,
-                cfg.tx_ring / 4
-            )));
+            return Err(IntelError::RsInterval { value: cfg.rs_interval, max: cfg.tx_ring as u32 / 4 });
         }
         if !(64..=1514).contains(&cfg.mtu) {
-            return Err(NicError::Config(format!("mtu = {}: use 64..=1514", cfg.mtu)));
+            return Err(IntelError::Mtu(cfg.mtu));
         }
         let rx_bytes = cfg.rx_ring as usize * 16;
         let tx_bytes = cfg.tx_ring as usize * 16;
@@ -445,7 +463,7 @@ impl<R: RegisterIo> IntelNic<R> {
             let t0 = Instant::now();
             while !nic.link_up() {
                 if t0.elapsed() > cfg.link_timeout {
-                    return Err(NicError::LinkDown { waited: t0.elapsed() });
+                    return Err(IntelError::LinkDown { waited: t0.elapsed() });
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -144,7 +144,17 @@ impl fmt::Display for Mlx5Error {
     }
 }
 
-impl std::error::Error for Mlx5Error {}
+impl std::error::Error for Mlx5Error {
+    /// The command, DMA or VFIO error this one wraps (and whose message it shows).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Mlx5Error::Cmd(e) => e.source(),
+            Mlx5Error::Dma(e) => e.source(),
+            Mlx5Error::Device(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl From<CmdError> for Mlx5Error {
     fn from(e: CmdError) -> Self {
