@@ -10,6 +10,7 @@
 //! busy-polling sockets with the same datagram sizes and window: the kernel path's limit.
 
 use crate::TransportKind;
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use erpc_dataplane::clock::Clock;
 use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
@@ -30,6 +31,13 @@ pub enum Mode {
     Rate,
     /// Gb/s of large requests with small responses.
     Bandwidth,
+}
+
+impl Mode {
+    /// The name on the command line.
+    pub(crate) fn name(self) -> String {
+        crate::value_name(&self)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -171,9 +179,10 @@ pub(crate) fn server_endpoint<T: Transport>(
     resp: usize,
     mem: RpcMemory<'static>,
     cfg: RpcConfig,
-) -> Result<Rpc<'static, T, Clk, usize>, String> {
-    let mut srv = Rpc::new(t, clock(), resp, mem, cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
-    srv.register_handler(REQ_TYPE, server_handler::<T>, HandlerMode::Foreground).map_err(|e| format!("{e:?}"))?;
+) -> anyhow::Result<Rpc<'static, T, Clk, usize>> {
+    let mut srv = Rpc::new(t, clock(), resp, mem, cfg).context("building the server endpoint")?;
+    srv.register_handler(REQ_TYPE, server_handler::<T>, HandlerMode::Foreground)
+        .context("registering the server's request handler")?;
     Ok(srv)
 }
 
@@ -189,9 +198,9 @@ pub(crate) fn run_client<T: Transport>(
     what: &str,
     req: usize,
     conc: usize,
-) -> Result<(Report, Rpc<'static, T, Clk, Client>), String> {
+) -> anyhow::Result<(Report, Rpc<'static, T, Clk, Client>)> {
     let clk = clock();
-    let mut cli = Rpc::new(t, clk, Client::default(), mem, cfg).map_err(|e| format!("client endpoint: {e:?}"))?;
+    let mut cli = Rpc::new(t, clk, Client::default(), mem, cfg).context("building the client endpoint")?;
     let s = connect(&mut cli, to, what)?;
     let r = measure(&mut cli, || {}, s, a.mode, req, a.resp_size, conc, a.duration, clk, a.progress())?;
     Ok((r, cli))
@@ -202,16 +211,13 @@ pub(crate) fn connect<T: Transport>(
     cli: &mut Rpc<'static, T, Clk, Client>,
     server: EndpointAddr,
     what: &str,
-) -> Result<SessionId, String> {
-    let s = cli.create_session(server).map_err(|e| match e {
-        SessionError::Unroutable => format!("{what}: no route to {server} (no neighbour answered)"),
-        e => format!("create_session: {e:?}"),
-    })?;
+) -> anyhow::Result<SessionId> {
+    let s = cli.create_session(server).with_context(|| format!("connecting to {what}"))?;
     let t0 = Instant::now();
     while !cli.is_connected(s) {
         cli.run_event_loop_once();
         if t0.elapsed() > Duration::from_secs(5) {
-            return Err(format!("no eRPC server answered at {what} within 5 s"));
+            bail!("no eRPC server answered at {what} within 5 s: is it running, and are the address and port right?");
         }
     }
     Ok(s)
@@ -264,9 +270,9 @@ pub(crate) struct Report {
     pub memcpy_gbps: Option<f64>,
 }
 
-pub fn run(a: BenchArgs) -> Result<(), String> {
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if !(a.duration > 0.0 && a.duration <= 3600.0) {
-        return Err(format!("--duration must be between 0 and 3600 seconds, not {}", a.duration));
+        bail!("--duration must be between 0 and 3600 seconds, not {}", a.duration);
     }
     let req = a.size.unwrap_or(if a.mode == Mode::Bandwidth { 1 << 20 } else { 32 });
     let conc = a.concurrency.unwrap_or(match a.mode {
@@ -275,20 +281,20 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
         Mode::Bandwidth => 2,
     });
     if conc == 0 || conc > 64 {
-        return Err(format!("--concurrency must be 1..=64, not {conc}"));
+        bail!("--concurrency must be 1..=64, not {conc}");
     }
     let max = erpc_dataplane::config::MAX_MSG_SIZE;
     if req > max || a.resp_size > max {
-        return Err(format!("message sizes are limited to {max} bytes"));
+        bail!("message sizes are limited to {max} bytes");
     }
     if a.transport == TransportKind::Sim && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
-        return Err("--server, --connect and --bind apply to --transport udp, afxdp and mlx5".into());
+        bail!("--server, --connect and --bind apply to --transport udp, afxdp and mlx5");
     }
     if a.interface.is_some() && (a.transport != TransportKind::Afxdp || (a.server.is_none() && a.connect.is_none())) {
-        return Err("--interface applies to --transport afxdp with --server or --connect".into());
+        bail!("--interface applies to --transport afxdp with --server or --connect");
     }
     if (a.pci.is_some() || a.peer_mac.is_some()) && a.transport != TransportKind::Mlx5 {
-        return Err("--pci and --peer-mac apply to --transport mlx5".into());
+        bail!("--pci and --peer-mac apply to --transport mlx5");
     }
     let r = match a.transport {
         TransportKind::Sim => run_sim(&a, req, conc)?,
@@ -300,7 +306,7 @@ pub fn run(a: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn run_sim(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+fn run_sim(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let (mode, resp, secs, lag, cc) = (a.mode, a.resp_size, a.duration, a.sim_tx_lag, !a.no_cc);
     let clk = clock();
     let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
@@ -311,14 +317,14 @@ fn run_sim(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
     cfg.cc.enabled = cc;
     let mut srv = server_endpoint(fab.nic(pb, lag), resp, memory(need), cfg)?;
     let mut cli: Rpc<'static, Nic, Clk, Client> = Rpc::new(fab.nic(pa, lag), clk, Client::default(), memory(need), cfg)
-        .map_err(|e| format!("client endpoint: {e:?}"))?;
-    let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
+        .context("building the client endpoint")?;
+    let s = cli.create_session(srv.local_addr()).context("connecting to the in-memory server")?;
     let t0 = Instant::now();
     while !cli.is_connected(s) {
         cli.run_event_loop_once();
         srv.run_event_loop_once();
         if t0.elapsed() > Duration::from_secs(2) {
-            return Err("the in-memory session did not connect".into());
+            bail!("connecting to the in-memory server: no answer within 2 s");
         }
     }
     let mut r = measure(&mut cli, || srv.run_event_loop_once(), s, mode, req, resp, conc, secs, clk, a.progress())?;
@@ -358,17 +364,19 @@ pub(crate) fn measure<T: Transport>(
     secs: f64,
     clk: Clk,
     progress: bool,
-) -> Result<Report, String> {
+) -> anyhow::Result<Report> {
     cli.ctx_mut().session = Some(s);
     cli.ctx_mut().start_ns = vec![0; conc];
     if mode == Mode::Latency {
         cli.ctx_mut().hist = Some(Histogram::new(3).expect("histogram"));
     }
     for t in 0..conc {
-        let q = cli.alloc_msg_buffer(req).map_err(|e| format!("msgbuf: {e:?}"))?;
-        let r = cli.alloc_msg_buffer(resp).map_err(|e| format!("msgbuf: {e:?}"))?;
+        let q = cli.alloc_msg_buffer(req).map_err(crate::alloc_error).context("allocating a request buffer")?;
+        let r = cli.alloc_msg_buffer(resp).map_err(crate::alloc_error).context("allocating a response buffer")?;
         cli.ctx_mut().start_ns[t] = clk.now_ns();
-        cli.enqueue_request(s, 1, q, r, client_cont::<T>, t as u64).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+        cli.enqueue_request(s, 1, q, r, client_cont::<T>, t as u64)
+            .map_err(|e| anyhow!(e.kind))
+            .context("sending the first requests")?;
     }
     // Warm up, then measure.
     let warm = Instant::now();
@@ -490,14 +498,14 @@ fn raw_echo_pps(clk: Clk, req: usize, resp: usize, conc: usize, secs: f64, lag: 
 }
 
 fn print_report(r: &Report, t: TransportKind, json: bool) {
-    let transport = format!("{t:?}").to_lowercase();
+    let transport = t.name();
     if json {
         println!("{}", report_json(r, &transport));
         return;
     }
     let rate = r.rpcs as f64 / r.secs;
     let pct = |q: f64| r.hist.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
-    let mode = format!("{:?}", r.mode).to_lowercase();
+    let mode = r.mode.name();
     println!(
         "erpc bench {mode} --transport {transport}: {} B requests, {} B responses, {} outstanding, {:.2} s",
         r.req, r.resp, r.conc, r.secs
@@ -550,7 +558,7 @@ pub(crate) fn report_json(r: &Report, transport: &str) -> serde_json::Value {
     let ns = if r.rpcs > 0 { r.secs * 1e9 / r.rpcs as f64 } else { f64::INFINITY };
     let gbps = r.bytes as f64 * 8.0 / r.secs / 1e9;
     let pct = |q: f64| r.hist.as_ref().map(|h| h.value_at_quantile(q) as f64 / 1000.0);
-    let mode = format!("{:?}", r.mode).to_lowercase();
+    let mode = r.mode.name();
     let mut o = serde_json::json!({
         "transport": transport, "mode": mode,
         "req_size": r.req, "resp_size": r.resp, "concurrency": r.conc,

@@ -12,6 +12,7 @@
 use crate::bench::{memory_in, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
 use crate::bench_udp;
 use crate::netns::{self, VethPair};
+use anyhow::{anyhow, Context};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::Rpc;
 use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
@@ -23,8 +24,8 @@ use std::sync::{mpsc, Arc};
 const SERVER_PORT: u16 = 31850;
 const CLIENT_PORT: u16 = 31851;
 
-pub(crate) fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> Result<AfXdpTransport, String> {
-    AfXdpTransport::open(AfXdpConfig {
+pub(crate) fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> anyhow::Result<AfXdpTransport> {
+    Ok(AfXdpTransport::open(AfXdpConfig {
         interface: interface.to_string(),
         ipv4: ip,
         udp_port: port,
@@ -32,19 +33,18 @@ pub(crate) fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usi
         tx_ring: 1024,
         region_bytes: region,
         ..Default::default()
-    })
-    .map_err(|e| e.to_string())
+    })?)
 }
 
 type Srv = Rpc<'static, AfXdpTransport, crate::bench::Clk, usize>;
 
-fn server(t: AfXdpTransport, a: &BenchArgs) -> Result<Srv, String> {
+fn server(t: AfXdpTransport, a: &BenchArgs) -> anyhow::Result<Srv> {
     // SAFETY: the region lives in the transport, which the endpoint owns from here on.
     let mem = memory_in(unsafe { t.dataplane_region() });
     server_endpoint(t, a.resp_size, mem, bench_udp::rpc_config(a))
 }
 
-fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> Result<Report, String> {
+fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> anyhow::Result<Report> {
     // SAFETY: as in `server`.
     let mem = memory_in(unsafe { t.dataplane_region() });
     let what = format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port));
@@ -57,22 +57,22 @@ fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: 
 }
 
 /// Runs `server_end` on a thread in namespace `b` and `client_end` on one in namespace `a`.
-/// The server end reports its address (or why it failed) on the channel, then serves until the
-/// flag is set.
+/// The server end reports its address, or why it could not start, on the channel, then serves
+/// until the flag is set.
 fn both_ends<A: Send + 'static, R: Send + 'static>(
     pair: &VethPair,
-    server_end: impl FnOnce(mpsc::Sender<Result<A, String>>, Arc<AtomicBool>) -> Result<(), String> + Send + 'static,
-    client_end: impl FnOnce(A) -> Result<R, String> + Send + 'static,
-) -> Result<R, String> {
+    server_end: impl FnOnce(mpsc::Sender<anyhow::Result<A>>, Arc<AtomicBool>) -> anyhow::Result<()> + Send + 'static,
+    client_end: impl FnOnce(A) -> anyhow::Result<R> + Send + 'static,
+) -> anyhow::Result<R> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let (nb, st) = (pair.b.netns.clone(), stop.clone());
-    let h = std::thread::spawn(move || {
-        if let Err(e) = netns::enter(&nb) {
-            let _ = tx.send(Err(e.clone()));
-            return Err(e);
+    let h = std::thread::spawn(move || match netns::enter(&nb) {
+        Ok(()) => server_end(tx, st),
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            Ok(())
         }
-        server_end(tx, st)
     });
     let addr = match rx.recv() {
         Ok(Ok(a)) => a,
@@ -81,7 +81,8 @@ fn both_ends<A: Send + 'static, R: Send + 'static>(
             return Err(e);
         }
         Err(_) => {
-            return Err(h.join().map_err(|_| "the server thread panicked".to_string())?.err().unwrap_or_default())
+            h.join().map_err(|_| anyhow!("the server thread panicked"))??;
+            return Err(anyhow!("the server thread ended before it started serving"));
         }
     };
     let na = pair.a.netns.clone();
@@ -89,17 +90,15 @@ fn both_ends<A: Send + 'static, R: Send + 'static>(
         netns::enter(&na)?;
         client_end(addr)
     });
-    let r = c.join().map_err(|_| "the client thread panicked".to_string());
+    let r = c.join().map_err(|_| anyhow!("the client thread panicked"));
     stop.store(true, Ordering::Relaxed);
-    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    h.join().map_err(|_| anyhow!("the server thread panicked"))??;
     r?
 }
 
-pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
-    let need_if = || {
-        a.interface.clone().ok_or_else(|| "--transport afxdp with --server or --connect needs --interface".to_string())
-    };
+    let need_if = || a.interface.clone().context("--transport afxdp with --server or --connect needs --interface");
     if let Some(addr) = a.server {
         let t = open(&need_if()?, Some(*addr.ip()), addr.port(), bytes)?;
         let mut srv = server(t, a)?;
@@ -125,8 +124,8 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
             let mut srv = match open(&ib, None, SERVER_PORT, bytes).and_then(|t| server(t, &args)) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = ready.send(Err(e.clone()));
-                    return Err(e);
+                    let _ = ready.send(Err(e));
+                    return Ok(());
                 }
             };
             let _ = ready.send(Ok(srv.local_addr()));

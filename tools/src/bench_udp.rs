@@ -2,6 +2,7 @@
 //! the same datagram sizes and window measured in the same run.
 
 use crate::bench::{memory, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
+use anyhow::{anyhow, bail, Context};
 use erpc_dataplane::{RpcConfig, Transport};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
@@ -19,28 +20,28 @@ pub(crate) fn rpc_config(a: &BenchArgs) -> RpcConfig {
     cfg
 }
 
-/// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one).
+/// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one). With
+/// `ready`, reports its address or why it could not start there (and then returns `Ok`).
 pub(crate) fn serve(
     bind: SocketAddrV4,
     resp: usize,
     bytes: usize,
     cfg: RpcConfig,
-    ready: Option<mpsc::Sender<Result<SocketAddrV4, String>>>,
+    ready: Option<mpsc::Sender<anyhow::Result<SocketAddrV4>>>,
     stop: Option<Arc<AtomicBool>>,
-) -> Result<(), String> {
-    let setup = || -> Result<_, String> {
-        let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+) -> anyhow::Result<()> {
+    let setup = || -> anyhow::Result<_> {
+        let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() })?;
         let addr = SocketAddrV4::new(bind.ip().to_owned(), t.local_addr().udp_port);
         Ok((server_endpoint(t, resp, memory(bytes), cfg)?, addr))
     };
-    let (mut srv, addr) = match setup() {
-        Ok(v) => v,
-        Err(e) => {
-            if let Some(r) = &ready {
-                let _ = r.send(Err(e.clone()));
-            }
-            return Err(e);
+    let (mut srv, addr) = match (setup(), &ready) {
+        (Ok(v), _) => v,
+        (Err(e), Some(r)) => {
+            let _ = r.send(Err(e));
+            return Ok(());
         }
+        (Err(e), None) => return Err(e),
     };
     match &ready {
         Some(r) => {
@@ -59,15 +60,15 @@ pub(crate) fn client(
     server: SocketAddrV4,
     req: usize,
     conc: usize,
-) -> Result<Report, String> {
-    let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+) -> anyhow::Result<Report> {
+    let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() })?;
     let mem = memory(region_bytes(req, a.resp_size, conc, 1400));
     let to =
         erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
     run_client(t, mem, rpc_config(a), a, to, &format!("udp {server}"), req, conc).map(|(r, _)| r)
 }
 
-pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
     if let Some(addr) = a.server {
         serve(addr, a.resp_size, bytes, rpc_config(a), None, None)?;
@@ -77,7 +78,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
         let bind = match a.bind {
             Some(b) => b,
             None if server.ip().is_loopback() => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            None => return Err("--connect to another machine needs --bind <this machine's IP>:0".into()),
+            None => bail!("--connect to another machine needs --bind <this machine's IP>:0"),
         };
         return client(a, bind, server, req, conc);
     }
@@ -88,10 +89,10 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
     let h = std::thread::spawn(move || {
         serve(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), resp, bytes, cfg, Some(tx), Some(st))
     });
-    let server = rx.recv().map_err(|_| "the server thread died".to_string())??;
+    let server = rx.recv().map_err(|_| anyhow!("the server thread died"))??;
     let r = client(a, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), server, req, conc);
     stop.store(true, Ordering::Relaxed);
-    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    h.join().map_err(|_| anyhow!("the server thread panicked"))??;
     let mut r = r?;
     let (pps, p50) = raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
     r.reference = "raw UDP ping-pong, same datagram sizes and window";
@@ -103,13 +104,13 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
 /// Raw UDP ping-pong on loopback between two busy-polling non-blocking sockets: `conc`
 /// datagrams of `req` bytes in flight, each answered with `resp` bytes. Returns round trips per
 /// second and the median round trip in microseconds.
-pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> Result<(f64, f64), String> {
-    let io = |e: std::io::Error| format!("raw UDP reference: {e}");
-    let echo = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let cli = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    echo.set_nonblocking(true).map_err(io)?;
-    cli.set_nonblocking(true).map_err(io)?;
-    let echo_addr = echo.local_addr().map_err(io)?;
+pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
+    let what = "setting up the raw UDP reference on 127.0.0.1";
+    let echo = UdpSocket::bind("127.0.0.1:0").context(what)?;
+    let cli = UdpSocket::bind("127.0.0.1:0").context(what)?;
+    echo.set_nonblocking(true).context(what)?;
+    cli.set_nonblocking(true).context(what)?;
+    let echo_addr = echo.local_addr().context(what)?;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let h = std::thread::spawn(move || {

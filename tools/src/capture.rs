@@ -23,6 +23,7 @@
 
 use crate::bench::{clock, leak, memory, memory_in, region_bytes, server_endpoint};
 use crate::TransportKind;
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
@@ -68,19 +69,20 @@ pub struct Capture<T, W: Write> {
     out: Option<PcapWriter<W>>,
     frame: Vec<u8>,
     stats: CaptureStats,
-    error: Option<String>,
+    error: Option<io::Error>,
 }
 
-fn pcap_error(e: PcapError) -> String {
+/// pcap-file's error as the I/O error it is (its other kinds are about reading).
+fn pcap_error(e: PcapError) -> io::Error {
     match e {
-        PcapError::IoError(e) => e.to_string(),
-        e => e.to_string(),
+        PcapError::IoError(e) => e,
+        e => io::Error::other(e),
     }
 }
 
 impl<T: Transport, W: Write> Capture<T, W> {
     /// Wraps `inner` and writes the pcap file header to `out`.
-    pub fn new(inner: T, out: W) -> Result<Self, String> {
+    pub fn new(inner: T, out: W) -> io::Result<Self> {
         let header = PcapHeader {
             snaplen: SNAPLEN,
             datalink: DataLink::ETHERNET,
@@ -105,13 +107,13 @@ impl<T: Transport, W: Write> Capture<T, W> {
 
     /// Ends the capture (later frames pass through unrecorded), flushes the stream and returns
     /// it; or the first write error. What was written stays in [`Capture::stats`].
-    pub fn finish(&mut self) -> Result<W, String> {
+    pub fn finish(&mut self) -> io::Result<W> {
         let out = self.out.take();
-        if let Some(e) = &self.error {
-            return Err(e.clone());
+        if let Some(e) = self.error.take() {
+            return Err(e);
         }
-        let mut w = out.ok_or("the capture was already finished")?.into_writer();
-        w.flush().map_err(|e| e.to_string())?;
+        let mut w = out.ok_or_else(|| io::Error::other("the capture was already finished"))?.into_writer();
+        w.flush()?;
         Ok(w)
     }
 
@@ -266,27 +268,26 @@ fn cont<T: Transport>(rpc: &mut Rpc<'static, Capture<T, Sink>, Clk, Ctx>, c: Com
 /// Longest wait for a handshake or one RPC.
 const STEP_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub fn run(a: CaptureArgs) -> Result<(), String> {
+pub fn run(a: CaptureArgs) -> anyhow::Result<()> {
     if a.count == 0 || a.count > 100_000 {
-        return Err(format!("--count must be 1..=100000, not {}", a.count));
+        bail!("--count must be 1..=100000, not {}", a.count);
     }
     let max = config::MAX_MSG_SIZE;
     if a.size > max || a.resp_size > max {
-        return Err(format!("message sizes are limited to {max} bytes"));
+        bail!("message sizes are limited to {max} bytes");
     }
     if a.transport != TransportKind::Udp && (a.port.is_some() || a.connect.is_some() || a.bind.is_some()) {
-        return Err("--port, --connect and --bind apply to --transport udp".into());
+        bail!("--port, --connect and --bind apply to --transport udp");
     }
     let out = Output { to_stdout: a.pcap.as_os_str() == "-", path: a.pcap.clone(), name: a.pcap.display().to_string() };
     let o = match a.transport {
         TransportKind::Udp => run_udp(&a, &out)?,
         TransportKind::Sim => run_sim(&a, &out)?,
         TransportKind::Afxdp => run_afxdp(&a, &out)?,
-        TransportKind::Mlx5 => {
-            return Err("erpc capture runs over udp, sim or afxdp; to see mlx5 traffic, capture on the peer or \
-                        mirror the switch port"
-                .into())
-        }
+        TransportKind::Mlx5 => bail!(
+            "erpc capture runs over udp, sim or afxdp: to see mlx5 traffic, capture on the peer or mirror the switch \
+             port"
+        ),
     };
     print_summary(&a, &o, &out.name, out.to_stdout);
     Ok(())
@@ -302,22 +303,22 @@ struct Output {
 }
 
 impl Output {
-    fn open(&self) -> Result<Sink, String> {
+    fn open(&self) -> anyhow::Result<Sink> {
         let w: Box<dyn Write> = if self.to_stdout {
             if io::stdout().is_terminal() {
-                return Err("--pcap - writes a binary pcap stream: redirect standard output to a file or a pipe".into());
+                bail!("--pcap - writes a binary pcap stream: redirect standard output to a file or a pipe");
             }
             Box::new(io::stdout().lock())
         } else {
-            let f = std::fs::File::create(&self.path).map_err(|e| format!("cannot create {}: {e}", self.name))?;
+            let f = std::fs::File::create(&self.path).with_context(|| format!("cannot create {}", self.name))?;
             Box::new(f)
         };
         Ok(BufWriter::new(w))
     }
 }
 
-fn udp(bind: SocketAddrV4) -> Result<UdpTransport, String> {
-    UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())
+fn udp(bind: SocketAddrV4) -> anyhow::Result<UdpTransport> {
+    Ok(UdpTransport::bind(UdpConfig { bind, ..Default::default() })?)
 }
 
 fn rpc_config(mtu: usize) -> RpcConfig {
@@ -330,9 +331,9 @@ fn client_endpoint<T: Transport>(
     out: &Output,
     mem: RpcMemory<'static>,
     cfg: RpcConfig,
-) -> Result<Rpc<'static, Capture<T, Sink>, Clk, Ctx>, String> {
-    let t = Capture::new(t, out.open()?).map_err(|e| format!("writing {}: {e}", out.name))?;
-    Rpc::new(t, clock(), Ctx::default(), mem, cfg).map_err(|e| format!("client endpoint: {e:?}"))
+) -> anyhow::Result<Rpc<'static, Capture<T, Sink>, Clk, Ctx>> {
+    let t = Capture::new(t, out.open()?).with_context(|| format!("writing {}", out.name))?;
+    Rpc::new(t, clock(), Ctx::default(), mem, cfg).context("building the client endpoint")
 }
 
 /// The other end of the capture's session, when it runs in this process (on this thread).
@@ -363,7 +364,7 @@ impl<U: Transport> Peer for Rpc<'static, U, Clk, usize> {
     }
 }
 
-fn run_udp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
+fn run_udp(a: &CaptureArgs, out: &Output) -> anyhow::Result<Outcome> {
     const MTU: usize = 1514;
     let bytes = region_bytes(a.size, a.resp_size, 1, MTU - wire::PKT_HDR_LEN);
     let cfg = rpc_config(MTU);
@@ -371,7 +372,7 @@ fn run_udp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
         let bind = match a.bind {
             Some(b) => b,
             None if server.ip().is_loopback() => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            None => return Err("--connect to another machine needs --bind <this machine's IP>:0".into()),
+            None => bail!("--connect to another machine needs --bind <this machine's IP>:0"),
         };
         let mut cli = client_endpoint(udp(bind)?, out, memory(bytes), cfg)?;
         let remote = EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
@@ -380,8 +381,8 @@ fn run_udp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
     let ip = a.bind.map_or(Ipv4Addr::LOCALHOST, |b| *b.ip());
     let srv_addr = SocketAddrV4::new(ip, a.port.unwrap_or(31850));
     let srv_t = UdpTransport::bind(UdpConfig { bind: srv_addr, ..Default::default() }).map_err(|e| match &e {
-        UdpError::Bind { error, .. } if error.kind() == io::ErrorKind::AddrInUse => format!("{e} with --port"),
-        _ => e.to_string(),
+        UdpError::Bind { error, .. } if error.kind() == io::ErrorKind::AddrInUse => anyhow!("{e} with --port"),
+        _ => e.into(),
     })?;
     let mut srv = server_endpoint(srv_t, a.resp_size, memory(bytes), cfg)?;
     let mut cli = client_endpoint(udp(a.bind.unwrap_or(SocketAddrV4::new(ip, 0)))?, out, memory(bytes), cfg)?;
@@ -389,7 +390,7 @@ fn run_udp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
     exchange(&mut cli, &mut srv, remote, a, &out.name)
 }
 
-fn run_sim(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
+fn run_sim(a: &CaptureArgs, out: &Output) -> anyhow::Result<Outcome> {
     type Nic = SimNic<'static, 'static, Clk>;
     let clk = clock();
     let fab: &'static Fabric<'static, Clk> = leak(Fabric::new(clk, 1));
@@ -406,7 +407,7 @@ fn run_sim(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
 /// Both ends on AF_XDP sockets, on a veth pair between two network namespaces created for the
 /// run (root needed) and deleted after it. One thread opens the server's socket in one namespace,
 /// the client's in the other, then drives both (a socket stays in the namespace it was made in).
-fn run_afxdp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
+fn run_afxdp(a: &CaptureArgs, out: &Output) -> anyhow::Result<Outcome> {
     use crate::netns::{self, VethPair};
     const MTU: usize = 1514;
     let bytes = region_bytes(a.size, a.resp_size, 1, MTU - wire::PKT_HDR_LEN);
@@ -426,7 +427,7 @@ fn run_afxdp(a: &CaptureArgs, out: &Output) -> Result<Outcome, String> {
             exchange(&mut cli, &mut srv, remote, a, &out.name)
         })
         .join()
-        .map_err(|_| "the capture thread panicked".to_string())?
+        .map_err(|_| anyhow!("the capture thread panicked"))?
     })
 }
 
@@ -455,15 +456,15 @@ fn exchange<T: Transport>(
     server: EndpointAddr,
     a: &CaptureArgs,
     name: &str,
-) -> Result<Outcome, String> {
+) -> anyhow::Result<Outcome> {
     let r = rpcs(cli, peer, server, a);
-    let written = cli.transport_mut().finish().map_err(|e| format!("writing {name}: {e}"));
+    let written = cli.transport_mut().finish().with_context(|| format!("writing {name}"));
     let stats = cli.transport().stats();
     match (r, written) {
         (Ok(o), Ok(_)) => Ok(Outcome { stats, ..o }),
         (Ok(_), Err(e)) => Err(e),
         (Err(e), Ok(_)) if stats.packets() > 0 => {
-            Err(format!("{e} (the {} packets so far are in {name})", stats.packets()))
+            Err(e.context(format!("the capture to {name} stopped after {} packets (they are in it)", stats.packets())))
         }
         (Err(e), _) => Err(e),
     }
@@ -474,50 +475,50 @@ fn rpcs<T: Transport>(
     peer: &mut impl Peer,
     server: EndpointAddr,
     a: &CaptureArgs,
-) -> Result<Outcome, String> {
-    let s = cli.create_session(server).map_err(|e| format!("create_session: {e:?}"))?;
+) -> anyhow::Result<Outcome> {
+    let s = cli.create_session(server).with_context(|| format!("connecting to {server}"))?;
     let secs = STEP_TIMEOUT.as_secs();
     if !spin(cli, peer, |c| c.is_connected(s)) {
-        return Err(format!("no eRPC server answered at {server} within {secs} s"));
+        bail!(
+            "no eRPC server answered at {server} within {secs} s: is it running, and are the address and port right?"
+        );
     }
     let server_session = peer.session();
-    let mut req = cli.alloc_msg_buffer(a.size).map_err(|e| format!("msgbuf: {e:?}"))?;
-    let mut resp = cli.alloc_msg_buffer(a.resp_size).map_err(|e| format!("msgbuf: {e:?}"))?;
+    let mut req = cli.alloc_msg_buffer(a.size).map_err(crate::alloc_error).context("allocating the request buffer")?;
+    let mut resp =
+        cli.alloc_msg_buffer(a.resp_size).map_err(crate::alloc_error).context("allocating the response buffer")?;
     for i in 0..a.count {
         // A recognisable payload: the RPC's number, then a byte counter.
         for (k, b) in req.data_mut().iter_mut().enumerate() {
             *b = (k as u8).wrapping_add(i as u8);
         }
         cli.enqueue_request(s, REQ_TYPE, req, resp, cont::<T>, i).map_err(|e| match e.kind {
-            EnqueueErrorKind::TooLarge => format!(
+            EnqueueErrorKind::TooLarge => anyhow!(
                 "a {} B request and a {} B response need more than {} packets together at this MTU: use smaller \
                  sizes",
                 a.size,
                 a.resp_size,
                 wire::MAX_PKT_NUM
             ),
-            k => format!("enqueue: {k:?}"),
+            k => anyhow!(k).context(format!("sending RPC {i}")),
         })?;
         if !spin(cli, peer, |c| c.ctx().done.is_some()) {
-            return Err(format!("RPC {i} of {} got no response within {secs} s", a.count));
+            bail!("RPC {i} of {} got no response within {secs} s", a.count);
         }
         let (q, r, result) = cli.ctx_mut().done.take().expect("checked by spin");
         match result {
             Ok(_) => {}
             Err(RpcError::ResponseTooLarge { size, .. }) => {
-                return Err(format!(
-                    "the server answered {size} B, more than --resp-size {}: raise --resp-size",
-                    a.resp_size
-                ))
+                bail!("the server answered {size} B, more than --resp-size {}: raise --resp-size", a.resp_size)
             }
-            Err(e) => return Err(format!("RPC {i} failed: {e:?}")),
+            Err(e) => return Err(e).with_context(|| format!("RPC {i} failed")),
         }
         (req, resp) = (q, r);
     }
     let client_session = s.0;
-    cli.destroy_session(s).map_err(|e| format!("destroy_session: {e:?}"))?;
+    cli.destroy_session(s).context("disconnecting")?;
     if !spin(cli, peer, |c| c.session_state(s) == SessionState::Free) {
-        return Err(format!("the server did not answer the disconnect within {secs} s"));
+        bail!("the server did not answer the disconnect within {secs} s");
     }
     Ok(Outcome {
         stats: CaptureStats::default(),
@@ -530,7 +531,7 @@ fn rpcs<T: Transport>(
 }
 
 fn print_summary(a: &CaptureArgs, o: &Outcome, name: &str, to_stderr: bool) {
-    let transport = format!("{:?}", a.transport).to_lowercase();
+    let transport = a.transport.name();
     let addr = |e: &EndpointAddr| {
         let [x, y, z, w] = e.ipv4;
         format!("{x}.{y}.{z}.{w}:{}", e.udp_port)
@@ -665,7 +666,7 @@ mod tests {
     #[test]
     fn a_write_error_stops_the_capture_not_the_endpoint() {
         let (a, b) = fabric();
-        let e = Capture::new(fabric().0, Limited(0)).err().expect("no room for the file header");
+        let e = Capture::new(fabric().0, Limited(0)).err().expect("no room for the file header").to_string();
         assert!(e.contains("No space left on device"), "{e}");
         // The 24-byte file header fits; the first packet does not.
         let (aa, ba) = (a.local_addr(), b.local_addr());
@@ -674,7 +675,7 @@ mod tests {
         let pkt = TxPacket { segs: [seg(&f), Segment::EMPTY] };
         assert_eq!(a.tx_burst(&[pkt, pkt]), 2, "the inner transport still sends");
         assert_eq!(a.stats().sent, 0);
-        let e = a.finish().expect_err("the write error");
+        let e = a.finish().expect_err("the write error").to_string();
         assert!(e.contains("No space left on device"), "{e}");
     }
 }

@@ -33,8 +33,8 @@ pub enum NicCmd {
 }
 
 /// Runs `erpc nic` on this machine's sysfs, printing to stdout.
-pub fn run(a: NicArgs) -> Result<(), String> {
-    run_with(&Sysfs::new(), &a.cmd, &mut io::stdout().lock())
+pub fn run(a: NicArgs) -> anyhow::Result<()> {
+    run_with(&Sysfs::new(), &a.cmd, &mut io::stdout().lock()).map_err(anyhow::Error::msg)
 }
 
 /// Runs an `erpc nic` command on `sys`, printing to `out`.

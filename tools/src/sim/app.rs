@@ -149,8 +149,9 @@ pub fn endpoint<T: Transport, C: Clock>(
         sessions: if huge { huge_sessions(sessions) } else { Session::storage(sessions).leak() },
         backlog: BacklogEntry::storage(64).leak(),
     };
-    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("endpoint: {e:?}"))?;
-    rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground).map_err(|e| format!("handler: {e:?}"))?;
+    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("building an endpoint: {e}"))?;
+    rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground)
+        .map_err(|e| format!("registering the request handler: {e}"))?;
     rpc.set_session_handler(on_session);
     Ok(rpc)
 }
@@ -183,9 +184,10 @@ fn issue<T: Transport, C: Clock>(
                 return Ok(());
             }
             rpc.ctx_mut().remaining -= 1;
-            let q = rpc.alloc_msg_buffer(req).map_err(|e| format!("request buffer: {e:?}"))?;
-            let r = rpc.alloc_msg_buffer(resp).map_err(|e| format!("response buffer: {e:?}"))?;
-            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+            let alloc = |what, e| format!("allocating a {what} buffer: {:#}", crate::alloc_error(e));
+            let q = rpc.alloc_msg_buffer(req).map_err(|e| alloc("request", e))?;
+            let r = rpc.alloc_msg_buffer(resp).map_err(|e| alloc("response", e))?;
+            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("sending a request: {}", e.kind))?;
         }
     }
     Ok(())

@@ -146,11 +146,17 @@ impl NetArgs {
     }
 }
 
-pub fn run(a: SimArgs) -> Result<(), String> {
+pub fn run(a: SimArgs) -> anyhow::Result<()> {
     match a.experiment {
-        Experiment::Incast(a) => emit(a.net.json, &incast(&a)?, IncastReport::json, |r| r.print(&a)),
-        Experiment::Loss(a) => emit(a.net.json, &loss(&a)?, LossReport::json, |r| r.print(&a)),
-        Experiment::Scale(a) => emit(a.net.json, &scale(&a)?, ScaleReport::json, |r| r.print(&a)),
+        Experiment::Incast(a) => {
+            emit(a.net.json, &incast(&a).map_err(anyhow::Error::msg)?, IncastReport::json, |r| r.print(&a))
+        }
+        Experiment::Loss(a) => {
+            emit(a.net.json, &loss(&a).map_err(anyhow::Error::msg)?, LossReport::json, |r| r.print(&a))
+        }
+        Experiment::Scale(a) => {
+            emit(a.net.json, &scale(&a).map_err(anyhow::Error::msg)?, ScaleReport::json, |r| r.print(&a))
+        }
     }
     Ok(())
 }
@@ -169,7 +175,7 @@ fn connect_all(net: &mut Network<App>, clients: std::ops::Range<usize>, per_clie
     let server = host_addr(0);
     for h in clients.clone() {
         for _ in 0..per_client {
-            let s = net.hosts[h].rpc.create_session(server).map_err(|e| format!("create_session: {e:?}"))?;
+            let s = net.hosts[h].rpc.create_session(server).map_err(|e| format!("creating a session: {e}"))?;
             net.hosts[h].rpc.ctx_mut().sessions.push(s);
         }
         let now = net.now();
@@ -667,7 +673,7 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     let wall = Instant::now();
     for first in (0..sessions).step_by(256) {
         for _ in first..(first + 256).min(sessions) {
-            let s = cli.create_session(srv.local_addr()).map_err(|e| format!("create_session: {e:?}"))?;
+            let s = cli.create_session(srv.local_addr()).map_err(|e| format!("creating a session: {e}"))?;
             cli.ctx_mut().sessions.push(s);
         }
         while cli.ctx().connected + cli.ctx().connect_failed < cli.ctx().sessions.len() {
