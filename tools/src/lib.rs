@@ -2,10 +2,8 @@
 //! simulated datacenter and NIC management, usable from tests.
 
 pub mod bench;
-mod bench_afxdp;
-mod bench_mlx5;
-mod bench_udp;
 pub mod capture;
+mod endpoints;
 pub mod grpc_bench;
 pub mod netns;
 pub mod nic;

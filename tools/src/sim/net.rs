@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, VecDeque};
 pub const WIRE_OVERHEAD: usize = 24;
 
 /// The clock every simulated endpoint reads.
-pub type Clk = &'static SimClock;
+pub type Clk = std::rc::Rc<SimClock>;
 /// A simulated host's endpoint; `A` is the application state it carries.
 pub type HostRpc<A> = Rpc<'static, SimHostNic, Clk, A>;
 
@@ -266,7 +266,7 @@ impl<A> Network<A> {
         if cfg.buffer_bytes < cfg.mtu as u64 {
             return Err("the switch buffer must hold at least one frame".into());
         }
-        let clock: Clk = Box::leak(Box::new(SimClock::new()));
+        let clock: Clk = Clk::new(SimClock::new());
         let (hpt, spines) = match cfg.topology {
             Topology::Single => (cfg.hosts, 0),
             Topology::TwoLayer { hosts_per_tor, spines } => {
@@ -306,7 +306,7 @@ impl<A> Network<A> {
         let mut hosts = Vec::with_capacity(cfg.hosts);
         for (h, &(sw, _)) in host_port.iter().enumerate() {
             let nic = SimHostNic::new(host_addr(h), cfg.mtu, cfg.tx_ring, cfg.rx_ring);
-            let rpc = make(h, nic, clock)?;
+            let rpc = make(h, nic, clock.clone())?;
             hosts.push(Host {
                 rpc,
                 link: Link::new(Node::Switch(sw), cfg.link_gbps, cfg.link_delay_ns),

@@ -1,10 +1,10 @@
 //! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
 //! the same datagram sizes and window measured in the same run.
 
-use crate::bench::{memory, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
-use anyhow::{anyhow, bail, Context};
+use super::{run_client, BenchArgs, Mode, Report};
+use crate::endpoints::{client_bind, memory, region_bytes, serve_until, server, udp, udp_peer};
+use anyhow::{anyhow, Context};
 use erpc_dataplane::{RpcConfig, Transport};
-use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,12 +13,6 @@ use std::time::{Duration, Instant};
 
 /// Largest UDP payload of a frame within a 1500-byte MTU (1514 minus the 42-byte headroom).
 const MAX_DATAGRAM: usize = 1472;
-
-pub(crate) fn rpc_config(a: &BenchArgs) -> RpcConfig {
-    let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu: 1514, ..RpcConfig::default() };
-    cfg.cc.enabled = !a.no_cc;
-    cfg
-}
 
 /// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one). With
 /// `ready`, reports its address or why it could not start there (and then returns `Ok`).
@@ -31,9 +25,9 @@ pub(crate) fn serve(
     stop: Option<Arc<AtomicBool>>,
 ) -> anyhow::Result<()> {
     let setup = || -> anyhow::Result<_> {
-        let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() })?;
+        let t = udp(bind)?;
         let addr = SocketAddrV4::new(bind.ip().to_owned(), t.local_addr().udp_port);
-        Ok((server_endpoint(t, resp, memory(bytes), cfg)?, addr))
+        Ok((server(t, resp, memory(bytes), cfg)?, addr))
     };
     let (mut srv, addr) = match (setup(), &ready) {
         (Ok(v), _) => v,
@@ -61,31 +55,24 @@ pub(crate) fn client(
     req: usize,
     conc: usize,
 ) -> anyhow::Result<Report> {
-    let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() })?;
     let mem = memory(region_bytes(req, a.resp_size, conc, 1400));
-    let to =
-        erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
-    run_client(t, mem, rpc_config(a), a, to, &format!("udp {server}"), req, conc).map(|(r, _)| r)
+    let what = format!("udp {server}");
+    run_client(udp(bind)?, mem, a.rpc_config(), a, udp_peer(server), &what, req, conc).map(|(r, _)| r)
 }
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
     if let Some(addr) = a.server {
-        serve(addr, a.resp_size, bytes, rpc_config(a), None, None)?;
+        serve(addr, a.resp_size, bytes, a.rpc_config(), None, None)?;
         unreachable!("the server runs until killed");
     }
     if let Some(server) = a.connect {
-        let bind = match a.bind {
-            Some(b) => b,
-            None if server.ip().is_loopback() => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            None => bail!("--connect to another machine needs --bind <this machine's IP>:0"),
-        };
-        return client(a, bind, server, req, conc);
+        return client(a, client_bind(server, a.bind)?, server, req, conc);
     }
     // Both ends here: the server on its own thread.
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
-    let (resp, cfg, st) = (a.resp_size, rpc_config(a), stop.clone());
+    let (resp, cfg, st) = (a.resp_size, a.rpc_config(), stop.clone());
     let h = std::thread::spawn(move || {
         serve(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), resp, bytes, cfg, Some(tx), Some(st))
     });

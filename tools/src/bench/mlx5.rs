@@ -5,8 +5,8 @@
 //! must be bound to vfio-pci (`erpc nic bind BDF`), with the IOMMU on and 2 MiB hugepages
 //! reserved; each missing piece is reported with what to do.
 
-use crate::bench::{memory_in, region_bytes, run_client, serve_until, server_endpoint, BenchArgs};
-use crate::bench_udp;
+use super::{run_client, BenchArgs, Report};
+use crate::endpoints::{memory_in, region_bytes, serve_until, server};
 use anyhow::{bail, Context};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
@@ -32,7 +32,7 @@ fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
-pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<crate::bench::Report> {
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bdf = a.pci.clone().context("--transport mlx5 needs --pci BDF (the ConnectX function, bound to vfio-pci)")?;
     let (me, peer) = match (a.server, a.connect) {
         (Some(s), None) => (s, None),
@@ -51,15 +51,16 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<crat
     let cfg = Mlx5Config { ipv4: me.ip().octets(), udp_port: me.port(), ..Default::default() };
     let nic = Mlx5Nic::open(&container, &space, &bdf, cfg).with_context(|| format!("opening {bdf}"))?;
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
-    let mem =
-        Box::leak(Box::new(space.alloc(bytes, PageSize::Huge2M).context("allocating the endpoint's DMA memory")?));
+    let mem = space.alloc(bytes, PageSize::Huge2M).context("allocating the endpoint's DMA memory")?;
+    // Leaked: msgbufs carry no lifetime and may outlive their endpoint (see `DmaRegion`).
+    let mem = Box::leak(Box::new(mem));
     // SAFETY: leaked, so it outlives the endpoint; the device only reads it.
     let mem = memory_in(unsafe { mem.dataplane_region() });
-    let cfg = bench_udp::rpc_config(a);
+    let cfg = a.rpc_config();
     match peer {
         None => {
             let mac = erpc_dataplane::Transport::local_addr(&nic).mac;
-            let mut srv = server_endpoint(nic, a.resp_size, mem, cfg)?;
+            let mut srv = server(nic, a.resp_size, mem, cfg)?;
             eprintln!(
                 "erpc bench: serving on mlx5 {bdf} {me}, MAC {} (clients: --connect {me} --peer-mac {}) (Ctrl-C to stop)",
                 mac_str(mac),
