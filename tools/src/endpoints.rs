@@ -1,8 +1,8 @@
 //! The endpoints `erpc bench` and `erpc capture` run, built one way for every transport: the
 //! clock, endpoint memory, the transports (kernel UDP, AF_XDP, the in-memory NIC), the benchmark
-//! server, and a client's connect.
+//! server, and a client's connect, which says why a server refused.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::*;
@@ -155,29 +155,90 @@ pub(crate) fn serve_until<T: Transport>(srv: &mut Server<T>, stop: Option<&Atomi
 
 // ----- a client's connect -----
 
-/// Longest wait for a server's answer to a connect request.
+/// The context of a client endpoint that [`connect`] drives: it keeps why a connect failed.
+pub(crate) trait ConnectState {
+    fn connect_failure(&mut self) -> &mut Option<SmError>;
+}
+
+fn on_session_event<T: Transport, Ctx: ConnectState>(rpc: &mut Rpc<'static, T, Clk, Ctx>, ev: SessionEvent) {
+    if let SessionEvent::ConnectFailed(_, e) = ev {
+        *rpc.ctx_mut().connect_failure() = Some(e);
+    }
+}
+
+/// Longest wait for a server's answer to a connect request, however the endpoint is configured.
 pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Creates a session from `cli` to the server at `server` (`what` names it in errors: "udp
 /// 10.0.0.1:31850") and runs the event loop, and `peer` after each iteration (a server on this
-/// thread), until the session connects.
-pub(crate) fn connect<T: Transport, Ctx>(
+/// thread), until the session connects, the server refuses or does not answer.
+pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
     cli: &mut Rpc<'static, T, Clk, Ctx>,
     peer: &mut dyn FnMut(),
     server: EndpointAddr,
     what: &str,
 ) -> anyhow::Result<SessionId> {
-    let s = cli.create_session(server).with_context(|| format!("connecting to {what}"))?;
+    let failed = || format!("connecting to {what}");
+    cli.set_session_handler(on_session_event::<T, Ctx>);
+    *cli.ctx_mut().connect_failure() = None;
+    let s = cli.create_session(server).with_context(failed)?;
     let t0 = Instant::now();
     while !cli.is_connected(s) {
+        if let Some(e) = cli.ctx_mut().connect_failure().take() {
+            return Err(refusal(e, cli.config())).with_context(failed);
+        }
         if t0.elapsed() > CONNECT_TIMEOUT {
-            bail!(
-                "no eRPC server answered at {what} within {} s: is it running, and are the address and port right?",
-                CONNECT_TIMEOUT.as_secs()
-            );
+            return Err(anyhow!("is it running, and are the address and port right?"))
+                .context(format!("no eRPC server answered within {} s", CONNECT_TIMEOUT.as_secs()))
+                .with_context(failed);
         }
         cli.run_event_loop_once();
         peer();
     }
     Ok(s)
+}
+
+/// Why a connect failed, and what to do about it.
+fn refusal(e: SmError, cfg: &RpcConfig) -> anyhow::Error {
+    let todo = match e {
+        SmError::RemoteUnreachable => {
+            let secs = cfg.sm_max_attempts as f64 * cfg.sm_retry_ns as f64 / 1e9;
+            return anyhow!("is it running, and are the address and port right?")
+                .context(format!("no eRPC server answered {} connect requests over {secs:.1} s", cfg.sm_max_attempts));
+        }
+        SmError::OutOfSessions => "retry once some of its clients have disconnected, or give it more sessions",
+        SmError::OutOfMemory => "retry once its RPCs have completed, or give it more msgbuf memory",
+        SmError::RoutingFailed => "bind this end to an address the server can reach (--bind)",
+        SmError::Refused => "is that the server you meant? it serves no requests, or its application filters clients",
+        SmError::TooManySessionsFromClient => {
+            "close sessions from this address, or raise the server's max_sessions_per_client"
+        }
+    };
+    anyhow!(todo).context(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connect_failure_says_what_failed_why_and_what_to_do() {
+        let cfg = RpcConfig::default();
+        for (e, want) in [
+            (SmError::RemoteUnreachable, "no eRPC server answered 10 connect requests over 1.0 s: is it running"),
+            (SmError::OutOfSessions, "the server refused: all its sessions are in use: retry once"),
+            (SmError::OutOfMemory, "the server refused: it has no msgbuf memory for another session: retry"),
+            (SmError::RoutingFailed, "the server refused: it cannot route back to this endpoint: bind this end"),
+            (SmError::Refused, "the server refused: it accepts no sessions from this address: is that the server"),
+            (
+                SmError::TooManySessionsFromClient,
+                "the server refused: this client address already holds its maximum of sessions \
+                 (max_sessions_per_client): close sessions",
+            ),
+        ] {
+            let m = format!("{:#}", refusal(e, &cfg).context("connecting to udp 10.0.0.1:31850"));
+            assert!(m.starts_with(&format!("connecting to udp 10.0.0.1:31850: {want}")), "{m}");
+            assert!(!m.contains('\n'), "{m}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ mod udp;
 
 pub(crate) use report::{print_figures, report_json};
 
-use crate::endpoints::{clock, connect, rpc_config, Clk, REQ_TYPE};
+use crate::endpoints::{clock, connect, rpc_config, Clk, ConnectState, REQ_TYPE};
 use crate::TransportKind;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
@@ -117,6 +117,13 @@ pub(crate) struct Client {
     measuring: bool,
     start_ns: Vec<u64>,
     hist: Option<Histogram<u64>>,
+    connect_failure: Option<SmError>,
+}
+
+impl ConnectState for Client {
+    fn connect_failure(&mut self) -> &mut Option<SmError> {
+        &mut self.connect_failure
+    }
 }
 
 pub(crate) fn client_cont<T: Transport>(rpc: &mut Rpc<'static, T, Clk, Client>, c: Completion) {

@@ -17,7 +17,7 @@ pub use pcap::{Capture, CaptureStats, SNAPLEN};
 
 use crate::endpoints::{
     afxdp, afxdp_memory, client_bind, clock, connect, memory, region_bytes, rpc_config, server, sim_pair, udp,
-    udp_peer, Clk,
+    udp_peer, Clk, ConnectState,
 };
 use crate::TransportKind;
 use anyhow::{anyhow, bail, Context};
@@ -81,6 +81,13 @@ type Sink = BufWriter<Box<dyn Write>>;
 #[derive(Default)]
 struct Ctx {
     done: Option<(MsgBuf, MsgBuf, Result<usize, RpcError>)>,
+    connect_failure: Option<SmError>,
+}
+
+impl ConnectState for Ctx {
+    fn connect_failure(&mut self) -> &mut Option<SmError> {
+        &mut self.connect_failure
+    }
 }
 
 fn cont<T: Transport>(rpc: &mut Rpc<'static, Capture<T, Sink>, Clk, Ctx>, c: Completion) {
