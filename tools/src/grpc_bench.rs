@@ -124,6 +124,7 @@ pub fn run(a: GrpcBenchArgs) -> anyhow::Result<()> {
         reference: "",
         reference_pps: f64::NAN,
         reference_p50_us: None,
+        reference_trips: 0,
         memcpy_gbps: None,
     };
     // RPCs per second of the server thread's CPU time: what the one-thread server would do if the

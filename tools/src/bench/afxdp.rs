@@ -138,6 +138,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
     drop(pair);
     r.reference = "eRPC over the UDP transport on the same veth pair";
     r.reference_pps = u.rpcs as f64 / u.secs;
+    r.reference_trips = u.rpcs;
     r.reference_p50_us = match (a.mode, &u.hist) {
         (Mode::Latency, Some(h)) => Some(h.value_at_quantile(0.5) as f64 / 1000.0),
         _ => None,

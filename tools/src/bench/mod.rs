@@ -189,6 +189,8 @@ pub(crate) struct Report {
     pub reference_pps: f64,
     /// Median round trip of the reference, in microseconds (latency runs over UDP, AF_XDP).
     pub reference_p50_us: Option<f64>,
+    /// Round trips the reference measured.
+    pub reference_trips: u64,
     /// Bandwidth mode: memcpy throughput of request-sized buffers on this core.
     pub memcpy_gbps: Option<f64>,
 }
@@ -313,6 +315,7 @@ pub(crate) fn measure<T: Transport>(
         reference: "",
         reference_pps: f64::NAN,
         reference_p50_us: None,
+        reference_trips: 0,
         memcpy_gbps: None,
     })
 }

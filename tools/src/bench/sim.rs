@@ -23,7 +23,7 @@ pub(super) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
     let s = connect(&mut cli, &mut || srv.run_event_loop_once(), to, "the in-memory server")?;
     let mut r = measure(&mut cli, || srv.run_event_loop_once(), s, mode, req, resp, conc, secs, a.progress())?;
     r.reference = "raw packet echo over the same NIC, same frame sizes and window";
-    r.reference_pps = raw_echo_pps(clk, req, resp, conc, secs.min(2.0), lag);
+    (r.reference_pps, r.reference_trips) = raw_echo(clk, req, resp, conc, secs.min(2.0), lag);
     r.memcpy_gbps = (mode == Mode::Bandwidth).then(|| memcpy_gbps(req, secs.min(2.0)));
     r.deferred_frees = srv.stats().deferred_frees;
     r.cc = cc;
@@ -48,9 +48,10 @@ fn memcpy_gbps(size: usize, secs: f64) -> f64 {
     bytes as f64 * 8.0 / start.elapsed().as_secs_f64() / 1e9
 }
 
-/// Round trips per second of raw frames over the same in-memory NIC: `conc` frames of the
-/// request's first-packet size go out, each is echoed back as a response-sized frame.
-fn raw_echo_pps(clk: Clk, req: usize, resp: usize, conc: usize, secs: f64, lag: usize) -> f64 {
+/// Round trips per second, and round trips, of raw frames over the same in-memory NIC: `conc`
+/// frames of the request's first-packet size go out, each is echoed back as a response-sized
+/// frame.
+fn raw_echo(clk: Clk, req: usize, resp: usize, conc: usize, secs: f64, lag: usize) -> (f64, u64) {
     let (mut a, mut b) = sim_pair(clk, 2, 512, lag);
     let (aa, ba) = (a.local_addr(), b.local_addr());
     let frame = |src, dst, data: usize| {
@@ -95,5 +96,5 @@ fn raw_echo_pps(clk: Clk, req: usize, resp: usize, conc: usize, secs: f64, lag: 
             step(&mut a, &mut b, &mut echoes);
         }
     }
-    echoes as f64 / start.elapsed().as_secs_f64()
+    (echoes as f64 / start.elapsed().as_secs_f64(), echoes)
 }

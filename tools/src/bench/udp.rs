@@ -81,17 +81,19 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
     stop.store(true, Ordering::Relaxed);
     h.join().map_err(|_| anyhow!("the server thread panicked"))??;
     let mut r = r?;
-    let (pps, p50) = raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
+    let (pps, p50, trips) =
+        raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
     r.reference = "raw UDP ping-pong, same datagram sizes and window";
     r.reference_pps = pps;
+    r.reference_trips = trips;
     r.reference_p50_us = (a.mode == Mode::Latency).then_some(p50);
     Ok(r)
 }
 
 /// Raw UDP ping-pong on loopback between two busy-polling non-blocking sockets: `conc`
 /// datagrams of `req` bytes in flight, each answered with `resp` bytes. Returns round trips per
-/// second and the median round trip in microseconds.
-pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> anyhow::Result<(f64, f64)> {
+/// second, the median round trip in microseconds and the round trips measured.
+pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> anyhow::Result<(f64, f64, u64)> {
     let what = "setting up the raw UDP reference on 127.0.0.1";
     let echo = UdpSocket::bind("127.0.0.1:0").context(what)?;
     let cli = UdpSocket::bind("127.0.0.1:0").context(what)?;
@@ -146,5 +148,5 @@ pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> 
     let el = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(secs);
     stop.store(true, Ordering::Relaxed);
     let _ = h.join();
-    Ok((trips as f64 / el, hist.value_at_quantile(0.5) as f64 / 1000.0))
+    Ok((trips as f64 / el, hist.value_at_quantile(0.5) as f64 / 1000.0, trips))
 }
