@@ -9,8 +9,6 @@ pub mod netns;
 pub mod nic;
 pub mod sim;
 
-use erpc_dataplane::AllocError;
-
 /// Which packet I/O to run over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum TransportKind {
@@ -35,20 +33,6 @@ impl TransportKind {
 /// The name of a value on the command line, as clap spells it.
 pub(crate) fn value_name(v: &impl clap::ValueEnum) -> String {
     v.to_possible_value().map(|p| p.get_name().to_string()).unwrap_or_default()
-}
-
-/// Why a msgbuf could not be allocated, and what to do.
-pub(crate) fn alloc_error(e: AllocError) -> anyhow::Error {
-    match e {
-        AllocError::OutOfMemory { requested } => {
-            anyhow::anyhow!("no free msgbuf memory for {requested} bytes: give the endpoint a larger region")
-        }
-        AllocError::TooLarge { requested, max } => {
-            anyhow::anyhow!(
-                "{requested} bytes exceed the endpoint's largest message, {max} bytes: use smaller messages"
-            )
-        }
-    }
 }
 
 /// An error and its causes on one line, as `erpc` prints it: "what failed: why: what to do". A

@@ -265,8 +265,8 @@ pub(crate) fn measure<T: Transport>(
         cli.ctx_mut().hist = Some(Histogram::new(3).expect("histogram"));
     }
     for t in 0..conc {
-        let q = cli.alloc_msg_buffer(req).map_err(crate::alloc_error).context("allocating a request buffer")?;
-        let r = cli.alloc_msg_buffer(resp).map_err(crate::alloc_error).context("allocating a response buffer")?;
+        let q = cli.alloc_msg_buffer(req).context("allocating a request buffer")?;
+        let r = cli.alloc_msg_buffer(resp).context("allocating a response buffer")?;
         cli.ctx_mut().start_ns[t] = cli.clock().now_ns();
         cli.enqueue_request(s, REQ_TYPE, q, r, client_cont::<T>, t as u64)
             .map_err(|e| anyhow!(e.kind))

@@ -292,9 +292,8 @@ fn rpcs<T: Transport>(
     let s = connect(cli, &mut || peer.poll(), server, &what)?;
     let secs = STEP_TIMEOUT.as_secs();
     let server_session = peer.session();
-    let mut req = cli.alloc_msg_buffer(a.size).map_err(crate::alloc_error).context("allocating the request buffer")?;
-    let mut resp =
-        cli.alloc_msg_buffer(a.resp_size).map_err(crate::alloc_error).context("allocating the response buffer")?;
+    let mut req = cli.alloc_msg_buffer(a.size).context("allocating the request buffer")?;
+    let mut resp = cli.alloc_msg_buffer(a.resp_size).context("allocating the response buffer")?;
     for i in 0..a.count {
         // A recognisable payload: the RPC's number, then a byte counter.
         for (k, b) in req.data_mut().iter_mut().enumerate() {

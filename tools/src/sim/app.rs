@@ -247,7 +247,7 @@ fn issue<T: Transport, C: Clock>(
                 return Ok(());
             }
             rpc.ctx_mut().remaining -= 1;
-            let alloc = |what, e| format!("allocating a {what} buffer: {:#}", crate::alloc_error(e));
+            let alloc = |what, e| format!("allocating a {what} buffer: {e}");
             let q = rpc.alloc_msg_buffer(req).map_err(|e| alloc("request", e))?;
             let r = rpc.alloc_msg_buffer(resp).map_err(|e| alloc("response", e))?;
             rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("sending a request: {}", e.kind))?;
