@@ -147,7 +147,7 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(sim::incast(&IncastArgs { resp_size: 1 << 20, size: 4096, ..IncastArgs::default() }).is_err());
     assert!(sim::incast(&IncastArgs { start_jitter_us: u64::MAX, ..IncastArgs::default() }).is_err());
     let e = sim::incast(&IncastArgs { senders: 4096, ..IncastArgs::default() }).unwrap_err();
-    assert!(e.contains("GiB of message buffers"), "{e}");
+    assert!(e.to_string().contains("GiB of message buffers"), "{e}");
     for bad_net in [
         NetArgs { buffer_mb: 0.0, ..NetArgs::default() },
         NetArgs { link_gbps: f64::NAN, ..NetArgs::default() },

@@ -1,6 +1,7 @@
 //! What the simulated hosts run: clients that keep a window of requests outstanding on each of
 //! their sessions, and servers that answer every request with a response of a fixed size.
 
+use anyhow::Context;
 use erpc_dataplane::clock::Clock;
 use erpc_dataplane::msgbuf::footprint;
 use erpc_dataplane::transport::Transport;
@@ -211,24 +212,24 @@ pub fn endpoint<'m, T: Transport, C: Clock>(
     clock: C,
     cfg: RpcConfig,
     mem: impl Into<EndpointMemory<'m>>,
-) -> Result<Rpc<'m, T, C, App>, String> {
-    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("building an endpoint: {e}"))?;
+) -> anyhow::Result<Rpc<'m, T, C, App>> {
+    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).with_context(|| "building an endpoint")?;
     rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground)
-        .map_err(|e| format!("registering the request handler: {e}"))?;
+        .with_context(|| "registering the request handler")?;
     rpc.set_session_handler(on_session);
     Ok(rpc)
 }
 
 /// Issues `window` requests on each of the client's sessions (fewer if `remaining` runs out);
 /// completions issue the next ones until `remaining` is spent.
-pub fn start<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, window: usize) -> Result<(), String> {
+pub fn start<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, window: usize) -> anyhow::Result<()> {
     let sessions = rpc.ctx().sessions.clone();
     issue(rpc, (0..window).flat_map(|_| sessions.iter().copied()))
 }
 
 /// Issues `n` requests over the client's sessions in turn; each completion issues the next
 /// request on the next session, until `remaining` is spent.
-pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, n: usize) -> Result<(), String> {
+pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, n: usize) -> anyhow::Result<()> {
     let sessions = rpc.ctx().sessions.clone();
     let a = rpc.ctx_mut();
     a.round_robin = true;
@@ -239,7 +240,7 @@ pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, n
 fn issue<T: Transport, C: Clock>(
     rpc: &mut Rpc<'_, T, C, App>,
     sessions: impl Iterator<Item = SessionId>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let (req, resp) = (rpc.ctx().req_size, rpc.ctx().resp_size);
     {
         for s in sessions {
@@ -247,10 +248,9 @@ fn issue<T: Transport, C: Clock>(
                 return Ok(());
             }
             rpc.ctx_mut().remaining -= 1;
-            let alloc = |what, e| format!("allocating a {what} buffer: {e}");
-            let q = rpc.alloc_msg_buffer(req).map_err(|e| alloc("request", e))?;
-            let r = rpc.alloc_msg_buffer(resp).map_err(|e| alloc("response", e))?;
-            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("sending a request: {}", e.kind))?;
+            let q = rpc.alloc_msg_buffer(req).context("allocating a request buffer")?;
+            let r = rpc.alloc_msg_buffer(resp).context("allocating a response buffer")?;
+            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| e.kind).context("sending a request")?;
         }
     }
     Ok(())

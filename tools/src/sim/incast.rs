@@ -70,28 +70,28 @@ pub struct IncastReport {
     pub events: u64,
 }
 
-pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
+pub fn incast(a: &IncastArgs) -> anyhow::Result<IncastReport> {
     let wall = std::time::Instant::now();
     if a.senders == 0 || a.senders > 4096 {
-        return Err(format!("--senders must be 1..=4096, not {}", a.senders));
+        return Err(anyhow::anyhow!("--senders must be 1..=4096, not {}", a.senders));
     }
     if a.size == 0 || a.size > erpc_dataplane::config::MAX_MSG_SIZE {
-        return Err(format!("--size must be 1..={} bytes", erpc_dataplane::config::MAX_MSG_SIZE));
+        return Err(anyhow::anyhow!("--size must be 1..={} bytes", erpc_dataplane::config::MAX_MSG_SIZE));
     }
     if a.resp_size > a.size.max(4096) {
-        return Err("--resp-size must not exceed --size (or 4096 bytes)".into());
+        return Err(anyhow::anyhow!("--resp-size must not exceed --size (or 4096 bytes)"));
     }
     if a.requests == 0 || a.requests > 1_000_000 {
-        return Err("--requests must be 1..=1000000".into());
+        return Err(anyhow::anyhow!("--requests must be 1..=1000000"));
     }
     if a.start_jitter_us > 1_000_000 || a.trace_us > 1_000_000 {
-        return Err("--start-jitter-us and --trace-us must be at most 1000000 (one second)".into());
+        return Err(anyhow::anyhow!("--start-jitter-us and --trace-us must be at most 1000000 (one second)"));
     }
     // The server holds every sender's request at once (address space only: untouched pages
     // cost nothing until data arrives).
     let server_bytes = 2 * a.senders as u64 * app::msg_footprint(a.size, a.net.mtu.max(128)) as u64;
     if server_bytes > 64 << 30 {
-        return Err(format!(
+        return Err(anyhow::anyhow!(
             "the server would need {} GiB of message buffers for {} senders of {} bytes: use fewer or smaller",
             server_bytes >> 30,
             a.senders,
@@ -148,7 +148,7 @@ pub fn incast(a: &IncastArgs) -> Result<IncastReport, String> {
     // Let the last responses arrive.
     let finished = finished || net.run(limit, done);
     if !finished {
-        return Err("the incast did not finish within 600 s of simulated time".into());
+        return Err(anyhow::anyhow!("the incast did not finish within 600 s of simulated time"));
     }
     let end = (1..hosts).map(|h| net.hosts[h].rpc.ctx().last_done_ns).max().unwrap_or(t0);
     let span = end.saturating_sub(t0).max(1);

@@ -50,7 +50,7 @@ pub struct LossReport {
     pub wall_s: f64,
 }
 
-fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
+fn loss_run(a: &LossArgs, rate: f64) -> anyhow::Result<LossRun> {
     let ncfg = a.net.net_config(2, rate)?;
     let cfg = a.net.rpc_config(a.size)?;
     let conc = a.sessions;
@@ -72,7 +72,7 @@ fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
         c.completed + c.failed >= want
     });
     if !ok {
-        return Err("the transfers did not finish within an hour of simulated time".into());
+        return Err(anyhow::anyhow!("the transfers did not finish within an hour of simulated time"));
     }
     let c = net.hosts[1].rpc.ctx();
     let span = c.last_done_ns.saturating_sub(t0).max(1);
@@ -87,16 +87,16 @@ fn loss_run(a: &LossArgs, rate: f64) -> Result<LossRun, String> {
     })
 }
 
-pub fn loss(a: &LossArgs) -> Result<LossReport, String> {
+pub fn loss(a: &LossArgs) -> anyhow::Result<LossReport> {
     let wall = std::time::Instant::now();
     if !(0.0..1.0).contains(&a.rate) {
-        return Err(format!("--rate must be in [0, 1), not {}", a.rate));
+        return Err(anyhow::anyhow!("--rate must be in [0, 1), not {}", a.rate));
     }
     if a.size == 0 || a.size > erpc_dataplane::config::MAX_MSG_SIZE {
-        return Err(format!("--size must be 1..={} bytes", erpc_dataplane::config::MAX_MSG_SIZE));
+        return Err(anyhow::anyhow!("--size must be 1..={} bytes", erpc_dataplane::config::MAX_MSG_SIZE));
     }
     if a.sessions == 0 || a.sessions > 1024 || a.transfers == 0 {
-        return Err("--sessions must be 1..=1024 and --transfers at least 1".into());
+        return Err(anyhow::anyhow!("--sessions must be 1..=1024 and --transfers at least 1"));
     }
     let lossless = loss_run(a, 0.0)?;
     let lossy = loss_run(a, a.rate)?;

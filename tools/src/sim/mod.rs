@@ -17,6 +17,7 @@ pub use incast::{incast, IncastArgs, IncastReport};
 pub use loss::{loss, LossArgs, LossReport, LossRun};
 pub use scale::{scale, ScaleArgs, ScaleReport, ScaleRun};
 
+use anyhow::Context;
 use app::App;
 use clap::{Args, Subcommand};
 use erpc_dataplane::RpcConfig;
@@ -96,21 +97,21 @@ impl Default for NetArgs {
 }
 
 impl NetArgs {
-    fn net_config(&self, hosts: usize, loss: f64) -> Result<NetConfig, String> {
+    fn net_config(&self, hosts: usize, loss: f64) -> anyhow::Result<NetConfig> {
         if !(self.buffer_mb > 0.0 && self.buffer_mb <= 1024.0) {
-            return Err(format!("--buffer-mb must be in (0, 1024], not {}", self.buffer_mb));
+            return Err(anyhow::anyhow!("--buffer-mb must be in (0, 1024], not {}", self.buffer_mb));
         }
         if self.dt_alpha.is_nan() || self.dt_alpha <= 0.0 {
-            return Err("--dt-alpha must be positive".into());
+            return Err(anyhow::anyhow!("--dt-alpha must be positive"));
         }
         if self.link_delay_ns > 1_000_000_000 {
-            return Err("--link-delay-ns must be at most 1000000000 (one second)".into());
+            return Err(anyhow::anyhow!("--link-delay-ns must be at most 1000000000 (one second)"));
         }
         if self.link_gbps.is_nan() || self.link_gbps < 0.001 || self.spines == 0 || self.spines > 256 {
-            return Err("--link-gbps must be at least 0.001 and --spines 1..=256".into());
+            return Err(anyhow::anyhow!("--link-gbps must be at least 0.001 and --spines 1..=256"));
         }
         if !(128..=9000).contains(&self.mtu) {
-            return Err(format!("--mtu must be 128..=9000, not {}", self.mtu));
+            return Err(anyhow::anyhow!("--mtu must be 128..=9000, not {}", self.mtu));
         }
         Ok(NetConfig {
             hosts,
@@ -130,9 +131,9 @@ impl NetArgs {
         })
     }
 
-    fn rpc_config(&self, max_msg: usize) -> Result<RpcConfig, String> {
+    fn rpc_config(&self, max_msg: usize) -> anyhow::Result<RpcConfig> {
         if self.rto_us == 0 || self.rto_us > 10_000_000 {
-            return Err(format!("--rto-us must be 1..=10000000, not {}", self.rto_us));
+            return Err(anyhow::anyhow!("--rto-us must be 1..=10000000, not {}", self.rto_us));
         }
         let mut cfg = RpcConfig { mtu: self.mtu, seed: self.seed, rto_ns: self.rto_us * 1000, ..RpcConfig::default() };
         cfg.max_msg_size = max_msg.clamp(4096, erpc_dataplane::config::MAX_MSG_SIZE);
@@ -150,15 +151,9 @@ impl NetArgs {
 
 pub fn run(a: SimArgs) -> anyhow::Result<()> {
     match a.experiment {
-        Experiment::Incast(a) => {
-            emit(a.net.json, &incast(&a).map_err(anyhow::Error::msg)?, IncastReport::json, |r| r.print(&a))
-        }
-        Experiment::Loss(a) => {
-            emit(a.net.json, &loss(&a).map_err(anyhow::Error::msg)?, LossReport::json, |r| r.print(&a))
-        }
-        Experiment::Scale(a) => {
-            emit(a.net.json, &scale(&a).map_err(anyhow::Error::msg)?, ScaleReport::json, |r| r.print(&a))
-        }
+        Experiment::Incast(a) => emit(a.net.json, &incast(&a)?, IncastReport::json, |r| r.print(&a)),
+        Experiment::Loss(a) => emit(a.net.json, &loss(&a)?, LossReport::json, |r| r.print(&a)),
+        Experiment::Scale(a) => emit(a.net.json, &scale(&a)?, ScaleReport::json, |r| r.print(&a)),
     }
     Ok(())
 }
@@ -173,11 +168,11 @@ fn emit<R>(json: bool, r: &R, as_json: impl Fn(&R) -> serde_json::Value, print: 
 }
 
 /// Connects every client's sessions (`per_client` each) to host 0 and runs until all are up.
-fn connect_all(net: &mut Network<App>, clients: std::ops::Range<usize>, per_client: usize) -> Result<(), String> {
+fn connect_all(net: &mut Network<App>, clients: std::ops::Range<usize>, per_client: usize) -> anyhow::Result<()> {
     let server = host_addr(0);
     for h in clients.clone() {
         for _ in 0..per_client {
-            let s = net.hosts[h].rpc.create_session(server).map_err(|e| format!("creating a session: {e}"))?;
+            let s = net.hosts[h].rpc.create_session(server).with_context(|| "creating a session")?;
             net.hosts[h].rpc.ctx_mut().sessions.push(s);
         }
         let now = net.now();
@@ -192,7 +187,7 @@ fn connect_all(net: &mut Network<App>, clients: std::ops::Range<usize>, per_clie
         up + failed == want
     });
     if !ok || up != want {
-        return Err(format!("only {up} of {want} sessions connected"));
+        return Err(anyhow::anyhow!("only {up} of {want} sessions connected"));
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 use super::app::{endpoint, memory, region, start_round_robin, HugeStorage};
 use super::NetArgs;
 use crate::endpoints::{clock, sim_pair};
+use anyhow::Context;
 use clap::Args;
 use erpc_dataplane::{EndpointMemory, Session};
 use serde_json::json;
@@ -80,7 +81,7 @@ pub struct ScaleReport {
     pub wall_s: f64,
 }
 
-fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
+fn scale_run(a: &ScaleArgs, sessions: usize) -> anyhow::Result<ScaleRun> {
     let conc = a.outstanding.min(sessions * erpc_dataplane::config::SLOTS_PER_SESSION);
     // No network model here: the two endpoints alternate on this core over the in-memory
     // fabric (zero delay, frames copied at `tx_burst`), as in `erpc bench rate`, so nothing but
@@ -105,19 +106,19 @@ fn scale_run(a: &ScaleArgs, sessions: usize) -> Result<ScaleRun, String> {
     let wall = Instant::now();
     for first in (0..sessions).step_by(256) {
         for _ in first..(first + 256).min(sessions) {
-            let s = cli.create_session(srv.local_addr()).map_err(|e| format!("creating a session: {e}"))?;
+            let s = cli.create_session(srv.local_addr()).with_context(|| "creating a session")?;
             cli.ctx_mut().sessions.push(s);
         }
         while cli.ctx().connected + cli.ctx().connect_failed < cli.ctx().sessions.len() {
             cli.run_event_loop_once();
             srv.run_event_loop_once();
             if wall.elapsed() > Duration::from_secs(120) {
-                return Err(format!("only {} of {sessions} sessions connected", cli.ctx().connected));
+                return Err(anyhow::anyhow!("only {} of {sessions} sessions connected", cli.ctx().connected));
             }
         }
     }
     if cli.ctx().connected < sessions {
-        return Err(format!("only {} of {sessions} sessions connected", cli.ctx().connected));
+        return Err(anyhow::anyhow!("only {} of {sessions} sessions connected", cli.ctx().connected));
     }
     start_round_robin(&mut cli, conc)?;
     while cli.ctx().completed < a.rpcs {
@@ -172,16 +173,16 @@ fn timer_overhead_ns() -> u64 {
     v[500]
 }
 
-pub fn scale(a: &ScaleArgs) -> Result<ScaleReport, String> {
+pub fn scale(a: &ScaleArgs) -> anyhow::Result<ScaleReport> {
     let wall = std::time::Instant::now();
     if a.sessions == 0 || a.sessions > 60_000 {
-        return Err(format!("--sessions must be 1..=60000, not {}", a.sessions));
+        return Err(anyhow::anyhow!("--sessions must be 1..=60000, not {}", a.sessions));
     }
     if a.outstanding == 0 || a.outstanding > 4096 {
-        return Err("--outstanding must be 1..=4096".into());
+        return Err(anyhow::anyhow!("--outstanding must be 1..=4096"));
     }
     if a.size > 64 << 10 || a.rpcs == 0 {
-        return Err("--size must be at most 64 KiB and --rpcs at least 1".into());
+        return Err(anyhow::anyhow!("--size must be at most 64 KiB and --rpcs at least 1"));
     }
     let one = scale_run(a, 1)?;
     let many = scale_run(a, a.sessions)?;
