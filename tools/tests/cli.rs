@@ -1,4 +1,9 @@
 //! The `erpc` command as a user runs it: `erpc bench` over UDP on loopback, and its errors.
+//!
+//! What it covers: `erpc bench latency|rate|bandwidth` over UDP with both ends in one process (one
+//! JSON object with the percentiles and the raw-UDP reference), over AF_XDP on a veth pair (and no
+//! namespace left behind), one-line errors for user mistakes, and a `--connect` to a server whose
+//! sessions are all taken says that the server refused and why.
 
 mod common;
 
