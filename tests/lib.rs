@@ -3,15 +3,16 @@
 //!
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
+pub mod fuzzing;
 pub mod intel_fake;
-pub mod loopback;
 pub mod mlx5_model;
+pub mod scenarios;
 
 use erpc_dataplane::clock::SimClock;
-use erpc_dataplane::sim::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::{ErpcHdr, RoutingInfo, HEADROOM, PKT_HDR_LEN};
-use erpc_dataplane::{BacklogEntry, DmaRegion, Rpc, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{DmaRegion, OwnedMemory, Rpc, RpcConfig};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::ptr::NonNull;
@@ -33,12 +34,8 @@ pub fn region(bytes: usize) -> DmaRegion {
     DmaRegion::from_static(mem, iova)
 }
 
-pub fn memory(region_bytes: usize, sessions: usize, backlog: usize) -> RpcMemory<'static> {
-    RpcMemory {
-        region: region(region_bytes),
-        sessions: Session::storage(sessions).leak(),
-        backlog: BacklogEntry::storage(backlog).leak(),
-    }
+pub fn memory(region_bytes: usize, sessions: usize, backlog: usize) -> OwnedMemory {
+    OwnedMemory::new(region(region_bytes), sessions, backlog)
 }
 
 /// Test configuration: short timeouts so simulated time moves fast.
@@ -160,7 +157,10 @@ pub struct TagServer {
 }
 
 /// Request `[tag u64][resp_len u32][pattern(tag)]`; response `pattern(!tag, resp_len)`.
-pub fn tagged_handler(rpc: &mut Ep<TagServer>, h: erpc_dataplane::ReqHandle) {
+pub fn tagged_handler<T: Transport, C: erpc_dataplane::Clock>(
+    rpc: &mut Rpc<'static, T, C, TagServer>,
+    h: erpc_dataplane::ReqHandle,
+) {
     let req = rpc.request(&h).expect("valid handle");
     let tag = u64::from_le_bytes(req[..8].try_into().unwrap());
     let n = u32::from_le_bytes(req[8..12].try_into().unwrap()) as usize;

@@ -8,16 +8,21 @@
 //! the session's credits; each CR or RESP returns one. `num_tx`/`num_rx` count over that
 //! unified sequence of `N+M-1` wire packets.
 
+use crate::arch::prefetch2;
 use crate::clock::Clock;
 use crate::config::SLOTS_PER_SESSION;
+use crate::error::{EnqueueError, EnqueueErrorKind, RpcError};
+use crate::event::Completion;
+use crate::handlers::Continuation;
 use crate::msgbuf::{num_pkts, MsgBuf};
-use crate::rpc::{Completion, Continuation, EnqueueError, EnqueueErrorKind, ListKind, Rpc, RpcError};
-use crate::session::{Role, Session, SessionId, SessionState, SlotState, NIL};
+use crate::rpc::Rpc;
+use crate::session::{Queued, Role, Session, SessionId, SessionState, Slot, SlotId, SlotState, NIL};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
+use crate::tx::{write_msg_hdrs, MsgHdr};
 use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Queues a request of type `req_type` on client session `session`. The endpoint owns `req`
     /// and `resp` until `cont` runs (on this thread, from the event loop), which gets them back
     /// with `tag` and the result. `resp` must be large enough for any response to this request.
@@ -30,7 +35,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         req_type: u8,
         req: MsgBuf,
         resp: MsgBuf,
-        cont: Continuation<'m, T, C, X>,
+        cont: Continuation<'m, T, C, Ctx>,
         tag: u64,
     ) -> Result<(), EnqueueError> {
         let s = session.0 as usize;
@@ -42,8 +47,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         // misses overlap instead of following one another (with thousands of sessions the
         // session is cold): the session's two lines and those of its first slot, where a
         // request on a session with nothing in flight goes.
-        crate::rpc::prefetch2(sess as *const Session as *const u8);
-        crate::rpc::prefetch2(&sess.slots[0] as *const crate::session::Slot as *const u8);
+        prefetch2(sess as *const Session as *const u8);
+        prefetch2(&sess.slots[0] as *const Slot as *const u8);
         if sess.role != Role::Client || sess.state == SessionState::Free {
             return err(EnqueueErrorKind::InvalidSession, req, resp);
         }
@@ -53,12 +58,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if !self.owns_msgbuf(&req) || !self.owns_msgbuf(&resp) {
             return err(EnqueueErrorKind::ForeignBuffer, req, resp);
         }
-        let req_pkts = num_pkts(req.len(), self.dpp);
-        let resp_pkts = num_pkts(resp.capacity(), self.dpp);
+        let req_pkts = num_pkts(req.len(), self.data_per_pkt);
+        let resp_pkts = num_pkts(resp.capacity(), self.data_per_pkt);
         if req.len() > self.cfg.max_msg_size || req_pkts + resp_pkts - 2 > MAX_PKT_NUM {
             return err(EnqueueErrorKind::TooLarge, req, resp);
         }
-        let Some(cont) = self.cont_index(cont) else {
+        let Some(cont) = self.handlers.cont_index(cont) else {
             return err(EnqueueErrorKind::TooManyContinuations, req, resp);
         };
         if !self.in_loop {
@@ -67,31 +72,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let sess = &self.sessions[s];
         if sess.free_slots != 0 && sess.backlog_head == NIL {
             let i = sess.free_slots.trailing_zeros() as usize;
-            self.start_request(s, i, req_type, req, resp, cont, tag);
+            self.start_request(s, i, Queued { req_type, req, resp, cont, tag });
             return Ok(());
         }
-        // Backlog: a per-session FIFO threaded through the caller's backlog storage.
-        let b = self.backlog_free;
-        if b == NIL {
-            return err(EnqueueErrorKind::BacklogFull, req, resp);
-        }
-        let e = &mut self.backlog[b as usize];
-        self.backlog_free = e.next;
-        e.req = Some(req);
-        e.resp = Some(resp);
-        e.tag = tag;
-        e.cont = cont;
-        e.req_type = req_type;
-        e.next = NIL;
-        let sess = &mut self.sessions[s];
-        if sess.backlog_tail == NIL {
-            sess.backlog_head = b;
-        } else {
-            self.backlog[sess.backlog_tail as usize].next = b;
-        }
-        sess.backlog_tail = b;
-        sess.backlog_len += 1;
-        Ok(())
+        self.backlog
+            .push(&mut self.sessions[s], Queued { req_type, req, resp, cont, tag })
+            .or_else(|q| err(EnqueueErrorKind::BacklogFull, q.req, q.resp))
     }
 
     /// Requests of `session` waiting in the backlog.
@@ -99,35 +85,16 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.sessions.get(session.0 as usize).map_or(0, |s| s.backlog_len as usize)
     }
 
-    /// Takes the first backlog entry of session `s`, if any.
-    pub(crate) fn backlog_pop(&mut self, s: usize) -> Option<(u8, MsgBuf, MsgBuf, u8, u64)> {
-        let sess = &mut self.sessions[s];
-        let b = sess.backlog_head;
-        if b == NIL {
-            return None;
-        }
-        let e = &mut self.backlog[b as usize];
-        sess.backlog_head = e.next;
-        if sess.backlog_head == NIL {
-            sess.backlog_tail = NIL;
-        }
-        sess.backlog_len -= 1;
-        let out =
-            (e.req_type, e.req.take().expect("queued request"), e.resp.take().expect("queued response"), e.cont, e.tag);
-        e.next = self.backlog_free;
-        self.backlog_free = b;
-        Some(out)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn start_request(&mut self, s: usize, i: usize, req_type: u8, mut req: MsgBuf, resp: MsgBuf, cont: u8, tag: u64) {
+    /// Starts request `q` in free slot `i` of session `s`.
+    fn start_request(&mut self, s: usize, i: usize, q: Queued) {
+        let Queued { req_type, mut req, resp, cont, tag } = q;
         let sess = &self.sessions[s];
         let req_num = (sess.slots[i].cur_req_num + SLOTS_PER_SESSION as u64) & MAX_REQ_NUM;
-        let routing = sess.routing;
-        let dest = sess.remote_session;
-        self.write_msg_hdrs(&routing, &mut req, req_type, dest, PktType::Req, 0, req_num);
+        let m =
+            MsgHdr { req_type, dest_session: sess.remote_session, pkt_type: PktType::Req, first_pkt_num: 0, req_num };
+        write_msg_hdrs(self.data_per_pkt, &sess.routing, &mut req, m);
         let now = self.now;
-        let req_pkts = num_pkts(req.len(), self.dpp) as u16;
+        let req_pkts = num_pkts(req.len(), self.data_per_pkt) as u16;
         let sess = &mut self.sessions[s];
         if sess.active == 0 {
             // Liveness is judged from the moment requests are pending.
@@ -150,7 +117,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sl.resp_pkts = 0;
         sl.progress_ns = now;
         sl.state = SlotState::Active;
-        self.list_push(ListKind::Active, (s * SLOTS_PER_SESSION + i) as u32);
+        self.active.push(&mut self.sessions, SlotId::new(s, i));
         self.kick(s, i);
     }
 
@@ -168,9 +135,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 return;
             }
             let n = sl.num_tx as usize;
+            let dpp = self.data_per_pkt;
             let bytes = PKT_HDR_LEN
                 + if n < sl.req_pkts as usize {
-                    sl.req.as_ref().map_or(0, |r| r.len().saturating_sub(n * self.dpp).min(self.dpp))
+                    sl.req.as_ref().map_or(0, |r| r.len().saturating_sub(n * dpp).min(dpp))
                 } else {
                     0
                 };
@@ -190,9 +158,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             sess.credits -= 1;
             let n = sl.num_tx;
             if n < sl.req_pkts {
-                let pkt = crate::rpc::data_pkt(
+                let pkt = crate::tx::data_pkt(
                     self.heap.region(),
-                    self.dpp,
+                    self.data_per_pkt,
                     sl.req.as_ref().expect("active request"),
                     n as usize,
                 );
@@ -228,7 +196,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     pub(crate) fn client_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
         let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
         let now = self.now;
-        let dpp = self.dpp;
+        let dpp = self.data_per_pkt;
         let sess = &mut self.sessions[s];
         let sl = &mut sess.slots[i];
         if sl.state != SlotState::Active || sl.cur_req_num != h.req_num {
@@ -303,8 +271,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     /// Finishes the RPC in slot `i`: frees the slot, starts the next queued request on the
     /// session (so the backlog stays FIFO), then runs the continuation.
     pub(crate) fn complete(&mut self, s: usize, i: usize, result: Result<(), RpcError>) {
-        let id = (s * SLOTS_PER_SESSION + i) as u32;
-        self.list_remove(ListKind::Active, id);
+        self.active.remove(&mut self.sessions, SlotId::new(s, i));
         let sess = &mut self.sessions[s];
         sess.active -= 1;
         sess.free_slots |= 1 << i;
@@ -317,15 +284,15 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let resp = sl.resp.take().expect("active response buffer");
         let (cont, tag) = (sl.cont, sl.tag);
         if sess.state == SessionState::Connected {
-            if let Some((rt, q, r, c, t)) = self.backlog_pop(s) {
-                self.start_request(s, i, rt, q, r, c, t);
+            if let Some(q) = self.backlog.pop(&mut self.sessions[s]) {
+                self.start_request(s, i, q);
             }
         }
         match result {
             Ok(()) => self.stats.rpcs_completed += 1,
             Err(_) => self.stats.rpcs_failed += 1,
         }
-        let f = self.conts[cont as usize];
+        let f = self.handlers.cont(cont);
         let len = resp.len();
         f(self, Completion { session: SessionId(s as u16), tag, result: result.map(|()| len), req, resp });
     }
@@ -338,10 +305,13 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 self.complete(s, i, Err(err));
             }
         }
-        while let Some((_, req, resp, c, tag)) = self.backlog_pop(s) {
+        while let Some(q) = self.backlog.pop(&mut self.sessions[s]) {
             self.stats.rpcs_failed += 1;
-            let f = self.conts[c as usize];
-            f(self, Completion { session: SessionId(s as u16), tag, result: Err(err), req, resp });
+            let f = self.handlers.cont(q.cont);
+            f(
+                self,
+                Completion { session: SessionId(s as u16), tag: q.tag, result: Err(err), req: q.req, resp: q.resp },
+            );
         }
     }
 }

@@ -15,6 +15,24 @@ impl<C: Clock + ?Sized> Clock for &C {
     }
 }
 
+/// A clock shared by the endpoints and fabric of one thread (a [`SimClock`] in tests).
+#[cfg(feature = "std")]
+impl<C: Clock + ?Sized> Clock for std::rc::Rc<C> {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
+    }
+}
+
+/// A clock shared across threads.
+#[cfg(feature = "std")]
+impl<C: Clock + ?Sized> Clock for std::sync::Arc<C> {
+    #[inline]
+    fn now_ns(&self) -> u64 {
+        (**self).now_ns()
+    }
+}
+
 /// A clock that moves only when told to. Shared by reference between the endpoints and the
 /// simulated fabric of one test, so every run is reproducible.
 #[derive(Debug, Default)]

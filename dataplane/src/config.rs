@@ -1,5 +1,5 @@
-//! Endpoint configuration and protocol constants (defaults from the original; see
-//! `shared/reference/erpc-protocol.md` §1.3).
+//! Endpoint configuration and protocol constants (defaults from the original, erpc-io/eRPC:
+//! `src/sm_types.h`, `src/rpc.h`, `src/tweakme.h`).
 
 /// Concurrent requests per session (`kSessionReqWindow`).
 pub const SLOTS_PER_SESSION: usize = 8;
@@ -41,6 +41,15 @@ pub struct RpcConfig {
     pub server_idle_timeout_ns: u64,
     /// Connect/disconnect attempts before giving up (connect fails with `RemoteUnreachable`).
     pub sm_max_attempts: u32,
+    /// A client request that makes no progress (no credit return or response packet in order)
+    /// for this long fails with [`crate::RpcError::TimedOut`], and its session is reset: no RPC
+    /// waits forever, even while its server keeps answering "still working". Handlers that run
+    /// longer than this (background handlers, say) need a larger value. At least `2 * rto_ns`.
+    pub request_timeout_ns: u64,
+    /// Server sessions one client IPv4 address may hold on this endpoint; more connect requests
+    /// from it are refused ([`crate::SmError::TooManySessionsFromClient`]). A machine's threads
+    /// share its address: raise it for clients with many endpoints (or many sessions each).
+    pub max_sessions_per_client: u16,
     /// Largest message this endpoint sends or accepts (at most [`MAX_MSG_SIZE`]).
     pub max_msg_size: usize,
     /// Congestion control (Timely, pacing, bypasses).
@@ -63,6 +72,8 @@ impl Default for RpcConfig {
             keepalive_ns: 1_000_000_000,
             server_idle_timeout_ns: 30_000_000_000,
             sm_max_attempts: 10,
+            request_timeout_ns: 10_000_000_000,
+            max_sessions_per_client: 1024,
             max_msg_size: MAX_MSG_SIZE,
             cc: crate::cc::CcConfig::default(),
             seed: 0x5EED_E4C0_FFEE_0001,

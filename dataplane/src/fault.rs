@@ -133,7 +133,7 @@ impl<T: Transport> Transport for FaultInjector<T> {
 mod tests {
     use super::*;
     use crate::clock::SimClock;
-    use crate::sim::{Fabric, RxBuf};
+    use crate::fabric::{Fabric, RxBuf};
     use crate::transport::Segment;
     use crate::wire::{ErpcHdr, PktType, RoutingInfo, HEADROOM, PKT_HDR_LEN};
     use zerocopy::IntoBytes;

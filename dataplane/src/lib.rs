@@ -10,17 +10,21 @@
 //! | packet headers (bit-exact with the original's `pkthdr_t`) | [`wire`] |
 //! | the NIC boundary and its buffer-ownership contract | [`transport`] |
 //! | DMA memory, msgbufs and their allocator | [`dma`], [`msgbuf`] |
-//! | sessions, slots, the request backlog | [`session`] |
+//! | sessions, slots, the session table, the request backlog | [`session`] |
 //! | the endpoint, its API and event loop | [`rpc`] |
+//! | errors, completions and session events | [`error`], [`event`] |
+//! | request handlers and continuations | [`handlers`] |
+//! | transmit batching, deferred frees, framing | `tx` (internal) |
 //! | client protocol: credits, RFRs, completion | [`client`] |
 //! | server protocol: handlers, responses, at-most-once | [`server`] |
-//! | retransmission, Go-Back-N, session reset | [`reliability`] |
+//! | retransmission, Go-Back-N | [`reliability`] |
+//! | keepalives, idle sessions, session reset | [`liveness`] |
 //! | connect/disconnect over the datapath | [`sm`] |
 //! | long-running handlers on worker threads | [`worker`] |
 //! | congestion control: Timely, Carousel timing wheel, bypasses | [`cc`] |
 //! | time | [`clock`] |
 //! | counters | [`stats`] |
-//! | in-memory NIC and simulated fabric | [`sim`] |
+//! | in-memory NIC and simulated fabric | [`fabric`] |
 //! | fault injection around any transport | [`fault`] |
 //!
 //! ## Threading model
@@ -40,32 +44,44 @@
 #[cfg(feature = "std")]
 extern crate std;
 
+mod arch;
 pub mod cc;
 pub mod client;
 pub mod clock;
 pub mod config;
 pub mod dma;
+pub mod error;
+pub mod event;
+pub mod fabric;
 pub mod fault;
+pub mod handlers;
+pub mod liveness;
 pub mod msgbuf;
 pub mod reliability;
 pub mod rpc;
 pub mod server;
 pub mod session;
-pub mod sim;
 pub mod sm;
 pub mod stats;
+mod storage;
 pub mod transport;
+mod tx;
 pub mod wire;
 pub mod worker;
 
 pub use clock::{Clock, SimClock};
 pub use config::RpcConfig;
 pub use dma::DmaRegion;
-pub use msgbuf::{AllocError, MsgBuf};
-pub use rpc::{
-    Completion, EnqueueError, EnqueueErrorKind, HandlerMode, InitError, RegisterError, ReqHandle, ResetReason,
-    RespondError, RespondErrorKind, Rpc, RpcError, RpcMemory, SessionError, SessionEvent, SmError,
+pub use error::{
+    EnqueueError, EnqueueErrorKind, InitError, RegisterError, RespondError, RespondErrorKind, RpcError, SessionError,
+    SmError,
 };
+pub use event::{Completion, ResetReason, SessionEvent};
+pub use handlers::{HandlerMode, ReqHandle};
+pub use msgbuf::{AllocError, MsgBuf};
+#[cfg(feature = "std")]
+pub use rpc::OwnedMemory;
+pub use rpc::{EndpointMemory, Rpc, RpcMemory};
 pub use session::{BacklogEntry, Session, SessionId, SessionState};
 pub use stats::{DropReason, RpcStats};
 pub use transport::{EndpointAddr, RxPacket, Transport, TxPacket};

@@ -32,9 +32,27 @@ pub enum AllocError {
     TooLarge { requested: usize, max: usize },
 }
 
+impl core::fmt::Display for AllocError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            AllocError::OutOfMemory { requested } => write!(
+                f,
+                "no msgbuf memory for {requested} bytes (free msgbufs, let requests complete, or give the endpoint a \
+                 larger region)"
+            ),
+            AllocError::TooLarge { requested, max } => {
+                write!(f, "a {requested}-byte msgbuf exceeds the endpoint's {max}-byte maximum message size")
+            }
+        }
+    }
+}
+
+impl core::error::Error for AllocError {}
+
 /// A DMA-capable message buffer. Owned: moving it into `enqueue_request`/`enqueue_response`
 /// hands it to the endpoint, which hands it back in the continuation (or frees it).
 #[derive(Debug)]
+#[must_use = "a msgbuf is memory of the endpoint: send it, or give it back with free_msg_buffer"]
 pub struct MsgBuf {
     /// Points at header 0; the data starts `PKT_HDR_LEN` bytes later.
     base: NonNull<u8>,

@@ -8,46 +8,62 @@
 //! else happens. Reordered packets that the rollback causes are dropped by the in-order checks.
 //!
 //! Unlike the original, a client session whose peer has said nothing for
-//! `session_timeout_ns` while requests were pending is reset: each pending continuation runs
-//! with [`RpcError::SessionReset`](crate::RpcError::SessionReset) and the application gets
-//! [`SessionEvent::Reset`](crate::SessionEvent::Reset).
+//! `session_timeout_ns` while requests were pending is reset (see [`crate::liveness`]): each
+//! pending continuation runs with [`RpcError::SessionReset`](crate::RpcError::SessionReset) and
+//! the application gets [`SessionEvent::Reset`](crate::SessionEvent::Reset).
 
 use crate::clock::Clock;
-use crate::config::SLOTS_PER_SESSION;
-use crate::rpc::{ResetReason, Rpc, RpcError, SessionEvent};
-use crate::session::{SessionId, SessionState, NIL};
+use crate::event::ResetReason;
+use crate::rpc::Rpc;
+use crate::session::SlotList;
 use crate::transport::Transport;
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     pub(crate) fn loss_scan(&mut self) {
         let now = self.now;
         let rto = self.cfg.rto_ns;
         let timeout = self.cfg.session_timeout_ns;
+        let req_timeout = self.cfg.request_timeout_ns;
         let mut retransmitted = false;
-        let mut dead: heapless::Vec<u16, 16> = heapless::Vec::new();
-        let mut id = self.active.head;
-        while id != NIL {
-            let (s, i) = ((id as usize) / SLOTS_PER_SESSION, (id as usize) % SLOTS_PER_SESSION);
-            let next = self.sessions[s].slots[i].next;
-            let sess = &self.sessions[s];
-            if now.saturating_sub(sess.last_heard_ns) > timeout {
-                if !dead.contains(&(s as u16)) && dead.push(s as u16).is_err() {
+        // Sessions to reset: the peer is silent, or this slot's request is stuck.
+        let mut dead: heapless::Vec<(u16, Option<u8>), 16> = heapless::Vec::new();
+        let mut cur = self.active.head();
+        while let Some(id) = cur {
+            let (s, i) = (id.session(), id.slot());
+            let next = SlotList::next(&self.sessions, id);
+            cur = next;
+            let sess = &mut self.sessions[s];
+            let silent = now.saturating_sub(sess.last_heard_ns) > timeout;
+            // Progress is a new request in the slot or a packet of it received in order; the
+            // marks live in the slot's last line, which only this scan touches.
+            let sl = &mut sess.slots[i];
+            let mark = ((sl.cur_req_num as u32) << 16) | sl.num_rx as u32;
+            let stuck = if sl.scan_mark != mark {
+                sl.scan_mark = mark;
+                sl.stuck_since_ns = now;
+                false
+            } else {
+                now.saturating_sub(sl.stuck_since_ns) > req_timeout
+            };
+            if silent || stuck {
+                if !dead.iter().any(|d| d.0 == s as u16) && dead.push((s as u16, stuck.then_some(i as u8))).is_err() {
                     break; // the rest next scan
                 }
-                id = next;
                 continue;
             }
             let sl = &sess.slots[i];
             if sl.num_tx > sl.num_rx && now.saturating_sub(sl.progress_ns) > rto && self.go_back_n(s, i) {
                 retransmitted = true;
             }
-            id = next;
         }
         if retransmitted {
             self.drain_tx_and_dma();
         }
-        for s in dead {
-            self.reset_client_session(s as usize, ResetReason::PeerTimeout);
+        for (s, stuck) in dead {
+            match stuck {
+                Some(i) => self.reset_client_session_for(s as usize, ResetReason::RequestTimedOut, Some(i as usize)),
+                None => self.reset_client_session(s as usize, ResetReason::PeerTimeout),
+            }
         }
     }
 
@@ -76,26 +92,5 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         // The rollback returned credits: slots of this session waiting for them may go too.
         self.kick_stalled(s);
         true
-    }
-
-    /// Fails everything pending on client session `s`, tells the peer (once, best effort) and
-    /// the application, and frees the session.
-    pub(crate) fn reset_client_session(&mut self, s: usize, why: ResetReason) {
-        if self.sessions[s].state != SessionState::Connected {
-            return;
-        }
-        self.sessions[s].state = SessionState::Resetting;
-        self.stats.sessions_reset += 1;
-        log::warn!(
-            "session {s} to {}: peer silent for {} ns, resetting",
-            self.sessions[s].peer,
-            self.cfg.session_timeout_ns
-        );
-        // Request buffers go back to the application: the device must be done with them.
-        self.drain_tx_and_dma();
-        self.fail_all(s, RpcError::SessionReset);
-        self.send_sm_disconnect(s);
-        self.release_session(s);
-        self.emit(SessionEvent::Reset(SessionId(s as u16), why));
     }
 }

@@ -11,14 +11,17 @@
 
 use crate::clock::Clock;
 use crate::config::SLOTS_PER_SESSION;
+use crate::error::{RespondError, RespondErrorKind};
+use crate::handlers::{HandlerMode, ReqHandle};
 use crate::msgbuf::{num_pkts, MsgBuf};
-use crate::rpc::{HandlerMode, ListKind, ReqHandle, RespondError, RespondErrorKind, Rpc};
-use crate::session::{Role, SessionState, SlotState};
+use crate::rpc::Rpc;
+use crate::session::{Role, SessionState, SlotId, SlotState};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
+use crate::tx::{write_msg_hdrs, MsgHdr};
 use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// A request or RFR packet on server session `s`.
     pub(crate) fn server_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
         self.sessions[s].last_heard_ns = self.now;
@@ -26,7 +29,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.server_rx_rfr(s, h);
         }
         let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
-        let dpp = self.dpp;
+        let dpp = self.data_per_pkt;
         let size = h.msg_size as usize;
         let k = h.pkt_num as usize;
         let npkts = num_pkts(size, dpp);
@@ -47,22 +50,24 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 // A correct client starts the next request on a slot only after the response.
                 return self.drop_pkt(Some(s), DropReason::Stale);
             }
-            if self.handlers[h.req_type as usize].f.is_none() {
+            if !self.handlers.has(h.req_type) {
                 return self.drop_pkt(Some(s), DropReason::NoHandler);
             }
             if let Err(r) = self.begin_request(s, i, h, npkts) {
                 return self.drop_pkt(Some(s), r);
             }
         } else if h.req_num == cur {
+            if sl.state == SlotState::Free {
+                return self.drop_pkt(Some(s), DropReason::Stale);
+            }
+            // Every packet of a request, new or duplicate, repeats what its first packet said:
+            // anything else is a corrupted or forged copy, never answered.
+            if size != sl.req_size as usize || h.req_type != sl.req_type {
+                return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+            }
             match sl.state {
-                SlotState::Receiving if k == sl.num_rx as usize => {
-                    if size != sl.req.as_ref().map_or(usize::MAX, |b| b.len()) || h.req_type != sl.req_type {
-                        return self.drop_pkt(Some(s), DropReason::BadMsgSize);
-                    }
-                }
-                SlotState::Receiving | SlotState::InHandler | SlotState::Responded if k < sl.num_rx as usize => {
-                    return self.server_dup_req(s, i, h);
-                }
+                SlotState::Receiving if k == sl.num_rx as usize => {}
+                _ if k < sl.num_rx as usize => return self.server_dup_req(s, i, h),
                 _ => return self.drop_pkt(Some(s), DropReason::OutOfOrder),
             }
         } else {
@@ -90,7 +95,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let (mut buf, is_pre) = if npkts == 1 {
             match self.req_pool.pop() {
                 Some(b) => (b, true),
-                None => (self.alloc_msg_buffer(self.dpp).map_err(|_| DropReason::NoMemory)?, true),
+                None => (self.alloc_msg_buffer(self.data_per_pkt).map_err(|_| DropReason::NoMemory)?, true),
             }
         } else {
             (self.alloc_msg_buffer(size).map_err(|_| DropReason::NoMemory)?, false)
@@ -100,6 +105,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let sl = &mut self.sessions[s].slots[i];
         sl.cur_req_num = h.req_num;
         sl.req_type = h.req_type;
+        sl.req_size = h.msg_size;
         sl.req = Some(buf);
         sl.req_is_pre = is_pre;
         sl.req_pkts = npkts as u16;
@@ -139,17 +145,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
 
     /// Runs the handler of a complete request, or queues it for the workers.
     fn dispatch(&mut self, s: usize, i: usize) {
-        let sess = &self.sessions[s];
-        let sl = &sess.slots[i];
-        let handle = ReqHandle {
-            session: s as u16,
-            slot: i as u8,
-            req_type: sl.req_type,
-            generation: sess.generation,
-            req_num: sl.cur_req_num,
-        };
+        let handle = self.handle_of(s, i);
         self.stats.requests_handled += 1;
-        let entry = self.handlers[sl.req_type as usize];
+        let entry = self.handlers.get(handle.req_type);
         match entry.mode {
             HandlerMode::Foreground => {
                 if let Some(f) = entry.f {
@@ -157,28 +155,44 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
                 }
             }
             HandlerMode::Background { .. } => {
-                self.list_push(ListKind::BgPending, (s * SLOTS_PER_SESSION + i) as u32);
+                self.bg_pending.push(&mut self.sessions, SlotId::new(s, i));
                 self.pump_bg();
             }
         }
     }
 
+    /// The handle of the request in slot `i` of server session `s`.
+    #[inline]
+    pub(crate) fn handle_of(&self, s: usize, i: usize) -> ReqHandle {
+        let sess = &self.sessions[s];
+        let sl = &sess.slots[i];
+        ReqHandle {
+            slot: SlotId::new(s, i),
+            req_type: sl.req_type,
+            generation: sess.generation,
+            req_num: sl.cur_req_num,
+        }
+    }
+
     /// A duplicate of an already received request packet.
     fn server_dup_req(&mut self, s: usize, i: usize, h: &Header) {
-        let sess = &mut self.sessions[s];
-        sess.stats.rx_pkts += 1;
-        let sl = &sess.slots[i];
+        self.sessions[s].stats.rx_pkts += 1;
+        let sl = &self.sessions[s].slots[i];
         if h.pkt_num + 1 < sl.req_pkts {
             // Its credit return was lost: send it again.
             self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
         } else if sl.state == SlotState::Responded {
-            // The response (packet 0) was lost: resend it, and wait until the device has read
-            // it: a later packet of this burst may be the slot's next request, which frees it.
-            let pkt = crate::rpc::data_pkt(self.heap.region(), self.dpp, sl.resp.as_ref().expect("stored response"), 0);
-            self.sessions[s].slots[i].resp_seq = self.next_tx_seq();
+            // The response (packet 0) was lost: resend it. Its buffer is freed (or reused) only
+            // once the device has read this packet too (`resp_seq`, see `bury`), so nothing waits
+            // for the device here.
+            if !self.dup_resend_allowed(s) {
+                return;
+            }
+            let sl = &self.sessions[s].slots[i];
+            let pkt = self.data_pkt(sl.resp.as_ref().expect("stored response"), 0);
+            self.sessions[s].slots[i].resp_seq = self.tx.next_seq();
             self.push_tx(pkt, s);
             self.stats.dup_responses += 1;
-            self.drain_tx_and_dma();
         } else {
             // The handler has not responded yet: tell the client we are alive.
             self.send_ctrl(s, PktType::ExplCr, h.req_type, h.pkt_num, h.req_num);
@@ -192,7 +206,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if h.req_num != sl.cur_req_num || sl.state != SlotState::Responded {
             return self.drop_pkt(Some(s), DropReason::Stale);
         }
-        let resp = sl.resp.as_ref().expect("stored response");
+        if h.req_type != sl.req_type {
+            return self.drop_pkt(Some(s), DropReason::WrongType);
+        }
         let resp_pkts = sl.resp_pkts;
         let first = sl.req_pkts - 1;
         if h.pkt_num <= first || h.pkt_num - first >= resp_pkts {
@@ -203,8 +219,12 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             return self.drop_pkt(Some(s), DropReason::OutOfOrder);
         }
         let dup = h.pkt_num < sl.num_rx;
-        let pkt = self.data_pkt(resp, idx);
-        let seq = self.next_tx_seq();
+        if dup && !self.dup_resend_allowed(s) {
+            return;
+        }
+        let sl = &self.sessions[s].slots[i];
+        let pkt = self.data_pkt(sl.resp.as_ref().expect("stored response"), idx);
+        let seq = self.tx.next_seq();
         let sess = &mut self.sessions[s];
         sess.stats.rx_pkts += 1;
         sess.slots[i].resp_seq = seq;
@@ -213,15 +233,32 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         self.push_tx(pkt, s);
         if dup {
-            // As for a duplicate request: the device must read it before the buffer can go.
             self.stats.dup_responses += 1;
-            self.drain_tx_and_dma();
         }
     }
 
+    /// Whether session `s` may answer one more duplicate with a resent response packet: at most
+    /// `session_credits` per `rto_ns`, which is what a correct client's rollback can ask for (it
+    /// has at most that many packets unacknowledged). More are dropped and counted: a flood of
+    /// forged duplicates cannot turn the server into an amplifier toward the session's peer.
+    fn dup_resend_allowed(&mut self, s: usize) -> bool {
+        let (now, rto, limit) = (self.now, self.cfg.rto_ns, self.cfg.session_credits);
+        let sess = &mut self.sessions[s];
+        if now.saturating_sub(sess.dup_window_ns) >= rto {
+            sess.dup_window_ns = now;
+            sess.dup_count = 0;
+        }
+        if sess.dup_count >= limit {
+            self.drop_pkt(Some(s), DropReason::DupRateLimited);
+            return false;
+        }
+        sess.dup_count += 1;
+        true
+    }
+
     pub(crate) fn valid_handle(&self, h: &ReqHandle) -> bool {
-        let Some(sess) = self.sessions.get(h.session as usize) else { return false };
-        let Some(sl) = sess.slots.get(h.slot as usize) else { return false };
+        let Some(sess) = self.sessions.get(h.slot.session()) else { return false };
+        let sl = &sess.slots[h.slot.slot()];
         sess.role == Role::Server
             && sess.state == SessionState::Connected
             && sess.generation == h.generation
@@ -234,7 +271,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if !self.valid_handle(h) {
             return None;
         }
-        self.sessions[h.session as usize].slots[h.slot as usize].req.as_ref().map(|b| b.data())
+        self.sessions.slot(h.slot).req.as_ref().map(|b| b.data())
     }
 
     /// The request and the slot's preallocated one-packet response buffer (`max_data_per_pkt()`
@@ -244,12 +281,11 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if !self.valid_handle(h) {
             return None;
         }
-        let (s, i) = (h.session as usize, h.slot as usize);
-        if self.sessions[s].slots[i].pre_resp.is_none() {
-            let b = self.alloc_msg_buffer(self.dpp).ok()?;
-            self.sessions[s].slots[i].pre_resp = Some(b);
+        if self.sessions.slot(h.slot).pre_resp.is_none() {
+            let b = self.alloc_msg_buffer(self.data_per_pkt).ok()?;
+            self.sessions.slot_mut(h.slot).pre_resp = Some(b);
         }
-        let sl = &mut self.sessions[s].slots[i];
+        let sl = self.sessions.slot_mut(h.slot);
         let resp = sl.pre_resp.as_mut().expect("allocated above");
         resp.resize(resp.capacity());
         Some((sl.req.as_ref()?.data(), resp.data_mut()))
@@ -260,21 +296,19 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if !self.valid_handle(&h) {
             return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: None });
         }
-        if len > self.dpp {
+        if len > self.data_per_pkt {
             return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None });
         }
-        let (s, i) = (h.session as usize, h.slot as usize);
-        let buf = match self.sessions[s].slots[i].pre_resp.take() {
+        let mut buf = match self.sessions.slot_mut(h.slot).pre_resp.take() {
             Some(b) => b,
-            None => match self.alloc_msg_buffer(self.dpp) {
+            None => match self.alloc_msg_buffer(self.data_per_pkt) {
                 Ok(b) => b,
                 // Leave the request pending: the caller may retry, or answer with its own buffer.
-                Err(_) => return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None }),
+                Err(_) => return Err(RespondError { kind: RespondErrorKind::OutOfMemory, resp: None }),
             },
         };
-        let mut buf = buf;
         buf.resize(len);
-        self.respond(s, i, buf, true);
+        self.respond(h.slot.session(), h.slot.slot(), buf, true);
         Ok(())
     }
 
@@ -287,9 +321,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         if !self.owns_msgbuf(&resp) {
             return Err(RespondError { kind: RespondErrorKind::ForeignBuffer, resp: Some(resp) });
         }
-        let (s, i) = (h.session as usize, h.slot as usize);
+        let (s, i) = (h.slot.session(), h.slot.slot());
         let req_pkts = self.sessions[s].slots[i].req_pkts as usize;
-        if resp.len() > self.cfg.max_msg_size || req_pkts + num_pkts(resp.len(), self.dpp) - 2 > MAX_PKT_NUM {
+        if resp.len() > self.cfg.max_msg_size || req_pkts + num_pkts(resp.len(), self.data_per_pkt) - 2 > MAX_PKT_NUM {
             return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: Some(resp) });
         }
         self.respond(s, i, resp, false);
@@ -299,14 +333,19 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     fn respond(&mut self, s: usize, i: usize, mut resp: MsgBuf, is_pre: bool) {
         let sess = &self.sessions[s];
         let sl = &sess.slots[i];
-        let (routing, dest, req_type, req_num, first) =
-            (sess.routing, sess.remote_session, sl.req_type, sl.cur_req_num, sl.req_pkts - 1);
-        self.write_msg_hdrs(&routing, &mut resp, req_type, dest, PktType::Resp, first, req_num);
+        let m = MsgHdr {
+            req_type: sl.req_type,
+            dest_session: sess.remote_session,
+            pkt_type: PktType::Resp,
+            first_pkt_num: sl.req_pkts - 1,
+            req_num: sl.cur_req_num,
+        };
+        write_msg_hdrs(self.data_per_pkt, &sess.routing, &mut resp, m);
         let pkt = self.data_pkt(&resp, 0);
         // The request is no longer needed.
         self.release_req(s, i);
-        let seq = self.next_tx_seq();
-        let resp_pkts = num_pkts(resp.len(), self.dpp) as u16;
+        let seq = self.tx.next_seq();
+        let resp_pkts = num_pkts(resp.len(), self.data_per_pkt) as u16;
         let sl = &mut self.sessions[s].slots[i];
         sl.resp = Some(resp);
         sl.resp_pkts = resp_pkts;

@@ -8,18 +8,29 @@
 //! * **Connect.** `create_session` picks a local session, a fresh random token, and sends
 //!   `ConnectReq`, resent every `sm_retry_ns` up to `sm_max_attempts` times (then
 //!   [`SmError::RemoteUnreachable`]). The server detects duplicates by (token, client address,
-//!   client session), answering them with the same response; otherwise it allocates a session
-//!   (or answers `OutOfSessions` / `OutOfMemory`) and replies with its session number.
+//!   client session), answering them with the same response. Otherwise it first makes the client
+//!   prove that it receives packets at the address it claims, keeping no state (as TCP SYN
+//!   cookies and QUIC's Retry do): a request without a valid cookie is answered with
+//!   `ConnectRetry`, a frame of the request's size carrying a cookie (a keyed hash of the
+//!   client's address, session and token and the time, valid 9 to 17 s) in the header's
+//!   `req_num`; the client repeats its request with the cookie at once. Only then does the
+//!   server apply its accept policy (an endpoint without request handlers, or whose application
+//!   turned sessions off or filtered the address out, answers [`SmError::Refused`]), the
+//!   per-address cap ([`SmError::TooManySessionsFromClient`]), and allocate a session (or
+//!   answer `OutOfSessions` / `OutOfMemory`), replying with its session number. So a forged
+//!   source address gets no session and no packet larger than the one it sent.
 //! * **Disconnect.** `destroy_session` (client only, no pending requests) sends
 //!   `DisconnectReq`, resent likewise. The server frees the session if the token matches and
 //!   always replies, so a duplicate still gets an answer.
 
 use crate::clock::Clock;
-use crate::rpc::{Rpc, SessionError, SessionEvent, SmError};
-use crate::session::{Role, SessionId, SessionState, SlotState, NIL};
+use crate::error::{SessionError, SmError};
+use crate::event::{ResetReason, SessionEvent};
+use crate::rpc::Rpc;
+use crate::session::{Role, SessionId, SessionState};
 use crate::stats::DropReason;
 use crate::transport::{EndpointAddr, RxPacket, Transport};
-use crate::wire::{ErpcHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
+use crate::wire::{ErpcHdr, PktHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
 use zerocopy::byteorder::{LittleEndian, U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -35,6 +46,9 @@ pub enum SmPktType {
     Ping = 5,
     /// Answer to a ping; `err` = [`ERR_UNKNOWN_SESSION`] if the server has no such session.
     PingResp = 6,
+    /// Answer to a connect request without a valid cookie: the cookie to repeat (in the
+    /// header's `req_num`), and nothing else. The server keeps no state for it.
+    ConnectRetry = 7,
 }
 
 /// `SmBody::err` of a ping response for a session the server does not have.
@@ -49,6 +63,7 @@ impl SmPktType {
             4 => SmPktType::DisconnectResp,
             5 => SmPktType::Ping,
             6 => SmPktType::PingResp,
+            7 => SmPktType::ConnectRetry,
             _ => return None,
         })
     }
@@ -102,6 +117,8 @@ fn err_code(e: Option<SmError>) -> u8 {
         Some(SmError::OutOfSessions) => 2,
         Some(SmError::OutOfMemory) => 3,
         Some(SmError::RoutingFailed) => 4,
+        Some(SmError::Refused) => 6,
+        Some(SmError::TooManySessionsFromClient) => 7,
     }
 }
 
@@ -111,17 +128,19 @@ fn err_from(c: u8) -> Option<SmError> {
         2 => Some(SmError::OutOfSessions),
         3 => Some(SmError::OutOfMemory),
         4 => Some(SmError::RoutingFailed),
+        6 => Some(SmError::Refused),
+        7 => Some(SmError::TooManySessionsFromClient),
         _ => Some(SmError::RemoteUnreachable),
     }
 }
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Starts connecting a client session to the endpoint at `remote`. The session is usable
     /// once [`SessionEvent::Connected`] arrives (or `is_connected` says so); failure comes as
     /// [`SessionEvent::ConnectFailed`].
     pub fn create_session(&mut self, remote: EndpointAddr) -> Result<SessionId, SessionError> {
         let routing = self.transport.resolve(&remote).map_err(|_| SessionError::Unroutable)?;
-        let s = self.alloc_session().ok_or(SessionError::OutOfSessions)?;
+        let s = self.sessions.alloc().ok_or(SessionError::OutOfSessions)?;
         let token = self.random_u64();
         self.now = self.clock.now_ns();
         let credits = self.cfg.session_credits;
@@ -161,8 +180,9 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         Ok(())
     }
 
-    fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
+    pub(crate) fn send_sm_client(&mut self, s: usize, kind: SmPktType) {
         let sess = &self.sessions[s];
+        let cookie = if kind == SmPktType::ConnectReq { sess.cookie } else { 0 };
         let body = SmBody {
             err: 0,
             _pad: [0; 3],
@@ -173,7 +193,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             server: sess.peer.into(),
         };
         let routing = sess.routing;
-        self.send_sm(&routing, kind, &body, Some(s));
+        self.send_sm(&routing, kind, &body, cookie, Some(s));
     }
 
     /// Best-effort single disconnect request for a session being reset.
@@ -182,26 +202,25 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         self.flush_tx();
     }
 
-    fn send_sm(&mut self, routing: &RoutingInfo, kind: SmPktType, body: &SmBody, s: Option<usize>) {
+    /// Sends a session-management frame; `cookie` goes in the header's `req_num`.
+    fn send_sm(&mut self, routing: &RoutingInfo, kind: SmPktType, body: &SmBody, cookie: u64, s: Option<usize>) {
         let mut f = [0u8; SM_FRAME_LEN];
         let (hr, rest) = f.split_at_mut(HEADROOM);
         routing.write(hr.try_into().expect("42"), ERPC_HDR_LEN + core::mem::size_of::<SmBody>());
-        let eh = ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, 0);
+        let eh =
+            ErpcHdr::new(kind as u8, core::mem::size_of::<SmBody>() as u32, SM_SESSION_NUM, PktType::Req, 0, cookie);
         rest[..ERPC_HDR_LEN].copy_from_slice(eh.as_bytes());
         rest[ERPC_HDR_LEN..].copy_from_slice(body.as_bytes());
-        let pkt = self.ctrl_frame(&f);
+        let pkt = self.tx.ctrl_frame(self.heap.region(), &f);
         self.stats.sm_pkts_tx += 1;
-        if let Some(s) = s {
-            self.sessions[s].stats.tx_pkts += 1;
-        }
-        if self.tx_batch.push(pkt).is_err() {
-            self.flush_tx();
-            let _ = self.tx_batch.push(pkt);
+        match s {
+            Some(s) => self.push_tx(pkt, s),
+            None => self.tx.push(&mut self.transport, &mut self.stats, pkt),
         }
     }
 
     /// A session-management packet.
-    pub(crate) fn process_sm(&mut self, p: &RxPacket, raw: &[u8; PKT_HDR_LEN], h: &crate::wire::Header) {
+    pub(crate) fn process_sm(&mut self, p: &RxPacket, hdr: &PktHdr, h: &crate::wire::Header) {
         let blen = core::mem::size_of::<SmBody>();
         if (p.len as usize) < SM_FRAME_LEN || h.msg_size as usize != blen {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -215,17 +234,20 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         };
         // The sender must be who the body says it is: replies go to that address, so a forged
         // body must not turn this endpoint into a reflector.
-        let src = crate::wire::src_of(raw);
+        let src = hdr.src();
         let claimed: EndpointAddr = match kind {
             SmPktType::ConnectReq | SmPktType::DisconnectReq | SmPktType::Ping => body.client.into(),
-            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp => body.server.into(),
+            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp | SmPktType::ConnectRetry => {
+                body.server.into()
+            }
         };
         if claimed.ipv4 != src.ipv4 || claimed.udp_port != src.udp_port {
             return self.drop_pkt(None, DropReason::BadSm);
         }
         self.stats.sm_pkts_rx += 1;
         match kind {
-            SmPktType::ConnectReq => self.sm_connect_req(&body),
+            SmPktType::ConnectReq => self.sm_connect_req(&body, h.req_num),
+            SmPktType::ConnectRetry => self.sm_connect_retry(&body, h.req_num),
             SmPktType::DisconnectReq => self.sm_disconnect_req(&body),
             SmPktType::ConnectResp => self.sm_connect_resp(&body),
             SmPktType::DisconnectResp => self.sm_disconnect_resp(&body),
@@ -239,33 +261,57 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
     }
 
     fn reply_code(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8) {
+        self.reply_with_cookie(req, kind, server_session, err, 0);
+    }
+
+    fn reply_with_cookie(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8, cookie: u64) {
         let client: EndpointAddr = req.client.into();
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
         let body = SmBody { err, server_session: U16::new(server_session), ..*req };
-        self.send_sm(&routing, kind, &body, None);
+        self.send_sm(&routing, kind, &body, cookie, None);
     }
 
-    fn sm_connect_req(&mut self, b: &SmBody) {
+    fn sm_connect_req(&mut self, b: &SmBody, cookie: u64) {
         let server: EndpointAddr = b.server.into();
         if server.udp_port != self.local.udp_port || server.ipv4 != self.local.ipv4 {
             return self.drop_pkt(None, DropReason::BadSm);
         }
         let client: EndpointAddr = b.client.into();
         let (token, csess) = (b.token.get(), b.client_session.get());
-        if let Some(s) = self.token_find(token, &client, csess) {
+        if let Some(s) = self.sessions.token_find(token, &client, csess) {
             return self.reply(b, SmPktType::ConnectResp, s as u16, None);
+        }
+        // No state, and nothing larger than the request, for an address that has not shown it
+        // receives our packets.
+        let epoch = self.now >> COOKIE_EPOCH_SHIFT;
+        if cookie == 0
+            || (cookie != self.cookies.make(b, epoch) && cookie != self.cookies.make(b, epoch.wrapping_sub(1)))
+        {
+            self.stats.sm_cookies_sent += 1;
+            let c = self.cookies.make(b, epoch);
+            return self.reply_with_cookie(b, SmPktType::ConnectRetry, 0, 0, c);
+        }
+        if !self.handlers.accepts(&client) {
+            self.stats.sessions_refused += 1;
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::Refused));
+        }
+        let cap = self.cfg.max_sessions_per_client as usize;
+        if self.sessions.ip_count(client.ipv4, cap) >= cap {
+            self.stats.sessions_refused += 1;
+            log::warn!("connect from {client} refused: its address holds {cap} sessions already");
+            return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::TooManySessionsFromClient));
         }
         let Ok(routing) = self.transport.resolve(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
-        let Some(s) = self.alloc_session() else {
+        let Some(s) = self.sessions.alloc() else {
             log::warn!("connect from {client} refused: all {} sessions in use", self.sessions.len());
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfSessions));
         };
         // Every server session needs at least one one-packet buffer: check now, not mid-request.
-        let Ok(pre) = self.alloc_msg_buffer(self.dpp) else {
+        let Ok(pre) = self.alloc_msg_buffer(self.data_per_pkt) else {
             self.sessions[s].state = SessionState::Free;
             self.release_session(s);
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::OutOfMemory));
@@ -281,7 +327,8 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         sess.remote_session = csess;
         sess.last_heard_ns = now;
         sess.slots[0].pre_resp = Some(pre);
-        self.token_insert(s);
+        self.sessions.token_insert(s);
+        self.sessions.ip_insert(s);
         self.reply(b, SmPktType::ConnectResp, s as u16, None);
     }
 
@@ -325,6 +372,21 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
     }
 
+    /// The server wants our connect request again, with its cookie.
+    fn sm_connect_retry(&mut self, b: &SmBody, cookie: u64) {
+        let Some(s) = self.client_session_for(b, SessionState::ConnectInProgress) else {
+            return; // stale, or not for us
+        };
+        let sess = &mut self.sessions[s];
+        if cookie == 0 || cookie == sess.cookie || sess.sm_attempts >= self.cfg.sm_max_attempts {
+            return; // the retry scan gives up when attempts run out
+        }
+        sess.cookie = cookie;
+        sess.sm_attempts += 1;
+        sess.sm_next_ns = self.now + self.cfg.sm_retry_ns;
+        self.send_sm_client(s, SmPktType::ConnectReq);
+    }
+
     fn sm_disconnect_resp(&mut self, b: &SmBody) {
         let Some(s) = self.client_session_for(b, SessionState::DisconnectInProgress) else {
             return;
@@ -364,49 +426,10 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         if b.err == ERR_UNKNOWN_SESSION {
             log::warn!("session {s}: server {} no longer has it", self.sessions[s].peer);
-            return self.reset_client_session(s, crate::rpc::ResetReason::PeerLostSession);
+            return self.reset_client_session(s, ResetReason::PeerLostSession);
         }
         self.sessions[s].last_heard_ns = self.now;
         self.sessions[s].pings = 0;
-    }
-
-    /// Keepalives and idle timeouts: pings idle client sessions, resets client sessions whose
-    /// server stopped answering, and frees server sessions whose client went silent.
-    pub(crate) fn idle_scan(&mut self, count: usize) {
-        let now = self.now;
-        let n = self.sessions.len();
-        for _ in 0..count.min(n) {
-            let s = self.idle_cursor;
-            self.idle_cursor = (s + 1) % n;
-            let sess = &self.sessions[s];
-            if sess.state != SessionState::Connected {
-                continue;
-            }
-            let silent = now.saturating_sub(sess.last_heard_ns);
-            match sess.role {
-                // With requests pending, the loss scan judges liveness; this covers idle sessions.
-                Role::Client if sess.active == 0 => {
-                    // Reset only after two pings went unanswered (one may be lost).
-                    if silent > self.cfg.keepalive_ns + self.cfg.session_timeout_ns && sess.pings >= 2 {
-                        self.reset_client_session(s, crate::rpc::ResetReason::PeerTimeout);
-                    } else if silent > self.cfg.keepalive_ns && now >= sess.sm_next_ns {
-                        self.sessions[s].sm_next_ns = now + self.cfg.keepalive_ns / 4;
-                        self.sessions[s].pings = self.sessions[s].pings.saturating_add(1);
-                        self.send_sm_client(s, SmPktType::Ping);
-                    }
-                }
-                Role::Client => {}
-                Role::Server => {
-                    // The slots (eight cache lines) are looked at only for a silent session.
-                    if silent > self.cfg.server_idle_timeout_ns
-                        && !sess.slots.iter().any(|x| matches!(x.state, SlotState::Receiving | SlotState::InHandler))
-                    {
-                        log::warn!("server session {s}: client {} silent for {silent} ns, freeing", sess.peer);
-                        self.release_session(s);
-                    }
-                }
-            }
-        }
     }
 
     /// Resends connect/disconnect requests that have waited `sm_retry_ns`, and gives up on those
@@ -439,48 +462,32 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
             self.send_sm_client(s, if connecting { SmPktType::ConnectReq } else { SmPktType::DisconnectReq });
         }
     }
+}
 
-    // ----- token hash: (token, client) -> server session, chained through the session array -----
+/// Connect cookies are valid in the epoch they were made in and the next (`now >> 33`: epochs of
+/// 8.6 s), so a cookie lives 8.6 to 17 s.
+const COOKIE_EPOCH_SHIFT: u32 = 33;
 
-    fn bucket(&self, token: u64) -> usize {
-        ((token ^ (token >> 29)) % self.sessions.len() as u64) as usize
+/// Makes and checks connect cookies: a keyed hash (SipHash-1-3, with a random key of this
+/// endpoint) of what a connect request names — the client's address, session and token — and
+/// the epoch, cut to the 44 bits of `req_num`. Only someone who received the server's
+/// `ConnectRetry` at that address can repeat it.
+pub(crate) struct Cookies {
+    hasher: siphasher::sip::SipHasher13,
+}
+
+impl Cookies {
+    pub(crate) fn new(key: [u64; 2]) -> Self {
+        Cookies { hasher: siphasher::sip::SipHasher13::new_with_keys(key[0], key[1]) }
     }
 
-    fn token_find(&self, token: u64, client: &EndpointAddr, csess: u16) -> Option<usize> {
-        let mut s = self.sessions[self.bucket(token)].bucket_head;
-        while s != NIL {
-            let x = &self.sessions[s as usize];
-            if x.token == token && x.peer == *client && x.remote_session == csess && x.role == Role::Server {
-                return Some(s as usize);
-            }
-            s = x.token_next;
-        }
-        None
-    }
-
-    fn token_insert(&mut self, s: usize) {
-        let b = self.bucket(self.sessions[s].token);
-        self.sessions[s].token_next = self.sessions[b].bucket_head;
-        self.sessions[b].bucket_head = s as u32;
-    }
-
-    pub(crate) fn token_remove(&mut self, s: usize) {
-        let b = self.bucket(self.sessions[s].token);
-        let mut cur = self.sessions[b].bucket_head;
-        let mut prev = NIL;
-        while cur != NIL {
-            let next = self.sessions[cur as usize].token_next;
-            if cur as usize == s {
-                if prev == NIL {
-                    self.sessions[b].bucket_head = next;
-                } else {
-                    self.sessions[prev as usize].token_next = next;
-                }
-                self.sessions[s].token_next = NIL;
-                return;
-            }
-            prev = cur;
-            cur = next;
-        }
+    fn make(&self, b: &SmBody, epoch: u64) -> u64 {
+        let mut m = [0u8; 32];
+        m[..12].copy_from_slice(b.client.as_bytes());
+        m[12..14].copy_from_slice(b.client_session.as_bytes());
+        m[14..22].copy_from_slice(b.token.as_bytes());
+        m[22..30].copy_from_slice(&epoch.to_le_bytes());
+        // Never 0: 0 means "no cookie".
+        (self.hasher.hash(&m) & crate::wire::MAX_REQ_NUM).max(1)
     }
 }

@@ -13,7 +13,8 @@ pub enum DropReason {
     UnknownSession,
     /// The frame did not come from the session's peer.
     WrongSource,
-    /// `msg_size` beyond the endpoint's maximum, or inconsistent with the message so far.
+    /// `msg_size` beyond the endpoint's maximum, or inconsistent with the message so far (its
+    /// size or request type differs from what the slot recorded).
     BadMsgSize,
     /// A packet type the session's role or state does not accept.
     WrongType,
@@ -29,6 +30,9 @@ pub enum DropReason {
     BadSm,
     /// The transport did not accept a packet for transmission.
     TxRingFull,
+    /// A duplicate that would have been answered with a resent response, beyond the session's
+    /// rate (`session_credits` per `rto_ns`: what a correct client's rollback can ask for).
+    DupRateLimited,
 }
 
 /// Drop counters, one per [`DropReason`].
@@ -47,6 +51,7 @@ pub struct DropCounters {
     pub no_handler: u64,
     pub bad_sm: u64,
     pub tx_ring_full: u64,
+    pub dup_rate_limited: u64,
 }
 
 impl DropCounters {
@@ -66,6 +71,7 @@ impl DropCounters {
             DropReason::NoHandler => &mut self.no_handler,
             DropReason::BadSm => &mut self.bad_sm,
             DropReason::TxRingFull => &mut self.tx_ring_full,
+            DropReason::DupRateLimited => &mut self.dup_rate_limited,
         };
         *c += 1;
     }
@@ -85,6 +91,7 @@ impl DropCounters {
             DropReason::NoHandler => self.no_handler,
             DropReason::BadSm => self.bad_sm,
             DropReason::TxRingFull => self.tx_ring_full,
+            DropReason::DupRateLimited => self.dup_rate_limited,
         }
     }
 
@@ -102,6 +109,7 @@ impl DropCounters {
             + self.no_handler
             + self.bad_sm
             + self.tx_ring_full
+            + self.dup_rate_limited
     }
 }
 
@@ -126,6 +134,12 @@ pub struct RpcStats {
     pub sessions_reset: u64,
     pub sm_pkts_tx: u64,
     pub sm_pkts_rx: u64,
+    /// Connect requests answered with a cookie (`ConnectRetry`): no valid cookie yet.
+    pub sm_cookies_sent: u64,
+    /// Connect requests refused by the accept policy or the per-address cap.
+    pub sessions_refused: u64,
+    /// Client requests failed with `TimedOut` (no progress for `request_timeout_ns`).
+    pub requests_timed_out: u64,
     pub drops: DropCounters,
     pub cc: crate::cc::CcStats,
 }

@@ -35,6 +35,13 @@ pub struct EndpointAddr {
     pub udp_port: u16,
 }
 
+/// An endpoint reached over kernel UDP (the kernel resolves MAC addresses, so the MAC is zero).
+impl From<core::net::SocketAddrV4> for EndpointAddr {
+    fn from(a: core::net::SocketAddrV4) -> Self {
+        EndpointAddr { mac: [0; 6], ipv4: a.ip().octets(), udp_port: a.port() }
+    }
+}
+
 impl core::fmt::Display for EndpointAddr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let [a, b, c, d] = self.ipv4;
@@ -126,6 +133,19 @@ pub enum ResolveError {
     /// The address is malformed for this transport.
     InvalidAddress,
 }
+
+impl core::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ResolveError::Unreachable => {
+                "the transport cannot reach that address (wrong subnet, or no neighbour answered)"
+            }
+            ResolveError::InvalidAddress => "the address is malformed for this transport",
+        })
+    }
+}
+
+impl core::error::Error for ResolveError {}
 
 /// Packet I/O for one endpoint (one RX and one TX queue). Implemented by the NIC drivers, the
 /// kernel transports and the in-memory NIC. See the module documentation for buffer ownership.

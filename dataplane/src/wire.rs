@@ -192,6 +192,18 @@ pub enum WireError {
     BadMagic,
 }
 
+impl core::fmt::Display for WireError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            WireError::Truncated => "truncated eRPC packet: shorter than its headers or than the data they announce",
+            WireError::NotUdp => "not an IPv4/UDP frame",
+            WireError::BadMagic => "not an eRPC packet: the magic nibble is not 11",
+        })
+    }
+}
+
+impl core::error::Error for WireError {}
+
 /// A checked view of one eRPC packet (headers and data) over any byte buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Packet<T: AsRef<[u8]>> {
@@ -268,21 +280,69 @@ pub fn ipv4_checksum(hdr: &Ipv4Hdr) -> u16 {
     !fold(ones_sum(hdr.as_bytes()))
 }
 
+/// The Ethernet, IPv4 and UDP headers in front of the eRPC header: the 42-byte headroom.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+pub struct UdpFrameHdr {
+    pub eth: EthHdr,
+    pub ipv4: Ipv4Hdr,
+    pub udp: UdpHdr,
+}
+
+const _: () = assert!(core::mem::size_of::<UdpFrameHdr>() == HEADROOM);
+
+impl UdpFrameHdr {
+    /// The sender: source MAC, IPv4 address and UDP port.
+    pub fn src(&self) -> crate::transport::EndpointAddr {
+        crate::transport::EndpointAddr { mac: self.eth.src, ipv4: self.ipv4.src, udp_port: self.udp.src_port.get() }
+    }
+
+    /// The receiver: destination MAC, IPv4 address and UDP port.
+    pub fn dst(&self) -> crate::transport::EndpointAddr {
+        crate::transport::EndpointAddr { mac: self.eth.dst, ipv4: self.ipv4.dst, udp_port: self.udp.dst_port.get() }
+    }
+}
+
+impl PktHdr {
+    /// The sender: source MAC, IPv4 address and UDP port.
+    pub fn src(&self) -> crate::transport::EndpointAddr {
+        crate::transport::EndpointAddr { mac: self.eth.src, ipv4: self.ipv4.src, udp_port: self.udp.src_port.get() }
+    }
+}
+
 /// A ready-made Ethernet/IPv4/UDP header for one remote endpoint: the original's
 /// `routing_info_t` after `resolve_remote_routing_info()`. Built once per session; per packet
 /// only the two length fields and the IPv4 checksum are patched (incrementally, RFC 1624).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoutingInfo {
-    pub hdr: [u8; HEADROOM],
+    /// The template: lengths zero, the IPv4 checksum that of the zero-length header.
+    pub hdr: UdpFrameHdr,
 }
 
 impl RoutingInfo {
-    pub const EMPTY: RoutingInfo = RoutingInfo { hdr: [0; HEADROOM] };
+    pub const EMPTY: RoutingInfo = RoutingInfo {
+        hdr: UdpFrameHdr {
+            eth: EthHdr { dst: [0; 6], src: [0; 6], ethertype: U16::ZERO },
+            ipv4: Ipv4Hdr {
+                version_ihl: 0,
+                tos: 0,
+                total_len: U16::ZERO,
+                id: U16::ZERO,
+                frag_off: U16::ZERO,
+                ttl: 0,
+                protocol: 0,
+                checksum: U16::ZERO,
+                src: [0; 4],
+                dst: [0; 4],
+            },
+            udp: UdpHdr { src_port: U16::ZERO, dst_port: U16::ZERO, len: U16::ZERO, checksum: U16::ZERO },
+        },
+    };
 
     /// Builds the template for packets from `src` to `dst`. Lengths are zero; the IPv4 checksum
     /// is that of the zero-length header, so [`RoutingInfo::write`] can patch it incrementally.
     pub fn new(src: &crate::transport::EndpointAddr, dst: &crate::transport::EndpointAddr) -> Self {
-        let mut ip = Ipv4Hdr {
+        let mut ipv4 = Ipv4Hdr {
             version_ihl: 0x45,
             tos: 1,
             total_len: U16::new(0),
@@ -294,7 +354,7 @@ impl RoutingInfo {
             src: src.ipv4,
             dst: dst.ipv4,
         };
-        ip.checksum = U16::new(ipv4_checksum(&ip));
+        ipv4.checksum = U16::new(ipv4_checksum(&ipv4));
         let eth = EthHdr { dst: dst.mac, src: src.mac, ethertype: U16::new(ETHERTYPE_IPV4) };
         let udp = UdpHdr {
             src_port: U16::new(src.udp_port),
@@ -302,55 +362,43 @@ impl RoutingInfo {
             len: U16::new(0),
             checksum: U16::new(0),
         };
-        let mut hdr = [0u8; HEADROOM];
-        hdr[..14].copy_from_slice(eth.as_bytes());
-        hdr[14..34].copy_from_slice(ip.as_bytes());
-        hdr[34..42].copy_from_slice(udp.as_bytes());
-        RoutingInfo { hdr }
+        RoutingInfo { hdr: UdpFrameHdr { eth, ipv4, udp } }
     }
 
     /// Writes the headroom for a packet whose UDP payload (eRPC header + data) is `udp_payload`
     /// bytes long into `out`.
     #[inline]
     pub fn write(&self, out: &mut [u8; HEADROOM], udp_payload: usize) {
-        *out = self.hdr;
+        let mut h = self.hdr;
         let ip_len = (20 + 8 + udp_payload) as u16;
-        let udp_len = (8 + udp_payload) as u16;
-        out[16..18].copy_from_slice(&ip_len.to_be_bytes());
-        out[38..40].copy_from_slice(&udp_len.to_be_bytes());
+        h.ipv4.total_len = U16::new(ip_len);
+        h.udp.len = U16::new((8 + udp_payload) as u16);
         // RFC 1624 eqn. 3: HC' = ~(~HC + ~m + m'), with the old total length m = 0.
-        let old = u16::from_be_bytes([self.hdr[24], self.hdr[25]]);
-        let sum = (!old) as u32 + 0xFFFF + ip_len as u32;
-        out[24..26].copy_from_slice(&(!fold(sum)).to_be_bytes());
+        let sum = (!self.hdr.ipv4.checksum.get()) as u32 + 0xFFFF + ip_len as u32;
+        h.ipv4.checksum = U16::new(!fold(sum));
+        *out = zerocopy::transmute!(h);
     }
 
     /// Destination UDP port of the template.
     pub fn dst_port(&self) -> u16 {
-        u16::from_be_bytes([self.hdr[36], self.hdr[37]])
+        self.hdr.udp.dst_port.get()
     }
 
     /// Destination MAC of the template.
     pub fn dst_mac(&self) -> [u8; 6] {
-        let mut m = [0; 6];
-        m.copy_from_slice(&self.hdr[..6]);
-        m
+        self.hdr.eth.dst
     }
 
     /// Destination IPv4 address of the template.
     pub fn dst_ipv4(&self) -> [u8; 4] {
-        let mut a = [0; 4];
-        a.copy_from_slice(&self.hdr[30..34]);
-        a
+        self.hdr.ipv4.dst
     }
 }
 
-/// Reads the source endpoint (MAC, IPv4, UDP port) out of a packet's headroom.
-pub fn src_of(headroom: &[u8]) -> crate::transport::EndpointAddr {
-    let mut mac = [0; 6];
-    mac.copy_from_slice(&headroom[6..12]);
-    let mut ipv4 = [0; 4];
-    ipv4.copy_from_slice(&headroom[26..30]);
-    crate::transport::EndpointAddr { mac, ipv4, udp_port: u16::from_be_bytes([headroom[34], headroom[35]]) }
+/// Reads the source endpoint (MAC, IPv4, UDP port) out of a packet's headroom (`None` if it is
+/// shorter than [`HEADROOM`]).
+pub fn src_of(headroom: &[u8]) -> Option<crate::transport::EndpointAddr> {
+    UdpFrameHdr::read_from_prefix(headroom).ok().map(|(h, _)| h.src())
 }
 
 #[cfg(test)]
@@ -392,7 +440,7 @@ mod tests {
         let mut bad = buf;
         bad[23] = 6;
         assert_eq!(Packet::new_checked(&bad[..]).unwrap_err(), WireError::NotUdp);
-        assert_eq!(src_of(&buf), a);
+        assert_eq!(src_of(&buf), Some(a));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Long-running handlers: hand-off to worker threads through thread-safe queues.
 //!
-//! A request type registered with [`HandlerMode::Background`](crate::HandlerMode::Background)
+//! A request type registered with [`crate::HandlerMode::Background`]
 //! is not run on the dispatch thread. When its last packet arrives, the endpoint allocates a
 //! response buffer and pushes a [`BgJob`] (the request, the response buffer, a handle) onto
 //! [`BgQueues::jobs`]. A worker takes it, fills `resp`, and pushes it onto [`BgQueues::done`];
@@ -11,8 +11,12 @@
 //! on the endpoint (in arrival order) and is handed over as space frees up. A pool of threads
 //! that serves the queues is [`WorkerPool`] (with the `std` feature).
 
+use crate::clock::Clock;
+use crate::handlers::{HandlerMode, ReqHandle};
 use crate::msgbuf::MsgBuf;
-use crate::rpc::ReqHandle;
+use crate::rpc::Rpc;
+use crate::transport::Transport;
+use crate::wire::MAX_PKT_NUM;
 
 /// Capacity of each queue.
 pub const BG_QUEUE_DEPTH: usize = 64;
@@ -44,6 +48,39 @@ impl BgQueues {
 impl Default for BgQueues {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The worker queues an endpoint is attached to: borrowed, or with `std` shared through an
+/// `Arc` with the workers (then nothing needs to outlive the endpoint).
+pub enum WorkerQueues<'m> {
+    Borrowed(&'m BgQueues),
+    #[cfg(feature = "std")]
+    Shared(std::sync::Arc<BgQueues>),
+}
+
+impl core::ops::Deref for WorkerQueues<'_> {
+    type Target = BgQueues;
+    #[inline]
+    fn deref(&self) -> &BgQueues {
+        match self {
+            WorkerQueues::Borrowed(q) => q,
+            #[cfg(feature = "std")]
+            WorkerQueues::Shared(q) => q,
+        }
+    }
+}
+
+impl<'m> From<&'m BgQueues> for WorkerQueues<'m> {
+    fn from(q: &'m BgQueues) -> Self {
+        WorkerQueues::Borrowed(q)
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<std::sync::Arc<BgQueues>> for WorkerQueues<'_> {
+    fn from(q: std::sync::Arc<BgQueues>) -> Self {
+        WorkerQueues::Shared(q)
     }
 }
 
@@ -106,6 +143,76 @@ impl Drop for WorkerPool {
         self.stop.store(true, core::sync::atomic::Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+    }
+}
+
+// ----- the dispatch thread's side -----
+
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
+    /// Moves finished worker jobs back into their slots and sends their responses; hands waiting
+    /// requests to the workers.
+    pub(crate) fn process_bg(&mut self) {
+        while let Some(job) = self.bg.as_ref().and_then(|q| q.done.dequeue()) {
+            self.finish_bg_job(job);
+        }
+        self.pump_bg();
+    }
+
+    /// Hands requests waiting for a worker to the job queue, in arrival order, while it has room
+    /// and a response buffer can be allocated.
+    pub(crate) fn pump_bg(&mut self) {
+        if self.bg.is_none() {
+            return;
+        }
+        while let Some(id) = self.bg_pending.head() {
+            let (s, i) = (id.session(), id.slot());
+            let req_type = self.sessions.slot(id).req_type;
+            let entry = self.handlers.get(req_type);
+            let HandlerMode::Background { max_resp_size } = entry.mode else {
+                // Re-registered as a foreground handler meanwhile: run it here.
+                self.bg_pending.remove(&mut self.sessions, id);
+                let handle = self.handle_of(s, i);
+                if let Some(f) = entry.f {
+                    f(self, handle);
+                }
+                continue;
+            };
+            // No larger than any response this request can have (16383-packet bound).
+            let req_pkts = self.sessions.slot(id).req_pkts as usize;
+            let max = max_resp_size.min(self.cfg.max_msg_size).min((MAX_PKT_NUM + 2 - req_pkts) * self.data_per_pkt);
+            let Ok(resp) = self.alloc_msg_buffer(max) else {
+                return; // retry next iteration
+            };
+            let handle = self.handle_of(s, i);
+            let req = self.sessions.slot_mut(id).req.take().expect("request of a pending background job");
+            let q = self.bg.as_ref().expect("checked above");
+            match q.jobs.enqueue(BgJob { handle, req_type, req, resp }) {
+                Ok(()) => self.bg_pending.remove(&mut self.sessions, id),
+                Err(job) => {
+                    self.sessions.slot_mut(id).req = Some(job.req);
+                    let _ = self.heap.free(job.resp);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn finish_bg_job(&mut self, job: BgJob) {
+        let BgJob { handle, req, resp, .. } = job;
+        if self.valid_handle(&handle) {
+            self.sessions.slot_mut(handle.slot).req = Some(req);
+            if let Err(e) = self.enqueue_response(handle, resp) {
+                // A response the worker made unusable (a buffer of another endpoint, or resized
+                // beyond bounds): answer empty rather than leave the client waiting forever.
+                if let Some(b) = e.resp {
+                    let _ = self.heap.free(b);
+                }
+                let _ = self.enqueue_response_prealloc(handle, 0);
+            }
+        } else {
+            let _ = self.heap.free(req);
+            let _ = self.heap.free(resp);
         }
     }
 }

@@ -3,9 +3,11 @@
 //!
 //! * [`pci`]: PCI network devices in sysfs; binding them to vfio-pci.
 //! * [`vfio`]: opening a function through VFIO (container, group, device), BARs, config space.
-//! * [`mmio`]: register access ([`mmio::RegisterIo`]), volatile over a BAR or faked in tests.
+//! * [`mmio`]: register access ([`mmio::RegisterIo`], and [`mmio::RegisterIo64`] for 64-bit
+//!   doorbells), volatile over a BAR or faked in tests.
 //! * [`intel`]: the igb (82576, I350) and ixgbe (82599, X540) driver.
-//! * [`mlx5`]: the NVIDIA ConnectX driver (in progress: command interface, HCA bring-up).
+//! * [`mlx5`]: the NVIDIA ConnectX-4 Lx/5/6/7 driver: firmware command interface, HCA
+//!   bring-up, one send queue and one striding receive queue.
 //! * [`udp`]: a kernel UDP socket (`sendmmsg`/`recvmmsg`), for machines without a spare NIC.
 //! * [`afxdp`]: an AF_XDP socket with its XDP program (raw eBPF, no libbpf): raw frames of one
 //!   interface queue without a NIC given to VFIO.

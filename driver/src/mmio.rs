@@ -12,16 +12,6 @@ pub trait RegisterIo {
     /// Writes the register at byte offset `off`.
     fn write32(&self, off: u32, value: u32);
 
-    /// Writes 64 bits at byte offset `off` (8-byte aligned): the low half to `off`, the high
-    /// half to `off + 4`, in that order: what a little-endian 64-bit store puts at each address.
-    /// mlx5 doorbells (UAR / BlueFlame) are 64 bits; Linux's `mlx5_write64` issues one 64-bit
-    /// store, or on 32-bit hosts two 32-bit stores, lower address first, which devices accept.
-    /// [`Mmio`] overrides this with a single 64-bit store.
-    fn write64(&self, off: u32, value: u64) {
-        self.write32(off, value as u32);
-        self.write32(off + 4, (value >> 32) as u32);
-    }
-
     /// Sets `bits` in a register (read-modify-write).
     fn set_bits(&self, off: u32, bits: u32) {
         self.write32(off, self.read32(off) | bits);
@@ -33,7 +23,24 @@ pub trait RegisterIo {
     }
 }
 
-/// A mapped register window (a BAR). Every access is a volatile 32-bit load or store.
+/// Registers that also take a 64-bit doorbell: mlx5 UAR doorbells (the send doorbell at the
+/// BlueFlame register, UAR + 0x800) are the first 8 bytes of a WQE's control segment, written
+/// as **one** 64-bit store. Linux (`mlx5_write64` in `include/linux/mlx5/doorbell.h`) and
+/// rdma-core (`mmio_write64_be` in `util/mmio.h`) issue a single 64-bit store on 64-bit hosts;
+/// two 32-bit stores can interleave with another writer's and reach the device torn.
+///
+/// There is deliberately no default built from two [`RegisterIo::write32`] calls: every
+/// implementation says how it delivers the 8 bytes whole ([`Mmio`] and
+/// [`Bar`](crate::vfio::Bar): one volatile 64-bit store; device models: one step under their
+/// lock).
+pub trait RegisterIo64: RegisterIo {
+    /// Writes 64 bits at byte offset `off` (8-byte aligned) as one store, little-endian: the
+    /// low half lands at `off`, the high half at `off + 4`.
+    fn write64(&self, off: u32, value: u64);
+}
+
+/// A mapped register window (a BAR). Every access is a volatile 32-bit load or store, or one
+/// volatile 64-bit store ([`RegisterIo64::write64`]).
 pub struct Mmio {
     base: NonNull<u8>,
     len: usize,
@@ -68,7 +75,9 @@ impl RegisterIo for Mmio {
     fn write32(&self, off: u32, value: u32) {
         self.reg(off).write(value.to_le())
     }
+}
 
+impl RegisterIo64 for Mmio {
     fn write64(&self, off: u32, value: u64) {
         let o = off as usize;
         assert!(o % 8 == 0 && o + 8 <= self.len, "register offset {o:#x} outside the BAR");

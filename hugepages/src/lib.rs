@@ -15,12 +15,33 @@
 //!   test playing the IOMMU for a device model, with IOVAs from the same allocator as VFIO (so
 //!   they differ from virtual addresses and a driver that hands a device a virtual address is
 //!   caught).
+//! * [`DmaSlice`] is a borrowed range of DMA memory ([`DmaMemory::as_slice`]): CPU address,
+//!   device address and length, tied by its lifetime to the memory. Drivers carve their rings
+//!   and buffers from it ([`DmaSlice::take`], [`DmaSlice::sub`]); it grants no access by
+//!   itself.
 //! * [`DmaMemory::dataplane_region`] is the [`DmaRegion`] the dataplane carves msgbufs and
 //!   control packets from.
+//!
+//! # Why `dataplane_region` stays `unsafe`
+//!
+//! Tying the endpoint's region to the memory's lifetime would need `DmaRegion<'a>` and, with
+//! it, a lifetime on the endpoint (`Rpc`) and on every type that holds one, in a `no_std`
+//! crate that also serves bare-metal images with `'static` memory (`DmaRegion::from_static`);
+//! an owning region instead (keeping the `DmaMemory` alive inside it) would need an allocation
+//! in the heap-free dataplane. And a lifetime would discharge only one of the three promises
+//! the call makes: that the memory outlives the region and every msgbuf from it. The other two
+//! — nothing else uses the memory, and no device is ever told to *write* into it (the region
+//! is transmit-only) — are about what the caller does with the same `DmaMemory` and the NIC,
+//! which no signature here can see. So it stays an `unsafe fn` whose contract names all
+//! three; callers keep the `DmaMemory` next to the endpoint.
 //!
 //! Hugepages must be reserved by the administrator (`/proc/sys/vm/nr_hugepages`, or
 //! `hugepages=N` on the kernel command line); when they are missing, [`DmaError::NoHugepages`]
 //! says how many are needed and how to reserve them.
+
+mod slice;
+
+pub use slice::DmaSlice;
 
 use erpc_dataplane::dma::DmaRegion;
 use memmap2::{MmapMut, MmapOptions};
@@ -163,7 +184,15 @@ impl fmt::Display for DmaError {
     }
 }
 
-impl std::error::Error for DmaError {}
+impl std::error::Error for DmaError {
+    /// The OS error underneath (its text is part of this error's message).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DmaError::Map(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// A mapping of hugepages (or, when asked, ordinary pages). The memory is zeroed by the kernel
 /// and stays mapped until the value is dropped. It is only reachable through the raw pointer
@@ -483,6 +512,13 @@ impl DmaMemory {
         self.mem.page_size()
     }
 
+    /// The whole memory as a [`DmaSlice`] to carve rings and buffers from.
+    pub fn as_slice(&self) -> DmaSlice<'_> {
+        // SAFETY: the mapping is valid for `len` bytes while `self` lives (the borrow), and
+        // the device sees it at `iova`.
+        unsafe { DmaSlice::new(self.vaddr(), self.iova, self.len()) }
+    }
+
     /// This memory as the dataplane's [`DmaRegion`], for msgbufs and control packets.
     ///
     /// # Safety
@@ -559,6 +595,17 @@ mod tests {
         // SAFETY: `m` outlives `r` within this test.
         let r = unsafe { m.dataplane_region() };
         assert_eq!((r.len(), r.iova()), (m.len(), m.iova()));
+    }
+
+    #[test]
+    fn as_slice_describes_the_whole_memory() {
+        let space = DmaSpace::identity();
+        let m = space.alloc(8192, PageSize::Ordinary).unwrap();
+        let mut s = m.as_slice();
+        assert_eq!((s.base(), s.iova(), s.len()), (m.vaddr(), m.iova(), m.len()));
+        let ring = s.take(100, 4096).expect("a page");
+        assert_eq!((ring.len(), s.iova()), (4096, m.iova() + 4096));
+        assert!(s.take(4097, 1).is_none(), "one page left");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::sync::atomic::{fence, Ordering};
 pub struct Counters {
     /// Send doorbells (BlueFlame writes) accepted.
     pub tx_doorbells: u64,
+    /// Send doorbells rung at the first and at the second BlueFlame buffer.
+    pub tx_doorbells_per_buffer: [u64; 2],
     /// Send doorbells for an SQ in the error state (ignored, as the device does).
     pub tx_doorbells_in_error: u64,
     /// Send WQEs read and executed successfully (NOPs included).
@@ -63,6 +65,9 @@ pub enum CqeCorruption {
     LengthBeyondStrides,
     /// `wqe_id` one past the WQE actually used (modulo the ring).
     WrongWqeId,
+    /// The top bit of the 15-bit consumed-strides count set (`byte_cnt` bit 30): the CQE claims
+    /// 16,384 more strides than the packet took. A reader that keeps only bits 29:16 misses it.
+    StrideCountTopBit,
 }
 
 /// Vendor syndromes (`mlx5_err_cqe.vendor_err_synd`) of the model's own error CQEs: which check
@@ -200,20 +205,79 @@ impl Device {
         hw.saturating_sub(22) + 14 + vlan
     }
 
-    /// A write to a BlueFlame buffer (`in_page` in 0x800..0xA00): the first 8 bytes ring the
-    /// send doorbell, the rest (a BlueFlame copy of the WQE) is ignored.
+    /// A 32-bit write to a BlueFlame buffer (`in_page` in 0x800..0xA00). Its first 8 bytes are
+    /// the send doorbell, which must arrive as one 64-bit store ([`Device::bf_write64`]): a
+    /// half is a [`ViolationKind::SplitDoorbell`] (the two halves, low address first, still
+    /// ring it, as a device given a 32-bit host's locked pair of stores would). The rest of the
+    /// buffer (a BlueFlame copy of the WQE) is ignored.
     pub(crate) fn bf_write(&mut self, index: u32, in_page: u32, be: u32) {
-        let base = if in_page >= uar::BF_1 { uar::BF_1 } else { uar::BF_0 };
+        let Some((base, _)) = self.bf_buffer(in_page) else { return };
+        if in_page - base >= 8 {
+            self.bf_copy_write(index, base, in_page, 4);
+            return;
+        }
+        {
+            self.violation(
+                ViolationKind::SplitDoorbell,
+                format!(
+                    "UAR {index:#x} BlueFlame {base:#x}: 32-bit write at byte {}: the doorbell is one 64-bit store",
+                    in_page - base
+                ),
+            );
+        }
         match in_page - base {
             0 => self.bf_low = Some((index, base, be)),
             4 => match self.bf_low.take() {
-                Some((u, b, w0)) if u == index && b == base => self.send_doorbell(index, w0, be),
+                Some((u, b, w0)) if u == index && b == base => self.ring_send_doorbell(index, base, w0, be),
                 _ => self.violation(
                     ViolationKind::SendDoorbell,
                     format!("UAR {index:#x} BlueFlame {base:#x}: high word without the low word first"),
                 ),
             },
             _ => {}
+        }
+    }
+
+    /// A 64-bit write to a BlueFlame buffer: at its start, the send doorbell, whole; further
+    /// in, part of a BlueFlame copy of the WQE (ignored: the device reads the WQE from memory).
+    pub(crate) fn bf_write64(&mut self, index: u32, in_page: u32, w0: u32, w1: u32) {
+        let Some((base, _)) = self.bf_buffer(in_page) else { return };
+        if in_page == base {
+            self.bf_low = None;
+            self.ring_send_doorbell(index, base, w0, w1);
+        } else {
+            self.bf_copy_write(index, base, in_page, 8);
+        }
+    }
+
+    /// Counts the doorbell per BlueFlame buffer, opens the buffer for a BlueFlame copy, rings.
+    fn ring_send_doorbell(&mut self, index: u32, base: u32, w0: u32, w1: u32) {
+        let k = usize::from(base != uar::BF_0);
+        self.counters.tx_doorbells_per_buffer[k] += 1;
+        self.bf_copy = Some((index, base, base + 8));
+        self.send_doorbell(index, w0, w1);
+    }
+
+    /// `len` bytes of a BlueFlame copy at `in_page`: accepted (and ignored) only where the
+    /// copy after the last doorbell to this buffer continues; anything else is a write to the
+    /// middle of a BlueFlame buffer the device does not expect: a doorbell at the wrong offset.
+    fn bf_copy_write(&mut self, index: u32, base: u32, in_page: u32, len: u32) {
+        match self.bf_copy {
+            Some((u, b, next)) if u == index && b == base && next == in_page => {
+                self.bf_copy = Some((u, b, next + len));
+            }
+            _ => {
+                self.bf_copy = None;
+                self.violation(
+                    ViolationKind::SendDoorbell,
+                    format!(
+                        "UAR {index:#x}: write at byte {:#x} of the BlueFlame buffer at {base:#x} (of {} bytes), \
+                         continuing no doorbell: a doorbell at the wrong offset?",
+                        in_page - base,
+                        self.bf_half()
+                    ),
+                );
+            }
         }
     }
 
@@ -774,13 +838,17 @@ impl Device {
             }
             CqeCorruption::LengthBeyondStrides => {
                 let bc = layout::get32(q, cqe::BYTE_CNT);
-                let strides = (bc >> cqe::STRIDES_SHIFT) & 0x3fff;
+                let strides = (bc >> cqe::STRIDES_SHIFT) & cqe::STRIDES_MASK;
                 let bytes = s.map_or(bc & 0xffff, |s| strides * s.stride_bytes) + 1;
                 layout::set32(q, cqe::BYTE_CNT, (bc & !0xffff) | (bytes & 0xffff));
             }
             CqeCorruption::WrongWqeId => {
                 let id = be16(q, cqe::WQE_ID);
                 set16(q, cqe::WQE_ID, (id + 1) & mask);
+            }
+            CqeCorruption::StrideCountTopBit => {
+                let bc = layout::get32(q, cqe::BYTE_CNT);
+                layout::set32(q, cqe::BYTE_CNT, bc | 1 << (cqe::STRIDES_SHIFT + 14));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use super::cmd::{fail, Fail};
 use super::layout::{
-    self, access_reg, cap_eth, cap_gen, create_eq, eqc, eqe, hca_cap, issi, manage_pages, op, query_pages,
+    self, access_reg, cap_eth, cap_flow, cap_gen, create_eq, eqc, eqe, hca_cap, issi, manage_pages, op, query_pages,
     special_contexts, status, teardown, uar, vport, ADAPTER_PAGE, HCA_FUNCTION_ID, OBJ_NUMBER,
 };
 use super::{syndrome as syn, Device, Eq, Mlx5Config, ViolationKind};
@@ -18,21 +18,19 @@ pub enum HcaState {
     Initialized,
 }
 
-/// The first UAR index ALLOC_UAR hands out: UAR n is BAR0 offset n * 4 KiB, and pages 0-2 hold
-/// the initialization segment (0x0000..0x2010).
-pub(crate) const FIRST_UAR: u32 = 3;
 /// EQ numbers start here (any number is legal; not 0, so a driver that assumes 0 is caught).
 const FIRST_EQN: u8 = 4;
 /// The fill the device writes into each firmware page it takes.
 const PAGE_FILL: u8 = 0xf7;
 
-/// Maximum (= initial current) general capabilities and the Ethernet offload capabilities of a
-/// ConnectX-5-like Ethernet device.
-pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>) {
+/// The capabilities of a ConnectX-5-like Ethernet device, with [`Mlx5Config::caps`] applied:
+/// maximum and power-on current general capabilities, Ethernet offloads, flow tables.
+pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+    let c = &cfg.caps;
     let mut g = vec![0u8; hca_cap::CAP_SIZE];
     let s = |g: &mut Vec<u8>, fld, v| layout::set(g, fld, v);
     s(&mut g, cap_gen::LOG_MAX_QP, 17);
-    s(&mut g, cap_gen::LOG_MAX_CQ_SZ, 22);
+    s(&mut g, cap_gen::LOG_MAX_CQ_SZ, u32::from(c.log_max_cq_sz));
     s(&mut g, cap_gen::LOG_MAX_CQ, 16);
     s(&mut g, cap_gen::LOG_MAX_EQ_SZ, 22);
     s(&mut g, cap_gen::LOG_MAX_MKEY, 24);
@@ -42,14 +40,14 @@ pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>) {
     s(&mut g, cap_gen::NUM_PORTS, 1);
     s(&mut g, cap_gen::LOG_MAX_MSG, 30);
     s(&mut g, cap_gen::CQE_VERSION, 1);
-    s(&mut g, cap_gen::STRIDING_RQ, 1);
+    s(&mut g, cap_gen::STRIDING_RQ, u32::from(c.striding_rq));
     s(&mut g, cap_gen::CMDIF_CHECKSUM, 0);
     s(&mut g, cap_gen::ETH_NET_OFFLOADS, 1);
-    s(&mut g, cap_gen::UAR_4K, 1);
+    s(&mut g, cap_gen::UAR_4K, u32::from(c.uar_4k));
     s(&mut g, cap_gen::UAR_SZ, (cfg.bar_len >> 20).max(1).trailing_zeros());
     s(&mut g, cap_gen::LOG_PG_SZ, 12);
-    s(&mut g, cap_gen::BF, 1);
-    s(&mut g, cap_gen::LOG_BF_REG_SIZE, 9);
+    s(&mut g, cap_gen::BF, u32::from(c.log_bf_reg_size.is_some()));
+    s(&mut g, cap_gen::LOG_BF_REG_SIZE, u32::from(c.log_bf_reg_size.unwrap_or(0)));
     s(&mut g, cap_gen::LOG_MAX_TRANSPORT_DOMAIN, 16);
     s(&mut g, cap_gen::LOG_MAX_PD, 16);
     s(&mut g, cap_gen::LOG_MAX_RQ, 16);
@@ -59,13 +57,13 @@ pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>) {
     s(&mut g, cap_gen::LOG_MAX_RQT, 16);
     s(&mut g, cap_gen::LOG_MAX_RQT_SIZE, 8);
     s(&mut g, cap_gen::EXT_STRIDE_NUM_RANGE, 1);
-    s(&mut g, cap_gen::LOG_MAX_STRIDE_SZ_RQ, 13);
-    s(&mut g, cap_gen::LOG_MIN_STRIDE_SZ_RQ, 6);
+    s(&mut g, cap_gen::LOG_MAX_STRIDE_SZ_RQ, u32::from(c.stride_sz_rq.1));
+    s(&mut g, cap_gen::LOG_MIN_STRIDE_SZ_RQ, u32::from(c.stride_sz_rq.0));
     s(&mut g, cap_gen::LOG_MAX_STRIDE_SZ_SQ, 13);
     s(&mut g, cap_gen::LOG_MIN_STRIDE_SZ_SQ, 6);
-    s(&mut g, cap_gen::LOG_MAX_WQ_SZ, 16);
+    s(&mut g, cap_gen::LOG_MAX_WQ_SZ, u32::from(c.log_max_wq_sz));
     s(&mut g, cap_gen::MAX_NUM_EQS, 16);
-    s(&mut g, cap_gen::LOG_UAR_PAGE_SZ, 0);
+    s(&mut g, cap_gen::LOG_UAR_PAGE_SZ, u32::from(c.log_uar_page_sz));
     s(&mut g, cap_gen::DEVICE_FREQUENCY_KHZ, 156_250);
     s(&mut g, cap_gen::NUM_OF_UARS_PER_PAGE, 1);
     let mut e = vec![0u8; hca_cap::CAP_SIZE];
@@ -77,7 +75,51 @@ pub(crate) fn default_caps(cfg: &Mlx5Config) -> (Vec<u8>, Vec<u8>) {
     s(&mut e, cap_eth::WQE_INLINE_MODE, u32::from(inline_mode));
     s(&mut e, cap_eth::RSS_IND_TBL_CAP, 8);
     s(&mut e, cap_eth::SCATTER_FCS, 1);
-    (g, e)
+    let mut t = vec![0u8; hca_cap::CAP_SIZE];
+    let rx = |f: layout::Field| f.at(cap_flow::NIC_RX_BIT);
+    s(&mut t, rx(cap_flow::FT_SUPPORT), 1);
+    s(&mut t, rx(cap_flow::RESET_ROOT_TO_DEFAULT), u32::from(c.reset_root_to_default));
+    s(&mut t, rx(cap_flow::LOG_MAX_FT_SIZE), super::steering::LOG_MAX_FT_SIZE);
+    s(&mut t, rx(cap_flow::MAX_FT_LEVEL), 1);
+    (g.clone(), g, e, t)
+}
+
+impl Device {
+    /// Bytes of a UAR page, from the current general capabilities (Linux `uar2pfn`,
+    /// `drivers/net/ethernet/mellanox/mlx5/core/uar.c`): 4 KiB with `uar_4k`, else
+    /// `4 KiB << log_uar_page_sz`.
+    pub(crate) fn uar_page(&self) -> u32 {
+        if layout::get(&self.caps_gen_cur, cap_gen::UAR_4K) != 0 {
+            ADAPTER_PAGE as u32
+        } else {
+            (ADAPTER_PAGE as u32) << layout::get(&self.caps_gen_cur, cap_gen::LOG_UAR_PAGE_SZ).min(16)
+        }
+    }
+
+    /// The first UAR index ALLOC_UAR hands out: the first page above the initialization
+    /// segment (0x0000..0x2010).
+    pub(crate) fn first_uar(&self) -> u32 {
+        layout::iseg::END.div_ceil(self.uar_page())
+    }
+
+    /// Bytes of each of the two BlueFlame buffers at UAR + 0x800: half of `1 <<
+    /// log_bf_reg_size`; 0 without BlueFlame (`bf` = 0): only the 8-byte doorbell.
+    pub(crate) fn bf_half(&self) -> u32 {
+        if layout::get(&self.caps_gen_cur, cap_gen::BF) == 0 {
+            return 0;
+        }
+        (1u32 << layout::get(&self.caps_gen_cur, cap_gen::LOG_BF_REG_SIZE).min(16)) / 2
+    }
+
+    /// The BlueFlame buffer `in_page` falls in: (its offset in the page, its size).
+    pub(crate) fn bf_buffer(&self, in_page: u32) -> Option<(u32, u32)> {
+        let half = self.bf_half();
+        if half == 0 {
+            return (uar::BF_0..uar::BF_0 + 8).contains(&in_page).then_some((uar::BF_0, 8));
+        }
+        let k = in_page.checked_sub(uar::BF_0)? / half;
+        (k < 2).then_some((uar::BF_0 + k * half, half))
+    }
 }
 
 fn need_state(have: HcaState, want: HcaState) -> Result<(), Fail> {
@@ -157,7 +199,7 @@ impl Device {
                 }
                 self.state = HcaState::Disabled;
                 self.issi = 0;
-                self.caps_gen_cur = self.caps_gen_max.clone();
+                self.caps_gen_cur = self.caps_gen_boot.clone();
             }
             op::QUERY_ISSI => {
                 need_enabled(st)?;
@@ -191,6 +233,7 @@ impl Device {
                     (hca_cap::GENERAL, 0) => &self.caps_gen_max,
                     (hca_cap::GENERAL, _) => &self.caps_gen_cur,
                     (hca_cap::ETHERNET_OFFLOADS, _) => &self.caps_eth,
+                    (hca_cap::FLOW_TABLE, _) => &self.caps_flow,
                     _ => return fail(status::BAD_PARAM, syn::BAD_OP_MOD),
                 };
                 out[hca_cap::CAPABILITY..hca_cap::CAPABILITY + hca_cap::CAP_SIZE].copy_from_slice(cap);
@@ -227,8 +270,8 @@ impl Device {
             }
             op::ALLOC_UAR => {
                 need_state(st, HcaState::Initialized)?;
-                let last = self.cfg.bar_len / ADAPTER_PAGE as u32;
-                let Some(u) = (FIRST_UAR..last).find(|u| !self.uars.contains(u)) else {
+                let last = self.cfg.bar_len / self.uar_page();
+                let Some(u) = (self.first_uar()..last).find(|u| !self.uars.contains(u)) else {
                     return fail(status::LIM, syn::LIMIT);
                 };
                 self.uars.insert(u);
@@ -629,10 +672,23 @@ impl Device {
         Ok(())
     }
 
+    /// A 64-bit write to a UAR page (`w0` at `off`, `w1` at `off + 4`, big-endian values): a
+    /// send doorbell arrives whole; anything else is taken as its two halves, in order.
+    pub(crate) fn uar_write64(&mut self, off: u32, w0: u32, w1: u32) {
+        let index = off / self.uar_page();
+        let in_page = off % self.uar_page();
+        if off % 8 == 0 && self.uars.contains(&index) && self.bf_buffer(in_page).is_some() {
+            self.bf_write64(index, in_page, w0, w1);
+            return;
+        }
+        self.uar_write(off, w0);
+        self.uar_write(off.wrapping_add(4), w1);
+    }
+
     /// A write to a UAR page (big-endian value).
     pub(crate) fn uar_write(&mut self, off: u32, be: u32) {
-        let index = off / ADAPTER_PAGE as u32;
-        let in_page = off % ADAPTER_PAGE as u32;
+        let index = off / self.uar_page();
+        let in_page = off % self.uar_page();
         if !self.uars.contains(&index) {
             self.violation(ViolationKind::Uar, format!("write at {off:#x}: UAR {index:#x} is not allocated"));
             return;
@@ -680,7 +736,7 @@ impl Device {
                     }
                 }
             }
-            o if (uar::BF_0..uar::BF_1 + uar::BF_SIZE).contains(&o) => self.bf_write(index, in_page, be),
+            o if self.bf_buffer(o).is_some() => self.bf_write(index, in_page, be),
             _ => self.violation(
                 ViolationKind::Unmodelled,
                 format!("write {be:#x} at UAR {index:#x} offset {in_page:#x} (not modelled)"),

@@ -3,7 +3,7 @@
 //! bit offsets, `struct mlx5_ifc_<name>_bits`), Linux `include/linux/mlx5/device.h` and
 //! rdma-core `providers/mlx5/mlx5_vfio.h` (the byte structures `mlx5_init_seg`,
 //! `mlx5_cmd_layout`, `mlx5_cmd_prot_block` / `mlx5_cmd_block`, `mlx5_eqe`), Linux
-//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes), and for phase 2 rdma-core
+//! `drivers/net/ethernet/mellanox/mlx5/core/cmd.c` (status codes), and for the queues and the datapath rdma-core
 //! `providers/mlx5/mlx5dv.h` (`mlx5_cqe64`, `mlx5_err_cqe`, the WQE segments), Linux `cq.h` /
 //! `qp.h` / `device.h` (CQE opcodes and syndromes, CQE flags, `MLX5_SND_DBR` / `MLX5_RCV_DBR`)
 //! and DPDK `drivers/common/mlx5/mlx5_prm.h` (its copies of the `mlx5_ifc.h` queue contexts, and
@@ -98,7 +98,8 @@ pub mod iseg {
     pub const CMDIF_REV_FW_SUB: u32 = 0x04;
     /// `cmdq_addr_h`: command queue address bits 63:32 (written first).
     pub const CMDQ_ADDR_H: u32 = 0x10;
-    /// `cmdq_addr_l_sz`: bits 31:12 command queue address, 9:8 `nic_interface`, 7:4
+    /// `cmdq_addr_l_sz`: bits 31:12 command queue address, 10:8 `nic_interface` (Linux
+    /// `mlx5_get_nic_state` in `core/health.c`: `>> 8 & 7`, `MLX5_NIC_IFC_OFFSET`), 7:4
     /// `log_cmdq_size` (read-only), 3:0 `log_cmdq_stride` (read-only).
     pub const CMDQ_ADDR_L_SZ: u32 = 0x14;
     /// `cmd_dbell`: bit n rings command slot n.
@@ -388,6 +389,8 @@ pub mod hca_cap {
     pub const CAP_SIZE: usize = 0x1000;
     pub const GENERAL: u16 = 0;
     pub const ETHERNET_OFFLOADS: u16 = 1;
+    /// `MLX5_CAP_FLOW_TABLE` (`enum mlx5_cap_type`, Linux `device.h`): `flow_table_nic_cap`.
+    pub const FLOW_TABLE: u16 = 7;
 }
 
 /// `mlx5_ifc_cmd_hca_cap_bits` (general device capabilities).
@@ -450,6 +453,18 @@ pub mod cap_eth {
     pub const SCATTER_FCS: Field = fl(0x19, 1);
 }
 
+/// `mlx5_ifc_flow_table_nic_cap_bits`: `flow_table_properties_nic_receive` (a
+/// `mlx5_ifc_flow_table_prop_layout_bits`) at bit 0x200; the fields relative to it.
+pub mod cap_flow {
+    use super::{fl, Field};
+    pub const NIC_RX_BIT: u32 = 0x200;
+    pub const FT_SUPPORT: Field = fl(0x00, 1);
+    /// SET_FLOW_TABLE_ROOT `op_mod` 1 (disconnect the root) is supported.
+    pub const RESET_ROOT_TO_DEFAULT: Field = fl(0x09, 1);
+    pub const LOG_MAX_FT_SIZE: Field = fl(0x22, 6);
+    pub const MAX_FT_LEVEL: Field = fl(0x38, 8);
+}
+
 /// `mlx5_ifc_eqc_bits` (64 bytes), inside `create_eq_in` at bit 0x80.
 pub mod eqc {
     use super::{fl, Field};
@@ -461,7 +476,9 @@ pub mod eqc {
     pub const PAGE_OFFSET: Field = fl(0x54, 6);
     pub const LOG_EQ_SIZE: Field = fl(0x63, 5);
     pub const UAR_PAGE: Field = fl(0x68, 24);
-    pub const INTR: Field = fl(0xb8, 8);
+    /// The MSI-X vector: 12 bits in current Linux `mlx5_ifc.h` (`reserved_at_a0[0x14]; intr[0xc]`;
+    /// older headers and rdma-core have 8).
+    pub const INTR: Field = fl(0xb4, 12);
     /// log2(page size / 4 KiB).
     pub const LOG_PAGE_SIZE: Field = fl(0xc3, 5);
     pub const CONSUMER_COUNTER: Field = fl(0x148, 24);
@@ -568,19 +585,15 @@ pub mod uar {
     pub const EQ_ARM: u32 = 0x40;
     /// The same without arming.
     pub const EQ_UPDATE_CI: u32 = 0x48;
-    /// The send doorbell: BlueFlame buffer 0 (`MLX5_BF_OFFSET` in Linux `uar.c`); the first 8
-    /// bytes of the last WQE's control segment, one 64-bit write or two 32-bit writes, low
-    /// address first.
+    /// The BlueFlame register (`MLX5_BF_OFFSET` in Linux `include/linux/mlx5/doorbell.h`): two
+    /// buffers of half of `1 << log_bf_reg_size` bytes from here (rdma-core
+    /// `providers/mlx5/mlx5.c`: `bf_reg_size / 2`), the send doorbell in the first 8 bytes of
+    /// each; drivers alternate between them.
     pub const BF_0: u32 = 0x800;
-    /// BlueFlame buffer 1 (`1 << log_bf_reg_size` / 2 = 256 bytes on): drivers alternate.
-    pub const BF_1: u32 = 0x900;
-    /// Each BlueFlame buffer is 256 bytes; writes past the first 8 bytes (a BlueFlame copy of
-    /// the WQE) are accepted and ignored: the device reads the WQE from memory.
-    pub const BF_SIZE: u32 = 0x100;
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phase 2: queues, TIS/TIR/RQT, Q counters, flow steering (`mlx5_ifc.h`), and the byte layouts
+// Queues, TIS/TIR/RQT, Q counters, flow steering (`mlx5_ifc.h`), and the byte layouts
 // of WQEs and CQEs (rdma-core `mlx5dv.h`, Linux `device.h` / `cq.h` / `qp.h`).
 // ---------------------------------------------------------------------------------------------
 
@@ -903,12 +916,15 @@ pub mod cqe {
     pub const L4_L3_HDR_TYPE: usize = 29;
     /// `srqn_uidx` (`mlx5_cqe64`) / `srqn` (`mlx5_err_cqe`).
     pub const SRQN: usize = 32;
-    /// `byte_cnt`; striding RQ: bit 31 filler, bits 29:16 strides consumed, bits 15:0 length
-    /// (`MLX5_MPRQ_FILLER_MASK`, `MLX5_MPRQ_STRIDE_NUM_MASK`, `MLX5_MPRQ_LEN_MASK` in DPDK
-    /// `mlx5_prm.h`).
+    /// `byte_cnt`; striding RQ: bit 31 filler, bits 30:16 strides consumed (15 bits), bits 15:0
+    /// length, as Linux `device.h` reads them (`struct mpwrq_cqe_bc`: `filler_consumed_strides`
+    /// then `byte_cnt`; `mpwrq_is_filler_cqe` tests 0x8000 of the first half,
+    /// `mpwrq_get_cqe_consumed_strides` masks it with 0x7fff). DPDK `mlx5_prm.h`
+    /// (`MLX5_MPRQ_STRIDE_NUM_MASK`) keeps only bits 29:16.
     pub const BYTE_CNT: usize = 44;
     pub const FILLER: u32 = 1 << 31;
     pub const STRIDES_SHIFT: u32 = 16;
+    pub const STRIDES_MASK: u32 = 0x7fff;
     /// `mlx5_err_cqe.vendor_err_synd` and `.syndrome`.
     pub const VENDOR_ERR_SYND: usize = 54;
     pub const SYNDROME: usize = 55;
@@ -979,7 +995,7 @@ pub mod dbrec {
     pub const SIZE: usize = 8;
 }
 
-/// EQE types phase 2 posts (`MLX5_EVENT_TYPE_*`, Linux `device.h`).
+/// EQE types the queues and datapath post (`MLX5_EVENT_TYPE_*`, Linux `device.h`).
 pub mod event {
     /// `MLX5_EVENT_TYPE_CQ_ERROR`: data = `mlx5_eqe_cq_err` (`be32 cqn; u8 reserved[7]; u8
     /// syndrome`; syndrome 1: overrun).

@@ -1,7 +1,7 @@
 //! A software model of an NVIDIA ConnectX (mlx5) adapter's firmware interface, for testing the
-//! mlx5 driver without hardware. Phase 1: the initialization segment, the command interface and
-//! HCA bring-up / teardown. Phase 2: CQs, SQs, RQs (striding), TIS / TIR / RQT, Q counters, NIC
-//! RX flow steering, and the datapath: send doorbells, send WQEs, receive into striding RQs,
+//! mlx5 driver without hardware: the initialization segment, the command interface and HCA
+//! bring-up / teardown; CQs, SQs, RQs (striding), TIS / TIR / RQT, Q counters, NIC RX flow
+//! steering; and the datapath: send doorbells, send WQEs, receive into striding RQs,
 //! CQEs, and two models wired together ([`Mlx5Model::connect`]).
 //!
 //! The model owns a fake BAR0 ([`Mlx5Model`] implements [`RegisterIo`]) and reaches host
@@ -24,20 +24,27 @@
 //! * `0x0000..0x2010`: the initialization segment (`struct mlx5_init_seg`), big-endian fields
 //!   read and written through the little-endian [`RegisterIo`] as a mapped BAR would be (a
 //!   driver byte-swaps: `read32(off).swap_bytes()`). `fw_rev` / `cmdif_rev` (5); `cmdq_addr_h`
-//!   (0x10) and `cmdq_addr_l_sz` (0x14: address bits 31:12, `nic_interface` 9:8, and the
+//!   (0x10) and `cmdq_addr_l_sz` (0x14: address bits 31:12, `nic_interface` 10:8, and the
 //!   read-only `log_cmdq_size` = 5 (32 slots) / `log_cmdq_stride` = 6 (64 bytes) in 7:0); the
 //!   command doorbell (0x18, bit n = slot n); `initializing` (0x1FC bit 31), cleared after
 //!   [`Mlx5Config::ready_after_reads`] reads or never; the health buffer (0x200, syndrome byte
 //!   at 0x23D, set by [`Mlx5Model::set_health_syndrome`]); the health counter (0x1010), which
 //!   advances on every read while firmware is alive.
-//! * UAR pages: UAR index `n` is BAR0 offset `n * 4096` (`uar_4k` = 1, `log_uar_page_sz` = 0,
-//!   one UAR per 4 KiB page). ALLOC_UAR hands out indices from 3, above the pages the
-//!   initialization segment occupies. Modelled UAR offsets: the EQ doorbells at 0x40 (update
-//!   consumer index and arm) and 0x48 (update only); the send doorbell, BlueFlame buffers 0x800
-//!   and 0x900 (see the datapath below; bytes 8..256 of each, a BlueFlame copy of the WQE, are
-//!   accepted and ignored). 64-bit doorbells may be written as one [`RegisterIo::write64`] (the
-//!   model takes both halves under one lock) or two 32-bit writes, low address first. Other UAR
-//!   offsets (the CQ arm doorbell 0x20 among them) are recorded as
+//! * UAR pages: UAR index `n` is BAR0 offset `n` times the UAR page size, which the current
+//!   general capabilities give as Linux `uar2pfn` (`core/uar.c`) reads them: 4 KiB with
+//!   `uar_4k`, else `4 KiB << log_uar_page_sz` ([`ModelCaps::uar_4k`],
+//!   [`ModelCaps::log_uar_page_sz`]: its value until SET_HCA_CAP changes it). ALLOC_UAR hands
+//!   out indices from the first page above the initialization segment (3 with 4 KiB pages).
+//!   Modelled UAR offsets: the EQ doorbells at 0x40 (update consumer index and arm) and 0x48
+//!   (update only); the BlueFlame register at 0x800 (`MLX5_BF_OFFSET`): two buffers of half of
+//!   `1 << log_bf_reg_size` bytes each (0x800 and 0x900 by default, [`ModelCaps::log_bf_reg_size`]),
+//!   or without BlueFlame (`bf` = 0) only the 8-byte doorbell at 0x800. The first 8 bytes of a
+//!   buffer are the send doorbell (see the datapath below); the rest takes a BlueFlame copy of
+//!   the WQE, accepted and ignored only as the continuation of a doorbell to that buffer (else
+//!   [`ViolationKind::SendDoorbell`]). The send doorbell is one [`RegisterIo64::write64`] (the
+//!   model takes it whole under its lock); written as two 32-bit writes it is a
+//!   [`ViolationKind::SplitDoorbell`] (and still rings once both halves arrived, low address
+//!   first). Other UAR offsets (the CQ arm doorbell 0x20 among them) are recorded as
 //!   [`ViolationKind::Unmodelled`].
 //!
 //! # Commands
@@ -56,8 +63,9 @@
 //! ([`syndrome`]); real firmware's are opaque numbers.
 //!
 //! Implemented: ENABLE_HCA, DISABLE_HCA, QUERY_ISSI, SET_ISSI (ISSI 0 and 1), QUERY_PAGES,
-//! MANAGE_PAGES (give / take / cannot give), QUERY_HCA_CAP / SET_HCA_CAP (general and Ethernet
-//! offload caps), INIT_HCA (needs boot + init pages), TEARDOWN_HCA, ALLOC/DEALLOC_UAR,
+//! MANAGE_PAGES (give / take / cannot give), QUERY_HCA_CAP (general, Ethernet offload and flow
+//! table caps, values from [`ModelCaps`]) / SET_HCA_CAP (general: `log_max_qp`,
+//! `cmdif_checksum`, `log_uar_page_sz` = 0 only), INIT_HCA (needs boot + init pages), TEARDOWN_HCA, ALLOC/DEALLOC_UAR,
 //! CREATE/DESTROY_EQ, ALLOC/DEALLOC_PD, ALLOC/DEALLOC_TRANSPORT_DOMAIN, QUERY_SPECIAL_CONTEXTS,
 //! QUERY/MODIFY_NIC_VPORT_CONTEXT (MAC, MTU, promiscuity), ACCESS_REG for PMTU.
 //!
@@ -68,12 +76,12 @@
 //! request asked for. [`Mlx5Model::request_pages`] writes a PAGE_REQUEST EQE (event 0x0B) into
 //! the EQ subscribed to it.
 //!
-//! # Phase 2 commands
+//! # Queue and steering commands
 //! All need INIT_HCA (BAD_SYS_STATE before); a handle that does not exist is BAD_RES, a bad
 //! field BAD_PARAM (the syndrome names the check), destroying an object another uses
 //! BAD_RES_STATE (a CQ under an SQ / RQ, a TIS under an SQ, an RQ under a TIR or RQT, an RQT
-//! under a TIR, a TIR under a flow entry, a root table or one with groups, a group with entries,
-//! a Q counter under an RQ; and, for phase-1 objects, a UAR, EQ, PD or transport domain a queue,
+//! under a TIR, a TIR under a flow entry, a table with groups, a group with entries,
+//! a Q counter under an RQ; and, for the HCA-level objects, a UAR, EQ, PD or transport domain a queue,
 //! TIS or TIR uses). Objects get numbers from one counter starting at 0x100, unique across
 //! types, so a CQN passed as an SQN is BAD_RES. TEARDOWN_HCA frees them all and the teardown
 //! report lists them as leaked.
@@ -109,7 +117,10 @@
 //!   ports, TCP flags), SET_FLOW_TABLE_ENTRY (op_mod 0 at a free index, BAD_RES_STATE if
 //!   taken; 1 to replace an existing one; the index inside a group whose id the `flow_context`
 //!   names; a match value only on bits of the group's mask; action FWD_DEST to TIRs, or DROP;
-//!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (table 0 disconnects).
+//!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (`op_mod` 0: the table becomes
+//!   the root; 1: disconnect, accepted only with [`ModelCaps::reset_root_to_default`], else
+//!   BAD_PARAM). A root table without groups or entries may be destroyed: the root reverts
+//!   to the default (nothing is steered), as Linux relies on (`update_root_ft_destroy`).
 //!
 //! # Datapath
 //! Everything happens inside the BAR write that triggers it, in the writing thread; frames for
@@ -160,7 +171,7 @@
 //!   stride size and lkey the reserved lkey (else RESP_ERR 0xE with LOCAL_LENGTH_ERR /
 //!   LOCAL_PROT_ERR and the RQ to ERR). A packet starts at the current stride (+2 bytes with
 //!   `two_byte_shift_en`, the 2 counted in its strides) and takes ceil(len / stride) strides;
-//!   if fewer are left in the WQE, a filler CQE (`byte_cnt` bit 31, bits 29:16 = the strides
+//!   if fewer are left in the WQE, a filler CQE (`byte_cnt` bit 31, bits 30:16 = the strides
 //!   left, `wqe_counter` = the first of them) closes it and the packet goes to the next WQE.
 //!   The packet's CQE: RESP_SEND (0x2), `byte_cnt` = strides << 16 | length, `wqe_id` (bytes
 //!   2-3) = the WQE's ring index, `wqe_counter` (bytes 60-61) = its first stride,
@@ -183,7 +194,8 @@
 //! timestamps; LRO, RSS with the Toeplitz hash, tunnel offloads; linked-list RQs, RMPs,
 //! hairpin; misc / inner-header match criteria, flow counters, multiple tables chained by
 //! miss actions or FLOW_TABLE destinations, NIC TX and FDB tables, flow table capabilities
-//! (QUERY_HCA_CAP op_mod 7); Q counters other than `out_of_buffer`. Also not
+//! beyond NIC RX `ft_support`, `reset_root_to_default`, `log_max_ft_size`, `max_ft_level`; Q
+//! counters other than `out_of_buffer`. Also not
 //! modelled: command and mailbox signatures (`cmdif_checksum` = 0 is advertised and SET_HCA_CAP
 //! cannot enable it), asynchronous command completion (every command completes inside the
 //! doorbell write), MSI-X delivery (an armed EQ that gets an EQE counts an interrupt on its
@@ -192,7 +204,7 @@
 //! own during commands, ICM use of the given pages beyond the fill.
 //!
 //! [`RegisterIo`]: erpc_driver::mmio::RegisterIo
-//! [`RegisterIo::write64`]: erpc_driver::mmio::RegisterIo::write64
+//! [`RegisterIo64::write64`]: erpc_driver::mmio::RegisterIo64::write64
 
 mod cmd;
 mod datapath;
@@ -210,7 +222,7 @@ pub use link::{Direction, FrameFilter, Link, LinkStats, Tapped};
 pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
 pub use steering::FlowEntryInfo;
 
-use erpc_driver::mmio::RegisterIo;
+use erpc_driver::mmio::{RegisterIo, RegisterIo64};
 use erpc_hugepages::DmaSpace;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -289,6 +301,49 @@ pub struct Mlx5Config {
     /// 1 L2 = 18 bytes, 2 IP, 3 TCP/UDP). Non-zero: the Ethernet caps say `wqe_inline_mode` =
     /// 1 (vport context) and the NIC vport context's `min_wqe_inline_mode` is this.
     pub min_inline_mode: u8,
+    /// More capability values the device reports.
+    pub caps: ModelCaps,
+}
+
+/// Capability values the model reports through QUERY_HCA_CAP (and acts on), to test a driver
+/// against devices that differ from the default ConnectX-5-like one. Field names are those of
+/// `mlx5_ifc_cmd_hca_cap_bits` and `mlx5_ifc_flow_table_prop_layout_bits` (Linux
+/// `include/linux/mlx5/mlx5_ifc.h`).
+#[derive(Clone, Debug)]
+pub struct ModelCaps {
+    /// `bf` = 1 with `log_bf_reg_size` = this: a BlueFlame register of `1 << n` bytes at UAR +
+    /// 0x800, two buffers of half that the send doorbell alternates between. `None`: `bf` = 0
+    /// and `log_bf_reg_size` = 0, the doorbell is the 8 bytes at UAR + 0x800 only.
+    pub log_bf_reg_size: Option<u8>,
+    /// `uar_4k`: UAR pages are 4 KiB whatever `log_uar_page_sz` says.
+    pub uar_4k: bool,
+    /// The current `log_uar_page_sz` at power-on (until SET_HCA_CAP sets it; the model accepts
+    /// only 0 there): UAR pages are `4 KiB << n` unless `uar_4k`.
+    pub log_uar_page_sz: u16,
+    pub log_max_wq_sz: u8,
+    pub log_max_cq_sz: u8,
+    /// `striding_rq`: cyclic striding RQs may be created.
+    pub striding_rq: bool,
+    /// `log_min_stride_sz_rq`, `log_max_stride_sz_rq`.
+    pub stride_sz_rq: (u8, u8),
+    /// `flow_table_properties_nic_receive.reset_root_to_default`: SET_FLOW_TABLE_ROOT with
+    /// `op_mod` 1 (disconnect) is accepted.
+    pub reset_root_to_default: bool,
+}
+
+impl Default for ModelCaps {
+    fn default() -> ModelCaps {
+        ModelCaps {
+            log_bf_reg_size: Some(9),
+            uar_4k: true,
+            log_uar_page_sz: 0,
+            log_max_wq_sz: 16,
+            log_max_cq_sz: 22,
+            striding_rq: true,
+            stride_sz_rq: (6, 13),
+            reset_root_to_default: true,
+        }
+    }
 }
 
 impl Default for Mlx5Config {
@@ -306,6 +361,7 @@ impl Default for Mlx5Config {
             resd_lkey: 0x100,
             wqe_inline_mode: 2,
             min_inline_mode: 0,
+            caps: ModelCaps::default(),
         }
     }
 }
@@ -345,6 +401,10 @@ pub enum ViolationKind {
     ErrorCqe,
     /// A CQ overran (it goes to error; a CQ_ERROR EQE is posted if an EQ subscribes).
     CqOverrun,
+    /// A send doorbell written as two 32-bit stores instead of one 64-bit store (Linux
+    /// `mlx5_write64`, `include/linux/mlx5/doorbell.h`: one store on 64-bit hosts; a split one
+    /// can interleave with another writer's and reach the device torn).
+    SplitDoorbell,
 }
 
 /// One recorded misbehaviour.
@@ -440,8 +500,11 @@ pub(crate) struct Device {
     state: HcaState,
     issi: u16,
     caps_gen_max: Vec<u8>,
+    /// The current general capabilities at power-on (and after DISABLE_HCA).
+    caps_gen_boot: Vec<u8>,
     caps_gen_cur: Vec<u8>,
     caps_eth: Vec<u8>,
+    caps_flow: Vec<u8>,
     pages: BTreeSet<u64>,
     /// Pages the device wants to hold in all: boot + init + regular, moved by page requests.
     page_target: i64,
@@ -458,7 +521,7 @@ pub(crate) struct Device {
     port_admin_mtu: u16,
     interrupts: Vec<u64>,
     leaked_at_teardown: Option<Vec<String>>,
-    // Phase 2 objects.
+    // Queue and steering objects.
     next_obj: u32,
     cqs: BTreeMap<u32, queues::Cq>,
     sqs: BTreeMap<u32, queues::Sq>,
@@ -478,6 +541,8 @@ pub(crate) struct Device {
     pending_tx: Vec<(u32, u16)>,
     /// The low word of a BlueFlame doorbell written as two 32-bit writes: (UAR, buffer, word).
     bf_low: Option<(u32, u32, u32)>,
+    /// Where a BlueFlame copy of a WQE may continue: (UAR, buffer, next offset in the page).
+    bf_copy: Option<(u32, u32, u32)>,
     rx_corruptions: VecDeque<CqeCorruption>,
     link: Option<(Link, usize)>,
     tx_record: Option<Vec<Vec<u8>>>,
@@ -626,7 +691,7 @@ impl Mlx5Model {
     }
 }
 
-/// Phase 2: queues, datapath, wiring and test hooks.
+/// Queues, datapath, wiring and test hooks.
 impl Mlx5Model {
     /// Connects two models with a cable: what one sends the other receives (`a` → `b` is
     /// [`Direction::AToB`]). Replaces earlier connections of either.
@@ -741,7 +806,7 @@ impl Mlx5Model {
 
 impl Device {
     fn new(cfg: Mlx5Config, iommu: Arc<Iommu>) -> Device {
-        let (caps_gen_max, caps_eth) = hca::default_caps(&cfg);
+        let (caps_gen_max, caps_gen_boot, caps_eth, caps_flow) = hca::default_caps(&cfg);
         Device {
             init_reads_left: cfg.ready_after_reads,
             health_counter: 0x100,
@@ -758,9 +823,11 @@ impl Device {
             injected: VecDeque::new(),
             state: HcaState::Disabled,
             issi: 0,
-            caps_gen_cur: caps_gen_max.clone(),
+            caps_gen_cur: caps_gen_boot.clone(),
+            caps_gen_boot,
             caps_gen_max,
             caps_eth,
+            caps_flow,
             pages: BTreeSet::new(),
             page_target: i64::from(cfg.boot_pages) + i64::from(cfg.init_pages) + i64::from(cfg.regular_pages),
             uars: BTreeSet::new(),
@@ -790,6 +857,7 @@ impl Device {
             tx_paused: false,
             pending_tx: vec![],
             bf_low: None,
+            bf_copy: None,
             rx_corruptions: VecDeque::new(),
             link: None,
             tx_record: None,
@@ -826,7 +894,7 @@ impl Device {
 
     /// First BAR0 offset of the UAR pages.
     fn uar_region(&self) -> u32 {
-        hca::FIRST_UAR * layout::ADAPTER_PAGE as u32
+        self.first_uar() * self.uar_page()
     }
 
     fn read_reg(&mut self, off: u32) -> u32 {
@@ -845,7 +913,7 @@ impl Device {
             iseg::FW_REV => (u32::from(min) << 16) | u32::from(maj),
             iseg::CMDIF_REV_FW_SUB => (5 << 16) | u32::from(sub),
             iseg::CMDQ_ADDR_H => self.cmdq_hi,
-            iseg::CMDQ_ADDR_L_SZ => (self.cmdq_lo & 0xffff_f300) | (cmd::LOG_CMDQ_SIZE << 4) | cmd::LOG_CMDQ_STRIDE,
+            iseg::CMDQ_ADDR_L_SZ => (self.cmdq_lo & 0xffff_f700) | (cmd::LOG_CMDQ_SIZE << 4) | cmd::LOG_CMDQ_STRIDE,
             iseg::INITIALIZING => match &mut self.init_reads_left {
                 None => 1 << 31,
                 Some(0) => 0,
@@ -894,19 +962,31 @@ impl Device {
                         "cmdq_addr_l_sz written without cmdq_addr_h first (write the high word first)".into(),
                     );
                 }
-                if be & 0x300 != 0 {
-                    self.violation(ViolationKind::CmdqAddress, format!("nic_interface {} (must be 0)", (be >> 8) & 3));
+                if be & 0x700 != 0 {
+                    self.violation(ViolationKind::CmdqAddress, format!("nic_interface {} (must be 0)", (be >> 8) & 7));
                 }
                 if self.state != HcaState::Disabled {
                     self.violation(ViolationKind::CmdqAddress, "command queue moved while the HCA is enabled".into());
                 }
                 self.cmdq_hi_written = false;
-                self.cmdq_lo = be & 0xffff_f300;
+                self.cmdq_lo = be & 0xffff_f700;
                 self.cmdq_base = Some((u64::from(self.cmdq_hi) << 32) | u64::from(be & 0xffff_f000));
             }
             iseg::CMD_DBELL => self.doorbell(be),
             _ => self.violation(ViolationKind::Register, format!("write to read-only init segment offset {off:#x}")),
         }
+    }
+
+    /// A 64-bit store (little-endian `value`: its low half lands at `off`).
+    fn write_reg64(&mut self, off: u32, value: u64) {
+        let (w0, w1) = ((value as u32).swap_bytes(), ((value >> 32) as u32).swap_bytes());
+        let fits = off % 8 == 0 && u64::from(off) + 8 <= u64::from(self.cfg.bar_len);
+        if fits && off >= self.uar_region() {
+            self.uar_write64(off, w0, w1);
+            return;
+        }
+        self.write_reg(off, w0);
+        self.write_reg(off.wrapping_add(4), w1);
     }
 
     fn objects(&self) -> Vec<String> {
@@ -934,14 +1014,15 @@ impl RegisterIo for Mlx5Model {
         };
         Self::deliver(link);
     }
+}
 
-    /// Both halves under one hold of the device lock (as one 64-bit store reaches the device
-    /// whole), low address first.
+impl RegisterIo64 for Mlx5Model {
+    /// One step under one hold of the device lock, as one 64-bit store reaches the device
+    /// whole: a send doorbell rings at once; elsewhere the low half is written, then the high.
     fn write64(&self, off: u32, value: u64) {
         let link = {
             let mut d = self.dev();
-            d.write_reg(off, (value as u32).swap_bytes());
-            d.write_reg(off.wrapping_add(4), ((value >> 32) as u32).swap_bytes());
+            d.write_reg64(off, value);
             d.link.clone()
         };
         Self::deliver(link);

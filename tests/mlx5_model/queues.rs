@@ -1,4 +1,4 @@
-//! Phase 2 objects: completion queues, send and receive queues (work queues), TIS, TIR, RQT and
+//! Queue objects: completion queues, send and receive queues (work queues), TIS, TIR, RQT and
 //! Q counters, and the commands that create, modify, query and destroy them.
 
 use super::cmd::{fail, Fail};
@@ -184,7 +184,7 @@ pub struct RqInfo {
 
 /// Q counters the model hands out: ids 1..=MAX_Q_COUNTERS.
 const MAX_Q_COUNTERS: usize = 32;
-/// The first number phase-2 objects get. CQs, SQs, RQs, TISes, TIRs, RQTs, flow tables and
+/// The first number queue and steering objects get. CQs, SQs, RQs, TISes, TIRs, RQTs, flow tables and
 /// groups share one counter, so numbers are unique across types and a driver that passes a CQN
 /// where an SQN belongs is caught.
 pub(crate) const FIRST_OBJECT: u32 = 0x100;
@@ -299,7 +299,7 @@ impl Device {
         })
     }
 
-    /// (minimum input length, minimum output length) of the phase-2 commands.
+    /// (minimum input length, minimum output length) of the queue and steering commands.
     pub(crate) fn queue_lengths(&self, opcode: u16, i: &[u8]) -> Option<(usize, usize)> {
         use layout::op;
         const H: usize = 0x10;
@@ -324,7 +324,7 @@ impl Device {
         })
     }
 
-    /// Executes a phase-2 command (the HCA must be initialized).
+    /// Executes a queue or steering command (the HCA must be initialized).
     pub(crate) fn queue_dispatch(&mut self, opcode: u16, op_mod: u16, i: &[u8], out: &mut [u8]) -> Result<(), Fail> {
         use layout::op;
         if self.state != HcaState::Initialized {
@@ -767,7 +767,7 @@ impl Device {
         Ok(n)
     }
 
-    /// Phase-2 objects for the teardown report.
+    /// Queue and steering objects for the teardown report.
     pub(crate) fn queue_objects(&self, v: &mut Vec<String>) {
         v.extend(self.cqs.keys().map(|n| format!("CQ {n:#x}")));
         v.extend(self.sqs.keys().map(|n| format!("SQ {n:#x}")));
@@ -779,7 +779,7 @@ impl Device {
         self.steering_objects(v);
     }
 
-    /// TEARDOWN_HCA: firmware frees every phase-2 object.
+    /// TEARDOWN_HCA: firmware frees every queue and steering object.
     pub(crate) fn clear_queues(&mut self) {
         self.cqs.clear();
         self.sqs.clear();
@@ -792,7 +792,7 @@ impl Device {
         self.clear_steering();
     }
 
-    /// Whether a phase-1 object is used by a phase-2 one (DEALLOC_UAR, DESTROY_EQ, DEALLOC_PD,
+    /// Whether an HCA-level object (UAR, EQ, PD, transport domain) is used by a queue or steering object (DEALLOC_UAR, DESTROY_EQ, DEALLOC_PD,
     /// DEALLOC_TRANSPORT_DOMAIN refuse with BAD_RES_STATE).
     pub(crate) fn uar_in_use(&self, u: u32) -> bool {
         self.cqs.values().any(|c| c.uar == u)

@@ -8,7 +8,7 @@ use super::{syndrome as syn, Device};
 use std::collections::BTreeMap;
 
 /// The largest `log_size` a flow table may have (the model's `log_max_ft_size`).
-const LOG_MAX_FT_SIZE: u32 = 20;
+pub(crate) const LOG_MAX_FT_SIZE: u32 = 20;
 
 #[derive(Clone, Debug)]
 pub(crate) struct Group {
@@ -220,8 +220,14 @@ impl Device {
             op::DESTROY_FLOW_TABLE => {
                 let id = self.table_of(i)?;
                 let t = &self.tables[&id];
-                if self.root_rx == Some(id) || !t.groups.is_empty() || !t.entries.is_empty() {
+                if !t.groups.is_empty() || !t.entries.is_empty() {
                     return fail(status::BAD_RES_STATE, syn::OBJECT_IN_USE);
+                }
+                // The root may go too: the root reverts to the default (nothing steered). Linux
+                // destroys the last root table without a SET_FLOW_TABLE_ROOT first
+                // (`update_root_ft_destroy` in `core/fs_core.c`).
+                if self.root_rx == Some(id) {
+                    self.root_rx = None;
                 }
                 self.tables.remove(&id);
             }
@@ -232,13 +238,23 @@ impl Device {
                 if layout::get(i, flow::TABLE_TYPE) != flow::TABLE_TYPE_NIC_RX {
                     return bad(syn::TABLE_TYPE);
                 }
-                // Table 0 (never a table number here) disconnects the root.
-                let id = layout::get(i, flow::TABLE_ID);
-                if id == 0 {
-                    self.root_rx = None;
-                } else {
-                    self.table_of(i)?;
-                    self.root_rx = Some(id);
+                // `op_mod` 1 disconnects the root (Linux `mlx5_cmd_update_root_ft`), which the
+                // device accepts only when it reports `reset_root_to_default`
+                // (`mlx5_fs_cmd_set_tx_flow_table_root` refuses it otherwise); 0 makes the
+                // named table the root.
+                match op_mod {
+                    1 => {
+                        let rx = |f: Field| f.at(layout::cap_flow::NIC_RX_BIT);
+                        if layout::get(&self.caps_flow, rx(layout::cap_flow::RESET_ROOT_TO_DEFAULT)) == 0 {
+                            return bad(syn::UNSUPPORTED);
+                        }
+                        self.root_rx = None;
+                    }
+                    0 => {
+                        let id = self.table_of(i)?;
+                        self.root_rx = Some(id);
+                    }
+                    _ => return bad(syn::BAD_OP_MOD),
                 }
             }
             op::CREATE_FLOW_GROUP => {

@@ -1,10 +1,14 @@
 //! The UDP socket transport on loopback: the loopback scenarios, malformed datagrams, errors.
+//!
+//! What it covers: the UDP transport on loopback — the same loopback scenarios (3 MB messages, 1%
+//! loss), the headroom synthesised from a datagram's source, oversized datagrams and garbage
+//! dropped and counted, bind errors that say what to do.
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{RpcConfig, RpcMemory};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::udp::{UdpConfig, UdpError, UdpTransport};
-use erpc_tests::loopback::{Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{Loopback, LoopbackConfig};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ fn any_port() -> UdpConfig {
     UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), ..Default::default() }
 }
 
-fn memory(bytes: usize) -> RpcMemory<'static> {
+fn memory(bytes: usize) -> OwnedMemory {
     erpc_tests::memory(bytes, 4, 64)
 }
 
@@ -102,6 +106,10 @@ fn bad_bind_addresses_say_what_to_do() {
     let taken = SocketAddrV4::new(Ipv4Addr::LOCALHOST, a.local_addr().udp_port);
     let e = UdpTransport::bind(UdpConfig { bind: taken, ..Default::default() }).err().unwrap();
     assert!(e.to_string().contains("in use by another process"), "{e}");
+    // The OS error is there for programs: as the error's source.
+    let os =
+        std::error::Error::source(&e).and_then(|s| s.downcast_ref::<std::io::Error>()).expect("an io::Error source");
+    assert_eq!(os.kind(), std::io::ErrorKind::AddrInUse);
     let e =
         UdpTransport::bind(UdpConfig { bind: SocketAddrV4::new(Ipv4Addr::new(192, 0, 2, 1), 0), ..Default::default() })
             .err()

@@ -1,10 +1,11 @@
 //! The loopback driver tests: two Intel NICs wired to each other (in CI: two emulated 82576 in
 //! a QEMU guest, started by `tests/vm/run`; on real hardware: two ports cabled back to back),
-//! both bound to vfio-pci. Linked statically for the guest.
+//! or two ConnectX ports (picked by vendor ID; the README's "First run on a real ConnectX" says
+//! what it prints), both bound to vfio-pci. Linked statically for the guest.
 //!
 //! `erpc-loopback <BDF of NIC A> <BDF of NIC B> [--containment] [--reserve-hugepages N]`:
 //! opens both NICs through VFIO in one type1 container and runs eRPC between an endpoint on each
-//! (`erpc_tests::loopback`: small RPCs, multi-MB requests and responses, loss injected in
+//! (`erpc_tests::scenarios`: small RPCs, multi-MB requests and responses, loss injected in
 //! software), then checks the NICs' statistics and the error messages a user gets.
 //! * `--reserve-hugepages N`: expects no hugepages reserved, checks that allocating then fails
 //!   with the message that says how to reserve them, and reserves N (the guest does this).
@@ -17,11 +18,11 @@
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
-use erpc_dataplane::{RpcConfig, RpcMemory};
+use erpc_dataplane::{OwnedMemory, RpcConfig};
 use erpc_driver::intel::{IntelConfig, IntelNic};
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
-use erpc_tests::loopback::{dma_endpoint_memory, Loopback, LoopbackConfig};
+use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,7 +88,7 @@ fn open_errors(container: &Arc<vfio::VfioContainer>) -> Result<String, String> {
     Ok(out.join(" | "))
 }
 
-fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<RpcMemory<'static>, String> {
+fn endpoint_memory(space: &Arc<DmaSpace>, bytes: usize) -> Result<OwnedMemory, String> {
     dma_endpoint_memory(space, bytes, PageSize::Huge2M).map_err(|e| e.to_string())
 }
 
@@ -299,6 +300,11 @@ fn run_mlx5(
         a.local_addr().mac,
         b.local_addr().mac
     );
+    // What the driver read from each device and sized its queues and doorbells by.
+    for (name, nic) in [("A", &a), ("B", &b)] {
+        let (major, minor, sub) = nic.fw_version();
+        println!("     NIC {name}: firmware {major}.{minor}.{sub}; {}", nic.caps());
+    }
     let mut lb = scenarios(a, b, space, RpcConfig::default(), &LoopbackConfig::default())?;
     let sa = lb.client.transport_mut().inner_mut().stats();
     let sb = lb.server.transport_mut().inner_mut().stats();

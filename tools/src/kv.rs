@@ -7,13 +7,15 @@
 //! * `local`: three replicas and the benchmark client in this process, on one thread (their
 //!   event loops polled in turn), over UDP on loopback or the in-memory fabric.
 
-use crate::bench::{clock, progress_bar, Clk};
+use crate::bench::progress_bar;
+use crate::endpoints::{clock, udp, udp_peer};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
 use erpc_dataplane::RpcConfig;
-use erpc_driver::udp::{UdpConfig, UdpTransport};
+use erpc_driver::udp::UdpTransport;
 use erpc_kv::client::{self, ClientRpc};
-use erpc_kv::cluster::{self, Cluster};
+use erpc_kv::cluster::{self, Clk, Cluster};
 use erpc_kv::{ClientConfig, Durability, Op, Outcome, ReplicaConfig};
 use hdrhistogram::Histogram;
 use rand_core::{RngCore, SeedableRng};
@@ -21,6 +23,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::json;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -165,7 +168,7 @@ pub struct LocalArgs {
     load: LoadArgs,
 }
 
-pub fn run(a: KvArgs) -> Result<(), String> {
+pub fn run(a: KvArgs) -> anyhow::Result<()> {
     match a.cmd {
         KvCmd::Serve(a) => serve(a),
         KvCmd::Put(a) => one_op(a, "put"),
@@ -177,24 +180,25 @@ pub fn run(a: KvArgs) -> Result<(), String> {
     }
 }
 
-fn addr(s: SocketAddrV4) -> EndpointAddr {
-    EndpointAddr { mac: [0; 6], ipv4: s.ip().octets(), udp_port: s.port() }
-}
-
 fn peers_text(p: &[SocketAddrV4]) -> String {
     p.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
 }
 
-fn check_peers(p: &[SocketAddrV4]) -> Result<(), String> {
+/// The endpoints' clock, shared by the endpoints of this thread.
+fn shared_clock() -> Clk {
+    Rc::new(clock())
+}
+
+fn check_peers(p: &[SocketAddrV4]) -> anyhow::Result<()> {
     if p.is_empty() || p.len() > 7 {
-        return Err(format!("--peers takes 1 to 7 replica addresses, not {}", p.len()));
+        bail!("--peers takes 1 to 7 replica addresses, not {}", p.len());
     }
     for (i, a) in p.iter().enumerate() {
         if a.port() == 0 || a.ip().is_unspecified() {
-            return Err(format!("--peers: {a} is not an address a replica can be reached at (no port 0, no 0.0.0.0)"));
+            bail!("--peers: {a} is not an address a replica can be reached at (no port 0, no 0.0.0.0)");
         }
         if p[..i].contains(a) {
-            return Err(format!("--peers lists {a} twice"));
+            bail!("--peers lists {a} twice");
         }
     }
     Ok(())
@@ -220,10 +224,10 @@ fn replica_config(
     peers: Vec<EndpointAddr>,
     r: &RaftArgs,
     dir: Option<PathBuf>,
-) -> Result<ReplicaConfig, String> {
+) -> anyhow::Result<ReplicaConfig> {
     let mut c = ReplicaConfig::new(id, peers);
     if r.tick_us == 0 || r.tick_us > 1_000_000 {
-        return Err("--tick-us must be 1..=1000000".into());
+        bail!("--tick-us must be 1..=1000000");
     }
     c.tick_ns = r.tick_us * 1000;
     c.election_ticks = r.election_ticks;
@@ -232,27 +236,26 @@ fn replica_config(
     c.log_keep = (r.snapshot_every / 10).max(1000);
     c.durability = match (r.durability, dir) {
         (DurabilityKind::None, None) => Durability::None,
-        (DurabilityKind::None, Some(_)) => return Err("--dir applies to --durability fsync".into()),
+        (DurabilityKind::None, Some(_)) => bail!("--dir applies to --durability fsync"),
         (DurabilityKind::Fsync, Some(d)) => Durability::Fsync { dir: d },
-        (DurabilityKind::Fsync, None) => return Err("--durability fsync needs --dir <log directory>".into()),
+        (DurabilityKind::Fsync, None) => bail!("--durability fsync needs --dir <log directory>"),
     };
     Ok(c)
 }
 
-fn bind_udp(bind: SocketAddrV4) -> Result<UdpTransport, String> {
-    UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())
-}
-
-fn serve(a: ServeArgs) -> Result<(), String> {
+fn serve(a: ServeArgs) -> anyhow::Result<()> {
     check_peers(&a.peers)?;
     if a.id == 0 || a.id as usize > a.peers.len() {
-        return Err(format!("--id must be 1..={} (one per --peers address), not {}", a.peers.len(), a.id));
+        bail!("--id must be 1..={} (one per --peers address), not {}", a.peers.len(), a.id);
     }
     let me = a.peers[a.id as usize - 1];
-    let cfg = replica_config(a.id, a.peers.iter().map(|p| addr(*p)).collect(), &a.raft, a.raft.dir.clone())?;
+    let cfg = replica_config(a.id, a.peers.iter().map(|p| udp_peer(*p)).collect(), &a.raft, a.raft.dir.clone())?;
     let durability = cfg.durability.name();
-    let t = bind_udp(me)?;
-    let mut rpc = cluster::replica_endpoint(t, clock(), udp_rpc_config(), cfg)?;
+    let starting = || format!("starting replica {} on udp {me}", a.id);
+    let t = udp(me).with_context(starting)?;
+    let mut rpc = cluster::replica_endpoint(t, shared_clock(), udp_rpc_config(), cfg)
+        .map_err(anyhow::Error::msg)
+        .with_context(starting)?;
     let rec = rpc.ctx().recovered.clone();
     eprintln!(
         "erpc kv: replica {} of {} serving on udp {me} (durability {durability}{}); Ctrl-C to stop",
@@ -263,7 +266,9 @@ fn serve(a: ServeArgs) -> Result<(), String> {
     let mut idle = 0u32;
     let mut last_rx = 0;
     loop {
-        erpc_kv::replica::poll(&mut rpc).map_err(|e| format!("replica {} stopped: {e}", a.id))?;
+        erpc_kv::replica::poll(&mut rpc)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("replica {} stopped", a.id))?;
         if a.idle_sleep_us > 0 {
             let rx = rpc.stats().rx_pkts;
             if rx == last_rx {
@@ -285,42 +290,43 @@ fn udp_client(
     bind: Option<SocketAddrV4>,
     clients: usize,
     max_value: usize,
-) -> Result<ClientRpc<UdpTransport, Clk>, String> {
+) -> anyhow::Result<ClientRpc<UdpTransport, Clk>> {
     check_peers(peers)?;
     let bind = match bind {
         Some(b) => b,
         None if peers.iter().all(|p| p.ip().is_loopback()) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-        None => return Err("replicas on other machines need --bind <this machine's IP>:0".into()),
+        None => bail!("replicas on other machines need --bind <this machine's IP>:0"),
     };
-    let mut cc = ClientConfig::new(peers.iter().map(|p| addr(*p)).collect(), clients);
+    let mut cc = ClientConfig::new(peers.iter().map(|p| udp_peer(*p)).collect(), clients);
     cc.max_value = max_value;
-    let mut cli = cluster::client_endpoint(bind_udp(bind)?, clock(), udp_rpc_config(), cc)?;
+    let t = udp(bind).context("starting the client")?;
+    let mut cli = cluster::client_endpoint(t, shared_clock(), udp_rpc_config(), cc)
+        .map_err(anyhow::Error::msg)
+        .context("starting the client")?;
     let t0 = Instant::now();
     while cli.ctx().connected() == 0 {
         client::poll(&mut cli);
         if t0.elapsed() > Duration::from_secs(5) {
-            return Err(format!(
-                "no replica answered at {} within 5 s (are they running? `erpc kv serve`)",
-                peers_text(peers)
-            ));
+            return Err(anyhow!("are they running (`erpc kv serve`), and are the addresses right?"))
+                .context(format!("no replica answered at {} within 5 s", peers_text(peers)));
         }
     }
     Ok(cli)
 }
 
-fn one_op(a: OpArgs, what: &str) -> Result<(), String> {
+fn one_op(a: OpArgs, what: &str) -> anyhow::Result<()> {
     if !(a.timeout > 0.0 && a.timeout <= 3600.0) {
-        return Err("--timeout must be between 0 and 3600 seconds".into());
+        bail!("--timeout must be between 0 and 3600 seconds");
     }
     let key = a.key.into_bytes();
     if key.is_empty() || key.len() > erpc_kv::proto::MAX_KEY {
-        return Err(format!("a key has 1 to {} bytes", erpc_kv::proto::MAX_KEY));
+        bail!("a key has 1 to {} bytes", erpc_kv::proto::MAX_KEY);
     }
     let op = match (what, a.value) {
         ("put", Some(v)) if v.len() <= erpc_kv::proto::MAX_VALUE => Op::Put { key, value: v.into_bytes() },
-        ("put", Some(_)) => return Err(format!("a value has at most {} bytes", erpc_kv::proto::MAX_VALUE)),
-        ("put", None) => return Err("put needs a KEY and a VALUE".into()),
-        (_, Some(_)) => return Err(format!("{what} takes a KEY only")),
+        ("put", Some(_)) => bail!("a value has at most {} bytes", erpc_kv::proto::MAX_VALUE),
+        ("put", None) => bail!("put needs a KEY and a VALUE"),
+        (_, Some(_)) => bail!("{what} takes a KEY only"),
         ("get", None) => Op::Get { key },
         _ => Op::Del { key },
     };
@@ -334,8 +340,8 @@ fn one_op(a: OpArgs, what: &str) -> Result<(), String> {
     match d.outcome {
         Outcome::Ok => println!("OK"),
         Outcome::Value(v) => println!("{}", String::from_utf8_lossy(&v)),
-        Outcome::NotFound => return Err("not found".into()),
-        Outcome::Failed(e) => return Err(format!("{e} (replicas {})", peers_text(&a.peers))),
+        Outcome::NotFound => bail!("not found"),
+        Outcome::Failed(e) => return Err(anyhow!(e)).context(format!("{what} on replicas {}", peers_text(&a.peers))),
     }
     Ok(())
 }
@@ -453,21 +459,21 @@ impl KvReport {
     }
 }
 
-pub(crate) fn check_load(l: &LoadArgs) -> Result<(), String> {
+pub(crate) fn check_load(l: &LoadArgs) -> anyhow::Result<()> {
     if l.clients == 0 || l.clients > 1024 {
-        return Err(format!("--clients must be 1..=1024, not {}", l.clients));
+        bail!("--clients must be 1..=1024, not {}", l.clients);
     }
     if l.get_pct > 100 {
-        return Err("--get-pct must be 0..=100".into());
+        bail!("--get-pct must be 0..=100");
     }
     if l.key_size < 8 || l.key_size > erpc_kv::proto::MAX_KEY {
-        return Err(format!("--key-size must be 8..={}", erpc_kv::proto::MAX_KEY));
+        bail!("--key-size must be 8..={}", erpc_kv::proto::MAX_KEY);
     }
     if l.value_size > 1 << 20 || l.keys == 0 {
-        return Err("--value-size must be at most 1048576 and --keys at least 1".into());
+        bail!("--value-size must be at most 1048576 and --keys at least 1");
     }
     if !(l.duration > 0.0 && l.duration <= 3600.0) {
-        return Err(format!("--duration must be between 0 and 3600 seconds, not {}", l.duration));
+        bail!("--duration must be between 0 and 3600 seconds, not {}", l.duration);
     }
     Ok(())
 }
@@ -480,7 +486,7 @@ fn measure<T: Transport>(
     l: &LoadArgs,
     transport: &str,
     setup: &'static str,
-) -> Result<KvReport, String> {
+) -> anyhow::Result<KvReport> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(RpcConfig::random_seed());
     let key_of = |k: u64| {
         let mut v = vec![b'k'; l.key_size];
@@ -495,12 +501,12 @@ fn measure<T: Transport>(
         client::poll(cli);
         others();
         if t0.elapsed() > Duration::from_secs(15) {
-            return Err("no leader answered within 15 s".into());
+            bail!("no leader answered a PUT within 15 s");
         }
     }
     if let Some(d) = cli.ctx_mut().done.pop_front() {
         if let Outcome::Failed(e) = d.outcome {
-            return Err(e);
+            return Err(anyhow!(e)).context("the first PUT");
         }
     }
     let mut leader = cli.ctx().leader_guess(0);
@@ -636,7 +642,7 @@ pub(crate) fn emit(r: &KvReport, json: bool) {
     }
 }
 
-fn bench(a: BenchArgs) -> Result<(), String> {
+fn bench(a: BenchArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
     let mut cli = udp_client(&a.peers, a.bind, a.load.clients, a.load.value_size)?;
     let r = measure(&mut cli, || {}, &a.load, "udp", "separate processes")?;
@@ -644,20 +650,18 @@ fn bench(a: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn local(a: LocalArgs) -> Result<(), String> {
+fn local(a: LocalArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
     let tmp;
     let dir = match (a.raft.durability, &a.raft.dir) {
         (DurabilityKind::Fsync, None) => {
-            tmp = tempfile::Builder::new()
-                .prefix("erpc-kv-")
-                .tempdir()
-                .map_err(|e| format!("a temporary log directory: {e}"))?;
+            tmp =
+                tempfile::Builder::new().prefix("erpc-kv-").tempdir().context("creating a temporary log directory")?;
             Some(tmp.path().to_path_buf())
         }
         (_, d) => d.clone(),
     };
-    let cfg = |id: u64, peers: Vec<EndpointAddr>| -> Result<ReplicaConfig, String> {
+    let cfg = |id: u64, peers: Vec<EndpointAddr>| -> anyhow::Result<ReplicaConfig> {
         let d = dir.as_ref().map(|d| d.join(format!("replica-{id}")));
         replica_config(id, peers, &a.raft, d)
     };
@@ -666,15 +670,17 @@ fn local(a: LocalArgs) -> Result<(), String> {
         LocalTransport::Udp => {
             let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
             let mut nics: Vec<Option<UdpTransport>> =
-                (0..3).map(|_| bind_udp(lo).map(Some)).collect::<Result<_, _>>()?;
+                (0..3).map(|_| udp(lo).map(Some)).collect::<anyhow::Result<_>>()?;
             let peers: Vec<EndpointAddr> = nics.iter().map(|n| n.as_ref().expect("bound").local_addr()).collect();
             let cfgs = (0..3).map(|i| cfg(i as u64 + 1, peers.clone())).collect::<Result<Vec<_>, _>>()?;
             let new_nic =
                 Box::new(move |i: usize| nics[i].take().ok_or_else(|| "a UDP replica cannot restart here".to_string()));
-            let mut c = Cluster::new(clock(), udp_rpc_config(), cfgs, new_nic)?;
+            let mut c = Cluster::new(shared_clock(), udp_rpc_config(), cfgs, new_nic)
+                .map_err(anyhow::Error::msg)
+                .context("starting the replicas")?;
             let mut cc = ClientConfig::new(peers, a.load.clients);
             cc.max_value = a.load.value_size;
-            c.add_client(bind_udp(lo)?, cc)?;
+            c.add_client(udp(lo)?, cc).map_err(anyhow::Error::msg).context("starting the client")?;
             run_local(c, &a.load, "udp", setup)?
         }
         LocalTransport::Sim => {
@@ -684,7 +690,7 @@ fn local(a: LocalArgs) -> Result<(), String> {
             let mut err = None;
             let c = Cluster::on_fabric(
                 &o,
-                clock(),
+                shared_clock(),
                 None,
                 RpcConfig { seed: RpcConfig::random_seed(), ..RpcConfig::default() },
                 |rc| match cfg(rc.id, rc.peers.clone()) {
@@ -698,7 +704,9 @@ fn local(a: LocalArgs) -> Result<(), String> {
                     cc.max_value = a.load.value_size;
                     cc
                 },
-            )?;
+            )
+            .map_err(anyhow::Error::msg)
+            .context("starting the cluster")?;
             if let Some(e) = err {
                 return Err(e);
             }
@@ -714,7 +722,7 @@ fn run_local<T: Transport>(
     l: &LoadArgs,
     transport: &str,
     setup: &'static str,
-) -> Result<KvReport, String> {
+) -> anyhow::Result<KvReport> {
     let mut cli = c.clients.pop().expect("one client");
     let mut replicas = std::mem::take(&mut c.replicas);
     let mut failure = None;
@@ -724,7 +732,7 @@ fn run_local<T: Transport>(
             for (i, r) in replicas.iter_mut().enumerate() {
                 if let Some(rpc) = r {
                     if let Err(e) = erpc_kv::replica::poll(rpc) {
-                        failure.get_or_insert(format!("replica {} stopped: {e}", i + 1));
+                        failure.get_or_insert(anyhow!(e).context(format!("replica {} stopped", i + 1)));
                         *r = None;
                     }
                 }

@@ -9,6 +9,7 @@
 //! false), like the store's read-index GETs.
 
 use crate::kv::{KvReport, LoadArgs};
+use anyhow::{anyhow, bail, Context};
 use hdrhistogram::Histogram;
 use prost::bytes::Bytes;
 use rand_core::{RngCore, SeedableRng};
@@ -103,20 +104,23 @@ struct Stats {
     last_error: Option<String>,
 }
 
-pub fn run(a: EtcdBenchArgs) -> Result<(), String> {
+pub fn run(a: EtcdBenchArgs) -> anyhow::Result<()> {
     crate::kv::check_load(&a.load)?;
     let l = a.load.clone();
     let url = format!("http://{}", a.endpoints[0]);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting a tokio runtime")?;
     let local = tokio::task::LocalSet::new();
     let r = local.block_on(&rt, async move {
         let ch = tokio::time::timeout(
             Duration::from_secs(5),
-            tonic::transport::Endpoint::new(url.clone()).map_err(|e| e.to_string())?.connect(),
+            tonic::transport::Endpoint::new(url.clone()).with_context(|| format!("etcd endpoint {url}"))?.connect(),
         )
         .await
-        .map_err(|_| format!("no etcd answered at {url} within 5 s"))?
-        .map_err(|e| format!("no etcd answered at {url}: {e}"))?;
+        .map_err(|_| {
+            anyhow!("is it running, and is that its client URL?")
+                .context(format!("no etcd answered at {url} within 5 s"))
+        })?
+        .with_context(|| format!("no etcd answered at {url}"))?;
         let hist = || Histogram::<u64>::new(3).expect("histogram");
         let st = Rc::new(RefCell::new(Stats {
             all: hist(),
@@ -140,8 +144,8 @@ pub fn run(a: EtcdBenchArgs) -> Result<(), String> {
             c0.put(PutRequest { key: key_of(0, l.key_size), value: value.clone() }),
         )
         .await
-        .map_err(|_| "etcd did not answer a PUT within 15 s (no leader?)".to_string())?
-        .map_err(|e| format!("etcd refused a PUT: {}", e.message()))?;
+        .map_err(|_| anyhow!("etcd did not answer a PUT within 15 s: has the cluster a leader?"))?
+        .map_err(|e| anyhow!("etcd refused a PUT: {}", e.message()))?;
         let warm = Duration::from_millis(500);
         let dur = Duration::from_secs_f64(l.duration);
         let t0 = Instant::now();
@@ -187,11 +191,11 @@ pub fn run(a: EtcdBenchArgs) -> Result<(), String> {
             let _ = t.await;
         }
         let secs = m0.elapsed().as_secs_f64().min(l.duration);
-        let s = Rc::try_unwrap(st).map_err(|_| "tasks still running".to_string())?.into_inner();
+        let s = Rc::try_unwrap(st).map_err(|_| anyhow!("the load's tasks are still running"))?.into_inner();
         if s.ops == 0 {
-            return Err(format!("etcd completed no operation: {}", s.last_error.unwrap_or_default()));
+            bail!("etcd completed no operation: {}", s.last_error.unwrap_or_default());
         }
-        Ok::<_, String>((s, secs))
+        Ok::<_, anyhow::Error>((s, secs))
     })?;
     let (s, secs) = r;
     let rep = KvReport::peer(

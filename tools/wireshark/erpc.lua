@@ -37,7 +37,9 @@
 -- Session management (dataplane/src/sm.rs) travels on the datapath: dest_session_num = 0xFFFF
 -- (wire::SM_SESSION_NUM), req_type = the SmPktType, pkt_type Req, and the data is an SmBody of
 -- 40 bytes: err u8, 3 pad bytes, client_session u16 LE, server_session u16 LE, token u64 LE,
--- then the client's and the server's AddrWire (mac[6], ipv4[4], udp_port u16 LE).
+-- then the client's and the server's AddrWire (mac[6], ipv4[4], udp_port u16 LE). The header's
+-- req_num carries the connect cookie: in a ConnectRetry (the server's stateless answer to a
+-- connect request without a valid cookie) and in the connect request that repeats it.
 --
 -- Tested with Wireshark 4.0 (Lua 5.2, tools/tests/capture.rs). Written to run on later versions'
 -- Lua 5.3/5.4 as well: only Wireshark's field extraction and plain arithmetic, no bit library
@@ -48,12 +50,12 @@ local erpc = Proto("erpc", "eRPC")
 local PKT_TYPES = { [0] = "Req", [1] = "RFR", [2] = "ExplCR", [3] = "Resp" }
 local SM_TYPES = {
     [1] = "ConnectReq", [2] = "ConnectResp", [3] = "DisconnectReq", [4] = "DisconnectResp",
-    [5] = "Ping", [6] = "PingResp",
+    [5] = "Ping", [6] = "PingResp", [7] = "ConnectRetry",
 }
 -- sm.rs, err_code(): 0 success, then SmError; 5 is ERR_UNKNOWN_SESSION in a ping response.
 local SM_ERRORS = {
     [0] = "OK", [1] = "RemoteUnreachable", [2] = "OutOfSessions", [3] = "OutOfMemory",
-    [4] = "RoutingFailed", [5] = "UnknownSession",
+    [4] = "RoutingFailed", [5] = "UnknownSession", [6] = "Refused", [7] = "TooManySessionsFromClient",
 }
 
 local HDR_LEN = 14          -- wire::ERPC_HDR_LEN

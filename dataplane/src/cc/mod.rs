@@ -1,6 +1,6 @@
 //! Congestion control: Timely per client session and a Carousel timing wheel that paces packets.
 //!
-//! As in the original (`shared/reference/erpc-protocol.md` §1.7), and optimised for the common,
+//! As in the original (erpc-io/eRPC `src/cc/timely.h`, `src/cc/timing_wheel.h`, `src/tweakme.h`), and optimised for the common,
 //! uncongested case, with each bypass on by default and switchable in [`CcConfig`]:
 //! * **Timely bypass**: no rate update for an RTT sample below `t_low` while the session runs at
 //!   the link rate.
@@ -21,9 +21,8 @@ pub mod timely;
 pub mod wheel;
 
 use crate::clock::Clock;
-use crate::config::SLOTS_PER_SESSION;
 use crate::rpc::Rpc;
-use crate::session::{Session, SlotState};
+use crate::session::{Session, SlotId, SlotState};
 use crate::transport::Transport;
 use timely::{Timely, TimelyParams};
 use wheel::WheelLinks;
@@ -97,21 +96,23 @@ impl SessionCc {
     }
 }
 
-/// The wheel's list links live in the slots: a slot's global index is `session * 8 + slot`.
+/// The wheel's list links live in the slots, named by their [`SlotId`].
 pub(crate) struct SlotLinks<'a>(pub(crate) &'a mut [Session]);
 
 impl WheelLinks for SlotLinks<'_> {
     #[inline]
     fn next(&self, id: u32) -> u32 {
-        self.0[id as usize / SLOTS_PER_SESSION].slots[id as usize % SLOTS_PER_SESSION].wheel_next
+        let id = SlotId::from_raw(id);
+        self.0[id.session()].slots[id.slot()].wheel_next
     }
     #[inline]
     fn set_next(&mut self, id: u32, next: u32) {
-        self.0[id as usize / SLOTS_PER_SESSION].slots[id as usize % SLOTS_PER_SESSION].wheel_next = next;
+        let id = SlotId::from_raw(id);
+        self.0[id.session()].slots[id.slot()].wheel_next = next;
     }
 }
 
-impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
+impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     #[inline]
     fn cc_now(&self) -> u64 {
         if self.cfg.cc.batch_timestamps {
@@ -143,8 +144,7 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         }
         sess.slots[i].in_wheel = true;
         self.stats.cc.paced += 1;
-        let id = (s * SLOTS_PER_SESSION + i) as u32;
-        self.wheel.insert(&mut SlotLinks(self.sessions), id, due);
+        self.wheel.insert(&mut SlotLinks(self.sessions.as_mut_slice()), SlotId::new(s, i).raw(), due);
         false
     }
 
@@ -187,14 +187,15 @@ impl<'m, T: Transport, C: Clock, X> Rpc<'m, T, C, X> {
         let now = self.cc_now();
         loop {
             let mut due: heapless::Vec<u32, 32> = heapless::Vec::new();
-            self.wheel.reap(&mut SlotLinks(self.sessions), now, 32, |_, id| {
+            self.wheel.reap(&mut SlotLinks(self.sessions.as_mut_slice()), now, 32, |_, id| {
                 let _ = due.push(id);
             });
             if due.is_empty() {
                 return;
             }
             for id in due {
-                let (s, i) = (id as usize / SLOTS_PER_SESSION, id as usize % SLOTS_PER_SESSION);
+                let id = SlotId::from_raw(id);
+                let (s, i) = (id.session(), id.slot());
                 self.sessions[s].slots[i].in_wheel = false;
                 // The slot may have completed, failed or been reused meanwhile: send whatever its
                 // current request needs next, if anything.

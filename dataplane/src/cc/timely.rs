@@ -1,6 +1,6 @@
 //! Timely (Mittal et al., SIGCOMM 2015): RTT-gradient rate control, one instance per client
-//! session, with the original eRPC's parameters as defaults (`shared/reference/erpc-protocol.md`
-//! §1.7). Rates are bytes per second, times nanoseconds.
+//! session, with the original eRPC's parameters as defaults (erpc-io/eRPC `src/cc/timely.h`).
+//! Rates are bytes per second, times nanoseconds.
 //!
 //! Each RTT sample updates the rate:
 //! * below `t_low`: additive increase;

@@ -6,9 +6,9 @@
 //!   chunks): the receive frames first, then the dataplane's region (msgbufs), so transmitted
 //!   packets are sent straight from msgbufs. The region's IOVA is its offset in the UMEM, which
 //!   is what TX descriptors carry.
-//! * **Rings** ([`ring`]) — fill (frames the kernel may receive into), RX, TX and completion,
+//! * **Rings** (`ring`) — fill (frames the kernel may receive into), RX, TX and completion,
 //!   mapped from the socket and driven here.
-//! * **XDP program** ([`bpf`]) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
+//! * **XDP program** (`bpf`) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
 //!   our address and port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
 //!   to the kernel. It is loaded with `bpf(2)` and attached as a BPF link, so closing the link —
 //!   on drop, on an error part-way through [`AfXdpTransport::open`], or when the process dies —
@@ -30,6 +30,12 @@
 //! One endpoint per interface queue: the interface carries one XDP program. The endpoint's
 //! traffic must arrive on the bound queue (veth has one; on a multi-queue NIC steer the port
 //! with `ethtool -N` or use a single queue).
+//!
+//! Tests: `tests/tests/afxdp.rs` (root; a veth pair between two network namespaces made for the
+//! test): the loopback scenarios with 3 MB messages and 1% loss, the program attached and
+//! detached (also after every failed open, each error saying why), ARP through the program,
+//! forged releases and descriptors outside the UMEM dropped and counted, a flush across a downed
+//! link; `tools/tests/cli.rs` runs `erpc bench --transport afxdp` on a veth pair.
 
 mod bpf;
 mod netif;
@@ -216,7 +222,20 @@ impl fmt::Display for AfXdpError {
     }
 }
 
-impl std::error::Error for AfXdpError {}
+impl std::error::Error for AfXdpError {
+    /// The OS or memory error underneath (its text is part of this error's message where it
+    /// helps).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            AfXdpError::Memory(e) => Some(e),
+            AfXdpError::Socket { error, .. }
+            | AfXdpError::Bind { error, .. }
+            | AfXdpError::Bpf { error, .. }
+            | AfXdpError::Attach { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
 
 impl From<DmaError> for AfXdpError {
     fn from(e: DmaError) -> Self {

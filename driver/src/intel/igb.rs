@@ -3,11 +3,10 @@
 //! Offsets and bits: Intel 82576 GbE Controller Datasheet rev. 2.63, section 8 (register
 //! descriptions; the I350 datasheet keeps the same offsets for these registers), and QEMU's
 //! `hw/net/igb_regs.h` for the model tested in CI. Bring-up order follows datasheet section 4.5
-//! (software initialisation) and what `../shared/reference/intel-igb-in-qemu.md` recorded about
-//! the model: after a reset the link stays down until autonegotiation is restarted through the
-//! PHY.
+//! (software initialisation) and QEMU's model (`hw/net/igb_core.c`): after a reset the link
+//! stays down until autonegotiation is restarted through the PHY.
 
-use super::{wait, NicError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use super::{wait, IntelError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
@@ -97,7 +96,7 @@ pub const RX_ERR_MASK: u32 = 1 << 31;
 
 /// Resets the function and masks its interrupts (datasheet 4.5.1: software reset, then wait
 /// for it to finish).
-pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
+pub fn reset(r: &impl RegisterIo) -> Result<(), IntelError> {
     r.write32(IMC, !0);
     r.write32(EIMC, !0);
     r.set_bits(CTRL, Ctrl::RST.bits());
@@ -111,13 +110,13 @@ pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
 
 /// Sets link up and restarts autonegotiation through the PHY (the QEMU model keeps the link
 /// down after a reset until this write).
-pub fn start_link(r: &impl RegisterIo) -> Result<(), NicError> {
+pub fn start_link(r: &impl RegisterIo) -> Result<(), IntelError> {
     r.set_bits(CTRL, Ctrl::SLU.bits());
     r.write32(MDIC, MDIC_BMCR_RESTART_AN);
     wait("igb PHY write (MDIC.READY)", Duration::from_millis(100), || r.read32(MDIC) & MDIC_READY != 0)?;
     if r.read32(MDIC) & MDIC_ERROR != 0 {
         // Fiber/SerDes variants have no copper PHY at this address.
-        return Err(NicError::Timeout("igb PHY write (MDIC.E set: no copper PHY answered)"));
+        return Err(IntelError::Timeout("igb PHY write (MDIC.E set: no copper PHY answered)"));
     }
     Ok(())
 }
@@ -127,7 +126,7 @@ pub fn link_up(r: &impl RegisterIo) -> bool {
 }
 
 /// Programs queue 0 and enables receive and transmit (datasheet 4.5.9 and 4.5.10).
-pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
+pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError> {
     let q = &QUEUE;
     // Receive.
     r.write32(RCTL, 0);

@@ -6,7 +6,7 @@
 //! (4.6.4), receive (4.6.7) and transmit (4.6.8) queues. QEMU has no model of this family: CI
 //! tests it against a register-level fake.
 
-use super::{wait, NicError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use super::{wait, IntelError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
@@ -119,7 +119,7 @@ pub const RX_ERR_MASK: u32 = 1 << 29;
 
 /// Masks interrupts, resets the device and waits for the EEPROM auto-read and the DMA init
 /// (datasheet 4.6.3).
-pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
+pub fn reset(r: &impl RegisterIo) -> Result<(), IntelError> {
     r.write32(EIMC, 0x7FFF_FFFF);
     r.set_bits(CTRL, (Ctrl::RST | Ctrl::LRST).bits());
     std::thread::sleep(Duration::from_millis(10));
@@ -133,7 +133,7 @@ pub fn reset(r: &impl RegisterIo) -> Result<(), NicError> {
 
 /// Restarts link setup in the board's own link mode (datasheet 4.6.4). The X540's copper PHY
 /// is not set up here: it comes up with its power-on defaults.
-pub fn start_link(r: &impl RegisterIo) -> Result<(), NicError> {
+pub fn start_link(r: &impl RegisterIo) -> Result<(), IntelError> {
     r.set_bits(AUTOC, AUTOC_AN_RESTART);
     Ok(())
 }
@@ -143,7 +143,7 @@ pub fn link_up(r: &impl RegisterIo) -> bool {
 }
 
 /// Programs queue 0 and enables receive and transmit (datasheet 4.6.7 and 4.6.8).
-pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
+pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError> {
     let q = &QUEUE;
     // Receive: disabled while configuring.
     r.clear_bits(RXCTRL, RXCTRL_RXEN);

@@ -8,8 +8,15 @@
 //!   register access ([`RegisterIo`]) so tests can put a register-level fake in place of a BAR.
 //!
 //! Receive buffers (2 KiB, one per descriptor) and both rings share one hugepage allocation
-//! mapped for the device; transmit is zero-copy from the dataplane's own DMA region, which must
-//! be mapped in the same IOMMU domain ([`erpc_hugepages::DmaSpace`]).
+//! mapped for the device, carved into [`erpc_hugepages::DmaSlice`]s; transmit is zero-copy from
+//! the dataplane's own DMA region, which must be mapped in the same IOMMU domain
+//! ([`erpc_hugepages::DmaSpace`]).
+//!
+//! Tests: `tests/tests/intel.rs` runs the driver on both families against the register-level
+//! fake of `tests/intel_fake.rs` (the loopback scenarios, ring setup, unsignaled transmit,
+//! in-order reposting, dropped and forged frames, a link that never comes up); `tests/vm/run`
+//! runs it through real VFIO on two emulated 82576 in a QEMU guest (`tests/vm/loopback.rs`:
+//! the loopback scenarios, statistics registers, error messages, IOMMU containment).
 
 pub mod desc;
 pub mod igb;
@@ -21,7 +28,7 @@ use crate::pci::NicFamily;
 use crate::vfio::{Bar, DeviceError, PciFunction};
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_hugepages::{DmaError, DmaMemory, DmaSpace, PageSize};
-use ring::{RingMem, RxRing, TxRing};
+use ring::{RxRing, TxRing};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -122,14 +129,14 @@ impl Family {
         }
     }
 
-    fn reset(self, r: &impl RegisterIo) -> Result<(), NicError> {
+    fn reset(self, r: &impl RegisterIo) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::reset(r),
             Family::Ixgbe => ixgbe::reset(r),
         }
     }
 
-    fn start_link(self, r: &impl RegisterIo) -> Result<(), NicError> {
+    fn start_link(self, r: &impl RegisterIo) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::start_link(r),
             Family::Ixgbe => ixgbe::start_link(r),
@@ -143,7 +150,7 @@ impl Family {
         }
     }
 
-    fn init_queues(self, r: &impl RegisterIo, s: &RingSetup) -> Result<(), NicError> {
+    fn init_queues(self, r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError> {
         match self {
             Family::Igb => igb::init_queues(r, s),
             Family::Ixgbe => ixgbe::init_queues(r, s),
@@ -173,11 +180,11 @@ impl Family {
 }
 
 /// Polls `done` until it holds or `timeout` passes.
-pub(crate) fn wait(what: &'static str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), NicError> {
+pub(crate) fn wait(what: &'static str, timeout: Duration, mut done: impl FnMut() -> bool) -> Result<(), IntelError> {
     let t0 = Instant::now();
     while !done() {
         if t0.elapsed() > timeout {
-            return Err(NicError::Timeout(what));
+            return Err(IntelError::Timeout(what));
         }
         std::thread::sleep(Duration::from_micros(200));
     }
@@ -211,7 +218,7 @@ pub struct Counters {
 
 /// Why an Intel NIC could not be brought up. Each message says what to do.
 #[derive(Debug)]
-pub enum NicError {
+pub enum IntelError {
     /// Opening the PCI function through VFIO failed.
     Device(DeviceError),
     /// The rings and buffers could not be allocated and mapped.
@@ -222,47 +229,74 @@ pub enum NicError {
     Timeout(&'static str),
     /// No link within the configured time.
     LinkDown { waited: Duration },
-    /// A configuration value out of range.
-    Config(String),
+    /// The DMA space given is not the one of the NIC's VFIO container.
+    ForeignDmaSpace,
+    /// A ring size out of range: `ring` (`rx_ring` or `tx_ring`) is `entries`.
+    RingSize { ring: &'static str, entries: u16 },
+    /// `rs_interval` out of range (`1..=max`).
+    RsInterval { value: u32, max: u32 },
+    /// An MTU the driver does not support.
+    Mtu(usize),
 }
 
-impl fmt::Display for NicError {
+impl fmt::Display for IntelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            NicError::Device(e) => e.fmt(f),
-            NicError::Dma(e) => e.fmt(f),
-            NicError::Unsupported { bdf, vendor, device } => write!(
+            IntelError::Device(e) => e.fmt(f),
+            IntelError::Dma(e) => e.fmt(f),
+            IntelError::Unsupported { bdf, vendor, device } => write!(
                 f,
                 "{bdf} ({vendor:04x}:{device:04x}) is not an Intel igb/ixgbe NIC this driver \
                  supports: `erpc nic list` shows which devices have a driver"
             ),
-            NicError::Timeout(what) => write!(
+            IntelError::Timeout(what) => write!(
                 f,
                 "the device did not finish: {what}; check that the NIC is healthy (`lspci -vv`) \
                  and not in use by another process"
             ),
-            NicError::LinkDown { waited } => write!(
+            IntelError::LinkDown { waited } => write!(
                 f,
                 "no link after {:.1} s: check the cable and that the peer port is up, or raise \
                  the link timeout",
                 waited.as_secs_f64()
             ),
-            NicError::Config(m) => write!(f, "bad NIC configuration: {m}"),
+            IntelError::ForeignDmaSpace => f.write_str(
+                "the DMA space is not the one of this VFIO container: use DmaSpace::vfio(container.clone()) for the \
+                 NIC and for the endpoint's memory",
+            ),
+            IntelError::RingSize { ring, entries } => {
+                write!(f, "bad NIC configuration: {ring} = {entries}: use a multiple of 8 in 64..=4096")
+            }
+            IntelError::RsInterval { value, max } => write!(
+                f,
+                "bad NIC configuration: rs_interval = {value}: use 1..={max} (a quarter of tx_ring), so that a \
+                 write-back is always pending before the ring fills"
+            ),
+            IntelError::Mtu(m) => write!(f, "bad NIC configuration: mtu = {m}: use 64..=1514"),
         }
     }
 }
 
-impl std::error::Error for NicError {}
-
-impl From<DeviceError> for NicError {
-    fn from(e: DeviceError) -> Self {
-        NicError::Device(e)
+impl std::error::Error for IntelError {
+    /// The VFIO or DMA error underneath (whose message this error's repeats).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            IntelError::Device(e) => e.source(),
+            IntelError::Dma(e) => e.source(),
+            _ => None,
+        }
     }
 }
 
-impl From<DmaError> for NicError {
+impl From<DeviceError> for IntelError {
+    fn from(e: DeviceError) -> Self {
+        IntelError::Device(e)
+    }
+}
+
+impl From<DmaError> for IntelError {
     fn from(e: DmaError) -> Self {
-        NicError::Dma(e)
+        IntelError::Dma(e)
     }
 }
 
@@ -342,19 +376,15 @@ impl IntelNic<Bar> {
         space: &Arc<DmaSpace>,
         bdf: &str,
         cfg: IntelConfig,
-    ) -> Result<IntelNic<Bar>, NicError> {
+    ) -> Result<IntelNic<Bar>, IntelError> {
         if !space.is_in(container) {
-            return Err(NicError::Config(
-                "the DMA space is not the one of this VFIO container: use \
-                 DmaSpace::vfio(container.clone()) for the NIC and for the endpoint's memory"
-                    .into(),
-            ));
+            return Err(IntelError::ForeignDmaSpace);
         }
         let pci = PciFunction::open(container, bdf)?;
         let vendor = pci.config_read_u16(0)?;
         let device = pci.config_read_u16(2)?;
         let family =
-            Family::of(vendor, device).ok_or_else(|| NicError::Unsupported { bdf: bdf.into(), vendor, device })?;
+            Family::of(vendor, device).ok_or_else(|| IntelError::Unsupported { bdf: bdf.into(), vendor, device })?;
         pci.enable_dma()?;
         let bar = pci.map_bar(0)?;
         let mut nic = IntelNic::with_registers(bar, family, space, cfg)?;
@@ -370,46 +400,41 @@ impl<R: RegisterIo> IntelNic<R> {
         family: Family,
         space: &Arc<DmaSpace>,
         cfg: IntelConfig,
-    ) -> Result<IntelNic<R>, NicError> {
+    ) -> Result<IntelNic<R>, IntelError> {
         for (name, n) in [("rx_ring", cfg.rx_ring), ("tx_ring", cfg.tx_ring)] {
             if !(64..=4096).contains(&n) || n % 8 != 0 {
-                return Err(NicError::Config(format!("{name} = {n}: use a multiple of 8 in 64..=4096")));
+                return Err(IntelError::RingSize { ring: name, entries: n });
             }
         }
         if !(1..=cfg.tx_ring as u32 / 4).contains(&cfg.rs_interval) {
-            return Err(NicError::Config(format!(
-                "rs_interval = {}: use 1..={} (a quarter of tx_ring), so that a write-back is \
-                 always pending before the ring fills",
-                cfg.rs_interval,
-                cfg.tx_ring / 4
-            )));
+            return Err(IntelError::RsInterval { value: cfg.rs_interval, max: cfg.tx_ring as u32 / 4 });
         }
         if !(64..=1514).contains(&cfg.mtu) {
-            return Err(NicError::Config(format!("mtu = {}: use 64..=1514", cfg.mtu)));
+            return Err(IntelError::Mtu(cfg.mtu));
         }
         let rx_bytes = cfg.rx_ring as usize * 16;
         let tx_bytes = cfg.tx_ring as usize * 16;
         let rings = (rx_bytes + tx_bytes).next_multiple_of(4096);
         let page = if space.is_identity() { PageSize::Ordinary } else { PageSize::Huge2M };
         let mem = space.alloc(rings + cfg.rx_ring as usize * RX_BUF as usize, page)?;
-        let base = mem.vaddr();
-        // SAFETY: the offsets stay inside `mem` (sized above).
-        let (tx_v, bufs_v) = unsafe { (base.add(rx_bytes), base.add(rings)) };
-        let rx_mem = RingMem { vaddr: base, iova: mem.iova(), len: cfg.rx_ring };
-        let tx_mem = RingMem { vaddr: tx_v, iova: mem.iova() + rx_bytes as u64, len: cfg.tx_ring };
+        let all = mem.as_slice();
+        let rx_mem = all.sub(0, rx_bytes);
+        let tx_mem = all.sub(rx_bytes, tx_bytes);
+        let bufs = all.sub(rings, cfg.rx_ring as usize * RX_BUF as usize);
 
         family.reset(&regs)?;
         // SAFETY: ring and buffer ranges are disjoint parts of `mem`, mapped for the device at
-        // the given IOVAs; `mem` lives in the returned value, next to the rings.
-        let rx = unsafe { RxRing::new(rx_mem, bufs_v, mem.iova() + rings as u64, RX_BUF, family.rx_err_mask()) };
+        // their IOVAs; `mem` lives in the returned value, next to the rings, and is dropped
+        // after them (and after the queues are stopped: see Drop).
+        let rx = unsafe { RxRing::new(rx_mem, cfg.rx_ring, bufs, RX_BUF, family.rx_err_mask()) };
         // SAFETY: as above.
-        let tx = unsafe { TxRing::new(tx_mem, cfg.rs_interval) };
+        let tx = unsafe { TxRing::new(tx_mem, cfg.tx_ring, cfg.rs_interval) };
         let setup = RingSetup {
-            rx_ring_iova: rx_mem.iova,
+            rx_ring_iova: rx_mem.iova(),
             rx_len: cfg.rx_ring,
             rx_buf_size: RX_BUF,
             rx_tail: rx.tail(),
-            tx_ring_iova: tx_mem.iova,
+            tx_ring_iova: tx_mem.iova(),
             tx_len: cfg.tx_ring,
             promiscuous: cfg.promiscuous,
         };
@@ -438,7 +463,7 @@ impl<R: RegisterIo> IntelNic<R> {
             let t0 = Instant::now();
             while !nic.link_up() {
                 if t0.elapsed() > cfg.link_timeout {
-                    return Err(NicError::LinkDown { waited: t0.elapsed() });
+                    return Err(IntelError::LinkDown { waited: t0.elapsed() });
                 }
                 std::thread::sleep(Duration::from_millis(5));
             }

@@ -11,18 +11,27 @@
 
 use super::desc::*;
 use erpc_dataplane::transport::RxPacket;
-use std::ptr::NonNull;
+use erpc_hugepages::DmaSlice;
 use std::sync::atomic::{fence, Ordering};
 
-/// Where one descriptor ring lives: CPU and device addresses of its first descriptor.
+/// Where one descriptor ring lives, and its number of descriptors. Only made by the rings'
+/// `unsafe` constructors, whose contract keeps the memory alive and ours.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct RingMem {
-    pub vaddr: NonNull<u8>,
-    pub iova: u64,
-    pub len: u16,
+struct RingMem {
+    mem: DmaSlice<'static>,
+    len: u16,
 }
 
 impl RingMem {
+    /// # Safety
+    /// As the ring constructors': `mem` stays mapped while the ring exists and nothing else
+    /// uses it.
+    unsafe fn new(mem: DmaSlice<'_>, len: u16) -> RingMem {
+        assert!(len > 0 && mem.len() >= len as usize * DESC_SIZE, "a ring of {len} descriptors in {} bytes", mem.len());
+        // SAFETY: the caller keeps the memory mapped for the ring's life (see above).
+        RingMem { mem: unsafe { mem.detach() }, len }
+    }
+
     /// The index after `i`, wrapping without a division (rings need not be powers of two).
     fn next(&self, i: u16) -> u16 {
         if i + 1 == self.len {
@@ -34,8 +43,8 @@ impl RingMem {
 
     fn desc(&self, i: u16) -> *mut u8 {
         debug_assert!(i < self.len);
-        // SAFETY: `i < len` and the ring is `len * DESC_SIZE` bytes (see the constructors).
-        unsafe { self.vaddr.as_ptr().add(i as usize * DESC_SIZE) }
+        // SAFETY: `i < len` and the ring is at least `len * DESC_SIZE` bytes (checked in `new`).
+        unsafe { self.mem.base().as_ptr().add(i as usize * DESC_SIZE) }
     }
 
     /// Volatile read of the 32-bit word at byte `off` of descriptor `i`.
@@ -73,8 +82,7 @@ enum RxState {
 
 pub(crate) struct RxRing {
     ring: RingMem,
-    bufs: NonNull<u8>,
-    bufs_iova: u64,
+    bufs: DmaSlice<'static>,
     buf_size: u32,
     state: Vec<RxState>,
     /// Next descriptor the device will write back.
@@ -87,19 +95,22 @@ pub(crate) struct RxRing {
 }
 
 impl RxRing {
-    /// A ring of `ring.len` descriptors with one `buf_size` buffer each at `bufs`/`bufs_iova`.
+    /// A ring of `len` descriptors in `ring` with one `buf_size` buffer each in `bufs`.
     /// Writes every descriptor but the last (one slot stays empty so that a full ring differs
     /// from an empty one); the caller writes [`RxRing::tail`] to RDT after enabling the queue.
     ///
     /// # Safety
-    /// `ring` must be `len * 16` bytes and `bufs` `len * buf_size` bytes of DMA memory, mapped
-    /// for the device at the given IOVAs, alive and used by nothing else while the ring exists.
-    pub unsafe fn new(ring: RingMem, bufs: NonNull<u8>, bufs_iova: u64, buf_size: u32, err_mask: u32) -> RxRing {
-        let n = ring.len;
+    /// `ring` and `bufs` must stay mapped for the device while the ring exists, and nothing
+    /// else may use them meanwhile. (Their sizes, `len * 16` and `len * buf_size` bytes, are
+    /// checked.)
+    pub unsafe fn new(ring: DmaSlice<'_>, len: u16, bufs: DmaSlice<'_>, buf_size: u32, err_mask: u32) -> RxRing {
+        assert!(bufs.len() >= len as usize * buf_size as usize, "{len} buffers of {buf_size} in {} bytes", bufs.len());
+        let n = len;
         let mut r = RxRing {
-            ring,
-            bufs,
-            bufs_iova,
+            // SAFETY: forwarded from this constructor's contract.
+            ring: unsafe { RingMem::new(ring, len) },
+            // SAFETY: as above.
+            bufs: unsafe { bufs.detach() },
             buf_size,
             state: vec![RxState::Returned; n as usize],
             next: 0,
@@ -115,7 +126,7 @@ impl RxRing {
     }
 
     fn post(&mut self, i: u16) {
-        let d = AdvRxRead { pkt_addr: (self.bufs_iova + i as u64 * self.buf_size as u64).into(), hdr_addr: 0.into() };
+        let d = AdvRxRead { pkt_addr: (self.bufs.iova() + i as u64 * self.buf_size as u64).into(), hdr_addr: 0.into() };
         self.ring.write(i, &d);
         self.state[i as usize] = RxState::Posted;
     }
@@ -159,8 +170,8 @@ impl RxRing {
                 continue;
             }
             self.state[i as usize] = RxState::Lent;
-            // SAFETY: buffer `i` lies inside `bufs` (`i < len`).
-            let data = unsafe { self.bufs.add(i as usize * self.buf_size as usize) };
+            // SAFETY: buffer `i` lies inside `bufs` (`i < len`, sizes checked in `new`).
+            let data = unsafe { self.bufs.base().add(i as usize * self.buf_size as usize) };
             out[n] = RxPacket { data, len: len as u32, id: i as u32 };
             n += 1;
         }
@@ -214,10 +225,15 @@ pub(crate) struct TxRing {
 }
 
 impl TxRing {
+    /// A ring of `len` descriptors in `ring`, requesting a write-back every `rs_interval`
+    /// packets.
+    ///
     /// # Safety
-    /// `ring` must be `len * 16` bytes of DMA memory mapped for the device at `ring.iova`,
-    /// alive and used by nothing else while the ring exists.
-    pub unsafe fn new(ring: RingMem, rs_interval: u32) -> TxRing {
+    /// `ring` must stay mapped for the device while the ring exists, and nothing else may use
+    /// it meanwhile. (Its size, `len * 16` bytes, is checked.)
+    pub unsafe fn new(ring: DmaSlice<'_>, len: u16, rs_interval: u32) -> TxRing {
+        // SAFETY: forwarded from this constructor's contract.
+        let ring = unsafe { RingMem::new(ring, len) };
         let z = AdvTxRead::default();
         for i in 0..ring.len {
             ring.write(i, &z);

@@ -5,6 +5,13 @@
 //! 1 KiB-aligned mailboxes (`IN_BOXES` for input, `OUT_BOXES` for output). The device writes
 //! the entry and the output mailboxes, so they are only read and written through volatile
 //! accesses of raw pointers.
+//!
+//! Signatures (`sig` of the entry, `ctrl_sig` / `sig` of each mailbox) are left 0, as Linux
+//! (`cmd.c`: `checksum_disabled` from start) and rdma-core's VFIO driver (`mlx5_vfio.c`) send
+//! them: the firmware checks them only while the general capability `cmdif_checksum` is on,
+//! and bring-up turns it off with SET_HCA_CAP before INIT_HCA, as both drivers do
+//! (`handle_hca_cap`). The commands before that (ENABLE_HCA, ISSI, boot pages, QUERY_HCA_CAP)
+//! go unsigned in both drivers too.
 
 use super::layout::{init_seg, op, CmdBlock, CmdLayout, OutHdr, CMD_INLINE, CMD_OWNER_HW, CMD_TYPE_PCI, MAILBOX_DATA};
 use crate::mmio::RegisterIo;
@@ -39,6 +46,9 @@ pub enum CmdError {
     Failed { opcode: u16, status: u8, syndrome: u32 },
     /// The input or output does not fit this queue's mailboxes.
     TooLarge { opcode: u16, len: usize },
+    /// The output is shorter than the command's output layout (`want` bytes): never read as
+    /// zeros (object 0, status OK).
+    ShortOutput { opcode: u16, len: usize, want: usize },
 }
 
 /// `MLX5_CMD_STAT_*` names (Linux `drivers/net/ethernet/mellanox/mlx5/core/cmd.c`).
@@ -85,6 +95,11 @@ impl fmt::Display for CmdError {
             CmdError::TooLarge { opcode, len } => {
                 write!(f, "{} ({opcode:#x}): {len} bytes do not fit the command mailboxes", op::name(opcode))
             }
+            CmdError::ShortOutput { opcode, len, want } => write!(
+                f,
+                "{} ({opcode:#x}): an output of {len} bytes is shorter than its layout ({want} bytes)",
+                op::name(opcode)
+            ),
         }
     }
 }
@@ -153,9 +168,14 @@ impl CmdQueue {
     /// Runs one command: `input` (starting with its [`InHdr`](super::layout::InHdr)) and an
     /// output of `out_len` bytes, which is returned once the command succeeded.
     pub fn exec<R: RegisterIo>(&mut self, bar: &R, input: &[u8], out_len: usize) -> Result<Vec<u8>, CmdError> {
-        let opcode = u16::from_be_bytes([input[0], input[1]]);
+        let opcode = input.get(..2).map_or(0, |o| u16::from_be_bytes([o[0], o[1]]));
         if input.len() > MAX_IN || out_len > MAX_OUT {
             return Err(CmdError::TooLarge { opcode, len: input.len().max(out_len) });
+        }
+        // Every input starts with the 8-byte header and every output has at least the 16
+        // bytes of `mlx5_ifc_mbox_out_bits`: a shorter one would be read as status 0.
+        if input.len() < std::mem::size_of::<super::layout::InHdr>() || out_len < CMD_INLINE {
+            return Err(CmdError::ShortOutput { opcode, len: out_len.min(input.len()), want: CMD_INLINE });
         }
         self.token = self.token.wrapping_add(1).max(1);
         let token = self.token;
@@ -209,7 +229,7 @@ impl CmdQueue {
             let to = (from + MAILBOX_DATA).min(out_len);
             out[from..to].copy_from_slice(&b.data[..to - from]);
         }
-        let hdr = OutHdr::read_from_prefix(&out).map(|(h, _)| h).unwrap_or_default();
+        let hdr: OutHdr = parse(opcode, &out)?;
         if hdr.status != 0 {
             return Err(CmdError::Failed { opcode, status: hdr.status, syndrome: hdr.syndrome.get() });
         }
@@ -223,6 +243,49 @@ impl CmdQueue {
         input: &I,
     ) -> Result<O, CmdError> {
         let out = self.exec(bar, input.as_bytes(), std::mem::size_of::<O>())?;
-        Ok(O::read_from_bytes(&out).expect("sized to O"))
+        parse(u16::from_be_bytes([input.as_bytes()[0], input.as_bytes()[1]]), &out)
+    }
+}
+
+/// Reads the output layout `O` from the start of `out`; an output shorter than `O` is an
+/// error, never zeros.
+pub fn parse<O: FromBytes>(opcode: u16, out: &[u8]) -> Result<O, CmdError> {
+    O::read_from_prefix(out).map(|(o, _)| o).map_err(|_| CmdError::ShortOutput {
+        opcode,
+        len: out.len(),
+        want: std::mem::size_of::<O>(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mlx5::layout::{ObjOut, PlainIn};
+    use erpc_hugepages::DmaSpace;
+
+    /// A register window no command may reach.
+    struct NoDevice;
+
+    impl RegisterIo for NoDevice {
+        fn read32(&self, off: u32) -> u32 {
+            panic!("read of {off:#x}: the command should have been refused before the device")
+        }
+        fn write32(&self, off: u32, _: u32) {
+            panic!("write of {off:#x}: the command should have been refused before the device")
+        }
+    }
+
+    #[test]
+    fn a_short_output_is_an_error_not_zeros() {
+        let e = parse::<ObjOut>(op::CREATE_CQ, &[0u8; 12]).expect_err("12 of 16 bytes");
+        assert_eq!(e, CmdError::ShortOutput { opcode: op::CREATE_CQ, len: 12, want: 16 });
+        assert!(e.to_string().starts_with("CREATE_CQ (0x400): an output of 12 bytes"), "{e}");
+        let o: ObjOut = parse(op::CREATE_CQ, &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34, 0x56, 0, 0, 0, 0]).unwrap();
+        assert_eq!(o.id24(), 0x12_3456);
+        // A command asking for less than the output header never reaches the device.
+        let mut q = CmdQueue::new(&DmaSpace::identity(), PageSize::Ordinary, Duration::from_millis(1)).unwrap();
+        let input = PlainIn::new(op::ALLOC_PD, 0);
+        let e = q.exec(&NoDevice, input.as_bytes(), 8).expect_err("8-byte output");
+        assert!(matches!(e, CmdError::ShortOutput { opcode: op::ALLOC_PD, .. }), "{e:?}");
     }
 }

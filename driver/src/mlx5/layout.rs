@@ -7,8 +7,9 @@
 //! / `*_out_bits` command layouts, given there as bit offsets; each struct below names its
 //! source). Field names follow those sources.
 
+use super::handles::{Cqn, Eqn, Pd, Rqn, Sqn, Td, Tisn, Uar};
 use zerocopy::big_endian::{I32, U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout};
 
 /// Byte offsets in the initialization segment at the start of BAR0 (`struct mlx5_init_seg`).
 pub mod init_seg {
@@ -18,7 +19,8 @@ pub mod init_seg {
     pub const CMDIF_REV_FW_SUB: u32 = 0x04;
     pub const CMDQ_ADDR_H: u32 = 0x10;
     /// Command queue address bits 31:12; reading gives `log_cmdq_size` (bits 7:4) and
-    /// `log_cmdq_stride` (bits 3:0); bits 9:8 are the NIC interface mode (0: full driver).
+    /// `log_cmdq_stride` (bits 3:0); bits 10:8 are the NIC interface mode (0: full driver;
+    /// Linux `mlx5_get_nic_state`: `>> 8 & 7`).
     pub const CMDQ_ADDR_L_SZ: u32 = 0x14;
     /// One bit per command queue entry: writing it hands the entry to the device.
     pub const CMD_DBELL: u32 = 0x18;
@@ -286,6 +288,12 @@ pub struct PlainIn {
 }
 const _: () = assert!(core::mem::size_of::<PlainIn>() == 16);
 
+impl PlainIn {
+    pub fn new(opcode: u16, op_mod: u16) -> Self {
+        PlainIn { hdr: InHdr::new(opcode, op_mod), ..Default::default() }
+    }
+}
+
 /// `mlx5_ifc_teardown_hca_in_bits` (16 bytes).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -327,9 +335,11 @@ pub const SET_HCA_CAP_IN_LEN: usize = 16 + HCA_CAP_LEN;
 pub const fn hca_cap_op_mod(cap_type: u16, current: bool) -> u16 {
     (cap_type << 1) | current as u16
 }
-/// `MLX5_CAP_GENERAL` and `MLX5_CAP_ETHERNET_OFFLOADS` capability types.
+/// Capability types (`enum mlx5_cap_type` in Linux `include/linux/mlx5/device.h`):
+/// `MLX5_CAP_GENERAL`, `MLX5_CAP_ETHERNET_OFFLOADS`, `MLX5_CAP_FLOW_TABLE`.
 pub const CAP_GENERAL: u16 = 0;
 pub const CAP_ETHERNET_OFFLOADS: u16 = 1;
+pub const CAP_FLOW_TABLE: u16 = 7;
 
 /// A field of `bits` bits whose least significant bit is bit `shift` of a big-endian 32-bit word
 /// (as `mlx5_ifc.h` places it: a field at bit offset `o` of its word, counted from the most
@@ -407,7 +417,8 @@ pub struct Eqc {
     /// `log_eq_size` (28:24), `uar_page` (23:0).
     pub size_uar: U32,
     pub rsvd4: U32,
-    /// `intr` (7:0): the MSI-X vector.
+    /// `intr` (11:0): the MSI-X vector (12 bits in current Linux `mlx5_ifc.h`; 8 in older
+    /// headers and rdma-core). Polled here: 0.
     pub intr: U32,
     /// `log_page_size` (28:24), in 4 KiB units (0 = 4 KiB pages).
     pub log_page_size: U32,
@@ -417,6 +428,18 @@ pub struct Eqc {
     pub rsvd12: [U32; 4],
 }
 const _: () = assert!(core::mem::size_of::<Eqc>() == 64);
+
+impl Eqc {
+    /// An EQ of `1 << log_size` entries on UAR `uar`, polled (vector 0), in 4 KiB pages.
+    pub fn new(log_size: u32, uar: Uar) -> Eqc {
+        Eqc {
+            size_uar: (field(log_size, 24, 5) | field(uar.0, 0, 24)).into(),
+            intr: 0.into(),
+            log_page_size: field(0, 24, 5).into(),
+            ..Default::default()
+        }
+    }
+}
 
 /// The fixed part of `mlx5_ifc_create_eq_in_bits` (0x110 bytes), followed by the `pas` list.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -431,6 +454,17 @@ pub struct CreateEqIn {
     pub rsvd3: [u8; 152],
 }
 const _: () = assert!(core::mem::size_of::<CreateEqIn>() == 0x110);
+
+impl CreateEqIn {
+    /// CREATE_EQ of `ctx` subscribed to the event types in `events` (`MLX5_EVENT_TYPE_*`).
+    pub fn new(ctx: Eqc, events: &[u8]) -> CreateEqIn {
+        let mut e = CreateEqIn::new_zeroed();
+        e.hdr = InHdr::new(op::CREATE_EQ, 0);
+        e.ctx = ctx;
+        e.event_bitmask[0] = events.iter().fold(0u64, |m, &t| m | 1 << t).into();
+        e
+    }
+}
 
 /// `mlx5_ifc_cqc_bits`: a completion queue context (64 bytes).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -461,6 +495,20 @@ pub struct Cqc {
 }
 const _: () = assert!(core::mem::size_of::<Cqc>() == 64);
 
+impl Cqc {
+    /// A CQ of `1 << log_size` 64-byte CQEs on UAR `uar`, its events to `eqn`, its doorbell
+    /// record at `dbr`, in 4 KiB pages.
+    pub fn new(log_size: u32, uar: Uar, eqn: Eqn, dbr: u64) -> Cqc {
+        Cqc {
+            size_uar: (field(log_size, 24, 5) | field(uar.0, 0, 24)).into(),
+            c_eqn: field(eqn.0, 0, 8).into(),
+            log_page_size: field(0, 24, 5).into(),
+            dbr_addr: dbr.into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// The fixed part of `mlx5_ifc_create_cq_in_bits` (0x110 bytes), followed by the `pas` list.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -474,6 +522,15 @@ pub struct CreateCqIn {
     pub rsvd2: [u8; 176],
 }
 const _: () = assert!(core::mem::size_of::<CreateCqIn>() == 0x110);
+
+impl CreateCqIn {
+    pub fn new(ctx: Cqc) -> CreateCqIn {
+        let mut c = CreateCqIn::new_zeroed();
+        c.hdr = InHdr::new(op::CREATE_CQ, 0);
+        c.ctx = ctx;
+        c
+    }
+}
 
 /// `wq_type` values (`MLX5_WQ_TYPE_*`).
 pub mod wq_type {
@@ -515,6 +572,29 @@ impl Default for Wq {
     }
 }
 
+impl Wq {
+    /// A work queue of `wq_type`: `1 << log_size` WQEs of `1 << log_stride` bytes in 4 KiB
+    /// pages, in protection domain `pd`, rung through UAR `uar`, its doorbell record at `dbr`.
+    pub fn new(wq_type: u32, pd: Pd, uar: Uar, dbr: u64, log_stride: u32, log_size: u32) -> Wq {
+        Wq {
+            type_flags: field(wq_type, 28, 4).into(),
+            pd: field(pd.0, 0, 24).into(),
+            uar_page: field(uar.0, 0, 24).into(),
+            dbr_addr: dbr.into(),
+            log_sizes: (field(log_stride, 16, 4) | field(0, 8, 5) | field(log_size, 0, 5)).into(),
+            ..Default::default()
+        }
+    }
+
+    /// A striding RQ's geometry: `1 << log_strides` strides (512..=65536) of `1 << log_stride_bytes`
+    /// bytes (64..=8192) per WQE, stored as offsets from their bases (`MLX5_MPWQE_LOG_*_BASE` in
+    /// Linux `device.h`: 9 and 6).
+    pub fn with_strides(mut self, log_strides: u32, log_stride_bytes: u32) -> Wq {
+        self.strides = (field(log_strides - 9, 8, 4) | field(log_stride_bytes - 6, 0, 3)).into();
+        self
+    }
+}
+
 /// SQ and RQ states (`MLX5_SQC_STATE_*`, `MLX5_RQC_STATE_*`).
 pub mod qstate {
     pub const RST: u32 = 0x0;
@@ -546,6 +626,21 @@ pub struct Sqc {
 }
 const _: () = assert!(core::mem::size_of::<Sqc>() == 240);
 
+impl Sqc {
+    /// An SQ in RST completing to `cqn`, sending through `tisn`, requiring `inline_mode`
+    /// (`MLX5_INLINE_MODE_*`) headers inline, flushing its WQEs in error.
+    pub fn new(cqn: Cqn, tisn: Tisn, inline_mode: u32, wq: Wq) -> Sqc {
+        Sqc {
+            flags: (field(1, 28, 1) | field(inline_mode, 24, 3) | field(qstate::RST, 20, 4)).into(),
+            cqn: field(cqn.0, 0, 24).into(),
+            tis_lst_sz: field(1, 16, 16).into(),
+            tis_num_0: field(tisn.0, 0, 24).into(),
+            wq,
+            ..Default::default()
+        }
+    }
+}
+
 /// `mlx5_ifc_rqc_bits`: a receive queue context (240 bytes with its WQ).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -566,6 +661,19 @@ pub struct Rqc {
 }
 const _: () = assert!(core::mem::size_of::<Rqc>() == 240);
 
+impl Rqc {
+    /// An inline memory RQ in RST completing to `cqn`, VLAN stripping off (`vsd`), flushing
+    /// its WQEs in error.
+    pub fn new(cqn: Cqn, wq: Wq) -> Rqc {
+        Rqc {
+            flags: (field(1, 28, 1) | field(0, 24, 4) | field(qstate::RST, 20, 4) | field(1, 18, 1)).into(),
+            cqn: field(cqn.0, 0, 24).into(),
+            wq,
+            ..Default::default()
+        }
+    }
+}
+
 /// `mlx5_ifc_tisc_bits` (160 bytes).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -580,6 +688,15 @@ pub struct Tisc {
     pub rsvd: [u8; 112],
 }
 const _: () = assert!(core::mem::size_of::<Tisc>() == 160);
+
+impl Tisc {
+    /// A TIS in transport domain `td`.
+    pub fn new(td: Td) -> Tisc {
+        let mut t = Tisc::new_zeroed();
+        t.transport_domain = field(td.0, 0, 24).into();
+        t
+    }
+}
 
 /// `mlx5_ifc_tirc_bits` (240 bytes).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
@@ -605,9 +722,21 @@ pub struct Tirc {
 }
 const _: () = assert!(core::mem::size_of::<Tirc>() == 240);
 
-/// Defines a command input made of the header, 24 reserved bytes and a context.
+impl Tirc {
+    /// A TIR in transport domain `td` dispatching directly (`disp_type` 0) to `rqn`.
+    pub fn direct(rqn: Rqn, td: Td) -> Tirc {
+        let mut t = Tirc::new_zeroed();
+        t.disp_type = field(0, 28, 4).into();
+        t.inline_rqn = field(rqn.0, 0, 24).into();
+        t.hash_td = field(td.0, 0, 24).into();
+        t
+    }
+}
+
+/// Defines a command input made of the header, 24 reserved bytes and a context, and its
+/// constructor from the context.
 macro_rules! ctx_in {
-    ($(#[$m:meta])* $name:ident, $ctx:ty, $size:expr) => {
+    ($(#[$m:meta])* $name:ident, $ctx:ty, $size:expr, $opcode:expr) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
         #[repr(C)]
@@ -617,12 +746,21 @@ macro_rules! ctx_in {
             pub ctx: $ctx,
         }
         const _: () = assert!(core::mem::size_of::<$name>() == $size);
+
+        impl $name {
+            pub fn new(ctx: $ctx) -> $name {
+                let mut i = $name::new_zeroed();
+                i.hdr = InHdr::new($opcode, 0);
+                i.ctx = ctx;
+                i
+            }
+        }
     };
 }
 
-/// Defines a MODIFY_SQ / MODIFY_RQ input.
+/// Defines a MODIFY_SQ / MODIFY_RQ input and its constructor for a state change.
 macro_rules! modify_in {
-    ($(#[$m:meta])* $name:ident, $ctx:ty) => {
+    ($(#[$m:meta])* $name:ident, $ctx:ty, $qn:ty, $opcode:expr) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
         #[repr(C)]
@@ -637,32 +775,43 @@ macro_rules! modify_in {
             pub ctx: $ctx,
         }
         const _: () = assert!(core::mem::size_of::<$name>() == 0x110);
+
+        impl $name {
+            /// Moves queue `qn` from state `from` to `to` ([`qstate`]).
+            pub fn new(qn: $qn, from: u32, to: u32) -> $name {
+                let mut m = $name::new_zeroed();
+                m.hdr = InHdr::new($opcode, 0);
+                m.state_qn = (field(from, 28, 4) | field(qn.0, 0, 24)).into();
+                m.ctx.flags = field(to, 20, 4).into();
+                m
+            }
+        }
     };
 }
 
 ctx_in!(
     /// `mlx5_ifc_create_sq_in_bits` (0x110 bytes), followed by the WQ's `pas` list.
-    CreateSqIn, Sqc, 0x110
+    CreateSqIn, Sqc, 0x110, op::CREATE_SQ
 );
 ctx_in!(
     /// `mlx5_ifc_create_rq_in_bits` (0x110 bytes), followed by the WQ's `pas` list.
-    CreateRqIn, Rqc, 0x110
+    CreateRqIn, Rqc, 0x110, op::CREATE_RQ
 );
 ctx_in!(
     /// `mlx5_ifc_create_tis_in_bits` (192 bytes).
-    CreateTisIn, Tisc, 192
+    CreateTisIn, Tisc, 192, op::CREATE_TIS
 );
 ctx_in!(
     /// `mlx5_ifc_create_tir_in_bits` (272 bytes).
-    CreateTirIn, Tirc, 272
+    CreateTirIn, Tirc, 272, op::CREATE_TIR
 );
 modify_in!(
     /// `mlx5_ifc_modify_sq_in_bits` (0x110 bytes).
-    ModifySqIn, Sqc
+    ModifySqIn, Sqc, Sqn, op::MODIFY_SQ
 );
 modify_in!(
     /// `mlx5_ifc_modify_rq_in_bits` (0x110 bytes).
-    ModifyRqIn, Rqc
+    ModifyRqIn, Rqc, Rqn, op::MODIFY_RQ
 );
 
 /// `mlx5_ifc_fte_match_set_lyr_2_4_bits`: the layer 2-4 match fields (64 bytes).
@@ -850,6 +999,13 @@ pub struct QueryVportIn {
 }
 const _: () = assert!(core::mem::size_of::<QueryVportIn>() == 16);
 
+impl QueryVportIn {
+    /// Our own vport's context.
+    pub fn new() -> QueryVportIn {
+        QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() }
+    }
+}
+
 /// `mlx5_ifc_nic_vport_context_bits` (256 bytes).
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]
@@ -903,12 +1059,29 @@ pub struct ModifyVportIn {
 }
 const _: () = assert!(core::mem::size_of::<ModifyVportIn>() == 512);
 
+impl ModifyVportIn {
+    /// Sets our vport's hardware MTU and, when `promiscuous`, unicast promiscuity.
+    pub fn mtu_and_promisc(hw_mtu: u16, promiscuous: bool) -> ModifyVportIn {
+        let mut m = ModifyVportIn::new_zeroed();
+        m.hdr = InHdr::new(op::MODIFY_NIC_VPORT_CONTEXT, 0);
+        m.field_select = (vport_select::MTU | if promiscuous { vport_select::PROMISC } else { 0 }).into();
+        m.ctx.mtu = hw_mtu.into();
+        m.ctx.promisc = field(u32::from(promiscuous), 31, 1).into();
+        m
+    }
+}
+
 /// Bits of `field_select` in MODIFY_NIC_VPORT_CONTEXT.
 pub mod vport_select {
     pub const MIN_INLINE: u32 = 1 << 7;
     pub const MTU: u32 = 1 << 6;
     pub const PROMISC: u32 = 1 << 4;
 }
+
+/// Inline modes of `min_wqe_inline_mode` (`enum mlx5_inline_modes` in Linux
+/// `include/linux/mlx5/device.h`): nothing, or the L2 headers (then IP, TCP/UDP: 2, 3).
+pub const INLINE_MODE_NONE: u32 = 0;
+pub const INLINE_MODE_L2: u32 = 1;
 
 /// `MLX5_REG_PMTU`: the port MTU register.
 pub const REG_PMTU: u16 = 0x5003;
@@ -939,6 +1112,28 @@ pub struct AccessPmtuIn {
     pub data: PmtuReg,
 }
 const _: () = assert!(core::mem::size_of::<AccessPmtuIn>() == 32);
+
+impl AccessPmtuIn {
+    /// Reads port `port`'s PMTU register (`op_mod` 1).
+    pub fn read(port: u32) -> AccessPmtuIn {
+        AccessPmtuIn {
+            hdr: InHdr::new(op::ACCESS_REGISTER, 1),
+            register_id: REG_PMTU.into(),
+            data: PmtuReg { local_port: field(port, 16, 8).into(), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    /// Sets port `port`'s administrative MTU (`op_mod` 0).
+    pub fn write_admin_mtu(port: u32, hw_mtu: u16) -> AccessPmtuIn {
+        AccessPmtuIn {
+            hdr: InHdr::new(op::ACCESS_REGISTER, 0),
+            register_id: REG_PMTU.into(),
+            data: PmtuReg { local_port: field(port, 16, 8).into(), admin_mtu: hw_mtu.into(), ..Default::default() },
+            ..Default::default()
+        }
+    }
+}
 
 /// `mlx5_ifc_access_register_out_bits` with a PMTU register (32 bytes).
 #[derive(Clone, Copy, Debug, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]

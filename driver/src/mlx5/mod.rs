@@ -5,8 +5,13 @@
 //!   chains, delivery status, status and syndrome decoded into [`CmdError`] naming the command).
 //! * [`Hca`]: bring-up and teardown of the function: firmware-ready wait, ENABLE_HCA, ISSI,
 //!   firmware pages for boot, init and regular use (MANAGE_PAGES from DMA memory mapped for the
-//!   device), QUERY_HCA_CAP, INIT_HCA; TEARDOWN_HCA, page reclaim and DISABLE_HCA on drop and
-//!   on an error part-way.
+//!   device), QUERY_HCA_CAP and SET_HCA_CAP (command signatures off, 4 KiB UAR pages),
+//!   INIT_HCA, then the capabilities the driver depends on; TEARDOWN_HCA, page reclaim and
+//!   DISABLE_HCA on drop and on an error part-way.
+//! * [`caps`]: those capabilities ([`Caps`]: BlueFlame and UAR page sizes, queue, CQ and stride
+//!   limits, the inline mode, `reset_root_to_default`), read from the device, never assumed;
+//!   a configuration the device cannot do is refused with [`Mlx5Error::Capability`] naming
+//!   the capability.
 //! * [`Mlx5Nic`] (`nic.rs`): one queue pair as an eRPC [`Transport`](erpc_dataplane::Transport):
 //!   vport (MAC, MTU, promiscuity), UAR, PD, transport domain, reserved lkey, the event queue
 //!   (firmware page requests during operation), CQs, TIS, SQ, the cyclic striding RQ, TIR and
@@ -14,17 +19,33 @@
 //! * `tx.rs`: zero-copy SEND WQEs, unsignaled completions, BlueFlame doorbells, `tx_flush`.
 //! * `rx.rs`: the striding RQ datapath: packets lent in place, filler CQEs, reposting a buffer
 //!   only once all its strides are released, malformed CQEs dropped and counted.
+//! * `objects.rs`: the create commands of one queue pair, each object recorded in a typed
+//!   teardown list (`Teardown` of `Object`s) the moment it exists and destroyed from it in
+//!   reverse; [`handles`]: the objects' numbers as types (`Cqn`, `Sqn`, `Rqn`, `Tisn`,
+//!   `Tirn`, `Pd`, `Td`, `Uar`, `Eqn`, `FtId`, `FgId`).
 //! * `queues.rs`: CQ and EQ polling (owner bits), doorbell records, queue memory.
-//! * `steering.rs`: the TIR, flow table, group and entry inputs.
+//! * `steering.rs`: the flow table, group and entry inputs.
 //! * [`layout`] and [`wqe`]: every command, context, WQE, CQE and EQE layout as zerocopy
-//!   structs, each citing its public definition.
+//!   structs, each citing its public definition, with a constructor next to each context
+//!   (`Cqc::new`, `Sqc::new`, `Rqc::new`, `Wq::new`, `Tirc::direct`, ...), so the bit positions
+//!   are written once. An output shorter than its layout is an error
+//!   ([`CmdError::ShortOutput`]), never read as zeros.
 //!
-//! Tested against an independent device model (`tests/mlx5_model`), which decodes every
-//! command and WQE with its own definitions, and carries traffic between two instances.
+//! Tests: `tests/tests/mlx5/` runs the driver against an independent device model
+//! (`tests/mlx5_model`, which decodes every command and WQE with its own definitions from the
+//! public headers and carries traffic between two instances): `hca` (bring-up, unwinding,
+//! pages), `queue_pair`, `datapath` and `capabilities`; `tests/tests/mlx5_model/` tests the
+//! model itself. Unit tests: the capability fields (`caps`), short outputs (`cmd`), the
+//! teardown list (`objects`), the flow entry (`steering`), the bit-field accessors (`layout`).
+//! On hardware: `erpc-loopback` on two cabled ports (`tests/vm/loopback.rs`; the README's
+//! "First run on a real ConnectX").
 
+pub mod caps;
 pub mod cmd;
+pub mod handles;
 pub mod layout;
 mod nic;
+mod objects;
 mod queues;
 mod rx;
 mod steering;
@@ -34,6 +55,7 @@ pub mod wqe;
 pub use nic::{Mlx5Config, Mlx5Nic, Mlx5Stats};
 
 use crate::mmio::RegisterIo;
+pub use caps::{Caps, InlineCap};
 use cmd::{read_be, write_be, CmdError, CmdQueue, MAX_PAGES_PER_CMD};
 use erpc_hugepages::{DmaError, DmaMemory, DmaSpace, PageSize};
 use layout::*;
@@ -86,6 +108,9 @@ pub enum Mlx5Error {
     Device(crate::vfio::DeviceError),
     /// The PCI function is not a ConnectX this driver knows.
     Unsupported { bdf: String, vendor: u16, device: u16 },
+    /// The device cannot do what the configuration asks: `cap` (its name in `mlx5_ifc.h`) is
+    /// `value`; `what` says what needs it and what to use instead.
+    Capability { cap: &'static str, value: u32, what: String },
 }
 
 impl fmt::Display for Mlx5Error {
@@ -112,11 +137,24 @@ impl fmt::Display for Mlx5Error {
                 "{bdf} ({vendor:04x}:{device:04x}) is not a ConnectX-4/5/6/7: `erpc nic list` shows which \
                  devices the mlx5 driver takes"
             ),
+            Mlx5Error::Capability { cap, value, what } => {
+                write!(f, "the device reports {cap} = {value}: {what}")
+            }
         }
     }
 }
 
-impl std::error::Error for Mlx5Error {}
+impl std::error::Error for Mlx5Error {
+    /// The command, DMA or VFIO error this one wraps (and whose message it shows).
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Mlx5Error::Cmd(e) => e.source(),
+            Mlx5Error::Dma(e) => e.source(),
+            Mlx5Error::Device(e) => e.source(),
+            _ => None,
+        }
+    }
+}
 
 impl From<CmdError> for Mlx5Error {
     fn from(e: CmdError) -> Self {
@@ -161,6 +199,8 @@ pub struct Hca<R: RegisterIo> {
     stage: Stage,
     issi: u16,
     general_caps: Vec<u8>,
+    caps: Option<Caps>,
+    fw_version: (u16, u16, u16),
 }
 
 impl<R: RegisterIo> Hca<R> {
@@ -179,6 +219,8 @@ impl<R: RegisterIo> Hca<R> {
         if !(6..=12).contains(&log_stride) || (1u32 << log_size) * (1u32 << log_stride) > 4096 {
             return Err(Mlx5Error::CmdQueue { log_size, log_stride });
         }
+        let fw = read_be(&bar, init_seg::FW_REV);
+        let fw_version = (fw as u16, (fw >> 16) as u16, read_be(&bar, init_seg::CMDIF_REV_FW_SUB) as u16);
         let cmd = CmdQueue::new(&space, cfg.page, cfg.cmd_timeout)?;
         write_be(&bar, init_seg::CMDQ_ADDR_H, (cmd.iova() >> 32) as u32);
         write_be(&bar, init_seg::CMDQ_ADDR_L_SZ, cmd.iova() as u32 & !0xfff);
@@ -192,6 +234,8 @@ impl<R: RegisterIo> Hca<R> {
             stage: Stage::CmdQueue,
             issi: 0,
             general_caps: Vec::new(),
+            caps: None,
+            fw_version,
         };
         // On error, `hca` is dropped here, and Drop undoes what the stage says was done.
         hca.init()?;
@@ -202,11 +246,7 @@ impl<R: RegisterIo> Hca<R> {
         let _: PlainOut =
             self.cmd.call(&self.bar, &FunctionIn { hdr: InHdr::new(op::ENABLE_HCA, 0), ..Default::default() })?;
         self.stage = Stage::Enabled;
-        let q = self.cmd.exec(
-            &self.bar,
-            PlainIn { hdr: InHdr::new(op::QUERY_ISSI, 0), ..Default::default() }.as_bytes(),
-            QUERY_ISSI_OUT_LEN,
-        )?;
+        let q = self.cmd.exec(&self.bar, PlainIn::new(op::QUERY_ISSI, 0).as_bytes(), QUERY_ISSI_OUT_LEN)?;
         if q[QUERY_ISSI_SUPPORTED_LOW_BYTE] & 0b10 != 0 {
             let _: PlainOut = self.cmd.call(
                 &self.bar,
@@ -217,19 +257,44 @@ impl<R: RegisterIo> Hca<R> {
             self.issi = u16::from_be_bytes([q[QUERY_ISSI_CURRENT], q[QUERY_ISSI_CURRENT + 1]]);
         }
         self.supply_pages(PagesKind::Boot)?;
-        let caps = self.cmd.exec(
-            &self.bar,
-            PlainIn { hdr: InHdr::new(op::QUERY_HCA_CAP, hca_cap_op_mod(CAP_GENERAL, true)), ..Default::default() }
-                .as_bytes(),
-            QUERY_HCA_CAP_OUT_LEN,
-        )?;
-        self.general_caps = caps[16..].to_vec();
+        let current = self.query_caps(CAP_GENERAL)?;
+        self.set_general_caps(current)?;
         self.supply_pages(PagesKind::Init)?;
-        let _: PlainOut =
-            self.cmd.call(&self.bar, &PlainIn { hdr: InHdr::new(op::INIT_HCA, 0), ..Default::default() })?;
+        let _: PlainOut = self.cmd.call(&self.bar, &PlainIn::new(op::INIT_HCA, 0))?;
         self.stage = Stage::Initialized;
         self.supply_pages(PagesKind::Regular)?;
+        // What the function can do now (Linux queries them after INIT_HCA too:
+        // `mlx5_query_hca_caps` in `mlx5_load`).
+        self.general_caps = self.query_caps(CAP_GENERAL)?;
+        let eth = self.query_caps(CAP_ETHERNET_OFFLOADS)?;
+        let flow = self.query_caps(CAP_FLOW_TABLE)?;
+        self.caps = Some(Caps::parse(&self.general_caps, &eth, &flow));
         Ok(())
+    }
+
+    /// The current values of capability type `cap_type` (QUERY_HCA_CAP, 4 KiB).
+    fn query_caps(&mut self, cap_type: u16) -> Result<Vec<u8>, CmdError> {
+        let input = PlainIn::new(op::QUERY_HCA_CAP, hca_cap_op_mod(cap_type, true));
+        let out = self.cmd.exec(&self.bar, input.as_bytes(), QUERY_HCA_CAP_OUT_LEN)?;
+        Ok(out[16..].to_vec())
+    }
+
+    /// SET_HCA_CAP of the general capabilities: the current values (`current`) with command
+    /// signatures off (`cmdif_checksum` = 0) and 4 KiB UAR pages (`log_uar_page_sz` = 0), as
+    /// rdma-core's VFIO driver (`handle_hca_cap` in `providers/mlx5/mlx5_vfio.c`) and Linux
+    /// (`handle_hca_cap` in `drivers/net/ethernet/mellanox/mlx5/core/main.c`) do before
+    /// INIT_HCA. Commands before it carry no signature either: both drivers send them unsigned
+    /// (the command entry's and mailboxes' `sig` bytes 0), and with the checksum disabled here
+    /// the firmware checks none afterwards.
+    fn set_general_caps(&mut self, mut current: Vec<u8>) -> Result<(), CmdError> {
+        use caps::general::{CMDIF_CHECKSUM, LOG_UAR_PAGE_SZ};
+        current.resize(HCA_CAP_LEN, 0);
+        set_bits(&mut current, CMDIF_CHECKSUM.bit, CMDIF_CHECKSUM.width, 0);
+        set_bits(&mut current, LOG_UAR_PAGE_SZ.bit, LOG_UAR_PAGE_SZ.width, 0);
+        let mut input = PlainIn::new(op::SET_HCA_CAP, hca_cap_op_mod(CAP_GENERAL, false)).as_bytes().to_vec();
+        input.extend_from_slice(&current);
+        debug_assert_eq!(input.len(), SET_HCA_CAP_IN_LEN);
+        self.cmd.exec(&self.bar, &input, 16).map(drop)
     }
 
     /// Asks the firmware how many pages of `kind` it needs and gives them (or takes back as
@@ -294,7 +359,7 @@ impl<R: RegisterIo> Hca<R> {
                 ..Default::default()
             };
             let out = self.cmd.exec(&self.bar, input.as_bytes(), 16 + 8 * k)?;
-            let h = ManagePagesOut::read_from_prefix(&out).map(|(h, _)| h).unwrap_or_default();
+            let h: ManagePagesOut = cmd::parse(op::MANAGE_PAGES, &out)?;
             let returned = (h.output_num_entries.get() as usize).min(k);
             for i in 0..returned {
                 let a = u64::from_be_bytes(out[16 + 8 * i..24 + 8 * i].try_into().expect("8 bytes"));
@@ -327,6 +392,16 @@ impl<R: RegisterIo> Hca<R> {
     /// The general capability block (`mlx5_ifc_cmd_hca_cap_bits`), current values.
     pub fn general_caps(&self) -> &[u8] {
         &self.general_caps
+    }
+
+    /// The capabilities the driver depends on, read after INIT_HCA.
+    pub fn caps(&self) -> &Caps {
+        self.caps.as_ref().expect("set by bring-up before the Hca is returned")
+    }
+
+    /// The firmware version (major, minor, sub-minor) from the initialization segment.
+    pub fn fw_version(&self) -> (u16, u16, u16) {
+        self.fw_version
     }
 
     pub fn bar(&self) -> &R {

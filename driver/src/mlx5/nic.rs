@@ -3,25 +3,28 @@
 //! the event queue during operation, and an orderly teardown.
 //!
 //! Objects, in creation order (each destroyed in reverse order on drop or on a failure
-//! part-way): UAR, PD, transport domain, EQ (page requests, CQ and WQ errors, port changes),
-//! RX CQ, TX CQ, TIS, SQ (RST → RDY), striding RQ (RST → RDY), TIR, flow table, flow group,
-//! flow entry, root table.
+//! part-way, from the typed teardown list of `objects.rs`): UAR, PD, transport domain, EQ (page
+//! requests, CQ and WQ errors, port changes), RX CQ, TX CQ, TIS, SQ (RST → RDY), striding RQ
+//! (RST → RDY), TIR, flow table, flow group, flow entry, root table.
 
-use super::cmd::{write_be, CmdError};
+use super::cmd::write_be;
+use super::handles::Sqn;
 use super::layout::*;
-use super::queues::{Area, Carver, Cq, DbRec, Eq, PAGE};
+use super::objects::{self, Creator, Teardown};
+use super::queues::{Cq, DbRec, Eq, PAGE};
 use super::rx::{Rx, RxDrops, RxGeometry};
-use super::steering::{self, RxMatch};
-use super::tx::{Piece, Tx};
-use super::wqe::{event, BF_HALF, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
-use super::{Hca, HcaConfig, Mlx5Error};
-use crate::mmio::RegisterIo;
+use super::steering::RxMatch;
+use super::tx::Tx;
+use super::wqe::{event, BF_OFFSET, EQ_DOORBELL_UPDATE, L2_INLINE, WQEBB};
+use super::{Caps, Hca, HcaConfig, InlineCap, Mlx5Error};
+use crate::mmio::{RegisterIo, RegisterIo64};
 use crate::vfio::{Bar, PciFunction};
+use erpc_dataplane::transport::Segment;
 use erpc_dataplane::{EndpointAddr, RxPacket, Transport, TxPacket};
-use erpc_hugepages::{DmaMemory, DmaSpace};
+use erpc_hugepages::{DmaMemory, DmaSlice, DmaSpace};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use zerocopy::{FromZeros, IntoBytes};
+use zerocopy::IntoBytes;
 
 /// Settings of a ConnectX queue pair.
 #[derive(Clone, Debug)]
@@ -98,6 +101,109 @@ impl Mlx5Config {
         }
         Ok(())
     }
+
+    /// log2 of the RX CQ's entries: one per stride of every receive WQE, so it cannot overrun.
+    fn rx_cq_log(&self) -> u32 {
+        log2((self.rq_wqes * self.strides).next_power_of_two())
+    }
+
+    /// log2 of the TX CQ's entries: a CQE per signaled WQE in the ring, with room to spare.
+    fn tx_cq_log(&self) -> u32 {
+        log2((self.sq_size / self.signal_every + 4).next_power_of_two()).max(6)
+    }
+
+    /// Checks the configuration against what the device reports (QUERY_HCA_CAP), before
+    /// anything is created: an error names the capability and says what to change.
+    fn fits(&self, caps: &Caps) -> Result<(), Mlx5Error> {
+        let need = |ok: bool, cap: &'static str, value: u32, what: String| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Mlx5Error::Capability { cap, value, what })
+            }
+        };
+        need(
+            caps.striding_rq,
+            "striding_rq",
+            0,
+            "this driver receives into a striding (multi-packet) RQ, which the device does not offer: \
+             use a ConnectX-4 Lx or later"
+                .into(),
+        )?;
+        let wq = 1u64 << caps.log_max_wq_sz.min(32);
+        need(
+            u64::from(self.sq_size) <= wq,
+            "log_max_wq_sz",
+            caps.log_max_wq_sz,
+            format!("sq_size = {} does not fit a work queue of {wq} entries: use sq_size <= {wq}", self.sq_size),
+        )?;
+        need(
+            u64::from(self.rq_wqes) <= wq,
+            "log_max_wq_sz",
+            caps.log_max_wq_sz,
+            format!("rq_wqes = {} does not fit a work queue of {wq} entries: use rq_wqes <= {wq}", self.rq_wqes),
+        )?;
+        let cq = 1u64 << caps.log_max_cq_sz.min(32);
+        need(
+            self.rx_cq_log() <= caps.log_max_cq_sz,
+            "log_max_cq_sz",
+            caps.log_max_cq_sz,
+            format!(
+                "the receive CQ holds a completion per stride, rq_wqes x strides = {}, more than {cq}: use fewer \
+                 rq_wqes or strides",
+                u64::from(self.rq_wqes) * u64::from(self.strides)
+            ),
+        )?;
+        need(
+            self.tx_cq_log() <= caps.log_max_cq_sz,
+            "log_max_cq_sz",
+            caps.log_max_cq_sz,
+            format!("the send CQ needs 2^{} entries, more than {cq}: raise signal_every", self.tx_cq_log()),
+        )?;
+        need(
+            EQ_LOG <= caps.log_max_eq_sz,
+            "log_max_eq_sz",
+            caps.log_max_eq_sz,
+            format!("the event queue has 2^{EQ_LOG} entries: the device cannot make one"),
+        )?;
+        let stride_log = log2(self.stride_size);
+        let (lo, hi) = (caps.log_min_stride_sz_rq, caps.log_max_stride_sz_rq);
+        need(
+            stride_log >= lo,
+            "log_min_stride_sz_rq",
+            lo,
+            format!(
+                "stride_size = {} is below the device's smallest stride: use {} or more",
+                self.stride_size,
+                1u64 << lo
+            ),
+        )?;
+        need(
+            stride_log <= hi,
+            "log_max_stride_sz_rq",
+            hi,
+            format!(
+                "stride_size = {} is above the device's largest stride: use {} or less",
+                self.stride_size,
+                1u64 << hi
+            ),
+        )?;
+        need(
+            u64::from(BF_OFFSET) + 2 * u64::from(caps.bf_half()) <= caps.uar_page_bytes(),
+            "log_bf_reg_size",
+            caps.log_bf_reg_size,
+            format!(
+                "two BlueFlame buffers from {BF_OFFSET:#x} do not fit a UAR page of {} bytes",
+                caps.uar_page_bytes()
+            ),
+        )?;
+        need(
+            caps.wqe_inline_mode.is_some(),
+            "wqe_inline_mode",
+            3,
+            "the device asks for an inline mode mlx5_ifc.h does not define".into(),
+        )
+    }
 }
 
 /// Counters of the driver (the device's own are not read).
@@ -130,24 +236,28 @@ pub struct Mlx5Stats {
 
 /// A ConnectX function driven from userspace: one send queue and one striding receive queue,
 /// implementing [`Transport`].
-pub struct Mlx5Nic<R: RegisterIo> {
+pub struct Mlx5Nic<R: RegisterIo64> {
     // Drop order: Drop::drop destroys the queue objects, then `hca` tears the function down
     // (the device stops all DMA), and only then is the queue memory unmapped.
     hca: Hca<R>,
     tx: Tx,
     rx: Rx,
     eq: Eq,
-    uar: u32,
+    /// BAR0 offset of our UAR page (the UAR number times the device's UAR page size).
+    uar_base: u32,
+    /// The BlueFlame buffer the next doorbell goes to (its offset in the UAR page), and the
+    /// distance to the other one (0 without BlueFlame: always the first).
     bf: u32,
+    bf_half: u32,
     addr: EndpointAddr,
     cfg: Mlx5Config,
-    /// Destroy commands of the objects created, in creation order.
-    undo: Vec<Vec<u8>>,
+    /// The objects created, destroyed in reverse order on drop.
+    teardown: Teardown,
     stats: Mlx5Stats,
     /// `rx_burst` calls left until the next event-queue poll.
     polls_left: u32,
-    /// The marker frame `tx_flush` sends when the last WQE was unsignaled.
-    marker: Area,
+    /// The marker frame `tx_flush` sends when the last WQE was unsignaled (in `_rings`).
+    marker: DmaSlice<'static>,
     // After `hca`: the VFIO device closes once the function is torn down.
     _pci: Option<PciFunction>,
     _rings: DmaMemory,
@@ -156,20 +266,22 @@ pub struct Mlx5Nic<R: RegisterIo> {
 
 // SAFETY: the NIC owns its rings, buffers and registers; the raw pointers it holds point into
 // its own DMA memory, which moves with it.
-unsafe impl<R: RegisterIo + Send> Send for Mlx5Nic<R> {}
+unsafe impl<R: RegisterIo64 + Send> Send for Mlx5Nic<R> {}
 
-/// Memory of the rings, carved in this order.
-struct Rings {
-    eq: Area,
-    dbr: Area,
-    rx_cq: Area,
-    tx_cq: Area,
-    sq: Area,
-    rq: Area,
-    marker: Area,
+/// Memory of the rings, carved in this order out of one allocation.
+struct Rings<'a> {
+    eq: DmaSlice<'a>,
+    dbr: DmaSlice<'a>,
+    rx_cq: DmaSlice<'a>,
+    tx_cq: DmaSlice<'a>,
+    sq: DmaSlice<'a>,
+    rq: DmaSlice<'a>,
+    marker: DmaSlice<'a>,
 }
 
 const EQ_LOG: u32 = 6;
+/// The events the EQ takes: firmware page requests, CQ and WQ errors, port changes.
+const EQ_EVENTS: [u8; 4] = [event::PAGE_REQUEST, event::CQ_ERROR, event::WQ_CATAS_ERROR, event::PORT_CHANGE];
 
 fn log2(n: u32) -> u32 {
     n.trailing_zeros()
@@ -207,17 +319,24 @@ impl Mlx5Nic<Bar> {
     }
 }
 
-impl<R: RegisterIo> Mlx5Nic<R> {
+impl<R: RegisterIo64> Mlx5Nic<R> {
     /// Brings up the function behind `bar` (a mapped BAR0, or a device model in tests) and one
     /// queue pair. `space` is the DMA space the device reaches memory through: the dataplane's
     /// msgbufs must come from it too.
     pub fn with_bar(bar: R, space: Arc<DmaSpace>, cfg: Mlx5Config) -> Result<Mlx5Nic<R>, Mlx5Error> {
         cfg.check()?;
         let mut hca = Hca::bring_up(bar, space.clone(), cfg.hca.clone())?;
+        log::info!(
+            "mlx5: firmware {}.{}.{}; {}",
+            hca.fw_version().0,
+            hca.fw_version().1,
+            hca.fw_version().2,
+            hca.caps()
+        );
+        cfg.fits(hca.caps())?;
         let page = hca.page();
         // Queue memory, sized before anything is created so a failure creates nothing.
-        let rx_cq_log = log2((cfg.rq_wqes * cfg.strides).next_power_of_two()).min(22);
-        let tx_cq_log = log2((cfg.sq_size / cfg.signal_every + 4).next_power_of_two()).max(6);
+        let (rx_cq_log, tx_cq_log) = (cfg.rx_cq_log(), cfg.tx_cq_log());
         let sizes = [
             64 << EQ_LOG,
             PAGE,
@@ -229,41 +348,50 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         ];
         let rings_mem = space.alloc(sizes.iter().map(|s| s.next_multiple_of(PAGE)).sum(), page)?;
         let bufs_mem = space.alloc(cfg.rq_wqes as usize * cfg.strides as usize * cfg.stride_size as usize, page)?;
-        let mut carve = Carver::new(Area { vaddr: rings_mem.vaddr(), iova: rings_mem.iova(), len: rings_mem.len() });
+        let mut left = rings_mem.as_slice();
+        let mut carve = |len: usize| left.take(len, PAGE).expect("sized from the same list");
         let rings = Rings {
-            eq: carve.take(sizes[0]),
-            dbr: carve.take(sizes[1]),
-            rx_cq: carve.take(sizes[2]),
-            tx_cq: carve.take(sizes[3]),
-            sq: carve.take(sizes[4]),
-            rq: carve.take(sizes[5]),
-            marker: carve.take(sizes[6]),
+            eq: carve(sizes[0]),
+            dbr: carve(sizes[1]),
+            rx_cq: carve(sizes[2]),
+            tx_cq: carve(sizes[3]),
+            sq: carve(sizes[4]),
+            rq: carve(sizes[5]),
+            marker: carve(sizes[6]),
         };
-        rings.dbr.fill(0);
-        let bufs = Area { vaddr: bufs_mem.vaddr(), iova: bufs_mem.iova(), len: bufs_mem.len() };
+        // SAFETY: fresh memory, not yet given to the device; nothing else holds it.
+        unsafe { rings.dbr.fill(0) };
 
-        let mut undo: Vec<Vec<u8>> = Vec::new();
-        let r = Self::create_objects(&mut hca, &cfg, &rings, bufs, rx_cq_log, tx_cq_log, &mut undo);
+        let mut teardown = Teardown::default();
+        // SAFETY: `rings` and the buffers are disjoint parts of `rings_mem` and `bufs_mem`,
+        // used by nothing else and not yet given to the device. Both allocations move into
+        // the returned Mlx5Nic and are dropped after `hca` (which stops the device's DMA), and
+        // on an error below only after `hca` has been dropped.
+        let r = unsafe { Self::create_objects(&mut hca, &cfg, &rings, bufs_mem.as_slice(), &mut teardown) };
         let (objs, tx, rx, eq) = match r {
             Ok(v) => v,
             Err(e) => {
-                destroy_all(&mut hca, &mut undo);
+                teardown.run(&mut hca);
+                // The function torn down (no more DMA) before the queue memory is unmapped.
+                drop(hca);
                 return Err(e);
             }
         };
         let mut nic = Mlx5Nic {
+            uar_base: objs.uar_base,
+            bf: BF_OFFSET,
+            bf_half: hca.caps().bf_half(),
             hca,
             tx,
             rx,
             eq,
-            uar: objs.uar,
-            bf: BF_OFFSET,
             addr: EndpointAddr { mac: objs.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port },
             polls_left: cfg.eq_poll_interval,
             cfg,
-            undo,
+            teardown,
             stats: Mlx5Stats::default(),
-            marker: rings.marker,
+            // SAFETY: `rings_mem` moves into the same Mlx5Nic and is dropped after it is used.
+            marker: unsafe { rings.marker.detach() },
             _pci: None,
             _rings: rings_mem,
             _bufs: bufs_mem,
@@ -274,171 +402,74 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         Ok(nic)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn create_objects(
+    /// Creates every object of the queue pair, in order, each recorded in `teardown` as soon
+    /// as it exists: the vport settings, UAR, PD, transport domain, EQ, CQs, TIS and SQ, the
+    /// striding RQ, TIR and steering.
+    ///
+    /// # Safety
+    /// `rings` and `bufs` must stay mapped while the returned queues are used (and the device
+    /// may use them: until the HCA is torn down), be used by nothing else, and not have been
+    /// given to the device yet.
+    unsafe fn create_objects(
         hca: &mut Hca<R>,
         cfg: &Mlx5Config,
-        rings: &Rings,
-        bufs: Area,
-        rx_cq_log: u32,
-        tx_cq_log: u32,
-        undo: &mut Vec<Vec<u8>>,
+        rings: &Rings<'_>,
+        bufs: DmaSlice<'_>,
+        teardown: &mut Teardown,
     ) -> Result<(Objects, Tx, Rx, Eq), Mlx5Error> {
-        // The vport: our MAC and the inline mode the device requires.
-        let v: QueryVportOut =
-            hca.call(&QueryVportIn { hdr: InHdr::new(op::QUERY_NIC_VPORT_CONTEXT, 0), ..Default::default() })?;
-        let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
-        let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
-        let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
-        let inline_mode = (v.ctx.flags.get() >> 24) & 7;
-        let inline = match inline_mode {
-            0 => 0,
-            1 => L2_INLINE,
-            m => {
-                return Err(Mlx5Error::Config(format!(
-                    "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
-                     only L2 headers: set the function's min_wqe_inline_mode to L2 (mlxconfig) or use a newer NIC"
-                )))
-            }
-        };
-        // The port MTU: the hardware counts the Ethernet header, a VLAN tag and the FCS.
-        let hw_mtu = (cfg.mtu + 8) as u16;
-        let p: AccessPmtuOut = hca.call(&AccessPmtuIn {
-            hdr: InHdr::new(op::ACCESS_REGISTER, 1),
-            register_id: REG_PMTU.into(),
-            data: PmtuReg { local_port: field(1, 16, 8).into(), ..Default::default() },
-            ..Default::default()
+        let vport = configure_vport(hca, cfg)?;
+        let caps = hca.caps().clone();
+        let mut c = Creator { hca, teardown };
+        let uar = c.alloc_uar()?;
+        let uar_base = u32::try_from(u64::from(uar.0) * caps.uar_page_bytes()).map_err(|_| {
+            Mlx5Error::Config(format!("ALLOC_UAR gave {uar}, beyond a 32-bit BAR offset: reset the device"))
         })?;
-        if p.data.max_mtu.get() < hw_mtu {
-            return Err(Mlx5Error::Config(format!(
-                "mtu = {}: the port supports frames of at most {} bytes",
-                cfg.mtu,
-                p.data.max_mtu.get().saturating_sub(8)
-            )));
-        }
-        if p.data.admin_mtu.get() < hw_mtu {
-            let _: AccessPmtuOut = hca.call(&AccessPmtuIn {
-                hdr: InHdr::new(op::ACCESS_REGISTER, 0),
-                register_id: REG_PMTU.into(),
-                data: PmtuReg { local_port: field(1, 16, 8).into(), admin_mtu: hw_mtu.into(), ..Default::default() },
-                ..Default::default()
-            })?;
-        }
-        let mut m = ModifyVportIn::new_zeroed();
-        m.hdr = InHdr::new(op::MODIFY_NIC_VPORT_CONTEXT, 0);
-        m.field_select = (vport_select::MTU | if cfg.promiscuous { vport_select::PROMISC } else { 0 }).into();
-        m.ctx.mtu = hw_mtu.into();
-        m.ctx.promisc = field(u32::from(cfg.promiscuous), 31, 1).into();
-        hca.exec(m.as_bytes(), 16)?;
+        let pd = c.alloc_pd()?;
+        let td = c.alloc_td()?;
+        let lkey = c.reserved_lkey()?;
 
-        let alloc = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, opcode: u16, free: u16| -> Result<u32, CmdError> {
-            let o: ObjOut = hca.call(&PlainIn { hdr: InHdr::new(opcode, 0), ..Default::default() })?;
-            undo.push(ObjIn::new(free, o.id24()).as_bytes().to_vec());
-            Ok(o.id24())
-        };
-        let uar = alloc(hca, undo, op::ALLOC_UAR, op::DEALLOC_UAR)?;
-        let pd = alloc(hca, undo, op::ALLOC_PD, op::DEALLOC_PD)?;
-        let td = alloc(hca, undo, op::ALLOC_TRANSPORT_DOMAIN, op::DEALLOC_TRANSPORT_DOMAIN)?;
-        let sc: QuerySpecialContextsOut =
-            hca.call(&PlainIn { hdr: InHdr::new(op::QUERY_SPECIAL_CONTEXTS, 0), ..Default::default() })?;
-        let lkey = sc.resd_lkey.get();
-
-        // The event queue.
-        let mut eq = Eq::init(rings.eq, EQ_LOG);
-        let mut e = CreateEqIn::new_zeroed();
-        e.hdr = InHdr::new(op::CREATE_EQ, 0);
-        e.ctx.size_uar = (field(EQ_LOG, 24, 5) | field(uar, 0, 24)).into();
-        e.ctx.intr = 0.into();
-        e.ctx.log_page_size = field(0, 24, 5).into();
-        let events = [event::PAGE_REQUEST, event::CQ_ERROR, event::WQ_CATAS_ERROR, event::PORT_CHANGE];
-        e.event_bitmask[0] = events.iter().fold(0u64, |m, &t| m | 1 << t).into();
-        let mut input = e.as_bytes().to_vec();
-        input.extend(rings.eq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        eq.eqn = o.id.get() & 0xff;
-        undo.push(ObjIn::new(op::DESTROY_EQ, eq.eqn).as_bytes().to_vec());
+        // The event queue: firmware page requests, CQ and WQ errors, port changes.
+        // SAFETY: each ring is its own part of `rings` (or `bufs`), which this function's
+        // contract keeps mapped, ours and not yet the device's (as for every queue below).
+        let mut eq = unsafe { Eq::new(rings.eq, EQ_LOG) };
+        eq.eqn = c.create_eq(CreateEqIn::new(Eqc::new(EQ_LOG, uar), &EQ_EVENTS), rings.eq)?;
 
         // Completion queues: the RX one holds a CQE per stride, so it cannot overrun.
-        let create_cq = |hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>, ring: Area, log: u32, dbr: Area| {
-            let mut c = CreateCqIn::new_zeroed();
-            c.hdr = InHdr::new(op::CREATE_CQ, 0);
-            c.ctx.size_uar = (field(log, 24, 5) | field(uar, 0, 24)).into();
-            c.ctx.c_eqn = field(eq.eqn, 0, 8).into();
-            c.ctx.log_page_size = field(0, 24, 5).into();
-            c.ctx.dbr_addr = dbr.iova.into();
-            let mut input = c.as_bytes().to_vec();
-            input.extend(ring.slice(0, 64 << log).pas());
-            let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-            undo.push(ObjIn::new(op::DESTROY_CQ, o.id24()).as_bytes().to_vec());
-            Ok::<u32, Mlx5Error>(o.id24())
-        };
-        let mut rx_cq = Cq::init(rings.rx_cq, rx_cq_log, DbRec::new(rings.dbr.slice(128, 8), 0));
-        rx_cq.cqn = create_cq(hca, undo, rings.rx_cq, rx_cq_log, rings.dbr.slice(128, 8))?;
-        let mut tx_cq = Cq::init(rings.tx_cq, tx_cq_log, DbRec::new(rings.dbr.slice(192, 8), 0));
-        tx_cq.cqn = create_cq(hca, undo, rings.tx_cq, tx_cq_log, rings.dbr.slice(192, 8))?;
+        let (rx_cq_log, tx_cq_log) = (cfg.rx_cq_log(), cfg.tx_cq_log());
+        let (rx_cq_dbr, tx_cq_dbr) = (rings.dbr.sub(128, 8), rings.dbr.sub(192, 8));
+        // SAFETY: as above (the doorbell records: one word each, ours alone).
+        let mut rx_cq = unsafe { Cq::new(rings.rx_cq, rx_cq_log, DbRec::new(rx_cq_dbr, 0)) };
+        let cqc = Cqc::new(rx_cq_log, uar, eq.eqn, rx_cq_dbr.iova());
+        rx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.rx_cq.sub(0, 64 << rx_cq_log))?;
+        // SAFETY: as above.
+        let mut tx_cq = unsafe { Cq::new(rings.tx_cq, tx_cq_log, DbRec::new(tx_cq_dbr, 0)) };
+        let cqc = Cqc::new(tx_cq_log, uar, eq.eqn, tx_cq_dbr.iova());
+        tx_cq.cqn = c.create_cq(CreateCqIn::new(cqc), rings.tx_cq.sub(0, 64 << tx_cq_log))?;
 
-        // The send side: TIS, then the SQ.
-        let mut t = CreateTisIn::new_zeroed();
-        t.hdr = InHdr::new(op::CREATE_TIS, 0);
-        t.ctx.transport_domain = field(td, 0, 24).into();
-        let o: ObjOut = obj_out(hca.exec(t.as_bytes(), 16)?);
-        let tisn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_TIS, tisn).as_bytes().to_vec());
-
-        let sq_dbr = rings.dbr.slice(64, 8);
-        let mut tx = Tx::new(rings.sq, cfg.sq_size, lkey, inline, DbRec::new(sq_dbr, 1), cfg.signal_every, tx_cq);
-        let mut s = CreateSqIn::new_zeroed();
-        s.hdr = InHdr::new(op::CREATE_SQ, 0);
-        s.ctx.flags = (field(1, 28, 1) | field(inline_mode, 24, 3) | field(qstate::RST, 20, 4)).into();
-        s.ctx.cqn = field(tx.cq.cqn, 0, 24).into();
-        s.ctx.tis_lst_sz = field(1, 16, 16).into();
-        s.ctx.tis_num_0 = field(tisn, 0, 24).into();
-        s.ctx.wq = wq(wq_type::CYCLIC, pd, uar, sq_dbr.iova, 6, log2(cfg.sq_size), 0);
-        let mut input = s.as_bytes().to_vec();
-        input.extend(rings.sq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        tx.sqn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_SQ, tx.sqn).as_bytes().to_vec());
-        modify_sq(hca, tx.sqn, qstate::RST, qstate::RDY)?;
+        // The send side: TIS, then the SQ (RST → RDY).
+        let tisn = c.create_tis(CreateTisIn::new(Tisc::new(td)))?;
+        let sq_dbr = rings.dbr.sub(64, 8);
+        let (sq_size, signal) = (cfg.sq_size, cfg.signal_every);
+        // SAFETY: as above.
+        let mut tx = unsafe { Tx::new(rings.sq, sq_size, lkey, vport.inline, DbRec::new(sq_dbr, 1), signal, tx_cq) };
+        let wq = Wq::new(wq_type::CYCLIC, pd, uar, sq_dbr.iova(), 6, log2(cfg.sq_size));
+        tx.sqn = c.create_sq(CreateSqIn::new(Sqc::new(tx.cq.cqn, tisn, vport.inline_mode, wq)), rings.sq)?;
 
         // The receive side: the striding RQ, posted in full before it is made ready.
-        let rq_dbr = rings.dbr.slice(0, 8);
+        let rq_dbr = rings.dbr.sub(0, 8);
         let geometry = RxGeometry { wqes: cfg.rq_wqes, strides: cfg.strides, stride_log: log2(cfg.stride_size) };
-        let rx = Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq);
-        let mut q = CreateRqIn::new_zeroed();
-        q.hdr = InHdr::new(op::CREATE_RQ, 0);
-        q.ctx.flags = (field(1, 28, 1) | field(0, 24, 4) | field(qstate::RST, 20, 4) | field(1, 18, 1)).into();
-        q.ctx.cqn = field(rx.cq.cqn, 0, 24).into();
-        q.ctx.wq = wq(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova, 5, log2(cfg.rq_wqes), 0);
-        q.ctx.wq.strides = (field(log2(cfg.strides) - 9, 8, 4) | field(log2(cfg.stride_size) - 6, 0, 3)).into();
-        let mut input = q.as_bytes().to_vec();
-        input.extend(rings.rq.pas());
-        let o: ObjOut = obj_out(hca.exec(&input, 16)?);
-        let rqn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_RQ, rqn).as_bytes().to_vec());
-        let mut mr = ModifyRqIn::new_zeroed();
-        mr.hdr = InHdr::new(op::MODIFY_RQ, 0);
-        mr.state_qn = (field(qstate::RST, 28, 4) | field(rqn, 0, 24)).into();
-        mr.ctx.flags = field(qstate::RDY, 20, 4).into();
-        hca.exec(mr.as_bytes(), 16)?;
+        // SAFETY: as above.
+        let rx = unsafe { Rx::new(rings.rq, bufs, geometry, lkey, DbRec::new(rq_dbr, 0), rx_cq) };
+        let wq = Wq::new(wq_type::CYCLIC_STRIDING_RQ, pd, uar, rq_dbr.iova(), 5, log2(cfg.rq_wqes))
+            .with_strides(log2(cfg.strides), log2(cfg.stride_size));
+        let rqn = c.create_rq(CreateRqIn::new(Rqc::new(rx.cq.cqn, wq)), rings.rq)?;
 
-        // Steering: TIR, table, group, entry, root.
-        let o: ObjOut = obj_out(hca.exec(steering::create_tir(rqn, td).as_bytes(), 16)?);
-        let tirn = o.id24();
-        undo.push(ObjIn::new(op::DESTROY_TIR, tirn).as_bytes().to_vec());
-        let o: ObjOut = obj_out(hca.exec(steering::create_table(1).as_bytes(), 16)?);
-        let table = o.id24();
-        undo.push(steering::destroy_table(table).as_bytes().to_vec());
-        let o: ObjOut = obj_out(hca.exec(steering::create_group(table).as_bytes(), 16)?);
-        let group = o.id24();
-        undo.push(steering::destroy_group(table, group).as_bytes().to_vec());
-        let m = RxMatch { mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port };
-        hca.exec(steering::set_entry(table, group, tirn, &m).as_bytes(), 16)?;
-        undo.push(steering::delete_entry(table).as_bytes().to_vec());
-        hca.exec(steering::set_root(Some(table)).as_bytes(), 16)?;
-        undo.push(steering::set_root(None).as_bytes().to_vec());
+        // Steering: a TIR to the RQ, and our frames to it.
+        let tir = c.create_tir(CreateTirIn::new(Tirc::direct(rqn, td)))?;
+        let m = RxMatch { mac: vport.mac, ipv4: cfg.ipv4, udp_port: cfg.udp_port };
+        c.steer(tir, &m, caps.reset_root_to_default)?;
 
-        Ok((Objects { uar, mac }, tx, rx, eq))
+        Ok((Objects { uar_base, mac: vport.mac }, tx, rx, eq))
     }
 
     /// The 60-byte frame `tx_flush` sends when it needs a completion: to our own MAC with the
@@ -448,16 +479,17 @@ impl<R: RegisterIo> Mlx5Nic<R> {
         f[..6].copy_from_slice(&self.addr.mac);
         f[6..12].copy_from_slice(&self.addr.mac);
         f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
-        // SAFETY: the marker page is ours; the device only reads it.
-        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), self.marker.vaddr.as_ptr(), f.len()) };
+        // SAFETY: the marker page is ours, mapped while the NIC lives (in `_rings`), and no WQE
+        // points at it yet.
+        unsafe { std::ptr::copy_nonoverlapping(f.as_ptr(), self.marker.base().as_ptr(), f.len()) };
     }
 
     /// Rings the send doorbell for the WQEs posted since the last one.
     fn doorbell(&mut self) {
         self.tx.publish();
-        let off = self.uar * PAGE as u32 + self.bf;
+        let off = self.uar_base + self.bf;
         self.hca.bar().write64(off, u64::from_le_bytes(self.tx.last_ctrl));
-        self.bf ^= BF_HALF;
+        self.bf ^= self.bf_half;
         self.stats.tx_doorbells += 1;
     }
 
@@ -471,7 +503,7 @@ impl<R: RegisterIo> Mlx5Nic<R> {
             self.stats.tx_error_cqes += r.errors;
             if let Some((synd, vendor, idx)) = r.last_error {
                 log::warn!(
-                    "mlx5: send queue {:#x} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
+                    "mlx5: send queue {} error completion at WQE {idx} (syndrome {synd:#x}, vendor \
                      syndrome {vendor:#x}); resetting it",
                     self.tx.sqn
                 );
@@ -485,13 +517,13 @@ impl<R: RegisterIo> Mlx5Nic<R> {
     fn reset_sq(&mut self, from: u32) {
         self.stats.sq_resets += 1;
         let sqn = self.tx.sqn;
-        let r = modify_sq(&mut self.hca, sqn, from, qstate::RST);
+        let r = objects::modify_sq(&mut self.hca, sqn, from, qstate::RST);
         self.tx.reset();
         // Completions of the dropped WQEs (flush errors) are stale now.
         while self.tx.cq.poll().is_some() {}
         self.tx.cq.update_ci();
-        if let Err(e) = r.and_then(|()| modify_sq(&mut self.hca, sqn, qstate::RST, qstate::RDY)) {
-            log::error!("mlx5: resetting send queue {sqn:#x}: {e}");
+        if let Err(e) = r.and_then(|()| objects::modify_sq(&mut self.hca, sqn, qstate::RST, qstate::RDY)) {
+            log::error!("mlx5: resetting send queue {sqn}: {e}");
         }
     }
 
@@ -528,8 +560,8 @@ impl<R: RegisterIo> Mlx5Nic<R> {
             std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
             write_be(
                 self.hca.bar(),
-                self.uar * PAGE as u32 + EQ_DOORBELL_UPDATE,
-                self.eq.eqn << 24 | (self.eq.ci & 0xff_ffff),
+                self.uar_base + EQ_DOORBELL_UPDATE,
+                self.eq.eqn.0 << 24 | (self.eq.ci & 0xff_ffff),
             );
         }
     }
@@ -557,52 +589,77 @@ impl<R: RegisterIo> Mlx5Nic<R> {
     }
 
     /// The send queue number.
-    pub fn sqn(&self) -> u32 {
+    pub fn sqn(&self) -> Sqn {
         self.tx.sqn
+    }
+
+    /// The device's capabilities as bring-up read them.
+    pub fn caps(&self) -> &Caps {
+        self.hca.caps()
+    }
+
+    /// The firmware version (major, minor, sub-minor).
+    pub fn fw_version(&self) -> (u16, u16, u16) {
+        self.hca.fw_version()
     }
 }
 
 /// What `create_objects` hands back besides the rings.
 struct Objects {
-    uar: u32,
+    uar_base: u32,
     mac: [u8; 6],
 }
 
-fn obj_out(out: Vec<u8>) -> ObjOut {
-    zerocopy::FromBytes::read_from_prefix(&out).map(|(o, _)| o).unwrap_or_default()
+/// What the vport says and was told: our MAC, and the headers every send WQE must inline.
+struct Vport {
+    mac: [u8; 6],
+    /// `MLX5_INLINE_MODE_*` for the SQ context, and the bytes it means.
+    inline_mode: u32,
+    inline: usize,
 }
 
-/// A work queue context.
-fn wq(ty: u32, pd: u32, uar: u32, dbr: u64, log_stride: u32, log_size: u32, log_pg: u32) -> Wq {
-    Wq {
-        type_flags: field(ty, 28, 4).into(),
-        pd: field(pd, 0, 24).into(),
-        uar_page: field(uar, 0, 24).into(),
-        dbr_addr: dbr.into(),
-        log_sizes: (field(log_stride, 16, 4) | field(log_pg, 8, 5) | field(log_size, 0, 5)).into(),
-        ..Default::default()
-    }
-}
-
-fn modify_sq<R: RegisterIo>(hca: &mut Hca<R>, sqn: u32, from: u32, to: u32) -> Result<(), Mlx5Error> {
-    let mut m = ModifySqIn::new_zeroed();
-    m.hdr = InHdr::new(op::MODIFY_SQ, 0);
-    m.state_qn = (field(from, 28, 4) | field(sqn, 0, 24)).into();
-    m.ctx.flags = field(to, 20, 4).into();
-    hca.exec(m.as_bytes(), 16)?;
-    Ok(())
-}
-
-/// Runs the destroy commands in reverse creation order; failures are logged (teardown goes on).
-fn destroy_all<R: RegisterIo>(hca: &mut Hca<R>, undo: &mut Vec<Vec<u8>>) {
-    while let Some(input) = undo.pop() {
-        if let Err(e) = hca.exec(&input, 16) {
-            log::warn!("mlx5 teardown: {e}");
+/// Reads our MAC and the inline mode the device requires, raises the port MTU if needed and
+/// sets the vport's MTU and promiscuity.
+fn configure_vport<R: RegisterIo>(hca: &mut Hca<R>, cfg: &Mlx5Config) -> Result<Vport, Mlx5Error> {
+    let v: QueryVportOut = hca.call(&QueryVportIn::new())?;
+    let mac47 = v.ctx.mac_47_32.get().to_be_bytes();
+    let mac31 = v.ctx.mac_31_0.get().to_be_bytes();
+    let mac = [mac47[0], mac47[1], mac31[0], mac31[1], mac31[2], mac31[3]];
+    // The headers every send WQE must inline: the Ethernet offload capabilities say, or defer
+    // to the vport context (Linux `mlx5_query_min_inline`).
+    let inline_mode = match hca.caps().wqe_inline_mode {
+        Some(InlineCap::L2) => INLINE_MODE_L2,
+        Some(InlineCap::VportContext) => (v.ctx.flags.get() >> 24) & 7,
+        Some(InlineCap::NotRequired) | None => INLINE_MODE_NONE,
+    };
+    let inline = match inline_mode {
+        INLINE_MODE_NONE => 0,
+        INLINE_MODE_L2 => L2_INLINE,
+        m => {
+            return Err(Mlx5Error::Config(format!(
+                "the vport requires inline mode {m} (IP or transport headers inline); this driver inlines \
+                 only L2 headers: set the function's min_wqe_inline_mode to L2 (mlxconfig) or use a newer NIC"
+            )))
         }
+    };
+    // The port MTU: the hardware counts the Ethernet header, a VLAN tag and the FCS.
+    let hw_mtu = (cfg.mtu + 8) as u16;
+    let p: AccessPmtuOut = hca.call(&AccessPmtuIn::read(1))?;
+    if p.data.max_mtu.get() < hw_mtu {
+        return Err(Mlx5Error::Config(format!(
+            "mtu = {}: the port supports frames of at most {} bytes",
+            cfg.mtu,
+            p.data.max_mtu.get().saturating_sub(8)
+        )));
     }
+    if p.data.admin_mtu.get() < hw_mtu {
+        let _: AccessPmtuOut = hca.call(&AccessPmtuIn::write_admin_mtu(1, hw_mtu))?;
+    }
+    hca.exec(ModifyVportIn::mtu_and_promisc(hw_mtu, cfg.promiscuous).as_bytes(), 16)?;
+    Ok(Vport { mac, inline_mode, inline })
 }
 
-impl<R: RegisterIo> Transport for Mlx5Nic<R> {
+impl<R: RegisterIo64> Transport for Mlx5Nic<R> {
     fn mtu(&self) -> usize {
         self.cfg.mtu
     }
@@ -627,12 +684,12 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
                 n += 1;
                 continue;
             }
-            let pieces = [
-                Piece { iova: p.segs[0].iova, vaddr: p.segs[0].vaddr, len: p.segs[0].len },
-                Piece { iova: p.segs[1].iova, vaddr: p.segs[1].vaddr, len: p.segs[1].len },
-            ];
             let k = if p.segs[1].len == 0 { 1 } else { 2 };
-            if !self.tx.post(&pieces[..k], false) {
+            // SAFETY: the Transport contract (`erpc_dataplane::transport`): a packet's segments
+            // are readable, and mapped for the device in the endpoint's region, until it is
+            // known read (`tx_reclaimed`) or `tx_flush` returned; the first is at least
+            // `L2_INLINE` bytes (checked above).
+            if !unsafe { self.tx.post(&p.segs[..k], false) } {
                 break;
             }
             n += 1;
@@ -651,8 +708,9 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
         }
         if !self.tx.last_signaled() {
             // Ask for a completion behind every WQE posted: the marker frame, signaled.
-            let m = Piece { iova: self.marker.iova, vaddr: self.marker.vaddr.as_ptr(), len: 60 };
-            while !self.tx.post(&[m], true) {
+            let m = Segment { vaddr: self.marker.base().as_ptr(), iova: self.marker.iova(), len: 60 };
+            // SAFETY: the marker frame, 60 bytes of our own memory mapped while the NIC lives.
+            while !unsafe { self.tx.post(&[m], true) } {
                 self.reap_tx();
             }
             self.stats.tx_flush_markers += 1;
@@ -711,8 +769,8 @@ impl<R: RegisterIo> Transport for Mlx5Nic<R> {
     }
 }
 
-impl<R: RegisterIo> Drop for Mlx5Nic<R> {
+impl<R: RegisterIo64> Drop for Mlx5Nic<R> {
     fn drop(&mut self) {
-        destroy_all(&mut self.hca, &mut self.undo);
+        self.teardown.run(&mut self.hca);
     }
 }

@@ -1,69 +1,25 @@
-//! Queue memory and the two polled rings every queue pair uses: completion queues and the
-//! event queue. Both are written by the device and read here only through volatile loads of raw
+//! The `pas` page lists of queue memory, doorbell records, and the two polled rings every queue
+//! pair uses: completion queues and the event queue. Both are written by the device and read here only through volatile loads of raw
 //! pointers; a CQE or EQE is valid when its owner bit equals the pass bit of the consumer index
 //! (`(ci >> log_size) & 1`), as Linux's `get_sw_cqe` / `next_eqe_sw` test it.
 
+use super::handles::{Cqn, Eqn};
 use super::wqe::{cqe_op, Cqe64, Eqe};
+use erpc_hugepages::DmaSlice;
 use std::ptr::NonNull;
 use std::sync::atomic::{fence, Ordering};
 
 /// Firmware and queue page size (`MLX5_ADAPTER_PAGE_SIZE`).
 pub const PAGE: usize = 4096;
 
-/// A piece of DMA memory: its CPU address and its device address.
-#[derive(Clone, Copy, Debug)]
-pub struct Area {
-    pub vaddr: NonNull<u8>,
-    pub iova: u64,
-    pub len: usize,
-}
-
-impl Area {
-    /// The sub-area at `off` of `len` bytes.
-    pub fn slice(&self, off: usize, len: usize) -> Area {
-        assert!(off + len <= self.len, "sub-area {off}+{len} outside {} bytes", self.len);
-        // SAFETY: inside the area (checked above).
-        Area {
-            vaddr: unsafe { NonNull::new_unchecked(self.vaddr.as_ptr().add(off)) },
-            iova: self.iova + off as u64,
-            len,
-        }
+/// The 4 KiB page addresses covering `ring` (the `pas` list of a queue context, big-endian).
+pub fn pas(ring: &DmaSlice<'_>) -> Vec<u8> {
+    let pages = ring.len().div_ceil(PAGE);
+    let mut v = Vec::with_capacity(pages * 8);
+    for i in 0..pages {
+        v.extend_from_slice(&(ring.iova() + (i * PAGE) as u64).to_be_bytes());
     }
-
-    /// The 4 KiB page addresses covering the area (the `pas` list of a queue context).
-    pub fn pas(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(self.len.div_ceil(PAGE) * 8);
-        for i in 0..self.len.div_ceil(PAGE) {
-            v.extend_from_slice(&(self.iova + (i * PAGE) as u64).to_be_bytes());
-        }
-        v
-    }
-
-    /// Fills the area with `byte` (before the device is given it).
-    pub fn fill(&self, byte: u8) {
-        // SAFETY: the area is ours and the device does not own it yet.
-        unsafe { std::ptr::write_bytes(self.vaddr.as_ptr(), byte, self.len) };
-    }
-}
-
-/// Carves page-aligned areas out of one DMA allocation.
-pub struct Carver {
-    area: Area,
-    used: usize,
-}
-
-impl Carver {
-    pub fn new(area: Area) -> Carver {
-        Carver { area, used: 0 }
-    }
-
-    /// The next `len` bytes, rounded up to whole pages.
-    pub fn take(&mut self, len: usize) -> Area {
-        let len = len.next_multiple_of(PAGE);
-        let a = self.area.slice(self.used, len);
-        self.used += len;
-        a
-    }
+    v
 }
 
 /// A doorbell record word (big-endian) the device reads.
@@ -72,21 +28,26 @@ pub struct DbRec(NonNull<u32>);
 
 impl DbRec {
     /// Word `word` of the 8-byte record at `at`.
-    pub fn new(at: Area, word: usize) -> DbRec {
-        assert!(at.len >= 8 && word < 2);
-        // SAFETY: word 0 or 1 of an 8-byte record inside the area (checked above).
-        DbRec(unsafe { at.vaddr.cast::<u32>().add(word) })
+    ///
+    /// # Safety
+    /// `at` must stay mapped while the record is used, and no one but this record may write
+    /// that word (the device only reads it).
+    pub unsafe fn new(at: DmaSlice<'_>, word: usize) -> DbRec {
+        assert!(at.len() >= 8 && word < 2 && at.iova() % 8 == 0);
+        // SAFETY: word 0 or 1 of an 8-byte, 8-byte aligned record inside `at` (checked above).
+        DbRec(unsafe { at.base().cast::<u32>().add(word) })
     }
 
     pub fn write(&self, v: u32) {
-        // SAFETY: an aligned word of our DMA memory; the device only reads it.
+        // SAFETY: an aligned word of our DMA memory, ours alone and mapped (see `new`); the
+        // device only reads it.
         unsafe { std::ptr::write_volatile(self.0.as_ptr(), v.to_be()) }
     }
 }
 
 /// A completion queue of 64-byte CQEs.
 pub struct Cq {
-    pub cqn: u32,
+    pub cqn: Cqn,
     ring: NonNull<Cqe64>,
     log_size: u32,
     /// Consumer index (counts every CQE consumed).
@@ -97,15 +58,20 @@ pub struct Cq {
 impl Cq {
     /// A CQ over `ring` (`1 << log_size` entries), every entry marked invalid and owned by
     /// hardware (`op_own` = INVALID << 4 | 1, as Linux initializes them).
-    pub fn init(ring: Area, log_size: u32, dbrec: DbRec) -> Cq {
-        assert!(ring.len >= 64 << log_size);
-        ring.fill(0);
+    ///
+    /// # Safety
+    /// `ring` must stay mapped while the CQ is used, no one else may use it, and the device
+    /// must not have been given it yet (it is written here).
+    pub unsafe fn new(ring: DmaSlice<'_>, log_size: u32, dbrec: DbRec) -> Cq {
+        assert!(ring.len() >= 64 << log_size);
+        // SAFETY: ours alone and not yet the device's (the contract above).
+        unsafe { ring.fill(0) };
         for i in 0..1usize << log_size {
-            // SAFETY: the last byte of entry i, inside the ring.
-            unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), cqe_op::INVALID << 4 | 1) };
+            // SAFETY: the last byte of entry i, inside the ring (checked above).
+            unsafe { std::ptr::write_volatile(ring.base().as_ptr().add(i * 64 + 63), cqe_op::INVALID << 4 | 1) };
         }
         dbrec.write(0);
-        Cq { cqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0, dbrec }
+        Cq { cqn: Cqn(0), ring: ring.base().cast(), log_size, ci: 0, dbrec }
     }
 
     /// The next CQE if the device has written it.
@@ -135,7 +101,7 @@ impl Cq {
 
 /// The event queue, polled (no interrupts).
 pub struct Eq {
-    pub eqn: u32,
+    pub eqn: Eqn,
     ring: NonNull<Eqe>,
     log_size: u32,
     pub ci: u32,
@@ -143,14 +109,19 @@ pub struct Eq {
 
 impl Eq {
     /// An EQ over `ring` with every entry's owner bit set (`MLX5_EQE_OWNER_INIT_VAL`).
-    pub fn init(ring: Area, log_size: u32) -> Eq {
-        assert!(ring.len >= 64 << log_size);
-        ring.fill(0);
+    ///
+    /// # Safety
+    /// As for [`Cq::new`]: `ring` stays mapped while the EQ is used, is ours alone, and has not
+    /// been given to the device yet.
+    pub unsafe fn new(ring: DmaSlice<'_>, log_size: u32) -> Eq {
+        assert!(ring.len() >= 64 << log_size);
+        // SAFETY: ours alone and not yet the device's (the contract above).
+        unsafe { ring.fill(0) };
         for i in 0..1usize << log_size {
-            // SAFETY: the owner byte of entry i, inside the ring.
-            unsafe { std::ptr::write_volatile(ring.vaddr.as_ptr().add(i * 64 + 63), 1) };
+            // SAFETY: the owner byte of entry i, inside the ring (checked above).
+            unsafe { std::ptr::write_volatile(ring.base().as_ptr().add(i * 64 + 63), 1) };
         }
-        Eq { eqn: 0, ring: ring.vaddr.cast(), log_size, ci: 0 }
+        Eq { eqn: Eqn(0), ring: ring.base().cast(), log_size, ci: 0 }
     }
 
     /// The next EQE if the device has written it.

@@ -12,9 +12,10 @@
 //! posted, strides outside the WQE, or a length beyond its strides are dropped and counted,
 //! never trusted.
 
-use super::queues::{Area, Cq, DbRec};
+use super::queues::{Cq, DbRec};
 use super::wqe::{cqe_op, mprq, DataSeg, StridingRxWqe};
 use erpc_dataplane::RxPacket;
+use erpc_hugepages::DmaSlice;
 use std::ptr::NonNull;
 
 /// What an RX pass dropped, for the NIC's counters.
@@ -38,7 +39,7 @@ pub struct RxGeometry {
 }
 
 pub struct Rx {
-    bufs: Area,
+    bufs: DmaSlice<'static>,
     /// WQEs in the ring (a power of two).
     n: u32,
     strides: u32,
@@ -61,29 +62,36 @@ pub struct Rx {
 
 impl Rx {
     /// Writes the `n` WQEs (each pointing at its buffer in `bufs`) and posts them all.
-    pub fn new(wqes: Area, bufs: Area, g: RxGeometry, lkey: u32, dbrec: DbRec, cq: Cq) -> Rx {
+    ///
+    /// # Safety
+    /// `wqes` and `bufs` must stay mapped while the queue is used, no one else may use them,
+    /// and the device must not have been given `wqes` yet (they are written here). The device
+    /// writes `bufs`; packets lent from them are read only through raw pointers.
+    pub unsafe fn new(wqes: DmaSlice<'_>, bufs: DmaSlice<'_>, g: RxGeometry, lkey: u32, dbrec: DbRec, cq: Cq) -> Rx {
         let RxGeometry { wqes: n, strides, stride_log } = g;
         let buf_bytes = (strides as usize) << stride_log;
         assert!(
             n.is_power_of_two()
                 && strides.is_power_of_two()
-                && wqes.len >= n as usize * 32
-                && bufs.len >= n as usize * buf_bytes
+                && wqes.len() >= n as usize * 32
+                && bufs.len() >= n as usize * buf_bytes
         );
         for i in 0..n as usize {
             let w = StridingRxWqe {
                 data: DataSeg {
                     byte_count: (buf_bytes as u32).into(),
                     lkey: lkey.into(),
-                    addr: (bufs.iova + (i * buf_bytes) as u64).into(),
+                    addr: (bufs.iova() + (i * buf_bytes) as u64).into(),
                 },
                 ..Default::default()
             };
-            // SAFETY: WQE slot i of our ring; the device does not own it yet.
-            unsafe { std::ptr::write_volatile(wqes.vaddr.as_ptr().cast::<StridingRxWqe>().add(i), w) };
+            // SAFETY: WQE slot i of our ring (sizes checked above); the device does not own it
+            // yet (the contract above).
+            unsafe { std::ptr::write_volatile(wqes.base().as_ptr().cast::<StridingRxWqe>().add(i), w) };
         }
         let rx = Rx {
-            bufs,
+            // SAFETY: the caller keeps `bufs` mapped while the queue is used (see above).
+            bufs: unsafe { bufs.detach() },
             n,
             strides,
             strides_log: strides.trailing_zeros(),
@@ -156,7 +164,7 @@ impl Rx {
                     let id = slot << self.strides_log | stride;
                     let off = (id as usize) << self.stride_log;
                     // SAFETY: inside the buffer of WQE `slot` (stride + count <= strides).
-                    let data = unsafe { NonNull::new_unchecked(self.bufs.vaddr.as_ptr().add(off)) };
+                    let data = unsafe { NonNull::new_unchecked(self.bufs.base().as_ptr().add(off)) };
                     out[n] = RxPacket { data, len, id };
                     self.lent[s] += 1;
                     n += 1;

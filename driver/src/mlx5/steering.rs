@@ -1,8 +1,9 @@
-//! Receive steering: a TIR that dispatches directly to our RQ, and a NIC RX root flow table with
-//! one group and one entry that forwards our traffic (our MAC, IPv4, UDP, our address and port)
-//! to that TIR. Everything else the port receives misses the table and is dropped by the
-//! device.
+//! Receive steering inputs: a NIC RX root flow table with one group and one entry that
+//! forwards our traffic (our MAC, IPv4, UDP, our address and port) to our TIR (a direct one:
+//! [`Tirc::direct`]). Everything else the port receives misses the table and is dropped by
+//! the device.
 
+use super::handles::{FgId, FtId, Tirn};
 use super::layout::*;
 use zerocopy::FromZeros;
 
@@ -38,16 +39,6 @@ fn outer(m: Option<&RxMatch>) -> MatchLyr24 {
     o
 }
 
-/// CREATE_TIR input: direct dispatch to `rqn`.
-pub fn create_tir(rqn: u32, td: u32) -> CreateTirIn {
-    let mut t = CreateTirIn::new_zeroed();
-    t.hdr = InHdr::new(op::CREATE_TIR, 0);
-    t.ctx.disp_type = field(0, 28, 4).into();
-    t.ctx.inline_rqn = field(rqn, 0, 24).into();
-    t.ctx.hash_td = field(td, 0, 24).into();
-    t
-}
-
 /// CREATE_FLOW_TABLE input: a NIC RX table of `1 << log_size` entries at level 0.
 pub fn create_table(log_size: u32) -> CreateFlowTableIn {
     CreateFlowTableIn {
@@ -58,9 +49,9 @@ pub fn create_table(log_size: u32) -> CreateFlowTableIn {
 }
 
 /// CREATE_FLOW_GROUP input: flow index 0 only, matching the outer fields of [`RxMatch`].
-pub fn create_group(table: u32) -> CreateFlowGroupIn {
+pub fn create_group(table: FtId) -> CreateFlowGroupIn {
     let mut g = CreateFlowGroupIn::new_zeroed();
-    g.hdr = FlowHdr::new(op::CREATE_FLOW_GROUP, 0, FT_NIC_RX, table);
+    g.hdr = FlowHdr::new(op::CREATE_FLOW_GROUP, 0, FT_NIC_RX, table.0);
     g.start_flow_index = 0.into();
     g.end_flow_index = 0.into();
     g.match_criteria_enable = MATCH_OUTER_HEADERS.into();
@@ -69,40 +60,44 @@ pub fn create_group(table: u32) -> CreateFlowGroupIn {
 }
 
 /// SET_FLOW_TABLE_ENTRY input: index 0 of `group`, forwarding `m` to `tir`.
-pub fn set_entry(table: u32, group: u32, tir: u32, m: &RxMatch) -> SetFteIn {
+pub fn set_entry(table: FtId, group: FgId, tir: Tirn, m: &RxMatch) -> SetFteIn {
     let mut e = SetFteIn::new_zeroed();
-    e.hdr = FlowHdr::new(op::SET_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table);
+    e.hdr = FlowHdr::new(op::SET_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table.0);
     e.flow_index = 0.into();
-    e.ctx.group_id = group.into();
+    e.ctx.group_id = group.0.into();
     e.ctx.action = FLOW_ACTION_FWD_DEST.into();
     e.ctx.destination_list_size = field(1, 0, 24).into();
     e.ctx.match_value.outer = outer(Some(m));
-    e.dest = FlowDest { type_id: (field(FLOW_DEST_TIR, 24, 8) | field(tir, 0, 24)).into(), rsvd: 0.into() };
+    e.dest = FlowDest { type_id: (field(FLOW_DEST_TIR, 24, 8) | field(tir.0, 0, 24)).into(), rsvd: 0.into() };
     e
 }
 
 /// SET_FLOW_TABLE_ROOT input: make `table` the root (op_mod 0), or disconnect the root (op_mod
-/// 1, table 0).
-pub fn set_root(table: Option<u32>) -> FlowObjIn {
+/// 1, table 0; only on a device that reports `reset_root_to_default`).
+pub fn set_root(table: Option<FtId>) -> FlowObjIn {
     FlowObjIn {
-        hdr: FlowHdr::new(op::SET_FLOW_TABLE_ROOT, u16::from(table.is_none()), FT_NIC_RX, table.unwrap_or(0)),
+        hdr: FlowHdr::new(op::SET_FLOW_TABLE_ROOT, u16::from(table.is_none()), FT_NIC_RX, table.map_or(0, |t| t.0)),
         ..Default::default()
     }
 }
 
 /// DELETE_FLOW_TABLE_ENTRY input for index 0.
-pub fn delete_entry(table: u32) -> DeleteFteIn {
-    DeleteFteIn { hdr: FlowHdr::new(op::DELETE_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table), ..Default::default() }
+pub fn delete_entry(table: FtId) -> DeleteFteIn {
+    DeleteFteIn { hdr: FlowHdr::new(op::DELETE_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table.0), ..Default::default() }
 }
 
 /// DESTROY_FLOW_GROUP input.
-pub fn destroy_group(table: u32, group: u32) -> FlowObjIn {
-    FlowObjIn { hdr: FlowHdr::new(op::DESTROY_FLOW_GROUP, 0, FT_NIC_RX, table), id: group.into(), ..Default::default() }
+pub fn destroy_group(table: FtId, group: FgId) -> FlowObjIn {
+    FlowObjIn {
+        hdr: FlowHdr::new(op::DESTROY_FLOW_GROUP, 0, FT_NIC_RX, table.0),
+        id: group.0.into(),
+        ..Default::default()
+    }
 }
 
 /// DESTROY_FLOW_TABLE input.
-pub fn destroy_table(table: u32) -> FlowObjIn {
-    FlowObjIn { hdr: FlowHdr::new(op::DESTROY_FLOW_TABLE, 0, FT_NIC_RX, table), ..Default::default() }
+pub fn destroy_table(table: FtId) -> FlowObjIn {
+    FlowObjIn { hdr: FlowHdr::new(op::DESTROY_FLOW_TABLE, 0, FT_NIC_RX, table.0), ..Default::default() }
 }
 
 #[cfg(test)]
@@ -113,8 +108,8 @@ mod tests {
     #[test]
     fn the_entry_matches_what_the_group_masks() {
         let m = RxMatch { mac: [2, 0, 0, 0, 0, 7], ipv4: [10, 0, 0, 2], udp_port: 31850 };
-        let g = create_group(5);
-        let e = set_entry(5, 9, 3, &m);
+        let g = create_group(FtId(5));
+        let e = set_entry(FtId(5), FgId(9), Tirn(3), &m);
         let crit = g.match_criteria.outer.as_bytes();
         let val = e.ctx.match_value.outer.as_bytes();
         // Every value bit lies under the mask.

@@ -7,18 +7,13 @@
 //! requires them), and one data segment per piece of the frame not inlined: one or two basic
 //! blocks (64 bytes) per packet.
 
-use super::queues::{Area, Cq, DbRec};
+use super::handles::Sqn;
+use super::queues::{Cq, DbRec};
 use super::wqe::{cqe_op, CtrlSeg, DataSeg, EthSeg, CTRL_CQ_UPDATE, OPCODE_SEND, WQEBB};
+use erpc_dataplane::transport::Segment;
+use erpc_hugepages::DmaSlice;
 use std::collections::VecDeque;
 use zerocopy::IntoBytes;
-
-/// One piece of a frame: device address, CPU address, length.
-#[derive(Clone, Copy)]
-pub struct Piece {
-    pub iova: u64,
-    pub vaddr: *const u8,
-    pub len: u32,
-}
 
 /// A signaled WQE not yet completed.
 struct Signaled {
@@ -31,14 +26,14 @@ struct Signaled {
 }
 
 pub struct Tx {
-    ring: Area,
+    ring: DmaSlice<'static>,
     /// Ring size in WQEBBs (a power of two).
     size: u32,
     /// WQEBBs posted (producer counter; the low 16 bits are the next `wqe_index`).
     pub pi: u32,
     /// WQEBBs the device is known to have read.
     pub ci: u32,
-    pub sqn: u32,
+    pub sqn: Sqn,
     lkey: u32,
     inline: usize,
     dbrec: DbRec,
@@ -66,16 +61,32 @@ pub struct Reaped {
 }
 
 impl Tx {
-    pub fn new(ring: Area, size: u32, lkey: u32, inline: usize, dbrec: DbRec, signal_every: u32, cq: Cq) -> Tx {
-        assert!(size.is_power_of_two() && ring.len >= size as usize * WQEBB);
-        ring.fill(0);
+    /// A send queue of `size` WQEBBs in `ring`, `inline` header bytes inlined per WQE, a
+    /// completion asked for every `signal_every` WQEs.
+    ///
+    /// # Safety
+    /// `ring` must stay mapped while the queue is used, no one else may use it, and the device
+    /// must not have been given it yet (it is cleared here).
+    pub unsafe fn new(
+        ring: DmaSlice<'_>,
+        size: u32,
+        lkey: u32,
+        inline: usize,
+        dbrec: DbRec,
+        signal_every: u32,
+        cq: Cq,
+    ) -> Tx {
+        assert!(size.is_power_of_two() && ring.len() >= size as usize * WQEBB);
+        // SAFETY: ours alone and not yet the device's (the contract above).
+        unsafe { ring.fill(0) };
         dbrec.write(0);
         Tx {
-            ring,
+            // SAFETY: the caller keeps `ring` mapped while the queue is used (see above).
+            ring: unsafe { ring.detach() },
             size,
             pi: 0,
             ci: 0,
-            sqn: 0,
+            sqn: Sqn(0),
             lkey,
             inline,
             dbrec,
@@ -95,7 +106,7 @@ impl Tx {
     }
 
     /// WQEBBs a frame of these pieces takes.
-    fn wqebbs(&self, pieces: &[Piece]) -> u32 {
+    fn wqebbs(&self, pieces: &[Segment]) -> u32 {
         let mut ds = 2; // control + Ethernet segments
         if self.inline > 2 {
             ds += (self.inline - 2).div_ceil(16) as u32;
@@ -114,7 +125,12 @@ impl Tx {
     /// Posts one frame made of `pieces` (their total at least `inline` bytes, the inline part
     /// inside the first piece); `false` if the ring has no room. A `marker` (the frame
     /// `tx_flush` sends to get a completion) is signaled and not counted as an accepted packet.
-    pub fn post(&mut self, pieces: &[Piece], marker: bool) -> bool {
+    ///
+    /// # Safety
+    /// Each piece's `vaddr` must be readable for `len` bytes now (the inline headers are
+    /// copied from the first), and the device must be able to read each at its `iova` until
+    /// the WQE is known read ([`Tx::reclaimed`](Tx) counts it).
+    pub unsafe fn post(&mut self, pieces: &[Segment], marker: bool) -> bool {
         let bbs = self.wqebbs(pieces);
         if self.size - self.pi.wrapping_sub(self.ci) < bbs {
             return false;
@@ -124,7 +140,8 @@ impl Tx {
         let mut off = 32;
         let mut eth = EthSeg { inline_hdr_sz: (self.inline as u16).into(), ..Default::default() };
         if self.inline > 0 {
-            // SAFETY: the first piece holds at least `inline` readable bytes (the headroom).
+            // SAFETY: the first piece holds at least `inline` readable bytes (the headroom; the
+            // caller checked its length and vouches for the pointer: see the contract above).
             let hdr = unsafe { std::slice::from_raw_parts(pieces[0].vaddr, self.inline) };
             eth.inline_hdr_start.copy_from_slice(&hdr[..2]);
             wqe[off..off + self.inline - 2].copy_from_slice(&hdr[2..]);
@@ -149,7 +166,7 @@ impl Tx {
         let index = self.pi & 0xffff;
         let ctrl = CtrlSeg {
             opmod_idx_opcode: (index << 8 | OPCODE_SEND).into(),
-            qpn_ds: (self.sqn << 8 | ds).into(),
+            qpn_ds: (self.sqn.0 << 8 | ds).into(),
             fm_ce_se: if signal { CTRL_CQ_UPDATE } else { 0 },
             ..Default::default()
         };
@@ -159,7 +176,7 @@ impl Tx {
             let chunk: [u8; WQEBB] = wqe[b as usize * WQEBB..(b as usize + 1) * WQEBB].try_into().expect("64 bytes");
             // SAFETY: a WQEBB slot of our ring, free (the device has read it: ci passed it).
             unsafe {
-                std::ptr::write_volatile(self.ring.vaddr.as_ptr().add(slot * WQEBB).cast::<[u8; WQEBB]>(), chunk)
+                std::ptr::write_volatile(self.ring.base().as_ptr().add(slot * WQEBB).cast::<[u8; WQEBB]>(), chunk)
             };
         }
         self.pi = self.pi.wrapping_add(bbs);

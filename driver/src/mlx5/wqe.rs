@@ -4,9 +4,10 @@
 //! Sources: rdma-core `providers/mlx5/mlx5dv.h` (`struct mlx5_wqe_ctrl_seg`,
 //! `mlx5_wqe_eth_seg`, `mlx5_wqe_data_seg`, `mlx5_wqe_srq_next_seg`, `mlx5_cqe64`,
 //! `mlx5_err_cqe`, the `MLX5_OPCODE_*`, `MLX5_CQE_*` and `MLX5_WQE_CTRL_*` constants), DPDK
-//! `drivers/common/mlx5/mlx5_prm.h` (`MLX5_MPRQ_*` masks of the striding-RQ `byte_cnt`,
-//! `MLX5_ESEG_MIN_INLINE_SIZE`), Linux `include/linux/mlx5/device.h` (`struct mlx5_eqe`,
-//! `mlx5_eqe_page_req`, `MLX5_EVENT_TYPE_*`, `MLX5_EQ_DOORBEL_OFFSET`, `MLX5_BF_OFFSET`).
+//! `drivers/common/mlx5/mlx5_prm.h` (`MLX5_ESEG_MIN_INLINE_SIZE`), Linux
+//! `include/linux/mlx5/device.h` (`struct mlx5_eqe`, `mlx5_eqe_page_req`, `MLX5_EVENT_TYPE_*`,
+//! `MLX5_EQ_DOORBEL_OFFSET`, `MLX5_BF_OFFSET`, and the striding-RQ `byte_cnt` fields of
+//! `struct mpwrq_cqe_bc`).
 
 use zerocopy::big_endian::{I32, U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -104,8 +105,8 @@ pub struct Cqe64 {
     /// Striding RQ: the receive WQE the packet was placed in.
     pub wqe_id: U16,
     pub rsvd4: [u8; 40],
-    /// Striding RQ: filler (31), strides consumed (29:16), byte count (15:0); otherwise the
-    /// byte count.
+    /// Striding RQ: filler (31), strides consumed (30:16), byte count (15:0); otherwise the
+    /// byte count. See [`mprq`].
     pub byte_cnt: U32,
     /// In an error CQE (`struct mlx5_err_cqe`), bytes 54 and 55 (of this field) are
     /// `vendor_err_synd` and `syndrome`.
@@ -134,11 +135,17 @@ impl Cqe64 {
     }
 }
 
-/// Striding-RQ `byte_cnt` fields (`MLX5_MPRQ_*` in DPDK's `mlx5_prm.h`).
+/// Striding-RQ `byte_cnt` fields, as Linux `include/linux/mlx5/device.h` reads them
+/// (`struct mpwrq_cqe_bc`: a 16-bit `filler_consumed_strides` then a 16-bit `byte_cnt`):
+/// the filler flag is bit 31 (`mpwrq_is_filler_cqe`: 0x8000 of the first half), the strides
+/// consumed bits 30:16 (`mpwrq_get_cqe_consumed_strides`: 15 bits, mask 0x7fff), the length
+/// bits 15:0. DPDK's `mlx5_prm.h` (`MLX5_MPRQ_STRIDE_NUM_MASK` = 0x3fff0000) and Caladan keep
+/// only bits 29:16; the whole 15-bit field is read here so a count with its top bit set is
+/// seen as the out-of-range count it is.
 pub mod mprq {
     pub const FILLER: u32 = 1 << 31;
     pub const STRIDES_SHIFT: u32 = 16;
-    pub const STRIDES_MASK: u32 = 0x3fff;
+    pub const STRIDES_MASK: u32 = 0x7fff;
     pub const LEN_MASK: u32 = 0xffff;
 }
 

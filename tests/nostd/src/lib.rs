@@ -3,7 +3,7 @@
 
 use core::ptr::addr_of_mut;
 use erpc_dataplane::clock::SimClock;
-use erpc_dataplane::sim::{Fabric, RxBuf};
+use erpc_dataplane::fabric::{Fabric, RxBuf};
 use erpc_dataplane::{BacklogEntry, Completion, DmaRegion, HandlerMode, ReqHandle, Rpc, RpcConfig, RpcMemory, Session};
 
 static mut CLOCK: SimClock = SimClock::new();
@@ -12,7 +12,7 @@ static mut SESSIONS: [Session; 4] = [Session::EMPTY; 4];
 static mut BACKLOG: [BacklogEntry; 4] = [BacklogEntry::EMPTY; 4];
 static mut RX: [RxBuf; 8] = [RxBuf::EMPTY; 8];
 
-type Ep<'a> = Rpc<'static, erpc_dataplane::sim::SimNic<'a, 'static, &'static SimClock>, &'static SimClock, u32>;
+type Ep<'a> = Rpc<'static, erpc_dataplane::fabric::SimNic<'a, 'static, &'static SimClock>, &'static SimClock, u32>;
 
 fn handler(rpc: &mut Ep<'_>, h: ReqHandle) {
     let _ = rpc.enqueue_response_prealloc(h, 0);

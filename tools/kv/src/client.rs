@@ -339,8 +339,9 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
             },
             Err(_) => k.finish(c, Outcome::Failed("a malformed response".into()), now),
         },
-        Err(RpcError::SessionReset) => {
-            // The replica is gone or cut off: try the next one, same sequence number.
+        Err(RpcError::SessionReset | RpcError::TimedOut) => {
+            // The replica is gone, cut off or stuck (eRPC's request_timeout_ns; the store answers
+            // TryAgain long before it): try the next one, same sequence number.
             k.stats.resets += 1;
             let l = &mut k.clients[c];
             l.leader = (l.leader + 1) % n;

@@ -5,23 +5,25 @@
 use crate::client::{self, ClientConfig, ClientRpc, KvClient};
 use crate::replica::{self, Replica, ReplicaConfig, ReplicaRpc};
 use erpc_dataplane::clock::{Clock, SimClock};
-use erpc_dataplane::sim::{Fabric, LinkParams, RxBuf, SimNic};
+use erpc_dataplane::fabric::{Fabric, LinkParams, RxBuf, SimNic};
 use erpc_dataplane::transport::Transport;
-use erpc_dataplane::{BacklogEntry, DmaRegion, Rpc, RpcConfig, RpcMemory, Session};
+use erpc_dataplane::{DmaRegion, OwnedMemory, Rpc, RpcConfig};
+use std::rc::Rc;
 
-/// The clock every endpoint of a cluster reads.
-pub type Clk = &'static dyn Clock;
+/// The clock every endpoint of a cluster reads, shared by the endpoints of one thread.
+pub type Clk = Rc<dyn Clock>;
 /// A port of the simulated fabric.
 pub type FabricNic = SimNic<'static, 'static, Clk>;
 
-/// Endpoint memory, leaked (endpoints are `'static`): a msgbuf region of `bytes` (zeroed pages
-/// cost nothing until touched) and `sessions` sessions.
-pub fn memory(bytes: usize, sessions: usize) -> RpcMemory<'static> {
-    RpcMemory {
-        region: DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000),
-        sessions: Session::storage(sessions).leak(),
-        backlog: BacklogEntry::storage(256).leak(),
-    }
+/// Requests an endpoint can queue behind busy slots.
+const BACKLOG: usize = 256;
+
+/// Endpoint memory: a msgbuf region of `bytes` (zeroed pages cost nothing until touched), and
+/// `sessions` sessions and the backlog, owned by the endpoint. The region is leaked: msgbufs
+/// carry no lifetime and may outlive their endpoint, so their memory stays valid for the rest of
+/// the program (see `DmaRegion`).
+pub fn memory(bytes: usize, sessions: usize) -> OwnedMemory {
+    OwnedMemory::new(DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000), sessions, BACKLOG)
 }
 
 /// Msgbuf memory of a replica's endpoint: Raft requests and their 64 KiB response buffers for
@@ -39,7 +41,7 @@ pub fn replica_endpoint<T: Transport>(
 ) -> Result<ReplicaRpc<T, Clk>, String> {
     let r = Replica::new(cfg)?;
     let mut rpc = Rpc::new(nic, clock, r, memory(REPLICA_REGION, REPLICA_SESSIONS), rpc_cfg)
-        .map_err(|e| format!("replica endpoint: {e:?}"))?;
+        .map_err(|e| format!("replica endpoint: {e}"))?;
     Replica::register(&mut rpc);
     Ok(rpc)
 }
@@ -53,7 +55,7 @@ pub fn client_endpoint<T: Transport>(
 ) -> Result<ClientRpc<T, Clk>, String> {
     let bytes = (32 << 20) + cfg.clients * 4 * (cfg.max_value + 4096).next_power_of_two();
     let mut rpc = Rpc::new(nic, clock, KvClient::new(cfg), memory(bytes, 64), rpc_cfg)
-        .map_err(|e| format!("client endpoint: {e:?}"))?;
+        .map_err(|e| format!("client endpoint: {e}"))?;
     KvClient::register(&mut rpc);
     Ok(rpc)
 }
@@ -74,7 +76,7 @@ pub struct Cluster<T: Transport> {
 }
 
 struct SimTime {
-    clock: &'static SimClock,
+    clock: Rc<SimClock>,
     fab: &'static Fabric<'static, Clk>,
     idle_ns: u64,
     /// Every link's parameters, but for cut links.
@@ -92,14 +94,14 @@ impl<T: Transport> Cluster<T> {
     ) -> Result<Cluster<T>, String> {
         let mut replicas = Vec::new();
         for (i, c) in cfgs.iter().enumerate() {
-            replicas.push(Some(replica_endpoint(new_nic(i)?, clock, rpc_cfg, c.clone())?));
+            replicas.push(Some(replica_endpoint(new_nic(i)?, clock.clone(), rpc_cfg, c.clone())?));
         }
         Ok(Cluster { clock, replicas, clients: Vec::new(), cfgs, rpc_cfg, new_nic, sim: None, failures: Vec::new() })
     }
 
     /// Adds a client endpoint.
     pub fn add_client(&mut self, nic: T, cfg: ClientConfig) -> Result<usize, String> {
-        self.clients.push(client_endpoint(nic, self.clock, self.rpc_cfg, cfg)?);
+        self.clients.push(client_endpoint(nic, self.clock.clone(), self.rpc_cfg, cfg)?);
         Ok(self.clients.len() - 1)
     }
 
@@ -180,7 +182,7 @@ impl<T: Transport> Cluster<T> {
         if let Some(s) = &self.sim {
             s.fab.set_up(i, true);
         }
-        self.replicas[i] = Some(replica_endpoint(nic, self.clock, self.rpc_cfg, self.cfgs[i].clone())?);
+        self.replicas[i] = Some(replica_endpoint(nic, self.clock.clone(), self.rpc_cfg, self.cfgs[i].clone())?);
         Ok(())
     }
 }
@@ -226,15 +228,17 @@ impl Cluster<FabricNic> {
     pub fn on_fabric(
         o: &SimOptions,
         clock: Clk,
-        sim_clock: Option<&'static SimClock>,
+        sim_clock: Option<Rc<SimClock>>,
         rpc_cfg: RpcConfig,
         mut cfg: impl FnMut(ReplicaConfig) -> ReplicaConfig,
         client_cfg: impl Fn(ClientConfig) -> ClientConfig,
     ) -> Result<Cluster<FabricNic>, String> {
-        if o.replicas + o.client_endpoints.len() > erpc_dataplane::sim::MAX_PORTS {
-            return Err(format!("the simulated fabric has {} ports", erpc_dataplane::sim::MAX_PORTS));
+        if o.replicas + o.client_endpoints.len() > erpc_dataplane::fabric::MAX_PORTS {
+            return Err(format!("the simulated fabric has {} ports", erpc_dataplane::fabric::MAX_PORTS));
         }
-        let fab: &'static Fabric<'static, Clk> = Box::leak(Box::new(Fabric::new(clock, o.seed)));
+        // Leaked: the NICs borrow the fabric, and the fabric each port's receive ring, for as
+        // long as they live (endpoints may outlive the cluster).
+        let fab: &'static Fabric<'static, Clk> = Box::leak(Box::new(Fabric::new(clock.clone(), o.seed)));
         let ports: Vec<usize> =
             (0..o.replicas + o.client_endpoints.len()).map(|_| fab.attach(RxBuf::storage(512).leak())).collect();
         fab.set_all_links(LinkParams { delay_ns: o.link_delay_ns, ..Default::default() });
@@ -262,9 +266,9 @@ impl Cluster<FabricNic> {
         cfg: impl FnMut(ReplicaConfig) -> ReplicaConfig,
         client_cfg: impl Fn(ClientConfig) -> ClientConfig,
     ) -> Result<Cluster<FabricNic>, String> {
-        let sc: &'static SimClock = Box::leak(Box::new(SimClock::new()));
+        let sc = Rc::new(SimClock::new());
         sc.set(1_000_000);
-        Cluster::on_fabric(o, sc, Some(sc), sim_rpc_config(o.seed), cfg, client_cfg)
+        Cluster::on_fabric(o, sc.clone(), Some(sc), sim_rpc_config(o.seed), cfg, client_cfg)
     }
 
     /// The simulated fabric (fault injection).

@@ -893,7 +893,7 @@ fn on_raft_resp<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, c: Completio
             }
         }
         Ok(_) => {}
-        Err(RpcError::SessionReset) | Err(RpcError::ResponseTooLarge { .. }) => {
+        Err(RpcError::SessionReset | RpcError::TimedOut | RpcError::ResponseTooLarge { .. }) => {
             r.node.report_unreachable(id);
             if last_part {
                 r.node.report_snapshot(id, SnapshotStatus::Failure);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_kv::SimOptions;
 
 /// Election timeout 20-40 ms and client session timeout 20 ms (see `common::fast` and

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use erpc_dataplane::sim::LinkParams;
+use erpc_dataplane::fabric::LinkParams;
 use erpc_kv::client::{self, Done, Op, Outcome};
 use erpc_kv::{Durability, ReadMode, ReplicaConfig, SimOptions};
 use proptest::prelude::*;

@@ -7,9 +7,20 @@
 //! ends.
 //!
 //! Storage is the caller's: a slice of [`Session`]s (and one of [`BacklogEntry`]s) handed to
-//! [`Rpc::new`](crate::Rpc::new). A session costs `size_of::<Session>()` bytes there plus, on a
+//! [`Rpc::new`](crate::Rpc::new). The endpoint keeps it in a session table (allocation, the
+//! free list, the token index), threads its request backlog through the backlog storage, and
+//! links busy slots into intrusive slot lists. A session costs `size_of::<Session>()` bytes there plus, on a
 //! server, a one-packet response msgbuf per slot that has been used (one-packet request buffers
 //! come from a small pool shared by the endpoint's sessions).
+
+mod backlog;
+mod list;
+mod table;
+
+pub use backlog::BacklogEntry;
+pub(crate) use backlog::{Backlog, Queued};
+pub(crate) use list::SlotList;
+pub(crate) use table::SessionTable;
 
 use crate::config::SLOTS_PER_SESSION;
 use crate::msgbuf::MsgBuf;
@@ -17,11 +28,46 @@ use crate::stats::SessionStats;
 use crate::transport::EndpointAddr;
 use crate::wire::RoutingInfo;
 
+/// The end of an intrusive list (slot lists, free lists, hash chains, the backlog).
 pub(crate) const NIL: u32 = u32::MAX;
 
 /// A local session number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u16);
+
+/// One slot of one session, endpoint-wide: `session * 8 + slot`. Intrusive slot lists and the
+/// timing wheel link slots by this number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SlotId(u32);
+
+impl SlotId {
+    #[inline]
+    pub(crate) const fn new(session: usize, slot: usize) -> Self {
+        SlotId((session * SLOTS_PER_SESSION + slot) as u32)
+    }
+    #[inline]
+    pub(crate) const fn from_raw(raw: u32) -> Self {
+        SlotId(raw)
+    }
+    #[inline]
+    pub(crate) const fn raw(self) -> u32 {
+        self.0
+    }
+    /// The session's index in the session table.
+    #[inline]
+    pub(crate) const fn session(self) -> usize {
+        self.0 as usize / SLOTS_PER_SESSION
+    }
+    /// The slot's index in its session.
+    #[inline]
+    pub(crate) const fn slot(self) -> usize {
+        self.0 as usize % SLOTS_PER_SESSION
+    }
+    #[inline]
+    pub(crate) const fn session_id(self) -> SessionId {
+        SessionId(self.session() as u16)
+    }
+}
 
 /// Where a session is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,10 +145,18 @@ pub struct Slot {
     pub(crate) linked: bool,
     /// Client: whether the slot's next packet waits in the timing wheel (its link above).
     pub(crate) in_wheel: bool,
+    /// Server: `msg_size` of the current request, which every packet of it must repeat (also
+    /// once its buffer is gone: duplicates of an answered request are checked against it).
+    pub(crate) req_size: u32,
     // ----- the rest of line 1 and lines 2-3 -----
     /// Client: send time (the clock's low 32 bits, ns) of packet `n` in `tx_ts[n % RTT_TS]`,
     /// for per-packet RTT samples. The first entries (a one-packet request's) share line 1.
     pub(crate) tx_ts: [u32; crate::cc::RTT_TS],
+    // ----- the end of line 3: touched by the loss scan only -----
+    /// Client: the low 16 bits of `cur_req_num` and `num_rx` when the loss scan last saw them
+    /// change; with `stuck_since_ns`, how long the request has made no progress.
+    pub(crate) scan_mark: u32,
+    pub(crate) stuck_since_ns: u64,
 }
 
 impl Slot {
@@ -127,6 +181,9 @@ impl Slot {
         linked: false,
         resp_seq: 0,
         tx_ts: [0; crate::cc::RTT_TS],
+        req_size: 0,
+        scan_mark: u32::MAX,
+        stuck_since_ns: 0,
         untimed_below: 0,
         in_wheel: false,
         wheel_next: NIL,
@@ -187,6 +244,18 @@ pub struct Session {
     pub(crate) bucket_head: u32,
     pub(crate) token_next: u32,
     pub(crate) free_next: u32,
+    /// Head of the client-address chain whose bucket is this array index (server sessions per
+    /// client IPv4 address), and this session's links on its own chain.
+    pub(crate) ip_head: u32,
+    pub(crate) ip_next: u32,
+    pub(crate) ip_prev: u32,
+    /// Client: the connect cookie the server sent back (0 until then), repeated in the connect
+    /// request that proves we receive the server's packets.
+    pub(crate) cookie: u64,
+    /// Server: duplicates answered with a resent response in the window that started at
+    /// `dup_window_ns` (the rate limit on what a duplicate can make us send).
+    pub(crate) dup_window_ns: u64,
+    pub(crate) dup_count: u16,
     pub(crate) slots: [Slot; SLOTS_PER_SESSION],
 }
 
@@ -213,6 +282,12 @@ impl Session {
         bucket_head: NIL,
         token_next: NIL,
         free_next: NIL,
+        ip_head: NIL,
+        ip_next: NIL,
+        ip_prev: NIL,
+        cookie: 0,
+        dup_window_ns: 0,
+        dup_count: 0,
         stats: SessionStats { tx_pkts: 0, rx_pkts: 0, retransmissions: 0, drops: 0 },
         cc: crate::cc::SessionCc::EMPTY,
         slots: [Slot::EMPTY; SLOTS_PER_SESSION],
@@ -269,6 +344,11 @@ impl Session {
         self.backlog_tail = NIL;
         self.backlog_len = 0;
         self.token_next = NIL;
+        self.ip_next = NIL;
+        self.ip_prev = NIL;
+        self.cookie = 0;
+        self.dup_window_ns = 0;
+        self.dup_count = 0;
         self.stats = SessionStats::default();
         for (i, s) in self.slots.iter_mut().enumerate() {
             debug_assert!(s.req.is_none() && s.resp.is_none() && s.pre_resp.is_none());
@@ -292,27 +372,6 @@ pub const fn req_num_base(token: u64) -> u64 {
     (token & ((1 << 40) - 1)) << 3
 }
 
-/// A queued request waiting for a free slot (storage is the caller's, see [`BacklogEntry::storage`]).
-#[derive(Debug)]
-pub struct BacklogEntry {
-    pub(crate) req: Option<MsgBuf>,
-    pub(crate) resp: Option<MsgBuf>,
-    pub(crate) tag: u64,
-    pub(crate) next: u32,
-    pub(crate) cont: u8,
-    pub(crate) req_type: u8,
-}
-
-impl BacklogEntry {
-    pub const EMPTY: BacklogEntry = BacklogEntry { req: None, resp: None, tag: 0, next: NIL, cont: 0, req_type: 0 };
-
-    /// Storage for `n` queued requests.
-    #[cfg(feature = "std")]
-    pub fn storage(n: usize) -> std::vec::Vec<BacklogEntry> {
-        (0..n).map(|_| BacklogEntry::EMPTY).collect()
-    }
-}
-
 // The per-packet fields stay within the cache lines the layout comments promise.
 const _: () = {
     use core::mem::{offset_of, size_of};
@@ -322,5 +381,7 @@ const _: () = {
     assert!(offset_of!(Slot, resp_pkts) + 2 <= 64);
     assert!(offset_of!(Slot, in_wheel) < 128);
     assert!(offset_of!(Slot, tx_ts) + 4 <= 128);
+    assert!(offset_of!(Slot, req_size) + 4 <= 128);
     assert!(size_of::<Slot>() == 256);
+    assert!(offset_of!(Session, slots) == 256);
 };

@@ -12,24 +12,23 @@
 
 use crate::pattern;
 use erpc_dataplane::fault::FaultInjector;
-use erpc_dataplane::{Clock, Completion, HandlerMode, ReqHandle, Rpc, RpcConfig, RpcMemory, SessionId, Transport};
+use erpc_dataplane::{
+    Clock, Completion, EndpointMemory, HandlerMode, OwnedMemory, ReqHandle, Rpc, RpcConfig, SessionId, Transport,
+};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 /// Endpoint memory (4 sessions, a backlog of 64) whose region is `bytes` of DMA memory from
-/// `space`, leaked so that it outlives the endpoint.
+/// `space`, kept for the rest of the process (msgbufs may outlive the endpoint).
 pub fn dma_endpoint_memory(
     space: &std::sync::Arc<erpc_hugepages::DmaSpace>,
     bytes: usize,
     page: erpc_hugepages::PageSize,
-) -> Result<RpcMemory<'static>, erpc_hugepages::DmaError> {
+) -> Result<OwnedMemory, erpc_hugepages::DmaError> {
     let mem = Box::leak(Box::new(space.alloc(bytes, page)?));
-    Ok(RpcMemory {
-        // SAFETY: leaked, so it outlives the endpoint; devices only read it (transmit).
-        region: unsafe { mem.dataplane_region() },
-        sessions: erpc_dataplane::Session::storage(4).leak(),
-        backlog: erpc_dataplane::BacklogEntry::storage(64).leak(),
-    })
+    // SAFETY: leaked, so it outlives the endpoint and its msgbufs; devices only read it (transmit).
+    let region = unsafe { mem.dataplane_region() };
+    Ok(OwnedMemory::new(region, 4, 64))
 }
 
 /// The request type of the loopback service.
@@ -142,8 +141,8 @@ impl<A: Transport, B: Transport, C: Clock + Copy> Loopback<A, B, C> {
     pub fn connect(
         a: A,
         b: B,
-        mem_a: RpcMemory<'static>,
-        mem_b: RpcMemory<'static>,
+        mem_a: impl Into<EndpointMemory<'static>>,
+        mem_b: impl Into<EndpointMemory<'static>>,
         clock: C,
         rpc_cfg: RpcConfig,
         cfg: &LoopbackConfig,
@@ -151,15 +150,15 @@ impl<A: Transport, B: Transport, C: Clock + Copy> Loopback<A, B, C> {
         let a = FaultInjector::new(a, 0.0, 0.0, cfg.seed);
         let b = FaultInjector::new(b, 0.0, 0.0, cfg.seed ^ 0x5555);
         let client =
-            Rpc::new(a, clock, Client::default(), mem_a, rpc_cfg).map_err(|e| format!("client endpoint: {e:?}"))?;
+            Rpc::new(a, clock, Client::default(), mem_a, rpc_cfg).map_err(|e| format!("client endpoint: {e}"))?;
         let mut server =
-            Rpc::new(b, clock, Server::default(), mem_b, rpc_cfg).map_err(|e| format!("server endpoint: {e:?}"))?;
+            Rpc::new(b, clock, Server::default(), mem_b, rpc_cfg).map_err(|e| format!("server endpoint: {e}"))?;
         server
             .register_handler(REQ_LOOPBACK, handler::<B, C>, HandlerMode::Foreground)
-            .map_err(|e| format!("register handler: {e:?}"))?;
+            .map_err(|e| format!("register handler: {e}"))?;
         let mut lb = Loopback { session: SessionId(0), client, server, next_tag: 1 };
         let addr = lb.server.local_addr();
-        lb.session = lb.client.create_session(addr).map_err(|e| format!("create_session: {e:?}"))?;
+        lb.session = lb.client.create_session(addr).map_err(|e| format!("create_session: {e}"))?;
         let s = lb.session;
         lb.drive(cfg.phase_timeout_ns, |l| {
             l.client.session_state(s) != erpc_dataplane::SessionState::ConnectInProgress

@@ -18,12 +18,13 @@
 
 use crate::clock::Clock;
 use crate::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
-use crate::wire::{RoutingInfo, HEADROOM};
+use crate::wire::{RoutingInfo, UdpFrameHdr, HEADROOM};
 use core::cell::RefCell;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use zerocopy::FromBytes;
 
 /// Ports per fabric.
 pub const MAX_PORTS: usize = 8;
@@ -222,13 +223,14 @@ impl<'f, C: Clock> Fabric<'f, C> {
         // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
         // the frame leaves the TX queue (the Transport contract).
         let hr: [u8; HEADROOM] = unsafe { core::ptr::read_unaligned(p.segs[0].vaddr as *const [u8; HEADROOM]) };
-        let d = hr[5] as usize;
-        if hr[..5] != MAC_PREFIX || d >= inner.ports.len() {
+        let to = UdpFrameHdr::read_from_bytes(&hr).expect("42 bytes").dst();
+        let d = to.mac[5] as usize;
+        if to.mac[..5] != MAC_PREFIX || d >= inner.ports.len() {
             inner.ports[src].stats.no_route += 1;
             return;
         }
         let dst = inner.ports[d].addr;
-        if hr[30..34] != dst.ipv4 || hr[36..38] != dst.udp_port.to_be_bytes() {
+        if to.ipv4 != dst.ipv4 || to.udp_port != dst.udp_port {
             inner.ports[d].stats.no_route += 1;
             return;
         }
