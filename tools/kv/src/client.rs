@@ -401,18 +401,14 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>) {
             }
         }
     }
-    let mut sent = false;
     for c in 0..rpc.ctx().clients.len() {
         let l = &rpc.ctx().clients[c];
         if l.op.is_some() && !l.in_flight && l.retry_at_ns.is_some_and(|t| now >= t) {
             try_send(rpc, c);
-            sent = true;
         }
     }
-    if sent {
-        // Requests queued outside the event loop leave at the end of an iteration.
-        rpc.run_event_loop_once();
-    }
+    // Retries queued outside the event loop go to the transport now, not at the next poll.
+    rpc.transmit();
 }
 
 /// Asks replica `i` for its statistics (the answer lands in `last_stats`); `reset` clears its

@@ -19,6 +19,8 @@
 //!    follower's append response rides in the eRPC response to the leader's append); what is
 //!    left in an outbox goes out as one `RAFT` request per peer (at most [`WINDOW`] in flight),
 //!    and messages larger than `part_size` (snapshots) as a series of `RAFT_PART` requests.
+//!    All of it goes to the transport before [`poll`] returns ([`Rpc::transmit`]), not at the
+//!    end of the next event-loop iteration.
 //!
 //! # Clients
 //!
@@ -250,8 +252,6 @@ pub struct Replica {
     last_snapshot: u64,
     /// A storage failure: the replica stops (see [`poll`]).
     failed: Option<String>,
-    /// Requests or responses were queued outside the event loop (see [`poll`]).
-    queued: bool,
     /// Iterations of [`poll`]: the clock is read every [`CLOCK_EVERY`].
     polls: u32,
 }
@@ -333,7 +333,6 @@ impl Replica {
             ticks: 0,
             last_snapshot,
             failed: None,
-            queued: false,
             polls: 0,
         })
     }
@@ -640,7 +639,6 @@ fn write_reply(out: &mut [u8], status: Status, value: &[u8], leader: u64, addr: 
 
 /// Answers a request with `payload`, in the preallocated buffer if it fits.
 fn respond_bytes<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, h: ReqHandle, payload: &[u8]) {
-    rpc.ctx_mut().queued = true;
     if payload.len() <= rpc.max_data_per_pkt() {
         if let Some((_, out)) = rpc.request_and_prealloc_response(&h) {
             out[..payload.len()].copy_from_slice(payload);
@@ -918,7 +916,6 @@ fn send<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, i: usize, req_type: 
     };
     match rpc.enqueue_request(s, req_type, req, resp, on_raft_resp::<T, C>, tag) {
         Ok(()) => {
-            rpc.ctx_mut().queued = true;
             rpc.ctx_mut().peers[i].inflight += 1;
             true
         }
@@ -980,7 +977,6 @@ fn flush<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
 /// module docs). An error is a storage failure: the replica must stop.
 pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), String> {
     rpc.run_event_loop_once();
-    rpc.ctx_mut().queued = false;
     if let Some(e) = rpc.ctx().failed.clone() {
         return Err(e);
     }
@@ -1014,11 +1010,9 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), St
     }
     send_replies(rpc);
     flush(rpc);
-    // What was queued outside the event loop leaves at the end of an iteration: run one now
-    // rather than at the next poll (the endpoint has no separate flush).
-    if std::mem::take(&mut rpc.ctx_mut().queued) {
-        rpc.run_event_loop_once();
-    }
+    // What was queued outside the event loop (answers, Raft requests) goes to the transport
+    // now rather than at the end of the next poll's event-loop iteration.
+    rpc.transmit();
     Ok(())
 }
 
