@@ -8,11 +8,11 @@
 //!   event loops polled in turn), over UDP on loopback or the in-memory fabric.
 
 use crate::bench::progress_bar;
-use crate::endpoints::{clock, udp, udp_peer};
+use crate::endpoints::{clock, refusal, udp, udp_peer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
-use erpc_dataplane::RpcConfig;
+use erpc_dataplane::{RpcConfig, SmError};
 use erpc_driver::udp::UdpTransport;
 use erpc_kv::client::{self, ClientRpc};
 use erpc_kv::cluster::{self, Clk, Cluster};
@@ -230,6 +230,9 @@ fn replica_config(
         bail!("--tick-us must be 1..=1000000");
     }
     c.tick_ns = r.tick_us * 1000;
+    // Writes and reads the store cannot complete are answered try-again after 1 s, whatever the
+    // tick: well within the endpoints' request_timeout_ns (10 s).
+    c.request_timeout_ticks = (1_000_000 / r.tick_us).max(1);
     c.election_ticks = r.election_ticks;
     c.heartbeat_ticks = r.heartbeat_ticks;
     c.snapshot_every = r.snapshot_every;
@@ -284,7 +287,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// A client endpoint over UDP with `clients` logical clients, connected to at least one replica
-/// (5 s at most).
+/// (5 s at most; less if every replica refuses, which says why).
 fn udp_client(
     peers: &[SocketAddrV4],
     bind: Option<SocketAddrV4>,
@@ -306,7 +309,16 @@ fn udp_client(
     let t0 = Instant::now();
     while cli.ctx().connected() == 0 {
         client::poll(&mut cli);
-        if t0.elapsed() > Duration::from_secs(5) {
+        let k = cli.ctx();
+        let all_refused = (0..peers.len()).all(|i| k.connect_error(i).is_some_and(|e| e != SmError::RemoteUnreachable));
+        if all_refused || t0.elapsed() > Duration::from_secs(5) {
+            if let Some((i, e)) = k.refusal() {
+                return Err(refusal(e, cli.config())).context(format!(
+                    "connecting to replica {} at {}",
+                    i + 1,
+                    peers[i]
+                ));
+            }
             return Err(anyhow!("are they running (`erpc kv serve`), and are the addresses right?"))
                 .context(format!("no replica answered at {} within 5 s", peers_text(peers)));
         }
@@ -746,4 +758,30 @@ fn run_local<T: Transport>(
         return Err(f);
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replicas_answer_try_again_within_the_request_timeout_at_any_tick() {
+        let lo = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0);
+        for tick_us in [1, 1000, 3000, 20_000, 1_000_000] {
+            let r = RaftArgs {
+                durability: DurabilityKind::None,
+                dir: None,
+                tick_us,
+                election_ticks: 100,
+                heartbeat_ticks: 10,
+                snapshot_every: 100_000,
+            };
+            let c = replica_config(1, vec![udp_peer(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))], &r, None).unwrap();
+            let hold = c.request_timeout_ticks * c.tick_ns;
+            // One second, to a tick.
+            assert!(hold <= 1_000_000_000 && hold > 1_000_000_000 - c.tick_ns, "{tick_us} us: {hold} ns");
+            // The endpoint accepts it: the store answers before the clients' eRPC gives up.
+            cluster::replica_endpoint(udp(lo).unwrap(), shared_clock(), udp_rpc_config(), c).unwrap();
+        }
+    }
 }

@@ -174,3 +174,29 @@ fn no_leader_is_an_error_that_says_so() {
     assert!(err.contains("no leader answered within 1 s"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn an_endpoint_that_is_no_replica_is_reported_as_refusing() {
+    // A client waiting for replicas that do not exist: an eRPC endpoint that serves no requests.
+    let [other, nobody] = free_ports(2)[..] else { unreachable!() };
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_erpc"))
+        .args(["kv", "get", "--peers", &format!("127.0.0.1:{nobody}"), "--bind", &format!("127.0.0.1:{other}"), "k"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("erpc kv get");
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let out = erpc(&["kv", "get", "--peers", &format!("127.0.0.1:{other}"), "k"]);
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with(&format!("erpc: connecting to replica 1 at 127.0.0.1:{other}: the server refused")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Said at once, not after the 5 s a silent address gets.
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}

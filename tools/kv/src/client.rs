@@ -11,7 +11,7 @@
 use crate::proto::{self, ClientRequest, ClientRespHdr, OpCode, StatsResp, Status};
 use erpc_dataplane::clock::Clock;
 use erpc_dataplane::transport::{EndpointAddr, Transport};
-use erpc_dataplane::{Completion, Rpc, RpcError, SessionEvent, SessionId};
+use erpc_dataplane::{Completion, Rpc, RpcError, SessionEvent, SessionId, SmError};
 use std::collections::VecDeque;
 use zerocopy::FromBytes;
 
@@ -115,6 +115,8 @@ struct Replica {
     session: Option<SessionId>,
     connected: bool,
     retry_at_ns: u64,
+    /// Why the last connect attempt failed, until one succeeds.
+    connect_error: Option<SmError>,
 }
 
 struct Logical {
@@ -202,6 +204,20 @@ impl KvClient {
         self.replicas.iter().filter(|r| r.connected).count()
     }
 
+    /// Why the last connect attempt to replica `i` (index into the peers) failed, if it has not
+    /// connected since: [`SmError::RemoteUnreachable`] when nothing answered there, another
+    /// error when an endpoint answered and refused the session (it is no replica, or it is out
+    /// of sessions, or this address holds its maximum of sessions).
+    pub fn connect_error(&self, i: usize) -> Option<SmError> {
+        self.replicas.get(i).and_then(|r| r.connect_error)
+    }
+
+    /// The first replica that refused a session (an endpoint answered and said no), and why.
+    pub fn refusal(&self) -> Option<(usize, SmError)> {
+        (0..self.replicas.len())
+            .find_map(|i| self.connect_error(i).filter(|e| *e != SmError::RemoteUnreachable).map(|e| (i, e)))
+    }
+
     /// The replica logical client `c` believes leads (index into the peers).
     pub fn leader_guess(&self, c: usize) -> usize {
         self.clients[c].leader
@@ -249,8 +265,12 @@ fn try_send<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, c: usize) {
     let l = &k.clients[c];
     let Some(op) = l.op.clone() else { return };
     if now.saturating_sub(l.invoke_ns) > k.cfg.op_timeout_ns {
-        let what = if k.connected() == 0 { "no replica answered" } else { "no leader answered" };
-        let msg = format!("{what} within {} s", k.cfg.op_timeout_ns as f64 / 1e9);
+        let secs = k.cfg.op_timeout_ns as f64 / 1e9;
+        let msg = match (k.connected(), k.refusal()) {
+            (0, Some((i, e))) => format!("no replica accepted a session within {secs} s: replica {}: {e}", i + 1),
+            (0, None) => format!("no replica answered within {secs} s"),
+            _ => format!("no leader answered within {secs} s"),
+        };
         return k.finish(c, Outcome::Failed(msg), now);
     }
     let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| k.replicas[i].connected) else {
@@ -361,14 +381,18 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
 fn on_session<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, ev: SessionEvent) {
     let now = rpc.clock().now_ns();
     let k = rpc.ctx_mut();
-    let (s, up) = match ev {
-        SessionEvent::Connected(s) => (s, true),
-        SessionEvent::ConnectFailed(s, _) | SessionEvent::Reset(s, _) => (s, false),
-        SessionEvent::Disconnected { session, .. } => (session, false),
+    let (s, up, err) = match ev {
+        SessionEvent::Connected(s) => (s, true, None),
+        SessionEvent::ConnectFailed(s, e) => (s, false, Some(e)),
+        SessionEvent::Reset(s, _) => (s, false, None),
+        SessionEvent::Disconnected { session, .. } => (session, false, None),
     };
     let reconnect = k.cfg.reconnect_ns;
     if let Some(r) = k.replicas.iter_mut().find(|r| r.session == Some(s)) {
         r.connected = up;
+        if up || err.is_some() {
+            r.connect_error = err;
+        }
         if !up {
             r.session = None;
             r.retry_at_ns = now + reconnect;

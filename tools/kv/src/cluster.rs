@@ -32,13 +32,29 @@ pub const REPLICA_REGION: usize = 128 << 20;
 /// Sessions of a replica's endpoint: its peers, theirs, and clients.
 pub const REPLICA_SESSIONS: usize = 256;
 
-/// Builds replica `cfg.id`'s endpoint on `nic`, recovering its log if durable.
+/// Builds replica `cfg.id`'s endpoint on `nic`, recovering its log if durable, with its handlers
+/// registered (so it accepts sessions from the start). Refused if the replica would hold a
+/// client's request as long as `rpc_cfg.request_timeout_ns` (see
+/// [`ReplicaConfig::request_timeout_ticks`]).
+///
+/// [`ReplicaConfig::request_timeout_ticks`]: crate::ReplicaConfig::request_timeout_ticks
 pub fn replica_endpoint<T: Transport>(
     nic: T,
     clock: Clk,
     rpc_cfg: RpcConfig,
     cfg: ReplicaConfig,
 ) -> Result<ReplicaRpc<T, Clk>, String> {
+    let hold = cfg.request_timeout_ticks.saturating_mul(cfg.tick_ns);
+    if hold >= rpc_cfg.request_timeout_ns {
+        return Err(format!(
+            "the store's request timeout ({} ticks of {} us) must be shorter than the endpoints' \
+             request_timeout_ns ({} ms): clients would reset their sessions before the store answers \
+             try-again (fewer request_timeout_ticks, or a longer request_timeout_ns)",
+            cfg.request_timeout_ticks,
+            cfg.tick_ns / 1000,
+            rpc_cfg.request_timeout_ns / 1_000_000
+        ));
+    }
     let r = Replica::new(cfg)?;
     let mut rpc = Rpc::new(nic, clock, r, memory(REPLICA_REGION, REPLICA_SESSIONS), rpc_cfg)
         .map_err(|e| format!("replica endpoint: {e}"))?;

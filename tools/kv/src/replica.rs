@@ -93,7 +93,10 @@ pub struct ReplicaConfig {
     /// Largest message a peer may send in parts (a snapshot).
     pub max_assembly: usize,
     pub read_mode: ReadMode,
-    /// A write or read pending for this many ticks is answered `TryAgain`.
+    /// A write or read pending for this many ticks is answered `TryAgain`. Must be shorter than
+    /// the clients' eRPC `request_timeout_ns` (10 s by default), which fails a request its server
+    /// holds that long and resets its session, with every other request on it:
+    /// [`crate::cluster::replica_endpoint`] refuses one as long as its own endpoint's.
     pub request_timeout_ticks: u64,
     /// Raft's `skip_bcast_commit`: followers learn the commit index with the next append or
     /// heartbeat instead of an extra empty append per commit (half the messages per write).
