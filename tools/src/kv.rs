@@ -256,9 +256,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let durability = cfg.durability.name();
     let starting = || format!("starting replica {} on udp {me}", a.id);
     let t = udp(me).with_context(starting)?;
-    let mut rpc = cluster::replica_endpoint(t, shared_clock(), udp_rpc_config(), cfg)
-        .map_err(anyhow::Error::msg)
-        .with_context(starting)?;
+    let mut rpc = cluster::replica_endpoint(t, shared_clock(), udp_rpc_config(), cfg).with_context(starting)?;
     let rec = rpc.ctx().recovered.clone();
     eprintln!(
         "erpc kv: replica {} of {} serving on udp {me} (durability {durability}{}); Ctrl-C to stop",
@@ -269,9 +267,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let mut idle = 0u32;
     let mut last_rx = 0;
     loop {
-        erpc_kv::replica::poll(&mut rpc)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("replica {} stopped", a.id))?;
+        erpc_kv::replica::poll(&mut rpc).with_context(|| format!("replica {} stopped", a.id))?;
         if a.idle_sleep_us > 0 {
             let rx = rpc.stats().rx_pkts;
             if rx == last_rx {
@@ -303,9 +299,7 @@ fn udp_client(
     let mut cc = ClientConfig::new(peers.iter().map(|p| udp_peer(*p)).collect(), clients);
     cc.max_value = max_value;
     let t = udp(bind).context("starting the client")?;
-    let mut cli = cluster::client_endpoint(t, shared_clock(), udp_rpc_config(), cc)
-        .map_err(anyhow::Error::msg)
-        .context("starting the client")?;
+    let mut cli = cluster::client_endpoint(t, shared_clock(), udp_rpc_config(), cc).context("starting the client")?;
     let t0 = Instant::now();
     while cli.ctx().connected() == 0 {
         client::poll(&mut cli);
@@ -685,14 +679,14 @@ fn local(a: LocalArgs) -> anyhow::Result<()> {
                 (0..3).map(|_| udp(lo).map(Some)).collect::<anyhow::Result<_>>()?;
             let peers: Vec<EndpointAddr> = nics.iter().map(|n| n.as_ref().expect("bound").local_addr()).collect();
             let cfgs = (0..3).map(|i| cfg(i as u64 + 1, peers.clone())).collect::<Result<Vec<_>, _>>()?;
-            let new_nic =
-                Box::new(move |i: usize| nics[i].take().ok_or_else(|| "a UDP replica cannot restart here".to_string()));
-            let mut c = Cluster::new(shared_clock(), udp_rpc_config(), cfgs, new_nic)
-                .map_err(anyhow::Error::msg)
-                .context("starting the replicas")?;
+            let new_nic = Box::new(move |i: usize| {
+                nics[i].take().ok_or_else(|| erpc_kv::Error::Config("a UDP replica of `local` cannot restart".into()))
+            });
+            let mut c =
+                Cluster::new(shared_clock(), udp_rpc_config(), cfgs, new_nic).context("starting the replicas")?;
             let mut cc = ClientConfig::new(peers, a.load.clients);
             cc.max_value = a.load.value_size;
-            c.add_client(udp(lo)?, cc).map_err(anyhow::Error::msg).context("starting the client")?;
+            c.add_client(udp(lo)?, cc).context("starting the client")?;
             run_local(c, &a.load, "udp", setup)?
         }
         LocalTransport::Sim => {
@@ -717,7 +711,6 @@ fn local(a: LocalArgs) -> anyhow::Result<()> {
                     cc
                 },
             )
-            .map_err(anyhow::Error::msg)
             .context("starting the cluster")?;
             if let Some(e) = err {
                 return Err(e);
@@ -744,7 +737,7 @@ fn run_local<T: Transport>(
             for (i, r) in replicas.iter_mut().enumerate() {
                 if let Some(rpc) = r {
                     if let Err(e) = erpc_kv::replica::poll(rpc) {
-                        failure.get_or_insert(anyhow!(e).context(format!("replica {} stopped", i + 1)));
+                        failure.get_or_insert(anyhow::Error::new(e).context(format!("replica {} stopped", i + 1)));
                         *r = None;
                     }
                 }

@@ -3,6 +3,7 @@
 //! which is what the tests use), or on any other transport (`erpc kv local`).
 
 use crate::client::{self, ClientConfig, ClientRpc, KvClient};
+use crate::error::Error;
 use crate::replica::{self, Replica, ReplicaConfig, ReplicaRpc};
 use erpc_dataplane::clock::{Clock, SimClock};
 use erpc_dataplane::fabric::{Fabric, LinkParams, RxBuf, SimNic};
@@ -43,21 +44,21 @@ pub fn replica_endpoint<T: Transport>(
     clock: Clk,
     rpc_cfg: RpcConfig,
     cfg: ReplicaConfig,
-) -> Result<ReplicaRpc<T, Clk>, String> {
+) -> Result<ReplicaRpc<T, Clk>, Error> {
     let hold = cfg.request_timeout_ticks.saturating_mul(cfg.tick_ns);
     if hold >= rpc_cfg.request_timeout_ns {
-        return Err(format!(
+        return Err(Error::Config(format!(
             "the store's request timeout ({} ticks of {} us) must be shorter than the endpoints' \
              request_timeout_ns ({} ms): clients would reset their sessions before the store answers \
              try-again (fewer request_timeout_ticks, or a longer request_timeout_ns)",
             cfg.request_timeout_ticks,
             cfg.tick_ns / 1000,
             rpc_cfg.request_timeout_ns / 1_000_000
-        ));
+        )));
     }
     let r = Replica::new(cfg)?;
     let mut rpc = Rpc::new(nic, clock, r, memory(REPLICA_REGION, REPLICA_SESSIONS), rpc_cfg)
-        .map_err(|e| format!("replica endpoint: {e}"))?;
+        .map_err(|cause| Error::Endpoint { what: "replica", cause })?;
     Replica::register(&mut rpc);
     Ok(rpc)
 }
@@ -68,10 +69,10 @@ pub fn client_endpoint<T: Transport>(
     clock: Clk,
     rpc_cfg: RpcConfig,
     cfg: ClientConfig,
-) -> Result<ClientRpc<T, Clk>, String> {
+) -> Result<ClientRpc<T, Clk>, Error> {
     let bytes = (32 << 20) + cfg.clients * 4 * (cfg.max_value + 4096).next_power_of_two();
     let mut rpc = Rpc::new(nic, clock, KvClient::new(cfg), memory(bytes, 64), rpc_cfg)
-        .map_err(|e| format!("client endpoint: {e}"))?;
+        .map_err(|cause| Error::Endpoint { what: "client", cause })?;
     KvClient::register(&mut rpc);
     Ok(rpc)
 }
@@ -84,11 +85,11 @@ pub struct Cluster<T: Transport> {
     pub clients: Vec<ClientRpc<T, Clk>>,
     pub cfgs: Vec<ReplicaConfig>,
     pub rpc_cfg: RpcConfig,
-    new_nic: Box<dyn FnMut(usize) -> Result<T, String>>,
+    new_nic: Box<dyn FnMut(usize) -> Result<T, Error>>,
     /// Moves simulated time on after each round (simulated clusters).
     sim: Option<SimTime>,
     /// Storage failures, by replica (a failed replica is taken down).
-    pub failures: Vec<(usize, String)>,
+    pub failures: Vec<(usize, Error)>,
 }
 
 struct SimTime {
@@ -106,8 +107,8 @@ impl<T: Transport> Cluster<T> {
         clock: Clk,
         rpc_cfg: RpcConfig,
         cfgs: Vec<ReplicaConfig>,
-        mut new_nic: Box<dyn FnMut(usize) -> Result<T, String>>,
-    ) -> Result<Cluster<T>, String> {
+        mut new_nic: Box<dyn FnMut(usize) -> Result<T, Error>>,
+    ) -> Result<Cluster<T>, Error> {
         let mut replicas = Vec::new();
         for (i, c) in cfgs.iter().enumerate() {
             replicas.push(Some(replica_endpoint(new_nic(i)?, clock.clone(), rpc_cfg, c.clone())?));
@@ -116,7 +117,7 @@ impl<T: Transport> Cluster<T> {
     }
 
     /// Adds a client endpoint.
-    pub fn add_client(&mut self, nic: T, cfg: ClientConfig) -> Result<usize, String> {
+    pub fn add_client(&mut self, nic: T, cfg: ClientConfig) -> Result<usize, Error> {
         self.clients.push(client_endpoint(nic, self.clock.clone(), self.rpc_cfg, cfg)?);
         Ok(self.clients.len() - 1)
     }
@@ -192,7 +193,7 @@ impl<T: Transport> Cluster<T> {
 
     /// Starts replica `i` again on a new endpoint at the same address; with `fsync` durability it
     /// recovers its log first.
-    pub fn restart(&mut self, i: usize) -> Result<(), String> {
+    pub fn restart(&mut self, i: usize) -> Result<(), Error> {
         self.replicas[i] = None;
         let nic = (self.new_nic)(i)?;
         if let Some(s) = &self.sim {
@@ -248,9 +249,12 @@ impl Cluster<FabricNic> {
         rpc_cfg: RpcConfig,
         mut cfg: impl FnMut(ReplicaConfig) -> ReplicaConfig,
         client_cfg: impl Fn(ClientConfig) -> ClientConfig,
-    ) -> Result<Cluster<FabricNic>, String> {
+    ) -> Result<Cluster<FabricNic>, Error> {
         if o.replicas + o.client_endpoints.len() > erpc_dataplane::fabric::MAX_PORTS {
-            return Err(format!("the simulated fabric has {} ports", erpc_dataplane::fabric::MAX_PORTS));
+            return Err(Error::Config(format!(
+                "the simulated fabric has {} ports, for replicas and client endpoints together",
+                erpc_dataplane::fabric::MAX_PORTS
+            )));
         }
         // Leaked: the NICs borrow the fabric, and the fabric each port's receive ring, for as
         // long as they live (endpoints may outlive the cluster).
@@ -281,7 +285,7 @@ impl Cluster<FabricNic> {
         o: &SimOptions,
         cfg: impl FnMut(ReplicaConfig) -> ReplicaConfig,
         client_cfg: impl Fn(ClientConfig) -> ClientConfig,
-    ) -> Result<Cluster<FabricNic>, String> {
+    ) -> Result<Cluster<FabricNic>, Error> {
         let sc = Rc::new(SimClock::new());
         sc.set(1_000_000);
         Cluster::on_fabric(o, sc.clone(), Some(sc), sim_rpc_config(o.seed), cfg, client_cfg)

@@ -8,7 +8,8 @@
 //! Clients ([`client`]) put, get and delete keys; writes are applied exactly once across retries
 //! and leader changes ([`state`]), reads are linearizable (Raft's read index). The log is in
 //! memory or made durable with tikv's `raft-engine` ([`storage`]). [`cluster`] polls replicas
-//! and clients on one thread, on the simulated fabric (the tests) or any transport.
+//! and clients on one thread, on the simulated fabric (the tests) or any transport. Failures to
+//! start or to go on are an [`Error`] whose cause is its `source()`.
 //!
 //! | module | what |
 //! |---|---|
@@ -19,10 +20,12 @@
 //! | [`replica`] | a replica's endpoint context, handlers and loop |
 //! | [`client`] | logical clients: redirects, retries, recorded histories |
 //! | [`cluster`] | endpoints, and clusters polled round-robin (simulated fabric or any transport) |
+//! | [`error`] | the store's error type |
 
 pub mod client;
 pub mod cluster;
 pub mod codec;
+pub mod error;
 pub mod proto;
 pub mod replica;
 pub mod state;
@@ -30,5 +33,6 @@ pub mod storage;
 
 pub use client::{ClientConfig, Done, KvClient, Op, Outcome};
 pub use cluster::{Cluster, SimOptions};
+pub use error::Error;
 pub use replica::{ReadMode, Replica, ReplicaConfig};
 pub use storage::Durability;

@@ -34,6 +34,7 @@
 //! machine has applied up to the read index.
 
 use crate::codec;
+use crate::error::Error;
 use crate::proto::{self, ClientRequest, ClientRespHdr, OpCode, PartHdr, StatsResp, Status};
 use crate::state::KvState;
 use crate::storage::{Durability, KvStorage, Recovered};
@@ -254,7 +255,7 @@ pub struct Replica {
     ticks: u64,
     last_snapshot: u64,
     /// A storage failure: the replica stops (see [`poll`]).
-    failed: Option<String>,
+    failed: Option<Error>,
     /// Iterations of [`poll`]: the clock is read every [`CLOCK_EVERY`].
     polls: u32,
 }
@@ -271,22 +272,22 @@ impl Replica {
     /// Builds the replica's state: opens (and, with `fsync`, recovers) the log, restores the
     /// state machine from the latest snapshot, and builds the Raft node. The endpoint is built by
     /// the caller ([`Rpc::new`] with this as its context), then [`Replica::register`].
-    pub fn new(cfg: ReplicaConfig) -> Result<Replica, String> {
+    pub fn new(cfg: ReplicaConfig) -> Result<Replica, Error> {
         let n = cfg.peers.len() as u64;
         if n == 0 || cfg.id == 0 || cfg.id > n {
-            return Err(format!("replica id {} is not in 1..={n} (one per --peers address)", cfg.id));
+            return Err(Error::Config(format!("replica id {} is not in 1..={n} (one per --peers address)", cfg.id)));
         }
         if cfg.tick_ns == 0 || cfg.heartbeat_ticks == 0 || cfg.election_ticks <= cfg.heartbeat_ticks {
-            return Err("the election timeout must be longer than the heartbeat interval".into());
+            return Err(Error::Config("the election timeout must be longer than the heartbeat interval".into()));
         }
         if cfg.part_size < 1024 || cfg.part_size > MAX_BATCH {
-            return Err(format!("the part size must be 1024..={MAX_BATCH} bytes"));
+            return Err(Error::Config(format!("the part size must be 1024..={MAX_BATCH} bytes")));
         }
         let voters: Vec<u64> = (1..=n).collect();
         let (storage, recovered) = KvStorage::open(voters, &cfg.durability)?;
         let snap = storage.latest_snapshot();
         let mut sm = if snap.get_metadata().index > 0 {
-            KvState::decode(&snap.data).map_err(|e| format!("the recovered snapshot: {e}"))?
+            KvState::decode(&snap.data).map_err(|e| Error::Corrupt(format!("the recovered snapshot: {e}")))?
         } else {
             KvState::default()
         };
@@ -307,9 +308,9 @@ impl Replica {
             batch_append: true,
             ..Default::default()
         };
-        rc.validate().map_err(|e| format!("raft configuration: {e}"))?;
+        rc.validate().map_err(Error::raft)?;
         let logger = slog::Logger::root(slog::Discard, slog::o!());
-        let node = RawNode::new(&rc, storage, &logger).map_err(|e| format!("raft: {e}"))?;
+        let node = RawNode::new(&rc, storage, &logger).map_err(Error::raft)?;
         let peers = cfg
             .peers
             .iter()
@@ -374,8 +375,8 @@ impl Replica {
     }
 
     /// Why the replica stopped, if it did (a storage failure).
-    pub fn failure(&self) -> Option<&str> {
-        self.failed.as_deref()
+    pub fn failure(&self) -> Option<&Error> {
+        self.failed.as_ref()
     }
 
     /// Writes and reads waiting for an answer.
@@ -489,7 +490,7 @@ impl Replica {
     }
 
     /// Handles one Ready; see the module docs.
-    fn handle_ready(&mut self) -> Result<(), String> {
+    fn handle_ready(&mut self) -> Result<(), Error> {
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             if ss.raft_state == StateRole::Leader {
@@ -501,7 +502,8 @@ impl Replica {
         self.route(rd.take_messages());
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            let sm = KvState::decode(&snap.data).map_err(|e| format!("a snapshot from the leader: {e}"))?;
+            let sm =
+                KvState::decode(&snap.data).map_err(|e| Error::Corrupt(format!("a snapshot from the leader: {e}")))?;
             self.node.mut_store().apply_snapshot(snap)?;
             let record = self.sm.record.take().map(|_| Vec::new());
             self.sm = KvState { record, ..sm };
@@ -586,7 +588,7 @@ impl Replica {
         }
     }
 
-    fn maybe_snapshot(&mut self) -> Result<(), String> {
+    fn maybe_snapshot(&mut self) -> Result<(), Error> {
         let every = self.cfg.snapshot_every;
         if every == 0 || self.sm.applied < self.last_snapshot + every {
             return Ok(());
@@ -977,8 +979,9 @@ fn flush<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
 }
 
 /// One iteration of a replica: the endpoint's event loop, then the replica's work (see the
-/// module docs). An error is a storage failure: the replica must stop.
-pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), String> {
+/// module docs). An error is a storage failure (or a snapshot that does not decode): the
+/// replica must stop, and every later call returns the same error.
+pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), Error> {
     rpc.run_event_loop_once();
     if let Some(e) = rpc.ctx().failed.clone() {
         return Err(e);

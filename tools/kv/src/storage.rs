@@ -12,6 +12,7 @@
 //! The snapshot is kept apart from the log start: the log is compacted only up to a snapshot, and
 //! may keep entries before it, so a follower slightly behind still catches up from the log.
 
+use crate::error::Error;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::collections::VecDeque;
@@ -76,10 +77,6 @@ pub struct Recovered {
     pub snapshot_index: u64,
 }
 
-fn engine_err(e: raft_engine::Error) -> String {
-    e.to_string()
-}
-
 impl KvStorage {
     /// A new, empty log of a group whose voters are `voters`.
     pub fn new(voters: Vec<u64>) -> KvStorage {
@@ -98,16 +95,16 @@ impl KvStorage {
 
     /// Opens the log as `durability` says: empty in memory, or recovered from the raft-engine
     /// directory (created if missing). A directory that cannot be used is an error saying which.
-    pub fn open(voters: Vec<u64>, durability: &Durability) -> Result<(KvStorage, Recovered), String> {
+    pub fn open(voters: Vec<u64>, durability: &Durability) -> Result<(KvStorage, Recovered), Error> {
         let mut s = KvStorage::new(voters);
         let Durability::Fsync { dir } = durability else {
             return Ok((s, Recovered::default()));
         };
         let engine = open_engine(dir)?;
-        let what = |e: raft_engine::Error| format!("recovering the log in {}: {e}", dir.display());
+        let what = |e: raft_engine::Error| Error::storage(format!("recovering the log in {}", dir.display()), e);
         if let Some(snap) = engine.get(GROUP, KEY_SNAPSHOT) {
             let snap: Snapshot = protobuf::Message::parse_from_bytes(&snap)
-                .map_err(|e| format!("snapshot in {}: {e}", dir.display()))?;
+                .map_err(|e| Error::storage(format!("reading the snapshot in {}", dir.display()), e))?;
             let m = snap.get_metadata();
             s.start = (m.index, m.term);
             s.conf = m.get_conf_state().clone();
@@ -126,7 +123,11 @@ impl KvStorage {
             // right after it (entries kept before it are not needed after a restart).
             for e in v.into_iter().filter(|e| e.index > s.start.0) {
                 if e.index != s.last() + 1 {
-                    return Err(format!("the log in {} has a gap before entry {}", dir.display(), e.index));
+                    return Err(Error::Corrupt(format!(
+                        "the log in {} has a gap before entry {}",
+                        dir.display(),
+                        e.index
+                    )));
                 }
                 s.entries.push_back(e);
             }
@@ -181,14 +182,14 @@ impl KvStorage {
     /// if it changed; then, with durability, writes both, and syncs once if `sync` (raft-rs's
     /// `must_sync`: new entries, term or vote; a hard state that only moves the commit index
     /// goes to the log unsynced, as a lost one is learnt again from the leader).
-    pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<(), String> {
+    pub fn persist(&mut self, ents: &[Entry], hs: Option<&HardState>, sync: bool) -> Result<(), Error> {
         if let Some(first) = ents.first() {
             let first_idx = first.index;
             if first_idx <= self.start.0 {
-                return Err(format!("append at {first_idx} is before the log start {}", self.start.0));
+                return Err(Error::Corrupt(format!("append at {first_idx} is before the log start {}", self.start.0)));
             }
             if first_idx > self.last() + 1 {
-                return Err(format!("append at {first_idx} leaves a gap after {}", self.last()));
+                return Err(Error::Corrupt(format!("append at {first_idx} leaves a gap after {}", self.last())));
             }
             self.entries.truncate((first_idx - self.first()) as usize);
             self.entries.extend(ents.iter().cloned());
@@ -200,14 +201,15 @@ impl KvStorage {
             if ents.is_empty() && hs.is_none() {
                 return Ok(());
             }
+            let failed = |e| Error::storage("writing the log", e);
             let mut b = raft_engine::LogBatch::default();
             if !ents.is_empty() {
-                b.add_entries::<EntryExt>(GROUP, ents).map_err(engine_err)?;
+                b.add_entries::<EntryExt>(GROUP, ents).map_err(failed)?;
             }
             if let Some(hs) = hs {
-                b.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(engine_err)?;
+                b.put_message(GROUP, KEY_HARD_STATE.to_vec(), hs).map_err(failed)?;
             }
-            self.synced_bytes += engine.write(&mut b, sync).map_err(engine_err)? as u64;
+            self.synced_bytes += engine.write(&mut b, sync).map_err(failed)? as u64;
             self.syncs += sync as u64;
         }
         Ok(())
@@ -220,13 +222,13 @@ impl KvStorage {
 
     /// Installs a snapshot received from the leader: it replaces the log, the configuration and
     /// the commit index. Durable before it returns.
-    pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), String> {
+    pub fn apply_snapshot(&mut self, snap: Snapshot) -> Result<(), Error> {
         let m = snap.get_metadata();
         let (index, term) = (m.index, m.term);
         if index <= self.snapshot.get_metadata().index
             && !self.snapshot.get_metadata().get_conf_state().voters.is_empty()
         {
-            return Err(StorageError::SnapshotOutOfDate.to_string());
+            return Err(Error::raft(raft::Error::Store(StorageError::SnapshotOutOfDate)));
         }
         self.hard.term = self.hard.term.max(term);
         self.hard.commit = self.hard.commit.max(index);
@@ -239,8 +241,8 @@ impl KvStorage {
 
     /// Keeps `data` (the state machine at the applied index `index`) as the latest snapshot and
     /// drops the entries up to `compact_to` (at most `index`). Durable before it returns.
-    pub fn snapshot_and_compact(&mut self, index: u64, data: Vec<u8>, compact_to: u64) -> Result<(), String> {
-        let term = self.term(index).map_err(|e| e.to_string())?;
+    pub fn snapshot_and_compact(&mut self, index: u64, data: Vec<u8>, compact_to: u64) -> Result<(), Error> {
+        let term = self.term(index).map_err(Error::raft)?;
         let mut snap = Snapshot { data: data.into(), ..Default::default() };
         let m = snap.mut_metadata();
         m.index = index;
@@ -249,25 +251,27 @@ impl KvStorage {
         self.snapshot = snap;
         let to = compact_to.min(index).min(self.last());
         if to > self.start.0 {
-            let t = self.term(to).map_err(|e| e.to_string())?;
+            let t = self.term(to).map_err(Error::raft)?;
             self.entries.drain(..(to - self.start.0) as usize);
             self.start = (to, t);
         }
         self.write_snapshot(to, false)
     }
 
-    fn write_snapshot(&mut self, compact_to: u64, replace_log: bool) -> Result<(), String> {
+    fn write_snapshot(&mut self, compact_to: u64, replace_log: bool) -> Result<(), Error> {
         let Some(engine) = &self.engine else { return Ok(()) };
         let mut b = raft_engine::LogBatch::default();
         if replace_log {
             // First: it drops everything of the group, keys included.
             b.add_command(GROUP, raft_engine::Command::Clean);
         }
-        let bytes = protobuf::Message::write_to_bytes(&self.snapshot).map_err(|e| e.to_string())?;
-        b.put(GROUP, KEY_SNAPSHOT.to_vec(), bytes).map_err(engine_err)?;
-        b.put_message(GROUP, KEY_CONF_STATE.to_vec(), &self.conf).map_err(engine_err)?;
-        b.put_message(GROUP, KEY_HARD_STATE.to_vec(), &self.hard).map_err(engine_err)?;
-        self.synced_bytes += engine.write(&mut b, true).map_err(engine_err)? as u64;
+        let failed = |e| Error::storage("writing a snapshot to the log", e);
+        let bytes = protobuf::Message::write_to_bytes(&self.snapshot)
+            .map_err(|e| Error::storage("encoding a snapshot for the log", e))?;
+        b.put(GROUP, KEY_SNAPSHOT.to_vec(), bytes).map_err(failed)?;
+        b.put_message(GROUP, KEY_CONF_STATE.to_vec(), &self.conf).map_err(failed)?;
+        b.put_message(GROUP, KEY_HARD_STATE.to_vec(), &self.hard).map_err(failed)?;
+        self.synced_bytes += engine.write(&mut b, true).map_err(failed)? as u64;
         self.syncs += 1;
         if !replace_log && compact_to > 0 {
             engine.compact_to(GROUP, compact_to + 1);
@@ -277,8 +281,9 @@ impl KvStorage {
     }
 }
 
-fn open_engine(dir: &Path) -> Result<raft_engine::Engine, String> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create the log directory {}: {e}", dir.display()))?;
+fn open_engine(dir: &Path) -> Result<raft_engine::Engine, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::storage(format!("cannot create the log directory {}", dir.display()), e))?;
     let cfg = raft_engine::Config {
         dir: dir.to_string_lossy().into_owned(),
         recovery_threads: 1,
@@ -286,7 +291,7 @@ fn open_engine(dir: &Path) -> Result<raft_engine::Engine, String> {
         purge_threshold: raft_engine::ReadableSize::mb(64),
         ..Default::default()
     };
-    raft_engine::Engine::open(cfg).map_err(|e| format!("cannot open the log in {}: {e}", dir.display()))
+    raft_engine::Engine::open(cfg).map_err(|e| Error::storage(format!("cannot open the log in {}", dir.display()), e))
 }
 
 impl Storage for KvStorage {
@@ -421,6 +426,9 @@ mod tests {
         let f = tempfile::NamedTempFile::new().unwrap();
         let d = Durability::Fsync { dir: f.path().join("sub") };
         let e = KvStorage::open(vec![1], &d).err().unwrap();
-        assert!(e.contains(&f.path().display().to_string()), "{e}");
+        assert!(matches!(e, Error::Storage { .. }), "{e:?}");
+        assert!(e.to_string().contains(&f.path().display().to_string()), "{e}");
+        // Why: the file system's error, as the cause.
+        assert!(std::error::Error::source(&e).is_some_and(|c| c.to_string().contains("os error")), "{e:?}");
     }
 }

@@ -50,8 +50,9 @@ fn a_store_request_timeout_past_the_endpoints_request_timeout_is_refused() {
         Cluster::on_fabric(&o, sc.clone(), Some(sc), rpc_cfg, fast, |c| c)
     };
     let Err(e) = build(200 * MS) else { panic!("a 200 ms store timeout against a 200 ms request timeout") };
+    assert!(matches!(e, erpc_kv::Error::Config(_)), "{e:?}");
     assert!(
-        e.contains(
+        e.to_string().contains(
             "request timeout (200 ticks of 1000 us) must be shorter than the endpoints' request_timeout_ns (200 ms)"
         ),
         "{e}"
