@@ -341,7 +341,9 @@ impl Replica {
         })
     }
 
-    /// Registers the replica's handlers on its endpoint.
+    /// Registers the replica's handlers on its endpoint. Call it before the endpoint's first
+    /// event-loop iteration: an endpoint without request handlers refuses every session
+    /// (`SmError::Refused`), so peers and clients that connect earlier are turned away.
     pub fn register<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
         let fg = HandlerMode::Foreground;
         for (t, f) in [
