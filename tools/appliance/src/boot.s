@@ -76,6 +76,28 @@ _start32:
     cmpl $2048, %ecx
     jb 2b
 
+    /* A guard page below the stack, left unmapped so that an overflow faults (src/idt.rs reports
+     * it on its own stack) instead of overwriting what lies below: the 2 MiB page holding it is
+     * mapped with a page table of 4 KiB pages instead (SDM Vol. 3A, Table 4-19), all but one. */
+    movl $stack_guard, %edx
+    andl $0xFFE00000, %edx              /* base of the 2 MiB region */
+    movl %edx, %eax
+    orl $0x3, %eax                      /* present, writable */
+    xorl %ecx, %ecx
+8:  movl %eax, boot_pt(,%ecx,8)
+    addl $4096, %eax
+    incl %ecx
+    cmpl $512, %ecx
+    jb 8b
+    movl $stack_guard, %ecx
+    shrl $12, %ecx
+    andl $511, %ecx
+    movl $0, boot_pt(,%ecx,8)           /* the guard page: not present */
+    shrl $21, %edx                      /* page directory entry of the region */
+    movl $boot_pt, %eax
+    orl $0x3, %eax
+    movl %eax, boot_pd(,%edx,8)
+
     /* Enter IA-32e mode (SDM Vol. 3A, 10.8.5): CR3, CR4.PAE, EFER.LME, then CR0.PG. CR4.OSFXSR and
      * OSXMMEXCPT enable SSE, which code built for x86_64-unknown-linux-gnu uses freely (floating
      * point, vectorised copies); CR0.EM and TS clear, MP and NE set (SDM Vol. 3A, 14.1.3). */
@@ -129,12 +151,16 @@ long_mode:
     hlt
     jmp 7b
 
-/* GDT (SDM Vol. 3A, 3.4.5 and 5.2.1): null, 64-bit code (L=1, D=0) at 0x08, data at 0x10. */
+/* GDT (SDM Vol. 3A, 3.4.5 and 5.2.1): null, 64-bit code (L=1, D=0) at 0x08, data at 0x10, and
+ * room at 0x18 for the 16-byte TSS descriptor that src/idt.rs fills in. */
     .balign 16
+    .global boot_gdt
 boot_gdt:
     .quad 0
     .quad 0x00AF9A000000FFFF
     .quad 0x00CF92000000FFFF
+    .quad 0
+    .quad 0
 boot_gdt_end:
 boot_gdtr:
     .word boot_gdt_end - boot_gdt - 1
@@ -182,11 +208,20 @@ boot_pdpt:
     .skip 4096
 boot_pd:
     .skip 4 * 4096
+boot_pt:
+    .skip 4096
+    .global stack_guard
+stack_guard:                            /* unmapped (see above) */
+    .skip 4096
     .global __stack_bottom
     .global __stack_top
 __stack_bottom:
-    .skip 0x80000                       /* 512 KiB (src/boot.rs reports the high-water mark) */
+    .skip 0x200000                      /* 2 MiB: a release build uses about 0.2, a dev build 1 (src/boot.rs reports the high-water mark) */
 __stack_top:
+    .global exception_stack_top
+    .balign 16
+    .skip 0x4000                        /* 16 KiB for the exception handler (IST 1, src/idt.rs) */
+exception_stack_top:
 
     .text
     .code64
