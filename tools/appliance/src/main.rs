@@ -98,6 +98,7 @@ impl Options {
 enum Error {
     Option(&'static str),
     Memory { have: u64, need: u64 },
+    MemFunctions(&'static str),
     Clock(clock::ClockError),
     Nic(nic::NicError),
     SelfTest(selftest::Failure),
@@ -119,6 +120,7 @@ impl fmt::Display for Error {
                 have >> 20,
                 need.div_ceil(1 << 20) + 16
             ),
+            Error::MemFunctions(which) => write!(f, "the image's own {which} is wrong (src/mem.rs)"),
             Error::Clock(e) => write!(f, "clock: {e}"),
             Error::Nic(e) => write!(f, "nic: {e}"),
             Error::SelfTest(e) => write!(f, "selftest: {e}"),
@@ -154,6 +156,7 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         (ext.data_end - ext.start) >> 10,
         (ext.bss_end - ext.data_end) >> 10
     );
+    mem::check().map_err(Error::MemFunctions)?;
     let boot = boot::boot_info(magic, info);
     let cmdline = match boot {
         Some(b) => {

@@ -86,3 +86,43 @@ pub unsafe extern "C" fn bcmp(a: *const u8, b: *const u8, n: usize) -> i32 {
 /// image is built with `panic = "abort"` and nothing unwinds.
 #[no_mangle]
 pub extern "C" fn rust_eh_personality() {}
+
+/// Checks the functions above on overlapping and disjoint buffers, through `black_box` so that
+/// nothing is computed at compile time: run at boot, before anything relies on them.
+pub fn check() -> Result<(), &'static str> {
+    use core::hint::black_box;
+    let pattern = |i: usize| (i as u8).wrapping_mul(37).wrapping_add(11);
+    let mut buf = [0u8; 96];
+    buf.iter_mut().enumerate().for_each(|(i, b)| *b = pattern(i));
+    let p = buf.as_mut_ptr();
+    // SAFETY: every range below lies inside `buf` (96 bytes), used through `p` only.
+    unsafe {
+        memmove(black_box(p.add(8)), black_box(p), black_box(80)); // overlapping, dst above src
+        if (0..80).any(|i| *p.add(8 + i) != pattern(i)) {
+            return Err("memmove to a higher, overlapping destination");
+        }
+        memmove(black_box(p), black_box(p.add(8)), black_box(80)); // overlapping, dst below src
+        if (0..80).any(|i| *p.add(i) != pattern(i)) {
+            return Err("memmove to a lower, overlapping destination");
+        }
+        memcpy(black_box(p.add(88)), black_box(p), black_box(8));
+        if (0..8).any(|i| *p.add(88 + i) != pattern(i)) {
+            return Err("memcpy");
+        }
+        memset(black_box(p.add(80)), black_box(0xA5), black_box(16));
+        if (80..96).any(|i| *p.add(i) != 0xA5) || *p.add(79) != pattern(79) {
+            return Err("memset");
+        }
+        let (a, b) = (p as *const u8, p.add(80) as *const u8);
+        let ok = memcmp(black_box(a), black_box(a), black_box(80)) == 0
+            && memcmp(black_box(a), black_box(b), black_box(0)) == 0
+            && memcmp(black_box(b), black_box(b.add(1)), black_box(15)) == 0
+            && memcmp(black_box(a), black_box(b), black_box(16)).signum() == (i32::from(*a) - 0xA5).signum()
+            && memcmp(black_box(b), black_box(a), black_box(16)).signum() == (0xA5 - i32::from(*a)).signum()
+            && bcmp(black_box(a), black_box(b), black_box(16)) != 0;
+        if !ok {
+            return Err("memcmp or bcmp");
+        }
+    }
+    Ok(())
+}
