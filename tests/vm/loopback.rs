@@ -19,7 +19,7 @@
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
 use erpc_dataplane::{OwnedMemory, RpcConfig};
-use erpc_driver::intel::{IntelConfig, IntelNic};
+use erpc_driver::intel::{IntelConfig, IntelDevice, IntelQueue, QueueConfig};
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
 use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
@@ -105,7 +105,7 @@ fn phys_addr(p: *const u8) -> Result<u64, String> {
     Ok((e & ((1 << 55) - 1)) * 4096 + p as u64 % 4096)
 }
 
-fn wait_frame(b: &mut IntelNic, ms: u64) -> Option<Vec<u8>> {
+fn wait_frame(b: &mut IntelQueue, ms: u64) -> Option<Vec<u8>> {
     let t0 = Instant::now();
     let mut out = [RxPacket::EMPTY; 8];
     while t0.elapsed() < Duration::from_millis(ms) {
@@ -122,7 +122,7 @@ fn wait_frame(b: &mut IntelNic, ms: u64) -> Option<Vec<u8>> {
 
 /// A descriptor that points at memory not mapped in the IOMMU must not deliver its contents;
 /// the same descriptor pointing at mapped memory does (the control).
-fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelNic, b: &mut IntelNic) -> Result<String, String> {
+fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelQueue, b: &mut IntelQueue) -> Result<String, String> {
     const LEN: usize = 128;
     let secret: Vec<u8> = (0..LEN).map(|i| 0xA5 ^ (i as u8).wrapping_mul(7)).collect();
     let mut frame = secret.clone();
@@ -196,22 +196,19 @@ fn run(args: &[String]) -> Result<(), String> {
         return run_mlx5(&container, &space, bdf_a, bdf_b);
     }
     let t0 = Instant::now();
-    let a = IntelNic::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
+    let dev_a = IntelDevice::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
         .map_err(|e| format!("open {bdf_a}: {e}"))?;
-    let b = IntelNic::open(
-        &container,
-        &space,
-        bdf_b,
-        IntelConfig { ipv4: [10, 0, 0, 2], promiscuous: true, ..Default::default() },
-    )
-    .map_err(|e| format!("open {bdf_b}: {e}"))?;
+    let dev_b = IntelDevice::open(&container, &space, bdf_b, IntelConfig { ipv4: [10, 0, 0, 2], ..Default::default() })
+        .map_err(|e| format!("open {bdf_b}: {e}"))?;
     println!(
         "ok   bring-up: both NICs up with link in {} ms ({:?}, MACs {:02x?} and {:02x?})",
         t0.elapsed().as_millis(),
-        a.family(),
-        a.local_addr().mac,
-        b.local_addr().mac
+        dev_a.family(),
+        dev_a.mac(),
+        dev_b.mac()
     );
+    let a = dev_a.open_queue(QueueConfig::default()).map_err(|e| format!("queue on {bdf_a}: {e}"))?;
+    let b = dev_b.open_queue(QueueConfig::default()).map_err(|e| format!("queue on {bdf_b}: {e}"))?;
     check("open errors", open_errors(&container))?;
     let lcfg = LoopbackConfig { phase_timeout_ns: 240_000_000_000, ..Default::default() };
     // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions,
@@ -226,15 +223,17 @@ fn run(args: &[String]) -> Result<(), String> {
         ..RpcConfig::default()
     };
     let mut lb = scenarios(a, b, &space, rpc_cfg, &lcfg)?;
-    let ca = lb.client.transport_mut().inner_mut().counters();
-    let cb = lb.server.transport_mut().inner_mut().counters();
-    println!("     NIC A counters: {ca:?}");
-    println!("     NIC B counters: {cb:?}");
+    let ca = dev_a.counters();
+    let cb = dev_b.counters();
+    let qa = lb.client.transport().inner().counters();
+    let qb = lb.server.transport().inner().counters();
+    println!("     NIC A counters: {ca:?}; queue {qa:?}");
+    println!("     NIC B counters: {cb:?}; queue {qb:?}");
     check(
         "device statistics",
-        if ca.tx_flush_timeouts + cb.tx_flush_timeouts > 0 {
+        if qa.tx_flush_timeouts + qb.tx_flush_timeouts > 0 {
             Err("tx_flush timed out".into())
-        } else if ca.rx_dropped_by_driver + cb.rx_dropped_by_driver + ca.rx_bad_release + cb.rx_bad_release > 0 {
+        } else if qa.rx_dropped_by_driver + qb.rx_dropped_by_driver + qa.rx_bad_release + qb.rx_bad_release > 0 {
             Err("the driver dropped frames or saw bad releases".into())
         } else if ca.tx_packets > 10_000 && cb.rx_packets > 10_000 && ca.rx_packets > 0 && cb.tx_packets > 0 {
             Ok(format!("A sent {} frames, B received {}", ca.tx_packets, cb.rx_packets))
