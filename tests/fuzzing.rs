@@ -14,14 +14,14 @@
 //! its session and the server has forgotten idle ones, no session is in use and no msgbuf is
 //! live at either end.
 
-use crate::{frame, RxFrames};
+use crate::{frame, Script, ScriptNic};
 use erpc_dataplane::clock::SimClock;
 use erpc_dataplane::sm::SmBody;
-use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
+use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::wire::{ErpcHdr, Packet, PktType, PKT_HDR_LEN};
 use erpc_dataplane::{Completion, HandlerMode, OwnedMemory, ReqHandle, Rpc, RpcConfig, SessionEvent, SessionId};
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::rc::Rc;
 use zerocopy::{FromBytes, IntoBytes};
@@ -49,53 +49,6 @@ const REQ_TYPE: u8 = 5;
 /// Requests the client may have issued in one run.
 const MAX_RPCS: u64 = 24;
 
-/// A NIC whose frames the harness carries by hand: what the endpoint sends is copied at
-/// `tx_burst` into `out` (so it is read at once: `tx_reclaimed` says so); `rx` is delivered.
-struct FuzzNic {
-    addr: EndpointAddr,
-    wire: Rc<RefCell<Wire>>,
-}
-
-#[derive(Default)]
-struct Wire {
-    rx: RxFrames,
-    out: VecDeque<Vec<u8>>,
-    accepted: u64,
-}
-
-impl Transport for FuzzNic {
-    fn mtu(&self) -> usize {
-        1024
-    }
-    fn local_addr(&self) -> EndpointAddr {
-        self.addr
-    }
-    fn max_tx_in_flight(&self) -> usize {
-        64
-    }
-    fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
-        let mut w = self.wire.borrow_mut();
-        for p in pkts {
-            let mut buf = vec![0u8; p.len()];
-            // SAFETY: the dataplane keeps queued frames readable (Transport contract).
-            unsafe { p.copy_to(&mut buf) };
-            w.out.push_back(buf);
-        }
-        w.accepted += pkts.len() as u64;
-        pkts.len()
-    }
-    fn tx_flush(&mut self) {}
-    fn tx_reclaimed(&self) -> u64 {
-        self.wire.borrow().accepted
-    }
-    fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
-        self.wire.borrow_mut().rx.rx_burst(out)
-    }
-    fn rx_release(&mut self, _: &[RxPacket]) {
-        self.wire.borrow_mut().rx.release_all();
-    }
-}
-
 type Clk = Rc<SimClock>;
 
 /// Bytes of each endpoint's msgbuf region.
@@ -109,7 +62,7 @@ thread_local! {
         (get(), get())
     };
 }
-type Ep<Ctx> = Rpc<'static, FuzzNic, Clk, Ctx>;
+type Ep<Ctx> = Rpc<'static, ScriptNic, Clk, Ctx>;
 
 /// The client's view: what each RPC came back with.
 #[derive(Default)]
@@ -176,8 +129,10 @@ struct World {
     clock: Clk,
     cli: Ep<Client>,
     srv: Ep<()>,
-    cli_wire: Rc<RefCell<Wire>>,
-    srv_wire: Rc<RefCell<Wire>>,
+    /// What each end's NIC has sent (`tx`, oldest first) and will deliver (`rx`): the harness
+    /// carries frames between them by hand.
+    cli_wire: Rc<RefCell<Script>>,
+    srv_wire: Rc<RefCell<Script>>,
     /// Real frames seen so far (material for mutated copies), newest last.
     history: Vec<Vec<u8>>,
     /// Live msgbufs of each endpoint when it was built (its control-packet ring).
@@ -193,10 +148,8 @@ impl World {
         // by one World at a time: a run drops its World, and with it every msgbuf of the
         // region, before the next run builds one. The "device" (the harness) only reads it.
         let region = |p: NonNull<u8>| unsafe { erpc_dataplane::DmaRegion::new(p, REGION_BYTES, 0x4000_0000) };
-        let cli_wire = Rc::new(RefCell::new(Wire::default()));
-        let srv_wire = Rc::new(RefCell::new(Wire::default()));
-        let cli_nic = FuzzNic { addr: CLIENT, wire: cli_wire.clone() };
-        let srv_nic = FuzzNic { addr: SERVER, wire: srv_wire.clone() };
+        let (cli_nic, cli_wire) = ScriptNic::new(CLIENT);
+        let (srv_nic, srv_wire) = ScriptNic::new(SERVER);
         let mut cli =
             Rpc::new(cli_nic, clock.clone(), Client::default(), OwnedMemory::new(region(a), 4, 64), config(1))
                 .expect("client endpoint");
@@ -214,9 +167,9 @@ impl World {
     }
 
     /// Frames sent by the client (towards the server) and by the server, oldest first.
-    fn out(&self, from_client: bool) -> std::cell::RefMut<'_, VecDeque<Vec<u8>>> {
+    fn out(&self, from_client: bool) -> std::cell::RefMut<'_, Vec<Vec<u8>>> {
         let w = if from_client { &self.cli_wire } else { &self.srv_wire };
-        std::cell::RefMut::map(w.borrow_mut(), |w| &mut w.out)
+        std::cell::RefMut::map(w.borrow_mut(), |w| &mut w.tx)
     }
 
     fn inject(&mut self, to_server: bool, f: Vec<u8>) {
@@ -226,7 +179,13 @@ impl World {
 
     /// Delivers the oldest frame of one direction (remembering it), if any.
     fn deliver(&mut self, from_client: bool) -> bool {
-        let Some(f) = self.out(from_client).pop_front() else { return false };
+        let f = {
+            let mut q = self.out(from_client);
+            if q.is_empty() {
+                return false;
+            }
+            q.remove(0)
+        };
         if self.history.len() == 64 {
             self.history.remove(0);
         }
@@ -321,11 +280,14 @@ pub fn endpoint(data: &[u8]) {
                 w.deliver(op % 2 == 0);
             }
             2 | 3 => {
-                w.out(op % 2 == 0).pop_front();
+                let mut q = w.out(op % 2 == 0);
+                if !q.is_empty() {
+                    q.remove(0);
+                }
             }
             4 | 5 => {
                 // Duplicate.
-                let f = w.out(op % 2 == 0).front().cloned();
+                let f = w.out(op % 2 == 0).first().cloned();
                 if let Some(f) = f {
                     w.inject(op % 2 == 0, f);
                 }

@@ -79,6 +79,8 @@ impl fmt::Display for EnqueueErrorKind {
     }
 }
 
+impl core::error::Error for EnqueueErrorKind {}
+
 /// A refused request, with its buffers.
 #[derive(Debug)]
 #[must_use = "the error carries the request and response buffers: free or reuse them"]
@@ -126,6 +128,8 @@ impl fmt::Display for RespondErrorKind {
         })
     }
 }
+
+impl core::error::Error for RespondErrorKind {}
 
 /// A refused response, with its buffer.
 #[derive(Debug)]

@@ -25,7 +25,7 @@ pub enum ResetReason {
     /// freed the session as idle).
     PeerLostSession,
     /// A request made no progress for `request_timeout_ns`; it failed with
-    /// [`RpcError::TimedOut`](crate::RpcError::TimedOut), the others with `SessionReset`.
+    /// [`crate::RpcError::TimedOut`], the others with `SessionReset`.
     RequestTimedOut,
 }
 

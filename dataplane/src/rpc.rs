@@ -436,6 +436,15 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         t
     }
 
+    /// Hands the packets queued since the last event-loop iteration (by `enqueue_request`,
+    /// `enqueue_response`, ...) to the transport now, without receiving or running anything
+    /// else. The event loop does this at the end of every iteration anyway; this is for a
+    /// caller that queued work outside it and wants it on the wire before its next iteration
+    /// (for instance before a slow step of its own, like a disk sync).
+    pub fn transmit(&mut self) {
+        self.flush_tx();
+    }
+
     /// Runs the event loop for `ns` nanoseconds of the endpoint's clock.
     pub fn run_event_loop(&mut self, ns: u64) {
         let end = self.clock.now_ns() + ns;

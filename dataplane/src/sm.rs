@@ -12,7 +12,7 @@
 //!   prove that it receives packets at the address it claims, keeping no state (as TCP SYN
 //!   cookies and QUIC's Retry do): a request without a valid cookie is answered with
 //!   `ConnectRetry`, a frame of the request's size carrying a cookie (a keyed hash of the
-//!   client's address, session and token and the time, valid 9 to 17 s) in the header's
+//!   client's address, session and token and the time, valid 8.6 to 17 s) in the header's
 //!   `req_num`; the client repeats its request with the cookie at once. Only then does the
 //!   server apply its accept policy (an endpoint without request handlers, or whose application
 //!   turned sessions off or filtered the address out, answers [`SmError::Refused`]), the

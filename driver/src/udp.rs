@@ -10,6 +10,11 @@
 //!
 //! The kernel copies a datagram when `sendmmsg` returns, so nothing is read later:
 //! [`Transport::max_tx_in_flight`] is 0 and `tx_flush` has nothing to wait for.
+//!
+//! Tests: `tests/tests/udp.rs` (the loopback scenarios with 3 MB messages and 1% loss, the
+//! synthesised headroom, oversized and garbage datagrams dropped and counted, bind errors);
+//! `tests/tests/hostile_udp.rs` (a live client and server under a flood of forged, replayed and
+//! truncated datagrams); `examples/` and `tools/tests/` run their endpoints over it too.
 
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::{RoutingInfo, HEADROOM};

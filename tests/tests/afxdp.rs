@@ -3,6 +3,13 @@
 //! messages, neighbour resolution, forged input, and no leftovers.
 //!
 //! Needs root (namespaces, XDP, AF_XDP) and reserves the 2 MiB hugepages it uses.
+//!
+//! What it covers: the AF_XDP transport — the loopback scenarios (3 MB messages, 1% loss with
+//! retransmissions and `tx_flush`), no invalid descriptors in the kernel's counters, every packet
+//! known read after a flush; the XDP program attached while the transport lives and detached after
+//! it, and after each failed open (queue in use, no such queue, no such interface, bad settings)
+//! with the error saying why; ARP resolution through the XDP program; a kernel datagram redirected
+//! whole to the socket; forged releases and packets outside the UMEM dropped and counted.
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{EndpointAddr, RxPacket, Segment, Transport, TxPacket};

@@ -1,5 +1,9 @@
 //! Congestion control on the simulated fabric: pacing at a session's rate, Timely backing off
 //! under high RTT and recovering, the uncongested bypasses, and retransmission with the wheel.
+//!
+//! What it covers: a paced session transfers at its rate, Timely backs off under a 2 ms RTT and
+//! returns to the link rate, the bypasses engage only when uncongested, Go-Back-N with the wheel
+//! under loss.
 
 use erpc_dataplane::cc::timely::TimelyParams;
 use erpc_dataplane::fabric::LinkParams;

@@ -1,5 +1,12 @@
 //! The Intel driver (igb and ixgbe register setup, shared rings, `Transport`) against the
 //! register-level fake of `erpc_tests::intel_fake`, on the host.
+//!
+//! What it covers: the Intel driver against a register-level fake of the 82576 and the 82599
+//! (`tests/intel_fake.rs`, its own register map from the datasheets, strict about ring registers
+//! written while a queue is enabled): the same loopback scenarios on both families, ring setup,
+//! unsignaled transmit and reclaim, in-order reposting of buffers released out of order, double or
+//! forged releases refused and counted, frames flagged by the device dropped and counted, a link
+//! that never comes up.
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};

@@ -1,5 +1,7 @@
 //! Property test: random message sizes and fault patterns; every RPC completes exactly once with
 //! the right bytes, every handler runs once, no msgbuf leaks.
+//!
+//! What it covers: proptest over random message sizes, credits, delays and fault rates.
 
 use erpc_dataplane::fabric::LinkParams;
 use erpc_dataplane::*;

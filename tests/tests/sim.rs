@@ -1,5 +1,15 @@
 //! The simulated datacenter (`erpc sim`): the network model's timing, and the incast, loss and
 //! scale experiments at reduced sizes, with assertions on drops, goodput and queues.
+//!
+//! What it covers: the simulated datacenter — one RPC's latency equals the model's four
+//! serializations and propagation delays (two more on two layers), a 100-way incast (1 MB each)
+//! fills the link without drops and with a shorter queue than without congestion control, an incast
+//! into a 256 KB buffer drops thousands of frames and still completes every RPC, goodput at 1e-4
+//! loss ≥ 0.9 × lossless and collapsing at 1e-2, runs reproducible from their seed, 3,000 sessions
+//! with their memory per session, bad arguments refused. The simulated NIC reads transmitted frames
+//! lazily (one event-loop iteration late), like a real NIC with unsignaled sends, so a protocol bug
+//! that reuses a buffer before `tx_flush()` shows up as corrupted data. Every fabric run is
+//! reproducible from its seed.
 
 use erpc_tools::sim::{self, IncastArgs, LossArgs, NetArgs, ScaleArgs};
 
@@ -147,7 +157,7 @@ fn bad_arguments_are_errors_not_panics() {
     assert!(sim::incast(&IncastArgs { resp_size: 1 << 20, size: 4096, ..IncastArgs::default() }).is_err());
     assert!(sim::incast(&IncastArgs { start_jitter_us: u64::MAX, ..IncastArgs::default() }).is_err());
     let e = sim::incast(&IncastArgs { senders: 4096, ..IncastArgs::default() }).unwrap_err();
-    assert!(e.contains("GiB of message buffers"), "{e}");
+    assert!(e.to_string().contains("GiB of message buffers"), "{e}");
     for bad_net in [
         NetArgs { buffer_mb: 0.0, ..NetArgs::default() },
         NetArgs { link_gbps: f64::NAN, ..NetArgs::default() },

@@ -1,3 +1,5 @@
+//! Smoke test: two endpoints on the simulated fabric connect and complete one RPC.
+
 use erpc_dataplane::*;
 use erpc_tests::*;
 

@@ -1,4 +1,8 @@
 //! The UDP socket transport on loopback: the loopback scenarios, malformed datagrams, errors.
+//!
+//! What it covers: the UDP transport on loopback — the same loopback scenarios (3 MB messages, 1%
+//! loss), the headroom synthesised from a datagram's source, oversized datagrams and garbage
+//! dropped and counted, bind errors that say what to do.
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};

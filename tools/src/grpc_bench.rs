@@ -22,6 +22,7 @@
 //! rate is the pair's, and this is what the server's core would do at the same cost per RPC.
 
 use crate::bench::{print_figures, report_json, Mode, Report};
+use anyhow::{anyhow, bail, Context};
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
 use prost::bytes::Bytes;
@@ -83,20 +84,20 @@ pub struct GrpcBenchArgs {
 /// The `transport` of the JSON object.
 pub const TRANSPORT: &str = "grpc-tonic-tcp";
 
-pub fn run(a: GrpcBenchArgs) -> Result<(), String> {
+pub fn run(a: GrpcBenchArgs) -> anyhow::Result<()> {
     if !(a.duration > 0.0 && a.duration <= 3600.0) {
-        return Err(format!("--duration must be between 0 and 3600 seconds, not {}", a.duration));
+        bail!("--duration must be between 0 and 3600 seconds, not {}", a.duration);
     }
     let conc = a.concurrency.unwrap_or(match a.mode {
         GrpcMode::Latency => 1,
         GrpcMode::Rate => 8,
     });
     if conc == 0 || conc > 64 {
-        return Err(format!("--concurrency must be 1..=64, not {conc}"));
+        bail!("--concurrency must be 1..=64, not {conc}");
     }
     let max = erpc_dataplane::config::MAX_MSG_SIZE;
     if a.size > max || a.resp_size > max {
-        return Err(format!("message sizes are limited to {max} bytes (as in erpc bench)"));
+        bail!("message sizes are limited to {max} bytes (as in erpc bench)");
     }
     let mode = match a.mode {
         GrpcMode::Latency => Mode::Latency,
@@ -123,6 +124,7 @@ pub fn run(a: GrpcBenchArgs) -> Result<(), String> {
         reference: "",
         reference_pps: f64::NAN,
         reference_p50_us: None,
+        reference_trips: 0,
         memcpy_gbps: None,
     };
     // RPCs per second of the server thread's CPU time: what the one-thread server would do if the
@@ -143,7 +145,7 @@ pub fn run(a: GrpcBenchArgs) -> Result<(), String> {
     }
     println!(
         "erpc grpc-bench {}: tonic over TCP on loopback, {} B requests, {} B responses, {} outstanding, {:.2} s",
-        format!("{:?}", r.mode).to_lowercase(),
+        r.mode.name(),
         r.req,
         r.resp,
         r.conc,
@@ -181,45 +183,46 @@ pub(crate) struct Server {
     /// The server thread's CPU-time clock.
     cpu_clock: libc::clockid_t,
     stop: tokio::sync::oneshot::Sender<()>,
-    thread: std::thread::JoinHandle<Result<(), String>>,
+    thread: std::thread::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Server {
     /// Starts a server answering `resp`-byte responses on 127.0.0.1 (an ephemeral port).
-    pub(crate) fn start(resp: usize) -> Result<Server, String> {
+    pub(crate) fn start(resp: usize) -> anyhow::Result<Server> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("grpc-server".into())
-            .spawn(move || {
-                let r = Self::serve(resp, &ready_tx, stop_rx);
-                if let Err(e) = &r {
-                    let _ = ready_tx.send(Err(e.clone()));
-                }
-                r
+            .spawn(move || match Self::serve(resp, &ready_tx, stop_rx) {
+                Ok(()) => Ok(()),
+                // To `start` while it waits; once it has returned, to `stop`.
+                Err(e) => match ready_tx.send(Err(e)) {
+                    Ok(()) => Ok(()),
+                    Err(std::sync::mpsc::SendError(r)) => r.map(|_| ()),
+                },
             })
-            .map_err(|e| format!("cannot start the gRPC server thread: {e}"))?;
+            .context("cannot start the gRPC server thread")?;
         match ready_rx.recv() {
             Ok(Ok((addr, cpu_clock))) => Ok(Server { addr, cpu_clock, stop, thread }),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err("the gRPC server thread died".into()),
+            Err(_) => bail!("the gRPC server thread died"),
         }
     }
 
     fn serve(
         resp: usize,
-        ready: &std::sync::mpsc::Sender<Result<(SocketAddr, libc::clockid_t), String>>,
+        ready: &std::sync::mpsc::Sender<anyhow::Result<(SocketAddr, libc::clockid_t)>>,
         stop: tokio::sync::oneshot::Receiver<()>,
-    ) -> Result<(), String> {
+    ) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| format!("gRPC server runtime: {e}"))?;
+            .context("starting the gRPC server's runtime")?;
         rt.block_on(async move {
             let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
                 .await
-                .map_err(|e| format!("gRPC server: cannot listen on 127.0.0.1: {e}"))?;
-            let addr = listener.local_addr().map_err(|e| format!("gRPC server: {e}"))?;
+                .context("gRPC server: cannot listen on 127.0.0.1")?;
+            let addr = listener.local_addr().context("gRPC server")?;
             let _ = ready.send(Ok((addr, this_thread_cpu_clock()?)));
             let svc = EchoServer::new(EchoService { resp: Bytes::from(vec![0x5A; resp]) })
                 .max_decoding_message_size(MAX_ENCODED)
@@ -230,14 +233,14 @@ impl Server {
                     let _ = stop.await;
                 })
                 .await
-                .map_err(|e| format!("gRPC server: {}", one_line(&e)))
+                .map_err(|e| anyhow!(crate::one_line(&e)).context("gRPC server"))
         })
     }
 
     /// Stops the server (after its connections close) and joins its thread.
-    pub(crate) fn stop(self) -> Result<(), String> {
+    pub(crate) fn stop(self) -> anyhow::Result<()> {
         let _ = self.stop.send(());
-        self.thread.join().map_err(|_| "the gRPC server thread panicked".to_string())?
+        self.thread.join().map_err(|_| anyhow!("the gRPC server thread panicked"))?
     }
 }
 
@@ -266,19 +269,20 @@ pub(crate) fn measure(
     conc: usize,
     secs: f64,
     server_cpu_clock: Option<libc::clockid_t>,
-) -> Result<Measured, String> {
+) -> anyhow::Result<Measured> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("gRPC client runtime: {e}"))?;
+        .context("starting the gRPC client's runtime")?;
     rt.block_on(async move {
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| one_line(&e))?
+            .map_err(|e| anyhow!(crate::one_line(&e)))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .connect()
             .await
-            .map_err(|e| format!("cannot connect to the gRPC server at {addr}: {}", one_line(&e)))?;
+            .map_err(|e| anyhow!(crate::one_line(&e)))
+            .with_context(|| format!("cannot connect to the gRPC server at {addr}"))?;
         let client = EchoClient::new(ch).max_decoding_message_size(MAX_ENCODED).max_encoding_message_size(MAX_ENCODED);
         let payload = Bytes::from(vec![0xA5; req]);
         let phase = Arc::new(AtomicU8::new(WARMUP));
@@ -307,10 +311,10 @@ pub(crate) fn measure(
             client_cpu: share(cpu0.1, cpu1.1),
         };
         for t in tasks {
-            let (n, h) = t.await.map_err(|e| format!("a gRPC client task failed: {e}"))??;
+            let (n, h) = t.await.context("a gRPC client task failed")??;
             m.rpcs += n;
             if let (Some(all), Some(h)) = (m.hist.as_mut(), h) {
-                all.add(h).map_err(|e| format!("histogram: {e}"))?;
+                all.add(h).context("adding up the latency histograms")?;
             }
         }
         Ok(m)
@@ -325,7 +329,7 @@ async fn caller(
     resp: usize,
     phase: Arc<AtomicU8>,
     timed: bool,
-) -> Result<(u64, Option<Histogram<u64>>), String> {
+) -> anyhow::Result<(u64, Option<Histogram<u64>>)> {
     let mut hist = timed.then(|| Histogram::<u64>::new(3).expect("histogram"));
     let mut n = 0u64;
     loop {
@@ -336,10 +340,10 @@ async fn caller(
         let r = client
             .echo(EchoRequest { data: payload.clone() })
             .await
-            .map_err(|s| format!("the gRPC echo RPC failed: {:?}: {}", s.code(), s.message().replace('\n', " ")))?;
+            .map_err(|s| anyhow!("the gRPC echo RPC failed: {}: {}", s.code(), s.message().replace('\n', " ")))?;
         let got = r.get_ref().data.len();
         if got != resp {
-            return Err(format!("the gRPC server answered {got} bytes where {resp} were expected"));
+            bail!("the gRPC server answered {got} bytes where {resp} were expected");
         }
         // Counted if it completed while measuring, as `erpc bench` counts.
         if phase.load(Ordering::Relaxed) == MEASURING {
@@ -352,12 +356,12 @@ async fn caller(
 }
 
 /// The CPU-time clock of the calling thread, readable from other threads while it lives.
-fn this_thread_cpu_clock() -> Result<libc::clockid_t, String> {
+fn this_thread_cpu_clock() -> anyhow::Result<libc::clockid_t> {
     let mut id: libc::clockid_t = 0;
     // SAFETY: pthread_self() is the calling thread, `id` is a valid out-pointer.
     let e = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
     if e != 0 {
-        return Err(format!("pthread_getcpuclockid: {}", std::io::Error::from_raw_os_error(e)));
+        return Err(std::io::Error::from_raw_os_error(e)).context("reading the thread's CPU-time clock");
     }
     Ok(id)
 }
@@ -367,20 +371,6 @@ fn thread_cpu_secs(clock: Option<libc::clockid_t>) -> Option<f64> {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `ts` is a valid out-pointer; a bad clock id is an error return, not UB.
     (unsafe { libc::clock_gettime(clock?, &mut ts) } == 0).then(|| ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9)
-}
-
-/// An error and its sources on one line ("transport error: tcp connect error: Connection refused").
-fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        let m = c.to_string();
-        if !s.contains(&m) {
-            s = format!("{s}: {m}");
-        }
-        src = c.source();
-    }
-    s.replace('\n', " ")
 }
 
 #[cfg(test)]
@@ -407,14 +397,14 @@ mod tests {
         let srv = Server::start(16).unwrap();
         let e = measure(srv.addr, Mode::Rate, 32, 32, 4, 5.0, None).err().expect("must fail");
         srv.stop().unwrap();
-        assert_eq!(e, "the gRPC server answered 16 bytes where 32 were expected");
+        assert_eq!(format!("{e:#}"), "the gRPC server answered 16 bytes where 32 were expected");
     }
 
     #[test]
     fn no_server_is_one_line_error() {
         // A port that was just free: nothing listens there.
         let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let e = measure(addr, Mode::Latency, 32, 32, 1, 0.1, None).err().expect("must fail");
+        let e = format!("{:#}", measure(addr, Mode::Latency, 32, 32, 1, 0.1, None).err().expect("must fail"));
         assert!(e.starts_with(&format!("cannot connect to the gRPC server at {addr}: ")), "{e}");
         assert!(e.to_lowercase().contains("refused") && !e.contains('\n'), "{e}");
     }
@@ -431,7 +421,7 @@ mod tests {
             (GrpcBenchArgs { size: max + 1, ..rate() }, "message sizes are limited to"),
             (GrpcBenchArgs { resp_size: usize::MAX, ..args(GrpcMode::Latency) }, "message sizes are limited to"),
         ] {
-            let e = run(a).expect_err("must fail");
+            let e = format!("{:#}", run(a).expect_err("must fail"));
             assert!(e.starts_with(want) && !e.contains('\n'), "{e}");
         }
     }

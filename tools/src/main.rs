@@ -37,7 +37,8 @@ fn main() -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("erpc: {e}");
+            // What failed, why, what to do: the error and its causes, on one line.
+            eprintln!("erpc: {}", erpc_tools::one_line(&*e));
             ExitCode::FAILURE
         }
     }

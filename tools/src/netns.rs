@@ -7,6 +7,7 @@
 //! nothing accumulates. A thread joins a namespace with [`enter`] (`setns(2)` moves only the
 //! calling thread).
 
+use anyhow::{anyhow, bail, Context};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::process::Command;
@@ -29,12 +30,12 @@ pub struct VethPair {
 
 const PREFIX: &str = "erpc-";
 
-fn ip(args: &[&str]) -> Result<String, String> {
+fn ip(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("ip").args(args).output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            "the `ip` command is missing: install iproute2 (apt-get install iproute2)".to_string()
+            anyhow!("the `ip` command is missing: install iproute2 (apt-get install iproute2)")
         } else {
-            format!("running ip: {e}")
+            anyhow!(e).context("running ip")
         }
     })?;
     if !out.status.success() {
@@ -44,7 +45,7 @@ fn ip(args: &[&str]) -> Result<String, String> {
         } else {
             ""
         };
-        return Err(format!("`ip {}` failed: {err}{hint}", args.join(" ")));
+        bail!("`ip {}` failed: {err}{hint}", args.join(" "));
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -65,7 +66,7 @@ fn stale_namespaces() -> Vec<String> {
 
 impl VethPair {
     /// Creates the namespaces and the pair, addresses it and brings it up.
-    pub fn create() -> Result<VethPair, String> {
+    pub fn create() -> anyhow::Result<VethPair> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         for n in stale_namespaces() {
             let _ = ip(&["netns", "del", &n]);
@@ -106,7 +107,7 @@ impl VethPair {
     }
 
     /// Whether an XDP program is attached to `end`'s interface (`ip -d link` shows it).
-    pub fn xdp_attached(end: &End) -> Result<bool, String> {
+    pub fn xdp_attached(end: &End) -> anyhow::Result<bool> {
         let out = ip(&["-n", &end.netns, "-d", "link", "show", "dev", &end.interface])?;
         Ok(out.contains("prog/xdp") || out.contains(" xdp"))
     }
@@ -121,12 +122,12 @@ impl Drop for VethPair {
 }
 
 /// Moves the calling thread into network namespace `netns` (as `ip netns` names it).
-pub fn enter(netns: &str) -> Result<(), String> {
+pub fn enter(netns: &str) -> anyhow::Result<()> {
     let path = format!("/run/netns/{netns}");
-    let f = std::fs::File::open(&path).map_err(|e| format!("opening {path}: {e}"))?;
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
     // SAFETY: setns on a namespace file we hold open; it changes only this thread's namespace.
     if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } < 0 {
-        return Err(format!("entering network namespace {netns}: {} (needs root)", std::io::Error::last_os_error()));
+        bail!("entering network namespace {netns}: {}: run as root", std::io::Error::last_os_error());
     }
     Ok(())
 }

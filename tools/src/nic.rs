@@ -1,6 +1,7 @@
 //! `erpc nic`: list the PCI network devices, hand one to `vfio-pci` for a userspace driver, and
 //! give it back. The sysfs work is in [`erpc_driver::pci`].
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 use erpc_driver::pci::{Bdf, BindOutcome, PciDevice, Sysfs, UnbindOutcome, ID_UNKNOWN, VFIO_PCI};
 use serde_json::{json, Value};
@@ -33,12 +34,12 @@ pub enum NicCmd {
 }
 
 /// Runs `erpc nic` on this machine's sysfs, printing to stdout.
-pub fn run(a: NicArgs) -> Result<(), String> {
+pub fn run(a: NicArgs) -> anyhow::Result<()> {
     run_with(&Sysfs::new(), &a.cmd, &mut io::stdout().lock())
 }
 
 /// Runs an `erpc nic` command on `sys`, printing to `out`.
-pub fn run_with(sys: &Sysfs, cmd: &NicCmd, out: &mut dyn Write) -> Result<(), String> {
+pub fn run_with(sys: &Sysfs, cmd: &NicCmd, out: &mut dyn Write) -> anyhow::Result<()> {
     match cmd {
         NicCmd::List { json } => list(sys, *json, out),
         NicCmd::Bind { bdf } => bind(sys, bdf, out),
@@ -47,8 +48,8 @@ pub fn run_with(sys: &Sysfs, cmd: &NicCmd, out: &mut dyn Write) -> Result<(), St
 }
 
 /// The list as JSON: one object per network device.
-pub fn list_json(sys: &Sysfs) -> Result<Value, String> {
-    let devs = sys.network_devices().map_err(|e| e.to_string())?;
+pub fn list_json(sys: &Sysfs) -> anyhow::Result<Value> {
+    let devs = sys.network_devices()?;
     Ok(Value::Array(devs.iter().map(|d| device_json(sys, d)).collect()))
 }
 
@@ -77,12 +78,12 @@ fn previous_driver(sys: &Sysfs, d: &PciDevice) -> Option<String> {
     sys.recorded_driver(&d.bdf).map(|p| p.unwrap_or_else(|| "none".to_string()))
 }
 
-fn list(sys: &Sysfs, json: bool, out: &mut dyn Write) -> Result<(), String> {
+fn list(sys: &Sysfs, json: bool, out: &mut dyn Write) -> anyhow::Result<()> {
     if json {
         let v = list_json(sys)?;
-        return writeln!(out, "{v}").map_err(write_err);
+        return writeln!(out, "{v}").context("writing the output");
     }
-    let devs = sys.network_devices().map_err(|e| e.to_string())?;
+    let devs = sys.network_devices()?;
     let dash = || "-".to_string();
     let hex = |v: u16| if v == ID_UNKNOWN { "????".to_string() } else { format!("{v:04x}") };
     let mut rows = vec![["BDF", "ID", "DRIVER", "IOMMU", "NUMA", "ERPC SUPPORT"].map(str::to_string)];
@@ -120,19 +121,19 @@ fn list(sys: &Sysfs, json: bool, out: &mut dyn Write) -> Result<(), String> {
                 line += c;
             }
         }
-        writeln!(out, "{}", line.trim_end()).map_err(write_err)?;
+        writeln!(out, "{}", line.trim_end()).context("writing the output")?;
     }
     if devs.is_empty() {
-        writeln!(out, "no PCI network devices found").map_err(write_err)?;
+        writeln!(out, "no PCI network devices found").context("writing the output")?;
     }
     Ok(())
 }
 
-fn bind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
-    match sys.bind_vfio(bdf).map_err(|e| e.to_string())? {
+fn bind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> anyhow::Result<()> {
+    match sys.bind_vfio(bdf)? {
         BindOutcome::AlreadyBound { iommu_group } => {
             let group = iommu_group.map_or_else(String::new, |g| format!(" (IOMMU group {g})"));
-            writeln!(out, "{bdf} is already bound to {VFIO_PCI}{group}; nothing to do").map_err(write_err)
+            writeln!(out, "{bdf} is already bound to {VFIO_PCI}{group}; nothing to do").context("writing the output")
         }
         BindOutcome::Bound { previous_driver, iommu_group } => {
             writeln!(
@@ -141,7 +142,7 @@ fn bind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
                 previous_driver.as_deref().unwrap_or("unbound"),
                 sys.vfio_group_path(iommu_group).display()
             )
-            .map_err(write_err)?;
+            .context("writing the output")?;
             for other in sys.iommu_group_devices(iommu_group) {
                 if other == *bdf {
                     continue;
@@ -153,7 +154,7 @@ fn bind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
                         "note: IOMMU group {iommu_group} also holds {other} (bound to {drv}); VFIO can open the \
                          group only when every device in it is bound to {VFIO_PCI} or has no driver"
                     )
-                    .map_err(write_err)?;
+                    .context("writing the output")?;
                 }
             }
             Ok(())
@@ -161,8 +162,8 @@ fn bind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
     }
 }
 
-fn unbind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
-    let msg = match sys.unbind_vfio(bdf).map_err(|e| e.to_string())? {
+fn unbind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> anyhow::Result<()> {
+    let msg = match sys.unbind_vfio(bdf)? {
         UnbindOutcome::NotBound { driver } => {
             format!("{bdf} is not bound to {VFIO_PCI} (driver: {}); nothing to do", driver.as_deref().unwrap_or("none"))
         }
@@ -177,9 +178,5 @@ fn unbind(sys: &Sysfs, bdf: &Bdf, out: &mut dyn Write) -> Result<(), String> {
             driver.as_deref().unwrap_or("none")
         ),
     };
-    writeln!(out, "{msg}").map_err(write_err)
-}
-
-fn write_err(e: io::Error) -> String {
-    format!("writing the output: {e}")
+    writeln!(out, "{msg}").context("writing the output")
 }

@@ -3,6 +3,18 @@
 //! (`erpc_dataplane::wire`) does, with the values the run sent.
 //!
 //! These tests need tshark (`apt-get install -y tshark`); without it they fail and say so.
+//!
+//! What it covers: `apt-get install -y tshark`; `tests/setup` installs it, and the tests fail,
+//! saying so, without it): `erpc capture` over UDP, the in-memory fabric and to standard output,
+//! and over AF_XDP on a veth pair (real MAC and IP addresses); tshark with
+//! `tools/wireshark/erpc.lua` reads every file, and every frame's eRPC fields equal what the Rust
+//! wire module decodes from the same bytes; the run's concrete values (request type 1,
+//! 3000/2000-byte messages, the session numbers of the summary and of the connect response, request
+//! numbers derived from the session token, exactly the Req, ExplCR, Resp and RFR packets with the
+//! packet numbers eRPC sends) and sound IPv4/UDP layers (lengths, IPv4 checksum); decoding by port
+//! alone and by the heuristic alone; one-line errors (unwritable path, port in use, bad sizes). The
+//! `Capture` wrapper's unit tests check byte-exact frames of both directions and that a full disk
+//! stops the capture, not the endpoint.
 
 use erpc_dataplane::session::req_num_base;
 use erpc_dataplane::wire::{Packet, PktType, PKT_HDR_LEN, SM_SESSION_NUM};

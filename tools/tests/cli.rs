@@ -1,4 +1,9 @@
 //! The `erpc` command as a user runs it: `erpc bench` over UDP on loopback, and its errors.
+//!
+//! What it covers: `erpc bench latency|rate|bandwidth` over UDP with both ends in one process (one
+//! JSON object with the percentiles and the raw-UDP reference), over AF_XDP on a veth pair (and no
+//! namespace left behind), one-line errors for user mistakes, and a `--connect` to a server whose
+//! sessions are all taken says that the server refused and why.
 
 mod common;
 
@@ -71,6 +76,52 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+}
+
+/// `erpc bench --connect` to a server whose sessions are all taken says that the server refused
+/// and why (it used to wait 5 s and say that no server answered).
+#[test]
+fn bench_connect_to_a_full_server_says_it_refused_and_why() {
+    use erpc_dataplane::clock::StdClock;
+    use erpc_dataplane::{DmaRegion, HandlerMode, OwnedMemory, Rpc, RpcConfig};
+    use erpc_driver::udp::{UdpConfig, UdpTransport};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    let (stop, (tx, rx)) = (Arc::new(AtomicBool::new(false)), mpsc::channel());
+    let st = stop.clone();
+    // A server endpoint with one session, taken by a client endpoint of this test: both on a
+    // thread, until the command has run.
+    let h = std::thread::spawn(move || {
+        let udp = || UdpTransport::bind(UdpConfig { bind: "127.0.0.1:0".parse().unwrap(), ..Default::default() });
+        // Leaked: msgbufs may outlive their endpoint (see `DmaRegion`).
+        let mem = || OwnedMemory::new(DmaRegion::from_static(vec![0u8; 8 << 20].leak(), 0x1_0000_0000), 1, 8);
+        let cfg = RpcConfig { mtu: 1514, ..RpcConfig::default() };
+        let mut srv = Rpc::new(udp().unwrap(), StdClock::default(), (), mem(), cfg).unwrap();
+        srv.register_handler(1, |_, _| {}, HandlerMode::Foreground).unwrap();
+        let mut cli = Rpc::new(udp().unwrap(), StdClock::default(), (), mem(), cfg).unwrap();
+        let s = cli.create_session(srv.local_addr()).unwrap();
+        while !cli.is_connected(s) {
+            cli.run_event_loop_once();
+            srv.run_event_loop_once();
+        }
+        tx.send(srv.local_addr().udp_port).unwrap();
+        while !st.load(Ordering::Relaxed) {
+            cli.run_event_loop_once();
+            srv.run_event_loop_once();
+            std::thread::sleep(Duration::from_micros(500)); // leave the cores to the command
+        }
+    });
+    let port = rx.recv_timeout(Duration::from_secs(10)).expect("the test's client takes the server's one session");
+    let out = erpc(&["bench", "latency", "--connect", &format!("127.0.0.1:{port}"), "--duration", "0.1"]);
+    stop.store(true, Ordering::Relaxed);
+    h.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    let want = format!("erpc: connecting to udp 127.0.0.1:{port}: the server refused: all its sessions are in use: ");
+    assert!(err.starts_with(&want), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 }
 
 /// Our namespaces (`erpc-…`) that exist now.

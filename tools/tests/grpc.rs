@@ -1,5 +1,9 @@
 //! `erpc grpc-bench` as a user runs it: tonic over TCP on loopback, the same `--json` keys as
 //! `erpc bench`, and one-line errors.
+//!
+//! What it covers: `erpc grpc-bench latency|rate` (ordered percentiles, byte accounting, every key
+//! of `erpc bench --json` present, one-line errors); unit tests in `tools/src/grpc_bench.rs`: a
+//! response of the wrong size, no server, bad arguments.
 
 mod common;
 

@@ -30,6 +30,12 @@
 //! One endpoint per interface queue: the interface carries one XDP program. The endpoint's
 //! traffic must arrive on the bound queue (veth has one; on a multi-queue NIC steer the port
 //! with `ethtool -N` or use a single queue).
+//!
+//! Tests: `tests/tests/afxdp.rs` (root; a veth pair between two network namespaces made for the
+//! test): the loopback scenarios with 3 MB messages and 1% loss, the program attached and
+//! detached (also after every failed open, each error saying why), ARP through the program,
+//! forged releases and descriptors outside the UMEM dropped and counted, a flush across a downed
+//! link; `tools/tests/cli.rs` runs `erpc bench --transport afxdp` on a veth pair.
 
 mod bpf;
 mod netif;

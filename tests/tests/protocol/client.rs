@@ -238,3 +238,16 @@ fn client_truncated_resp0_leaves_slot_unchanged() {
     );
     assert_eq!(tx, req);
 }
+
+/// `Rpc::transmit` puts what was queued outside the event loop on the wire at once.
+#[test]
+fn transmit_sends_queued_requests_without_an_event_loop_iteration() {
+    let mut b = client();
+    b.request(b"now", 64, 1);
+    assert!(b.sent().is_empty(), "queued, not yet handed to the transport");
+    b.rpc.transmit();
+    let tx = b.sent();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(data_of(&tx[0]), b"now");
+    assert_eq!(b.ctx().done.len(), 0, "nothing received or completed");
+}

@@ -12,7 +12,7 @@ pub use erpc_dataplane::{
     Completion, DropReason, EndpointAddr, HandlerMode, ReqHandle, ResetReason, RespondErrorKind, Rpc, RpcConfig,
     RpcError, SessionEvent, SessionId, SessionState, SimClock, SmError,
 };
-pub use erpc_tests::{frame, hdr_of, leak, memory, pattern, test_config, RxFrames, Script, ScriptNic};
+pub use erpc_tests::{frame, hdr_of, memory, pattern, test_config, RxFrames, Script, ScriptNic};
 pub use std::cell::RefCell;
 pub use std::rc::Rc;
 pub use std::sync::Arc;
@@ -40,7 +40,7 @@ pub const RESP_SEED: u64 = 77;
 /// Event-loop iterations after which an idle endpoint has read the clock at least once.
 pub const CLOCK_READ_ITERS: usize = 16;
 
-pub type Clk = &'static SimClock;
+pub type Clk = Rc<SimClock>;
 pub type Ep = Rpc<'static, ScriptNic, Clk, Ctx>;
 
 /// What handlers, continuations and the session handler record.
@@ -199,10 +199,11 @@ impl Bench {
 
     /// As [`Bench::new`], with the endpoint's clock starting at `start_ns`.
     pub fn new_at(addr: EndpointAddr, peer: EndpointAddr, cfg: RpcConfig, sessions: usize, start_ns: u64) -> Bench {
-        let clock: Clk = leak(SimClock::new());
+        let clock: Clk = Rc::new(SimClock::new());
         clock.set(start_ns);
         let (nic, script) = ScriptNic::new(addr);
-        let mut rpc = Rpc::new(nic, clock, Ctx::default(), memory(1 << 20, sessions, 16), cfg).expect("endpoint");
+        let mut rpc =
+            Rpc::new(nic, clock.clone(), Ctx::default(), memory(1 << 20, sessions, 16), cfg).expect("endpoint");
         rpc.set_session_handler(ev_record);
         Bench { rpc, script, clock, addr, peer, local: 0, remote: 0, check_l2l3: true, base: 0 }
     }

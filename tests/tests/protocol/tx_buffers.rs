@@ -46,11 +46,11 @@ fn h_unused(_: &mut Ep, _: ReqHandle) {}
 /// together with its request gets a clamped buffer, and its response is sent.
 #[test]
 fn background_response_is_clamped_to_the_packet_bound_and_sent() {
-    let clock: Clk = leak(SimClock::new());
+    let clock: Clk = Rc::new(SimClock::new());
     clock.set(1_000_000);
     let (nic, script) = ScriptNic::new(ME);
     let cfg = RpcConfig { mtu: PKT_HDR_LEN + 64, ..test_config(1) };
-    let rpc = Rpc::new(nic, clock, Ctx::default(), memory(16 << 20, 4, 16), cfg).unwrap();
+    let rpc = Rpc::new(nic, clock.clone(), Ctx::default(), memory(16 << 20, 4, 16), cfg).unwrap();
     let mut b = Bench { rpc, script, clock, addr: ME, peer: PEER, local: 0, remote: 0, check_l2l3: true, base: 0 };
     let q = Arc::new(BgQueues::new());
     b.rpc.attach_workers(q.clone());
@@ -137,7 +137,7 @@ impl Transport for StuckNic {
 /// device still holds.
 #[test]
 fn ctrl_ring_never_overwrites_a_held_frame_when_tx_is_stuck() {
-    let clock: Clk = leak(SimClock::new());
+    let clock: Clk = Rc::new(SimClock::new());
     let nic = StuckNic { limit: 2, held: vec![], accepted: 0, rx: RxFrames::default() };
     let mut rpc = Rpc::new(nic, clock, Ctx::default(), memory(1 << 20, 4, 4), test_config(1)).unwrap();
     fn h_hold2(_: &mut Rpc<'static, StuckNic, Clk, Ctx>, _: ReqHandle) {}
@@ -207,7 +207,7 @@ fn c_ignore(_: &mut Rpc<'static, IovaNic, Clk, ()>, _: Completion) {}
 /// every segment sent lies in this endpoint's region.
 #[test]
 fn foreign_msgbuf_is_refused() {
-    let clock: Clk = leak(SimClock::new());
+    let clock: Clk = Rc::new(SimClock::new());
     let nic = IovaNic { iovas: vec![], tx: vec![], rx: RxFrames::default() };
     let mut a = Rpc::new(nic, clock, (), memory(1 << 20, 4, 4), test_config(1)).unwrap();
     let mut other = Bench::new(ME, PEER, test_config(2), 1);

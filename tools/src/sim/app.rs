@@ -1,11 +1,14 @@
 //! What the simulated hosts run: clients that keep a window of requests outstanding on each of
 //! their sessions, and servers that answer every request with a response of a fixed size.
 
+use anyhow::Context;
 use erpc_dataplane::clock::Clock;
 use erpc_dataplane::msgbuf::footprint;
 use erpc_dataplane::transport::Transport;
 use erpc_dataplane::wire::PKT_HDR_LEN;
 use erpc_dataplane::*;
+use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
 
 /// Request type of the simulated service.
 pub const REQ_TYPE: u8 = 1;
@@ -35,7 +38,7 @@ pub struct App {
     rr_next: usize,
 }
 
-fn on_session<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, ev: SessionEvent) {
+fn on_session<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, ev: SessionEvent) {
     let a = rpc.ctx_mut();
     match ev {
         SessionEvent::Connected(_) => a.connected += 1,
@@ -44,7 +47,7 @@ fn on_session<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, ev: Ses
     }
 }
 
-fn serve<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, h: ReqHandle) {
+fn serve<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, h: ReqHandle) {
     let n = rpc.ctx().resp_size;
     rpc.ctx_mut().handled += 1;
     if n <= rpc.max_data_per_pkt() {
@@ -56,7 +59,7 @@ fn serve<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, h: ReqHandle
     }
 }
 
-fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, c: Completion) {
+fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, c: Completion) {
     let now = rpc.clock().now_ns();
     let a = rpc.ctx_mut();
     match c.result {
@@ -91,11 +94,33 @@ pub fn msg_footprint(size: usize, mtu: usize) -> usize {
     footprint(size, mtu - PKT_HDR_LEN).next_power_of_two()
 }
 
-/// `len` zeroed bytes for the rest of the process, on transparent huge pages where the kernel
-/// gives them (`madvise(MADV_HUGEPAGE)`; 4 KiB pages otherwise).
-fn huge_zeroed(len: usize) -> &'static mut [u8] {
-    // SAFETY: a fresh private anonymous mapping of `len` bytes, zero-filled by the kernel and
-    // never unmapped: the slice is valid and unaliased for the rest of the process.
+/// Requests each endpoint can queue behind busy slots.
+const BACKLOG: usize = 64;
+
+/// A msgbuf region for `msgs` messages (size, count) and `sessions` sessions' response buffers;
+/// with `huge`, on transparent huge pages where the kernel gives them (4 KiB pages otherwise).
+pub fn region(cfg: &RpcConfig, msgs: &[(usize, usize)], sessions: usize, huge: bool) -> DmaRegion {
+    let mut bytes = 4 << 20;
+    for &(size, count) in msgs {
+        bytes += 2 * count * msg_footprint(size.max(1), cfg.mtu);
+    }
+    // Each server session holds a one-packet response buffer.
+    bytes += sessions * msg_footprint(cfg.mtu, cfg.mtu) * 2;
+    // Never freed: msgbufs carry no lifetime and may outlive their endpoint (see `DmaRegion`).
+    let mem = if huge { huge_zeroed(bytes) } else { vec![0u8; bytes].leak() };
+    DmaRegion::from_static(mem, 0x1_0000_0000)
+}
+
+/// Endpoint memory on the heap: [`region`] and `sessions` sessions (client and server).
+pub fn memory(cfg: &RpcConfig, msgs: &[(usize, usize)], sessions: usize) -> OwnedMemory {
+    OwnedMemory::new(region(cfg, msgs, sessions, false), sessions, BACKLOG)
+}
+
+/// A fresh private anonymous mapping of `len` zeroed bytes, on transparent huge pages where the
+/// kernel gives them (`madvise(MADV_HUGEPAGE)`), or `None`.
+fn huge_mapping(len: usize) -> Option<NonNull<u8>> {
+    // SAFETY: mmap with a null hint and no file creates a new mapping and touches no memory of
+    // ours; madvise only advises on that mapping.
     unsafe {
         let p = libc::mmap(
             std::ptr::null_mut(),
@@ -106,65 +131,105 @@ fn huge_zeroed(len: usize) -> &'static mut [u8] {
             0,
         );
         if p == libc::MAP_FAILED {
-            return vec![0u8; len].leak();
+            return None;
         }
         libc::madvise(p, len, libc::MADV_HUGEPAGE);
-        std::slice::from_raw_parts_mut(p as *mut u8, len)
+        NonNull::new(p.cast())
     }
 }
 
-/// Storage for `n` sessions on transparent huge pages (see [`huge_zeroed`]).
-fn huge_sessions(n: usize) -> &'static mut [Session] {
-    let p = huge_zeroed(n * std::mem::size_of::<Session>()).as_mut_ptr() as *mut Session;
-    assert!(p.align_offset(std::mem::align_of::<Session>()) == 0, "mappings are page-aligned");
-    for i in 0..n {
-        // SAFETY: the mapping holds `n` sessions' bytes and is aligned for `Session`.
-        unsafe { p.add(i).write(Session::EMPTY) };
+/// `len` zeroed bytes for the rest of the process, on transparent huge pages where the kernel
+/// gives them.
+fn huge_zeroed(len: usize) -> &'static mut [u8] {
+    match huge_mapping(len) {
+        // SAFETY: a fresh mapping of `len` zeroed bytes, never unmapped: valid and unaliased for
+        // the rest of the process.
+        Some(p) => unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), len) },
+        None => vec![0u8; len].leak(),
     }
-    // SAFETY: all `n` sessions were initialised above; the mapping is ours for good.
-    unsafe { std::slice::from_raw_parts_mut(p, n) }
 }
 
-/// Builds a host's endpoint with memory for `msgs` messages of `size` bytes, `sessions` sessions
-/// (client and server), and the simulated service registered. With `huge`, the session storage
-/// and the msgbuf region are on transparent huge pages where the kernel gives them, as a
+/// Session and backlog storage of one endpoint with the sessions on transparent huge pages, as a
 /// deployment would put them on hugepages (with thousands of sessions on 4 KiB pages, each
-/// session's first access is a TLB miss too).
-pub fn endpoint<T: Transport, C: Clock>(
+/// session's first access is a TLB miss too). The mapping is unmapped on drop, after the
+/// endpoint built on [`HugeStorage::memory`] (which borrows it).
+pub struct HugeStorage {
+    sessions: Sessions,
+    backlog: Box<[BacklogEntry]>,
+}
+
+enum Sessions {
+    /// `len` initialised sessions in a mapping of our own.
+    Mapped { p: NonNull<Session>, len: usize },
+    /// On the heap, where the kernel refused the mapping.
+    Heap(Box<[Session]>),
+}
+
+impl HugeStorage {
+    /// Storage for `n` sessions.
+    pub fn new(n: usize) -> Self {
+        let backlog = BacklogEntry::storage(BACKLOG).into_boxed_slice();
+        let Some(p) = huge_mapping(n * size_of::<Session>()) else {
+            return HugeStorage { sessions: Sessions::Heap(Session::storage(n).into_boxed_slice()), backlog };
+        };
+        let p = p.cast::<Session>();
+        assert!(p.align_offset(align_of::<Session>()) == 0, "mappings are page-aligned");
+        for i in 0..n {
+            // SAFETY: the mapping holds `n` sessions' bytes and is aligned for `Session`.
+            unsafe { p.add(i).write(Session::EMPTY) };
+        }
+        HugeStorage { sessions: Sessions::Mapped { p, len: n }, backlog }
+    }
+
+    /// The endpoint's memory: this storage and `region`.
+    pub fn memory(&mut self, region: DmaRegion) -> RpcMemory<'_> {
+        let sessions = match &mut self.sessions {
+            // SAFETY: `len` initialised sessions in our mapping; the borrow of `self` keeps them
+            // from being reached any other way, or unmapped, while the endpoint holds them.
+            Sessions::Mapped { p, len } => unsafe { std::slice::from_raw_parts_mut(p.as_ptr(), *len) },
+            Sessions::Heap(b) => b,
+        };
+        RpcMemory { region, sessions, backlog: &mut self.backlog }
+    }
+}
+
+impl Drop for HugeStorage {
+    fn drop(&mut self) {
+        if let Sessions::Mapped { p, len } = self.sessions {
+            // SAFETY: no endpoint borrows the sessions any more; they are dropped in place, then
+            // the mapping `new` made for them is unmapped.
+            unsafe {
+                std::ptr::drop_in_place(std::ptr::slice_from_raw_parts_mut(p.as_ptr(), len));
+                libc::munmap(p.as_ptr().cast(), len * size_of::<Session>());
+            }
+        }
+    }
+}
+
+/// Builds a host's endpoint on `mem` with the simulated service registered.
+pub fn endpoint<'m, T: Transport, C: Clock>(
     nic: T,
     clock: C,
     cfg: RpcConfig,
-    msgs: &[(usize, usize)],
-    sessions: usize,
-    huge: bool,
-) -> Result<Rpc<'static, T, C, App>, String> {
-    let mut bytes = 4 << 20;
-    for &(size, count) in msgs {
-        bytes += 2 * count * msg_footprint(size.max(1), cfg.mtu);
-    }
-    // Each server session holds a one-packet response buffer.
-    bytes += sessions * msg_footprint(cfg.mtu, cfg.mtu) * 2;
-    let mem = RpcMemory {
-        region: DmaRegion::from_static(if huge { huge_zeroed(bytes) } else { vec![0u8; bytes].leak() }, 0x1_0000_0000),
-        sessions: if huge { huge_sessions(sessions) } else { Session::storage(sessions).leak() },
-        backlog: BacklogEntry::storage(64).leak(),
-    };
-    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).map_err(|e| format!("endpoint: {e:?}"))?;
-    rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground).map_err(|e| format!("handler: {e:?}"))?;
+    mem: impl Into<EndpointMemory<'m>>,
+) -> anyhow::Result<Rpc<'m, T, C, App>> {
+    let mut rpc = Rpc::new(nic, clock, App::default(), mem, cfg).with_context(|| "building an endpoint")?;
+    rpc.register_handler(REQ_TYPE, serve, HandlerMode::Foreground)
+        .with_context(|| "registering the request handler")?;
     rpc.set_session_handler(on_session);
     Ok(rpc)
 }
 
 /// Issues `window` requests on each of the client's sessions (fewer if `remaining` runs out);
 /// completions issue the next ones until `remaining` is spent.
-pub fn start<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, window: usize) -> Result<(), String> {
+pub fn start<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, window: usize) -> anyhow::Result<()> {
     let sessions = rpc.ctx().sessions.clone();
     issue(rpc, (0..window).flat_map(|_| sessions.iter().copied()))
 }
 
 /// Issues `n` requests over the client's sessions in turn; each completion issues the next
 /// request on the next session, until `remaining` is spent.
-pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, App>, n: usize) -> Result<(), String> {
+pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, n: usize) -> anyhow::Result<()> {
     let sessions = rpc.ctx().sessions.clone();
     let a = rpc.ctx_mut();
     a.round_robin = true;
@@ -173,9 +238,9 @@ pub fn start_round_robin<T: Transport, C: Clock>(rpc: &mut Rpc<'static, T, C, Ap
 }
 
 fn issue<T: Transport, C: Clock>(
-    rpc: &mut Rpc<'static, T, C, App>,
+    rpc: &mut Rpc<'_, T, C, App>,
     sessions: impl Iterator<Item = SessionId>,
-) -> Result<(), String> {
+) -> anyhow::Result<()> {
     let (req, resp) = (rpc.ctx().req_size, rpc.ctx().resp_size);
     {
         for s in sessions {
@@ -183,9 +248,9 @@ fn issue<T: Transport, C: Clock>(
                 return Ok(());
             }
             rpc.ctx_mut().remaining -= 1;
-            let q = rpc.alloc_msg_buffer(req).map_err(|e| format!("request buffer: {e:?}"))?;
-            let r = rpc.alloc_msg_buffer(resp).map_err(|e| format!("response buffer: {e:?}"))?;
-            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| format!("enqueue: {:?}", e.kind))?;
+            let q = rpc.alloc_msg_buffer(req).context("allocating a request buffer")?;
+            let r = rpc.alloc_msg_buffer(resp).context("allocating a response buffer")?;
+            rpc.enqueue_request(s, REQ_TYPE, q, r, on_done, 0).map_err(|e| e.kind).context("sending a request")?;
         }
     }
     Ok(())

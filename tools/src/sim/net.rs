@@ -35,7 +35,7 @@ use std::collections::{BinaryHeap, VecDeque};
 pub const WIRE_OVERHEAD: usize = 24;
 
 /// The clock every simulated endpoint reads.
-pub type Clk = &'static SimClock;
+pub type Clk = std::rc::Rc<SimClock>;
 /// A simulated host's endpoint; `A` is the application state it carries.
 pub type HostRpc<A> = Rpc<'static, SimHostNic, Clk, A>;
 
@@ -252,26 +252,26 @@ impl<A> Network<A> {
     /// Builds the topology and one endpoint per host with `make(host index, nic, clock)`.
     pub fn new(
         cfg: NetConfig,
-        mut make: impl FnMut(usize, SimHostNic, Clk) -> Result<HostRpc<A>, String>,
-    ) -> Result<Self, String> {
+        mut make: impl FnMut(usize, SimHostNic, Clk) -> anyhow::Result<HostRpc<A>>,
+    ) -> anyhow::Result<Self> {
         if cfg.hosts == 0 || cfg.hosts > 65_000 {
-            return Err(format!("the simulation holds 1 to 65000 hosts, not {}", cfg.hosts));
+            return Err(anyhow::anyhow!("the simulation holds 1 to 65000 hosts, not {}", cfg.hosts));
         }
         if !(cfg.link_gbps > 0.0 && cfg.uplink_gbps > 0.0 && cfg.link_gbps <= 10_000.0) {
-            return Err("link rates must be positive (and at most 10000 Gb/s)".into());
+            return Err(anyhow::anyhow!("link rates must be positive (and at most 10000 Gb/s)"));
         }
         if !(0.0..1.0).contains(&cfg.loss) {
-            return Err(format!("the loss rate must be in [0, 1), not {}", cfg.loss));
+            return Err(anyhow::anyhow!("the loss rate must be in [0, 1), not {}", cfg.loss));
         }
         if cfg.buffer_bytes < cfg.mtu as u64 {
-            return Err("the switch buffer must hold at least one frame".into());
+            return Err(anyhow::anyhow!("the switch buffer must hold at least one frame"));
         }
-        let clock: Clk = Box::leak(Box::new(SimClock::new()));
+        let clock: Clk = Clk::new(SimClock::new());
         let (hpt, spines) = match cfg.topology {
             Topology::Single => (cfg.hosts, 0),
             Topology::TwoLayer { hosts_per_tor, spines } => {
                 if hosts_per_tor == 0 || spines == 0 {
-                    return Err("a two-layer topology needs at least one host per ToR and one spine".into());
+                    return Err(anyhow::anyhow!("a two-layer topology needs at least one host per ToR and one spine"));
                 }
                 (hosts_per_tor, spines)
             }
@@ -306,7 +306,7 @@ impl<A> Network<A> {
         let mut hosts = Vec::with_capacity(cfg.hosts);
         for (h, &(sw, _)) in host_port.iter().enumerate() {
             let nic = SimHostNic::new(host_addr(h), cfg.mtu, cfg.tx_ring, cfg.rx_ring);
-            let rpc = make(h, nic, clock)?;
+            let rpc = make(h, nic, clock.clone())?;
             hosts.push(Host {
                 rpc,
                 link: Link::new(Node::Switch(sw), cfg.link_gbps, cfg.link_delay_ns),

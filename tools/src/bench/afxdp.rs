@@ -9,12 +9,12 @@
 //! `--server ADDR --interface IF` and `--connect ADDR --interface IF [--bind ADDR]` run one end
 //! each, on real interfaces; the client finds the server's MAC through the neighbour table.
 
-use crate::bench::{memory_in, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
-use crate::bench_udp;
+use super::{run_client, udp, BenchArgs, Mode, Report};
+use crate::endpoints::{afxdp, afxdp_memory, region_bytes, serve_until, server, udp_peer, Server};
 use crate::netns::{self, VethPair};
+use anyhow::{anyhow, Context};
 use erpc_dataplane::transport::EndpointAddr;
-use erpc_dataplane::Rpc;
-use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::afxdp::AfXdpTransport;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -23,32 +23,15 @@ use std::sync::{mpsc, Arc};
 const SERVER_PORT: u16 = 31850;
 const CLIENT_PORT: u16 = 31851;
 
-pub(crate) fn open(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> Result<AfXdpTransport, String> {
-    AfXdpTransport::open(AfXdpConfig {
-        interface: interface.to_string(),
-        ipv4: ip,
-        udp_port: port,
-        rx_frames: 2048,
-        tx_ring: 1024,
-        region_bytes: region,
-        ..Default::default()
-    })
-    .map_err(|e| e.to_string())
+fn serve_on(t: AfXdpTransport, a: &BenchArgs) -> anyhow::Result<Server<AfXdpTransport>> {
+    let mem = afxdp_memory(&t);
+    server(t, a.resp_size, mem, a.rpc_config())
 }
 
-type Srv = Rpc<'static, AfXdpTransport, crate::bench::Clk, usize>;
-
-fn server(t: AfXdpTransport, a: &BenchArgs) -> Result<Srv, String> {
-    // SAFETY: the region lives in the transport, which the endpoint owns from here on.
-    let mem = memory_in(unsafe { t.dataplane_region() });
-    server_endpoint(t, a.resp_size, mem, bench_udp::rpc_config(a))
-}
-
-fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> Result<Report, String> {
-    // SAFETY: as in `server`.
-    let mem = memory_in(unsafe { t.dataplane_region() });
+fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> anyhow::Result<Report> {
+    let mem = afxdp_memory(&t);
     let what = format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port));
-    let (r, cli) = run_client(t, mem, bench_udp::rpc_config(a), a, to, &what, req, conc)?;
+    let (r, cli) = run_client(t, mem, a.rpc_config(), a, to, &what, req, conc)?;
     let stalls = cli.transport().stats().tx_flush_stalls;
     if stalls > 0 {
         eprintln!("erpc bench: {stalls} AF_XDP flushes waited over a second (interface down?)");
@@ -57,22 +40,22 @@ fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: 
 }
 
 /// Runs `server_end` on a thread in namespace `b` and `client_end` on one in namespace `a`.
-/// The server end reports its address (or why it failed) on the channel, then serves until the
-/// flag is set.
+/// The server end reports its address, or why it could not start, on the channel, then serves
+/// until the flag is set.
 fn both_ends<A: Send + 'static, R: Send + 'static>(
     pair: &VethPair,
-    server_end: impl FnOnce(mpsc::Sender<Result<A, String>>, Arc<AtomicBool>) -> Result<(), String> + Send + 'static,
-    client_end: impl FnOnce(A) -> Result<R, String> + Send + 'static,
-) -> Result<R, String> {
+    server_end: impl FnOnce(mpsc::Sender<anyhow::Result<A>>, Arc<AtomicBool>) -> anyhow::Result<()> + Send + 'static,
+    client_end: impl FnOnce(A) -> anyhow::Result<R> + Send + 'static,
+) -> anyhow::Result<R> {
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
     let (nb, st) = (pair.b.netns.clone(), stop.clone());
-    let h = std::thread::spawn(move || {
-        if let Err(e) = netns::enter(&nb) {
-            let _ = tx.send(Err(e.clone()));
-            return Err(e);
+    let h = std::thread::spawn(move || match netns::enter(&nb) {
+        Ok(()) => server_end(tx, st),
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            Ok(())
         }
-        server_end(tx, st)
     });
     let addr = match rx.recv() {
         Ok(Ok(a)) => a,
@@ -81,7 +64,8 @@ fn both_ends<A: Send + 'static, R: Send + 'static>(
             return Err(e);
         }
         Err(_) => {
-            return Err(h.join().map_err(|_| "the server thread panicked".to_string())?.err().unwrap_or_default())
+            h.join().map_err(|_| anyhow!("the server thread panicked"))??;
+            return Err(anyhow!("the server thread ended before it started serving"));
         }
     };
     let na = pair.a.netns.clone();
@@ -89,20 +73,18 @@ fn both_ends<A: Send + 'static, R: Send + 'static>(
         netns::enter(&na)?;
         client_end(addr)
     });
-    let r = c.join().map_err(|_| "the client thread panicked".to_string());
+    let r = c.join().map_err(|_| anyhow!("the client thread panicked"));
     stop.store(true, Ordering::Relaxed);
-    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    h.join().map_err(|_| anyhow!("the server thread panicked"))??;
     r?
 }
 
-pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
-    let need_if = || {
-        a.interface.clone().ok_or_else(|| "--transport afxdp with --server or --connect needs --interface".to_string())
-    };
+    let need_if = || a.interface.clone().context("--transport afxdp with --server or --connect needs --interface");
     if let Some(addr) = a.server {
-        let t = open(&need_if()?, Some(*addr.ip()), addr.port(), bytes)?;
-        let mut srv = server(t, a)?;
+        let t = afxdp(&need_if()?, Some(*addr.ip()), addr.port(), bytes)?;
+        let mut srv = serve_on(t, a)?;
         eprintln!("erpc bench: serving on afxdp {addr} (Ctrl-C to stop)");
         serve_until(&mut srv, None);
         unreachable!("the server runs until killed");
@@ -111,9 +93,8 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
         let bind = a.bind.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT));
         let ip = (!bind.ip().is_unspecified()).then_some(*bind.ip());
         let port = if bind.port() == 0 { CLIENT_PORT } else { bind.port() };
-        let t = open(&need_if()?, ip, port, bytes)?;
-        let server = EndpointAddr { mac: [0; 6], ipv4: to.ip().octets(), udp_port: to.port() };
-        return client(t, a, server, req, conc);
+        let t = afxdp(&need_if()?, ip, port, bytes)?;
+        return client(t, a, udp_peer(to), req, conc);
     }
 
     let pair = VethPair::create()?;
@@ -122,11 +103,11 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
     let mut r = both_ends(
         &pair,
         move |ready, stop| {
-            let mut srv = match open(&ib, None, SERVER_PORT, bytes).and_then(|t| server(t, &args)) {
+            let mut srv = match afxdp(&ib, None, SERVER_PORT, bytes).and_then(|t| serve_on(t, &args)) {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = ready.send(Err(e.clone()));
-                    return Err(e);
+                    let _ = ready.send(Err(e));
+                    return Ok(());
                 }
             };
             let _ = ready.send(Ok(srv.local_addr()));
@@ -135,7 +116,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
         },
         {
             let args = a.clone();
-            move |to| client(open(&ia, None, CLIENT_PORT, bytes)?, &args, to, req, conc)
+            move |to| client(afxdp(&ia, None, CLIENT_PORT, bytes)?, &args, to, req, conc)
         },
     )?;
 
@@ -146,18 +127,18 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, Stri
     let u = both_ends(
         &pair,
         move |ready, stop| {
-            let cfg = bench_udp::rpc_config(&args_s);
-            bench_udp::serve(SocketAddrV4::new(ipb, 0), resp, bytes, cfg, Some(ready), Some(stop))
+            udp::serve(SocketAddrV4::new(ipb, 0), resp, bytes, args_s.rpc_config(), Some(ready), Some(stop))
         },
         move |server| {
             let mut quiet = args_c;
             quiet.json = true; // one progress bar is enough
-            bench_udp::client(&quiet, SocketAddrV4::new(ipa, 0), server, req, conc)
+            udp::client(&quiet, SocketAddrV4::new(ipa, 0), server, req, conc)
         },
     )?;
     drop(pair);
     r.reference = "eRPC over the UDP transport on the same veth pair";
     r.reference_pps = u.rpcs as f64 / u.secs;
+    r.reference_trips = u.rpcs;
     r.reference_p50_us = match (a.mode, &u.hist) {
         (Mode::Latency, Some(h)) => Some(h.value_at_quantile(0.5) as f64 / 1000.0),
         _ => None,

@@ -1,9 +1,10 @@
 //! `erpc bench --transport udp`: eRPC over kernel UDP sockets, against a raw UDP ping-pong of
 //! the same datagram sizes and window measured in the same run.
 
-use crate::bench::{memory, region_bytes, run_client, serve_until, server_endpoint, BenchArgs, Mode, Report};
+use super::{run_client, BenchArgs, Mode, Report};
+use crate::endpoints::{client_bind, memory, region_bytes, serve_until, server, udp, udp_peer};
+use anyhow::{anyhow, Context};
 use erpc_dataplane::{RpcConfig, Transport};
-use erpc_driver::udp::{UdpConfig, UdpTransport};
 use hdrhistogram::Histogram;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,34 +14,28 @@ use std::time::{Duration, Instant};
 /// Largest UDP payload of a frame within a 1500-byte MTU (1514 minus the 42-byte headroom).
 const MAX_DATAGRAM: usize = 1472;
 
-pub(crate) fn rpc_config(a: &BenchArgs) -> RpcConfig {
-    let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu: 1514, ..RpcConfig::default() };
-    cfg.cc.enabled = !a.no_cc;
-    cfg
-}
-
-/// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one).
+/// Builds a server endpoint on `bind` and runs it until `stop` (or forever without one). With
+/// `ready`, reports its address or why it could not start there (and then returns `Ok`).
 pub(crate) fn serve(
     bind: SocketAddrV4,
     resp: usize,
     bytes: usize,
     cfg: RpcConfig,
-    ready: Option<mpsc::Sender<Result<SocketAddrV4, String>>>,
+    ready: Option<mpsc::Sender<anyhow::Result<SocketAddrV4>>>,
     stop: Option<Arc<AtomicBool>>,
-) -> Result<(), String> {
-    let setup = || -> Result<_, String> {
-        let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+) -> anyhow::Result<()> {
+    let setup = || -> anyhow::Result<_> {
+        let t = udp(bind)?;
         let addr = SocketAddrV4::new(bind.ip().to_owned(), t.local_addr().udp_port);
-        Ok((server_endpoint(t, resp, memory(bytes), cfg)?, addr))
+        Ok((server(t, resp, memory(bytes), cfg)?, addr))
     };
-    let (mut srv, addr) = match setup() {
-        Ok(v) => v,
-        Err(e) => {
-            if let Some(r) = &ready {
-                let _ = r.send(Err(e.clone()));
-            }
-            return Err(e);
+    let (mut srv, addr) = match (setup(), &ready) {
+        (Ok(v), _) => v,
+        (Err(e), Some(r)) => {
+            let _ = r.send(Err(e));
+            return Ok(());
         }
+        (Err(e), None) => return Err(e),
     };
     match &ready {
         Some(r) => {
@@ -59,57 +54,52 @@ pub(crate) fn client(
     server: SocketAddrV4,
     req: usize,
     conc: usize,
-) -> Result<Report, String> {
-    let t = UdpTransport::bind(UdpConfig { bind, ..Default::default() }).map_err(|e| e.to_string())?;
+) -> anyhow::Result<Report> {
     let mem = memory(region_bytes(req, a.resp_size, conc, 1400));
-    let to =
-        erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: server.ip().octets(), udp_port: server.port() };
-    run_client(t, mem, rpc_config(a), a, to, &format!("udp {server}"), req, conc).map(|(r, _)| r)
+    let what = format!("udp {server}");
+    run_client(udp(bind)?, mem, a.rpc_config(), a, udp_peer(server), &what, req, conc).map(|(r, _)| r)
 }
 
-pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> Result<Report, String> {
+pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
     if let Some(addr) = a.server {
-        serve(addr, a.resp_size, bytes, rpc_config(a), None, None)?;
+        serve(addr, a.resp_size, bytes, a.rpc_config(), None, None)?;
         unreachable!("the server runs until killed");
     }
     if let Some(server) = a.connect {
-        let bind = match a.bind {
-            Some(b) => b,
-            None if server.ip().is_loopback() => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-            None => return Err("--connect to another machine needs --bind <this machine's IP>:0".into()),
-        };
-        return client(a, bind, server, req, conc);
+        return client(a, client_bind(server, a.bind)?, server, req, conc);
     }
     // Both ends here: the server on its own thread.
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = mpsc::channel();
-    let (resp, cfg, st) = (a.resp_size, rpc_config(a), stop.clone());
+    let (resp, cfg, st) = (a.resp_size, a.rpc_config(), stop.clone());
     let h = std::thread::spawn(move || {
         serve(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), resp, bytes, cfg, Some(tx), Some(st))
     });
-    let server = rx.recv().map_err(|_| "the server thread died".to_string())??;
+    let server = rx.recv().map_err(|_| anyhow!("the server thread died"))??;
     let r = client(a, SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), server, req, conc);
     stop.store(true, Ordering::Relaxed);
-    h.join().map_err(|_| "the server thread panicked".to_string())??;
+    h.join().map_err(|_| anyhow!("the server thread panicked"))??;
     let mut r = r?;
-    let (pps, p50) = raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
+    let (pps, p50, trips) =
+        raw_ping_pong(req.min(MAX_DATAGRAM), a.resp_size.min(MAX_DATAGRAM), conc, a.duration.min(2.0))?;
     r.reference = "raw UDP ping-pong, same datagram sizes and window";
     r.reference_pps = pps;
+    r.reference_trips = trips;
     r.reference_p50_us = (a.mode == Mode::Latency).then_some(p50);
     Ok(r)
 }
 
 /// Raw UDP ping-pong on loopback between two busy-polling non-blocking sockets: `conc`
 /// datagrams of `req` bytes in flight, each answered with `resp` bytes. Returns round trips per
-/// second and the median round trip in microseconds.
-pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> Result<(f64, f64), String> {
-    let io = |e: std::io::Error| format!("raw UDP reference: {e}");
-    let echo = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    let cli = UdpSocket::bind("127.0.0.1:0").map_err(io)?;
-    echo.set_nonblocking(true).map_err(io)?;
-    cli.set_nonblocking(true).map_err(io)?;
-    let echo_addr = echo.local_addr().map_err(io)?;
+/// second, the median round trip in microseconds and the round trips measured.
+pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> anyhow::Result<(f64, f64, u64)> {
+    let what = "setting up the raw UDP reference on 127.0.0.1";
+    let echo = UdpSocket::bind("127.0.0.1:0").context(what)?;
+    let cli = UdpSocket::bind("127.0.0.1:0").context(what)?;
+    echo.set_nonblocking(true).context(what)?;
+    cli.set_nonblocking(true).context(what)?;
+    let echo_addr = echo.local_addr().context(what)?;
     let stop = Arc::new(AtomicBool::new(false));
     let st = stop.clone();
     let h = std::thread::spawn(move || {
@@ -158,5 +148,5 @@ pub(crate) fn raw_ping_pong(req: usize, resp: usize, conc: usize, secs: f64) -> 
     let el = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(secs);
     stop.store(true, Ordering::Relaxed);
     let _ = h.join();
-    Ok((trips as f64 / el, hist.value_at_quantile(0.5) as f64 / 1000.0))
+    Ok((trips as f64 / el, hist.value_at_quantile(0.5) as f64 / 1000.0, trips))
 }

@@ -1,0 +1,244 @@
+//! The endpoints `erpc bench` and `erpc capture` run, built one way for every transport: the
+//! clock, endpoint memory, the transports (kernel UDP, AF_XDP, the in-memory NIC), the benchmark
+//! server, and a client's connect, which says why a server refused.
+
+use anyhow::{anyhow, bail, Context};
+use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
+use erpc_dataplane::transport::EndpointAddr;
+use erpc_dataplane::*;
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::udp::{UdpConfig, UdpTransport};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// The clock of the commands' endpoints: the time-stamp counter on x86_64.
+#[cfg(target_arch = "x86_64")]
+pub(crate) type Clk = erpc_dataplane::clock::TscClock;
+/// The clock of the commands' endpoints: `std::time::Instant` off x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) type Clk = erpc_dataplane::clock::StdClock;
+
+pub(crate) fn clock() -> Clk {
+    #[cfg(target_arch = "x86_64")]
+    {
+        erpc_dataplane::clock::TscClock::calibrate()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        erpc_dataplane::clock::StdClock::default()
+    }
+}
+
+/// Sessions of each endpoint (client and server sessions together).
+const SESSIONS: usize = 16;
+/// Requests each endpoint can queue behind busy slots.
+const BACKLOG: usize = 64;
+
+/// Room for `conc` requests and responses of the largest size on each side, twice over, with
+/// a 56-byte packet header per `data_per_pkt` bytes, plus 8 MiB for the endpoint itself.
+pub(crate) fn region_bytes(req: usize, resp: usize, conc: usize, data_per_pkt: usize) -> usize {
+    let m = req.max(resp);
+    4 * conc * (m + (m / data_per_pkt + 1) * 56).next_power_of_two() + (8 << 20)
+}
+
+/// Endpoint memory on the heap, for the software transports.
+pub(crate) fn memory(bytes: usize) -> OwnedMemory {
+    // Leaked: msgbufs carry no lifetime and may outlive their endpoint (see `DmaRegion`).
+    memory_in(DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000))
+}
+
+/// Endpoint memory over `region` (the UMEM for AF_XDP, hugepages for mlx5).
+pub(crate) fn memory_in(region: DmaRegion) -> OwnedMemory {
+    OwnedMemory::new(region, SESSIONS, BACKLOG)
+}
+
+/// The endpoint configuration: a fresh seed, this MTU, congestion control on or off.
+pub(crate) fn rpc_config(mtu: usize, cc: bool) -> RpcConfig {
+    let mut cfg = RpcConfig { seed: RpcConfig::random_seed(), mtu, ..RpcConfig::default() };
+    cfg.cc.enabled = cc;
+    cfg
+}
+
+// ----- transports -----
+
+/// A NIC of the in-memory fabric.
+pub(crate) type SimPort = SimNic<'static, 'static, Clk>;
+
+/// Two NICs on a new in-memory fabric (`seed` for its fault injection), each with a receive ring
+/// of `ring` frames; `tx_lag` as in [`Fabric::nic`].
+pub(crate) fn sim_pair(clk: Clk, seed: u64, ring: usize, tx_lag: usize) -> (SimPort, SimPort) {
+    // Leaked: both NICs borrow the fabric, and the fabric each port's receive ring, as they live.
+    let fab: &'static Fabric<'static, Clk> = Box::leak(Box::new(Fabric::new(clk, seed)));
+    let pa = fab.attach(RxBuf::storage(ring).leak());
+    let pb = fab.attach(RxBuf::storage(ring).leak());
+    (fab.nic(pa, tx_lag), fab.nic(pb, tx_lag))
+}
+
+/// A kernel UDP transport on `bind`; the driver's error says what to do.
+pub(crate) fn udp(bind: SocketAddrV4) -> anyhow::Result<UdpTransport> {
+    Ok(UdpTransport::bind(UdpConfig { bind, ..Default::default() })?)
+}
+
+/// The address of an eRPC endpoint on UDP port `a` (the MAC is resolved by the transport).
+pub(crate) fn udp_peer(a: SocketAddrV4) -> EndpointAddr {
+    EndpointAddr { mac: [0; 6], ipv4: a.ip().octets(), udp_port: a.port() }
+}
+
+/// The client's own UDP address for `--connect server [--bind bind]`: any port on loopback
+/// when the server is on loopback; another machine needs `--bind`.
+pub(crate) fn client_bind(server: SocketAddrV4, bind: Option<SocketAddrV4>) -> anyhow::Result<SocketAddrV4> {
+    match bind {
+        Some(b) => Ok(b),
+        None if server.ip().is_loopback() => Ok(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)),
+        None => bail!("--connect to another machine needs --bind <this machine's IP>:0"),
+    }
+}
+
+/// An AF_XDP transport on queue 0 of `interface` (this thread's network namespace) with a
+/// `region`-byte UMEM; `ip` defaults to the interface's address.
+pub(crate) fn afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> anyhow::Result<AfXdpTransport> {
+    Ok(AfXdpTransport::open(AfXdpConfig {
+        interface: interface.to_string(),
+        ipv4: ip,
+        udp_port: port,
+        rx_frames: 2048,
+        tx_ring: 1024,
+        region_bytes: region,
+        ..Default::default()
+    })?)
+}
+
+/// Endpoint memory in an AF_XDP transport's UMEM.
+pub(crate) fn afxdp_memory(t: &AfXdpTransport) -> OwnedMemory {
+    // SAFETY: the region lives in the transport, which the endpoint built on this memory owns.
+    memory_in(unsafe { t.dataplane_region() })
+}
+
+// ----- the benchmark server -----
+
+/// The request type the benchmark server handles (and `erpc capture` sends).
+pub const REQ_TYPE: u8 = 1;
+
+/// A benchmark server: its context is the response size.
+pub(crate) type Server<T> = Rpc<'static, T, Clk, usize>;
+
+fn server_handler<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    let n = *rpc.ctx();
+    if n <= rpc.max_data_per_pkt() {
+        let _ = rpc.request_and_prealloc_response(&h);
+        let _ = rpc.enqueue_response_prealloc(h, n);
+    } else if let Ok(b) = rpc.alloc_msg_buffer(n) {
+        let _ = rpc.enqueue_response(h, b);
+    }
+}
+
+/// A server endpoint on `t` answering [`REQ_TYPE`] requests with `resp`-byte responses.
+pub(crate) fn server<T: Transport>(t: T, resp: usize, mem: OwnedMemory, cfg: RpcConfig) -> anyhow::Result<Server<T>> {
+    let mut srv = Rpc::new(t, clock(), resp, mem, cfg).context("building the server endpoint")?;
+    srv.register_handler(REQ_TYPE, server_handler::<T>, HandlerMode::Foreground)
+        .context("registering the server's request handler")?;
+    Ok(srv)
+}
+
+/// Runs a server endpoint until `stop` is set (or forever without one).
+pub(crate) fn serve_until<T: Transport>(srv: &mut Server<T>, stop: Option<&AtomicBool>) {
+    loop {
+        for _ in 0..256 {
+            srv.run_event_loop_once();
+        }
+        if stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return;
+        }
+    }
+}
+
+// ----- a client's connect -----
+
+/// The context of a client endpoint that [`connect`] drives: it keeps why a connect failed.
+pub(crate) trait ConnectState {
+    fn connect_failure(&mut self) -> &mut Option<SmError>;
+}
+
+fn on_session_event<T: Transport, Ctx: ConnectState>(rpc: &mut Rpc<'static, T, Clk, Ctx>, ev: SessionEvent) {
+    if let SessionEvent::ConnectFailed(_, e) = ev {
+        *rpc.ctx_mut().connect_failure() = Some(e);
+    }
+}
+
+/// Longest wait for a server's answer to a connect request, however the endpoint is configured.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Creates a session from `cli` to the server at `server` (`what` names it in errors: "udp
+/// 10.0.0.1:31850") and runs the event loop, and `peer` after each iteration (a server on this
+/// thread), until the session connects, the server refuses or does not answer.
+pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
+    cli: &mut Rpc<'static, T, Clk, Ctx>,
+    peer: &mut dyn FnMut(),
+    server: EndpointAddr,
+    what: &str,
+) -> anyhow::Result<SessionId> {
+    let failed = || format!("connecting to {what}");
+    cli.set_session_handler(on_session_event::<T, Ctx>);
+    *cli.ctx_mut().connect_failure() = None;
+    let s = cli.create_session(server).with_context(failed)?;
+    let t0 = Instant::now();
+    while !cli.is_connected(s) {
+        if let Some(e) = cli.ctx_mut().connect_failure().take() {
+            return Err(refusal(e, cli.config())).with_context(failed);
+        }
+        if t0.elapsed() > CONNECT_TIMEOUT {
+            return Err(anyhow!("is it running, and are the address and port right?"))
+                .context(format!("no eRPC server answered within {} s", CONNECT_TIMEOUT.as_secs()))
+                .with_context(failed);
+        }
+        cli.run_event_loop_once();
+        peer();
+    }
+    Ok(s)
+}
+
+/// Why a connect failed, and what to do about it.
+fn refusal(e: SmError, cfg: &RpcConfig) -> anyhow::Error {
+    let todo = match e {
+        SmError::RemoteUnreachable => {
+            let secs = cfg.sm_max_attempts as f64 * cfg.sm_retry_ns as f64 / 1e9;
+            return anyhow!("is it running, and are the address and port right?")
+                .context(format!("no eRPC server answered {} connect requests over {secs:.1} s", cfg.sm_max_attempts));
+        }
+        SmError::OutOfSessions => "retry once some of its clients have disconnected, or give it more sessions",
+        SmError::OutOfMemory => "retry once its RPCs have completed, or give it more msgbuf memory",
+        SmError::RoutingFailed => "bind this end to an address the server can reach (--bind)",
+        SmError::Refused => "is that the server you meant? it serves no requests, or its application filters clients",
+        SmError::TooManySessionsFromClient => {
+            "close sessions from this address, or raise the server's max_sessions_per_client"
+        }
+    };
+    anyhow!(todo).context(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connect_failure_says_what_failed_why_and_what_to_do() {
+        let cfg = RpcConfig::default();
+        for (e, want) in [
+            (SmError::RemoteUnreachable, "no eRPC server answered 10 connect requests over 1.0 s: is it running"),
+            (SmError::OutOfSessions, "the server refused: all its sessions are in use: retry once"),
+            (SmError::OutOfMemory, "the server refused: it has no msgbuf memory for another session: retry"),
+            (SmError::RoutingFailed, "the server refused: it cannot route back to this endpoint: bind this end"),
+            (SmError::Refused, "the server refused: it accepts no sessions from this address: is that the server"),
+            (
+                SmError::TooManySessionsFromClient,
+                "the server refused: this client address already holds its maximum of sessions \
+                 (max_sessions_per_client): close sessions",
+            ),
+        ] {
+            let m = format!("{:#}", refusal(e, &cfg).context("connecting to udp 10.0.0.1:31850"));
+            assert!(m.starts_with(&format!("connecting to udp 10.0.0.1:31850: {want}")), "{m}");
+            assert!(!m.contains('\n'), "{m}");
+        }
+    }
+}
