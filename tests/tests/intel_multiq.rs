@@ -410,7 +410,6 @@ fn endpoints_on_threads(family: Family) {
     let b = device(family, MAC_B, 2, &wire, &space);
     let mut eps: Vec<Queue> = queues(&a, 3);
     eps.extend(queues(&b, 2));
-    let nic_of = vec![0, 0, 0, 1, 1];
     let eps = eps
         .into_iter()
         .map(|q| (q, dma_endpoint_memory_sessions(&space, 24 << 20, PageSize::Ordinary, 16).unwrap()))
@@ -419,7 +418,7 @@ fn endpoints_on_threads(family: Family) {
         close_after_phase1: Some(1),
         // The 82599 has no switch between its queues without virtualisation: its endpoints
         // reach only the other NIC's.
-        nic_of: (family == Family::Ixgbe).then_some(nic_of),
+        talks: (family == Family::Ixgbe).then_some(|i, j| (i < 3) != (j < 3)),
         ..mesh_cfg()
     };
     // No keepalives during the run: frames for the closed endpoint would (rightly) be dropped or

@@ -196,7 +196,7 @@ fn endpoints_on_threads_exchange_rpcs_and_one_closes_mid_run() {
         loss_small_rpcs: 50,
         phase_timeout: Duration::from_secs(60),
         close_after_phase1: Some(1),
-        nic_of: Some(vec![0, 0, 0, 1, 1]),
+        talks: Some(|i, j| (i < 3) != (j < 3)),
         ..MeshConfig::default()
     };
     let rpc = erpc_dataplane::RpcConfig {
