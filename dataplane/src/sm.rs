@@ -298,7 +298,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::Refused));
         }
         let cap = self.cfg.max_sessions_per_client as usize;
-        if self.sessions.ip_count(client.ipv4, cap) >= cap {
+        if self.sessions.ip_count(client.ipv4) >= cap {
             self.stats.sessions_refused += 1;
             log::warn!("connect from {client} refused: its address holds {cap} sessions already");
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::TooManySessionsFromClient));

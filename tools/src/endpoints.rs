@@ -199,7 +199,7 @@ pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
 }
 
 /// Why a connect failed, and what to do about it.
-fn refusal(e: SmError, cfg: &RpcConfig) -> anyhow::Error {
+pub(crate) fn refusal(e: SmError, cfg: &RpcConfig) -> anyhow::Error {
     let todo = match e {
         SmError::RemoteUnreachable => {
             let secs = cfg.sm_max_attempts as f64 * cfg.sm_retry_ns as f64 / 1e9;

@@ -1,10 +1,13 @@
 //! The `erpc` command's library: benchmarks (and the gRPC peer benchmark), packet capture, the
-//! simulated datacenter and NIC management, usable from tests.
+//! simulated datacenter, the replicated key-value store's commands and NIC management, usable
+//! from tests.
 
 pub mod bench;
 pub mod capture;
 mod endpoints;
 pub mod grpc_bench;
+pub mod kv;
+mod kv_etcd;
 pub mod netns;
 pub mod nic;
 pub mod sim;

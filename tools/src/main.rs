@@ -1,7 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
 use clap::{Parser, Subcommand};
-use erpc_tools::{bench, capture, grpc_bench, nic, sim};
+use erpc_tools::{bench, capture, grpc_bench, kv, nic, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -21,6 +21,8 @@ enum Cmd {
     GrpcBench(grpc_bench::GrpcBenchArgs),
     /// Run the dataplane in a simulated datacenter: incast, loss, scale.
     Sim(sim::SimArgs),
+    /// The replicated key-value store (raft-rs over eRPC): serve, put, get, del, bench, local.
+    Kv(kv::KvArgs),
     /// List NICs and bind them to vfio-pci.
     Nic(nic::NicArgs),
 }
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Cmd::Capture(a) => capture::run(a),
         Cmd::GrpcBench(a) => grpc_bench::run(a),
         Cmd::Sim(a) => sim::run(a),
+        Cmd::Kv(a) => kv::run(a),
         Cmd::Nic(a) => nic::run(a),
     };
     match r {

@@ -244,11 +244,15 @@ pub struct Session {
     pub(crate) bucket_head: u32,
     pub(crate) token_next: u32,
     pub(crate) free_next: u32,
-    /// Head of the client-address chain whose bucket is this array index (server sessions per
-    /// client IPv4 address), and this session's links on its own chain.
+    /// Server sessions by client IPv4 address (see `SessionTable`): the head of the chain of
+    /// addresses whose bucket is this array index; this session's links on that chain (if it
+    /// leads its address's sessions) or in its leader's list (if not); the leader's count.
     pub(crate) ip_head: u32,
     pub(crate) ip_next: u32,
     pub(crate) ip_prev: u32,
+    pub(crate) grp_next: u32,
+    pub(crate) grp_prev: u32,
+    pub(crate) ip_count: u16,
     /// Client: the connect cookie the server sent back (0 until then), repeated in the connect
     /// request that proves we receive the server's packets.
     pub(crate) cookie: u64,
@@ -285,6 +289,9 @@ impl Session {
         ip_head: NIL,
         ip_next: NIL,
         ip_prev: NIL,
+        grp_next: NIL,
+        grp_prev: NIL,
+        ip_count: 0,
         cookie: 0,
         dup_window_ns: 0,
         dup_count: 0,
@@ -346,6 +353,9 @@ impl Session {
         self.token_next = NIL;
         self.ip_next = NIL;
         self.ip_prev = NIL;
+        self.grp_next = NIL;
+        self.grp_prev = NIL;
+        self.ip_count = 0;
         self.cookie = 0;
         self.dup_window_ns = 0;
         self.dup_count = 0;

@@ -135,53 +135,101 @@ impl<'m> SessionTable<'m> {
     }
 
     // ----- address index: client IPv4 address -> server sessions -----
+    //
+    // Two levels, so that counting a client's sessions costs O(1) however many it has: each
+    // bucket chains one *leader* session per distinct address (`ip_next`/`ip_prev`), and each
+    // leader heads the list of the other sessions of its address (`grp_next`/`grp_prev`) and
+    // keeps their count (`ip_count`). A member has a `grp_prev`; a leader has none.
 
     fn ip_bucket(&self, ip: [u8; 4]) -> usize {
         (self.hasher.hash(&ip) % self.sessions.len() as u64) as usize
     }
 
-    /// Server sessions of clients at `ip`, counted up to `limit` (the walk stops there).
-    pub(crate) fn ip_count(&self, ip: [u8; 4], limit: usize) -> usize {
-        let mut n = 0;
+    /// The leader of `ip`'s sessions, if it has any: a walk over the bucket's distinct addresses.
+    fn ip_leader(&self, ip: [u8; 4]) -> Option<usize> {
         let mut s = self.sessions[self.ip_bucket(ip)].ip_head;
-        while s != NIL && n < limit {
+        while s != NIL {
             let x = &self.sessions[s as usize];
             if x.peer.ipv4 == ip {
-                n += 1;
+                return Some(s as usize);
             }
             s = x.ip_next;
         }
-        n
+        None
+    }
+
+    /// Server sessions of clients at `ip`.
+    pub(crate) fn ip_count(&self, ip: [u8; 4]) -> usize {
+        self.ip_leader(ip).map_or(0, |l| self.sessions[l].ip_count as usize)
     }
 
     /// Indexes server session `s` by its client's address (set before).
     pub(crate) fn ip_insert(&mut self, s: usize) {
-        let b = self.ip_bucket(self.sessions[s].peer.ipv4);
-        let head = self.sessions[b].ip_head;
-        self.sessions[s].ip_next = head;
-        self.sessions[s].ip_prev = NIL;
-        if head != NIL {
-            self.sessions[head as usize].ip_prev = s as u32;
+        let ip = self.sessions[s].peer.ipv4;
+        match self.ip_leader(ip) {
+            Some(l) => {
+                // A member, right after the leader.
+                let next = self.sessions[l].grp_next;
+                let x = &mut self.sessions[s];
+                (x.grp_prev, x.grp_next, x.ip_prev, x.ip_next) = (l as u32, next, NIL, NIL);
+                if next != NIL {
+                    self.sessions[next as usize].grp_prev = s as u32;
+                }
+                self.sessions[l].grp_next = s as u32;
+                self.sessions[l].ip_count += 1;
+            }
+            None => {
+                // The address's leader, at the head of its bucket's chain.
+                let b = self.ip_bucket(ip);
+                let head = self.sessions[b].ip_head;
+                let x = &mut self.sessions[s];
+                (x.grp_prev, x.grp_next, x.ip_prev, x.ip_next, x.ip_count) = (NIL, NIL, NIL, head, 1);
+                if head != NIL {
+                    self.sessions[head as usize].ip_prev = s as u32;
+                }
+                self.sessions[b].ip_head = s as u32;
+            }
         }
-        self.sessions[b].ip_head = s as u32;
     }
 
     fn ip_remove(&mut self, s: usize) {
-        let (prev, next) = (self.sessions[s].ip_prev, self.sessions[s].ip_next);
-        if prev == NIL {
-            let b = self.ip_bucket(self.sessions[s].peer.ipv4);
-            if self.sessions[b].ip_head != s as u32 {
-                return; // not indexed
+        let ip = self.sessions[s].peer.ipv4;
+        let Some(l) = self.ip_leader(ip) else { return }; // not indexed
+        let (gprev, gnext) = (self.sessions[s].grp_prev, self.sessions[s].grp_next);
+        if l != s {
+            // A member: out of its leader's list.
+            self.sessions[gprev as usize].grp_next = gnext;
+            if gnext != NIL {
+                self.sessions[gnext as usize].grp_prev = gprev;
             }
-            self.sessions[b].ip_head = next;
+            self.sessions[l].ip_count -= 1;
         } else {
-            self.sessions[prev as usize].ip_next = next;
+            // The leader: its first member takes its place in the bucket chain, or the address
+            // leaves the chain.
+            let (prev, next) = (self.sessions[s].ip_prev, self.sessions[s].ip_next);
+            let replacement = if gnext == NIL {
+                next
+            } else {
+                let count = self.sessions[s].ip_count - 1;
+                let m = &mut self.sessions[gnext as usize];
+                (m.grp_prev, m.ip_prev, m.ip_next, m.ip_count) = (NIL, prev, next, count);
+                if next != NIL {
+                    self.sessions[next as usize].ip_prev = gnext;
+                }
+                gnext
+            };
+            if gnext == NIL && next != NIL {
+                self.sessions[next as usize].ip_prev = prev;
+            }
+            if prev == NIL {
+                let b = self.ip_bucket(ip);
+                self.sessions[b].ip_head = replacement;
+            } else {
+                self.sessions[prev as usize].ip_next = replacement;
+            }
         }
-        if next != NIL {
-            self.sessions[next as usize].ip_prev = prev;
-        }
-        self.sessions[s].ip_next = NIL;
-        self.sessions[s].ip_prev = NIL;
+        let x = &mut self.sessions[s];
+        (x.grp_prev, x.grp_next, x.ip_prev, x.ip_next, x.ip_count) = (NIL, NIL, NIL, NIL, 0);
     }
 
     fn token_remove(&mut self, s: usize) {
@@ -283,19 +331,73 @@ mod tests {
             connect(&mut t, s, token, ip);
             mine.push(s);
         }
-        assert_eq!(t.ip_count(ip, 100), 3);
-        assert_eq!(t.ip_count(ip, 2), 2, "the walk stops at the limit");
-        assert_eq!(t.ip_count(other, 100), 1);
-        // Freeing unlinks from the middle, the head and the tail of the chain.
+        assert_eq!(t.ip_count(ip), 3);
+        assert_eq!(t.ip_count(other), 1);
+        // Freeing a member, then the leader (a member takes over), then the last one.
         t.free(mine[1]);
-        assert_eq!(t.ip_count(ip, 100), 2);
-        t.free(mine[2]);
+        assert_eq!(t.ip_count(ip), 2);
         t.free(mine[0]);
-        assert_eq!(t.ip_count(ip, 100), 0);
-        assert_eq!(t.ip_count(other, 100), 1);
+        assert_eq!(t.ip_count(ip), 1);
+        t.free(mine[2]);
+        assert_eq!(t.ip_count(ip), 0);
+        assert_eq!(t.ip_count(other), 1);
         // And a freed session's number serves a new connection.
         let s = t.alloc().unwrap();
         connect(&mut t, s, 99, ip);
-        assert_eq!(t.ip_count(ip, 100), 1);
+        assert_eq!(t.ip_count(ip), 1);
+    }
+
+    /// 2,000 sessions from one address and one each from 1,000 others: every count is right
+    /// after any order of frees, and finding an address's count walks only the distinct
+    /// addresses of its bucket, never the sessions of one address (which made 20,000 connects
+    /// from one client quadratic).
+    #[test]
+    fn counting_a_clients_sessions_does_not_walk_them() {
+        let n = 3100;
+        let storage = Storage::owned((0..n).map(|_| Session::EMPTY).collect());
+        let mut t = SessionTable::new(storage, [7, 11]);
+        let busy = [192, 168, 1, 1];
+        let mut all = std::vec::Vec::new();
+        for i in 0..3000u32 {
+            let s = t.alloc().unwrap();
+            let ip = if i % 3 == 2 { [10, 1, (i >> 8) as u8, i as u8] } else { busy };
+            connect(&mut t, s, i as u64 + 1, ip);
+            all.push((s, ip));
+        }
+        assert_eq!(t.ip_count(busy), 2000);
+        // Leaders per bucket: the chains hold addresses, not sessions.
+        let longest = (0..t.len())
+            .map(|b| {
+                let (mut k, mut s) = (0, t[b].ip_head);
+                while s != NIL {
+                    k += 1;
+                    s = t[s as usize].ip_next;
+                }
+                k
+            })
+            .max()
+            .unwrap();
+        assert!(longest <= 8, "a bucket chain of {longest} addresses");
+        // Free in a scrambled order, checking the counts as they go.
+        let mut order: std::vec::Vec<usize> = (0..all.len()).collect();
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut left = 2000;
+        for k in order {
+            let (s, ip) = all[k];
+            t.free(s);
+            if ip == busy {
+                left -= 1;
+                assert_eq!(t.ip_count(busy), left);
+            } else {
+                assert_eq!(t.ip_count(ip), 0);
+            }
+        }
+        assert!((0..t.len()).all(|b| t[b].ip_head == NIL), "every chain empty");
     }
 }

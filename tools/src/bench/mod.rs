@@ -245,7 +245,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
 
 /// A progress bar over `secs` on stderr, or a hidden one (`--json`, runs of a second or less).
 /// indicatif draws nothing when stderr is not a terminal.
-fn progress_bar(show: bool, secs: f64) -> indicatif::ProgressBar {
+pub(crate) fn progress_bar(show: bool, secs: f64) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }

@@ -1,0 +1,310 @@
+//! # erpc-appliance: eRPC with no operating system
+//!
+//! A freestanding x86_64 image (multiboot 1, loaded at 1 MiB) that QEMU boots with `-kernel`.
+//! Phase 1 of the appliance (issue 16): it brings up what the eRPC endpoint needs from a bare
+//! machine — a serial log, exception reporting, a calibrated clock, PCI enumeration and the NIC's
+//! BAR — and proves the dataplane runs there with a self-test of two endpoints over the
+//! dataplane's in-memory fabric. It ends by exiting QEMU through `isa-debug-exit` with the
+//! success or the failure code (src/exit.rs).
+//!
+//! Boot options (the multiboot command line, QEMU `-append "..."`), space-separated:
+//! * `nic=BB:DD.F` drive the 82576 at that PCI address (default: the first found);
+//!   `nic=none` run without a NIC.
+//! * `fault=corrupt|panic|exception|overflow|triple` make the image fail on purpose
+//!   (tests/appliance/run checks that each failure is reported): a corrupted response byte in the
+//!   self-test, a panic, an invalid-opcode exception, a stack overflow (into the guard page), a
+//!   triple fault (no IDT).
+
+#![no_std]
+#![no_main]
+
+mod acpi;
+mod boot;
+mod clock;
+mod exit;
+mod idt;
+mod mem;
+mod nic;
+mod pci;
+mod port;
+mod selftest;
+mod serial;
+
+use core::fmt;
+use core::sync::atomic::{AtomicBool, Ordering};
+use exit::{exit, ExitCode};
+use log::{error, info, warn};
+
+/// Where the image is loaded (link.ld).
+const LOAD_ADDR: usize = 0x10_0000;
+
+/// A deliberate failure, to show the harness notices each kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    /// The self-test's server flips one byte of one response.
+    Corrupt,
+    Panic,
+    /// An invalid opcode (UD2): the exception handler reports it.
+    Exception,
+    /// Unbounded recursion: the guard page below the stack faults, the handler reports it.
+    Overflow,
+    /// An invalid opcode with an empty IDT: a triple fault, which QEMU reports as status 0.
+    Triple,
+}
+
+/// Which NIC to prepare.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum NicChoice {
+    /// The first 82576 found.
+    #[default]
+    First,
+    At(pci::Bdf),
+    None,
+}
+
+/// The boot options.
+#[derive(Clone, Copy, Debug, Default)]
+struct Options {
+    nic: NicChoice,
+    fault: Option<Fault>,
+}
+
+impl Options {
+    fn parse(cmdline: &'static str) -> Result<Options, Error> {
+        let mut o = Options::default();
+        for word in cmdline.split_ascii_whitespace() {
+            match word.split_once('=') {
+                Some(("nic", "none")) => o.nic = NicChoice::None,
+                Some(("nic", v)) => o.nic = NicChoice::At(pci::Bdf::parse(v).ok_or(Error::Option(word))?),
+                Some(("fault", v)) => {
+                    o.fault = Some(match v {
+                        "corrupt" => Fault::Corrupt,
+                        "panic" => Fault::Panic,
+                        "exception" => Fault::Exception,
+                        "overflow" => Fault::Overflow,
+                        "triple" => Fault::Triple,
+                        _ => return Err(Error::Option(word)),
+                    })
+                }
+                _ => return Err(Error::Option(word)),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Why the appliance stopped with the failure code.
+#[derive(Debug)]
+enum Error {
+    Option(&'static str),
+    Memory { have: u64, need: u64 },
+    MemFunctions(&'static str),
+    Clock(clock::ClockError),
+    Nic(nic::NicError),
+    SelfTest(selftest::Failure),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Option(w) => write!(
+                f,
+                "unknown boot option `{w}`: the options are nic=BB:DD.F, nic=none and \
+                 fault=corrupt|panic|exception|overflow|triple"
+            ),
+            Error::Memory { have, need } => write!(
+                f,
+                "the image needs {} MiB of memory above 1 MiB, the loader reports {} MiB: give the \
+                 machine more memory (QEMU: -m {}M)",
+                need.div_ceil(1 << 20),
+                have >> 20,
+                need.div_ceil(1 << 20) + 16
+            ),
+            Error::MemFunctions(which) => write!(f, "the image's own {which} is wrong (src/mem.rs)"),
+            Error::Clock(e) => write!(f, "clock: {e}"),
+            Error::Nic(e) => write!(f, "nic: {e}"),
+            Error::SelfTest(e) => write!(f, "selftest: {e}"),
+        }
+    }
+}
+
+/// Called by boot.s in 64-bit mode with the loader's EAX and EBX.
+#[no_mangle]
+extern "C" fn rust_main(magic: u32, info: u32) -> ! {
+    clock::mark_entry(port::rdtsc());
+    serial::init(log::LevelFilter::Info);
+    idt::install();
+    info!("erpc-appliance {}: eRPC with no operating system", env!("CARGO_PKG_VERSION"));
+    match run(magic, info) {
+        Ok(()) => {
+            info!("appliance: PASS");
+            exit(ExitCode::Success)
+        }
+        Err(e) => {
+            error!("appliance: FAIL: {e}");
+            exit(ExitCode::Failure)
+        }
+    }
+}
+
+fn run(magic: u32, info: u32) -> Result<(), Error> {
+    let ext = boot::extent();
+    info!(
+        "image: {:#x}..{:#x}: {} KiB loaded, {} KiB zeroed (page tables, stack, static memory)",
+        ext.start,
+        ext.bss_end,
+        (ext.data_end - ext.start) >> 10,
+        (ext.bss_end - ext.data_end) >> 10
+    );
+    mem::check().map_err(Error::MemFunctions)?;
+    let boot = boot::boot_info(magic, info);
+    let cmdline = match boot {
+        Some(b) => {
+            let need = (ext.bss_end - LOAD_ADDR) as u64;
+            match b.mem_above_1m {
+                Some(have) if have < need => return Err(Error::Memory { have, need }),
+                Some(have) => info!("memory: {} MiB above 1 MiB", have >> 20),
+                None => warn!("memory: the loader gave no memory size: assuming enough"),
+            }
+            b.cmdline
+        }
+        None => {
+            warn!("boot: not started by a multiboot loader (EAX {magic:#x}): no memory size, no options");
+            ""
+        }
+    };
+    let opts = Options::parse(cmdline)?;
+    if !cmdline.is_empty() {
+        info!("boot options: {cmdline}");
+    }
+
+    let (clock, ppm) = clock::calibrate_with_pit().map_err(Error::Clock)?;
+    info!(
+        "clock: TSC at {}.{:03} MHz, calibrated against the PIT (to {ppm} ppm){}",
+        clock.hz() / 1_000_000,
+        clock.hz() / 1_000 % 1_000,
+        if clock::tsc_invariant() {
+            ""
+        } else {
+            "; CPUID does not report it invariant (fine under QEMU, needed on hardware)"
+        }
+    );
+    match acpi::pm_timer() {
+        Some(pm) => {
+            let c = clock::check_against_pm_timer(&clock, &pm).map_err(Error::Clock)?;
+            info!(
+                "clock: checked against the ACPI PM timer (port {:#x}, {} bits): {} ns against {} ns, {} ppm apart",
+                pm.port,
+                if pm.bits32 { 32 } else { 24 },
+                c.tsc_ns,
+                c.pm_ns,
+                c.error_ppm
+            );
+        }
+        None => warn!("clock: the firmware's ACPI tables name no PM timer: calibration not cross-checked"),
+    }
+    inject(opts.fault);
+
+    let scan = pci::enumerate();
+    for d in &scan.devices {
+        info!("pci: {d}");
+    }
+    if scan.dropped > 0 {
+        warn!("pci: {} more functions not listed (at most {} kept)", scan.dropped, pci::MAX_DEVICES);
+    }
+    if scan.bad_bridges > 0 {
+        warn!("pci: {} bridges name a secondary bus already scanned or not above their own: skipped", scan.bad_bridges);
+    }
+    let found = nic::find(&scan.devices);
+    for f in &found {
+        match nic::peek_mac(f) {
+            Some(mac) => info!("nic: {} at {}: BAR0 {}, MAC {}", f.name, f.bdf, f.bar0, nic::Mac(mac)),
+            None => info!("nic: {} at {}: BAR0 {}", f.name, f.bdf, f.bar0),
+        }
+    }
+    match opts.nic {
+        NicChoice::None => info!("nic: none wanted (nic=none)"),
+        NicChoice::At(bdf) => prepared(nic::prepare(&found, Some(bdf)).map_err(Error::Nic)?),
+        NicChoice::First => prepared(nic::prepare(&found, None).map_err(Error::Nic)?),
+    }
+
+    let corrupt = (opts.fault == Some(Fault::Corrupt)).then_some(selftest::LOSSLESS_RPCS / 2 + 7);
+    let r = selftest::run(clock, corrupt).map_err(Error::SelfTest)?;
+    info!(
+        "selftest: passed: {} RPCs, every byte checked ({} KiB of requests, {} KiB of responses); \
+         {} lossless in {} ms, {} with {}% loss in {} ms ({} frames lost, {} retransmissions)",
+        r.rpcs,
+        r.req_bytes >> 10,
+        r.resp_bytes >> 10,
+        r.rpcs - r.lossy_rpcs,
+        r.lossless_ns / 1_000_000,
+        r.lossy_rpcs,
+        selftest::LOSS * 100.0,
+        r.lossy_ns / 1_000_000,
+        r.frames_lost,
+        r.retransmissions
+    );
+    let (size, used) = boot::stack_usage();
+    info!("stack: {} KiB of {} KiB used", used.div_ceil(1024), size >> 10);
+    Ok(())
+}
+
+fn prepared(n: nic::Nic) {
+    info!(
+        "nic: using {} at {}: registers {:#x} ({} KiB), command {:#06x} (memory, bus master on), STATUS {:#010x}",
+        n.name,
+        n.bdf,
+        n.regs,
+        n.regs_len >> 10,
+        n.command,
+        n.status
+    );
+    match n.mac {
+        Some(mac) => info!("nic: station address {} (RAL0/RAH0 through BAR0)", nic::Mac(mac)),
+        None => warn!("nic: RAH0 says the station address is not valid"),
+    }
+}
+
+/// The deliberate failures that happen outside the self-test.
+fn inject(fault: Option<Fault>) {
+    match fault {
+        Some(Fault::Panic) => panic!("injected by the boot option fault=panic"),
+        Some(Fault::Exception) => {
+            warn!("fault=exception: executing UD2");
+            // SAFETY: UD2 raises #UD, which the IDT's handler reports before exiting.
+            unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+        }
+        Some(Fault::Overflow) => {
+            warn!("fault=overflow: recursing until the stack runs out");
+            recurse(0);
+        }
+        Some(Fault::Triple) => {
+            warn!("fault=triple: UD2 with an empty IDT");
+            let empty = [0u8; 10];
+            // SAFETY: loading an IDT of limit 0 makes the next exception a triple fault, which
+            // resets (or, with QEMU -no-reboot, stops) the machine: the purpose of this option.
+            unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr(), options(nostack)) };
+        }
+        _ => {}
+    }
+}
+
+/// Recursion with 4 KiB frames that never ends in practice (the bound only keeps the compiler
+/// from proving it infinite).
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth as u8; 4096]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(u64::from(frame[depth as usize % 4096]))
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    static PANICKED: AtomicBool = AtomicBool::new(false);
+    if !PANICKED.swap(true, Ordering::Relaxed) {
+        use core::fmt::Write;
+        let _ = writeln!(serial::Com1, "PANIC: {info}");
+    }
+    exit(ExitCode::Failure)
+}

@@ -1,0 +1,202 @@
+//! `erpc kv` as a user runs it: a cluster of `serve` processes over UDP on loopback with `put`,
+//! `get`, `del` and `bench` against it (and a dead leader), `local`, and one-line errors.
+
+mod common;
+
+use common::{erpc, json};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `n` UDP ports free on 127.0.0.1 right now.
+fn free_ports(n: usize) -> Vec<u16> {
+    let socks: Vec<UdpSocket> = (0..n).map(|_| UdpSocket::bind("127.0.0.1:0").unwrap()).collect();
+    socks.iter().map(|s| s.local_addr().unwrap().port()).collect()
+}
+
+/// Replica processes, killed when dropped.
+struct Replicas {
+    peers: String,
+    dir: tempfile::TempDir,
+    procs: Vec<Option<Child>>,
+}
+
+impl Replicas {
+    fn start(n: usize) -> Replicas {
+        let peers = free_ports(n).iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let mut r = Replicas { peers, dir: tempfile::tempdir().unwrap(), procs: (0..n).map(|_| None).collect() };
+        for i in 0..n {
+            r.spawn(i);
+        }
+        r
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let dir = self.dir.path().join(format!("r{}", i + 1));
+        let c = Command::new(env!("CARGO_BIN_EXE_erpc"))
+            .args(["kv", "serve", "--id", &(i + 1).to_string(), "--peers", &self.peers])
+            .args(["--durability", "fsync", "--dir", dir.to_str().unwrap(), "--idle-sleep-us", "200"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("erpc kv serve");
+        self.procs[i] = Some(c);
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.procs[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn kv(&self, args: &[&str]) -> std::process::Output {
+        let mut v = vec!["kv", args[0], "--peers", &self.peers];
+        v.extend_from_slice(&args[1..]);
+        erpc(&v)
+    }
+
+    /// `erpc kv ARGS` must succeed; its standard output.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kv(args);
+        assert!(out.status.success(), "erpc kv {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        for i in 0..self.procs.len() {
+            self.kill(i);
+        }
+    }
+}
+
+#[test]
+fn serve_processes_over_udp_answer_put_get_del_and_outlive_their_leader() {
+    let mut r = Replicas::start(3);
+    assert_eq!(r.ok(&["put", "greeting", "hello"]), "OK");
+    assert_eq!(r.ok(&["get", "greeting"]), "hello");
+    assert_eq!(r.ok(&["del", "greeting"]), "OK");
+    let out = r.kv(&["get", "greeting"]);
+    assert!(!out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "erpc: not found");
+    assert_eq!(r.ok(&["put", "k2", "v2"]), "OK");
+
+    let v: serde_json::Value = serde_json::from_str(&r.ok(&["bench", "--duration", "0.3", "--json"])).unwrap();
+    assert_eq!(v["durability"], "fsync");
+    assert_eq!(v["failed"], 0);
+    assert!(v["ops"].as_u64().unwrap() > 5, "{v}");
+    for k in ["p50_us", "p99_us", "leader_commit_p50_us", "rtt_p50_us", "ratio_p50"] {
+        assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
+    }
+    assert!(v["p50_us"].as_f64() <= v["p99_us"].as_f64(), "{v}");
+
+    // Kill the leader: the others elect one and the data is still there.
+    let leader = v["leader"].as_u64().unwrap() as usize - 1;
+    r.kill(leader);
+    let t0 = Instant::now();
+    assert_eq!(r.ok(&["put", "after", "failover"]), "OK");
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_eq!(r.ok(&["get", "k2"]), "v2");
+    // It comes back from its log and the cluster goes on.
+    r.spawn(leader);
+    assert_eq!(r.ok(&["put", "k3", "v3"]), "OK");
+    assert_eq!(r.ok(&["get", "after"]), "failover");
+}
+
+#[test]
+fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
+    for t in ["udp", "sim"] {
+        let v = json(&["kv", "local", "--transport", t, "--duration", "0.3", "--json"]);
+        assert_eq!(v["transport"], t);
+        assert_eq!(v["durability"], "none");
+        assert_eq!(v["failed"], 0, "{v}");
+        assert!(v["ops"].as_u64().unwrap() > 10, "{v}");
+        assert!(v["p50_us"].as_f64() <= v["p99_us"].as_f64(), "{v}");
+        // Two network round trips and Raft's work against one round trip.
+        assert!(v["ratio_p50"].as_f64().unwrap() > 1.0, "{v}");
+        assert!(v["leader_commits"].as_u64().unwrap() >= v["ops"].as_u64().unwrap(), "{v}");
+    }
+    let v = json(&[
+        "kv",
+        "local",
+        "--durability",
+        "fsync",
+        "--clients",
+        "4",
+        "--get-pct",
+        "50",
+        "--duration",
+        "0.3",
+        "--json",
+    ]);
+    assert_eq!(v["durability"], "fsync");
+    assert!(v["get_p50_us"].as_f64().is_some() && v["put_p50_us"].as_f64().is_some(), "{v}");
+    assert_eq!(v["failed"], 0);
+}
+
+#[test]
+fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
+    let [p1, p2, p3] = free_ports(3)[..] else { unreachable!() };
+    let peers = format!("127.0.0.1:{p1},127.0.0.1:{p2},127.0.0.1:{p3}");
+    for (args, want) in [
+        (vec!["kv", "serve", "--id", "4", "--peers", &peers], "--id must be 1..=3"),
+        (vec!["kv", "serve", "--id", "1", "--peers", "127.0.0.1:0"], "no port 0"),
+        (vec!["kv", "serve", "--id", "1", "--peers", "127.0.0.1:5,127.0.0.1:5"], "twice"),
+        (vec!["kv", "serve", "--id", "1", "--peers", &peers, "--durability", "fsync"], "needs --dir"),
+        (vec!["kv", "put", "--peers", &peers, "k"], "put needs a KEY and a VALUE"),
+        (vec!["kv", "get", "--peers", &peers, "k", "v"], "get takes a KEY only"),
+        (vec!["kv", "get", "--peers", &peers, "k"], "no replica answered"),
+        (vec!["kv", "bench", "--peers", &peers, "--clients", "0"], "--clients must be"),
+        (vec!["kv", "local", "--get-pct", "101"], "--get-pct"),
+        (vec!["kv", "get", "--peers", "10.9.9.9:31850", "k"], "need --bind"),
+        (vec!["kv", "etcd-bench", "--endpoints", &format!("127.0.0.1:{p1}"), "--duration", "0.1"], "no etcd answered"),
+    ] {
+        let out = erpc(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[test]
+fn no_leader_is_an_error_that_says_so() {
+    // One replica of three: it answers, but can never be elected.
+    let mut r = Replicas::start(3);
+    r.kill(1);
+    r.kill(2);
+    let out = r.kv(&["put", "--timeout", "1", "k", "v"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no leader answered within 1 s"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn an_endpoint_that_is_no_replica_is_reported_as_refusing() {
+    // A client waiting for replicas that do not exist: an eRPC endpoint that serves no requests.
+    let [other, nobody] = free_ports(2)[..] else { unreachable!() };
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_erpc"))
+        .args(["kv", "get", "--peers", &format!("127.0.0.1:{nobody}"), "--bind", &format!("127.0.0.1:{other}"), "k"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("erpc kv get");
+    std::thread::sleep(Duration::from_millis(500));
+    let t0 = Instant::now();
+    let out = erpc(&["kv", "get", "--peers", &format!("127.0.0.1:{other}"), "k"]);
+    let _ = waiting.kill();
+    let _ = waiting.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.starts_with(&format!("erpc: connecting to replica 1 at 127.0.0.1:{other}: the server refused")),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Said at once, not after the 5 s a silent address gets.
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}
