@@ -5,6 +5,7 @@
 
 pub mod fuzzing;
 pub mod intel_fake;
+pub mod mesh;
 pub mod mlx5_model;
 pub mod scenarios;
 

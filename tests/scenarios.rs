@@ -31,6 +31,19 @@ pub fn dma_endpoint_memory(
     Ok(OwnedMemory::new(region, 4, 64))
 }
 
+/// Like [`dma_endpoint_memory`], with room for `sessions` sessions (client and server).
+pub fn dma_endpoint_memory_sessions(
+    space: &std::sync::Arc<erpc_hugepages::DmaSpace>,
+    bytes: usize,
+    page: erpc_hugepages::PageSize,
+    sessions: usize,
+) -> Result<OwnedMemory, erpc_hugepages::DmaError> {
+    let mem = Box::leak(Box::new(space.alloc(bytes, page)?));
+    // SAFETY: leaked, so it outlives the endpoint and its msgbufs; devices only read it (transmit).
+    let region = unsafe { mem.dataplane_region() };
+    Ok(OwnedMemory::new(region, sessions, 256))
+}
+
 /// The request type of the loopback service.
 pub const REQ_LOOPBACK: u8 = 7;
 

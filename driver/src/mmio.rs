@@ -46,10 +46,15 @@ pub struct Mmio {
     len: usize,
 }
 
-// SAFETY: register accesses are single volatile loads/stores; the device serialises them. The
-// drivers own their Mmio and use it from one thread at a time; Send lets a driver be built on
-// one thread and run on another.
+// SAFETY: register accesses are single volatile loads/stores; the device serialises them. Send
+// lets a driver be built on one thread and run on another.
 unsafe impl Send for Mmio {}
+// SAFETY: every access through `&Mmio` is one volatile load or store of an aligned register, which
+// the device serialises; accesses from several threads to a shared BAR are what a multi-queue NIC
+// is built for (each queue's tail register written by the thread owning the queue). What is not
+// atomic is a read-modify-write ([`RegisterIo::set_bits`]) of a register shared by several
+// threads: the drivers make those under a lock of their own.
+unsafe impl Sync for Mmio {}
 
 impl Mmio {
     /// # Safety

@@ -331,6 +331,12 @@ pub struct Bar {
     size: usize,
 }
 
+// SAFETY: a Bar owns its mapping (unmapped once, on drop); `base` is only used to unmap it.
+// Register accesses go through `Mmio`, which is Send and Sync (see there).
+unsafe impl Send for Bar {}
+// SAFETY: as above; `&Bar` only reaches the registers through `Mmio`.
+unsafe impl Sync for Bar {}
+
 impl Bar {
     /// Register access to the BAR.
     pub fn mmio(&self) -> &Mmio {

@@ -611,6 +611,10 @@ impl Device {
             self.counters.rx_steering_drops += 1;
             return;
         }
+        if let Some(r) = self.rqs.get_mut(&rqn) {
+            r.steered += 1;
+        }
+        let Some(rq) = self.rqs.get(&rqn) else { return };
         // VLAN stripping unless `vsd`: the tag goes into the CQE.
         let mut vlan = None;
         let stripped;

@@ -119,7 +119,11 @@
 //!   names; a match value only on bits of the group's mask; action FWD_DEST to TIRs, or DROP;
 //!   no counters), DELETE_FLOW_TABLE_ENTRY, SET_FLOW_TABLE_ROOT (`op_mod` 0: the table becomes
 //!   the root; 1: disconnect, accepted only with [`ModelCaps::reset_root_to_default`], else
-//!   BAD_PARAM). A root table without groups or entries may be destroyed: the root reverts
+//!   BAD_PARAM). An entry whose match equals another's in the same group is accepted (as
+//!   firmware does) but recorded as [`ViolationKind::ShadowedFlowEntry`]: one of them can never
+//!   match. [`Mlx5Model::flow_entries`] decodes each entry's match (MAC, ethertype, IP protocol,
+//!   destination IPv4 address and UDP port, where its group masks them whole) and the RQs its
+//!   TIRs lead to; [`RqInfo::steered`] counts the frames steering gave each RQ. A root table without groups or entries may be destroyed: the root reverts
 //!   to the default (nothing is steered), as Linux relies on (`update_root_ft_destroy`).
 //!
 //! # Datapath
@@ -220,7 +224,7 @@ pub use hca::HcaState;
 pub use iommu::{Iommu, IommuFault};
 pub use link::{Direction, FrameFilter, Link, LinkStats, Tapped};
 pub use queues::{CqInfo, QueueState, RqInfo, SqInfo, Striding};
-pub use steering::FlowEntryInfo;
+pub use steering::{FlowEntryInfo, FlowMatch};
 
 use erpc_driver::mmio::{RegisterIo, RegisterIo64};
 use erpc_hugepages::DmaSpace;
@@ -405,6 +409,9 @@ pub enum ViolationKind {
     /// `mlx5_write64`, `include/linux/mlx5/doorbell.h`: one store on 64-bit hosts; a split one
     /// can interleave with another writer's and reach the device torn).
     SplitDoorbell,
+    /// A flow entry whose match is another entry's in the same table and group: the one at the
+    /// higher index can never match (two queues steered by the same port, say).
+    ShadowedFlowEntry,
 }
 
 /// One recorded misbehaviour.

@@ -123,6 +123,8 @@ pub(crate) struct Rq {
     pub(crate) consumer: u32,
     /// Striding: strides used in the current WQE.
     pub(crate) stride: u32,
+    /// Frames steering handed to this RQ.
+    pub(crate) steered: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,6 +182,8 @@ pub struct RqInfo {
     pub consumer: u32,
     /// Strides used in the current WQE.
     pub stride: u32,
+    /// Frames steering handed to this RQ (delivered, or dropped for want of a buffer).
+    pub steered: u64,
 }
 
 /// Q counters the model hands out: ids 1..=MAX_Q_COUNTERS.
@@ -688,6 +692,7 @@ impl Device {
             striding,
             consumer: 0,
             stride: 0,
+            steered: 0,
         };
         self.rqs.insert(n, rq);
         Ok(n)
@@ -848,6 +853,7 @@ impl Device {
             counter_set_id: r.counter_set_id,
             consumer: r.consumer,
             stride: r.stride,
+            steered: r.steered,
         })
     }
 }

@@ -4,7 +4,7 @@
 use super::cmd::{fail, Fail};
 use super::layout::{self, flow, lyr_2_4, status, Field};
 use super::queues::TirDest;
-use super::{syndrome as syn, Device};
+use super::{syndrome as syn, Device, ViolationKind};
 use std::collections::BTreeMap;
 
 /// The largest `log_size` a flow table may have (the model's `log_max_ft_size`).
@@ -44,6 +44,42 @@ pub struct FlowEntryInfo {
     pub group: u32,
     pub action: u32,
     pub tirs: Vec<u32>,
+    /// The RQs its TIRs lead to (direct TIRs: their inline RQ; indirect: their RQT's RQs).
+    pub rqs: Vec<u32>,
+    /// What it matches, decoded: each field whose group mask covers it whole, else `None`.
+    pub matches: FlowMatch,
+}
+
+/// The fields of a flow entry's match that a queue's steering uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowMatch {
+    pub dmac: Option<[u8; 6]>,
+    pub ethertype: Option<u16>,
+    pub ip_protocol: Option<u8>,
+    pub dst_ipv4: Option<[u8; 4]>,
+    pub udp_dport: Option<u16>,
+}
+
+impl FlowMatch {
+    fn decode(value: &[u8; lyr_2_4::SIZE], mask: &[u8; lyr_2_4::SIZE]) -> FlowMatch {
+        use lyr_2_4::*;
+        let whole = |f: Field| layout::get(mask, f) == (1u64 << f.width).wrapping_sub(1) as u32;
+        let get = |f: Field| whole(f).then(|| layout::get(value, f));
+        let dmac = match (get(DMAC_47_16), get(DMAC_15_0)) {
+            (Some(hi), Some(lo)) => {
+                let (h, l) = (hi.to_be_bytes(), (lo as u16).to_be_bytes());
+                Some([h[0], h[1], h[2], h[3], l[0], l[1]])
+            }
+            _ => None,
+        };
+        FlowMatch {
+            dmac,
+            ethertype: get(ETHERTYPE).map(|v| v as u16),
+            ip_protocol: get(IP_PROTOCOL).map(|v| v as u8),
+            dst_ipv4: get(DST_IPV4).map(u32::to_be_bytes),
+            udp_dport: get(UDP_DPORT).map(|v| v as u16),
+        }
+    }
 }
 
 /// Every `fte_match_set_lyr_2_4` field the model decodes from a frame; a group mask with bits
@@ -362,8 +398,26 @@ impl Device {
             flow::ACTION_DROP if n == 0 => {}
             _ => return bad(syn::FLOW_ACTION),
         }
+        // Another entry of the group matching exactly the same frames: one of the two can
+        // never match. Firmware takes it; the model records it.
+        let masked = |v: &[u8; lyr_2_4::SIZE]| -> Vec<u8> { v.iter().zip(g.mask.iter()).map(|(a, m)| a & m).collect() };
+        let same: Vec<u32> = t
+            .entries
+            .iter()
+            .filter(|(&k, e)| k != index && e.group == gid && masked(&e.value) == masked(&value))
+            .map(|(&k, _)| k)
+            .collect();
         if let Some(t) = self.tables.get_mut(&tid) {
             t.entries.insert(index, Entry { group: gid, value, action, tirs });
+        }
+        for k in same {
+            self.violation(
+                ViolationKind::ShadowedFlowEntry,
+                format!(
+                    "flow entries {k} and {index} of table {tid:#x} match the same frames: entry {} never matches",
+                    k.max(index)
+                ),
+            );
         }
         Ok(())
     }
@@ -394,7 +448,18 @@ impl Device {
         let mut v = vec![];
         for (&table, t) in &self.tables {
             for (&index, e) in &t.entries {
-                v.push(FlowEntryInfo { table, index, group: e.group, action: e.action, tirs: e.tirs.clone() });
+                let fields = [0u8; lyr_2_4::SIZE];
+                let rqs = e.tirs.iter().filter_map(|tir| self.tir_rq(*tir, &fields)).collect();
+                let matches = t.groups.get(&e.group).map(|g| FlowMatch::decode(&e.value, &g.mask)).unwrap_or_default();
+                v.push(FlowEntryInfo {
+                    table,
+                    index,
+                    group: e.group,
+                    action: e.action,
+                    tirs: e.tirs.clone(),
+                    rqs,
+                    matches,
+                });
             }
         }
         v

@@ -1,6 +1,8 @@
 //! The AF_XDP transport between two network namespaces joined by a veth pair (created and
 //! always deleted by the test): the loopback scenarios, XDP program attach and detach, error
-//! messages, neighbour resolution, forged input, and no leftovers.
+//! messages, neighbour resolution, forged input, and no leftovers; several endpoints on the
+//! queues of a multi-queue veth pair (one socket per queue, one program per interface) on
+//! threads, and the program's per-queue port check.
 //!
 //! Needs root (namespaces, XDP, AF_XDP) and reserves the 2 MiB hugepages it uses.
 //!
@@ -292,5 +294,137 @@ fn only_our_address_and_port_are_redirected() {
             erpc_tests::receive_one(&mut tb, std::time::Duration::from_millis(300)).is_none(),
             "another port: not ours"
         );
+    });
+}
+
+/// Three endpoints on each end of a veth pair with three queues, one AF_XDP socket per queue
+/// under one XDP program per interface, each endpoint on its own thread: queue *k* of one end
+/// reaches queue *k* of the other (veth's own steering), and every pair that can talk
+/// exchanges RPCs (small, 1 MB, then 2% loss); endpoint 1 closes after the first phase.
+#[test]
+fn endpoints_on_the_queues_of_one_interface_run_on_threads() {
+    use erpc_driver::afxdp::AfXdpInterface;
+    use erpc_tests::mesh::{run_mesh, MeshConfig};
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = HugepageCounts::reserve_free(PageSize::Huge2M, 64).expect("reserving 2 MiB hugepages");
+    assert!(c.free >= 64, "could not reserve 64 free 2 MiB hugepages: {c:?}");
+    let pair = VethPair::with_queues(3).expect("a veth pair with 3 queues");
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    let reports = on_thread(move || {
+        let mut eps = vec![];
+        let mut ifaces = vec![];
+        for end in [&a, &b] {
+            netns::enter(&end.netns).expect("enter namespace");
+            let iface = AfXdpInterface::open(&end.interface, None, XdpAttach::Auto).expect("XDP program");
+            for k in 0..3 {
+                let cfg = AfXdpConfig { queue: k, udp_port: 31850 + k as u16, region_bytes: 10 << 20, ..config(end) };
+                let t = iface.open_queue(cfg).expect("a socket per queue");
+                assert_eq!(t.queue(), k);
+                let mem = endpoint_memory(&t);
+                eps.push((t, mem));
+            }
+            assert_eq!(iface.queues(), vec![(0, 31850), (1, 31851), (2, 31852)]);
+            ifaces.push(iface);
+        }
+        drop(ifaces); // the sockets keep the programs attached
+        assert!(VethPair::xdp_attached(&a).unwrap());
+        let cfg = MeshConfig {
+            small_rpcs: 200,
+            large_size: 1 << 20,
+            loss: 0.02,
+            loss_small_rpcs: 50,
+            phase_timeout: std::time::Duration::from_secs(60),
+            close_after_phase1: Some(1),
+            talks: Some(|i, j| (i < 3) != (j < 3) && i % 3 == j % 3),
+            ..MeshConfig::default()
+        };
+        let rpc = RpcConfig { rto_ns: 5_000_000, mtu: 1514, ..RpcConfig::default() };
+        run_mesh(eps, rpc, &cfg, |t: &AfXdpTransport| {
+            let s = t.stats();
+            let k = t.kernel_stats().map_err(|e| e.to_string())?;
+            if s.rx_bad_desc + s.rx_bad_release + s.tx_malformed + k.rx_invalid_descs + k.tx_invalid_descs > 0 {
+                return Err(format!("queue {}: {s:?} {k:?}", t.queue()));
+            }
+            Ok(format!("queue {}: {} frames received", t.queue(), s.rx_frames))
+        })
+        .expect("the mesh")
+    });
+    for r in &reports {
+        println!("{r}");
+    }
+    assert!(reports[1].closed);
+    // Queue k's endpoints talked to each other only.
+    for r in &reports {
+        let peers: Vec<usize> = r.completed.keys().copied().collect();
+        assert_eq!(peers, vec![(r.index + 3) % 6], "endpoint {}", r.index);
+    }
+    assert!(reports.iter().map(|r| r.retransmissions).sum::<u64>() > 0, "loss forced retransmissions");
+    assert!(!VethPair::xdp_attached(&pair.a).unwrap(), "detached once every socket is gone");
+}
+
+/// The program redirects a frame to the socket of the queue it arrived on only if its port is
+/// that queue's endpoint's: a frame for endpoint 1 that arrives on queue 0 reaches neither.
+#[test]
+fn a_frame_on_another_endpoints_queue_reaches_neither() {
+    use erpc_driver::afxdp::AfXdpInterface;
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let c = HugepageCounts::reserve_free(PageSize::Huge2M, 48).expect("reserving 2 MiB hugepages");
+    assert!(c.free >= 48, "{c:?}");
+    let pair = VethPair::with_queues(2).expect("a veth pair with 2 queues");
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        let open = |end: &netns::End, k: u32, iface: &AfXdpInterface| {
+            let cfg = AfXdpConfig { queue: k, udp_port: 31850 + k as u16, region_bytes: 4 << 20, ..config(end) };
+            iface.open_queue(cfg).expect("socket")
+        };
+        netns::enter(&a.netns).unwrap();
+        let ia = AfXdpInterface::open(&a.interface, None, XdpAttach::Auto).unwrap();
+        let (mut a0, mut a1) = (open(&a, 0, &ia), open(&a, 1, &ia));
+        netns::enter(&b.netns).unwrap();
+        let ib = AfXdpInterface::open(&b.interface, None, XdpAttach::Auto).unwrap();
+        let (mut b0, mut b1) = (open(&b, 0, &ib), open(&b, 1, &ib));
+        let e = ib.open_queue(AfXdpConfig { queue: 1, udp_port: 31850, ..config(&b) }).err().expect("port taken");
+        assert!(e.to_string().contains("already the endpoint's of queue 0"), "{e}");
+        let wait = std::time::Duration::from_millis(300);
+        // From queue 0 of b to endpoint 1 of a: it arrives on a's queue 0.
+        let p = frame_in_region(&b0, &a1.local_addr(), b"wrong queue");
+        assert_eq!(b0.tx_burst(&[p]), 1);
+        b0.tx_flush();
+        assert!(erpc_tests::receive_one(&mut a1, wait).is_none(), "endpoint 1 got a frame of queue 0");
+        assert!(erpc_tests::receive_one(&mut a0, wait).is_none(), "endpoint 0 got endpoint 1's frame");
+        // From queue 1 of b to endpoint 1 of a: delivered, to it alone.
+        let p = frame_in_region(&b1, &a1.local_addr(), b"right queue");
+        assert_eq!(b1.tx_burst(&[p]), 1);
+        b1.tx_flush();
+        let f = erpc_tests::receive_one(&mut a1, std::time::Duration::from_secs(2)).expect("endpoint 1's frame");
+        assert_eq!(&f[42..], b"right queue");
+        assert!(erpc_tests::receive_one(&mut a0, wait).is_none());
+        // Closing endpoint 1 leaves endpoint 0 working and the program attached.
+        drop(a1);
+        assert_eq!(ia.queues(), vec![(0, 31850)]);
+        let p = frame_in_region(&b0, &a0.local_addr(), b"still here");
+        assert_eq!(b0.tx_burst(&[p]), 1);
+        b0.tx_flush();
+        let f = erpc_tests::receive_one(&mut a0, std::time::Duration::from_secs(2)).expect("endpoint 0's frame");
+        assert_eq!(&f[42..], b"still here");
+    });
+}
+
+/// An address whose last byte is 128 or more is matched too: the program compares addresses in
+/// 32 bits (a 64-bit compare against the sign-extended immediate never matched them).
+#[test]
+fn an_address_ending_in_a_high_byte_is_redirected() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        ip(&["-n", &b.netns, "addr", "add", "10.211.0.200/24", "dev", &b.interface]);
+        let cfg = AfXdpConfig { ipv4: Some("10.211.0.200".parse().unwrap()), ..config(&b) };
+        let mut tb = open_in(&b, cfg).expect("b");
+        let port = tb.local_addr().udp_port;
+        netns::enter(&a.netns).unwrap();
+        let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();
+        s.send_to(b"to .200", ("10.211.0.200", port)).unwrap();
+        let f = erpc_tests::receive_one(&mut tb, std::time::Duration::from_secs(2)).expect("redirected");
+        assert_eq!(&f[42..], b"to .200");
     });
 }

@@ -11,12 +11,10 @@
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
 use erpc_dataplane::{OwnedMemory, RpcConfig};
-use erpc_driver::intel::{Family, IntelConfig, IntelError, IntelNic};
+use erpc_driver::intel::{Family, IntelConfig, IntelDevice, IntelError, IntelQueue, QueueConfig};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
 use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +25,19 @@ fn cfg(ip: u8) -> IntelConfig {
     IntelConfig { ipv4: [10, 0, 0, ip], link_timeout: Duration::from_secs(1), ..Default::default() }
 }
 
-fn pair(family: Family) -> (IntelNic<FakeIntel>, IntelNic<FakeIntel>, Arc<DmaSpace>) {
-    let wire = Rc::new(RefCell::new(FakeWire::default()));
+type Queue = IntelQueue<FakeIntel>;
+
+/// A device on a fake attached to `wire`, with one queue open (queue 0) with `qcfg`.
+fn nic(family: Family, mac: [u8; 6], wire: &Arc<FakeWire>, space: &Arc<DmaSpace>, ip: u8, qcfg: QueueConfig) -> Queue {
+    let dev = IntelDevice::with_registers(FakeIntel::new(family, mac, wire), family, space, cfg(ip)).expect("bring-up");
+    dev.open_queue(qcfg).expect("queue")
+}
+
+fn pair(family: Family) -> (Queue, Queue, Arc<DmaSpace>) {
+    let wire = FakeWire::new();
     let space = DmaSpace::identity();
-    let a = IntelNic::with_registers(FakeIntel::new(family, MAC_A, &wire), family, &space, cfg(1)).expect("bring-up A");
-    let b = IntelNic::with_registers(FakeIntel::new(family, MAC_B, &wire), family, &space, cfg(2)).expect("bring-up B");
+    let a = nic(family, MAC_A, &wire, &space, 1, QueueConfig::default());
+    let b = nic(family, MAC_B, &wire, &space, 2, QueueConfig::default());
     (a, b, space)
 }
 
@@ -66,16 +72,20 @@ fn run_loopback(family: Family) {
     println!("{report}");
     assert_eq!(fa.violations(), Vec::<String>::new());
     assert_eq!(fb.violations(), Vec::<String>::new());
-    let ca = lb.client.transport_mut().inner_mut().counters();
-    let cb = lb.server.transport_mut().inner_mut().counters();
+    let ca = lb.client.transport().inner().device_counters();
+    let cb = lb.server.transport().inner().device_counters();
     // The device counters saw the traffic both ways and agree with each other.
     assert!(ca.tx_packets > 1000 && cb.tx_packets > 1000, "{ca:?} {cb:?}");
     assert_eq!(cb.rx_no_buffer, 0, "the server kept buffers posted");
     assert_eq!((ca.tx_packets, ca.tx_bytes), (cb.rx_packets, cb.rx_bytes), "{ca:?} {cb:?}");
     assert_eq!((cb.tx_packets, cb.tx_bytes), (ca.rx_packets, ca.rx_bytes), "{ca:?} {cb:?}");
-    assert_eq!(ca.rx_bad_release + cb.rx_bad_release, 0);
-    assert_eq!(ca.tx_flush_timeouts + cb.tx_flush_timeouts, 0);
-    assert_eq!(ca.rx_dropped_by_driver + cb.rx_dropped_by_driver, 0);
+    let qa = lb.client.transport().inner().counters();
+    let qb = lb.server.transport().inner().counters();
+    assert_eq!(qa.rx_bad_release + qb.rx_bad_release, 0);
+    assert_eq!(qa.tx_flush_timeouts + qb.tx_flush_timeouts, 0);
+    assert_eq!(qa.rx_dropped_by_driver + qb.rx_dropped_by_driver, 0);
+    assert_eq!((qa.rx_foreign, qb.rx_foreign), (0, 0), "every frame reached the queue it was for");
+    assert_eq!(qb.rx_frames, ca.tx_packets, "the server's queue got every frame the client's NIC sent");
 }
 
 #[test]
@@ -92,7 +102,6 @@ fn ixgbe_loopback_scenarios_on_the_fake() {
 fn bring_up_programs_the_rings_and_link() {
     for family in [Family::Igb, Family::Ixgbe] {
         let (a, _b, _space) = pair(family);
-        assert!(a.link_up(), "{family:?}: link up after bring-up");
         assert_eq!(a.local_addr().mac, MAC_A, "{family:?}: MAC from RAL0/RAH0");
         let f = a.registers();
         let (rdlen, tdlen, rdt) = match family {
@@ -130,7 +139,7 @@ fn test_packet(space: &Arc<DmaSpace>, two_segments: bool) -> erpc_dataplane::tra
 }
 
 /// Sends `n` minimal frames from `a` (to `b`'s MAC) through the Transport interface.
-fn send_frames(a: &mut IntelNic<FakeIntel>, space: &Arc<DmaSpace>, n: usize) {
+fn send_frames(a: &mut Queue, space: &Arc<DmaSpace>, n: usize) {
     let pkt = test_packet(space, false);
     for _ in 0..n {
         assert_eq!(a.tx_burst(&[pkt]), 1);
@@ -148,7 +157,7 @@ fn transmit_is_unsignaled_and_flush_reclaims_everything() {
     assert_eq!(a.tx_reclaimed(), 100);
     // The ring never fills: 2000 packets go through a 512-entry ring.
     send_frames(&mut a, &space, 2000);
-    assert_eq!(a.counters().tx_packets, 2100);
+    assert_eq!(a.device_counters().tx_packets, 2100);
 }
 
 #[test]
@@ -156,7 +165,7 @@ fn receive_lends_buffers_and_reposts_them_in_ring_order() {
     let (mut a, mut b, space) = pair(Family::Ixgbe);
     send_frames(&mut a, &space, 600);
     // 511 posted buffers: the rest found no descriptor.
-    let c = b.counters();
+    let c = b.device_counters();
     assert_eq!((c.rx_packets, c.rx_no_buffer), (511, 89), "{c:?}");
     let mut out = [RxPacket::EMPTY; 32];
     let n = b.rx_burst(&mut out);
@@ -197,25 +206,25 @@ fn frames_flagged_by_the_device_are_dropped_and_counted() {
 
 #[test]
 fn bad_configuration_is_refused_with_a_reason() {
-    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let wire = FakeWire::new();
     let space = DmaSpace::identity();
-    let bad = IntelConfig { rx_ring: 100, ..cfg(1) };
-    let e = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, bad)
-        .err()
-        .expect("ring of 100 refused");
+    let dev = IntelDevice::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, cfg(1))
+        .expect("bring-up");
+    let bad = QueueConfig { rx_ring: 100, ..Default::default() };
+    let e = dev.open_queue(bad).err().expect("ring of 100 refused");
     assert!(e.to_string().contains("multiple of 8"), "{e}");
     assert!(matches!(e, IntelError::RingSize { ring: "rx_ring", entries: 100 }), "{e:?}");
 }
 
 #[test]
 fn a_device_that_never_links_gives_a_clear_error() {
-    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let wire = FakeWire::new();
     let space = DmaSpace::identity();
     let fake = FakeIntel::new(Family::Ixgbe, MAC_A, &wire);
     fake.unplug();
     let probe = fake.clone();
     let c = IntelConfig { link_timeout: Duration::from_millis(50), ..cfg(1) };
-    let e = IntelNic::with_registers(fake, Family::Ixgbe, &space, c).err().expect("no link");
+    let e = IntelDevice::with_registers(fake, Family::Ixgbe, &space, c).err().expect("no link");
     assert!(e.to_string().contains("no link after"), "{e}");
     // The fake kept its registers: nothing reached the queue setup.
     assert_eq!(probe.peek(0x42A4), 0, "LINKS.UP stayed clear");
@@ -226,11 +235,11 @@ fn a_full_ring_always_has_a_write_back_to_wait_for() {
     // 64 descriptors, two per packet, a write-back every 16 packets: with the device paused the
     // ring fills; once it resumes, the next burst must find room again (it would wait forever
     // if no descriptor in the full ring had asked for a write-back).
-    let wire = Rc::new(RefCell::new(FakeWire::default()));
+    let wire = FakeWire::new();
     let space = DmaSpace::identity();
-    let c = IntelConfig { tx_ring: 64, rs_interval: 16, ..cfg(1) };
-    let mut a = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, c).unwrap();
-    let _b = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_B, &wire), Family::Igb, &space, cfg(2)).unwrap();
+    let c = QueueConfig { tx_ring: 64, rs_interval: 16, ..Default::default() };
+    let mut a = nic(Family::Igb, MAC_A, &wire, &space, 1, c);
+    let _b = nic(Family::Igb, MAC_B, &wire, &space, 2, QueueConfig::default());
     let pkt = test_packet(&space, true);
     a.registers().hold_tx(true);
     let mut accepted = 0;
@@ -245,10 +254,10 @@ fn a_full_ring_always_has_a_write_back_to_wait_for() {
         assert_eq!(a.tx_burst(&[pkt]), 1, "packet {i} after the device resumed");
     }
     assert_eq!(a.registers().violations(), Vec::<String>::new());
-    let bad = IntelConfig { tx_ring: 64, rs_interval: 32, ..cfg(1) };
-    let e = IntelNic::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, bad)
-        .err()
-        .expect("rs_interval above a quarter of the ring refused");
+    let dev = IntelDevice::with_registers(FakeIntel::new(Family::Igb, MAC_A, &wire), Family::Igb, &space, cfg(1))
+        .expect("bring-up");
+    let bad = QueueConfig { tx_ring: 64, rs_interval: 32, ..Default::default() };
+    let e = dev.open_queue(bad).err().expect("rs_interval above a quarter of the ring refused");
     assert!(e.to_string().contains("rs_interval = 32: use 1..=16"), "{e}");
     assert!(matches!(e, IntelError::RsInterval { value: 32, max: 16 }), "{e:?}");
 }

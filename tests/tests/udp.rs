@@ -2,7 +2,8 @@
 //!
 //! What it covers: the UDP transport on loopback — the same loopback scenarios (3 MB messages, 1%
 //! loss), the headroom synthesised from a datagram's source, oversized datagrams and garbage
-//! dropped and counted, bind errors that say what to do.
+//! dropped and counted, bind errors that say what to do, several endpoints in one process on
+//! threads.
 
 use erpc_dataplane::clock::StdClock;
 use erpc_dataplane::transport::{RxPacket, Transport};
@@ -174,4 +175,43 @@ fn lent_buffers_come_back_in_any_order_and_nothing_is_mixed_up() {
     t.rx_release(&lent);
     assert_eq!(t.stats().rx_datagrams, 206);
     assert_eq!(t.stats().rx_bad_release, 0);
+}
+
+/// Several endpoints in one process, one socket and one thread each, all on 127.0.0.1 with
+/// their own ports: RPCs between every pair (small, 3 MB, then 1% loss), one endpoint closing
+/// after the first phase while the others carry on.
+#[test]
+fn several_endpoints_in_one_process_on_threads() {
+    use erpc_tests::mesh::{run_mesh, MeshConfig};
+    let eps: Vec<_> = (0..4)
+        .map(|_| (UdpTransport::bind(any_port()).expect("bind"), erpc_tests::memory(48 << 20, 16, 256)))
+        .collect();
+    let ports: Vec<u16> = eps.iter().map(|(t, _)| t.local_addr().udp_port).collect();
+    assert!(ports.iter().all(|&p| ports.iter().filter(|&&q| q == p).count() == 1), "{ports:?}");
+    let cfg = MeshConfig {
+        small_rpcs: 300,
+        large_size: 3 << 20,
+        loss: 0.01,
+        close_after_phase1: Some(2),
+        phase_timeout: Duration::from_secs(60),
+        ..MeshConfig::default()
+    };
+    let rpc_cfg = RpcConfig { rto_ns: 5_000_000, mtu: 1514, ..RpcConfig::default() };
+    let reports = run_mesh(eps, rpc_cfg, &cfg, |t: &UdpTransport| {
+        let s = t.stats();
+        if s.tx_errors + s.tx_malformed + s.rx_truncated + s.rx_bad_release > 0 {
+            return Err(format!("{s:?}"));
+        }
+        Ok(format!("{} datagrams received", s.rx_datagrams))
+    })
+    .expect("the mesh");
+    for r in &reports {
+        println!("{r}");
+    }
+    assert!(reports[2].closed);
+    // Everyone but the closer talked to every other endpoint.
+    for r in reports.iter().filter(|r| !r.closed) {
+        assert_eq!(r.completed.len(), 3, "endpoint {}: {:?}", r.index, r.completed);
+    }
+    assert!(reports.iter().map(|r| r.retransmissions).sum::<u64>() > 0);
 }

@@ -7,6 +7,13 @@
 //! opens both NICs through VFIO in one type1 container and runs eRPC between an endpoint on each
 //! (`erpc_tests::scenarios`: small RPCs, multi-MB requests and responses, loss injected in
 //! software), then checks the NICs' statistics and the error messages a user gets.
+//!
+//! Then it closes both endpoints, opens three queue pairs on NIC A and two on NIC B and runs
+//! five endpoints on five threads (`erpc_tests::mesh`): a frame from every endpoint to every
+//! other arrives on its destination's queue only (through the wire, or the NIC's VMDq switch),
+//! then RPCs between every pair with 3 MB messages and 1% loss, one endpoint closing after the
+//! first phase.
+//!
 //! * `--reserve-hugepages N`: expects no hugepages reserved, checks that allocating then fails
 //!   with the message that says how to reserve them, and reserves N (the guest does this).
 //! * `--containment`: points a transmit descriptor at the physical address of memory that is not
@@ -17,12 +24,16 @@
 //! Prints `RESULT: PASS` or `RESULT: FAIL: <reason>` as its last line.
 
 use erpc_dataplane::clock::StdClock;
+use erpc_dataplane::transport::{EndpointAddr, Segment, TxPacket};
 use erpc_dataplane::transport::{RxPacket, Transport};
+use erpc_dataplane::wire::{RoutingInfo, HEADROOM};
 use erpc_dataplane::{OwnedMemory, RpcConfig};
-use erpc_driver::intel::{IntelConfig, IntelNic};
+use erpc_driver::intel::{igb, IntelConfig, IntelDevice, IntelQueue, QueueConfig, QUEUE_ENABLE};
+use erpc_driver::mmio::RegisterIo;
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
-use erpc_tests::scenarios::{dma_endpoint_memory, Loopback, LoopbackConfig};
+use erpc_tests::mesh::{run_mesh, MeshConfig};
+use erpc_tests::scenarios::{dma_endpoint_memory, dma_endpoint_memory_sessions, Loopback, LoopbackConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -105,7 +116,7 @@ fn phys_addr(p: *const u8) -> Result<u64, String> {
     Ok((e & ((1 << 55) - 1)) * 4096 + p as u64 % 4096)
 }
 
-fn wait_frame(b: &mut IntelNic, ms: u64) -> Option<Vec<u8>> {
+fn wait_frame(b: &mut IntelQueue, ms: u64) -> Option<Vec<u8>> {
     let t0 = Instant::now();
     let mut out = [RxPacket::EMPTY; 8];
     while t0.elapsed() < Duration::from_millis(ms) {
@@ -122,7 +133,7 @@ fn wait_frame(b: &mut IntelNic, ms: u64) -> Option<Vec<u8>> {
 
 /// A descriptor that points at memory not mapped in the IOMMU must not deliver its contents;
 /// the same descriptor pointing at mapped memory does (the control).
-fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelNic, b: &mut IntelNic) -> Result<String, String> {
+fn iommu_containment(space: &Arc<DmaSpace>, a: &mut IntelQueue, b: &mut IntelQueue) -> Result<String, String> {
     const LEN: usize = 128;
     let secret: Vec<u8> = (0..LEN).map(|i| 0xA5 ^ (i as u8).wrapping_mul(7)).collect();
     let mut frame = secret.clone();
@@ -196,22 +207,19 @@ fn run(args: &[String]) -> Result<(), String> {
         return run_mlx5(&container, &space, bdf_a, bdf_b);
     }
     let t0 = Instant::now();
-    let a = IntelNic::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
+    let dev_a = IntelDevice::open(&container, &space, bdf_a, IntelConfig { ipv4: [10, 0, 0, 1], ..Default::default() })
         .map_err(|e| format!("open {bdf_a}: {e}"))?;
-    let b = IntelNic::open(
-        &container,
-        &space,
-        bdf_b,
-        IntelConfig { ipv4: [10, 0, 0, 2], promiscuous: true, ..Default::default() },
-    )
-    .map_err(|e| format!("open {bdf_b}: {e}"))?;
+    let dev_b = IntelDevice::open(&container, &space, bdf_b, IntelConfig { ipv4: [10, 0, 0, 2], ..Default::default() })
+        .map_err(|e| format!("open {bdf_b}: {e}"))?;
     println!(
         "ok   bring-up: both NICs up with link in {} ms ({:?}, MACs {:02x?} and {:02x?})",
         t0.elapsed().as_millis(),
-        a.family(),
-        a.local_addr().mac,
-        b.local_addr().mac
+        dev_a.family(),
+        dev_a.mac(),
+        dev_b.mac()
     );
+    let a = dev_a.open_queue(QueueConfig::default()).map_err(|e| format!("queue on {bdf_a}: {e}"))?;
+    let b = dev_b.open_queue(QueueConfig::default()).map_err(|e| format!("queue on {bdf_b}: {e}"))?;
     check("open errors", open_errors(&container))?;
     let lcfg = LoopbackConfig { phase_timeout_ns: 240_000_000_000, ..Default::default() };
     // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions,
@@ -226,15 +234,17 @@ fn run(args: &[String]) -> Result<(), String> {
         ..RpcConfig::default()
     };
     let mut lb = scenarios(a, b, &space, rpc_cfg, &lcfg)?;
-    let ca = lb.client.transport_mut().inner_mut().counters();
-    let cb = lb.server.transport_mut().inner_mut().counters();
-    println!("     NIC A counters: {ca:?}");
-    println!("     NIC B counters: {cb:?}");
+    let ca = dev_a.counters();
+    let cb = dev_b.counters();
+    let qa = lb.client.transport().inner().counters();
+    let qb = lb.server.transport().inner().counters();
+    println!("     NIC A counters: {ca:?}; queue {qa:?}");
+    println!("     NIC B counters: {cb:?}; queue {qb:?}");
     check(
         "device statistics",
-        if ca.tx_flush_timeouts + cb.tx_flush_timeouts > 0 {
+        if qa.tx_flush_timeouts + qb.tx_flush_timeouts > 0 {
             Err("tx_flush timed out".into())
-        } else if ca.rx_dropped_by_driver + cb.rx_dropped_by_driver + ca.rx_bad_release + cb.rx_bad_release > 0 {
+        } else if qa.rx_dropped_by_driver + qb.rx_dropped_by_driver + qa.rx_bad_release + qb.rx_bad_release > 0 {
             Err("the driver dropped frames or saw bad releases".into())
         } else if ca.tx_packets > 10_000 && cb.rx_packets > 10_000 && ca.rx_packets > 0 && cb.tx_packets > 0 {
             Ok(format!("A sent {} frames, B received {}", ca.tx_packets, cb.rx_packets))
@@ -249,7 +259,170 @@ fn run(args: &[String]) -> Result<(), String> {
             iommu_containment(&space, c.transport_mut().inner_mut(), s.transport_mut().inner_mut()),
         )?;
     }
-    Ok(())
+    // Closing both endpoints closes queue 0 of each NIC; the devices stay up.
+    drop(lb);
+    check(
+        "queues closed",
+        match (dev_a.open_queues(), dev_b.open_queues()) {
+            (a, b) if a.is_empty() && b.is_empty() => Ok("no queue open on either NIC".into()),
+            (a, b) => Err(format!("still open: {a:?} on A, {b:?} on B")),
+        },
+    )?;
+    multi_endpoint(&dev_a, &dev_b, &space, rpc_cfg)
+}
+
+/// Frames for `n` endpoints, carved from one mapped allocation.
+struct Frames {
+    mem: erpc_hugepages::DmaMemory,
+}
+
+impl Frames {
+    const SLOT: usize = 256;
+
+    /// Frame `k`: from `from` to `to`, its payload filled with `tag`.
+    fn frame(&self, k: usize, from: EndpointAddr, to: EndpointAddr, tag: u8) -> TxPacket {
+        assert!((k + 1) * Self::SLOT <= self.mem.len());
+        let mut hdr = [0u8; HEADROOM];
+        RoutingInfo::new(&from, &to).write(&mut hdr, 64);
+        // SAFETY: slot `k` of our own mapping (checked above), which the device only reads.
+        let p = unsafe { self.mem.vaddr().as_ptr().add(k * Self::SLOT) };
+        // SAFETY: as above; 42 + 64 bytes fit in a slot.
+        unsafe {
+            std::ptr::copy_nonoverlapping(hdr.as_ptr(), p, HEADROOM);
+            std::ptr::write_bytes(p.add(HEADROOM), tag, 64);
+        }
+        let seg = Segment { vaddr: p, iova: self.mem.iova() + (k * Self::SLOT) as u64, len: (HEADROOM + 64) as u32 };
+        TxPacket { segs: [seg, Segment::EMPTY] }
+    }
+}
+
+/// The payload tags of the frames that arrive on `q` within `ms` milliseconds.
+fn drain_tags(q: &mut IntelQueue, ms: u64) -> Vec<u8> {
+    let t0 = Instant::now();
+    let mut out = [RxPacket::EMPTY; 16];
+    let mut tags = vec![];
+    while t0.elapsed() < Duration::from_millis(ms) {
+        let n = q.rx_burst(&mut out);
+        for p in &out[..n] {
+            if p.len as usize > HEADROOM {
+                // SAFETY: lent by the queue until the release below; read through a raw pointer.
+                tags.push(unsafe { p.data.as_ptr().add(HEADROOM).read() });
+            }
+        }
+        q.rx_release(&out[..n]);
+    }
+    tags
+}
+
+/// From every endpoint one frame to every other (through the wire between the NICs, through
+/// the VMDq switch within one): each must arrive on its destination's queue and nowhere else.
+fn steering(qs: &mut [IntelQueue], space: &Arc<DmaSpace>) -> Result<String, String> {
+    let n = qs.len();
+    let frames = Frames { mem: space.alloc(n * n * Frames::SLOT, PageSize::Huge2M).map_err(|e| e.to_string())? };
+    for q in qs.iter_mut() {
+        drain_tags(q, 20);
+    }
+    for s in 0..n {
+        for r in (0..n).filter(|&r| r != s) {
+            let f = frames.frame(s * n + r, qs[s].local_addr(), qs[r].local_addr(), (s * 16 + r) as u8);
+            if qs[s].tx_burst(&[f]) != 1 {
+                return Err(format!("endpoint {s}: transmit refused"));
+            }
+        }
+        qs[s].tx_flush();
+    }
+    let mut summary = vec![];
+    for (r, q) in qs.iter_mut().enumerate() {
+        let mut got = drain_tags(q, 300);
+        got.sort_unstable();
+        let want: Vec<u8> = (0..n).filter(|&s| s != r).map(|s| (s * 16 + r) as u8).collect();
+        if got != want {
+            return Err(format!(
+                "queue {} of {} received tags {got:02x?}, expected {want:02x?}",
+                q.index(),
+                q.local_addr()
+            ));
+        }
+        summary.push(format!("{}: {} frames", q.local_addr(), got.len()));
+    }
+    drop(frames);
+    Ok(summary.join(", "))
+}
+
+/// Two endpoints on each NIC, one queue pair and one thread each: the steering, then RPCs
+/// between every pair (3 MB messages, then 1% loss).
+fn multi_endpoint(
+    dev_a: &IntelDevice,
+    dev_b: &IntelDevice,
+    space: &Arc<DmaSpace>,
+    rpc_cfg: RpcConfig,
+) -> Result<(), String> {
+    let mut qs = vec![];
+    // A third endpoint on NIC A closes after the first phase, while the others carry on.
+    for (dev, name, n) in [(dev_a, "A", 3), (dev_b, "B", 2)] {
+        for k in 0..n {
+            let q = dev.open_queue(QueueConfig::port(31850 + k)).map_err(|e| format!("NIC {name}, queue {k}: {e}"))?;
+            qs.push(q);
+        }
+    }
+    check("steering", steering(&mut qs, space))?;
+    let mut eps = vec![];
+    for q in qs {
+        let mem = dma_endpoint_memory_sessions(space, 40 << 20, PageSize::Huge2M, 16).map_err(|e| e.to_string())?;
+        eps.push((q, mem));
+    }
+    let cfg = MeshConfig {
+        small_rpcs: 50,
+        large_size: 3 << 20,
+        large_rpcs: 1,
+        loss: 0.01,
+        loss_small_rpcs: 50,
+        loss_large_rpcs: 1,
+        phase_timeout: Duration::from_secs(400),
+        close_after_phase1: Some(2),
+        ..MeshConfig::default()
+    };
+    let t0 = Instant::now();
+    let reports = run_mesh(eps, rpc_cfg, &cfg, |q: &IntelQueue| {
+        let c = q.counters();
+        if c.rx_foreign + c.rx_dropped_by_driver + c.rx_bad_release + c.tx_flush_timeouts > 0 {
+            return Err(format!("queue {}: {c:?}", q.index()));
+        }
+        Ok(format!("queue {} received {} frames, none for another endpoint", q.index(), c.rx_frames))
+    });
+    let reports = match reports {
+        Ok(r) => r,
+        Err(e) => return check("5 endpoints on 5 threads", Err(e)),
+    };
+    for r in &reports {
+        println!("     {r}");
+    }
+    let rpcs: u64 = reports.iter().flat_map(|r| r.completed.values()).sum();
+    check(
+        "5 endpoints on 5 threads",
+        Ok(format!(
+            "{rpcs} RPCs between every pair (3 MB requests and responses, then 1% loss; endpoint 2 closed after \
+             the small RPCs) in {} ms",
+            t0.elapsed().as_millis()
+        )),
+    )?;
+    // Every queue was closed by its thread: no pool receives, no queue is enabled.
+    check("all queues closed", {
+        let mut left = vec![];
+        for (name, dev) in [("A", dev_a), ("B", dev_b)] {
+            let r = dev.registers();
+            let vfre = r.read32(igb::VFRE) & 0xFF;
+            let on: Vec<u16> = (0..8).filter(|&n| r.read32(igb::queue(n).rxdctl) & QUEUE_ENABLE != 0).collect();
+            if vfre != 0 || !on.is_empty() || !dev.open_queues().is_empty() {
+                left.push(format!("NIC {name}: VFRE {vfre:#04x}, queues enabled {on:?}"));
+            }
+        }
+        if left.is_empty() {
+            Ok("VFRE = 0 and every RXDCTL.ENABLE clear on both NICs".into())
+        } else {
+            Err(left.join("; "))
+        }
+    })
 }
 
 /// Connects a session from `a` to `b` and runs every loopback scenario, printing each result.

@@ -67,6 +67,12 @@ fn stale_namespaces() -> Vec<String> {
 impl VethPair {
     /// Creates the namespaces and the pair, addresses it and brings it up.
     pub fn create() -> anyhow::Result<VethPair> {
+        VethPair::with_queues(1)
+    }
+
+    /// The same with `queues` receive and transmit queues on each end (veth hands a frame sent
+    /// on transmit queue *k* of one end to receive queue *k* of the other).
+    pub fn with_queues(queues: u32) -> anyhow::Result<VethPair> {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         for n in stale_namespaces() {
             let _ = ip(&["netns", "del", &n]);
@@ -82,21 +88,13 @@ impl VethPair {
         // From here on, drop deletes whatever was created.
         ip(&["netns", "add", &pair.a.netns])?;
         ip(&["netns", "add", &pair.b.netns])?;
-        ip(&[
-            "link",
-            "add",
-            "name",
-            &pair.a.interface,
-            "netns",
-            &pair.a.netns,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &pair.b.interface,
-            "netns",
-            &pair.b.netns,
-        ])?;
+        let q = queues.to_string();
+        let qs: &[&str] = if queues > 1 { &["numtxqueues", &q, "numrxqueues", &q] } else { &[] };
+        let mut args = vec!["link", "add", "name", &pair.a.interface, "netns", &pair.a.netns];
+        args.extend_from_slice(qs);
+        args.extend_from_slice(&["type", "veth", "peer", "name", &pair.b.interface, "netns", &pair.b.netns]);
+        args.extend_from_slice(qs);
+        ip(&args)?;
         for e in [&pair.a, &pair.b] {
             let cidr = format!("{}/24", e.ipv4);
             ip(&["-n", &e.netns, "addr", "add", &cidr, "dev", &e.interface])?;

@@ -1,7 +1,8 @@
 //! The `erpc` command as a user runs it: `erpc bench` over UDP on loopback, and its errors.
 //!
 //! What it covers: `erpc bench latency|rate|bandwidth` over UDP with both ends in one process (one
-//! JSON object with the percentiles and the raw-UDP reference), over AF_XDP on a veth pair (and no
+//! JSON object with the percentiles and the raw-UDP reference), `rate --threads 2` over the
+//! in-memory NIC and UDP, over AF_XDP on a veth pair (and no
 //! namespace left behind), one-line errors for user mistakes, and a `--connect` to a server whose
 //! sessions are all taken says that the server refused and why.
 
@@ -31,6 +32,24 @@ fn bench_rate_and_bandwidth_over_udp() {
     assert!(v["rpcs_per_sec"].as_f64().unwrap() > 100.0 && v["failed"] == 0, "{v}");
     let v = json(&["bench", "bandwidth", "--size", "262144", "--duration", "0.3", "--json"]);
     assert!(v["gbps"].as_f64().unwrap() > 0.0 && v["failed"] == 0, "{v}");
+}
+
+/// `--threads N`: N pairs on N threads after one pair alone, over the in-memory NIC and UDP.
+/// The rates prove both runs measured; the scaling itself is for BENCHMARKS.md on a quiet
+/// machine, not for a test.
+#[test]
+fn bench_rate_with_threads_reports_every_thread_and_the_one_thread_reference() {
+    for t in ["sim", "udp"] {
+        let v = json(&["bench", "rate", "--transport", t, "--threads", "2", "--duration", "0.3", "--json"]);
+        assert_eq!(v["threads"], 2, "{v}");
+        let per = v["per_thread_rpcs_per_sec"].as_array().expect("per-thread rates");
+        assert_eq!(per.len(), 2, "{v}");
+        assert!(per.iter().all(|r| r.as_f64().is_some_and(|x| x > 100.0)), "every thread ran: {v}");
+        assert!(v["reference_rpcs_per_sec"].as_f64().is_some_and(|x| x > 100.0), "{v}");
+        let sum: f64 = per.iter().map(|r| r.as_f64().unwrap()).sum();
+        assert!((v["rpcs_per_sec"].as_f64().unwrap() - sum).abs() < 1.0, "the aggregate is the sum: {v}");
+        assert!(v["scaling"].as_f64().is_some_and(|x| x > 0.0) && v["failed"] == 0, "{v}");
+    }
 }
 
 /// An mlx5 client command line, cut short to make each mistake.
@@ -65,6 +84,9 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
         (&["bench", "latency", "--transport", "mlx5"][..], "needs --pci"),
         (&["bench", "latency", "--pci", "0000:99:00.0"][..], "apply to --transport mlx5"),
+        (&["bench", "latency", "--threads", "2"][..], "--threads applies to `erpc bench rate`"),
+        (&["bench", "rate", "--threads", "0"][..], "--threads must be 1..=64"),
+        (&["bench", "rate", "--threads", "2", "--transport", "mlx5"][..], "sim, udp or afxdp"),
         (&MLX5_CLIENT[..7], "one end per machine"),
         (&MLX5_CLIENT[..11], "needs --peer-mac"),
         (&MLX5_CLIENT[..], "aa:bb:cc:dd:ee:ff"),
@@ -150,5 +172,10 @@ fn bench_over_afxdp_runs_both_ends_on_a_veth_pair_and_leaves_nothing_behind() {
     }
     let v = json(&["bench", "rate", "--transport", "afxdp", "--duration", "0.3", "--json"]);
     assert!(v["rpcs_per_sec"].as_f64().unwrap() > 100.0 && v["failed"] == 0, "{v}");
+    // Two pairs on two queues of a veth pair with two queues, one thread each.
+    let v = json(&["bench", "rate", "--transport", "afxdp", "--threads", "2", "--duration", "0.3", "--json"]);
+    let per = v["per_thread_rpcs_per_sec"].as_array().expect("per-thread rates");
+    assert!(per.len() == 2 && per.iter().all(|r| r.as_f64().is_some_and(|x| x > 100.0)), "{v}");
+    assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(erpc_namespaces(), before, "the namespaces (and their veth pair) are deleted");
 }

@@ -15,16 +15,20 @@ use zerocopy::{Immutable, IntoBytes, KnownLayout};
 // `enum bpf_cmd`.
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_PROG_LOAD: libc::c_long = 5;
 const BPF_LINK_CREATE: libc::c_long = 28;
 /// `BPF_MAP_TYPE_XSKMAP` of `enum bpf_map_type`: queue index to AF_XDP socket.
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
+/// `BPF_MAP_TYPE_ARRAY`: queue index to the UDP port of that queue's endpoint.
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
 /// `BPF_PROG_TYPE_XDP` of `enum bpf_prog_type`.
 const BPF_PROG_TYPE_XDP: u32 = 6;
 /// `BPF_XDP` of `enum bpf_attach_type` (for `BPF_LINK_CREATE`).
 const BPF_XDP: u32 = 37;
-/// `BPF_FUNC_redirect_map` of `enum bpf_func_id`.
+/// `BPF_FUNC_redirect_map` and `BPF_FUNC_map_lookup_elem` of `enum bpf_func_id`.
 const BPF_FUNC_REDIRECT_MAP: i32 = 51;
+const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 /// `BPF_PSEUDO_MAP_FD`: the `src_reg` of a 64-bit immediate load that names a map by fd.
 const BPF_PSEUDO_MAP_FD: u8 = 1;
 
@@ -52,8 +56,10 @@ const _: () = assert!(core::mem::size_of::<BpfInsn>() == 8);
 // Opcode parts (instruction-set.rst, "Instruction classes", "Arithmetic and jump instructions",
 // "Load and store instructions").
 const BPF_LDX: u8 = 0x01;
+const BPF_STX: u8 = 0x03;
 const BPF_ALU64: u8 = 0x07;
 const BPF_JMP: u8 = 0x05;
+const BPF_JMP32: u8 = 0x06;
 const BPF_LD: u8 = 0x00;
 const BPF_MEM: u8 = 0x60;
 const BPF_IMM: u8 = 0x00;
@@ -66,6 +72,7 @@ const BPF_X: u8 = 0x08;
 const BPF_ADD: u8 = 0x00;
 const BPF_AND: u8 = 0x50;
 const BPF_MOV: u8 = 0xb0;
+const BPF_JEQ: u8 = 0x10;
 const BPF_JGT: u8 = 0x20;
 const BPF_JNE: u8 = 0x50;
 const BPF_CALL: u8 = 0x80;
@@ -81,6 +88,11 @@ pub enum Reg {
     R3,
     R4,
     R5,
+    R6,
+    R7,
+    R8,
+    /// The frame pointer (read-only): the top of the program's 512-byte stack.
+    R10 = 10,
 }
 
 fn regs(dst: Reg, src: u8) -> u8 {
@@ -110,13 +122,33 @@ impl Asm {
     fn alu_imm(&mut self, op: u8, dst: Reg, imm: i32) {
         self.code.push(insn(BPF_ALU64 | op | BPF_K, dst, 0, 0, imm));
     }
+    /// `*(u32 *)(dst + off) = src`.
+    fn store_w(&mut self, dst: Reg, src: Reg, off: i16) {
+        self.code.push(insn(BPF_STX | BPF_MEM | BPF_W, dst, src as u8, off, 0));
+    }
     fn mov_reg(&mut self, dst: Reg, src: Reg) {
         self.code.push(insn(BPF_ALU64 | BPF_MOV | BPF_X, dst, src as u8, 0, 0));
     }
-    /// `if dst != imm goto pass`.
+    /// `if dst != imm goto pass` (64-bit compare: `imm` is sign-extended, so use it for values
+    /// below 2^31).
     fn jne_pass(&mut self, dst: Reg, imm: i32) {
         self.to_pass.push(self.code.len());
         self.code.push(insn(BPF_JMP | BPF_JNE | BPF_K, dst, 0, 0, imm));
+    }
+    /// `if (u32)dst != (u32)imm goto pass`: a 32-bit compare, for any 32-bit value.
+    fn jne32_pass(&mut self, dst: Reg, imm: u32) {
+        self.to_pass.push(self.code.len());
+        self.code.push(insn(BPF_JMP32 | BPF_JNE | BPF_K, dst, 0, 0, imm as i32));
+    }
+    /// `if dst == imm goto pass`.
+    fn jeq_pass(&mut self, dst: Reg, imm: i32) {
+        self.to_pass.push(self.code.len());
+        self.code.push(insn(BPF_JMP | BPF_JEQ | BPF_K, dst, 0, 0, imm));
+    }
+    /// `if dst != src goto pass`.
+    fn jne_reg_pass(&mut self, dst: Reg, src: Reg) {
+        self.to_pass.push(self.code.len());
+        self.code.push(insn(BPF_JMP | BPF_JNE | BPF_X, dst, src as u8, 0, 0));
     }
     /// `if dst > src goto pass` (unsigned).
     fn jgt_reg_pass(&mut self, dst: Reg, src: Reg) {
@@ -148,19 +180,33 @@ fn be16_as_loaded(v: u16) -> i32 {
     u16::from_ne_bytes(v.to_be_bytes()) as i32
 }
 
-/// The XDP program: frames that are IPv4 (no options, not fragmented) UDP to `ipv4`:`udp_port` go to
-/// the socket in `xskmap` at the frame's receive queue (`bpf_redirect_map`, falling back to
-/// `XDP_PASS` when no socket is in that slot); everything else (ARP, other traffic) is passed
-/// to the kernel stack untouched.
+/// The value the port map holds for `udp_port`: the port as the program loads it from the
+/// frame (`BPF_LDX|BPF_H` of the network-order field), zero-extended.
+pub fn port_map_value(udp_port: u16) -> u32 {
+    u16::from_ne_bytes(udp_port.to_be_bytes()) as u32
+}
+
+/// The XDP program of an interface, shared by the AF_XDP sockets of its queues: a frame that
+/// is IPv4 (no options, not fragmented) UDP to `ipv4`, whose destination port is the one
+/// `ports` holds for the frame's receive queue, goes to the socket `xskmap` holds for that
+/// queue (`bpf_redirect_map`, falling back to `XDP_PASS` when the slot is empty). Everything
+/// else (ARP, other ports, a port that arrived on another endpoint's queue) is passed to the
+/// kernel stack untouched. The NIC steers each endpoint's port to its queue (on real NICs
+/// `ethtool -N <if> flow-type udp4 dst-port <port> action <queue>`; a veth peer's transmit
+/// queue is the receive queue); the program only redirects by queue, and checks the port so a
+/// frame steered to the wrong queue never reaches the wrong endpoint.
 ///
 /// Offsets: `struct xdp_md` (`data` at 0, `data_end` at 4, `rx_queue_index` at 16, from
 /// `linux/bpf.h`); Ethernet type at 12, IPv4 version/IHL at 14, fragment field at 20,
 /// protocol at 23, destination address at 30, UDP destination port at 36 (RFC 791, RFC 768).
-pub fn xdp_redirect_program(xskmap_fd: RawFd, ipv4: [u8; 4], udp_port: u16) -> Vec<BpfInsn> {
+/// Helpers: `bpf_map_lookup_elem` (key on the stack, NULL checked before the value is read)
+/// and `bpf_redirect_map`; registers 6 to 8 survive the calls.
+pub fn xdp_redirect_program(xskmap_fd: RawFd, ports_fd: RawFd, ipv4: [u8; 4]) -> Vec<BpfInsn> {
     use Reg::*;
     let mut a = Asm { code: Vec::new(), to_pass: Vec::new() };
-    a.load(BPF_W, R2, R1, 0); // r2 = ctx->data
-    a.load(BPF_W, R3, R1, 4); // r3 = ctx->data_end
+    a.mov_reg(R6, R1); // r6 = ctx
+    a.load(BPF_W, R2, R6, 0); // r2 = ctx->data
+    a.load(BPF_W, R3, R6, 4); // r3 = ctx->data_end
     a.mov_reg(R4, R2);
     a.alu_imm(BPF_ADD, R4, 42); // r4 = data + Ethernet/IPv4/UDP headers
     a.jgt_reg_pass(R4, R3); // too short: pass (this bounds check lets the verifier allow the loads)
@@ -174,10 +220,18 @@ pub fn xdp_redirect_program(xskmap_fd: RawFd, ipv4: [u8; 4], udp_port: u16) -> V
     a.load(BPF_B, R5, R2, 23);
     a.jne_pass(R5, 17); // not UDP
     a.load(BPF_W, R5, R2, 30);
-    a.jne_pass(R5, u32::from_ne_bytes(ipv4) as i32); // not to our address
-    a.load(BPF_H, R5, R2, 36);
-    a.jne_pass(R5, be16_as_loaded(udp_port));
-    a.load(BPF_W, R2, R1, 16); // key: ctx->rx_queue_index
+    a.jne32_pass(R5, u32::from_ne_bytes(ipv4)); // not to our address
+    a.load(BPF_H, R7, R2, 36); // r7 = destination port
+    a.load(BPF_W, R8, R6, 16); // r8 = ctx->rx_queue_index
+    a.store_w(R10, R8, -4); // the lookup key, on the stack
+    a.ld_map_fd(R1, ports_fd);
+    a.mov_reg(R2, R10);
+    a.alu_imm(BPF_ADD, R2, -4);
+    a.call(BPF_FUNC_MAP_LOOKUP_ELEM); // r0 = &ports[queue] or NULL
+    a.jeq_pass(R0, 0);
+    a.load(BPF_W, R1, R0, 0);
+    a.jne_reg_pass(R1, R7); // not this queue's endpoint's port
+    a.mov_reg(R2, R8); // key: the receive queue
     a.ld_map_fd(R1, xskmap_fd);
     a.alu_imm(BPF_MOV, R3, XDP_PASS); // flags: the action when the slot is empty
     a.call(BPF_FUNC_REDIRECT_MAP);
@@ -284,10 +338,26 @@ pub fn create_xskmap(entries: u32) -> io::Result<OwnedFd> {
     bpf_fd(BPF_MAP_CREATE, &attr)
 }
 
+/// Creates the port map: an array of `entries` u32 (one per receive queue), all 0 (no port).
+pub fn create_port_map(entries: u32) -> io::Result<OwnedFd> {
+    let attr = MapCreateAttr {
+        map_type: BPF_MAP_TYPE_ARRAY,
+        key_size: 4,
+        value_size: 4,
+        max_entries: entries,
+        map_name: name16("erpc_ports"),
+        ..Default::default()
+    };
+    bpf_fd(BPF_MAP_CREATE, &attr)
+}
+
 /// Puts the AF_XDP socket `xsk` into slot `queue` of the XSKMAP.
 pub fn xskmap_set(map: RawFd, queue: u32, xsk: RawFd) -> io::Result<()> {
-    let key = queue;
-    let value = xsk as u32;
+    map_set(map, queue, xsk as u32)
+}
+
+/// Sets `map[key] = value` (u32 keys and values).
+pub fn map_set(map: RawFd, key: u32, value: u32) -> io::Result<()> {
     let attr = MapElemAttr {
         map_fd: map as u32,
         _pad: 0,
@@ -296,6 +366,12 @@ pub fn xskmap_set(map: RawFd, queue: u32, xsk: RawFd) -> io::Result<()> {
         flags: 0,
     };
     bpf_raw(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
+}
+
+/// Removes slot `key` of the XSKMAP (the socket no longer receives redirected frames).
+pub fn xskmap_delete(map: RawFd, key: u32) -> io::Result<()> {
+    let attr = MapElemAttr { map_fd: map as u32, _pad: 0, key: &key as *const u32 as u64, value: 0, flags: 0 };
+    bpf_raw(BPF_MAP_DELETE_ELEM, &attr).map(drop)
 }
 
 /// Loads the program; on a verifier rejection the error carries the verifier's log.

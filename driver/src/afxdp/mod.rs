@@ -8,10 +8,11 @@
 //!   is what TX descriptors carry.
 //! * **Rings** (`ring`) — fill (frames the kernel may receive into), RX, TX and completion,
 //!   mapped from the socket and driven here.
-//! * **XDP program** (`bpf`) — a dozen raw eBPF instructions that redirect IPv4/UDP frames to
-//!   our address and port into the socket (an XSKMAP slot per queue) and pass everything else, such as ARP,
-//!   to the kernel. It is loaded with `bpf(2)` and attached as a BPF link, so closing the link —
-//!   on drop, on an error part-way through [`AfXdpTransport::open`], or when the process dies —
+//! * **XDP program** (`bpf`) — some thirty raw eBPF instructions that redirect IPv4/UDP frames
+//!   to our address and the port of the queue they arrived on into that queue's socket (an
+//!   XSKMAP slot per queue) and pass everything else, such as ARP, to the kernel. It is loaded
+//!   with `bpf(2)` and attached as a BPF link, so closing the link — when the interface's last
+//!   socket and handle are dropped, on an error part-way through, or when the process dies —
 //!   detaches it.
 //!
 //! # Buffer ownership
@@ -27,9 +28,18 @@
 //! page boundaries, since the kernel refuses a zero-copy descriptor that crosses pages it did
 //! not find DMA-contiguous.
 //!
-//! One endpoint per interface queue: the interface carries one XDP program. The endpoint's
-//! traffic must arrive on the bound queue (veth has one; on a multi-queue NIC steer the port
-//! with `ethtool -N` or use a single queue).
+//! # Several endpoints: one socket per interface queue
+//! An interface carries one XDP program. [`AfXdpInterface`] attaches it once per process; each
+//! endpoint then gets its own socket on its own queue ([`AfXdpInterface::open_queue`]), with its
+//! own UMEM and rings, so endpoints on different threads share nothing on the datapath. The
+//! program redirects a frame to the socket of the queue it arrived on when its destination port
+//! is that queue's endpoint's (an array map, queue → port); anything else goes to the kernel.
+//! The NIC must steer each endpoint's port to its queue: on a multi-queue NIC with a flow rule
+//! per endpoint,
+//! `ethtool -N <if> flow-type udp4 dst-ip <address> dst-port <port> action <queue>`
+//! (and `ethtool -K <if> ntuple on` first; `ethtool -n <if>` lists the rules). A veth delivers
+//! what its peer sends on transmit queue *k* to receive queue *k*, so endpoint *k* of one end
+//! reaches endpoint *k* of the other. [`AfXdpTransport::open`] is the single-endpoint case.
 //!
 //! Tests: `tests/tests/afxdp.rs` (root; a veth pair between two network namespaces made for the
 //! test): the loopback scenarios with 3 MB messages and 1% loss, the program attached and
@@ -41,19 +51,20 @@ mod bpf;
 mod netif;
 mod ring;
 
-pub use bpf::{xdp_redirect_program, BpfInsn};
+pub use bpf::{port_map_value, xdp_redirect_program, BpfInsn};
 
 use erpc_dataplane::dma::DmaRegion;
 use erpc_dataplane::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
 use erpc_dataplane::wire::{RoutingInfo, HEADROOM};
 use erpc_hugepages::{DmaError, Memory, PageSize};
 use ring::Ring;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes the kernel keeps in front of each received frame in a chunk (`XDP_PACKET_HEADROOM`).
@@ -281,12 +292,9 @@ pub struct XskKernelStats {
     pub tx_ring_empty_descs: u64,
 }
 
-/// An AF_XDP socket bound to one interface queue, with its XDP program attached.
+/// An AF_XDP socket bound to one interface queue: one endpoint's packet I/O. Its interface's
+/// XDP program redirects the queue's frames for the endpoint's port to it.
 pub struct AfXdpTransport {
-    // Dropped first: closing the link detaches the program, so no more frames are redirected.
-    _link: OwnedFd,
-    _prog: OwnedFd,
-    _map: OwnedFd,
     rx: Ring<libc::xdp_desc>,
     tx: Ring<libc::xdp_desc>,
     fill: Ring<u64>,
@@ -297,6 +305,7 @@ pub struct AfXdpTransport {
     local: EndpointAddr,
     interface: String,
     attach: XdpAttach,
+    queue: u32,
     zero_copy: bool,
     mtu: usize,
     /// log2 of the frame size: frames are found by shifts, not divisions, per packet.
@@ -317,10 +326,23 @@ pub struct AfXdpTransport {
     reclaimed: u64,
     tx_unsent: bool,
     stats: AfXdpStats,
+    // Last: the interface's program is detached when its last socket (and handle) is gone.
+    iface: Arc<Attachment>,
 }
 
-// SAFETY: the raw pointers point into this value's own mappings (rings, UMEM), which move with it.
+// SAFETY: the raw pointers point into this value's own mappings (rings, UMEM), which move with it;
+// what it shares with the interface's other sockets (the maps, by fd) is behind an Arc and a Mutex.
 unsafe impl Send for AfXdpTransport {}
+
+impl Drop for AfXdpTransport {
+    fn drop(&mut self) {
+        // Stop redirecting to this socket before it closes: its port, then its slot.
+        let a = &self.iface;
+        let _ = bpf::map_set(a.ports.as_raw_fd(), self.queue, 0);
+        let _ = bpf::xskmap_delete(a.xskmap.as_raw_fd(), self.queue);
+        a.queues.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.queue);
+    }
+}
 
 fn sock_err(step: &'static str) -> impl FnOnce(io::Error) -> AfXdpError {
     move |error| AfXdpError::Socket { step, error }
@@ -359,36 +381,177 @@ fn split_at_page(off: usize, len: usize, page: usize) -> ([(usize, usize); 2], u
     }
 }
 
-impl AfXdpTransport {
-    /// Creates the socket and UMEM, binds the queue, and attaches the XDP program. On any error
-    /// everything created so far is released again (the program is attached last).
-    pub fn open(cfg: AfXdpConfig) -> Result<Self, AfXdpError> {
-        let bad = |m: String| Err(AfXdpError::Config(m));
-        if cfg.frame_size != 2048 && cfg.frame_size != 4096 {
-            return bad(format!("frame_size must be 2048 or 4096, not {}", cfg.frame_size));
+/// Receive queues an interface's maps have slots for (XSKMAP and port map keys).
+const MAX_QUEUES: u32 = 256;
+
+/// The XDP program and maps of one interface, attached once per process and shared by the
+/// AF_XDP sockets of its queues, one endpoint each ([`AfXdpInterface::open_queue`]). The
+/// program redirects a frame to the socket of the queue it arrived on if its destination port
+/// is that queue's endpoint's (see [`xdp_redirect_program`]): the NIC steers ports to queues.
+/// It is detached when the handle and every socket opened from it are gone.
+#[derive(Clone)]
+pub struct AfXdpInterface {
+    shared: Arc<Attachment>,
+}
+
+struct Attachment {
+    // Dropped first: closing the link detaches the program, so no more frames are redirected.
+    _link: OwnedFd,
+    _prog: OwnedFd,
+    xskmap: OwnedFd,
+    ports: OwnedFd,
+    interface: String,
+    ifindex: u32,
+    mac: [u8; 6],
+    ipv4: Ipv4Addr,
+    attach: XdpAttach,
+    /// The UDP port of each queue that has a socket of ours.
+    queues: Mutex<HashMap<u32, u16>>,
+}
+
+impl AfXdpInterface {
+    /// Loads the XDP program for `interface` (in the calling thread's network namespace) and
+    /// attaches it (`attach`); endpoints take `ipv4`, or the interface's first IPv4 address.
+    /// Until a queue is opened it passes every frame to the kernel.
+    pub fn open(interface: &str, ipv4: Option<Ipv4Addr>, attach: XdpAttach) -> Result<AfXdpInterface, AfXdpError> {
+        let ifindex = netif::ifindex(interface).ok_or_else(|| AfXdpError::NoInterface(interface.into()))?;
+        let mac = netif::mac(interface).map_err(sock_err("reading the interface's MAC"))?;
+        let ipv4 = match ipv4 {
+            Some(a) => a,
+            None => netif::ipv4(interface)
+                .map_err(sock_err("reading the interface's address"))?
+                .ok_or_else(|| AfXdpError::NoAddress(interface.into()))?,
+        };
+        let bpf_err = |step: &'static str| move |error| AfXdpError::Bpf { step, error, log: String::new() };
+        let xskmap = bpf::create_xskmap(MAX_QUEUES).map_err(bpf_err("creating the XSKMAP"))?;
+        let ports = bpf::create_port_map(MAX_QUEUES).map_err(bpf_err("creating the port map"))?;
+        let code = bpf::xdp_redirect_program(xskmap.as_raw_fd(), ports.as_raw_fd(), ipv4.octets());
+        let prog = bpf::load_xdp_program(&code).map_err(|(error, log)| AfXdpError::Bpf {
+            step: "loading the XDP program",
+            error,
+            log,
+        })?;
+        let attach_err = |error| AfXdpError::Attach { interface: interface.into(), error };
+        let (link, attach) = match attach {
+            XdpAttach::Native => {
+                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE).map_err(attach_err)?, attach)
+            }
+            XdpAttach::Generic => {
+                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?, attach)
+            }
+            XdpAttach::Auto => match bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE) {
+                Ok(l) => (l, XdpAttach::Native),
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ERANGE)) =>
+                {
+                    (
+                        bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
+                        XdpAttach::Generic,
+                    )
+                }
+                Err(e) => return Err(attach_err(e)),
+            },
+        };
+        log::info!("XDP program on {interface}: {attach:?}");
+        Ok(AfXdpInterface {
+            shared: Arc::new(Attachment {
+                _link: link,
+                _prog: prog,
+                xskmap,
+                ports,
+                interface: interface.into(),
+                ifindex,
+                mac,
+                ipv4,
+                attach,
+                queues: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Opens an AF_XDP socket on queue `cfg.queue` for an endpoint on UDP port `cfg.udp_port`
+    /// (`cfg.interface`, `ipv4` and `attach` are the interface's), and has the program redirect
+    /// that queue's frames for that port to it.
+    pub fn open_queue(&self, cfg: AfXdpConfig) -> Result<AfXdpTransport, AfXdpError> {
+        let a = &self.shared;
+        if !cfg.interface.is_empty() && cfg.interface != a.interface {
+            return Err(AfXdpError::Config(format!(
+                "the configuration names `{}`, the interface is `{}`",
+                cfg.interface, a.interface
+            )));
         }
-        for (n, what) in [(cfg.rx_frames, "rx_frames"), (cfg.tx_ring, "tx_ring")] {
-            if !n.is_power_of_two() || !(64..=1 << 16).contains(&n) {
-                return bad(format!("{what} must be a power of two from 64 to 65536, not {n}"));
+        check_config(&cfg)?;
+        {
+            let q = a.queues.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((queue, _)) = q.iter().find(|(_, &p)| p == cfg.udp_port) {
+                return Err(AfXdpError::Config(format!(
+                    "UDP port {} is already the endpoint's of queue {queue} on `{}`: give each endpoint its own port",
+                    cfg.udp_port, a.interface
+                )));
             }
         }
-        let max_frame = (cfg.frame_size - XDP_PACKET_HEADROOM) as usize;
-        if cfg.mtu < HEADROOM + 64 || cfg.mtu > max_frame {
-            return bad(format!("mtu must be from {} to {max_frame} (frame size less XDP headroom)", HEADROOM + 64));
-        }
-        if cfg.region_bytes == 0 {
-            return bad("region_bytes must not be 0".into());
-        }
-        let ifindex = netif::ifindex(&cfg.interface).ok_or_else(|| AfXdpError::NoInterface(cfg.interface.clone()))?;
-        let mac = netif::mac(&cfg.interface).map_err(sock_err("reading the interface's MAC"))?;
-        let ipv4 = match cfg.ipv4 {
-            Some(a) => a,
-            None => netif::ipv4(&cfg.interface)
-                .map_err(sock_err("reading the interface's address"))?
-                .ok_or_else(|| AfXdpError::NoAddress(cfg.interface.clone()))?,
-        };
-        let mtu = cfg.mtu.min(netif::mtu(&cfg.interface).map_err(sock_err("reading the interface's MTU"))? + 14);
+        let sock = BoundSocket::open(&cfg, &a.interface, a.ifindex)?;
+        AfXdpTransport::finish(self.shared.clone(), sock, &cfg)
+    }
 
+    /// How the XDP program ended up attached (native or generic).
+    pub fn attach_mode(&self) -> XdpAttach {
+        self.shared.attach
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.shared.interface
+    }
+
+    /// The queues that have a socket of this process, with their endpoints' ports.
+    pub fn queues(&self) -> Vec<(u32, u16)> {
+        let mut v: Vec<(u32, u16)> =
+            self.shared.queues.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(&q, &p)| (q, p)).collect();
+        v.sort_unstable();
+        v
+    }
+}
+
+fn check_config(cfg: &AfXdpConfig) -> Result<(), AfXdpError> {
+    let bad = |m: String| Err(AfXdpError::Config(m));
+    if cfg.frame_size != 2048 && cfg.frame_size != 4096 {
+        return bad(format!("frame_size must be 2048 or 4096, not {}", cfg.frame_size));
+    }
+    for (n, what) in [(cfg.rx_frames, "rx_frames"), (cfg.tx_ring, "tx_ring")] {
+        if !n.is_power_of_two() || !(64..=1 << 16).contains(&n) {
+            return bad(format!("{what} must be a power of two from 64 to 65536, not {n}"));
+        }
+    }
+    let max_frame = (cfg.frame_size - XDP_PACKET_HEADROOM) as usize;
+    if cfg.mtu < HEADROOM + 64 || cfg.mtu > max_frame {
+        return bad(format!("mtu must be from {} to {max_frame} (frame size less XDP headroom)", HEADROOM + 64));
+    }
+    if cfg.region_bytes == 0 {
+        return bad("region_bytes must not be 0".into());
+    }
+    if cfg.queue >= MAX_QUEUES {
+        return bad(format!("queue must be below {MAX_QUEUES}, not {}", cfg.queue));
+    }
+    Ok(())
+}
+
+/// A socket with its UMEM and rings, bound to an interface queue, not yet in the XSKMAP.
+struct BoundSocket {
+    rx: Ring<libc::xdp_desc>,
+    tx: Ring<libc::xdp_desc>,
+    fill: Ring<u64>,
+    comp: Ring<u64>,
+    sock: OwnedFd,
+    umem: Memory,
+    region_off: usize,
+    region_len: usize,
+    mtu: usize,
+}
+
+impl BoundSocket {
+    /// Creates the socket and UMEM, and binds queue `cfg.queue` of `interface`.
+    fn open(cfg: &AfXdpConfig, interface: &str, ifindex: u32) -> Result<BoundSocket, AfXdpError> {
+        let mtu = cfg.mtu.min(netif::mtu(interface).map_err(sock_err("reading the interface's MTU"))? + 14);
         // UMEM: receive frames, then the dataplane region.
         let rx_area = cfg.rx_frames as usize * cfg.frame_size as usize;
         let region_off = rx_area.next_multiple_of(KERNEL_PAGE);
@@ -462,54 +625,59 @@ impl AfXdpTransport {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
-            return Err(AfXdpError::Bind { interface: cfg.interface.clone(), queue: cfg.queue, mode: cfg.bind, error });
+            return Err(AfXdpError::Bind { interface: interface.into(), queue: cfg.queue, mode: cfg.bind, error });
         }
 
+        Ok(BoundSocket { rx, tx, fill, comp, sock, umem, region_off, region_len, mtu })
+    }
+}
+
+impl AfXdpTransport {
+    /// Opens the interface (loads and attaches its XDP program) and one socket on queue
+    /// `cfg.queue`: a single endpoint on the interface. For several, open an
+    /// [`AfXdpInterface`] and a queue per endpoint. On any error everything created so far is
+    /// released again.
+    pub fn open(cfg: AfXdpConfig) -> Result<Self, AfXdpError> {
+        check_config(&cfg)?;
+        let ifindex = netif::ifindex(&cfg.interface).ok_or_else(|| AfXdpError::NoInterface(cfg.interface.clone()))?;
+        // The queue first: a queue another program holds is the error to report, not its XDP
+        // program.
+        let sock = BoundSocket::open(&cfg, &cfg.interface, ifindex)?;
+        let iface = AfXdpInterface::open(&cfg.interface, cfg.ipv4, cfg.attach)?;
+        AfXdpTransport::finish(iface.shared, sock, &cfg)
+    }
+
+    /// Puts the bound socket into the interface's maps: its XSKMAP slot, then its port (which
+    /// turns the redirect on).
+    fn finish(iface: Arc<Attachment>, b: BoundSocket, cfg: &AfXdpConfig) -> Result<Self, AfXdpError> {
         let bpf_err = |step: &'static str| move |error| AfXdpError::Bpf { step, error, log: String::new() };
-        let map = bpf::create_xskmap(cfg.queue + 1).map_err(bpf_err("creating the XSKMAP"))?;
-        bpf::xskmap_set(map.as_raw_fd(), cfg.queue, sock.as_raw_fd())
+        bpf::xskmap_set(iface.xskmap.as_raw_fd(), cfg.queue, b.sock.as_raw_fd())
             .map_err(bpf_err("putting the socket into the XSKMAP"))?;
-        let code = bpf::xdp_redirect_program(map.as_raw_fd(), ipv4.octets(), cfg.udp_port);
-        let prog = bpf::load_xdp_program(&code).map_err(|(error, log)| AfXdpError::Bpf {
-            step: "loading the XDP program",
-            error,
-            log,
-        })?;
-        let attach_err = |error| AfXdpError::Attach { interface: cfg.interface.clone(), error };
-        let (link, attach) = match cfg.attach {
-            XdpAttach::Native => {
-                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE).map_err(attach_err)?, cfg.attach)
-            }
-            XdpAttach::Generic => {
-                (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?, cfg.attach)
-            }
-            XdpAttach::Auto => match bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE) {
-                Ok(l) => (l, XdpAttach::Native),
-                Err(e)
-                    if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) | Some(libc::ERANGE)) =>
-                {
-                    (
-                        bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
-                        XdpAttach::Generic,
-                    )
-                }
-                Err(e) => return Err(attach_err(e)),
-            },
-        };
-        log::info!("AF_XDP on {} queue {}: {:?} XDP, {:?} mode", cfg.interface, cfg.queue, attach, cfg.bind);
+        if let Err(e) = bpf::map_set(iface.ports.as_raw_fd(), cfg.queue, bpf::port_map_value(cfg.udp_port)) {
+            let _ = bpf::xskmap_delete(iface.xskmap.as_raw_fd(), cfg.queue);
+            return Err(bpf_err("setting the queue's port")(e));
+        }
+        iface.queues.lock().unwrap_or_else(|p| p.into_inner()).insert(cfg.queue, cfg.udp_port);
+        log::info!(
+            "AF_XDP on {} queue {} for port {}: {:?} XDP, {:?} mode",
+            iface.interface,
+            cfg.queue,
+            cfg.udp_port,
+            iface.attach,
+            cfg.bind
+        );
+        let BoundSocket { rx, tx, fill, comp, sock, umem, region_off, region_len, mtu } = b;
         Ok(AfXdpTransport {
-            _link: link,
-            _prog: prog,
-            _map: map,
             rx,
             tx,
             fill,
             comp,
             sock,
             umem,
-            local: EndpointAddr { mac, ipv4: ipv4.octets(), udp_port: cfg.udp_port },
-            interface: cfg.interface,
-            attach,
+            local: EndpointAddr { mac: iface.mac, ipv4: iface.ipv4.octets(), udp_port: cfg.udp_port },
+            interface: iface.interface.clone(),
+            attach: iface.attach,
+            queue: cfg.queue,
             zero_copy: cfg.bind == BindMode::ZeroCopy,
             mtu,
             frame_shift: cfg.frame_size.trailing_zeros(),
@@ -524,7 +692,13 @@ impl AfXdpTransport {
             reclaimed: 0,
             tx_unsent: false,
             stats: AfXdpStats::default(),
+            iface,
         })
+    }
+
+    /// The interface queue this socket is bound to.
+    pub fn queue(&self) -> u32 {
+        self.queue
     }
 
     /// The dataplane's region inside the UMEM (its IOVA is its UMEM offset).
@@ -921,22 +1095,24 @@ mod tests {
 
     #[test]
     fn the_program_ends_in_exits_and_its_jumps_land_inside() {
-        let code = xdp_redirect_program(3, [10, 0, 0, 1], 31850);
+        let code = xdp_redirect_program(3, 4, [10, 0, 0, 200]);
         assert_eq!(code.last().unwrap().code, 0x95, "exit");
         for (i, x) in code.iter().enumerate() {
-            if x.code & 0x07 == 0x05 && x.code != 0x85 && x.code != 0x95 {
+            let class = x.code & 0x07;
+            if (class == 0x05 || class == 0x06) && x.code != 0x85 && x.code != 0x95 {
                 let target = i as i64 + 1 + x.off as i64;
                 assert!(target > i as i64 && (target as usize) < code.len(), "jump {i} lands at {target}");
                 // Every filter jump goes to the two-instruction "pass" tail.
                 assert_eq!(target as usize, code.len() - 2);
             }
         }
-        // The port is compared in network order.
-        let port = be16_as_loaded_for_test(31850);
-        assert!(code.iter().any(|x| x.code == 0x55 && x.imm == port));
-    }
-
-    fn be16_as_loaded_for_test(v: u16) -> i32 {
-        u16::from_ne_bytes(v.to_be_bytes()) as i32
+        // The address is compared in 32 bits (JMP32 | JNE | K): a 64-bit compare would
+        // sign-extend an address whose last byte is 128 or more and never match.
+        assert!(code.iter().any(|x| x.code == 0x56 && x.imm as u32 == u32::from_ne_bytes([10, 0, 0, 200])));
+        // The port comes from the port map, in network order as the program loads it.
+        assert_eq!(port_map_value(31850), u16::from_ne_bytes(31850u16.to_be_bytes()) as u32);
+        // Both maps are named by fd: the port map for the lookup, the XSKMAP for the redirect.
+        let fds: Vec<i32> = code.iter().filter(|x| x.code == 0x18 && x.regs >> 4 == 1).map(|x| x.imm).collect();
+        assert_eq!(fds, [4, 3]);
     }
 }

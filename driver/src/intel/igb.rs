@@ -1,15 +1,44 @@
-//! Register setup of the igb family: 82576 and I350 (one PF queue pair, queue 0).
+//! Register setup of the igb family: 82576 and I350, with one queue pair per VMDq pool.
 //!
 //! Offsets and bits: Intel 82576 GbE Controller Datasheet rev. 2.63, section 8 (register
 //! descriptions; the I350 datasheet keeps the same offsets for these registers), and QEMU's
 //! `hw/net/igb_regs.h` for the model tested in CI. Bring-up order follows datasheet section 4.5
 //! (software initialisation) and QEMU's model (`hw/net/igb_core.c`): after a reset the link
 //! stays down until autonegotiation is restarted through the PHY.
+//!
+//! # Steering: VMDq pools by MAC address
+//!
+//! The igb family has no filter on UDP ports that could steer each endpoint's traffic to its
+//! queue (its 2-tuple filters are few, and absent from QEMU's model). It has VMDq (datasheet
+//! 7.10: virtualisation): the destination MAC address of a received frame is looked up in the
+//! receive address registers (RAL/RAH), whose POOLSEL field (RAH bits 25:18) names the pools the
+//! address belongs to; with MRQC.MRQE = 011b (VMDq without RSS) pool *n* receives on queue *n*
+//! (datasheet 7.10.3; QEMU's `igb_receive_assign`, which cites 8.26.1 for it). So each endpoint gets a MAC
+//! address of its own, written to RAR *n* with POOLSEL = pool *n*:
+//!
+//! * addressing stays what eRPC already does (an endpoint address carries a MAC): no change to
+//!   the protocol, no knowledge of the peer's RSS key or indirection table, and peers on any
+//!   NIC (or kernel stack) reach it;
+//! * with VT_CTL.DisDefPool a frame for no endpoint's MAC reaches no queue: strict steering;
+//! * endpoints on the same NIC reach each other: the VMDq transmit switch (DTXSWC.LoopbackEn,
+//!   datasheet 7.10.3.6) delivers a frame whose destination is a local pool without the wire.
+//!
+//! The alternative, RSS with clients choosing a UDP source port that hashes to the server
+//! endpoint's queue (what the original eRPC does with DPDK), needs every client to know the
+//! server NIC's hash key and table, cannot steer traffic between two endpoints of one NIC, and
+//! changes the source port per session, which the dataplane checks. The price of VMDq: 8 pools,
+//! so 8 endpoints per igb port (the 82576's other 8 queues are only reachable through RSS inside
+//! a pool), and one MAC address per endpoint for the switch to learn.
 
 use super::{wait, IntelError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
 use std::time::Duration;
+
+/// VMDq pools, and so queue pairs this driver uses (82576 datasheet 7.10.2; the I350 has 8 too).
+pub const POOLS: u16 = 8;
+/// Queue pairs of the function (82576: 16; only the first `POOLS` are used, see the module docs).
+pub const HW_QUEUES: u16 = 16;
 
 pub const CTRL: u32 = 0x0000;
 pub const STATUS: u32 = 0x0008;
@@ -20,23 +49,70 @@ pub const TCTL: u32 = 0x0400;
 pub const EIMC: u32 = 0x1528;
 pub const RAL0: u32 = 0x5400;
 pub const RAH0: u32 = 0x5404;
-pub const SRRCTL0: u32 = 0xC00C;
+/// Multiple Receive Queues Command (MRQC, a receive register of datasheet 8.10).
+pub const MRQC: u32 = 0x5818;
+/// VMDq registers (datasheet 7.10; offsets as in QEMU's `hw/net/igb_regs.h`): VMDq Control
+/// (VT_CTL).
+pub const VT_CTL: u32 = 0x581C;
+/// VF Receive Enables and VF Transmit Enables: one bit per pool (VFRE, VFTE).
+pub const VFRE: u32 = 0x0C8C;
+pub const VFTE: u32 = 0x0C90;
+/// DMA Transmit Switch Control (DTXSWC).
+pub const DTXSWC: u32 = 0x3500;
 
-/// Queue 0 registers (82576 datasheet 8.10 and 8.12).
-pub const QUEUE: QueueRegs = QueueRegs {
-    rdbal: 0xC000,
-    rdbah: 0xC004,
-    rdlen: 0xC008,
-    rdh: 0xC010,
-    rdt: 0xC018,
-    rxdctl: 0xC028,
-    tdbal: 0xE000,
-    tdbah: 0xE004,
-    tdlen: 0xE008,
-    tdh: 0xE010,
-    tdt: 0xE018,
-    txdctl: 0xE028,
-};
+/// MRQC.MRQE = 011b: VMDq, no RSS (pool *n* receives on queue *n*).
+pub const MRQC_VMDQ: u32 = 0b011;
+/// VT_CTL.DisDefPool: a frame that matches no pool's address is dropped, not given to the
+/// default pool (bit 29).
+pub const VT_CTL_DIS_DEF_POOL: u32 = 1 << 29;
+/// DTXSWC.LoopbackEn: frames from one pool to another pool's address are switched inside the
+/// NIC (bit 31).
+pub const DTXSWC_LOOPBACK_EN: u32 = 1 << 31;
+/// RAH.AV: the address is valid (bit 31); RAH.POOLSEL: the pools it belongs to (bits 25:18).
+pub const RAH_AV: u32 = 1 << 31;
+pub const RAH_POOLSEL_SHIFT: u32 = 18;
+pub const RAH_POOLSEL_MASK: u32 = 0xFF << RAH_POOLSEL_SHIFT;
+/// VMOLR: accept untagged frames (AUPE, bit 24), strip the CRC (STRCRC, bit 31).
+pub const VMOLR_AUPE: u32 = 1 << 24;
+pub const VMOLR_STRCRC: u32 = 1 << 31;
+
+/// Receive address low/high of entry `n` (RAL/RAH, 8.10.13: 16 entries from 0x5400).
+pub const fn ral(n: u16) -> u32 {
+    0x5400 + 8 * n as u32
+}
+pub const fn rah(n: u16) -> u32 {
+    0x5404 + 8 * n as u32
+}
+/// Per-pool VM offload register (VMOLR).
+pub const fn vmolr(pool: u16) -> u32 {
+    0x5AD0 + 4 * pool as u32
+}
+/// Per-pool good packets received (PVFGPRC: the PF's copy of a pool's VFGPRC; counts frames
+/// given to the pool and wraps, not clear on read; offset from QEMU's `igb_regs.h`).
+pub const fn pvfgprc(pool: u16) -> u32 {
+    0x10010 + 0x100 * pool as u32
+}
+
+/// Queue `n`'s registers (82576 datasheet 8.10 and 8.12: 0x40 apart from 0xC000 and 0xE000).
+pub const fn queue(n: u16) -> QueueRegs {
+    let rx = 0xC000 + 0x40 * n as u32;
+    let tx = 0xE000 + 0x40 * n as u32;
+    QueueRegs {
+        rdbal: rx,
+        rdbah: rx + 0x4,
+        rdlen: rx + 0x8,
+        srrctl: rx + 0xC,
+        rdh: rx + 0x10,
+        rdt: rx + 0x18,
+        rxdctl: rx + 0x28,
+        tdbal: tx,
+        tdbah: tx + 0x4,
+        tdlen: tx + 0x8,
+        tdh: tx + 0x10,
+        tdt: tx + 0x18,
+        txdctl: tx + 0x28,
+    }
+}
 
 /// Statistics registers, clear on read (82576 datasheet 8.19).
 pub const CRCERRS: u32 = 0x4000;
@@ -125,26 +201,45 @@ pub fn link_up(r: &impl RegisterIo) -> bool {
     Status::from_bits_retain(r.read32(STATUS)).contains(Status::LU)
 }
 
-/// Programs queue 0 and enables receive and transmit (datasheet 4.5.9 and 4.5.10).
-pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError> {
-    let q = &QUEUE;
-    // Receive.
+/// The device-wide receive and transmit setup (datasheet 4.5.9 and 4.5.10) with VMDq steering
+/// (7.10.3): every queue off, no pool enabled, frames for no pool dropped, pool-to-pool switching
+/// on. Queues are started one by one with [`start_queue`].
+pub fn init_device(r: &impl RegisterIo) -> Result<(), IntelError> {
     r.write32(RCTL, 0);
+    for n in 0..HW_QUEUES {
+        r.write32(queue(n).rxdctl, 0);
+        r.write32(queue(n).txdctl, 0);
+    }
+    r.write32(VFRE, 0);
+    r.write32(VFTE, 0);
+    r.write32(MRQC, MRQC_VMDQ);
+    r.write32(VT_CTL, VT_CTL_DIS_DEF_POOL);
+    r.write32(DTXSWC, DTXSWC_LOOPBACK_EN);
+    // Entry 0 keeps the station address for `mac()`; it joins pool 0 when queue 0 starts.
+    for n in 1..16 {
+        r.write32(rah(n), 0);
+        r.write32(ral(n), 0);
+    }
+    r.clear_bits(RAH0, RAH_POOLSEL_MASK);
+    r.write32(RCTL, (Rctl::EN | Rctl::BAM | Rctl::SECRC).bits());
+    r.set_bits(TCTL, (Tctl::EN | Tctl::PSP).bits());
+    Ok(())
+}
+
+/// Programs and enables queue pair `n` (pool `n`), then steers frames for `mac` to it: RAR `n`
+/// holds the address with POOLSEL = pool `n`, and the pool's receive and transmit are enabled
+/// (datasheet 4.5.9.1: queues may be enabled while receive is on).
+pub fn start_queue(r: &impl RegisterIo, n: u16, s: &RingSetup, mac: [u8; 6]) -> Result<(), IntelError> {
+    let q = queue(n);
     r.write32(q.rdbal, s.rx_ring_iova as u32);
     r.write32(q.rdbah, (s.rx_ring_iova >> 32) as u32);
     r.write32(q.rdlen, s.rx_len as u32 * 16);
-    r.write32(SRRCTL0, (s.rx_buf_size / 1024) | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
+    r.write32(q.srrctl, (s.rx_buf_size / 1024) | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
     r.write32(q.rdh, 0);
     r.write32(q.rdt, 0);
     r.write32(q.rxdctl, QUEUE_ENABLE);
     wait("igb RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
     r.write32(q.rdt, s.rx_tail as u32);
-    let mut rctl = Rctl::EN | Rctl::BAM | Rctl::SECRC;
-    if s.promiscuous {
-        rctl |= Rctl::UPE | Rctl::MPE;
-    }
-    r.write32(RCTL, rctl.bits());
-    // Transmit.
     r.write32(q.tdbal, s.tx_ring_iova as u32);
     r.write32(q.tdbah, (s.tx_ring_iova >> 32) as u32);
     r.write32(q.tdlen, s.tx_len as u32 * 16);
@@ -152,16 +247,35 @@ pub fn init_queues(r: &impl RegisterIo, s: &RingSetup) -> Result<(), IntelError>
     r.write32(q.tdt, 0);
     r.write32(q.txdctl, QUEUE_ENABLE);
     wait("igb TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
-    r.set_bits(TCTL, (Tctl::EN | Tctl::PSP).bits());
+    r.write32(vmolr(n), VMOLR_AUPE | VMOLR_STRCRC);
+    r.write32(ral(n), u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
+    r.write32(rah(n), u32::from_le_bytes([mac[4], mac[5], 0, 0]) | RAH_AV | (1 << (RAH_POOLSEL_SHIFT + n as u32)));
+    r.set_bits(VFTE, 1 << n);
+    r.set_bits(VFRE, 1 << n);
     Ok(())
 }
 
-/// Stops both queues (before the rings' memory goes away).
+/// Stops queue pair `n`: the pool stops receiving and its address is removed first (so no
+/// frame is steered to a stopped queue), then both queues are disabled.
+pub fn stop_queue(r: &impl RegisterIo, n: u16) {
+    r.clear_bits(VFRE, 1 << n);
+    r.write32(rah(n), 0);
+    r.write32(ral(n), 0);
+    r.write32(queue(n).rxdctl, 0);
+    r.write32(queue(n).txdctl, 0);
+    r.clear_bits(VFTE, 1 << n);
+}
+
+/// Stops receive, transmit and every queue (before the rings' memory goes away).
 pub fn stop(r: &impl RegisterIo) {
     r.clear_bits(RCTL, Rctl::EN.bits());
     r.clear_bits(TCTL, Tctl::EN.bits());
-    r.write32(QUEUE.rxdctl, 0);
-    r.write32(QUEUE.txdctl, 0);
+    r.write32(VFRE, 0);
+    for n in 0..HW_QUEUES {
+        r.write32(queue(n).rxdctl, 0);
+        r.write32(queue(n).txdctl, 0);
+    }
+    r.write32(VFTE, 0);
 }
 
 /// The station address from RAL0/RAH0 (8.10.13), loaded from the EEPROM at reset.

@@ -12,10 +12,13 @@
 //!   limits, the inline mode, `reset_root_to_default`), read from the device, never assumed;
 //!   a configuration the device cannot do is refused with [`Mlx5Error::Capability`] naming
 //!   the capability.
-//! * [`Mlx5Nic`] (`nic.rs`): one queue pair as an eRPC [`Transport`](erpc_dataplane::Transport):
-//!   vport (MAC, MTU, promiscuity), UAR, PD, transport domain, reserved lkey, the event queue
-//!   (firmware page requests during operation), CQs, TIS, SQ, the cyclic striding RQ, TIR and
-//!   flow steering to our UDP port; every object destroyed in reverse order on drop or failure.
+//! * [`Mlx5Device`] (`nic.rs`): the function, opened once per process: vport (MAC, MTU,
+//!   promiscuity), PD, transport domain, reserved lkey, the event queue (firmware page requests
+//!   during operation) and the NIC RX steering table. It hands out [`Mlx5Queue`]s, one queue
+//!   pair per endpoint, each a `Send` [`Transport`](erpc_dataplane::Transport) with its own
+//!   UAR, CQs, TIS, SQ, cyclic striding RQ, TIR and the flow entry that steers its endpoint's
+//!   UDP port to it; a queue's drop destroys its objects only, the device's last handle or
+//!   queue the rest. [`Mlx5Nic`] is a device with one queue pair.
 //! * `tx.rs`: zero-copy SEND WQEs, unsignaled completions, BlueFlame doorbells, `tx_flush`.
 //! * `rx.rs`: the striding RQ datapath: packets lent in place, filler CQEs, reposting a buffer
 //!   only once all its strides are released, malformed CQEs dropped and counted.
@@ -34,7 +37,9 @@
 //! Tests: `tests/tests/mlx5/` runs the driver against an independent device model
 //! (`tests/mlx5_model`, which decodes every command and WQE with its own definitions from the
 //! public headers and carries traffic between two instances): `hca` (bring-up, unwinding,
-//! pages), `queue_pair`, `datapath` and `capabilities`; `tests/tests/mlx5_model/` tests the
+//! pages), `queue_pair`, `datapath`, `multiqueue` (each queue's objects and flow entry checked
+//! against the model, frames reaching only their queue, endpoints on threads) and
+//! `capabilities`; `tests/tests/mlx5_model/` tests the
 //! model itself. Unit tests: the capability fields (`caps`), short outputs (`cmd`), the
 //! teardown list (`objects`), the flow entry (`steering`), the bit-field accessors (`layout`).
 //! On hardware: `erpc-loopback` on two cabled ports (`tests/vm/loopback.rs`; the README's
@@ -52,7 +57,7 @@ mod steering;
 mod tx;
 pub mod wqe;
 
-pub use nic::{Mlx5Config, Mlx5Nic, Mlx5Stats};
+pub use nic::{Mlx5Config, Mlx5Device, Mlx5DeviceConfig, Mlx5Nic, Mlx5Queue, Mlx5QueueConfig, Mlx5Stats};
 
 use crate::mmio::RegisterIo;
 pub use caps::{Caps, InlineCap};

@@ -31,8 +31,8 @@ pub enum Object {
     Tir(Tirn),
     FlowTable(FtId),
     FlowGroup(FtId, FgId),
-    /// The entry at flow index 0 of the table.
-    FlowEntry(FtId),
+    /// The entry at a flow index of the table.
+    FlowEntry(FtId, u32),
     /// The table made the NIC RX root (undone by SET_FLOW_TABLE_ROOT `op_mod` 1; only
     /// recorded on devices that accept it, see `reset_root_to_default`).
     Root(FtId),
@@ -54,7 +54,7 @@ impl Object {
             Object::Tir(t) => obj(op::DESTROY_TIR, t.0),
             Object::FlowTable(t) => steering::destroy_table(t).as_bytes().to_vec(),
             Object::FlowGroup(t, g) => steering::destroy_group(t, g).as_bytes().to_vec(),
-            Object::FlowEntry(t) => steering::delete_entry(t).as_bytes().to_vec(),
+            Object::FlowEntry(t, i) => steering::delete_entry(t, i).as_bytes().to_vec(),
             Object::Root(_) => steering::set_root(None).as_bytes().to_vec(),
         }
     }
@@ -74,7 +74,7 @@ impl fmt::Display for Object {
             Object::Tir(h) => h.fmt(f),
             Object::FlowTable(t) => t.fmt(f),
             Object::FlowGroup(t, g) => write!(f, "{g} of {t}"),
-            Object::FlowEntry(t) => write!(f, "flow entry 0 of {t}"),
+            Object::FlowEntry(t, i) => write!(f, "flow entry {i} of {t}"),
             Object::Root(t) => write!(f, "{t} as the NIC RX root"),
         }
     }
@@ -90,13 +90,17 @@ impl Teardown {
     }
 
     /// Destroys every object in reverse creation order. A failure is logged and teardown goes
-    /// on: nothing else can be done, and HCA teardown frees what is left.
-    pub fn run<R: RegisterIo>(&mut self, hca: &mut Hca<R>) {
+    /// on: nothing else can be done, and HCA teardown frees what is left. Returns how many
+    /// destroy commands failed (the device may then still use those objects' memory).
+    pub fn run<R: RegisterIo>(&mut self, hca: &mut Hca<R>) -> usize {
+        let mut failed = 0;
         while let Some(o) = self.0.pop() {
             if let Err(e) = hca.exec(&o.destroy_input(), 16) {
                 log::warn!("mlx5 teardown of {o}: {e}");
+                failed += 1;
             }
         }
+        failed
     }
 }
 
@@ -195,24 +199,35 @@ impl<R: RegisterIo> Creator<'_, R> {
         Ok(t)
     }
 
-    /// NIC RX steering to `tir` of the frames `m` describes: a table of two entries, a group
-    /// at index 0 matching [`RxMatch`]'s fields, the entry, and the table made the root.
-    /// Disconnecting the root at teardown (`op_mod` 1) is valid only when the device reports
+    /// The NIC RX steering table of a device: `1 << log_size` entries, one group over the
+    /// first `entries` matching [`RxMatch`]'s fields, and the table made the root (empty: every
+    /// frame misses until queues add their entries with [`Creator::steer`]). Disconnecting the
+    /// root at teardown (`op_mod` 1) is valid only when the device reports
     /// `reset_root_to_default`; otherwise the root table is destroyed once empty, which resets
     /// the root to the default, as Linux does with the last root table
     /// (`update_root_ft_destroy` in `core/fs_core.c`).
-    pub fn steer(&mut self, tir: Tirn, m: &RxMatch, reset_root_to_default: bool) -> Result<FtId, Mlx5Error> {
-        let t = FtId(self.create(steering::create_table(1).as_bytes(), None)?);
+    pub fn steering_table(
+        &mut self,
+        log_size: u32,
+        entries: u32,
+        reset_root_to_default: bool,
+    ) -> Result<(FtId, FgId), Mlx5Error> {
+        let t = FtId(self.create(steering::create_table(log_size).as_bytes(), None)?);
         self.teardown.push(Object::FlowTable(t));
-        let g = FgId(self.create(steering::create_group(t).as_bytes(), None)?);
+        let g = FgId(self.create(steering::create_group(t, entries).as_bytes(), None)?);
         self.teardown.push(Object::FlowGroup(t, g));
-        self.hca.exec(steering::set_entry(t, g, tir, m).as_bytes(), 16)?;
-        self.teardown.push(Object::FlowEntry(t));
         self.hca.exec(steering::set_root(Some(t)).as_bytes(), 16)?;
         if reset_root_to_default {
             self.teardown.push(Object::Root(t));
         }
-        Ok(t)
+        Ok((t, g))
+    }
+
+    /// The entry at `index` of the steering table forwarding the frames `m` describes to `tir`.
+    pub fn steer(&mut self, table: FtId, group: FgId, index: u32, tir: Tirn, m: &RxMatch) -> Result<(), Mlx5Error> {
+        self.hca.exec(steering::set_entry(table, group, index, tir, m).as_bytes(), 16)?;
+        self.teardown.push(Object::FlowEntry(table, index));
+        Ok(())
     }
 }
 
@@ -233,7 +248,7 @@ mod tests {
             (Object::Eq(Eqn(4)), op::DESTROY_EQ, 0),
             (Object::Sq(Sqn(0x105)), op::DESTROY_SQ, 0),
             (Object::FlowGroup(t, FgId(9)), op::DESTROY_FLOW_GROUP, 0),
-            (Object::FlowEntry(t), op::DELETE_FLOW_TABLE_ENTRY, 0),
+            (Object::FlowEntry(t, 3), op::DELETE_FLOW_TABLE_ENTRY, 0),
             (Object::Root(t), op::SET_FLOW_TABLE_ROOT, 1),
         ];
         for (o, opcode, op_mod) in cases {

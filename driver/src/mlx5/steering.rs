@@ -1,5 +1,6 @@
-//! Receive steering inputs: a NIC RX root flow table with one group and one entry that
-//! forwards our traffic (our MAC, IPv4, UDP, our address and port) to our TIR (a direct one:
+//! Receive steering inputs: a NIC RX root flow table with one group over its first `n`
+//! indices, and per queue pair one entry at its index that forwards its endpoint's traffic
+//! (our MAC, IPv4, UDP, our address and the endpoint's port) to the queue's TIR (a direct one:
 //! [`Tirc::direct`]). Everything else the port receives misses the table and is dropped by
 //! the device.
 
@@ -48,22 +49,23 @@ pub fn create_table(log_size: u32) -> CreateFlowTableIn {
     }
 }
 
-/// CREATE_FLOW_GROUP input: flow index 0 only, matching the outer fields of [`RxMatch`].
-pub fn create_group(table: FtId) -> CreateFlowGroupIn {
+/// CREATE_FLOW_GROUP input: flow indices `0..entries`, matching the outer fields of
+/// [`RxMatch`].
+pub fn create_group(table: FtId, entries: u32) -> CreateFlowGroupIn {
     let mut g = CreateFlowGroupIn::new_zeroed();
     g.hdr = FlowHdr::new(op::CREATE_FLOW_GROUP, 0, FT_NIC_RX, table.0);
     g.start_flow_index = 0.into();
-    g.end_flow_index = 0.into();
+    g.end_flow_index = (entries.max(1) - 1).into();
     g.match_criteria_enable = MATCH_OUTER_HEADERS.into();
     g.match_criteria.outer = outer(None);
     g
 }
 
-/// SET_FLOW_TABLE_ENTRY input: index 0 of `group`, forwarding `m` to `tir`.
-pub fn set_entry(table: FtId, group: FgId, tir: Tirn, m: &RxMatch) -> SetFteIn {
+/// SET_FLOW_TABLE_ENTRY input: index `index` of `group`, forwarding `m` to `tir`.
+pub fn set_entry(table: FtId, group: FgId, index: u32, tir: Tirn, m: &RxMatch) -> SetFteIn {
     let mut e = SetFteIn::new_zeroed();
     e.hdr = FlowHdr::new(op::SET_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table.0);
-    e.flow_index = 0.into();
+    e.flow_index = index.into();
     e.ctx.group_id = group.0.into();
     e.ctx.action = FLOW_ACTION_FWD_DEST.into();
     e.ctx.destination_list_size = field(1, 0, 24).into();
@@ -81,9 +83,13 @@ pub fn set_root(table: Option<FtId>) -> FlowObjIn {
     }
 }
 
-/// DELETE_FLOW_TABLE_ENTRY input for index 0.
-pub fn delete_entry(table: FtId) -> DeleteFteIn {
-    DeleteFteIn { hdr: FlowHdr::new(op::DELETE_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table.0), ..Default::default() }
+/// DELETE_FLOW_TABLE_ENTRY input for index `index`.
+pub fn delete_entry(table: FtId, index: u32) -> DeleteFteIn {
+    DeleteFteIn {
+        hdr: FlowHdr::new(op::DELETE_FLOW_TABLE_ENTRY, 0, FT_NIC_RX, table.0),
+        flow_index: index.into(),
+        ..Default::default()
+    }
 }
 
 /// DESTROY_FLOW_GROUP input.
@@ -108,8 +114,8 @@ mod tests {
     #[test]
     fn the_entry_matches_what_the_group_masks() {
         let m = RxMatch { mac: [2, 0, 0, 0, 0, 7], ipv4: [10, 0, 0, 2], udp_port: 31850 };
-        let g = create_group(FtId(5));
-        let e = set_entry(FtId(5), FgId(9), Tirn(3), &m);
+        let g = create_group(FtId(5), 4);
+        let e = set_entry(FtId(5), FgId(9), 2, Tirn(3), &m);
         let crit = g.match_criteria.outer.as_bytes();
         let val = e.ctx.match_value.outer.as_bytes();
         // Every value bit lies under the mask.
@@ -125,5 +131,7 @@ mod tests {
         // The destination list starts 0x300 bytes into the flow context (0x340 into the input).
         assert_eq!(&e.as_bytes()[0x340..0x344], &[2, 0, 0, 3]);
         assert_eq!(g.as_bytes()[0x3F], 1, "match_criteria_enable: outer headers");
+        assert_eq!(&e.as_bytes()[0x20..0x24], &[0, 0, 0, 2], "flow_index at 0x20");
+        assert_eq!(&delete_entry(FtId(5), 7).as_bytes()[0x20..0x24], &[0, 0, 0, 7], "flow_index at 0x20");
     }
 }

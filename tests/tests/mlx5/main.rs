@@ -6,6 +6,7 @@
 //! * `queue_pair`: the objects of one queue pair, unwinding, teardown, page requests served
 //!   during operation;
 //! * `datapath`: traffic between two driver instances on two wired models;
+//! * `multiqueue`: several queue pairs on one function, their flow entries, threads;
 //! * `capabilities`: what the device reports (BlueFlame and UAR page sizes, inline mode, queue
 //!   and stride limits) and how the driver follows it.
 //!
@@ -16,4 +17,5 @@ mod harness;
 mod capabilities;
 mod datapath;
 mod hca;
+mod multiqueue;
 mod queue_pair;

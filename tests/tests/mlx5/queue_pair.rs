@@ -30,6 +30,7 @@ fn bring_up_makes_a_ready_queue_pair_and_teardown_leaves_nothing() {
     assert_eq!(
         ops[i..],
         [
+            // The device: vport, its UAR, PD, transport domain, lkey, EQ, the steering table.
             op::QUERY_NIC_VPORT_CONTEXT,
             op::ACCESS_REGISTER,
             op::MODIFY_NIC_VPORT_CONTEXT,
@@ -38,6 +39,11 @@ fn bring_up_makes_a_ready_queue_pair_and_teardown_leaves_nothing() {
             op::ALLOC_TRANSPORT_DOMAIN,
             op::QUERY_SPECIAL_CONTEXTS,
             op::CREATE_EQ,
+            op::CREATE_FLOW_TABLE,
+            op::CREATE_FLOW_GROUP,
+            op::SET_FLOW_TABLE_ROOT,
+            // The queue pair: its own UAR, CQs, TIS, SQ, RQ, TIR and flow entry.
+            op::ALLOC_UAR,
             op::CREATE_CQ,
             op::CREATE_CQ,
             op::CREATE_TIS,
@@ -46,10 +52,7 @@ fn bring_up_makes_a_ready_queue_pair_and_teardown_leaves_nothing() {
             op::CREATE_RQ,
             op::MODIFY_RQ,
             op::CREATE_TIR,
-            op::CREATE_FLOW_TABLE,
-            op::CREATE_FLOW_GROUP,
             op::SET_FLOW_TABLE_ENTRY,
-            op::SET_FLOW_TABLE_ROOT,
         ]
     );
     let Pair { ma, a, .. } = p;
@@ -73,6 +76,10 @@ fn a_failure_at_each_queue_step_unwinds_cleanly() {
         (op::ALLOC_TRANSPORT_DOMAIN, 0),
         (op::QUERY_SPECIAL_CONTEXTS, 0),
         (op::CREATE_EQ, 0),
+        (op::CREATE_FLOW_TABLE, 0),
+        (op::CREATE_FLOW_GROUP, 0),
+        (op::SET_FLOW_TABLE_ROOT, 0),
+        (op::ALLOC_UAR, 1),
         (op::CREATE_CQ, 0),
         (op::CREATE_CQ, 1),
         (op::CREATE_TIS, 0),
@@ -81,10 +88,7 @@ fn a_failure_at_each_queue_step_unwinds_cleanly() {
         (op::CREATE_RQ, 0),
         (op::MODIFY_RQ, 0),
         (op::CREATE_TIR, 0),
-        (op::CREATE_FLOW_TABLE, 0),
-        (op::CREATE_FLOW_GROUP, 0),
         (op::SET_FLOW_TABLE_ENTRY, 0),
-        (op::SET_FLOW_TABLE_ROOT, 0),
     ];
     for (opcode, nth) in steps {
         let (m, space) = model(1, |_| {});

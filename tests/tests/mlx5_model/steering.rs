@@ -137,3 +137,39 @@ fn the_root_is_disconnected_only_with_reset_root_to_default() {
         n.destroy(op::DESTROY_TIR, rx.tir).ok();
     }
 }
+
+/// Two entries of one group with the same match: firmware takes both, the model records that
+/// the later one can never match; each entry's match is decoded for tests.
+#[test]
+fn an_entry_matching_what_another_matches_is_recorded_and_matches_are_decoded() {
+    use erpc_tests::mlx5_model::{FlowMatch, ViolationKind};
+    let mut n = Nic::new(Mlx5Config::default());
+    let rx = rx_side(&mut n, 3, 2, 0, 4, 0);
+    let t = n.flow_table(3);
+    let mut mask = [0u8; 64];
+    layout::set(&mut mask, lyr_2_4::ETHERTYPE, 0xffff);
+    layout::set(&mut mask, lyr_2_4::UDP_DPORT, 0xffff);
+    let g = layout::get(&n.flow_group(t, 0, 3, 1, &mask).ok(), flow::OUT_GROUP_ID);
+    let fwd = [(flow::DEST_TYPE_TIR, rx.tir)];
+    let mut v = [0u8; 64];
+    layout::set(&mut v, lyr_2_4::ETHERTYPE, 0x0800);
+    layout::set(&mut v, lyr_2_4::UDP_DPORT, 31850);
+    n.fte(0, t, 0, g, &v, flow::ACTION_FWD_DEST, &fwd).ok();
+    let mut w = v;
+    layout::set(&mut w, lyr_2_4::UDP_DPORT, 31851);
+    n.fte(0, t, 1, g, &w, flow::ACTION_FWD_DEST, &fwd).ok();
+    assert!(n.model().violations().is_empty(), "different ports: {:?}", n.model().violations());
+    n.fte(0, t, 2, g, &v, flow::ACTION_FWD_DEST, &fwd).ok();
+    let vs = n.model().violations();
+    assert_eq!(vs.len(), 1, "{vs:?}");
+    assert_eq!(vs[0].kind, ViolationKind::ShadowedFlowEntry);
+    assert!(vs[0].detail.contains("entries 0 and 2") && vs[0].detail.contains("entry 2 never matches"), "{vs:?}");
+    let e = n.model().flow_entries();
+    let m = |i: u32| e.iter().find(|x| x.index == i).map(|x| x.matches).unwrap();
+    assert_eq!(
+        m(1),
+        FlowMatch { ethertype: Some(0x0800), udp_dport: Some(31851), ..FlowMatch::default() },
+        "only what the group masks whole is decoded"
+    );
+    assert_eq!(e.iter().find(|x| x.index == 0).unwrap().rqs, vec![rx.rq.rqn], "the TIR's RQ");
+}

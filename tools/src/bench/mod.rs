@@ -5,6 +5,9 @@
 //! one core. The reference is the raw packet echo rate of the same NIC with the same frame sizes
 //! and window, without any RPC layer.
 //!
+//! With `rate --threads N`, N independent pairs run at once, each on its own thread, and the
+//! report gives their aggregate rate against one pair alone (`threads.rs`).
+//!
 //! Over UDP (`--transport udp`) the server runs on its own thread (or process: `--server ADDR`
 //! on one side, `--connect ADDR` on the other). The reference is a raw UDP ping-pong between two
 //! busy-polling sockets with the same datagram sizes and window: the kernel path's limit.
@@ -13,6 +16,7 @@ mod afxdp;
 mod mlx5;
 mod report;
 mod sim;
+mod threads;
 mod udp;
 
 pub(crate) use report::{print_figures, report_json};
@@ -66,6 +70,11 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+    /// Rate only: run this many independent client/server pairs, each alone on its own thread
+    /// (in-memory NIC: a fabric each; UDP: two sockets each; AF_XDP: a queue of a veth pair
+    /// each), after one such pair alone as the reference, and report the scaling.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) threads: usize,
     /// In-memory NIC only: frames that may wait unread after `tx_burst` (0 = the device reads
     /// them at once, as QEMU's igb model does on a doorbell write; the tests use 16, which also
     /// delays reads by one event-loop iteration).
@@ -220,6 +229,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if (a.pci.is_some() || a.peer_mac.is_some()) && a.transport != TransportKind::Mlx5 {
         bail!("--pci and --peer-mac apply to --transport mlx5");
+    }
+    if a.threads != 1 {
+        return threads::run(&a, req, conc);
     }
     let r = match a.transport {
         TransportKind::Sim => sim::run(&a, req, conc)?,
