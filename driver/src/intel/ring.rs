@@ -10,6 +10,7 @@
 //!   one descriptor reclaims every descriptor before it.
 
 use super::desc::*;
+use core::mem::offset_of;
 use erpc_dataplane::transport::RxPacket;
 use erpc_hugepages::DmaSlice;
 use std::sync::atomic::{fence, Ordering};
@@ -49,6 +50,7 @@ impl RingMem {
 
     /// Volatile read of the 32-bit word at byte `off` of descriptor `i`.
     fn read_u32(&self, i: u16, off: usize) -> u32 {
+        debug_assert!(off <= DESC_SIZE - 4 && off % 4 == 0);
         // SAFETY: inside descriptor `i` (off <= 12), 4-byte aligned; device-writable memory is
         // read with a volatile load, never through a reference.
         u32::from_le(unsafe { self.desc(i).add(off).cast::<u32>().read_volatile() })
@@ -146,13 +148,14 @@ impl RxRing {
             if self.state[i as usize] != RxState::Posted {
                 break; // the one unposted slot: nothing more can be written back
             }
-            let status = self.ring.read_u32(i, 8);
+            let status = self.ring.read_u32(i, offset_of!(AdvRxWb, status_error));
             if status & RXD_STAT_DD == 0 {
                 break;
             }
             // Read the rest of the write-back only after seeing DD.
             fence(Ordering::Acquire);
-            let len = (self.ring.read_u32(i, 12) & 0xffff) as u16;
+            // The length is the low half of the last word (`length`, then `vlan`).
+            let len = (self.ring.read_u32(i, offset_of!(AdvRxWb, length)) & 0xffff) as u16;
             self.next = self.ring.next(i);
             let eop = status & RXD_STAT_EOP != 0;
             if self.discarding || !eop || len as u32 > self.buf_size {
@@ -271,7 +274,7 @@ impl TxRing {
     /// Reclaims descriptors up to the newest RS-marked one the device has written back.
     pub fn reclaim(&mut self) {
         while let Some(m) = self.marks.front().copied() {
-            if self.ring.read_u32(m.desc, 12) & TXD_STAT_DD == 0 {
+            if self.ring.read_u32(m.desc, offset_of!(AdvTxWb, status)) & TXD_STAT_DD == 0 {
                 break;
             }
             self.marks.pop_front();
