@@ -384,7 +384,8 @@ fn pct(h: &Histogram<u64>, q: f64) -> Option<f64> {
 }
 
 impl KvReport {
-    /// A peer system's report (no leader statistics, no round-trip reference).
+    /// A report without leader statistics or a round-trip reference (a peer system's, or the
+    /// base of ours).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn peer(
         transport: &str,
@@ -615,24 +616,12 @@ fn measure<T: Transport>(
     let k = cli.ctx();
     let s = stats.unwrap_or_default();
     Ok(KvReport {
-        transport: transport.into(),
-        setup,
-        clients: l.clients,
-        get_pct: l.get_pct,
-        key_size: l.key_size,
-        value_size: l.value_size,
-        secs,
-        ops,
-        failed,
-        all,
-        puts,
-        gets,
         rtt,
         leader: stats.map(|s| (leader, s.commits.get(), s.commit_p50_ns.get(), s.commit_p99_ns.get())),
-        durable: s.flags.get() & 1 != 0,
         redirects: k.stats.redirects - stats0.redirects,
         retries,
         elections: s.elections_won.get(),
+        ..KvReport::peer(transport, setup, l, s.flags.get() & 1 != 0, secs, ops, failed, [all, puts, gets])
     })
 }
 
