@@ -7,3 +7,5 @@
 //! `erpc-driver`; the bare-metal appliance uses this crate directly.
 
 #![no_std]
+
+pub mod neigh;
