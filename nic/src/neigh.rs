@@ -730,7 +730,10 @@ mod tests {
     #[test]
     fn an_arp_request_for_us_is_answered_and_its_sender_learnt() {
         let mut n = wrap::<8>();
-        assert_eq!(n.resolve(&EndpointAddr { mac: [0; 6], ipv4: HOST_IP, udp_port: 5 }), Err(ResolveError::Unreachable));
+        assert_eq!(
+            n.resolve(&EndpointAddr { mac: [0; 6], ipv4: HOST_IP, udp_port: 5 }),
+            Err(ResolveError::Unreachable)
+        );
         let kept = receive(&mut n, vec![arp_frame(ARP_REQUEST, HOST_MAC, HOST_IP, OURS.ipv4)]);
         assert!(kept.is_empty(), "ARP never reaches the endpoint");
         assert_eq!(n.inner().released, [0]);
