@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 /// The echo service's request type: the response is the request, byte for byte.
 pub const ECHO_REQ_TYPE: u8 = 2;
-/// A shutdown request (any body): a server that allows it answers, then stops.
+/// A shutdown request (any body): answered with one byte, 1 if the server stops (after
+/// answering) or 0 if it refuses.
 pub const SHUTDOWN_REQ_TYPE: u8 = 3;
 
 #[derive(clap::Args, Debug)]
@@ -78,7 +79,8 @@ struct Echo {
     mismatched: u64,
     bytes: u64,
     first_error: Option<String>,
-    shutdown_done: Option<Result<(), RpcError>>,
+    /// The shutdown's answer: whether the server accepted it.
+    shutdown_done: Option<Result<bool, RpcError>>,
     connect_failure: Option<SmError>,
 }
 
@@ -143,7 +145,8 @@ fn on_echo(rpc: &mut EchoRpc, c: Completion) {
 }
 
 fn on_shutdown(rpc: &mut EchoRpc, c: Completion) {
-    rpc.ctx_mut().shutdown_done = Some(c.result.map(|_| ()));
+    let accepted = matches!(c.result, Ok(n) if n >= 1 && c.resp.data()[0] == 1);
+    rpc.ctx_mut().shutdown_done = Some(c.result.map(|_| accepted));
     let _ = rpc.free_msg_buffer(c.req);
     let _ = rpc.free_msg_buffer(c.resp);
 }
@@ -199,8 +202,12 @@ pub fn run(a: EchoArgs) -> anyhow::Result<()> {
                 bail!("{what} did not answer the shutdown request within {} s", a.timeout);
             }
         }
-        if let Some(Err(e)) = rpc.ctx().shutdown_done {
-            bail!("the shutdown request to {what} failed: {e}: was the server started with shutdown allowed?");
+        match rpc.ctx().shutdown_done {
+            Some(Err(e)) => bail!("the shutdown request to {what} failed: {e}"),
+            Some(Ok(false)) => bail!(
+                "{what} refused to shut down: the appliance stops on request only when booted with shutdown=allow"
+            ),
+            _ => {}
         }
     }
     let c = rpc.ctx();
@@ -259,6 +266,14 @@ pub(crate) fn echo_handler<T: Transport, Ctx>(rpc: &mut Rpc<'static, T, Clk, Ctx
         let _ = rpc.enqueue_response(h, b);
     }
     // Out of msgbuf memory: no answer; the client's request times out and says so.
+}
+
+/// The shutdown service of a server that never stops on request: answers 0 (refused).
+pub(crate) fn refuse_shutdown<T: Transport, Ctx>(rpc: &mut Rpc<'static, T, Clk, Ctx>, h: ReqHandle) {
+    if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+        resp[0] = 0;
+    }
+    let _ = rpc.enqueue_response_prealloc(h, 1);
 }
 
 #[cfg(test)]

@@ -141,6 +141,12 @@ pub(crate) fn server<T: Transport>(t: T, resp: usize, mem: OwnedMemory, cfg: Rpc
         .context("registering the server's request handler")?;
     srv.register_handler(crate::echo::ECHO_REQ_TYPE, crate::echo::echo_handler::<T, usize>, HandlerMode::Foreground)
         .context("registering the server's echo handler")?;
+    srv.register_handler(
+        crate::echo::SHUTDOWN_REQ_TYPE,
+        crate::echo::refuse_shutdown::<T, usize>,
+        HandlerMode::Foreground,
+    )
+    .context("registering the server's shutdown handler")?;
     Ok(srv)
 }
 

@@ -196,6 +196,7 @@ fn echo_checks_every_byte_against_a_bench_server() {
     let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).unwrap_or_else(|| panic!("{line}"));
     let v = json(&["echo", "--connect", addr, "--sizes", "1,1500,3145728", "--count", "3", "--json"]);
     let out = erpc(&["echo", "--connect", addr, "--sizes", "0"]);
+    let refused = erpc(&["echo", "--connect", addr, "--count", "1", "--shutdown"]);
     srv.kill().unwrap();
     srv.wait().unwrap();
     assert_eq!(
@@ -207,4 +208,11 @@ fn echo_checks_every_byte_against_a_bench_server() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(err.trim(), "erpc: --sizes must be 1..=8388608 bytes each");
+    // `erpc bench --server` never stops on request: it answers the shutdown with a refusal.
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("refused to shut down: the appliance stops on request only when booted with shutdown=allow"),
+        "{err}"
+    );
 }

@@ -10,6 +10,9 @@
 //! Boot options (the multiboot command line, QEMU `-append "..."`), space-separated:
 //! * `nic=BB:DD.F` drive the 82576 at that PCI address (default: the first found);
 //!   `nic=none` run without a NIC.
+//! * `ip=A.B.C.D` after the self-test, serve RPCs on the NIC at this address (src/serve.rs):
+//!   `port=N` (default 31850), `loss=FRACTION` of frames dropped each way, `shutdown=allow` to
+//!   stop (with the success code) on `erpc echo --shutdown`.
 //! * `fault=corrupt|panic|exception|overflow|triple` make the image fail on purpose
 //!   (tests/appliance/run checks that each failure is reported): a corrupted response byte in the
 //!   self-test, a panic, an invalid-opcode exception, a stack overflow (into the guard page), a
@@ -23,12 +26,14 @@ mod boot;
 mod clock;
 mod exit;
 mod idt;
+mod kv;
 mod mem;
 mod nic;
 mod pci;
 mod port;
 mod selftest;
 mod serial;
+mod serve;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +72,24 @@ enum NicChoice {
 struct Options {
     nic: NicChoice,
     fault: Option<Fault>,
+    /// Serve on the NIC at this IPv4 address after the self-test.
+    ip: Option<[u8; 4]>,
+    port: Option<u16>,
+    /// Fraction of frames dropped in each direction while serving.
+    loss: f64,
+    allow_shutdown: bool,
+}
+
+/// The eRPC server's default UDP port (the original's first port, and `erpc`'s).
+const DEFAULT_PORT: u16 = 31850;
+
+fn parse_ipv4(v: &str) -> Option<[u8; 4]> {
+    let mut ip = [0u8; 4];
+    let mut parts = v.split('.');
+    for b in &mut ip {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(ip)
 }
 
 impl Options {
@@ -86,8 +109,20 @@ impl Options {
                         _ => return Err(Error::Option(word)),
                     })
                 }
+                Some(("ip", v)) => o.ip = Some(parse_ipv4(v).ok_or(Error::Option(word))?),
+                Some(("port", v)) => o.port = Some(v.parse().ok().filter(|&p| p != 0).ok_or(Error::Option(word))?),
+                Some(("loss", v)) => {
+                    o.loss = v.parse().ok().filter(|l| (0.0..1.0).contains(l)).ok_or(Error::Option(word))?
+                }
+                Some(("shutdown", "allow")) => o.allow_shutdown = true,
                 _ => return Err(Error::Option(word)),
             }
+        }
+        if o.ip.is_none() && (o.port.is_some() || o.loss > 0.0 || o.allow_shutdown) {
+            return Err(Error::Option("port=, loss= and shutdown=allow (they need ip=)"));
+        }
+        if o.ip.is_some() && o.nic == NicChoice::None {
+            return Err(Error::Option("ip= with nic=none"));
         }
         Ok(o)
     }
@@ -102,6 +137,7 @@ enum Error {
     Clock(clock::ClockError),
     Nic(nic::NicError),
     SelfTest(selftest::Failure),
+    Serve(serve::ServeError),
 }
 
 impl fmt::Display for Error {
@@ -109,8 +145,9 @@ impl fmt::Display for Error {
         match self {
             Error::Option(w) => write!(
                 f,
-                "unknown boot option `{w}`: the options are nic=BB:DD.F, nic=none and \
-                 fault=corrupt|panic|exception|overflow|triple"
+                "bad boot option `{w}`: the options are nic=BB:DD.F, nic=none, \
+                 fault=corrupt|panic|exception|overflow|triple, and to serve RPCs after the self-test \
+                 ip=A.B.C.D with port=N (default 31850), loss=FRACTION (0 to 1) and shutdown=allow"
             ),
             Error::Memory { have, need } => write!(
                 f,
@@ -124,6 +161,7 @@ impl fmt::Display for Error {
             Error::Clock(e) => write!(f, "clock: {e}"),
             Error::Nic(e) => write!(f, "nic: {e}"),
             Error::SelfTest(e) => write!(f, "selftest: {e}"),
+            Error::Serve(e) => write!(f, "serve: {e}"),
         }
     }
 }
