@@ -1,11 +1,12 @@
 //! # erpc-appliance: eRPC with no operating system
 //!
 //! A freestanding x86_64 image (multiboot 1, loaded at 1 MiB) that QEMU boots with `-kernel`.
-//! Phase 1 of the appliance (issue 16): it brings up what the eRPC endpoint needs from a bare
-//! machine — a serial log, exception reporting, a calibrated clock, PCI enumeration and the NIC's
-//! BAR — and proves the dataplane runs there with a self-test of two endpoints over the
-//! dataplane's in-memory fabric. It ends by exiting QEMU through `isa-debug-exit` with the
-//! success or the failure code (src/exit.rs).
+//! The appliance (issue 16) brings up what the eRPC endpoint needs from a bare machine — a serial
+//! log, exception reporting, a calibrated clock, PCI enumeration, and the 82576 driven by the Intel
+//! driver core of `erpc-nic` (reset, link, one queue pair over static memory, checked by looping a
+//! frame back through the NIC) — and proves the dataplane runs there with a self-test of two
+//! endpoints over the dataplane's in-memory fabric. It ends by exiting QEMU through
+//! `isa-debug-exit` with the success or the failure code (src/exit.rs).
 //!
 //! Boot options (the multiboot command line, QEMU `-append "..."`), space-separated:
 //! * `nic=BB:DD.F` drive the 82576 at that PCI address (default: the first found);
@@ -24,6 +25,7 @@
 mod acpi;
 mod boot;
 mod clock;
+mod dma;
 mod exit;
 mod idt;
 mod kv;
@@ -42,6 +44,10 @@ use log::{error, info, warn};
 
 /// Where the image is loaded (link.ld).
 const LOAD_ADDR: usize = 0x10_0000;
+/// The endpoint's address on the NIC (static for now; the address a test network gives it).
+const IPV4: [u8; 4] = [10, 0, 2, 15];
+/// The endpoint's UDP port (`erpc`'s default).
+const UDP_PORT: u16 = 31850;
 
 /// A deliberate failure, to show the harness notices each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -260,11 +266,22 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
             None => info!("nic: {} at {}: BAR0 {}", f.name, f.bdf, f.bar0),
         }
     }
-    match opts.nic {
-        NicChoice::None => info!("nic: none wanted (nic=none)"),
-        NicChoice::At(bdf) => prepared(nic::prepare(&found, Some(bdf)).map_err(Error::Nic)?),
-        NicChoice::First => prepared(nic::prepare(&found, None).map_err(Error::Nic)?),
-    }
+    let chosen = match opts.nic {
+        NicChoice::None => {
+            info!("nic: none wanted (nic=none)");
+            None
+        }
+        NicChoice::At(bdf) => Some(nic::prepare(&found, Some(bdf)).map_err(Error::Nic)?),
+        NicChoice::First => Some(nic::prepare(&found, None).map_err(Error::Nic)?),
+    };
+    // The NIC stays up (queue pair open) for the rest of the run.
+    let _igb = match chosen {
+        Some(n) => {
+            prepared(n);
+            Some(bring_up_nic(&n, &clock)?)
+        }
+        None => None,
+    };
 
     let corrupt = (opts.fault == Some(Fault::Corrupt)).then_some(selftest::LOSSLESS_RPCS / 2 + 7);
     let r = selftest::run(clock, corrupt).map_err(Error::SelfTest)?;
@@ -301,6 +318,52 @@ fn prepared(n: nic::Nic) {
         Some(mac) => info!("nic: station address {} (RAL0/RAH0 through BAR0)", nic::Mac(mac)),
         None => warn!("nic: RAH0 says the station address is not valid"),
     }
+}
+
+/// Brings the NIC up with the driver core, logs its link and address, and loops a frame back
+/// through it.
+fn bring_up_nic(n: &nic::Nic, clock: &clock::TscClock) -> Result<nic::Igb, Error> {
+    use erpc_dataplane::transport::Transport;
+    use erpc_nic::intel::igb;
+    use erpc_nic::mmio::RegisterIo;
+    let mut igb = nic::bring_up(n, *clock, IPV4, UDP_PORT).map_err(Error::Nic)?;
+    // STATUS (82576 datasheet 8.2.2): FD bit 0, LU bit 1, SPEED bits 7:6 (00b 10, 01b 100,
+    // 10b/11b 1000 Mb/s).
+    let status = igb.regs.read32(igb::STATUS);
+    let speed = [10, 100, 1000, 1000][(status >> 6 & 3) as usize];
+    info!(
+        "nic: {}: link {} {} ms after the reset (STATUS {status:#010x}: {speed} Mb/s, {} duplex), MAC {}",
+        igb.bdf,
+        if igb.device.link_up(igb.regs) { "up" } else { "DOWN" },
+        igb.link_ns / 1_000_000,
+        if status & 1 != 0 { "full" } else { "half" },
+        nic::Mac(igb.device.mac())
+    );
+    let a = igb.queue.local_addr();
+    info!(
+        "nic: queue pair {}: {} RX and {} TX descriptors, {} KiB of static memory; endpoint {a}",
+        igb.queue.index(),
+        nic::RX_RING,
+        nic::TX_RING,
+        nic::QUEUE_MEMORY >> 10
+    );
+    match nic::loopback_check(&mut igb, clock).map_err(Error::Nic)? {
+        Some(l) => info!(
+            "nic: loopback: a {}-byte frame to the NIC's own address came back intact on queue {} in {} us \
+             (VMDq switch inside the NIC)",
+            l.len,
+            igb.queue.index(),
+            l.ns / 1000
+        ),
+        None => warn!("nic: loopback: the frame sent to the NIC's own address did not come back (see nic.rs)"),
+    }
+    let c = igb.device.counters(igb.regs);
+    let q = igb.queue.counters();
+    info!(
+        "nic: counters: device {} frames received, {} sent, {} missed; queue {} received, {} dropped, {} foreign",
+        c.rx_packets, c.tx_packets, c.rx_missed, q.rx_frames, q.rx_dropped_by_driver, q.rx_foreign
+    );
+    Ok(igb)
 }
 
 /// The deliberate failures that happen outside the self-test.
