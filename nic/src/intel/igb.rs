@@ -73,8 +73,11 @@ pub const DTXSWC_LOOPBACK_EN: u32 = 1 << 31;
 pub const RAH_AV: u32 = 1 << 31;
 pub const RAH_POOLSEL_SHIFT: u32 = 18;
 pub const RAH_POOLSEL_MASK: u32 = 0xFF << RAH_POOLSEL_SHIFT;
-/// VMOLR: accept untagged frames (AUPE, bit 24), strip the CRC (STRCRC, bit 31).
+/// VMOLR: accept untagged frames (AUPE, bit 24), accept broadcast frames (BAM, bit 27), strip
+/// the CRC (STRCRC, bit 31): Linux `drivers/net/ethernet/intel/igb/e1000_82575.h` and QEMU's
+/// `hw/net/igb_regs.h` (`E1000_VMOLR_BAM` 0x08000000, "accept broadcast packets").
 pub const VMOLR_AUPE: u32 = 1 << 24;
+pub const VMOLR_BAM: u32 = 1 << 27;
 pub const VMOLR_STRCRC: u32 = 1 << 31;
 
 /// Receive address low/high of entry `n` (RAL/RAH, 8.10.13: 16 entries from 0x5400).
@@ -248,7 +251,9 @@ pub fn start_queue(r: &impl RegisterIo, d: &impl Delay, n: u16, s: &RingSetup, m
     r.write32(q.tdt, 0);
     r.write32(q.txdctl, QUEUE_ENABLE);
     wait(d, "igb TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
-    r.write32(vmolr(n), VMOLR_AUPE | VMOLR_STRCRC);
+    // Broadcasts (ARP requests for the endpoints' address) go to pool 0 alone: one queue answers
+    // them (erpc_nic::neigh), the others never see them.
+    r.write32(vmolr(n), VMOLR_AUPE | VMOLR_STRCRC | if n == 0 { VMOLR_BAM } else { 0 });
     r.write32(ral(n), u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
     r.write32(rah(n), u32::from_le_bytes([mac[4], mac[5], 0, 0]) | RAH_AV | (1 << (RAH_POOLSEL_SHIFT + n as u32)));
     r.set_bits(VFTE, 1 << n);

@@ -37,11 +37,6 @@ impl Store {
         Store { map: FnvIndexMap::new(), last_write: FnvIndexMap::new() }
     }
 
-    /// Keys stored.
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
     /// Answers one request (`None`: longer than [`MAX_REQUEST`]) into `out`; returns the
     /// response's length.
     pub fn handle(&mut self, req: Option<&[u8]>, out: &mut [u8; MAX_RESPONSE]) -> usize {

@@ -44,10 +44,9 @@ use log::{error, info, warn};
 
 /// Where the image is loaded (link.ld).
 const LOAD_ADDR: usize = 0x10_0000;
-/// The endpoint's address on the NIC (static for now; the address a test network gives it).
+/// The endpoint's address on the NIC without `ip=` (QEMU's user network's guest address; only
+/// the loopback check runs then).
 const IPV4: [u8; 4] = [10, 0, 2, 15];
-/// The endpoint's UDP port (`erpc`'s default).
-const UDP_PORT: u16 = 31850;
 
 /// A deliberate failure, to show the harness notices each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +85,7 @@ struct Options {
     allow_shutdown: bool,
 }
 
-/// The eRPC server's default UDP port (the original's first port, and `erpc`'s).
+/// The endpoint's default UDP port (the original's first port, and `erpc`'s).
 const DEFAULT_PORT: u16 = 31850;
 
 fn parse_ipv4(v: &str) -> Option<[u8; 4]> {
@@ -275,10 +274,10 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         NicChoice::First => Some(nic::prepare(&found, None).map_err(Error::Nic)?),
     };
     // The NIC stays up (queue pair open) for the rest of the run.
-    let _igb = match chosen {
+    let igb = match chosen {
         Some(n) => {
             prepared(n);
-            Some(bring_up_nic(&n, &clock)?)
+            Some(bring_up_nic(&n, &clock, opts.ip.unwrap_or(IPV4), opts.port.unwrap_or(DEFAULT_PORT))?)
         }
         None => None,
     };
@@ -299,6 +298,19 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         r.frames_lost,
         r.retransmissions
     );
+    if let (Some(_), Some(igb)) = (opts.ip, igb) {
+        let so = serve::ServeOptions { loss: opts.loss, allow_shutdown: opts.allow_shutdown };
+        let s = serve::run(igb.queue, clock, so).map_err(Error::Serve)?;
+        info!(
+            "serve: stopped on a shutdown request: {} echoes ({} KiB), {} key-value operations, {} session resets, \
+             {} echoes unanswered for lack of msgbuf memory",
+            s.echoes,
+            s.echo_bytes >> 10,
+            s.kv_ops,
+            s.resets,
+            s.echo_no_memory
+        );
+    }
     let (size, used) = boot::stack_usage();
     info!("stack: {} KiB of {} KiB used", used.div_ceil(1024), size >> 10);
     Ok(())
@@ -322,11 +334,11 @@ fn prepared(n: nic::Nic) {
 
 /// Brings the NIC up with the driver core, logs its link and address, and loops a frame back
 /// through it.
-fn bring_up_nic(n: &nic::Nic, clock: &clock::TscClock) -> Result<nic::Igb, Error> {
+fn bring_up_nic(n: &nic::Nic, clock: &clock::TscClock, ip: [u8; 4], port: u16) -> Result<nic::Igb, Error> {
     use erpc_dataplane::transport::Transport;
     use erpc_nic::intel::igb;
     use erpc_nic::mmio::RegisterIo;
-    let mut igb = nic::bring_up(n, *clock, IPV4, UDP_PORT).map_err(Error::Nic)?;
+    let mut igb = nic::bring_up(n, *clock, ip, port).map_err(Error::Nic)?;
     // STATUS (82576 datasheet 8.2.2): FD bit 0, LU bit 1, SPEED bits 7:6 (00b 10, 01b 100,
     // 10b/11b 1000 Mb/s).
     let status = igb.regs.read32(igb::STATUS);

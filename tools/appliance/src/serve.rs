@@ -66,7 +66,6 @@ pub struct Served {
     pub echo_no_memory: u64,
     pub kv_ops: u64,
     pub shutdowns_refused: u64,
-    pub sessions: u64,
     pub resets: u64,
     /// When a shutdown was accepted (TSC ns).
     pub stop_at: Option<u64>,
@@ -173,13 +172,9 @@ fn kv_op<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
 }
 
 fn on_session<T: Transport>(rpc: &mut Server<T>, ev: SessionEvent) {
-    match ev {
-        SessionEvent::Connected(_) => rpc.ctx_mut().served.sessions += 1,
-        SessionEvent::Reset(_, r) => {
-            rpc.ctx_mut().served.resets += 1;
-            log::info!("serve: a session was reset: {r:?}");
-        }
-        _ => {}
+    if let SessionEvent::Reset(_, r) = ev {
+        rpc.ctx_mut().served.resets += 1;
+        log::info!("serve: a session was reset: {r:?}");
     }
 }
 
@@ -219,8 +214,8 @@ pub fn run<T: Transport>(nic: T, clock: TscClock, opts: ServeOptions) -> Result<
             next_report = now + 5_000_000_000;
             let s = rpc.ctx().served;
             log::info!(
-                "serve: {} sessions, {} echoes ({} bytes), {} key-value operations",
-                s.sessions,
+                "serve: {} sessions open, {} echoes ({} bytes), {} key-value operations",
+                rpc.num_active_sessions(),
                 s.echoes,
                 s.echo_bytes,
                 s.kv_ops
