@@ -104,6 +104,20 @@ impl<'a> DmaSlice<'a> {
         unsafe { core::ptr::write_bytes(self.base.as_ptr(), byte, self.len) }
     }
 
+    /// The same bytes as the NIC driver core's [`DmaRange`](erpc_nic::dma::DmaRange): the
+    /// owned handle a queue keeps its rings and buffers in (bus address = IOVA).
+    ///
+    /// # Safety
+    /// As [`DmaRange::new`](erpc_nic::dma::DmaRange::new): keep the owning
+    /// [`DmaMemory`](crate::DmaMemory) alive (mapped) until no device given the range's
+    /// addresses can reach it any more (its queue closed, or its device stopped), and let
+    /// nothing else access these bytes meanwhile (no other range or slice user).
+    pub unsafe fn into_range(self) -> erpc_nic::dma::DmaRange {
+        // SAFETY: the memory is mapped at `base` and at `iova` for the device (this slice's
+        // contract); its life and exclusivity are the caller's promise, forwarded.
+        unsafe { erpc_nic::dma::DmaRange::new(self.base, self.iova, self.len) }
+    }
+
     /// The same range without the borrow, for a ring stored next to the memory it lives in.
     ///
     /// # Safety
@@ -139,6 +153,15 @@ mod tests {
         unsafe { b.fill(0xab) };
         assert_eq!(&buf[24..32], &[0xab; 8]);
         assert_eq!(buf[23], 0);
+    }
+
+    #[test]
+    fn a_range_names_the_same_bytes() {
+        let mut buf = [0u8; 64];
+        let base = NonNull::new(buf.as_mut_ptr()).unwrap();
+        // SAFETY: `buf` outlives the slice and the range; nothing touches its bytes.
+        let r = unsafe { DmaSlice::new(base, 0x2000, 64).sub(16, 32).into_range() };
+        assert_eq!((r.cpu(), r.bus(), r.len()), (NonNull::new(buf[16..].as_mut_ptr()).unwrap(), 0x2010, 32));
     }
 
     #[test]

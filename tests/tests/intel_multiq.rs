@@ -84,6 +84,15 @@ fn check_igb_pool(f: &FakeIntel, n: u32, mac: [u8; 6]) -> Result<(), String> {
     if f.peek(0x5AD0 + 4 * n) & (1 << 24) == 0 {
         return Err(format!("pool {n}: VMOLR.AUPE clear: untagged frames refused"));
     }
+    // VMOLR.BAM (bit 27): broadcasts (ARP requests for the endpoints' address) reach pool 0 alone,
+    // whose endpoint answers them (erpc_nic::neigh).
+    let bam = f.peek(0x5AD0 + 4 * n) & (1 << 27) != 0;
+    if bam != (n == 0) {
+        return Err(format!(
+            "pool {n}: VMOLR.BAM {}: broadcasts must go to pool 0 alone",
+            if bam { "set" } else { "clear" }
+        ));
+    }
     if f.peek(igb_rxdctl(n)) & ENABLE == 0 || f.peek(igb_txdctl(n)) & ENABLE == 0 {
         return Err(format!("queue {n} not enabled"));
     }

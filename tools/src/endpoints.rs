@@ -133,11 +133,20 @@ fn server_handler<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     }
 }
 
-/// A server endpoint on `t` answering [`REQ_TYPE`] requests with `resp`-byte responses.
+/// A server endpoint on `t` answering [`REQ_TYPE`] requests with `resp`-byte responses, and
+/// echoing [`ECHO_REQ_TYPE`](crate::echo::ECHO_REQ_TYPE) requests (`erpc echo`).
 pub(crate) fn server<T: Transport>(t: T, resp: usize, mem: OwnedMemory, cfg: RpcConfig) -> anyhow::Result<Server<T>> {
     let mut srv = Rpc::new(t, clock(), resp, mem, cfg).context("building the server endpoint")?;
     srv.register_handler(REQ_TYPE, server_handler::<T>, HandlerMode::Foreground)
         .context("registering the server's request handler")?;
+    srv.register_handler(crate::echo::ECHO_REQ_TYPE, crate::echo::echo_handler::<T, usize>, HandlerMode::Foreground)
+        .context("registering the server's echo handler")?;
+    srv.register_handler(
+        crate::echo::SHUTDOWN_REQ_TYPE,
+        crate::echo::refuse_shutdown::<T, usize>,
+        HandlerMode::Foreground,
+    )
+    .context("registering the server's shutdown handler")?;
     Ok(srv)
 }
 

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod capture;
+pub mod echo;
 mod endpoints;
 pub mod grpc_bench;
 pub mod kv;

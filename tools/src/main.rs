@@ -1,7 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
 use clap::{Parser, Subcommand};
-use erpc_tools::{bench, capture, grpc_bench, kv, nic, sim};
+use erpc_tools::{bench, capture, echo, grpc_bench, kv, nic, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -17,6 +17,8 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Make a few RPCs and write the client's packets to a pcap file (see tools/wireshark/erpc.lua).
     Capture(capture::CaptureArgs),
+    /// Check a server byte for byte: echo requests of given sizes, and optionally shut it down.
+    Echo(echo::EchoArgs),
     /// The same echo benchmark with gRPC (tonic over TCP on loopback), for comparison.
     GrpcBench(grpc_bench::GrpcBenchArgs),
     /// Run the dataplane in a simulated datacenter: incast, loss, scale.
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Bench(a) => bench::run(a),
         Cmd::Capture(a) => capture::run(a),
+        Cmd::Echo(a) => echo::run(a),
         Cmd::GrpcBench(a) => grpc_bench::run(a),
         Cmd::Sim(a) => sim::run(a),
         Cmd::Kv(a) => kv::run(a),

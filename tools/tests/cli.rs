@@ -179,3 +179,40 @@ fn bench_over_afxdp_runs_both_ends_on_a_veth_pair_and_leaves_nothing_behind() {
     assert_eq!(v["failed"], 0, "{v}");
     assert_eq!(erpc_namespaces(), before, "the namespaces (and their veth pair) are deleted");
 }
+
+/// `erpc echo` against `erpc bench --server`: requests of one byte to 3 MB, each response
+/// compared with its request; a wrong argument is one line.
+#[test]
+fn echo_checks_every_byte_against_a_bench_server() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut srv = Command::new(env!("CARGO_BIN_EXE_erpc"))
+        .args(["bench", "rate", "--server", "127.0.0.1:0", "--size", "3145728"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(srv.stderr.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().find(|w| w.starts_with("127.0.0.1:")).unwrap_or_else(|| panic!("{line}"));
+    let v = json(&["echo", "--connect", addr, "--sizes", "1,1500,3145728", "--count", "3", "--json"]);
+    let out = erpc(&["echo", "--connect", addr, "--sizes", "0"]);
+    let refused = erpc(&["echo", "--connect", addr, "--count", "1", "--shutdown"]);
+    srv.kill().unwrap();
+    srv.wait().unwrap();
+    assert_eq!(
+        (v["rpcs"].as_u64(), v["failed"].as_u64(), v["mismatched"].as_u64()),
+        (Some(9), Some(0), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["bytes"].as_u64(), Some(2 * 3 * (1 + 1500 + 3145728)), "{v}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim(), "erpc: --sizes must be 1..=8388608 bytes each");
+    // `erpc bench --server` never stops on request: it answers the shutdown with a refusal.
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        err.contains("refused to shut down: the appliance stops on request only when booted with shutdown=allow"),
+        "{err}"
+    );
+}

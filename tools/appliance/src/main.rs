@@ -1,15 +1,19 @@
 //! # erpc-appliance: eRPC with no operating system
 //!
 //! A freestanding x86_64 image (multiboot 1, loaded at 1 MiB) that QEMU boots with `-kernel`.
-//! Phase 1 of the appliance (issue 16): it brings up what the eRPC endpoint needs from a bare
-//! machine — a serial log, exception reporting, a calibrated clock, PCI enumeration and the NIC's
-//! BAR — and proves the dataplane runs there with a self-test of two endpoints over the
-//! dataplane's in-memory fabric. It ends by exiting QEMU through `isa-debug-exit` with the
-//! success or the failure code (src/exit.rs).
+//! The appliance (issue 16) brings up what the eRPC endpoint needs from a bare machine — a serial
+//! log, exception reporting, a calibrated clock, PCI enumeration, and the 82576 driven by the Intel
+//! driver core of `erpc-nic` (reset, link, one queue pair over static memory, checked by looping a
+//! frame back through the NIC) — and proves the dataplane runs there with a self-test of two
+//! endpoints over the dataplane's in-memory fabric. It ends by exiting QEMU through
+//! `isa-debug-exit` with the success or the failure code (src/exit.rs).
 //!
 //! Boot options (the multiboot command line, QEMU `-append "..."`), space-separated:
 //! * `nic=BB:DD.F` drive the 82576 at that PCI address (default: the first found);
 //!   `nic=none` run without a NIC.
+//! * `ip=A.B.C.D` after the self-test, serve RPCs on the NIC at this address (src/serve.rs):
+//!   `port=N` (default 31850), `loss=FRACTION` of frames dropped each way, `shutdown=allow` to
+//!   stop (with the success code) on `erpc echo --shutdown`.
 //! * `fault=corrupt|panic|exception|overflow|triple` make the image fail on purpose
 //!   (tests/appliance/run checks that each failure is reported): a corrupted response byte in the
 //!   self-test, a panic, an invalid-opcode exception, a stack overflow (into the guard page), a
@@ -21,14 +25,17 @@
 mod acpi;
 mod boot;
 mod clock;
+mod dma;
 mod exit;
 mod idt;
+mod kv;
 mod mem;
 mod nic;
 mod pci;
 mod port;
 mod selftest;
 mod serial;
+mod serve;
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -37,6 +44,9 @@ use log::{error, info, warn};
 
 /// Where the image is loaded (link.ld).
 const LOAD_ADDR: usize = 0x10_0000;
+/// The endpoint's address on the NIC without `ip=` (QEMU's user network's guest address; only
+/// the loopback check runs then).
+const IPV4: [u8; 4] = [10, 0, 2, 15];
 
 /// A deliberate failure, to show the harness notices each kind.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +77,24 @@ enum NicChoice {
 struct Options {
     nic: NicChoice,
     fault: Option<Fault>,
+    /// Serve on the NIC at this IPv4 address after the self-test.
+    ip: Option<[u8; 4]>,
+    port: Option<u16>,
+    /// Fraction of frames dropped in each direction while serving.
+    loss: f64,
+    allow_shutdown: bool,
+}
+
+/// The endpoint's default UDP port (the original's first port, and `erpc`'s).
+const DEFAULT_PORT: u16 = 31850;
+
+fn parse_ipv4(v: &str) -> Option<[u8; 4]> {
+    let mut ip = [0u8; 4];
+    let mut parts = v.split('.');
+    for b in &mut ip {
+        *b = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(ip)
 }
 
 impl Options {
@@ -86,8 +114,20 @@ impl Options {
                         _ => return Err(Error::Option(word)),
                     })
                 }
+                Some(("ip", v)) => o.ip = Some(parse_ipv4(v).ok_or(Error::Option(word))?),
+                Some(("port", v)) => o.port = Some(v.parse().ok().filter(|&p| p != 0).ok_or(Error::Option(word))?),
+                Some(("loss", v)) => {
+                    o.loss = v.parse().ok().filter(|l| (0.0..1.0).contains(l)).ok_or(Error::Option(word))?
+                }
+                Some(("shutdown", "allow")) => o.allow_shutdown = true,
                 _ => return Err(Error::Option(word)),
             }
+        }
+        if o.ip.is_none() && (o.port.is_some() || o.loss > 0.0 || o.allow_shutdown) {
+            return Err(Error::Option("port=, loss= and shutdown=allow (they need ip=)"));
+        }
+        if o.ip.is_some() && o.nic == NicChoice::None {
+            return Err(Error::Option("ip= with nic=none"));
         }
         Ok(o)
     }
@@ -102,6 +142,7 @@ enum Error {
     Clock(clock::ClockError),
     Nic(nic::NicError),
     SelfTest(selftest::Failure),
+    Serve(serve::ServeError),
 }
 
 impl fmt::Display for Error {
@@ -109,8 +150,9 @@ impl fmt::Display for Error {
         match self {
             Error::Option(w) => write!(
                 f,
-                "unknown boot option `{w}`: the options are nic=BB:DD.F, nic=none and \
-                 fault=corrupt|panic|exception|overflow|triple"
+                "bad boot option `{w}`: the options are nic=BB:DD.F, nic=none, \
+                 fault=corrupt|panic|exception|overflow|triple, and to serve RPCs after the self-test \
+                 ip=A.B.C.D with port=N (default 31850), loss=FRACTION (0 to 1) and shutdown=allow"
             ),
             Error::Memory { have, need } => write!(
                 f,
@@ -124,6 +166,7 @@ impl fmt::Display for Error {
             Error::Clock(e) => write!(f, "clock: {e}"),
             Error::Nic(e) => write!(f, "nic: {e}"),
             Error::SelfTest(e) => write!(f, "selftest: {e}"),
+            Error::Serve(e) => write!(f, "serve: {e}"),
         }
     }
 }
@@ -222,11 +265,22 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
             None => info!("nic: {} at {}: BAR0 {}", f.name, f.bdf, f.bar0),
         }
     }
-    match opts.nic {
-        NicChoice::None => info!("nic: none wanted (nic=none)"),
-        NicChoice::At(bdf) => prepared(nic::prepare(&found, Some(bdf)).map_err(Error::Nic)?),
-        NicChoice::First => prepared(nic::prepare(&found, None).map_err(Error::Nic)?),
-    }
+    let chosen = match opts.nic {
+        NicChoice::None => {
+            info!("nic: none wanted (nic=none)");
+            None
+        }
+        NicChoice::At(bdf) => Some(nic::prepare(&found, Some(bdf)).map_err(Error::Nic)?),
+        NicChoice::First => Some(nic::prepare(&found, None).map_err(Error::Nic)?),
+    };
+    // The NIC stays up (queue pair open) for the rest of the run.
+    let igb = match chosen {
+        Some(n) => {
+            prepared(n);
+            Some(bring_up_nic(&n, &clock, opts.ip.unwrap_or(IPV4), opts.port.unwrap_or(DEFAULT_PORT))?)
+        }
+        None => None,
+    };
 
     let corrupt = (opts.fault == Some(Fault::Corrupt)).then_some(selftest::LOSSLESS_RPCS / 2 + 7);
     let r = selftest::run(clock, corrupt).map_err(Error::SelfTest)?;
@@ -244,6 +298,19 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         r.frames_lost,
         r.retransmissions
     );
+    if let (Some(_), Some(igb)) = (opts.ip, igb) {
+        let so = serve::ServeOptions { loss: opts.loss, allow_shutdown: opts.allow_shutdown };
+        let s = serve::run(igb.queue, clock, so).map_err(Error::Serve)?;
+        info!(
+            "serve: stopped on a shutdown request: {} echoes ({} KiB), {} key-value operations, {} session resets, \
+             {} echoes unanswered for lack of msgbuf memory",
+            s.echoes,
+            s.echo_bytes >> 10,
+            s.kv_ops,
+            s.resets,
+            s.echo_no_memory
+        );
+    }
     let (size, used) = boot::stack_usage();
     info!("stack: {} KiB of {} KiB used", used.div_ceil(1024), size >> 10);
     Ok(())
@@ -263,6 +330,52 @@ fn prepared(n: nic::Nic) {
         Some(mac) => info!("nic: station address {} (RAL0/RAH0 through BAR0)", nic::Mac(mac)),
         None => warn!("nic: RAH0 says the station address is not valid"),
     }
+}
+
+/// Brings the NIC up with the driver core, logs its link and address, and loops a frame back
+/// through it.
+fn bring_up_nic(n: &nic::Nic, clock: &clock::TscClock, ip: [u8; 4], port: u16) -> Result<nic::Igb, Error> {
+    use erpc_dataplane::transport::Transport;
+    use erpc_nic::intel::igb;
+    use erpc_nic::mmio::RegisterIo;
+    let mut igb = nic::bring_up(n, *clock, ip, port).map_err(Error::Nic)?;
+    // STATUS (82576 datasheet 8.2.2): FD bit 0, LU bit 1, SPEED bits 7:6 (00b 10, 01b 100,
+    // 10b/11b 1000 Mb/s).
+    let status = igb.regs.read32(igb::STATUS);
+    let speed = [10, 100, 1000, 1000][(status >> 6 & 3) as usize];
+    info!(
+        "nic: {}: link {} {} ms after the reset (STATUS {status:#010x}: {speed} Mb/s, {} duplex), MAC {}",
+        igb.bdf,
+        if igb.device.link_up(igb.regs) { "up" } else { "DOWN" },
+        igb.link_ns / 1_000_000,
+        if status & 1 != 0 { "full" } else { "half" },
+        nic::Mac(igb.device.mac())
+    );
+    let a = igb.queue.local_addr();
+    info!(
+        "nic: queue pair {}: {} RX and {} TX descriptors, {} KiB of static memory; endpoint {a}",
+        igb.queue.index(),
+        nic::RX_RING,
+        nic::TX_RING,
+        nic::QUEUE_MEMORY >> 10
+    );
+    match nic::loopback_check(&mut igb, clock).map_err(Error::Nic)? {
+        Some(l) => info!(
+            "nic: loopback: a {}-byte frame to the NIC's own address came back intact on queue {} in {} us \
+             (VMDq switch inside the NIC)",
+            l.len,
+            igb.queue.index(),
+            l.ns / 1000
+        ),
+        None => warn!("nic: loopback: the frame sent to the NIC's own address did not come back (see nic.rs)"),
+    }
+    let c = igb.device.counters(igb.regs);
+    let q = igb.queue.counters();
+    info!(
+        "nic: counters: device {} frames received, {} sent, {} missed; queue {} received, {} dropped, {} foreign",
+        c.rx_packets, c.tx_packets, c.rx_missed, q.rx_frames, q.rx_dropped_by_driver, q.rx_foreign
+    );
+    Ok(igb)
 }
 
 /// The deliberate failures that happen outside the self-test.

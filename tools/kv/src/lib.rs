@@ -26,7 +26,7 @@ pub mod client;
 pub mod cluster;
 pub mod codec;
 pub mod error;
-pub mod proto;
+pub use erpc_kv_proto as proto;
 pub mod replica;
 pub mod state;
 pub mod storage;

@@ -19,10 +19,11 @@
 //! simpler 5-tuple filters. Up to 64 queue pairs: without DCB or virtualisation the transmit
 //! side has 64 queues (MTQC = 0).
 
-use super::{wait, IntelError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use super::{wait, Error, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use crate::delay::{sleep, Delay};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
-use std::time::Duration;
+use core::time::Duration;
 
 /// Queue pairs this driver uses (transmit queues without DCB or virtualisation: MTQC = 0,
 /// 8.2.3.9).
@@ -188,21 +189,21 @@ pub const RX_ERR_MASK: u32 = 1 << 29;
 
 /// Masks interrupts, resets the device and waits for the EEPROM auto-read and the DMA init
 /// (datasheet 4.6.3).
-pub fn reset(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn reset(r: &impl RegisterIo, d: &impl Delay) -> Result<(), Error> {
     r.write32(EIMC, 0x7FFF_FFFF);
     r.set_bits(CTRL, (Ctrl::RST | Ctrl::LRST).bits());
-    std::thread::sleep(Duration::from_millis(10));
-    wait("ixgbe reset (CTRL.RST to clear)", Duration::from_secs(1), || {
+    sleep(d, Duration::from_millis(10));
+    wait(d, "ixgbe reset (CTRL.RST to clear)", Duration::from_secs(1), || {
         r.read32(CTRL) & (Ctrl::RST | Ctrl::LRST).bits() == 0
     })?;
     r.write32(EIMC, 0x7FFF_FFFF);
-    wait("ixgbe EEPROM auto-read (EEC.ARD)", Duration::from_secs(1), || r.read32(EEC) & EEC_ARD != 0)?;
-    wait("ixgbe DMA init (RDRXCTL.DMAIDONE)", Duration::from_secs(1), || r.read32(RDRXCTL) & RDRXCTL_DMAIDONE != 0)
+    wait(d, "ixgbe EEPROM auto-read (EEC.ARD)", Duration::from_secs(1), || r.read32(EEC) & EEC_ARD != 0)?;
+    wait(d, "ixgbe DMA init (RDRXCTL.DMAIDONE)", Duration::from_secs(1), || r.read32(RDRXCTL) & RDRXCTL_DMAIDONE != 0)
 }
 
 /// Restarts link setup in the board's own link mode (datasheet 4.6.4). The X540's copper PHY
 /// is not set up here: it comes up with its power-on defaults.
-pub fn start_link(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn start_link(r: &impl RegisterIo) -> Result<(), Error> {
     r.set_bits(AUTOC, AUTOC_AN_RESTART);
     Ok(())
 }
@@ -215,7 +216,7 @@ pub fn link_up(r: &impl RegisterIo) -> bool {
 /// handling, broadcast acceptance, no RSS, no 5-tuple filter; receive and transmit DMA enabled
 /// with every queue off. Queues are started one by one with [`start_queue`] (4.6.7.1 and
 /// 4.6.8.1: dynamic enabling of queues).
-pub fn init_device(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn init_device(r: &impl RegisterIo) -> Result<(), Error> {
     // Receive: disabled while configuring.
     r.clear_bits(RXCTRL, RXCTRL_RXEN);
     for n in 0..MAX_QUEUES {
@@ -258,25 +259,25 @@ pub const fn ftqf_for_udp_port() -> u32 {
 
 /// Programs and enables queue pair `n`, then points 5-tuple filter `n` at it for UDP
 /// destination port `udp_port` (the filter is enabled last, once the queue can take frames).
-pub fn start_queue(r: &impl RegisterIo, n: u16, s: &RingSetup, udp_port: u16) -> Result<(), IntelError> {
+pub fn start_queue(r: &impl RegisterIo, d: &impl Delay, n: u16, s: &RingSetup, udp_port: u16) -> Result<(), Error> {
     let q = queue(n);
-    r.write32(q.rdbal, s.rx_ring_iova as u32);
-    r.write32(q.rdbah, (s.rx_ring_iova >> 32) as u32);
+    r.write32(q.rdbal, s.rx_ring_bus as u32);
+    r.write32(q.rdbah, (s.rx_ring_bus >> 32) as u32);
     r.write32(q.rdlen, s.rx_len as u32 * 16);
     r.write32(q.srrctl, (s.rx_buf_size / 1024) | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
     r.write32(q.rdh, 0);
     r.write32(q.rdt, 0);
     r.clear_bits(dca_rxctrl(n), DCA_RXCTRL_BIT12);
     r.set_bits(q.rxdctl, QUEUE_ENABLE);
-    wait("ixgbe RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
+    wait(d, "ixgbe RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
     r.write32(q.rdt, s.rx_tail as u32);
-    r.write32(q.tdbal, s.tx_ring_iova as u32);
-    r.write32(q.tdbah, (s.tx_ring_iova >> 32) as u32);
+    r.write32(q.tdbal, s.tx_ring_bus as u32);
+    r.write32(q.tdbah, (s.tx_ring_bus >> 32) as u32);
     r.write32(q.tdlen, s.tx_len as u32 * 16);
     r.write32(q.tdh, 0);
     r.write32(q.tdt, 0);
     r.set_bits(q.txdctl, QUEUE_ENABLE);
-    wait("ixgbe TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
+    wait(d, "ixgbe TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
     r.write32(saqf(n), 0);
     r.write32(daqf(n), 0);
     r.write32(sdpqf(n), u32::from(udp_port.swap_bytes()) << SDPQF_DST_PORT_SHIFT);

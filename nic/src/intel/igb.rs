@@ -30,10 +30,11 @@
 //! so 8 endpoints per igb port (the 82576's other 8 queues are only reachable through RSS inside
 //! a pool), and one MAC address per endpoint for the switch to learn.
 
-use super::{wait, IntelError, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use super::{wait, Error, QueueRegs, RingSetup, StatRegs, QUEUE_ENABLE};
+use crate::delay::{sleep, Delay};
 use crate::mmio::RegisterIo;
 use bitflags::bitflags;
-use std::time::Duration;
+use core::time::Duration;
 
 /// VMDq pools, and so queue pairs this driver uses (82576 datasheet 7.10.2; the I350 has 8 too).
 pub const POOLS: u16 = 8;
@@ -72,8 +73,11 @@ pub const DTXSWC_LOOPBACK_EN: u32 = 1 << 31;
 pub const RAH_AV: u32 = 1 << 31;
 pub const RAH_POOLSEL_SHIFT: u32 = 18;
 pub const RAH_POOLSEL_MASK: u32 = 0xFF << RAH_POOLSEL_SHIFT;
-/// VMOLR: accept untagged frames (AUPE, bit 24), strip the CRC (STRCRC, bit 31).
+/// VMOLR: accept untagged frames (AUPE, bit 24), accept broadcast frames (BAM, bit 27), strip
+/// the CRC (STRCRC, bit 31): Linux `drivers/net/ethernet/intel/igb/e1000_82575.h` and QEMU's
+/// `hw/net/igb_regs.h` (`E1000_VMOLR_BAM` 0x08000000, "accept broadcast packets").
 pub const VMOLR_AUPE: u32 = 1 << 24;
+pub const VMOLR_BAM: u32 = 1 << 27;
 pub const VMOLR_STRCRC: u32 = 1 << 31;
 
 /// Receive address low/high of entry `n` (RAL/RAH, 8.10.13: 16 entries from 0x5400).
@@ -172,13 +176,13 @@ pub const RX_ERR_MASK: u32 = 1 << 31;
 
 /// Resets the function and masks its interrupts (datasheet 4.5.1: software reset, then wait
 /// for it to finish).
-pub fn reset(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn reset(r: &impl RegisterIo, d: &impl Delay) -> Result<(), Error> {
     r.write32(IMC, !0);
     r.write32(EIMC, !0);
     r.set_bits(CTRL, Ctrl::RST.bits());
-    std::thread::sleep(Duration::from_millis(1));
-    wait("igb reset (CTRL.RST to clear)", Duration::from_secs(1), || r.read32(CTRL) & Ctrl::RST.bits() == 0)?;
-    std::thread::sleep(Duration::from_millis(10));
+    sleep(d, Duration::from_millis(1));
+    wait(d, "igb reset (CTRL.RST to clear)", Duration::from_secs(1), || r.read32(CTRL) & Ctrl::RST.bits() == 0)?;
+    sleep(d, Duration::from_millis(10));
     r.write32(IMC, !0);
     r.write32(EIMC, !0);
     Ok(())
@@ -186,13 +190,13 @@ pub fn reset(r: &impl RegisterIo) -> Result<(), IntelError> {
 
 /// Sets link up and restarts autonegotiation through the PHY (the QEMU model keeps the link
 /// down after a reset until this write).
-pub fn start_link(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn start_link(r: &impl RegisterIo, d: &impl Delay) -> Result<(), Error> {
     r.set_bits(CTRL, Ctrl::SLU.bits());
     r.write32(MDIC, MDIC_BMCR_RESTART_AN);
-    wait("igb PHY write (MDIC.READY)", Duration::from_millis(100), || r.read32(MDIC) & MDIC_READY != 0)?;
+    wait(d, "igb PHY write (MDIC.READY)", Duration::from_millis(100), || r.read32(MDIC) & MDIC_READY != 0)?;
     if r.read32(MDIC) & MDIC_ERROR != 0 {
         // Fiber/SerDes variants have no copper PHY at this address.
-        return Err(IntelError::Timeout("igb PHY write (MDIC.E set: no copper PHY answered)"));
+        return Err(Error::Timeout("igb PHY write (MDIC.E set: no copper PHY answered)"));
     }
     Ok(())
 }
@@ -204,7 +208,7 @@ pub fn link_up(r: &impl RegisterIo) -> bool {
 /// The device-wide receive and transmit setup (datasheet 4.5.9 and 4.5.10) with VMDq steering
 /// (7.10.3): every queue off, no pool enabled, frames for no pool dropped, pool-to-pool switching
 /// on. Queues are started one by one with [`start_queue`].
-pub fn init_device(r: &impl RegisterIo) -> Result<(), IntelError> {
+pub fn init_device(r: &impl RegisterIo) -> Result<(), Error> {
     r.write32(RCTL, 0);
     for n in 0..HW_QUEUES {
         r.write32(queue(n).rxdctl, 0);
@@ -229,25 +233,27 @@ pub fn init_device(r: &impl RegisterIo) -> Result<(), IntelError> {
 /// Programs and enables queue pair `n` (pool `n`), then steers frames for `mac` to it: RAR `n`
 /// holds the address with POOLSEL = pool `n`, and the pool's receive and transmit are enabled
 /// (datasheet 4.5.9.1: queues may be enabled while receive is on).
-pub fn start_queue(r: &impl RegisterIo, n: u16, s: &RingSetup, mac: [u8; 6]) -> Result<(), IntelError> {
+pub fn start_queue(r: &impl RegisterIo, d: &impl Delay, n: u16, s: &RingSetup, mac: [u8; 6]) -> Result<(), Error> {
     let q = queue(n);
-    r.write32(q.rdbal, s.rx_ring_iova as u32);
-    r.write32(q.rdbah, (s.rx_ring_iova >> 32) as u32);
+    r.write32(q.rdbal, s.rx_ring_bus as u32);
+    r.write32(q.rdbah, (s.rx_ring_bus >> 32) as u32);
     r.write32(q.rdlen, s.rx_len as u32 * 16);
     r.write32(q.srrctl, (s.rx_buf_size / 1024) | SRRCTL_DESCTYPE_ADV_ONEBUF | SRRCTL_DROP_EN);
     r.write32(q.rdh, 0);
     r.write32(q.rdt, 0);
     r.write32(q.rxdctl, QUEUE_ENABLE);
-    wait("igb RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
+    wait(d, "igb RX queue enable", Duration::from_secs(1), || r.read32(q.rxdctl) & QUEUE_ENABLE != 0)?;
     r.write32(q.rdt, s.rx_tail as u32);
-    r.write32(q.tdbal, s.tx_ring_iova as u32);
-    r.write32(q.tdbah, (s.tx_ring_iova >> 32) as u32);
+    r.write32(q.tdbal, s.tx_ring_bus as u32);
+    r.write32(q.tdbah, (s.tx_ring_bus >> 32) as u32);
     r.write32(q.tdlen, s.tx_len as u32 * 16);
     r.write32(q.tdh, 0);
     r.write32(q.tdt, 0);
     r.write32(q.txdctl, QUEUE_ENABLE);
-    wait("igb TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
-    r.write32(vmolr(n), VMOLR_AUPE | VMOLR_STRCRC);
+    wait(d, "igb TX queue enable", Duration::from_secs(1), || r.read32(q.txdctl) & QUEUE_ENABLE != 0)?;
+    // Broadcasts (ARP requests for the endpoints' address) go to pool 0 alone: one queue answers
+    // them (erpc_nic::neigh), the others never see them.
+    r.write32(vmolr(n), VMOLR_AUPE | VMOLR_STRCRC | if n == 0 { VMOLR_BAM } else { 0 });
     r.write32(ral(n), u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
     r.write32(rah(n), u32::from_le_bytes([mac[4], mac[5], 0, 0]) | RAH_AV | (1 << (RAH_POOLSEL_SHIFT + n as u32)));
     r.set_bits(VFTE, 1 << n);

@@ -1,9 +1,16 @@
 //! The store's eRPC request types and the client request and response layouts.
 //!
+//! `#![no_std]` with no heap, so that a server without an OS (the bare-metal appliance's
+//! single-replica store) speaks the same protocol as `erpc kv`: this crate is `erpc_kv::proto`.
+//!
 //! Client messages are `zerocopy` structs (little-endian fields, sizes checked at compile time)
 //! followed by the key and the value. A write's request bytes are also its Raft log entry: the
 //! leader proposes them as they arrived, once validated, and every replica applies them with the
 //! same parser ([`ClientRequest::parse`]).
+
+#![no_std]
+#[cfg(feature = "alloc")]
+extern crate alloc;
 
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -118,8 +125,9 @@ impl<'a> ClientRequest<'a> {
         self.len()
     }
 
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.len()];
+    #[cfg(feature = "alloc")]
+    pub fn to_vec(&self) -> alloc::vec::Vec<u8> {
+        let mut v = alloc::vec![0u8; self.len()];
         self.write(&mut v);
         v
     }
@@ -209,12 +217,21 @@ const _: () = assert!(core::mem::size_of::<StatsResp>() == 72);
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn bytes(r: ClientRequest<'_>) -> Vec<u8> {
+        let mut v = vec![0u8; r.len()];
+        r.write(&mut v);
+        v
+    }
 
     #[test]
     fn request_round_trip_and_validation() {
         let r = ClientRequest { op: OpCode::Put, client_id: 7, seq: 9, key: b"k1", value: b"value" };
-        let v = r.to_vec();
+        let v = bytes(r);
         assert_eq!(v.len(), 24 + 2 + 5);
         assert_eq!(ClientRequest::parse(&v), Ok(r));
         assert_eq!(ClientRequest::parse(&v[..20]), Err(ParseError::Truncated));
@@ -223,7 +240,7 @@ mod tests {
         bad[0] = 9;
         assert_eq!(ClientRequest::parse(&bad), Err(ParseError::BadOp(9)));
         // A GET with a value is refused; so is a key beyond the limit.
-        let g = ClientRequest { op: OpCode::Get, client_id: 1, seq: 1, key: b"k", value: b"" }.to_vec();
+        let g = bytes(ClientRequest { op: OpCode::Get, client_id: 1, seq: 1, key: b"k", value: b"" });
         assert!(ClientRequest::parse(&g).is_ok());
         let mut g2 = g.clone();
         g2[4] = 1;

@@ -1,0 +1,247 @@
+//! The appliance's services: one eRPC server endpoint on the NIC, reachable by any Linux host with
+//! the `erpc` command over kernel UDP, until a shutdown request (if allowed) or forever.
+//!
+//! Below the endpoint, [`Neighbours`] answers ARP and ping and learns the clients' MAC addresses
+//! (a kernel UDP client advertises none), and a [`FaultInjector`] drops the fraction of frames the
+//! `loss=` boot option asks for, in each direction, to exercise retransmission on a wire that
+//! loses nothing.
+//!
+//! Services (request types), each also served by `erpc bench --server` on Linux:
+//! * [`ECHO_REQ_TYPE`]: the response is the request, byte for byte (`erpc echo`).
+//! * [`SHUTDOWN_REQ_TYPE`]: answered with one byte, 1 if the appliance stops (booted with
+//!   `shutdown=allow`) or 0 if it refuses; after a 1 it keeps serving for [`LINGER_NS`] so the
+//!   answer gets through loss, then stops with the success code.
+//! * [`KV_REQ_TYPE`]: a small key-value store (see [`crate::kv`]).
+
+use crate::clock::TscClock;
+use crate::kv;
+use erpc_dataplane::fault::FaultInjector;
+use erpc_dataplane::transport::Transport;
+use erpc_dataplane::{
+    BacklogEntry, Clock, DmaRegion, HandlerMode, InitError, RegisterError, ReqHandle, Rpc, RpcConfig, RpcMemory,
+    Session, SessionEvent,
+};
+use erpc_nic::neigh::{Neighbours, NeighboursError, REGION_BYTES as NEIGH_BYTES};
+use static_cell::ConstStaticCell;
+
+/// `erpc echo`'s request type (tools/src/echo.rs).
+pub const ECHO_REQ_TYPE: u8 = 2;
+/// `erpc echo --shutdown`'s request type (tools/src/echo.rs).
+pub const SHUTDOWN_REQ_TYPE: u8 = 3;
+/// The key-value service's request type: the client protocol of `erpc kv` (tools/kv/src/proto.rs,
+/// `REQ_CLIENT`), served by a single replica that is always the leader.
+pub const KV_REQ_TYPE: u8 = 12;
+/// How long the appliance keeps serving after accepting a shutdown.
+pub const LINGER_NS: u64 = 500_000_000;
+
+/// Msgbuf memory: room for a few 3 MB requests and their echoes at once.
+const REGION_BYTES: usize = 48 << 20;
+const SESSIONS: usize = 16;
+const BACKLOG: usize = 64;
+
+#[repr(C, align(4096))]
+struct Region([u8; REGION_BYTES]);
+#[repr(C, align(4096))]
+struct NeighRegion([u8; NEIGH_BYTES]);
+
+static MEM: ConstStaticCell<Region> = ConstStaticCell::new(Region([0; REGION_BYTES]));
+static NEIGH_MEM: ConstStaticCell<NeighRegion> = ConstStaticCell::new(NeighRegion([0; NEIGH_BYTES]));
+static SESSION_MEM: ConstStaticCell<[Session; SESSIONS]> = ConstStaticCell::new([Session::EMPTY; SESSIONS]);
+static KV: ConstStaticCell<kv::Store> = ConstStaticCell::new(kv::Store::new());
+static BACKLOG_MEM: ConstStaticCell<[BacklogEntry; BACKLOG]> = ConstStaticCell::new([BacklogEntry::EMPTY; BACKLOG]);
+
+/// How to serve (from the boot options).
+#[derive(Clone, Copy, Debug)]
+pub struct ServeOptions {
+    /// Fraction of frames dropped in each direction.
+    pub loss: f64,
+    pub allow_shutdown: bool,
+}
+
+/// What the endpoint did, logged at the end.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Served {
+    pub echoes: u64,
+    pub echo_bytes: u64,
+    pub echo_no_memory: u64,
+    pub kv_ops: u64,
+    pub shutdowns_refused: u64,
+    pub resets: u64,
+    /// When a shutdown was accepted (TSC ns).
+    pub stop_at: Option<u64>,
+}
+
+struct Ctx {
+    opts: ServeOptions,
+    served: Served,
+    kv: &'static mut kv::Store,
+}
+
+/// Why serving failed.
+#[derive(Debug)]
+pub enum ServeError {
+    Neighbours(NeighboursError),
+    Init(InitError),
+    Register(RegisterError),
+}
+
+impl core::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ServeError::Neighbours(e) => write!(f, "the neighbour layer: {e}"),
+            ServeError::Init(e) => write!(f, "building the endpoint: {e}"),
+            ServeError::Register(e) => write!(f, "registering a service: {e}"),
+        }
+    }
+}
+
+type Nic<T> = FaultInjector<Neighbours<T>>;
+type Server<T> = Rpc<'static, Nic<T>, TscClock, Ctx>;
+
+/// Identity-mapped static memory as a DMA region: its device address is its address.
+fn region(mem: &'static mut [u8]) -> DmaRegion {
+    let iova = mem.as_ptr() as u64;
+    DmaRegion::from_static(mem, iova)
+}
+
+fn echo<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    let n = rpc.request(&h).map_or(0, <[u8]>::len);
+    let sent = if n <= rpc.max_data_per_pkt() {
+        if let Some((req, resp)) = rpc.request_and_prealloc_response(&h) {
+            resp[..n].copy_from_slice(req);
+        }
+        rpc.enqueue_response_prealloc(h, n).is_ok()
+    } else if let Ok(mut b) = rpc.alloc_msg_buffer(n) {
+        if let Some(req) = rpc.request(&h) {
+            b.data_mut().copy_from_slice(req);
+        }
+        rpc.enqueue_response(h, b).is_ok()
+    } else {
+        false
+    };
+    let s = &mut rpc.ctx_mut().served;
+    if sent {
+        s.echoes += 1;
+        s.echo_bytes += n as u64;
+    } else {
+        // No answer: the client's request times out and says so; the log says why.
+        s.echo_no_memory += 1;
+    }
+}
+
+fn shutdown<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    let now = rpc.clock().now_ns();
+    let allow = rpc.ctx().opts.allow_shutdown;
+    if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+        resp[0] = allow as u8;
+    }
+    if rpc.enqueue_response_prealloc(h, 1).is_ok() {
+        let s = &mut rpc.ctx_mut().served;
+        if allow {
+            s.stop_at.get_or_insert(now);
+        } else {
+            s.shutdowns_refused += 1;
+        }
+    }
+}
+
+fn kv_op<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    let mut out = [0u8; kv::MAX_RESPONSE];
+    let n = match rpc.request(&h) {
+        Some(req) => {
+            // Split borrows: the store is in the context, the request in the endpoint.
+            let mut req_copy = [0u8; kv::MAX_REQUEST];
+            let len = req.len().min(req_copy.len());
+            req_copy[..len].copy_from_slice(&req[..len]);
+            let too_long = req.len() > kv::MAX_REQUEST;
+            let ctx = rpc.ctx_mut();
+            ctx.served.kv_ops += 1;
+            ctx.kv.handle(if too_long { None } else { Some(&req_copy[..len]) }, &mut out)
+        }
+        None => return,
+    };
+    if n <= rpc.max_data_per_pkt() {
+        if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+            resp[..n].copy_from_slice(&out[..n]);
+        }
+        let _ = rpc.enqueue_response_prealloc(h, n);
+    } else if let Ok(mut b) = rpc.alloc_msg_buffer(n) {
+        b.data_mut().copy_from_slice(&out[..n]);
+        let _ = rpc.enqueue_response(h, b);
+    }
+}
+
+fn on_session<T: Transport>(rpc: &mut Server<T>, ev: SessionEvent) {
+    if let SessionEvent::Reset(_, r) = ev {
+        rpc.ctx_mut().served.resets += 1;
+        log::info!("serve: a session was reset: {r:?}");
+    }
+}
+
+/// Serves on `nic` until a shutdown is accepted (or forever); returns what was served.
+pub fn run<T: Transport>(nic: T, clock: TscClock, opts: ServeOptions) -> Result<Served, ServeError> {
+    let local = nic.local_addr();
+    let nic = Neighbours::new(nic, region(&mut NEIGH_MEM.take().0[..])).map_err(ServeError::Neighbours)?;
+    let nic = FaultInjector::new(nic, opts.loss, opts.loss, crate::port::rdtsc());
+    let mem = RpcMemory {
+        region: region(&mut MEM.take().0[..]),
+        sessions: &mut SESSION_MEM.take()[..],
+        backlog: &mut BACKLOG_MEM.take()[..],
+    };
+    let cfg = RpcConfig { seed: crate::port::rdtsc(), mtu: 1514, ..RpcConfig::default() };
+    let ctx = Ctx { opts, served: Served::default(), kv: KV.take() };
+    let mut rpc: Server<T> = Rpc::new(nic, clock, ctx, mem, cfg).map_err(ServeError::Init)?;
+    rpc.register_handler(ECHO_REQ_TYPE, echo::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
+    rpc.register_handler(SHUTDOWN_REQ_TYPE, shutdown::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
+    rpc.register_handler(KV_REQ_TYPE, kv_op::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
+    rpc.set_session_handler(on_session::<T>);
+    log::info!(
+        "serve: eRPC on udp {local}: echo (type {ECHO_REQ_TYPE}), key-value (type {KV_REQ_TYPE}), shutdown (type \
+         {SHUTDOWN_REQ_TYPE}, {}); {}% of frames dropped each way",
+        if opts.allow_shutdown { "allowed" } else { "refused" },
+        opts.loss * 100.0
+    );
+    let mut next_report = clock.now_ns() + 5_000_000_000;
+    loop {
+        for _ in 0..64 {
+            rpc.run_event_loop_once();
+        }
+        let now = clock.now_ns();
+        if rpc.ctx().served.stop_at.is_some_and(|t| now > t + LINGER_NS) {
+            break;
+        }
+        if now > next_report {
+            next_report = now + 5_000_000_000;
+            let s = rpc.ctx().served;
+            log::info!(
+                "serve: {} sessions open, {} echoes ({} bytes), {} key-value operations",
+                rpc.num_active_sessions(),
+                s.echoes,
+                s.echo_bytes,
+                s.kv_ops
+            );
+        }
+    }
+    let n = rpc.transport().inner().counters();
+    let f = rpc.transport().stats();
+    let st = rpc.stats();
+    log::info!(
+        "serve: neighbours: {} ARP requests answered, {} pings answered, {} peers learnt, {} frames dropped, {} replies \
+         not sent",
+        n.arp_answered,
+        n.pings_answered,
+        n.learnt,
+        n.dropped,
+        n.replies_dropped
+    );
+    log::info!(
+        "serve: {} frames dropped on purpose ({} received, {} sent); {} retransmissions; {} packets received, {} sent",
+        f.rx_dropped + f.tx_dropped,
+        f.rx_dropped,
+        f.tx_dropped,
+        st.retransmissions,
+        st.rx_pkts,
+        st.tx_pkts
+    );
+    Ok(rpc.ctx().served)
+}
