@@ -190,7 +190,7 @@ pub fn run(a: EchoArgs) -> anyhow::Result<()> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    let st = rpc.stats().clone();
+    let st = *rpc.stats();
     if a.shutdown {
         let (req, resp) = (rpc.alloc_msg_buffer(1)?, rpc.alloc_msg_buffer(64)?);
         if let Err(e) = rpc.enqueue_request(s, SHUTDOWN_REQ_TYPE, req, resp, on_shutdown, 0) {
