@@ -15,7 +15,7 @@ extern crate alloc;
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-/// A batch of Raft messages for one peer ([`crate::codec`]); the response carries the
+/// A batch of Raft messages for one peer (`erpc_kv::codec`); the response carries the
 /// receiver's messages back to the sender.
 pub const REQ_RAFT: u8 = 10;
 /// One part of a Raft message too large for one request (a snapshot): [`PartHdr`] + bytes.
