@@ -302,8 +302,9 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         let so = serve::ServeOptions { loss: opts.loss, allow_shutdown: opts.allow_shutdown };
         let s = serve::run(igb.queue, clock, so).map_err(Error::Serve)?;
         info!(
-            "serve: stopped on a shutdown request: {} echoes ({} KiB), {} key-value operations, {} session resets, \
+            "serve: stopped on a shutdown request: {} bench RPCs, {} echoes ({} KiB), {} key-value operations, {} session resets, \
              {} echoes unanswered for lack of msgbuf memory",
+            s.bench,
             s.echoes,
             s.echo_bytes >> 10,
             s.kv_ops,

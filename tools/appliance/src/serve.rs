@@ -7,6 +7,8 @@
 //! loses nothing.
 //!
 //! Services (request types), each also served by `erpc bench --server` on Linux:
+//! * [`BENCH_REQ_TYPE`]: a [`BENCH_RESP_BYTES`]-byte response, whatever the request
+//!   (`erpc bench latency|rate --connect`).
 //! * [`ECHO_REQ_TYPE`]: the response is the request, byte for byte (`erpc echo`).
 //! * [`SHUTDOWN_REQ_TYPE`]: answered with one byte, 1 if the appliance stops (booted with
 //!   `shutdown=allow`) or 0 if it refuses; after a 1 it keeps serving for [`LINGER_NS`] so the
@@ -24,6 +26,10 @@ use erpc_dataplane::{
 use erpc_nic::neigh::{Neighbours, NeighboursError, REGION_BYTES as NEIGH_BYTES};
 use static_cell::ConstStaticCell;
 
+/// `erpc bench`'s request type (tools/src/endpoints.rs `REQ_TYPE`): answered with
+/// [`BENCH_RESP_BYTES`] bytes, as `erpc bench --server` does with its default `--resp-size`.
+pub const BENCH_REQ_TYPE: u8 = 1;
+pub const BENCH_RESP_BYTES: usize = 32;
 /// `erpc echo`'s request type (tools/src/echo.rs).
 pub const ECHO_REQ_TYPE: u8 = 2;
 /// `erpc echo --shutdown`'s request type (tools/src/echo.rs).
@@ -61,6 +67,7 @@ pub struct ServeOptions {
 /// What the endpoint did, logged at the end.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Served {
+    pub bench: u64,
     pub echoes: u64,
     pub echo_bytes: u64,
     pub echo_no_memory: u64,
@@ -102,6 +109,13 @@ type Server<T> = Rpc<'static, Nic<T>, TscClock, Ctx>;
 fn region(mem: &'static mut [u8]) -> DmaRegion {
     let iova = mem.as_ptr() as u64;
     DmaRegion::from_static(mem, iova)
+}
+
+fn bench<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    let _ = rpc.request_and_prealloc_response(&h);
+    if rpc.enqueue_response_prealloc(h, BENCH_RESP_BYTES).is_ok() {
+        rpc.ctx_mut().served.bench += 1;
+    }
 }
 
 fn echo<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
@@ -191,12 +205,13 @@ pub fn run<T: Transport>(nic: T, clock: TscClock, opts: ServeOptions) -> Result<
     let cfg = RpcConfig { seed: crate::port::rdtsc(), mtu: 1514, ..RpcConfig::default() };
     let ctx = Ctx { opts, served: Served::default(), kv: KV.take() };
     let mut rpc: Server<T> = Rpc::new(nic, clock, ctx, mem, cfg).map_err(ServeError::Init)?;
+    rpc.register_handler(BENCH_REQ_TYPE, bench::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
     rpc.register_handler(ECHO_REQ_TYPE, echo::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
     rpc.register_handler(SHUTDOWN_REQ_TYPE, shutdown::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
     rpc.register_handler(KV_REQ_TYPE, kv_op::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
     rpc.set_session_handler(on_session::<T>);
     log::info!(
-        "serve: eRPC on udp {local}: echo (type {ECHO_REQ_TYPE}), key-value (type {KV_REQ_TYPE}), shutdown (type \
+        "serve: eRPC on udp {local}: bench (type {BENCH_REQ_TYPE}), echo (type {ECHO_REQ_TYPE}), key-value (type {KV_REQ_TYPE}), shutdown (type \
          {SHUTDOWN_REQ_TYPE}, {}); {}% of frames dropped each way",
         if opts.allow_shutdown { "allowed" } else { "refused" },
         opts.loss * 100.0
