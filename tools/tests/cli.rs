@@ -18,8 +18,9 @@ fn bench_latency_over_udp_runs_both_ends_and_reports_percentiles() {
     assert_eq!(v["mode"], "latency");
     assert_eq!(v["failed"], 0);
     // Few on a loaded 2-core machine, where a busy-polling thread can lose its core for a
-    // scheduler tick; the point is that both ends ran and measured.
-    assert!(v["rpcs"].as_u64().unwrap() > 10, "{v}");
+    // scheduler tick (more than 10 in 0.3 s failed now and then at load 7); the point is that
+    // both ends ran and measured.
+    assert!(v["rpcs"].as_u64().unwrap() >= 1, "{v}");
     for k in ["p50_us", "p99_us", "p999_us", "rpcs_per_sec", "reference_p50_us"] {
         assert!(v[k].as_f64().is_some_and(|x| x > 0.0), "{k} in {v}");
     }
