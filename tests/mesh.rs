@@ -196,6 +196,22 @@ impl<T: Transport> Runner<'_, T> {
         self.rpc.run_event_loop_once();
     }
 
+    /// What the endpoint saw, for a failure's message: why it dropped packets, its msgbuf
+    /// memory, its retransmissions and resets.
+    fn diagnosis(&self) -> String {
+        let (st, h) = (self.rpc.stats(), self.rpc.heap_stats());
+        format!(
+            "[{:?}; msgbufs: {} live, {} of {} bytes free; {} retransmissions, {} sessions reset, {} requests timed out]",
+            st.drops,
+            h.live_buffers,
+            h.free,
+            h.capacity,
+            st.retransmissions,
+            st.sessions_reset,
+            st.requests_timed_out
+        )
+    }
+
     /// Runs the event loop until `done`, failing after the phase timeout or when another
     /// endpoint failed.
     fn drive(&mut self, what: &str, mut done: impl FnMut(&mut Self) -> bool) -> Result<(), String> {
@@ -203,10 +219,15 @@ impl<T: Transport> Runner<'_, T> {
         let mut k = 0u32;
         while !done(self) {
             if t0.elapsed() > self.cfg.phase_timeout {
-                return Err(format!("endpoint {}: {what}: timed out after {:?}", self.me, self.cfg.phase_timeout));
+                return Err(format!(
+                    "endpoint {}: {what}: timed out after {:?} {}",
+                    self.me,
+                    self.cfg.phase_timeout,
+                    self.diagnosis()
+                ));
             }
             if self.meet.failed.load(Ordering::Relaxed) {
-                return Err(format!("endpoint {}: {what}: another endpoint failed", self.me));
+                return Err(format!("endpoint {}: {what}: another endpoint failed {}", self.me, self.diagnosis()));
             }
             self.spin();
             k = k.wrapping_add(1);
@@ -246,7 +267,7 @@ impl<T: Transport> Runner<'_, T> {
         })?;
         let c = self.rpc.ctx();
         if !c.failed.is_empty() {
-            return Err(format!("endpoint {}: {what}: failed: {:?}", self.me, c.failed));
+            return Err(format!("endpoint {}: {what}: failed: {:?} {}", self.me, c.failed, self.diagnosis()));
         }
         if c.corrupt_responses > 0 || c.corrupt_requests > 0 {
             return Err(format!(
