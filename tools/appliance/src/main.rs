@@ -14,6 +14,7 @@
 //! * `ip=A.B.C.D` after the self-test, serve RPCs on the NIC at this address (src/serve.rs):
 //!   `port=N` (default 31850), `loss=FRACTION` of frames dropped each way, `shutdown=allow` to
 //!   stop (with the success code) on `erpc echo --shutdown`.
+//! * `selftest=skip` skip the fabric self-test.
 //! * `fault=corrupt|panic|exception|overflow|triple` make the image fail on purpose
 //!   (tests/appliance/run checks that each failure is reported): a corrupted response byte in the
 //!   self-test, a panic, an invalid-opcode exception, a stack overflow (into the guard page), a
@@ -83,6 +84,8 @@ struct Options {
     /// Fraction of frames dropped in each direction while serving.
     loss: f64,
     allow_shutdown: bool,
+    /// Skip the fabric self-test (`selftest=skip`): a serving appliance boots faster.
+    skip_selftest: bool,
 }
 
 /// The endpoint's default UDP port (the original's first port, and `erpc`'s).
@@ -120,6 +123,7 @@ impl Options {
                     o.loss = v.parse().ok().filter(|l| (0.0..1.0).contains(l)).ok_or(Error::Option(word))?
                 }
                 Some(("shutdown", "allow")) => o.allow_shutdown = true,
+                Some(("selftest", "skip")) => o.skip_selftest = true,
                 _ => return Err(Error::Option(word)),
             }
         }
@@ -152,7 +156,8 @@ impl fmt::Display for Error {
                 f,
                 "bad boot option `{w}`: the options are nic=BB:DD.F, nic=none, \
                  fault=corrupt|panic|exception|overflow|triple, and to serve RPCs after the self-test \
-                 ip=A.B.C.D with port=N (default 31850), loss=FRACTION (0 to 1) and shutdown=allow"
+                 ip=A.B.C.D with port=N (default 31850), loss=FRACTION (0 to 1) and shutdown=allow; \
+                 selftest=skip"
             ),
             Error::Memory { have, need } => write!(
                 f,
@@ -282,22 +287,26 @@ fn run(magic: u32, info: u32) -> Result<(), Error> {
         None => None,
     };
 
-    let corrupt = (opts.fault == Some(Fault::Corrupt)).then_some(selftest::LOSSLESS_RPCS / 2 + 7);
-    let r = selftest::run(clock, corrupt).map_err(Error::SelfTest)?;
-    info!(
-        "selftest: passed: {} RPCs, every byte checked ({} KiB of requests, {} KiB of responses); \
-         {} lossless in {} ms, {} with {}% loss in {} ms ({} frames lost, {} retransmissions)",
-        r.rpcs,
-        r.req_bytes >> 10,
-        r.resp_bytes >> 10,
-        r.rpcs - r.lossy_rpcs,
-        r.lossless_ns / 1_000_000,
-        r.lossy_rpcs,
-        selftest::LOSS * 100.0,
-        r.lossy_ns / 1_000_000,
-        r.frames_lost,
-        r.retransmissions
-    );
+    if opts.skip_selftest && opts.fault != Some(Fault::Corrupt) {
+        info!("selftest: skipped (selftest=skip)");
+    } else {
+        let corrupt = (opts.fault == Some(Fault::Corrupt)).then_some(selftest::LOSSLESS_RPCS / 2 + 7);
+        let r = selftest::run(clock, corrupt).map_err(Error::SelfTest)?;
+        info!(
+            "selftest: passed: {} RPCs, every byte checked ({} KiB of requests, {} KiB of responses); \
+             {} lossless in {} ms, {} with {}% loss in {} ms ({} frames lost, {} retransmissions)",
+            r.rpcs,
+            r.req_bytes >> 10,
+            r.resp_bytes >> 10,
+            r.rpcs - r.lossy_rpcs,
+            r.lossless_ns / 1_000_000,
+            r.lossy_rpcs,
+            selftest::LOSS * 100.0,
+            r.lossy_ns / 1_000_000,
+            r.frames_lost,
+            r.retransmissions
+        );
+    }
     if let (Some(_), Some(igb)) = (opts.ip, igb) {
         let so = serve::ServeOptions { loss: opts.loss, allow_shutdown: opts.allow_shutdown };
         let s = serve::run(igb.queue, clock, so).map_err(Error::Serve)?;
