@@ -201,8 +201,10 @@ impl<T: Transport> Runner<'_, T> {
     fn diagnosis(&self) -> String {
         let (st, h) = (self.rpc.stats(), self.rpc.heap_stats());
         format!(
-            "[{:?}; msgbufs: {} live, {} of {} bytes free; {} retransmissions, {} sessions reset, {} requests timed out]",
+            "[{:?}; {:?}; msgbufs: {} live, {} of {} bytes free; {} retransmissions, {} sessions reset, {} requests \
+             timed out]",
             st.drops,
+            st.cc,
             h.live_buffers,
             h.free,
             h.capacity,
