@@ -471,3 +471,69 @@ fn igb_endpoints_on_threads_exchange_rpcs_and_one_closes_mid_run() {
 fn ixgbe_endpoints_on_threads_exchange_rpcs_and_one_closes_mid_run() {
     endpoints_on_threads(Family::Ixgbe);
 }
+
+/// The VFIO guest's five-endpoint run (tests/vm/loopback.rs: 3 MB messages, 20 ms RTO, endpoint 2
+/// closing) on the fake device, `STRESS_RUNS` times (default 5), with `STRESS_HOGS` busy threads
+/// (default 2) taking the cores from the endpoints as the guest's one vCPU does: for hunting a
+/// rare stall (`cargo test -p erpc-tests --test intel_multiq -- --ignored stress`).
+#[test]
+#[ignore]
+fn stress_igb_mesh_with_the_vm_configuration() {
+    let runs: usize = std::env::var("STRESS_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let hogs: usize = std::env::var("STRESS_HOGS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog_threads: Vec<_> = (0..hogs)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let mut failures = vec![];
+    for run in 0..runs {
+        let (wire, space) = (FakeWire::new(), DmaSpace::identity());
+        let a = device(Family::Igb, MAC_A, 1, &wire, &space);
+        let b = device(Family::Igb, MAC_B, 2, &wire, &space);
+        let mut eps: Vec<Queue> = queues(&a, 3);
+        eps.extend(queues(&b, 2));
+        let eps = eps
+            .into_iter()
+            .map(|q| (q, dma_endpoint_memory_sessions(&space, 40 << 20, PageSize::Ordinary, 16).unwrap()))
+            .collect();
+        let cfg = MeshConfig {
+            small_rpcs: 50,
+            large_size: 3 << 20,
+            large_rpcs: 1,
+            loss: 0.01,
+            loss_small_rpcs: 50,
+            loss_large_rpcs: 1,
+            phase_timeout: Duration::from_secs(120),
+            close_after_phase1: Some(2),
+            seed: run as u64 + 1,
+            ..MeshConfig::default()
+        };
+        let rpc_cfg = RpcConfig {
+            rto_ns: 20_000_000,
+            session_timeout_ns: 60_000_000_000,
+            keepalive_ns: 10_000_000_000,
+            server_idle_timeout_ns: 300_000_000_000,
+            mtu: 1514,
+            ..RpcConfig::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = run_mesh(eps, rpc_cfg, &cfg, |_q: &Queue| Ok(String::new()));
+        println!("run {run}: {} in {:?}", if r.is_ok() { "ok" } else { "FAILED" }, t0.elapsed());
+        if let Err(e) = r {
+            println!("{e}");
+            failures.push(e);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for h in hog_threads {
+        h.join().unwrap();
+    }
+    assert!(failures.is_empty(), "{} of {runs} runs failed: {failures:?}", failures.len());
+}
