@@ -78,6 +78,40 @@ impl Default for MeshConfig {
     }
 }
 
+impl MeshConfig {
+    /// The QEMU guest's five-endpoint run (tests/vm/loopback.rs): 50 small RPCs, one 3 MB
+    /// request and one 3 MB response per pair, then 1% loss; endpoint 2 closes after phase 1.
+    /// Also run on the fake device by the `stress` test of `intel_multiq`.
+    pub fn guest() -> MeshConfig {
+        MeshConfig {
+            small_rpcs: 50,
+            large_size: 3 << 20,
+            large_rpcs: 1,
+            loss: 0.01,
+            loss_small_rpcs: 50,
+            loss_large_rpcs: 1,
+            phase_timeout: Duration::from_secs(400),
+            close_after_phase1: Some(2),
+            ..MeshConfig::default()
+        }
+    }
+}
+
+/// The endpoint configuration of the QEMU guest's driver tests. Frames take 10 to 100 us each
+/// under TCG: a longer RTO avoids needless retransmissions, and a long session timeout keeps a
+/// guest starved of host CPU for a second (a busy CI machine) from resetting the session: they
+/// test the driver, not liveness detection.
+pub fn guest_rpc_config() -> RpcConfig {
+    RpcConfig {
+        rto_ns: 20_000_000,
+        session_timeout_ns: 60_000_000_000,
+        keepalive_ns: 10_000_000_000,
+        server_idle_timeout_ns: 300_000_000_000,
+        mtu: 1514,
+        ..RpcConfig::default()
+    }
+}
+
 /// What one endpoint did.
 #[derive(Clone, Debug, Default)]
 pub struct EndpointReport {

@@ -275,9 +275,16 @@ fn fold(mut sum: u32) -> u16 {
     sum as u16
 }
 
+/// The Internet checksum (RFC 1071) of `bytes`: the one's complement of the one's-complement sum
+/// of their 16-bit big-endian words, an odd last byte padded with zero. Computed over data whose
+/// checksum field is zero, it is the value to put there (IPv4 header, ICMP, ...).
+pub fn internet_checksum(bytes: &[u8]) -> u16 {
+    !fold(ones_sum(bytes))
+}
+
 /// Computes the IPv4 header checksum (RFC 791) of a 20-byte header whose checksum field is zero.
 pub fn ipv4_checksum(hdr: &Ipv4Hdr) -> u16 {
-    !fold(ones_sum(hdr.as_bytes()))
+    internet_checksum(hdr.as_bytes())
 }
 
 /// The Ethernet, IPv4 and UDP headers in front of the eRPC header: the 42-byte headroom.

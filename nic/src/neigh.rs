@@ -24,9 +24,12 @@
 //! only after the inner transport may no longer read it, and [`Transport::tx_reclaimed`] counts
 //! only the endpoint's packets.
 
+use core::mem::{offset_of, size_of};
 use erpc_dataplane::dma::DmaRegion;
 use erpc_dataplane::transport::{EndpointAddr, ResolveError, RxPacket, Transport, TxPacket};
-use erpc_dataplane::wire::{EthHdr, Ipv4Hdr, RoutingInfo, ETHERTYPE_IPV4, IPPROTO_UDP};
+use erpc_dataplane::wire::{
+    internet_checksum, ipv4_checksum, EthHdr, Ipv4Hdr, RoutingInfo, ETHERTYPE_IPV4, IPPROTO_UDP,
+};
 use zerocopy::byteorder::network_endian::U16;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
@@ -83,8 +86,8 @@ pub struct ArpFrame {
     pub arp: ArpPkt,
 }
 
-const _: () = assert!(core::mem::size_of::<ArpPkt>() == 28);
-const _: () = assert!(core::mem::size_of::<ArpFrame>() == 42);
+const _: () = assert!(size_of::<ArpPkt>() == 28);
+const _: () = assert!(size_of::<ArpFrame>() == 42);
 
 /// The first bytes of an ICMP message (RFC 792, "Echo or Echo Reply Message").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
@@ -104,25 +107,15 @@ struct IcmpFrameHdr {
     icmp: IcmpHdr,
 }
 
-const _: () = assert!(core::mem::size_of::<IcmpHdr>() == 4);
-const _: () = assert!(core::mem::size_of::<IcmpFrameHdr>() == 38);
+const _: () = assert!(size_of::<IcmpHdr>() == 4);
+const _: () = assert!(size_of::<IcmpFrameHdr>() == 38);
 
-/// The Internet checksum (RFC 1071) of `b`: the one's complement of the one's-complement sum of
-/// its 16-bit big-endian words, an odd last byte padded with zero.
-fn internet_checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut chunks = b.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    if let [last] = chunks.remainder() {
-        sum += (*last as u32) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+/// Where the ICMP message starts in an echo frame.
+const ICMP_AT: usize = offset_of!(IcmpFrameHdr, icmp);
+/// Bytes of a received frame [`Neighbours`] looks at: the longest header it reads (an ARP frame;
+/// Ethernet, IPv4 and ICMP headers are shorter). An echo request is copied whole, once, straight
+/// into its reply.
+const PEEK: usize = size_of::<ArpFrame>();
 
 /// A fixed table of IPv4 address to MAC address, replacing the least recently learnt entry.
 #[derive(Clone, Debug)]
@@ -342,15 +335,17 @@ impl<T: Transport, const N: usize> Neighbours<T, N> {
             self.counters.replies_dropped += 1;
             return false;
         };
-        let mut frame = [0u8; TX_BUF_LEN];
         let len = len.max(MIN_FRAME);
-        fill(&mut frame[..len]);
         // SAFETY: buffer `i` lies inside the region (`new` checked its size), which this value
         // owns and the device only reads; it is free (`sent_at[i]` is None), so the device no
         // longer reads it.
         let dst = unsafe { self.region.base().as_ptr().add(i * TX_BUF_LEN) };
-        // SAFETY: `dst..dst+len` is inside buffer `i` (len <= TX_BUF_LEN), see above.
-        unsafe { core::ptr::copy_nonoverlapping(frame.as_ptr(), dst, len) };
+        // SAFETY: `dst..dst+len` is inside free buffer `i` (len <= TX_BUF_LEN, see above): memory
+        // only this value reaches until it hands the frame to the transport below, and one the
+        // device only reads, so a reference to it is sound for the duration of `fill`.
+        let out = unsafe { core::slice::from_raw_parts_mut(dst, len) };
+        out.fill(0);
+        fill(out);
         let seg = erpc_dataplane::transport::Segment { vaddr: dst, iova: self.region.iova_of(dst), len: len as u32 };
         let pkt = TxPacket { segs: [seg, erpc_dataplane::transport::Segment::EMPTY] };
         if self.inner.tx_burst(&[pkt]) != 1 {
@@ -384,7 +379,7 @@ impl<T: Transport, const N: usize> Neighbours<T, N> {
                 tpa,
             },
         };
-        self.send(core::mem::size_of::<ArpFrame>(), |b| b[..42].copy_from_slice(f.as_bytes()))
+        self.send(size_of::<ArpFrame>(), |b| b[..size_of::<ArpFrame>()].copy_from_slice(f.as_bytes()))
     }
 
     /// Handles an ARP frame (RFC 826 "Packet Reception"): learns the sender if the frame is for
@@ -412,40 +407,43 @@ impl<T: Transport, const N: usize> Neighbours<T, N> {
         }
     }
 
-    /// Answers an ICMP echo request (`b`, the whole frame, to our address).
-    fn on_icmp(&mut self, b: &[u8]) {
+    /// Answers an ICMP echo request to our address: `p` the lent frame, `b` its first bytes.
+    fn on_icmp(&mut self, p: &RxPacket, b: &[u8]) {
         let Ok((h, _)) = IcmpFrameHdr::read_from_prefix(b) else {
             self.counters.dropped += 1;
             return;
         };
-        let ip_len = h.ipv4.total_len.get() as usize;
-        if h.icmp.typ != ICMP_ECHO_REQUEST || h.ipv4.version_ihl != 0x45 || ip_len < 24 || 14 + ip_len > b.len() {
+        let frame = 14 + h.ipv4.total_len.get() as usize;
+        if h.icmp.typ != ICMP_ECHO_REQUEST
+            || h.ipv4.version_ihl != 0x45
+            || frame < size_of::<IcmpFrameHdr>() + 4
+            || frame > p.len as usize
+        {
             self.counters.dropped += 1;
             return;
         }
-        if 14 + ip_len > TX_BUF_LEN {
+        if frame > TX_BUF_LEN {
             self.counters.replies_dropped += 1;
             return;
         }
         let local = self.local;
-        let sent = self.send(14 + ip_len, |out| {
-            out[..14 + ip_len].copy_from_slice(&b[..14 + ip_len]);
-            let Ok((r, rest)) = IcmpFrameHdr::mut_from_prefix(out) else { return };
+        let sent = self.send(frame, |out| {
+            // SAFETY: the inner transport lent `p`, whose `len >= frame` bytes stay readable until
+            // it is released; copied with a raw copy, as device-writable memory must be read.
+            unsafe { core::ptr::copy_nonoverlapping(p.data.as_ptr(), out.as_mut_ptr(), frame) };
+            let Ok((r, _)) = IcmpFrameHdr::mut_from_prefix(out) else { return };
             r.eth = EthHdr { dst: h.eth.src, src: local.mac, ethertype: U16::new(ETHERTYPE_IPV4) };
             r.ipv4.dst = h.ipv4.src;
             r.ipv4.src = local.ipv4;
             r.ipv4.ttl = 64;
             r.ipv4.frag_off = U16::new(0);
             r.ipv4.checksum = U16::new(0);
-            r.ipv4.checksum = U16::new(internet_checksum(r.ipv4.as_bytes()));
-            r.icmp.typ = ICMP_ECHO_REPLY;
-            r.icmp.code = 0;
-            r.icmp.checksum = U16::new(0);
-            let body = ip_len - 24;
-            let mut msg = [0u8; TX_BUF_LEN];
-            msg[..4].copy_from_slice(r.icmp.as_bytes());
-            msg[4..4 + body].copy_from_slice(&rest[..body]);
-            r.icmp.checksum = U16::new(internet_checksum(&msg[..4 + body]));
+            r.ipv4.checksum = U16::new(ipv4_checksum(&r.ipv4));
+            r.icmp = IcmpHdr { typ: ICMP_ECHO_REPLY, code: 0, checksum: U16::new(0) };
+            let c = internet_checksum(&out[ICMP_AT..frame]);
+            if let Ok((r, _)) = IcmpFrameHdr::mut_from_prefix(out) {
+                r.icmp.checksum = U16::new(c);
+            }
         });
         if sent {
             self.counters.pings_answered += 1;
@@ -454,9 +452,8 @@ impl<T: Transport, const N: usize> Neighbours<T, N> {
 
     /// Decides what to do with a received frame: `true` to pass it to the endpoint.
     fn keep(&mut self, p: &RxPacket) -> bool {
-        // Enough of the frame for every header looked at here: an ICMP echo is copied whole.
-        let mut b = [0u8; TX_BUF_LEN];
-        let n = (p.len as usize).min(b.len());
+        let mut b = [0u8; PEEK];
+        let n = (p.len as usize).min(PEEK);
         // SAFETY: the inner transport lent `p` (its `len` bytes are readable until released), and
         // this reads it only through a raw-pointer copy, as device-writable memory must be.
         unsafe { core::ptr::copy_nonoverlapping(p.data.as_ptr(), b.as_mut_ptr(), n) };
@@ -481,17 +478,11 @@ impl<T: Transport, const N: usize> Neighbours<T, N> {
                 }
                 match ip.protocol {
                     IPPROTO_UDP => {
-                        if self.table.lookup(ip.src) != Some(eth.src) {
-                            self.learn(ip.src, eth.src);
-                        }
+                        self.learn(ip.src, eth.src);
                         true
                     }
                     IPPROTO_ICMP => {
-                        if (p.len as usize) > TX_BUF_LEN {
-                            self.counters.replies_dropped += 1;
-                        } else {
-                            self.on_icmp(b);
-                        }
+                        self.on_icmp(p, b);
                         false
                     }
                     _ => {

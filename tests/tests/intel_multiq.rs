@@ -9,7 +9,7 @@ use erpc_dataplane::RpcConfig;
 use erpc_driver::intel::{queue_mac, Family, IntelConfig, IntelDevice, IntelError, IntelQueue, QueueConfig};
 use erpc_hugepages::{DmaSpace, PageSize};
 use erpc_tests::intel_fake::{FakeIntel, FakeWire};
-use erpc_tests::mesh::{run_mesh, MeshConfig};
+use erpc_tests::mesh::{guest_rpc_config, run_mesh, MeshConfig};
 use erpc_tests::scenarios::dma_endpoint_memory_sessions;
 use std::sync::Arc;
 use std::time::Duration;
@@ -503,26 +503,8 @@ fn stress_igb_mesh_with_the_vm_configuration() {
             .into_iter()
             .map(|q| (q, dma_endpoint_memory_sessions(&space, 40 << 20, PageSize::Ordinary, 16).unwrap()))
             .collect();
-        let cfg = MeshConfig {
-            small_rpcs: 50,
-            large_size: 3 << 20,
-            large_rpcs: 1,
-            loss: 0.01,
-            loss_small_rpcs: 50,
-            loss_large_rpcs: 1,
-            phase_timeout: Duration::from_secs(120),
-            close_after_phase1: Some(2),
-            seed: run as u64 + 1,
-            ..MeshConfig::default()
-        };
-        let rpc_cfg = RpcConfig {
-            rto_ns: 20_000_000,
-            session_timeout_ns: 60_000_000_000,
-            keepalive_ns: 10_000_000_000,
-            server_idle_timeout_ns: 300_000_000_000,
-            mtu: 1514,
-            ..RpcConfig::default()
-        };
+        let cfg = MeshConfig { phase_timeout: Duration::from_secs(120), seed: run as u64 + 1, ..MeshConfig::guest() };
+        let rpc_cfg = guest_rpc_config();
         let t0 = std::time::Instant::now();
         let r = run_mesh(eps, rpc_cfg, &cfg, |_q: &Queue| Ok(String::new()));
         println!("run {run}: {} in {:?}", if r.is_ok() { "ok" } else { "FAILED" }, t0.elapsed());

@@ -32,7 +32,7 @@ use erpc_driver::intel::{igb, IntelConfig, IntelDevice, IntelQueue, QueueConfig,
 use erpc_driver::mmio::RegisterIo;
 use erpc_driver::vfio::{self, DeviceError, PciFunction};
 use erpc_hugepages::{DmaError, DmaSpace, HugepageCounts, Memory, PageSize};
-use erpc_tests::mesh::{run_mesh, MeshConfig};
+use erpc_tests::mesh::{guest_rpc_config, run_mesh, MeshConfig};
 use erpc_tests::scenarios::{dma_endpoint_memory, dma_endpoint_memory_sessions, Loopback, LoopbackConfig};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -222,17 +222,7 @@ fn run(args: &[String]) -> Result<(), String> {
     let b = dev_b.open_queue(QueueConfig::default()).map_err(|e| format!("queue on {bdf_b}: {e}"))?;
     check("open errors", open_errors(&container))?;
     let lcfg = LoopbackConfig { phase_timeout_ns: 240_000_000_000, ..Default::default() };
-    // Frames take 10 to 100 us each under TCG: a longer RTO avoids needless retransmissions,
-    // and a long session timeout keeps a guest starved of host CPU for a second (a busy CI
-    // machine) from resetting the session: this tests the driver, not liveness detection.
-    let rpc_cfg = RpcConfig {
-        rto_ns: 20_000_000,
-        session_timeout_ns: 60_000_000_000,
-        keepalive_ns: 10_000_000_000,
-        server_idle_timeout_ns: 300_000_000_000,
-        mtu: 1514,
-        ..RpcConfig::default()
-    };
+    let rpc_cfg = guest_rpc_config();
     let mut lb = scenarios(a, b, &space, rpc_cfg, &lcfg)?;
     let ca = dev_a.counters();
     let cb = dev_b.counters();
@@ -371,17 +361,7 @@ fn multi_endpoint(
         let mem = dma_endpoint_memory_sessions(space, 40 << 20, PageSize::Huge2M, 16).map_err(|e| e.to_string())?;
         eps.push((q, mem));
     }
-    let cfg = MeshConfig {
-        small_rpcs: 50,
-        large_size: 3 << 20,
-        large_rpcs: 1,
-        loss: 0.01,
-        loss_small_rpcs: 50,
-        loss_large_rpcs: 1,
-        phase_timeout: Duration::from_secs(400),
-        close_after_phase1: Some(2),
-        ..MeshConfig::default()
-    };
+    let cfg = MeshConfig::guest();
     let t0 = Instant::now();
     let reports = run_mesh(eps, rpc_cfg, &cfg, |q: &IntelQueue| {
         let c = q.counters();

@@ -51,20 +51,34 @@ pub struct EchoArgs {
 /// The largest request size `--sizes` takes.
 const MAX_SIZE: usize = 8 << 20;
 
+/// The random stream behind request `k`'s bytes.
+fn stream(k: u64) -> rand_xoshiro::Xoshiro256PlusPlus {
+    rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(k ^ 0x6572_7063_6563_686f)
+}
+
 /// The bytes of request number `k` (`len` of them): a pseudo-random stream seeded by `k`, so
 /// every request differs and a response holding another request's bytes is caught.
 pub fn pattern(k: u64, out: &mut [u8]) {
-    rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(k ^ 0x6572_7063_6563_686f).fill_bytes(out);
+    stream(k).fill_bytes(out);
 }
 
 /// Where a response differs from request `k`'s pattern: `None` if it is the same, byte for byte.
+/// Regenerates the pattern a chunk at a time (whole words of the stream, so the chunks continue
+/// it exactly as one `fill_bytes` would), with no allocation per response.
 pub fn first_difference(k: u64, resp: &[u8], want_len: usize) -> Option<usize> {
     if resp.len() != want_len {
         return Some(resp.len().min(want_len));
     }
-    let mut want = vec![0u8; want_len];
-    pattern(k, &mut want);
-    resp.iter().zip(&want).position(|(a, b)| a != b)
+    let mut rng = stream(k);
+    let mut want = [0u8; 4096];
+    for (c, got) in resp.chunks(want.len()).enumerate() {
+        let want = &mut want[..got.len()];
+        rng.fill_bytes(want);
+        if let Some(at) = got.iter().zip(want.iter()).position(|(a, b)| a != b) {
+            return Some(c * 4096 + at);
+        }
+    }
+    None
 }
 
 /// The echo client's context.
@@ -282,6 +296,11 @@ mod tests {
 
     #[test]
     fn a_response_must_be_its_own_request_byte_for_byte() {
+        let mut r = vec![0u8; 3 << 20];
+        pattern(7, &mut r);
+        assert_eq!(first_difference(7, &r, 3 << 20), None, "chunks continue the stream");
+        r[(3 << 20) - 1] ^= 0x80;
+        assert_eq!(first_difference(7, &r, 3 << 20), Some((3 << 20) - 1), "the last byte");
         let mut r = vec![0u8; 5000];
         pattern(7, &mut r);
         assert_eq!(first_difference(7, &r, 5000), None);

@@ -19,8 +19,7 @@ pub const MAX_VALUE: usize = 1024;
 /// Clients whose last write is remembered for deduplication.
 pub const CLIENTS: usize = 64;
 const HDR: usize = core::mem::size_of::<ClientRespHdr>();
-/// Largest request the store reads (header, key, value) and response it writes.
-pub const MAX_REQUEST: usize = 24 + MAX_KEY + MAX_VALUE;
+/// Largest response the store writes (header and value).
 pub const MAX_RESPONSE: usize = HDR + MAX_VALUE;
 
 type Key = heapless::Vec<u8, MAX_KEY>;
@@ -37,11 +36,10 @@ impl Store {
         Store { map: FnvIndexMap::new(), last_write: FnvIndexMap::new() }
     }
 
-    /// Answers one request (`None`: longer than [`MAX_REQUEST`]) into `out`; returns the
-    /// response's length.
-    pub fn handle(&mut self, req: Option<&[u8]>, out: &mut [u8; MAX_RESPONSE]) -> usize {
-        let Some(Ok(r)) = req.map(ClientRequest::parse) else {
-            log::warn!("kv: a malformed or too long request");
+    /// Answers one request into `out`; returns the response's length.
+    pub fn handle(&mut self, req: &[u8], out: &mut [u8; MAX_RESPONSE]) -> usize {
+        let Ok(r) = ClientRequest::parse(req) else {
+            log::warn!("kv: a malformed request");
             return respond(out, Status::BadRequest, &[]);
         };
         if r.key.len() > MAX_KEY || r.value.len() > MAX_VALUE {

@@ -72,7 +72,6 @@ pub struct Served {
     pub echo_bytes: u64,
     pub echo_no_memory: u64,
     pub kv_ops: u64,
-    pub shutdowns_refused: u64,
     pub resets: u64,
     /// When a shutdown was accepted (TSC ns).
     pub stop_at: Option<u64>,
@@ -81,7 +80,8 @@ pub struct Served {
 struct Ctx {
     opts: ServeOptions,
     served: Served,
-    kv: &'static mut kv::Store,
+    /// Taken out while a request is handled (see `kv_op`).
+    kv: Option<&'static mut kv::Store>,
 }
 
 /// Why serving failed.
@@ -149,31 +149,20 @@ fn shutdown<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
         resp[0] = allow as u8;
     }
-    if rpc.enqueue_response_prealloc(h, 1).is_ok() {
-        let s = &mut rpc.ctx_mut().served;
-        if allow {
-            s.stop_at.get_or_insert(now);
-        } else {
-            s.shutdowns_refused += 1;
-        }
+    if rpc.enqueue_response_prealloc(h, 1).is_ok() && allow {
+        rpc.ctx_mut().served.stop_at.get_or_insert(now);
     }
 }
 
 fn kv_op<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
+    // The store is taken out of the context while it reads the request in the endpoint.
+    let Some(store) = rpc.ctx_mut().kv.take() else { return };
     let mut out = [0u8; kv::MAX_RESPONSE];
-    let n = match rpc.request(&h) {
-        Some(req) => {
-            // Split borrows: the store is in the context, the request in the endpoint.
-            let mut req_copy = [0u8; kv::MAX_REQUEST];
-            let len = req.len().min(req_copy.len());
-            req_copy[..len].copy_from_slice(&req[..len]);
-            let too_long = req.len() > kv::MAX_REQUEST;
-            let ctx = rpc.ctx_mut();
-            ctx.served.kv_ops += 1;
-            ctx.kv.handle(if too_long { None } else { Some(&req_copy[..len]) }, &mut out)
-        }
-        None => return,
-    };
+    let n = rpc.request(&h).map(|req| store.handle(req, &mut out));
+    let ctx = rpc.ctx_mut();
+    ctx.kv = Some(store);
+    let Some(n) = n else { return };
+    ctx.served.kv_ops += 1;
     if n <= rpc.max_data_per_pkt() {
         if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
             resp[..n].copy_from_slice(&out[..n]);
@@ -203,7 +192,7 @@ pub fn run<T: Transport>(nic: T, clock: TscClock, opts: ServeOptions) -> Result<
         backlog: &mut BACKLOG_MEM.take()[..],
     };
     let cfg = RpcConfig { seed: crate::port::rdtsc(), mtu: 1514, ..RpcConfig::default() };
-    let ctx = Ctx { opts, served: Served::default(), kv: KV.take() };
+    let ctx = Ctx { opts, served: Served::default(), kv: Some(KV.take()) };
     let mut rpc: Server<T> = Rpc::new(nic, clock, ctx, mem, cfg).map_err(ServeError::Init)?;
     rpc.register_handler(BENCH_REQ_TYPE, bench::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
     rpc.register_handler(ECHO_REQ_TYPE, echo::<T>, HandlerMode::Foreground).map_err(ServeError::Register)?;
