@@ -12,6 +12,7 @@
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
+use erpc_dataplane::DmaRegion;
 use erpc_nic::dma::DmaRange;
 
 /// `N` bytes of page-aligned static memory for a device, taken at most once.
@@ -41,4 +42,11 @@ impl<const N: usize> DmaStatic<N> {
         // out once (the flag above), as a range only, never as a reference.
         Some(unsafe { DmaRange::new(p, p.as_ptr() as u64, N) })
     }
+}
+
+/// Static memory the device only reads (an endpoint's msgbufs, the neighbour layer's replies) as
+/// the dataplane's region: with the identity map, its device address is its address.
+pub fn static_region(mem: &'static mut [u8]) -> DmaRegion {
+    let iova = mem.as_ptr() as u64;
+    DmaRegion::from_static(mem, iova)
 }

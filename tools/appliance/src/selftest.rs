@@ -11,8 +11,8 @@ use crate::clock::TscClock;
 use core::fmt;
 use erpc_dataplane::fabric::{Fabric, LinkParams, RxBuf, SimNic};
 use erpc_dataplane::{
-    BacklogEntry, Clock, Completion, DmaRegion, EnqueueErrorKind, HandlerMode, InitError, RegisterError, ReqHandle,
-    ResetReason, RespondErrorKind, Rpc, RpcConfig, RpcError, RpcMemory, Session, SessionError, SessionEvent, SmError,
+    BacklogEntry, Clock, Completion, EnqueueErrorKind, HandlerMode, InitError, RegisterError, ReqHandle, ResetReason,
+    RespondErrorKind, Rpc, RpcConfig, RpcError, RpcMemory, Session, SessionError, SessionEvent, SmError,
 };
 use static_cell::ConstStaticCell;
 
@@ -357,11 +357,10 @@ pub fn run(clock: TscClock, corrupt: Option<u64>) -> Result<Report, Failure> {
     let fabric = Fabric::new(clock, 0x5E1F_7E57);
     let sp = fabric.attach(SERVER_RX.take());
     let cp = fabric.attach(CLIENT_RX.take());
-    let memory = |mem: &'static mut Region, sessions, backlog| {
-        let mem = &mut mem.0[..];
-        // Identity-mapped: the device address of the region is its address.
-        let iova = mem.as_ptr() as u64;
-        RpcMemory { region: DmaRegion::from_static(mem, iova), sessions, backlog }
+    let memory = |mem: &'static mut Region, sessions, backlog| RpcMemory {
+        region: crate::dma::static_region(&mut mem.0[..]),
+        sessions,
+        backlog,
     };
     let cfg = RpcConfig { seed: crate::port::rdtsc(), ..RpcConfig::default() };
     let mut server = Rpc::new(

@@ -16,12 +16,13 @@
 //! * [`KV_REQ_TYPE`]: a small key-value store (see [`crate::kv`]).
 
 use crate::clock::TscClock;
+use crate::dma::static_region;
 use crate::kv;
 use erpc_dataplane::fault::FaultInjector;
 use erpc_dataplane::transport::Transport;
 use erpc_dataplane::{
-    BacklogEntry, Clock, DmaRegion, HandlerMode, InitError, RegisterError, ReqHandle, Rpc, RpcConfig, RpcMemory,
-    Session, SessionEvent,
+    BacklogEntry, Clock, HandlerMode, InitError, RegisterError, ReqHandle, Rpc, RpcConfig, RpcMemory, Session,
+    SessionEvent,
 };
 use erpc_nic::neigh::{Neighbours, NeighboursError, REGION_BYTES as NEIGH_BYTES};
 use static_cell::ConstStaticCell;
@@ -105,12 +106,6 @@ impl core::fmt::Display for ServeError {
 type Nic<T> = FaultInjector<Neighbours<T>>;
 type Server<T> = Rpc<'static, Nic<T>, TscClock, Ctx>;
 
-/// Identity-mapped static memory as a DMA region: its device address is its address.
-fn region(mem: &'static mut [u8]) -> DmaRegion {
-    let iova = mem.as_ptr() as u64;
-    DmaRegion::from_static(mem, iova)
-}
-
 fn bench<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     let _ = rpc.request_and_prealloc_response(&h);
     if rpc.enqueue_response_prealloc(h, BENCH_RESP_BYTES).is_ok() {
@@ -184,10 +179,10 @@ fn on_session<T: Transport>(rpc: &mut Server<T>, ev: SessionEvent) {
 /// Serves on `nic` until a shutdown is accepted (or forever); returns what was served.
 pub fn run<T: Transport>(nic: T, clock: TscClock, opts: ServeOptions) -> Result<Served, ServeError> {
     let local = nic.local_addr();
-    let nic = Neighbours::new(nic, region(&mut NEIGH_MEM.take().0[..])).map_err(ServeError::Neighbours)?;
+    let nic = Neighbours::new(nic, static_region(&mut NEIGH_MEM.take().0[..])).map_err(ServeError::Neighbours)?;
     let nic = FaultInjector::new(nic, opts.loss, opts.loss, crate::port::rdtsc());
     let mem = RpcMemory {
-        region: region(&mut MEM.take().0[..]),
+        region: static_region(&mut MEM.take().0[..]),
         sessions: &mut SESSION_MEM.take()[..],
         backlog: &mut BACKLOG_MEM.take()[..],
     };
