@@ -284,6 +284,15 @@ impl Marks {
     }
 }
 
+
+/// TX buffers are split at multiples of this many bytes of bus address: one descriptor never
+/// spans two 2 MiB hugepages. Hardware does not care (the IOMMU translates each page), but
+/// QEMU's emulated NICs map a descriptor's buffer in one piece and drop the whole packet when
+/// the mapping comes back shorter, which happens when the two pages are not adjacent in guest
+/// memory (QEMU `hw/net/net_tx_pkt.c`, `net_tx_pkt_add_raw_fragment_pci`; `igb_core.c` then
+/// skips the packet). The endpoint's msgbuf region spans many hugepages, so a multi-packet
+/// message has a packet across a boundary every 2 MiB.
+pub const DMA_SPLIT: u64 = 2 << 20;
 #[derive(Debug)]
 pub(crate) struct TxRing {
     ring: RingMem,
@@ -350,15 +359,23 @@ impl TxRing {
     }
 
     /// Queues one packet of up to two segments `(bus address, len)`, each shorter than 16 KiB
-    /// (the caller checks the frame against the MTU); empty segments are skipped. False when
+    /// (the caller checks the frame against the MTU); empty segments are skipped, and a segment
+    /// that spans a [`DMA_SPLIT`] boundary of bus addresses goes in two descriptors. False when
     /// the ring is full.
     pub fn push(&mut self, segs: &[(u64, u32)]) -> bool {
-        let mut parts = [(0u64, 0u32); 2];
+        let mut parts = [(0u64, 0u32); 4];
         let mut count = 0;
-        for &s in segs.iter().filter(|s| s.1 > 0) {
-            assert!(count < 2, "a packet of more than two segments");
-            parts[count] = s;
-            count += 1;
+        for &(bus, len) in segs.iter().filter(|s| s.1 > 0) {
+            assert!(count < 3, "a packet of more than two segments");
+            let room = DMA_SPLIT - bus % DMA_SPLIT;
+            if (len as u64) > room {
+                parts[count] = (bus, room as u32);
+                parts[count + 1] = (bus + room, len - room as u32);
+                count += 2;
+            } else {
+                parts[count] = (bus, len);
+                count += 1;
+            }
         }
         let segs = &parts[..count];
         debug_assert!(segs.iter().all(|s| s.1 < 1 << 14));
@@ -529,6 +546,39 @@ mod tests {
         assert_eq!(r.poll(&mut out, &mut dropped), 1);
         assert_eq!((out[0].id, out[0].len, dropped), (3, 42, 1));
         assert_eq!(r.repost(), Some(3), "7 and the dropped 0, 1, 2 reposted at once; 3 is lent");
+    }
+
+    /// The buffer address and length of TX descriptor `i`.
+    fn tx_desc(ring: &Mem, i: usize) -> (u64, u32, u32) {
+        // SAFETY: descriptor `i` is inside the ring.
+        let addr = unsafe { ring.word(i, 0).cast::<u64>().read_volatile() };
+        let cmd = ring.tx_cmd(i);
+        (addr, cmd & 0xFFFF, cmd & TXD_CMD_EOP)
+    }
+
+    #[test]
+    fn tx_splits_a_segment_across_a_hugepage_boundary() {
+        let mut ring = Mem::new(64 * 16);
+        let mut t = TxRing::new(ring.range(), 64, 1);
+        let b = 7 * DMA_SPLIT;
+        // Header before the boundary, data across it: three descriptors, EOP on the last only.
+        assert!(t.push(&[(b - 1000, 56), (b - 600, 1458)]));
+        assert_eq!(t.in_use(), 3);
+        assert_eq!(tx_desc(&ring, 0), (b - 1000, 56, 0));
+        assert_eq!(tx_desc(&ring, 1), (b - 600, 600, 0));
+        assert_eq!(tx_desc(&ring, 2), (b, 858, TXD_CMD_EOP));
+        // Ending exactly at the boundary, or starting at it, is one descriptor.
+        assert!(t.push(&[(b - 100, 100)]));
+        assert!(t.push(&[(b, 1500)]));
+        assert_eq!(t.in_use(), 5);
+        assert_eq!(tx_desc(&ring, 3), (b - 100, 100, TXD_CMD_EOP));
+        assert_eq!(tx_desc(&ring, 4), (b, 1500, TXD_CMD_EOP));
+        // Both segments across boundaries: four descriptors.
+        assert!(t.push(&[(b - 10, 56), (2 * b + DMA_SPLIT - 20, 1458)]));
+        assert_eq!(t.in_use(), 9);
+        assert_eq!(tx_desc(&ring, 5), (b - 10, 10, 0));
+        assert_eq!(tx_desc(&ring, 6), (b, 46, 0));
+        assert_eq!(tx_desc(&ring, 8), (2 * b + DMA_SPLIT, 1438, TXD_CMD_EOP));
     }
 
     #[test]
