@@ -16,12 +16,13 @@ const REQ_HELLO: u8 = 1;
 struct Served(u64);
 
 fn hello(rpc: &mut UdpRpc<Served>, h: ReqHandle) {
-    // A one-packet answer: write it into the slot's preallocated buffer, no allocation.
-    if let Some((_req, resp)) = rpc.request_and_prealloc_response(&h) {
+    // A one-packet answer: written into the slot's preallocated buffer, no allocation.
+    let answered = rpc.respond_prealloc_with(h, |_req, resp| {
         resp[..5].copy_from_slice(b"hello");
-        if rpc.enqueue_response_prealloc(h, 5).is_ok() {
-            rpc.ctx_mut().0 += 1;
-        }
+        5
+    });
+    if answered.is_ok() {
+        rpc.ctx_mut().0 += 1;
     }
 }
 

@@ -19,7 +19,7 @@ use crate::rpc::Rpc;
 use crate::session::{Queued, Role, Session, SessionId, SessionState, Slot, SlotId, SlotState, NIL};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
-use crate::tx::{write_msg_hdrs, MsgHdr};
+use crate::tx::MsgHdr;
 use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
 impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
@@ -92,7 +92,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let req_num = (sess.slots[i].cur_req_num + SLOTS_PER_SESSION as u64) & MAX_REQ_NUM;
         let m =
             MsgHdr { req_type, dest_session: sess.remote_session, pkt_type: PktType::Req, first_pkt_num: 0, req_num };
-        write_msg_hdrs(self.data_per_pkt, &sess.routing, &mut req, m);
+        self.write_hdrs(s, &mut req, m);
         let now = self.now;
         let req_pkts = num_pkts(req.len(), self.data_per_pkt) as u16;
         let sess = &mut self.sessions[s];

@@ -175,6 +175,41 @@ pub struct HeapStats {
     pub live_buffers: usize,
 }
 
+/// Entries of the header memo (see [`HdrMemo`]).
+const MEMO_ENTRIES: usize = 64;
+
+/// Which headers recently written one-packet msgbufs hold, so that a buffer sent again with
+/// the same headers but the request number (a client reusing its request buffer on the same
+/// session, a server slot reusing its response buffer) gets only the word with the request
+/// number rewritten instead of all 56 bytes and the IPv4 checksum.
+///
+/// An entry names a buffer's block, the session it was written for (`key`: session number,
+/// generation and peer session, so a reused session number never matches) and the first eRPC
+/// header word (request type and size). The endpoint is the only writer of header memory: the
+/// application reaches a msgbuf's data only, and every header write goes through the memo. A
+/// freed block loses its entry (the allocator writes its free-list links into it), so a reused
+/// block never matches either. Direct-mapped: a collision only costs a full write.
+#[derive(Clone, Copy)]
+struct HdrMemo {
+    entries: [MemoEntry; MEMO_ENTRIES],
+}
+
+#[derive(Clone, Copy)]
+struct MemoEntry {
+    block: usize,
+    key: u64,
+    word0: u32,
+}
+
+impl HdrMemo {
+    const EMPTY: HdrMemo = HdrMemo { entries: [MemoEntry { block: 0, key: 0, word0: 0 }; MEMO_ENTRIES] };
+
+    #[inline]
+    fn index(block: usize) -> usize {
+        (((block as u64) >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - MEMO_ENTRIES.trailing_zeros())) as usize
+    }
+}
+
 /// The buddy allocator behind msgbufs (see the module docs).
 pub struct MsgBufHeap {
     region: DmaRegion,
@@ -186,6 +221,7 @@ pub struct MsgBufHeap {
     data_per_pkt: usize,
     max_msg_size: usize,
     stats: HeapStats,
+    memo: HdrMemo,
 }
 
 // SAFETY: the heap owns its region exclusively; its raw pointers point into that region only.
@@ -222,6 +258,7 @@ impl MsgBufHeap {
             data_per_pkt,
             max_msg_size,
             stats: HeapStats { capacity: n * 64, free: 0, live_buffers: 0 },
+            memo: HdrMemo::EMPTY,
         };
         let mut off = 0usize;
         while off < n {
@@ -272,8 +309,35 @@ impl MsgBufHeap {
         if !self.owns(buf.block_ptr(), bytes) {
             return Err(buf);
         }
+        self.memo_forget(&buf);
         self.free_raw(buf.block_ptr(), bytes);
         Ok(())
+    }
+
+    /// Whether `buf`'s headers are the ones last written for session `key` with first header
+    /// word `word0` (see [`HdrMemo`]).
+    #[inline]
+    pub(crate) fn memo_hit(&self, buf: &MsgBuf, key: u64, word0: u32) -> bool {
+        let b = buf.block_ptr() as usize;
+        let e = &self.memo.entries[HdrMemo::index(b)];
+        e.block == b && e.key == key && e.word0 == word0
+    }
+
+    /// Records that `buf` now holds one-packet headers for session `key`, first word `word0`.
+    #[inline]
+    pub(crate) fn memo_set(&mut self, buf: &MsgBuf, key: u64, word0: u32) {
+        let b = buf.block_ptr() as usize;
+        self.memo.entries[HdrMemo::index(b)] = MemoEntry { block: b, key, word0 };
+    }
+
+    /// Forgets what `buf`'s headers hold (they are being rewritten otherwise, or freed).
+    #[inline]
+    pub(crate) fn memo_forget(&mut self, buf: &MsgBuf) {
+        let b = buf.block_ptr() as usize;
+        let e = &mut self.memo.entries[HdrMemo::index(b)];
+        if e.block == b {
+            e.block = 0;
+        }
     }
 
     /// Bytes of the block holding `buf` (its footprint rounded up to the allocator's block size).

@@ -27,13 +27,16 @@ use crate::sm::Cookies;
 use crate::stats::{DropReason, RpcStats, SessionStats};
 use crate::storage::Storage;
 use crate::transport::{EndpointAddr, RxPacket, Transport, TxPacket};
-use crate::tx::{ctrl_hdr, MsgHdr, TxQueue};
+use crate::tx::{ctrl_hdr, write_msg_hdrs, MsgHdr, TxQueue};
 use crate::wire::{ErpcHdr, PktHdr, PktType, ERPC_HDR_LEN, HEADROOM, MAX_MSG_SIZE_FIELD, MAX_PKT_NUM, PKT_HDR_LEN};
 use crate::worker::WorkerQueues;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use zerocopy::FromBytes;
 
+/// Sessions in use above which each RX burst's session state is prefetched before it is
+/// processed (`warm_sessions`).
+const WARM_MIN_SESSIONS: usize = 64;
 /// One-packet request buffers a server endpoint keeps for reuse (see `Rpc::req_pool`).
 const REQ_POOL: usize = 16;
 
@@ -284,6 +287,12 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     pub fn clock(&self) -> &C {
         &self.clock
     }
+    /// The event loop's time, ns of the clock: read once per received burst, so in a handler or
+    /// continuation it is when the packets that triggered it arrived (at most an event-loop
+    /// iteration old). Costs nothing, unlike reading the clock (`clock().now_ns()`).
+    pub fn now_ns(&self) -> u64 {
+        self.now
+    }
     pub fn config(&self) -> &RpcConfig {
         &self.cfg
     }
@@ -462,7 +471,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         }
         // One timestamp per RX batch, as in the original.
         self.now = self.clock.now_ns();
-        if n > 1 {
+        if n > 1 && self.sessions.live() > WARM_MIN_SESSIONS {
             self.warm_sessions(n);
         }
         for k in 0..n {
@@ -477,7 +486,8 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// (client: the response buffer) or the response is written to (server: the slot's cached
     /// or stored response buffer). With thousands of sessions these are cache misses; issued
     /// together, without waiting, they overlap instead of stalling the processing one after
-    /// another.
+    /// another. Only with more than [`WARM_MIN_SESSIONS`] sessions in use: with fewer, their
+    /// state stays in the L1 and L2 caches and this pass would only cost time.
     #[inline(never)]
     fn warm_sessions(&self, n: usize) {
         let mut at = [(u32::MAX, 0u8); RX_BATCH];
@@ -605,6 +615,28 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     #[inline]
     pub(crate) fn data_pkt(&self, buf: &MsgBuf, k: usize) -> TxPacket {
         crate::tx::data_pkt(self.heap.region(), self.data_per_pkt, buf, k)
+    }
+
+    /// Writes the headers of message `m` on session `s` into `buf`. A one-packet message whose
+    /// buffer already holds this session's headers for the same type and size (see the header
+    /// memo in [`crate::msgbuf`]) gets only its second eRPC word rewritten.
+    #[inline]
+    pub(crate) fn write_hdrs(&mut self, s: usize, buf: &mut MsgBuf, m: MsgHdr) {
+        let sess = &self.sessions[s];
+        if buf.len() > self.data_per_pkt {
+            self.heap.memo_forget(buf);
+            return write_msg_hdrs(self.data_per_pkt, &sess.routing, buf, m);
+        }
+        let key = (s as u64) << 48 | (m.dest_session as u64) << 32 | sess.generation as u64;
+        let w0 = ErpcHdr::word0_of(m.req_type, buf.len() as u32);
+        if self.heap.memo_hit(buf, key, w0) {
+            let w1 = ErpcHdr::word1_of(m.pkt_type, m.first_pkt_num, m.req_num);
+            let at = HEADROOM + ErpcHdr::WORD1_OFFSET;
+            buf.hdr_mut(0)[at..at + 8].copy_from_slice(&w1.to_le_bytes());
+            return;
+        }
+        write_msg_hdrs(self.data_per_pkt, &sess.routing, buf, m);
+        self.heap.memo_set(buf, key, w0);
     }
 
     /// Sends a header-only control packet (credit return or RFR) on session `s`.

@@ -18,7 +18,7 @@ use crate::rpc::Rpc;
 use crate::session::{Role, SessionState, SlotId, SlotState};
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
-use crate::tx::{write_msg_hdrs, MsgHdr};
+use crate::tx::MsgHdr;
 use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
 impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
@@ -291,6 +291,39 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         Some((sl.req.as_ref()?.data(), resp.data_mut()))
     }
 
+    /// Answers in one call with the slot's preallocated one-packet buffer: `fill` gets the
+    /// request and the buffer (`max_data_per_pkt()` bytes) and returns the response length.
+    /// Checks the handle once, where [`Rpc::request_and_prealloc_response`] followed by
+    /// [`Rpc::enqueue_response_prealloc`] checks it twice. A length beyond the buffer is
+    /// refused (`TooLarge`) and the request stays pending, as it does without memory for the
+    /// buffer (`OutOfMemory`).
+    pub fn respond_prealloc_with(
+        &mut self,
+        h: ReqHandle,
+        fill: impl FnOnce(&[u8], &mut [u8]) -> usize,
+    ) -> Result<(), RespondError> {
+        if !self.valid_handle(&h) {
+            return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: None });
+        }
+        let mut buf = match self.sessions.slot_mut(h.slot).pre_resp.take() {
+            Some(b) => b,
+            None => match self.alloc_msg_buffer(self.data_per_pkt) {
+                Ok(b) => b,
+                Err(_) => return Err(RespondError { kind: RespondErrorKind::OutOfMemory, resp: None }),
+            },
+        };
+        buf.resize(buf.capacity());
+        let req = self.sessions.slot(h.slot).req.as_ref().expect("a request in its handler");
+        let len = fill(req.data(), buf.data_mut());
+        if len > buf.capacity() {
+            self.sessions.slot_mut(h.slot).pre_resp = Some(buf);
+            return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None });
+        }
+        buf.resize(len);
+        self.respond(h.slot.session(), h.slot.slot(), buf, true);
+        Ok(())
+    }
+
     /// Answers with the first `len` bytes of the preallocated response buffer.
     pub fn enqueue_response_prealloc(&mut self, h: ReqHandle, len: usize) -> Result<(), RespondError> {
         if !self.valid_handle(&h) {
@@ -340,7 +373,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             first_pkt_num: sl.req_pkts - 1,
             req_num: sl.cur_req_num,
         };
-        write_msg_hdrs(self.data_per_pkt, &sess.routing, &mut resp, m);
+        self.write_hdrs(s, &mut resp, m);
         let pkt = self.data_pkt(&resp, 0);
         // The request is no longer needed.
         self.release_req(s, i);

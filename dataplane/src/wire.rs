@@ -100,6 +100,7 @@ const _: () = assert!(core::mem::size_of::<EthHdr>() == 14);
 const _: () = assert!(core::mem::size_of::<Ipv4Hdr>() == 20);
 const _: () = assert!(core::mem::size_of::<UdpHdr>() == 8);
 const _: () = assert!(core::mem::size_of::<ErpcHdr>() == ERPC_HDR_LEN);
+const _: () = assert!(core::mem::offset_of!(ErpcHdr, word1) == ErpcHdr::WORD1_OFFSET);
 const _: () = assert!(core::mem::size_of::<PktHdr>() == PKT_HDR_LEN);
 
 /// Packet types (`PktType` of the original).
@@ -151,11 +152,27 @@ impl ErpcHdr {
         pkt_num: u16,
         req_num: u64,
     ) -> Self {
-        let w0 = req_type as u32 | (msg_size & 0x00FF_FFFF) << 8;
-        let w1 =
-            pkt_type as u64 | ((pkt_num as u64) & 0x3FFF) << 2 | (req_num & MAX_REQ_NUM) << 16 | (MAGIC as u64) << 60;
-        ErpcHdr { word0: U32::new(w0), dest_session_num: U16::new(dest_session_num), word1: U64::new(w1) }
+        ErpcHdr {
+            word0: U32::new(Self::word0_of(req_type, msg_size)),
+            dest_session_num: U16::new(dest_session_num),
+            word1: U64::new(Self::word1_of(pkt_type, pkt_num, req_num)),
+        }
     }
+
+    /// The first word: request type and message size.
+    #[inline]
+    pub const fn word0_of(req_type: u8, msg_size: u32) -> u32 {
+        req_type as u32 | (msg_size & 0x00FF_FFFF) << 8
+    }
+
+    /// The second word: packet type and number, request number, magic.
+    #[inline]
+    pub const fn word1_of(pkt_type: PktType, pkt_num: u16, req_num: u64) -> u64 {
+        pkt_type as u64 | ((pkt_num as u64) & 0x3FFF) << 2 | (req_num & MAX_REQ_NUM) << 16 | (MAGIC as u64) << 60
+    }
+
+    /// Offset of `word1` in the header.
+    pub const WORD1_OFFSET: usize = 6;
 
     #[inline]
     pub fn decode(&self) -> Header {

@@ -75,6 +75,8 @@ struct Cli {
     errors: Vec<(u64, RpcError)>,
     bad: Vec<u64>,
     events: Vec<SessionEvent>,
+    /// Buffers `cli_keep` handed back, for reuse.
+    kept: Vec<(MsgBuf, MsgBuf)>,
 }
 
 fn cli_cont(rpc: &mut Ep<Cli>, c: Completion) {
@@ -92,6 +94,23 @@ fn cli_cont(rpc: &mut Ep<Cli>, c: Completion) {
     }
     rpc.free_msg_buffer(c.req).unwrap();
     rpc.free_msg_buffer(c.resp).unwrap();
+}
+
+/// Like `cli_cont`, but keeps the buffers for the test to send again.
+fn cli_keep(rpc: &mut Ep<Cli>, mut c: Completion) {
+    let ctx = rpc.ctx_mut();
+    match c.result {
+        Ok(n) => {
+            let e = ctx.expect.get_mut(&c.tag).expect("known tag");
+            e.1 += 1;
+            if n != e.0.len() || c.resp.data() != &e.0[..] {
+                ctx.bad.push(c.tag);
+            }
+        }
+        Err(e) => ctx.errors.push((c.tag, e)),
+    }
+    c.resp.resize(c.resp.capacity());
+    ctx.kept.push((c.req, c.resp));
 }
 
 fn cli_ev(rpc: &mut Ep<Cli>, e: SessionEvent) {
@@ -469,6 +488,63 @@ fn connect_to_missing_endpoint_fails_cleanly() {
     let req = cli.alloc_msg_buffer(4).unwrap();
     let resp = cli.alloc_msg_buffer(4).unwrap();
     assert!(cli.enqueue_request(s, XOR, req, resp, cli_cont, 1).is_err());
+}
+
+/// A request buffer sent again carries the headers of the session it is sent on now: the
+/// endpoint rewrites only the request number of a buffer that holds the same session's headers,
+/// so this checks that a buffer moved to another session, to a reused session number, or freed
+/// and allocated again, is addressed afresh.
+#[test]
+fn a_reused_request_buffer_goes_to_the_session_it_is_sent_on() {
+    let w = World::new(13);
+    let mut sa = server(&w, 16 << 20, 8);
+    let mut sb = server(&w, 16 << 20, 8);
+    let mut sc = server(&w, 16 << 20, 8);
+    // Two sessions: a freed session number is the next one handed out.
+    let mut cli = client(&w, 16 << 20, 2);
+    let a = connect!(w, cli, [sa, sb, sc], sa.local_addr());
+    let b = connect!(w, cli, [sa, sb, sc], sb.local_addr());
+    let exp: Vec<u8> = pattern(7, 32).iter().map(|x| x ^ 0x5A).collect();
+    let mut req = cli.alloc_msg_buffer(32).unwrap();
+    req.data_mut().copy_from_slice(&pattern(7, 32));
+    let mut bufs = Some((req, cli.alloc_msg_buffer(32).unwrap()));
+    let mut tag = 0;
+    // Sends the buffers on `s` and checks the handler runs at A, B and C afterwards.
+    let mut run = |s: SessionId,
+                   want: [u64; 3],
+                   bufs: &mut Option<(MsgBuf, MsgBuf)>,
+                   eps: (&mut Ep<Cli>, &mut Ep<Srv>, &mut Ep<Srv>, &mut Ep<Srv>)| {
+        let (cli, sa, sb, sc) = eps;
+        tag += 1;
+        let (req, resp) = bufs.take().unwrap();
+        cli.ctx_mut().expect.insert(tag, (exp.clone(), 0));
+        cli.enqueue_request(s, XOR, req, resp, cli_keep, tag).unwrap();
+        assert!(run_until!(w, [*cli, *sa, *sb, *sc], 10_000_000, cli.ctx().expect[&tag].1 == 1), "RPC {tag} completed");
+        *bufs = cli.ctx_mut().kept.pop();
+        let runs = [sa.ctx().xor_runs, sb.ctx().xor_runs, sc.ctx().xor_runs];
+        assert_eq!(runs, want, "after RPC {tag}: handler runs at A, B and C");
+    };
+    for (s, want) in [(a, [1, 0, 0]), (a, [2, 0, 0]), (b, [2, 1, 0]), (b, [2, 2, 0]), (a, [3, 2, 0])] {
+        run(s, want, &mut bufs, (&mut cli, &mut sa, &mut sb, &mut sc));
+    }
+    // Session A's number reused for a session to C, whose session number there is A's at A.
+    cli.destroy_session(a).unwrap();
+    assert!(run_until!(w, [cli, sa, sb, sc], 10_000_000, cli.num_active_sessions() == 1));
+    let c = connect!(w, cli, [sa, sb, sc], sc.local_addr());
+    assert_eq!(c, a, "the session number is reused");
+    run(c, [3, 2, 1], &mut bufs, (&mut cli, &mut sa, &mut sb, &mut sc));
+    // Freed (the allocator writes its links into the block) and allocated again: the same block,
+    // sent on the same session as before.
+    let (req, resp) = bufs.take().unwrap();
+    let block = req.data().as_ptr();
+    cli.free_msg_buffer(req).unwrap();
+    let mut req = cli.alloc_msg_buffer(32).unwrap();
+    assert_eq!(req.data().as_ptr(), block, "the same block");
+    req.data_mut().copy_from_slice(&pattern(7, 32));
+    bufs = Some((req, resp));
+    run(c, [3, 2, 2], &mut bufs, (&mut cli, &mut sa, &mut sb, &mut sc));
+    run(b, [3, 3, 2], &mut bufs, (&mut cli, &mut sa, &mut sb, &mut sc));
+    check_exactly_once(&cli);
 }
 
 #[test]

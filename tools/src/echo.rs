@@ -269,10 +269,10 @@ pub fn run(a: EchoArgs) -> anyhow::Result<()> {
 pub(crate) fn echo_handler<T: Transport, Ctx>(rpc: &mut Rpc<'static, T, Clk, Ctx>, h: ReqHandle) {
     let n = rpc.request(&h).map_or(0, <[u8]>::len);
     if n <= rpc.max_data_per_pkt() {
-        if let Some((req, resp)) = rpc.request_and_prealloc_response(&h) {
-            resp[..n].copy_from_slice(req);
-        }
-        let _ = rpc.enqueue_response_prealloc(h, n);
+        let _ = rpc.respond_prealloc_with(h, |req, resp| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        });
     } else if let Ok(mut b) = rpc.alloc_msg_buffer(n) {
         if let Some(req) = rpc.request(&h) {
             b.data_mut().copy_from_slice(req);
@@ -284,10 +284,10 @@ pub(crate) fn echo_handler<T: Transport, Ctx>(rpc: &mut Rpc<'static, T, Clk, Ctx
 
 /// The shutdown service of a server that never stops on request: answers 0 (refused).
 pub(crate) fn refuse_shutdown<T: Transport, Ctx>(rpc: &mut Rpc<'static, T, Clk, Ctx>, h: ReqHandle) {
-    if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+    let _ = rpc.respond_prealloc_with(h, |_, resp| {
         resp[0] = 0;
-    }
-    let _ = rpc.enqueue_response_prealloc(h, 1);
+        1
+    });
 }
 
 #[cfg(test)]

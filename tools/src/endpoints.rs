@@ -126,8 +126,7 @@ pub(crate) type Server<T> = Rpc<'static, T, Clk, usize>;
 fn server_handler<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     let n = *rpc.ctx();
     if n <= rpc.max_data_per_pkt() {
-        let _ = rpc.request_and_prealloc_response(&h);
-        let _ = rpc.enqueue_response_prealloc(h, n);
+        let _ = rpc.respond_prealloc_with(h, |_, _| n);
     } else if let Ok(b) = rpc.alloc_msg_buffer(n) {
         let _ = rpc.enqueue_response(h, b);
     }

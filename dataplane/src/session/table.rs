@@ -19,6 +19,8 @@ pub(crate) struct SessionTable<'m> {
     sessions: Storage<'m, Session>,
     free_head: u32,
     free_tail: u32,
+    /// Sessions allocated and not yet freed.
+    live: u32,
     hasher: SipHasher13,
 }
 
@@ -35,6 +37,7 @@ impl<'m> SessionTable<'m> {
             sessions,
             free_head: 0,
             free_tail: n as u32 - 1,
+            live: 0,
             hasher: SipHasher13::new_with_keys(key[0], key[1]),
         }
     }
@@ -42,6 +45,12 @@ impl<'m> SessionTable<'m> {
     #[inline]
     pub(crate) fn len(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Sessions in use (allocated and not yet freed).
+    #[inline]
+    pub(crate) fn live(&self) -> usize {
+        self.live as usize
     }
 
     #[inline]
@@ -85,6 +94,7 @@ impl<'m> SessionTable<'m> {
             self.free_tail = NIL;
         }
         self.sessions[s as usize].free_next = NIL;
+        self.live += 1;
         Some(s as usize)
     }
 
@@ -96,6 +106,7 @@ impl<'m> SessionTable<'m> {
             self.token_remove(s);
             self.ip_remove(s);
         }
+        self.live -= 1;
         let sess = &mut self.sessions[s];
         sess.state = SessionState::Free;
         sess.generation = sess.generation.wrapping_add(1);

@@ -284,7 +284,6 @@ impl Marks {
     }
 }
 
-
 /// TX buffers are split at multiples of this many bytes of bus address: one descriptor never
 /// spans two 2 MiB hugepages. Hardware does not care (the IOMMU translates each page), but
 /// QEMU's emulated NICs map a descriptor's buffer in one piece and drop the whole packet when

@@ -118,3 +118,30 @@ fn prealloc_response_without_memory_is_out_of_memory_and_keeps_the_request() {
     let tx = b.sent();
     assert_eq!(tx.iter().map(|f| data_of(f)).collect::<Vec<_>>(), vec![b"done"]);
 }
+
+/// `respond_prealloc_with` answers from the slot's buffer in one call: the filled bytes go out,
+/// a length beyond the buffer is refused with the request still pending, and the handle is
+/// stale afterwards.
+#[test]
+fn respond_prealloc_with_answers_once_and_refuses_too_large() {
+    let mut b = server(h_hold);
+    b.deliver(b.req(8, b"ping"));
+    let h = b.ctx().held[0];
+    let e = b.rpc.respond_prealloc_with(h, |_, resp| resp.len() + 1).unwrap_err();
+    assert_eq!(e.kind, RespondErrorKind::TooLarge);
+    assert_eq!(b.rpc.request(&h), Some(&b"ping"[..]), "the request is still pending");
+    b.rpc
+        .respond_prealloc_with(h, |req, resp| {
+            resp[..4].copy_from_slice(req);
+            resp[..4].reverse();
+            4
+        })
+        .unwrap();
+    b.step();
+    let tx = b.sent();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(p(&tx[0]), b.exp(PktType::Resp, 4, 0, 8));
+    assert_eq!(data_of(&tx[0]), b"gnip");
+    let e = b.rpc.respond_prealloc_with(h, |_, _| 1).unwrap_err();
+    assert_eq!(e.kind, RespondErrorKind::InvalidHandle);
+}

@@ -107,8 +107,7 @@ type Nic<T> = FaultInjector<Neighbours<T>>;
 type Server<T> = Rpc<'static, Nic<T>, TscClock, Ctx>;
 
 fn bench<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
-    let _ = rpc.request_and_prealloc_response(&h);
-    if rpc.enqueue_response_prealloc(h, BENCH_RESP_BYTES).is_ok() {
+    if rpc.respond_prealloc_with(h, |_, _| BENCH_RESP_BYTES).is_ok() {
         rpc.ctx_mut().served.bench += 1;
     }
 }
@@ -116,10 +115,11 @@ fn bench<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
 fn echo<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     let n = rpc.request(&h).map_or(0, <[u8]>::len);
     let sent = if n <= rpc.max_data_per_pkt() {
-        if let Some((req, resp)) = rpc.request_and_prealloc_response(&h) {
-            resp[..n].copy_from_slice(req);
-        }
-        rpc.enqueue_response_prealloc(h, n).is_ok()
+        rpc.respond_prealloc_with(h, |req, resp| {
+            resp[..req.len()].copy_from_slice(req);
+            req.len()
+        })
+        .is_ok()
     } else if let Ok(mut b) = rpc.alloc_msg_buffer(n) {
         if let Some(req) = rpc.request(&h) {
             b.data_mut().copy_from_slice(req);
@@ -141,10 +141,11 @@ fn echo<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
 fn shutdown<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     let now = rpc.clock().now_ns();
     let allow = rpc.ctx().opts.allow_shutdown;
-    if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+    let answered = rpc.respond_prealloc_with(h, |_, resp| {
         resp[0] = allow as u8;
-    }
-    if rpc.enqueue_response_prealloc(h, 1).is_ok() && allow {
+        1
+    });
+    if answered.is_ok() && allow {
         rpc.ctx_mut().served.stop_at.get_or_insert(now);
     }
 }
@@ -159,10 +160,10 @@ fn kv_op<T: Transport>(rpc: &mut Server<T>, h: ReqHandle) {
     let Some(n) = n else { return };
     ctx.served.kv_ops += 1;
     if n <= rpc.max_data_per_pkt() {
-        if let Some((_, resp)) = rpc.request_and_prealloc_response(&h) {
+        let _ = rpc.respond_prealloc_with(h, |_, resp| {
             resp[..n].copy_from_slice(&out[..n]);
-        }
-        let _ = rpc.enqueue_response_prealloc(h, n);
+            n
+        });
     } else if let Ok(mut b) = rpc.alloc_msg_buffer(n) {
         b.data_mut().copy_from_slice(&out[..n]);
         let _ = rpc.enqueue_response(h, b);

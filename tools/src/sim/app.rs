@@ -51,16 +51,14 @@ fn serve<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, h: ReqHandle) {
     let n = rpc.ctx().resp_size;
     rpc.ctx_mut().handled += 1;
     if n <= rpc.max_data_per_pkt() {
-        if rpc.request_and_prealloc_response(&h).is_some() {
-            let _ = rpc.enqueue_response_prealloc(h, n);
-        }
+        let _ = rpc.respond_prealloc_with(h, |_, _| n);
     } else if let Ok(b) = rpc.alloc_msg_buffer(n) {
         let _ = rpc.enqueue_response(h, b);
     }
 }
 
 fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, c: Completion) {
-    let now = rpc.clock().now_ns();
+    let now = rpc.now_ns();
     let a = rpc.ctx_mut();
     match c.result {
         Ok(_) => {
