@@ -206,7 +206,8 @@ impl HdrMemo {
 
     #[inline]
     fn index(block: usize) -> usize {
-        (((block as u64) >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - MEMO_ENTRIES.trailing_zeros())) as usize
+        (((block as u64) >> 6).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - MEMO_ENTRIES.trailing_zeros()))
+            as usize
     }
 }
 

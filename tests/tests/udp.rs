@@ -80,6 +80,32 @@ fn oversized_datagrams_are_dropped_and_counted() {
     assert_eq!(t.stats().rx_truncated, 1);
 }
 
+/// An idle transport waits with `recvfrom` for one datagram (cheaper to poll than
+/// `recvmmsg`): what it receives that way gets the same checks and headroom.
+#[test]
+fn datagrams_received_after_an_idle_poll_are_checked_alike() {
+    // An MTU that is a multiple of 64: the receive buffer holds exactly the largest datagram,
+    // so one byte more is truncated by the kernel and only its reported length tells.
+    let mut t = UdpTransport::bind(UdpConfig { mtu: 1024, ..any_port() }).unwrap();
+    let me = t.local_addr();
+    let mut out = [RxPacket::EMPTY; 8];
+    assert_eq!(t.rx_burst(&mut out), 0, "nothing yet: the transport is idle");
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    peer.send_to(&[7u8; 1024 - 42 + 1], ("127.0.0.1", me.udp_port)).unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(t.rx_burst(&mut out), 0, "the oversized datagram is dropped");
+    assert_eq!(t.stats().rx_truncated, 1);
+    assert_eq!(t.rx_burst(&mut out), 0, "idle again");
+    peer.send_to(b"after idle", ("127.0.0.1", me.udp_port)).unwrap();
+    let f = recv_one(&mut t).expect("datagram");
+    assert_eq!(&f[42..], b"after idle");
+    assert_eq!(&f[26..30], &[127, 0, 0, 1], "source IP");
+    assert_eq!(u16::from_be_bytes([f[34], f[35]]), peer_port, "source port");
+    assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 10, "UDP length");
+    assert_eq!(t.stats().rx_datagrams, 2);
+}
+
 #[test]
 fn garbage_reaching_an_endpoint_is_dropped_and_counted() {
     let t = UdpTransport::bind(any_port()).unwrap();
