@@ -12,7 +12,10 @@
 //! 3. The reads queued in this iteration go to Raft as **one** `read_index` request.
 //! 4. One Ready: messages routed to per-peer outboxes, a snapshot installed, entries and hard
 //!    state appended (and, with `fsync`, written and synced once), committed writes applied
-//!    and answered, read states recorded.
+//!    and answered, read states recorded. With `fsync`, what raft-rs lets leave before the log
+//!    is durable (a leader's appends) goes to the transport before the sync (step 6 early), so
+//!    the followers write while the leader does; what must wait (a follower's acknowledgement)
+//!    is routed after it.
 //! 5. Reads whose index is applied are answered; a snapshot is taken and the log compacted
 //!    every `snapshot_every` entries.
 //! 6. Each held Raft request is answered with every message waiting for its sender (so a
@@ -43,7 +46,7 @@ use erpc_dataplane::transport::{EndpointAddr, Transport};
 use erpc_dataplane::{Completion, HandlerMode, ReqHandle, Rpc, RpcError, SessionEvent, SessionId};
 use hdrhistogram::Histogram;
 use raft::eraftpb::{Message, MessageType};
-use raft::{RawNode, ReadOnlyOption, SnapshotStatus, StateRole};
+use raft::{RawNode, ReadOnlyOption, Ready, SnapshotStatus, StateRole};
 use std::collections::{HashMap, HashSet, VecDeque};
 use zerocopy::byteorder::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, IntoBytes};
@@ -491,8 +494,11 @@ impl Replica {
         }
     }
 
-    /// Handles one Ready; see the module docs.
-    fn handle_ready(&mut self) -> Result<(), Error> {
+    /// Handles one Ready up to the log write; see the module docs. The messages it routes are
+    /// those raft-rs lets leave before the log is durable (a leader's appends), so that the
+    /// caller can send them before `finish_ready` syncs: the leader's write and its followers'
+    /// overlap (Raft thesis §10.2.1).
+    fn begin_ready(&mut self) -> Result<Ready, Error> {
         let mut rd = self.node.ready();
         if let Some(ss) = rd.ss() {
             if ss.raft_state == StateRole::Leader {
@@ -513,6 +519,18 @@ impl Replica {
             self.stats.snapshots_installed += 1;
         }
         self.apply_committed(rd.take_committed_entries());
+        Ok(rd)
+    }
+
+    /// Whether finishing `rd` syncs the log to disk (and so is worth sending its messages
+    /// first).
+    fn ready_syncs(&self, rd: &Ready) -> bool {
+        rd.must_sync() && self.node.store().is_durable()
+    }
+
+    /// Makes the Ready's log entries and hard state durable, then routes what had to wait for
+    /// that, and advances Raft.
+    fn finish_ready(&mut self, mut rd: Ready) -> Result<(), Error> {
         self.node.mut_store().persist(rd.entries(), rd.hs(), rd.must_sync())?;
         self.route(rd.take_persisted_messages());
         for rs in rd.take_read_states() {
@@ -945,6 +963,12 @@ fn flush<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
         r.stats.raft_msgs_sent += n as u64;
         respond_bytes(rpc, h, batch.as_ref().map_or(&[][..], |b| &b.0[..]));
     }
+    send_outboxes(rpc);
+}
+
+/// Sends what waits in the peers' outboxes as `RAFT` (and `RAFT_PART`) requests. Held requests
+/// are not answered here, so that what a later step routes can still ride in their responses.
+fn send_outboxes<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) {
     for i in 0..rpc.ctx().peers.len() {
         loop {
             let r = rpc.ctx_mut();
@@ -1006,11 +1030,26 @@ pub fn poll<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>) -> Result<(), Er
         }
     }
     if r.node.has_ready() {
-        if let Err(e) = r.handle_ready() {
+        let rd = match r.begin_ready() {
+            Ok(rd) => rd,
+            Err(e) => {
+                r.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        if r.ready_syncs(&rd) {
+            // On the wire before the sync, not after it. Held requests are answered after it,
+            // carrying this Ready's acknowledgements.
+            send_outboxes(rpc);
+            rpc.transmit();
+        }
+        let r = rpc.ctx_mut();
+        if let Err(e) = r.finish_ready(rd) {
             r.failed = Some(e.clone());
             return Err(e);
         }
     }
+    let r = rpc.ctx_mut();
     r.serve_reads();
     if let Err(e) = r.maybe_snapshot() {
         r.failed = Some(e.clone());
