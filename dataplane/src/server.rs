@@ -305,13 +305,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         if !self.valid_handle(&h) {
             return Err(RespondError { kind: RespondErrorKind::InvalidHandle, resp: None });
         }
-        let mut buf = match self.sessions.slot_mut(h.slot).pre_resp.take() {
-            Some(b) => b,
-            None => match self.alloc_msg_buffer(self.data_per_pkt) {
-                Ok(b) => b,
-                Err(_) => return Err(RespondError { kind: RespondErrorKind::OutOfMemory, resp: None }),
-            },
-        };
+        let mut buf = self.take_pre_resp(h.slot)?;
         buf.resize(buf.capacity());
         let req = self.sessions.slot(h.slot).req.as_ref().expect("a request in its handler");
         let len = fill(req.data(), buf.data_mut());
@@ -332,17 +326,21 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         if len > self.data_per_pkt {
             return Err(RespondError { kind: RespondErrorKind::TooLarge, resp: None });
         }
-        let mut buf = match self.sessions.slot_mut(h.slot).pre_resp.take() {
-            Some(b) => b,
-            None => match self.alloc_msg_buffer(self.data_per_pkt) {
-                Ok(b) => b,
-                // Leave the request pending: the caller may retry, or answer with its own buffer.
-                Err(_) => return Err(RespondError { kind: RespondErrorKind::OutOfMemory, resp: None }),
-            },
-        };
+        let mut buf = self.take_pre_resp(h.slot)?;
         buf.resize(len);
         self.respond(h.slot.session(), h.slot.slot(), buf, true);
         Ok(())
+    }
+
+    /// The slot's preallocated one-packet response buffer, or a new one. Without memory for it
+    /// the request stays pending: the caller may retry, or answer with its own buffer.
+    fn take_pre_resp(&mut self, slot: SlotId) -> Result<MsgBuf, RespondError> {
+        match self.sessions.slot_mut(slot).pre_resp.take() {
+            Some(b) => Ok(b),
+            None => self
+                .alloc_msg_buffer(self.data_per_pkt)
+                .map_err(|_| RespondError { kind: RespondErrorKind::OutOfMemory, resp: None }),
+        }
     }
 
     /// Answers a request with `resp`, which the endpoint owns (and frees) from now on. May be
