@@ -241,8 +241,11 @@ pub struct Script {
     pub tx: Vec<Vec<u8>>,
     pub flushes: usize,
     pub released: usize,
-    /// Frames accepted (and, since they are copied at once, read).
+    /// Frames accepted (copied at once).
     pub accepted: u64,
+    /// When set, the device says it read only the first this many accepted frames
+    /// (`tx_reclaimed`), so the endpoint must keep the buffers of the others.
+    pub read_upto: Option<u64>,
 }
 
 /// A transport the test drives by hand.
@@ -283,7 +286,8 @@ impl Transport for ScriptNic {
         self.script.borrow_mut().flushes += 1;
     }
     fn tx_reclaimed(&self) -> u64 {
-        self.script.borrow().accepted
+        let s = self.script.borrow();
+        s.read_upto.map_or(s.accepted, |n| n.min(s.accepted))
     }
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
         self.script.borrow_mut().rx.rx_burst(out)

@@ -36,6 +36,9 @@ pub(crate) struct TxQueue {
     /// Transmitted buffers waiting until the device has read them, with the sequence number of
     /// their last packet.
     deferred: heapless::Deque<(MsgBuf, u64), DEFERRED_MAX>,
+    /// The smallest sequence number in `deferred` (`u64::MAX` when empty): until the device has
+    /// read that packet, no deferred buffer can be freed, and one check says so.
+    deferred_min: u64,
     ctrl: CtrlRing,
 }
 
@@ -60,6 +63,7 @@ impl TxQueue {
             reclaim_base: transport.tx_reclaimed(),
             max_in_flight: transport.max_tx_in_flight() as u64,
             deferred: heapless::Deque::new(),
+            deferred_min: u64::MAX,
             ctrl: CtrlRing { base, mask: nctrl as u32 - 1, next: 0 },
         })
     }
@@ -126,7 +130,7 @@ impl TxQueue {
     fn is_read<T: Transport>(&self, t: &T, seq: u64) -> bool {
         seq < self.flushed
             || seq < t.tx_reclaimed().saturating_sub(self.reclaim_base)
-            || self.accepted > seq + self.max_in_flight
+            || self.accepted > seq.saturating_add(self.max_in_flight)
     }
 
     /// Frees a transmitted buffer whose last packet has sequence number `seq`: now if the device
@@ -150,6 +154,7 @@ impl TxQueue {
             return None;
         }
         stats.deferred_frees += 1;
+        self.deferred_min = self.deferred_min.min(seq);
         if let Err((buf, _)) = self.deferred.push_back((buf, seq)) {
             // Too many buffers waiting: make the device catch up (frees them all).
             self.drain(t, stats, heap);
@@ -165,15 +170,23 @@ impl TxQueue {
 
     /// Frees deferred buffers the device has read (the queue is not ordered by sequence number:
     /// responses of different slots are retired in any order).
+    /// Called every event-loop iteration while buffers wait: while the oldest of them is still
+    /// unread, which is the usual answer, that is one check rather than a pass over all.
     pub(crate) fn free_deferred<T: Transport>(&mut self, t: &T, heap: &mut MsgBufHeap) {
+        if self.deferred.is_empty() || !self.is_read(t, self.deferred_min) {
+            return;
+        }
+        let mut min = u64::MAX;
         for _ in 0..self.deferred.len() {
             let (b, seq) = self.deferred.pop_front().expect("counted");
             if self.is_read(t, seq) {
                 let _ = heap.free(b);
             } else {
+                min = min.min(seq);
                 let _ = self.deferred.push_back((b, seq));
             }
         }
+        self.deferred_min = min;
     }
 
     /// Copies a small frame into the next control slot and returns its TX descriptor.

@@ -233,3 +233,36 @@ fn foreign_msgbuf_is_refused() {
         assert!(iova >= lo && iova + len as u64 <= hi, "TX segment at {iova:#x} outside the region");
     }
 }
+
+/// Responses whose packets the device has not read yet are kept when their slot's next request
+/// arrives, and freed as soon as it says it read them (each event-loop iteration looks; one
+/// check while the oldest is still unread).
+#[test]
+fn unread_responses_are_kept_then_freed_once_read() {
+    let mut b = server(h_sized);
+    b.rpc.ctx_mut().resp_len = 1500; // two packets: a response buffer of its own, not the slot's
+    for slot in 0..3u64 {
+        assert_eq!(b.deliver(b.req(8 + slot, b"first")).len(), 1);
+    }
+    let live = b.rpc.heap_stats().live_buffers;
+    // The device reads nothing more for now: every frame sent from here on stays unread.
+    let read = b.script.borrow().accepted;
+    b.script.borrow_mut().read_upto = Some(read);
+    for slot in [2u64, 0, 1] {
+        // The slot's next request: its first response (read long ago) is freed at once.
+        b.deliver(b.req(16 + slot, b"second"));
+    }
+    for slot in [1u64, 2, 0] {
+        // The third: the second response is unread, so it waits.
+        b.deliver(b.req(24 + slot, b"third"));
+    }
+    let waiting = b.rpc.heap_stats().live_buffers;
+    assert_eq!(waiting, live + 3, "three unread responses kept besides the three stored");
+    for _ in 0..4 {
+        b.step();
+    }
+    assert_eq!(b.rpc.heap_stats().live_buffers, waiting, "nothing freed while unread");
+    b.script.borrow_mut().read_upto = None;
+    b.step();
+    assert_eq!(b.rpc.heap_stats().live_buffers, live, "freed once read");
+}
