@@ -37,6 +37,16 @@ use zerocopy::FromBytes;
 /// Sessions in use above which each RX burst's session state is prefetched before it is
 /// processed (`warm_sessions`).
 const WARM_MIN_SESSIONS: usize = 64;
+
+/// The descriptors of one RX burst, lent by the transport from `rx_burst` until `rx_release` in
+/// the same event-loop iteration.
+struct RxBurst([RxPacket; RX_BATCH]);
+
+// SAFETY: the descriptors point into the transport's receive memory, which the endpoint owns
+// with the transport; they are used only within one event-loop iteration, on the thread running
+// it, and are stale (released) between iterations, when the endpoint may move to another
+// thread.
+unsafe impl Send for RxBurst {}
 /// One-packet request buffers a server endpoint keeps for reuse (see `Rpc::req_pool`).
 const REQ_POOL: usize = 16;
 
@@ -114,7 +124,7 @@ pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
     pub(crate) handlers: Handlers<'m, T, C, Ctx>,
     pub(crate) tx: TxQueue,
     /// Descriptors of the frames lent by the last `rx_burst` (kept here: no per-iteration init).
-    rx_pkts: [RxPacket; RX_BATCH],
+    rx_pkts: RxBurst,
     /// Client slots with a request in flight (the loss scan walks them).
     pub(crate) active: SlotList,
     /// Server slots whose complete request waits for a worker.
@@ -208,7 +218,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             backlog: Backlog::new(mem.backlog),
             handlers: Handlers::new(),
             tx,
-            rx_pkts: [RxPacket::EMPTY; RX_BATCH],
+            rx_pkts: RxBurst([RxPacket::EMPTY; RX_BATCH]),
             active: SlotList::EMPTY,
             bg_pending: SlotList::EMPTY,
             bg: None,
@@ -465,7 +475,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     // ----- receive -----
 
     fn process_rx(&mut self) {
-        let n = self.transport.rx_burst(&mut self.rx_pkts);
+        let n = self.transport.rx_burst(&mut self.rx_pkts.0);
         if n == 0 {
             return;
         }
@@ -475,10 +485,10 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             self.warm_sessions(n);
         }
         for k in 0..n {
-            let p = self.rx_pkts[k];
+            let p = self.rx_pkts.0[k];
             self.process_pkt(&p);
         }
-        self.transport.rx_release(&self.rx_pkts[..n]);
+        self.transport.rx_release(&self.rx_pkts.0[..n]);
     }
 
     /// Prefetches what each frame of the burst will touch, before processing any: its session's
@@ -491,7 +501,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     #[inline(never)]
     fn warm_sessions(&self, n: usize) {
         let mut at = [(u32::MAX, 0u8); RX_BATCH];
-        for (p, at) in self.rx_pkts[..n].iter().zip(at.iter_mut()) {
+        for (p, at) in self.rx_pkts.0[..n].iter().zip(at.iter_mut()) {
             if (p.len as usize) < PKT_HDR_LEN {
                 continue;
             }

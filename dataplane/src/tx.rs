@@ -51,6 +51,11 @@ struct CtrlRing {
     next: u32,
 }
 
+// SAFETY: the queued packets, the control ring and the deferred buffers all point into the
+// endpoint's own msgbuf region (the control ring is carved from it), which moves with the
+// endpoint; nothing here is shared with another thread.
+unsafe impl Send for TxQueue {}
+
 impl TxQueue {
     /// Carves the control ring from `heap`.
     pub(crate) fn new<T: Transport>(transport: &T, heap: &mut MsgBufHeap) -> Result<Self, InitError> {

@@ -241,3 +241,72 @@ fn several_endpoints_in_one_process_on_threads() {
     }
     assert!(reports.iter().map(|r| r.retransmissions).sum::<u64>() > 0);
 }
+
+fn echo_prealloc(rpc: &mut erpc_dataplane::Rpc<'static, UdpTransport, StdClock, ()>, h: erpc_dataplane::ReqHandle) {
+    let _ = rpc.respond_prealloc_with(h, |req, resp| {
+        resp[..req.len()].copy_from_slice(req);
+        req.len()
+    });
+}
+
+fn count_done(rpc: &mut erpc_dataplane::Rpc<'static, UdpTransport, StdClock, u64>, c: erpc_dataplane::Completion) {
+    if c.result == Ok(5) && c.resp.data() == b"moved" {
+        *rpc.ctx_mut() += 1;
+    }
+    let _ = rpc.free_msg_buffer(c.req);
+    let _ = rpc.free_msg_buffer(c.resp);
+}
+
+/// An endpoint is `Send`: built on one thread, it serves (or calls) from another, as a program
+/// that sets up all its endpoints first and then hands each to a worker thread does.
+#[test]
+fn endpoints_built_on_one_thread_run_on_others() {
+    use erpc_dataplane::{HandlerMode, Rpc};
+    let mut srv = Rpc::new(
+        UdpTransport::bind(any_port()).unwrap(),
+        StdClock::default(),
+        (),
+        memory(1 << 20),
+        RpcConfig::default(),
+    )
+    .unwrap();
+    srv.register_handler(1, echo_prealloc, HandlerMode::Foreground).unwrap();
+    let mut cli = Rpc::new(
+        UdpTransport::bind(any_port()).unwrap(),
+        StdClock::default(),
+        0u64,
+        memory(1 << 20),
+        RpcConfig::default(),
+    )
+    .unwrap();
+    let to = srv.local_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let st = stop.clone();
+    let server = std::thread::spawn(move || {
+        while !st.load(std::sync::atomic::Ordering::Relaxed) {
+            srv.run_event_loop_once();
+        }
+        srv.stats().requests_handled
+    });
+    let client = std::thread::spawn(move || {
+        let s = cli.create_session(to).unwrap();
+        let t0 = Instant::now();
+        while cli.session_state(s) != erpc_dataplane::SessionState::Connected && t0.elapsed() < Duration::from_secs(5) {
+            cli.run_event_loop_once();
+        }
+        for _ in 0..10 {
+            let mut req = cli.alloc_msg_buffer(5).unwrap();
+            req.data_mut().copy_from_slice(b"moved");
+            let resp = cli.alloc_msg_buffer(5).unwrap();
+            cli.enqueue_request(s, 1, req, resp, count_done, 0).unwrap();
+        }
+        while *cli.ctx() < 10 && t0.elapsed() < Duration::from_secs(5) {
+            cli.run_event_loop_once();
+        }
+        *cli.ctx()
+    });
+    let done = client.join().unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(done, 10, "every RPC answered with its bytes");
+    assert_eq!(server.join().unwrap(), 10);
+}
