@@ -364,8 +364,8 @@ impl TxRing {
     pub fn push(&mut self, segs: &[(u64, u32)]) -> bool {
         let mut parts = [(0u64, 0u32); 4];
         let mut count = 0;
-        for &(bus, len) in segs.iter().filter(|s| s.1 > 0) {
-            assert!(count < 3, "a packet of more than two segments");
+        for (k, &(bus, len)) in segs.iter().filter(|s| s.1 > 0).enumerate() {
+            assert!(k < 2, "a packet of more than two segments");
             let room = DMA_SPLIT - bus % DMA_SPLIT;
             if (len as u64) > room {
                 parts[count] = (bus, room as u32);
@@ -578,6 +578,14 @@ mod tests {
         assert_eq!(tx_desc(&ring, 5), (b - 10, 10, 0));
         assert_eq!(tx_desc(&ring, 6), (b, 46, 0));
         assert_eq!(tx_desc(&ring, 8), (2 * b + DMA_SPLIT, 1438, TXD_CMD_EOP));
+    }
+
+    #[test]
+    #[should_panic(expected = "more than two segments")]
+    fn tx_refuses_a_third_segment_even_when_none_is_split() {
+        let mut ring = Mem::new(64 * 16);
+        let mut t = TxRing::new(ring.range(), 64, 1);
+        t.push(&[(0x1000, 10), (0x2000, 10), (0x3000, 10)]);
     }
 
     #[test]
