@@ -630,7 +630,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Writes the headers of message `m` on session `s` into `buf`. A one-packet message whose
     /// buffer already holds this session's headers for the same type and size (see the header
     /// memo in [`crate::msgbuf`]) gets only its second eRPC word rewritten.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn write_hdrs(&mut self, s: usize, buf: &mut MsgBuf, m: MsgHdr) {
         let sess = &self.sessions[s];
         if buf.len() > self.data_per_pkt {
