@@ -7,7 +7,10 @@ use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::*;
 use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
+use erpc_driver::vfio::open_container;
+use erpc_hugepages::{DmaSpace, PageSize};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -113,6 +116,35 @@ pub(crate) fn afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: us
 pub(crate) fn afxdp_memory(t: &AfXdpTransport) -> OwnedMemory {
     // SAFETY: the region lives in the transport, which the endpoint built on this memory owns.
     memory_in(unsafe { t.dataplane_region() })
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let parts: Vec<&str> = s.split([':', '-']).collect();
+    let bad = || anyhow::anyhow!("MAC `{s}`: write it as aa:bb:cc:dd:ee:ff");
+    if parts.len() != 6 {
+        return Err(bad());
+    }
+    let mut m = [0u8; 6];
+    for (b, p) in m.iter_mut().zip(parts) {
+        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    Ok(m)
+}
+
+/// A ConnectX NIC at PCI function `bdf` (bound to vfio-pci) answering at `me`, and `bytes` of
+/// 2 MiB hugepages mapped for it, for the endpoint's msgbufs; each missing piece (VFIO, IOMMU,
+/// hugepages, the binding) is an error that says what to do.
+pub(crate) fn mlx5(bdf: &str, me: SocketAddrV4, bytes: usize) -> anyhow::Result<(Mlx5Nic, DmaRegion)> {
+    let container = open_container()?;
+    let space = DmaSpace::vfio(container.clone());
+    let cfg = Mlx5Config { ipv4: me.ip().octets(), udp_port: me.port(), ..Default::default() };
+    let nic = Mlx5Nic::open(&container, &space, bdf, cfg).with_context(|| format!("opening {bdf}"))?;
+    let mem = space.alloc(bytes, PageSize::Huge2M).context("allocating the endpoint's DMA memory")?;
+    // Leaked: msgbufs carry no lifetime and may outlive their endpoint (see `DmaRegion`).
+    let mem = Box::leak(Box::new(mem));
+    // SAFETY: leaked, so it outlives the endpoint; the device only reads it.
+    Ok((nic, unsafe { mem.dataplane_region() }))
 }
 
 // ----- the benchmark server -----
@@ -228,6 +260,13 @@ pub(crate) fn refusal(e: SmError, cfg: &RpcConfig) -> anyhow::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macs_parse_and_bad_ones_say_how_to_write_them() {
+        assert_eq!(parse_mac("02:00:0a:0b:0c:ff").unwrap(), [2, 0, 0xa, 0xb, 0xc, 0xff]);
+        assert!(parse_mac("02:00:0a").unwrap_err().to_string().contains("aa:bb:cc:dd:ee:ff"));
+        assert!(parse_mac("zz:00:0a:0b:0c:ff").is_err());
+    }
 
     #[test]
     fn every_connect_failure_says_what_failed_why_and_what_to_do() {

@@ -1,21 +1,27 @@
 //! `erpc kv`: the replicated key-value store of `erpc-kv` (tikv's raft-rs over eRPC).
 //!
-//! * `serve`: one replica per process, over UDP.
+//! * `serve`: one replica per process, over kernel UDP (the default), AF_XDP or a ConnectX NIC.
 //! * `put`, `get`, `del`: one operation against a running cluster.
 //! * `bench`: a PUT/GET load against a running cluster, with the leader's commit latency and an
 //!   eRPC round trip of the same sizes to the leader measured in the same run.
 //! * `local`: three replicas and the benchmark client in this process, on one thread (their
-//!   event loops polled in turn), over UDP on loopback or the in-memory fabric.
+//!   event loops polled in turn), over UDP on loopback, AF_XDP on a bridged segment of network
+//!   namespaces, or the in-memory fabric.
 
 use crate::bench::progress_bar;
-use crate::endpoints::{clock, refusal, udp, udp_peer};
+use crate::endpoints::{clock, mlx5, parse_mac, refusal, udp, udp_peer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
+use erpc_dataplane::DmaRegion;
 use erpc_dataplane::{RpcConfig, SmError};
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::mlx5::Mlx5Nic;
 use erpc_driver::udp::UdpTransport;
+use erpc_hugepages::PageSize;
 use erpc_kv::client::{self, ClientRpc};
 use erpc_kv::cluster::{self, Clk, Cluster};
+use erpc_kv::replica::ReplicaRpc;
 use erpc_kv::{ClientConfig, Durability, Op, Outcome, ReplicaConfig};
 use hdrhistogram::Histogram;
 use rand_core::{RngCore, SeedableRng};
@@ -81,6 +87,34 @@ pub struct RaftArgs {
     snapshot_every: u64,
 }
 
+/// Packet I/O of `serve`, `put`, `get`, `del` and `bench`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetKind {
+    /// Kernel UDP sockets.
+    Udp,
+    /// An AF_XDP socket on queue 0 of --interface, with an XDP program (root; one endpoint per
+    /// interface).
+    Afxdp,
+    /// A ConnectX NIC bound to vfio-pci (--pci), with every replica's MAC given (--peer-macs).
+    Mlx5,
+}
+
+/// How this process reaches the replicas.
+#[derive(Args, Debug, Clone)]
+pub struct NetArgs {
+    #[arg(long, value_enum, default_value = "udp")]
+    transport: NetKind,
+    /// The interface for --transport afxdp (it must hold this end's IPv4 address).
+    #[arg(long)]
+    interface: Option<String>,
+    /// The ConnectX PCI function for --transport mlx5 (bound with `erpc nic bind BDF`).
+    #[arg(long)]
+    pci: Option<String>,
+    /// Every replica's MAC, in --peers order (--transport mlx5, which resolves no addresses).
+    #[arg(long, value_delimiter = ',')]
+    peer_macs: Vec<String>,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// This replica's number: 1 for the first address of --peers, 2 for the second, ...
@@ -91,6 +125,8 @@ pub struct ServeArgs {
     peers: Vec<SocketAddrV4>,
     #[command(flatten)]
     raft: RaftArgs,
+    #[command(flatten)]
+    net: NetArgs,
     /// Sleep this long whenever 200 iterations in a row received nothing (0: busy-poll always,
     /// for a core of its own). On a machine with fewer free cores than busy endpoints, a nap
     /// lets the others run instead of waiting for the scheduler's time slice.
@@ -103,9 +139,13 @@ pub struct OpArgs {
     /// Every replica's address.
     #[arg(long, value_delimiter = ',', required = true)]
     peers: Vec<SocketAddrV4>,
-    /// The client's own address (default: 127.0.0.1, any port; required for remote replicas).
+    /// The client's own address (default: over UDP to replicas on loopback, 127.0.0.1, any
+    /// port; over AF_XDP the interface's address; port 0 over AF_XDP and mlx5 is 31851;
+    /// required otherwise).
     #[arg(long)]
     bind: Option<SocketAddrV4>,
+    #[command(flatten)]
+    net: NetArgs,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -143,9 +183,13 @@ pub struct BenchArgs {
     /// Every replica's address.
     #[arg(long, value_delimiter = ',', required = true)]
     peers: Vec<SocketAddrV4>,
-    /// The client's own address (default: 127.0.0.1, any port; required for remote replicas).
+    /// The client's own address (default: over UDP to replicas on loopback, 127.0.0.1, any
+    /// port; over AF_XDP the interface's address; port 0 over AF_XDP and mlx5 is 31851;
+    /// required otherwise).
     #[arg(long)]
     bind: Option<SocketAddrV4>,
+    #[command(flatten)]
+    net: NetArgs,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -154,6 +198,9 @@ pub struct BenchArgs {
 pub enum LocalTransport {
     /// Kernel UDP sockets on 127.0.0.1.
     Udp,
+    /// AF_XDP sockets (root), one per endpoint, each in a network namespace of its own on one
+    /// bridged segment (created here and deleted at the end).
+    Afxdp,
     /// The in-memory NIC and fabric.
     Sim,
 }
@@ -246,22 +293,138 @@ fn replica_config(
     Ok(c)
 }
 
+/// A transport `open` made, for the generic code to run on (one per process, moved into its
+/// endpoint at once: the variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+enum Opened {
+    Udp(UdpTransport),
+    Afxdp(AfXdpTransport),
+    Mlx5(Mlx5Nic, DmaRegion),
+}
+
+/// Runs `$body` with `$t` the transport and `$region` (of `$bytes`) the endpoint's msgbuf
+/// memory in it: the heap for UDP, the UMEM for AF_XDP, mapped hugepages for mlx5.
+macro_rules! on_transport {
+    ($opened:expr, $bytes:expr, |$t:ident, $region:ident| $body:expr) => {
+        match $opened {
+            Opened::Udp($t) => {
+                let $region = cluster::heap_region($bytes);
+                $body
+            }
+            Opened::Afxdp($t) => {
+                // SAFETY: the region is in the transport's UMEM, and the endpoint built on it
+                // owns the transport.
+                let $region = unsafe { $t.dataplane_region() };
+                $body
+            }
+            Opened::Mlx5($t, $region) => $body,
+        }
+    };
+}
+
+impl NetArgs {
+    /// Checks the options against the transport, and gives every replica's eRPC address.
+    fn peers(&self, peers: &[SocketAddrV4]) -> anyhow::Result<Vec<EndpointAddr>> {
+        check_peers(peers)?;
+        let n = |o: &str| format!("{o} applies to --transport {}", if o == "--interface" { "afxdp" } else { "mlx5" });
+        if self.transport != NetKind::Afxdp && self.interface.is_some() {
+            bail!(n("--interface"));
+        }
+        if self.transport != NetKind::Mlx5 && (self.pci.is_some() || !self.peer_macs.is_empty()) {
+            bail!(n(if self.pci.is_some() { "--pci" } else { "--peer-macs" }));
+        }
+        let mut addrs: Vec<EndpointAddr> = peers.iter().map(|p| udp_peer(*p)).collect();
+        match self.transport {
+            NetKind::Udp => {}
+            NetKind::Afxdp => {
+                self.interface
+                    .as_ref()
+                    .context("--transport afxdp needs --interface (the one holding this address)")?;
+            }
+            NetKind::Mlx5 => {
+                self.pci
+                    .as_ref()
+                    .context("--transport mlx5 needs --pci BDF (the ConnectX function, bound to vfio-pci)")?;
+                if self.peer_macs.len() != peers.len() {
+                    bail!(
+                        "--transport mlx5 needs --peer-macs with one MAC per --peers address ({} given, {} needed)",
+                        self.peer_macs.len(),
+                        peers.len()
+                    );
+                }
+                for (a, m) in addrs.iter_mut().zip(&self.peer_macs) {
+                    a.mac = parse_mac(m)?;
+                }
+            }
+        }
+        Ok(addrs)
+    }
+
+    /// Opens the transport at `me`, with room for a `bytes` msgbuf region.
+    fn open(&self, me: SocketAddrV4, bytes: usize) -> anyhow::Result<Opened> {
+        Ok(match self.transport {
+            NetKind::Udp => Opened::Udp(udp(me)?),
+            NetKind::Afxdp => {
+                let ip = (!me.ip().is_unspecified()).then_some(*me.ip());
+                Opened::Afxdp(kv_afxdp(self.interface.as_deref().expect("checked"), ip, me.port(), bytes)?)
+            }
+            NetKind::Mlx5 => {
+                let (nic, region) = mlx5(self.pci.as_deref().expect("checked"), me, bytes)?;
+                Opened::Mlx5(nic, region)
+            }
+        })
+    }
+
+    fn name(&self) -> String {
+        crate::value_name(&self.transport)
+    }
+}
+
+/// An AF_XDP transport for a replica or client: a UMEM of ordinary pages holding a `bytes`
+/// msgbuf region (a replica's is larger than the hugepages a machine usually reserves).
+fn kv_afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, bytes: usize) -> anyhow::Result<AfXdpTransport> {
+    Ok(AfXdpTransport::open(AfXdpConfig {
+        interface: interface.to_string(),
+        ipv4: ip,
+        udp_port: port,
+        rx_frames: 2048,
+        tx_ring: 1024,
+        region_bytes: bytes,
+        page: PageSize::Ordinary,
+        ..Default::default()
+    })?)
+}
+
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    check_peers(&a.peers)?;
+    let peers = a.net.peers(&a.peers)?;
     if a.id == 0 || a.id as usize > a.peers.len() {
         bail!("--id must be 1..={} (one per --peers address), not {}", a.peers.len(), a.id);
     }
     let me = a.peers[a.id as usize - 1];
-    let cfg = replica_config(a.id, a.peers.iter().map(|p| udp_peer(*p)).collect(), &a.raft, a.raft.dir.clone())?;
+    let cfg = replica_config(a.id, peers, &a.raft, a.raft.dir.clone())?;
     let durability = cfg.durability.name();
-    let starting = || format!("starting replica {} on udp {me}", a.id);
-    let t = udp(me).with_context(starting)?;
-    let mut rpc = cluster::replica_endpoint(t, shared_clock(), udp_rpc_config(), cfg).with_context(starting)?;
+    let starting = || format!("starting replica {} on {} {me}", a.id, a.net.name());
+    let t = a.net.open(me, cluster::REPLICA_REGION).with_context(starting)?;
+    on_transport!(t, cluster::REPLICA_REGION, |t, region| {
+        let rpc =
+            cluster::replica_endpoint_in(t, region, shared_clock(), udp_rpc_config(), cfg).with_context(starting)?;
+        serve_on(rpc, &a, me, durability)
+    })
+}
+
+/// Runs replica `a.id`'s event loop until it fails.
+fn serve_on<T: Transport>(
+    mut rpc: ReplicaRpc<T, Clk>,
+    a: &ServeArgs,
+    me: SocketAddrV4,
+    durability: &str,
+) -> anyhow::Result<()> {
     let rec = rpc.ctx().recovered.clone();
     eprintln!(
-        "erpc kv: replica {} of {} serving on udp {me} (durability {durability}{}); Ctrl-C to stop",
+        "erpc kv: replica {} of {} serving on {} {me} (durability {durability}{}); Ctrl-C to stop",
         a.id,
         a.peers.len(),
+        a.net.name(),
         if rec.last_index > 0 { format!(", recovered the log to entry {}", rec.last_index) } else { String::new() }
     );
     let mut idle = 0u32;
@@ -282,27 +445,49 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     }
 }
 
-/// A client endpoint over UDP with `clients` logical clients, connected to at least one replica
-/// (5 s at most; less if every replica refuses, which says why).
-fn udp_client(
-    peers: &[SocketAddrV4],
-    bind: Option<SocketAddrV4>,
-    clients: usize,
-    max_value: usize,
-) -> anyhow::Result<ClientRpc<UdpTransport, Clk>> {
-    check_peers(peers)?;
-    let bind = match bind {
-        Some(b) => b,
-        None if peers.iter().all(|p| p.ip().is_loopback()) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
-        None => bail!("replicas on other machines need --bind <this machine's IP>:0"),
-    };
-    let mut cc = ClientConfig::new(peers.iter().map(|p| udp_peer(*p)).collect(), clients);
-    cc.max_value = max_value;
-    let t = udp(bind).context("starting the client")?;
-    let mut cli = cluster::client_endpoint(t, shared_clock(), udp_rpc_config(), cc).context("starting the client")?;
+/// The client's UDP port over AF_XDP and mlx5 when --bind does not give one (no kernel picks
+/// it).
+const BYPASS_CLIENT_PORT: u16 = 31851;
+
+/// The client's own address: `bind` (port 0 over a kernel-bypass transport meaning
+/// [`BYPASS_CLIENT_PORT`]), else (UDP) any port on loopback when every replica is on loopback,
+/// (AF_XDP) the interface's address.
+fn client_addr(net: &NetArgs, peers: &[SocketAddrV4], bind: Option<SocketAddrV4>) -> anyhow::Result<SocketAddrV4> {
+    Ok(match (bind, net.transport) {
+        (Some(b), NetKind::Afxdp | NetKind::Mlx5) if b.port() == 0 => SocketAddrV4::new(*b.ip(), BYPASS_CLIENT_PORT),
+        (Some(b), _) => b,
+        (None, NetKind::Afxdp) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BYPASS_CLIENT_PORT),
+        (None, NetKind::Udp) if peers.iter().all(|p| p.ip().is_loopback()) => SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+        (None, NetKind::Mlx5) => bail!("--transport mlx5 needs --bind <this NIC's IP>:0"),
+        (None, _) => bail!("replicas on other machines need --bind <this machine's IP>:0"),
+    })
+}
+
+/// Runs `$body` with `$cli` a client endpoint (`$clients` logical clients, values up to
+/// `$max_value` bytes) on the transport `$net` opens, connected to at least one replica.
+macro_rules! with_client {
+    ($net:expr, $peers:expr, $bind:expr, $clients:expr, $max_value:expr, |$cli:ident| $body:expr) => {{
+        let addrs = $net.peers($peers)?;
+        let me = client_addr($net, $peers, $bind)?;
+        let mut cc = ClientConfig::new(addrs, $clients);
+        cc.max_value = $max_value;
+        let bytes = cluster::client_region_bytes(&cc);
+        let t = $net.open(me, bytes).context("starting the client")?;
+        on_transport!(t, bytes, |t, region| {
+            let mut $cli = cluster::client_endpoint_in(t, region, shared_clock(), udp_rpc_config(), cc)
+                .context("starting the client")?;
+            connect_client(&mut $cli, $peers)?;
+            $body
+        })
+    }};
+}
+
+/// Polls `cli` until it is connected to at least one replica (5 s at most; less if every
+/// replica refuses, which says why).
+fn connect_client<T: Transport>(cli: &mut ClientRpc<T, Clk>, peers: &[SocketAddrV4]) -> anyhow::Result<()> {
     let t0 = Instant::now();
     while cli.ctx().connected() == 0 {
-        client::poll(&mut cli);
+        client::poll(cli);
         let k = cli.ctx();
         let all_refused = (0..peers.len()).all(|i| k.connect_error(i).is_some_and(|e| e != SmError::RemoteUnreachable));
         if all_refused || t0.elapsed() > Duration::from_secs(5) {
@@ -317,7 +502,7 @@ fn udp_client(
                 .context(format!("no replica answered at {} within 5 s", peers_text(peers)));
         }
     }
-    Ok(cli)
+    Ok(())
 }
 
 fn one_op(a: OpArgs, what: &str) -> anyhow::Result<()> {
@@ -336,13 +521,11 @@ fn one_op(a: OpArgs, what: &str) -> anyhow::Result<()> {
         ("get", None) => Op::Get { key },
         _ => Op::Del { key },
     };
-    let mut cli = udp_client(&a.peers, a.bind, 1, erpc_kv::proto::MAX_VALUE)?;
-    cli.ctx_mut().cfg.op_timeout_ns = (a.timeout * 1e9) as u64;
-    client::submit(&mut cli, 0, op);
-    while cli.ctx().busy(0) {
-        client::poll(&mut cli);
-    }
-    let d = cli.ctx_mut().done.pop_front().expect("finished");
+    let d = with_client!(&a.net, &a.peers, a.bind, 1, erpc_kv::proto::MAX_VALUE, |cli| run_op(
+        &mut cli,
+        op,
+        (a.timeout * 1e9) as u64
+    ));
     match d.outcome {
         Outcome::Ok => println!("OK"),
         Outcome::Value(v) => println!("{}", String::from_utf8_lossy(&v)),
@@ -350,6 +533,16 @@ fn one_op(a: OpArgs, what: &str) -> anyhow::Result<()> {
         Outcome::Failed(e) => return Err(anyhow!(e)).context(format!("{what} on replicas {}", peers_text(&a.peers))),
     }
     Ok(())
+}
+
+/// Runs `op` to its end (`timeout_ns` at most).
+fn run_op<T: Transport>(cli: &mut ClientRpc<T, Clk>, op: Op, timeout_ns: u64) -> erpc_kv::Done {
+    cli.ctx_mut().cfg.op_timeout_ns = timeout_ns;
+    client::submit(cli, 0, op);
+    while cli.ctx().busy(0) {
+        client::poll(cli);
+    }
+    cli.ctx_mut().done.pop_front().expect("finished")
 }
 
 /// What a benchmark measured.
@@ -639,8 +832,14 @@ pub(crate) fn emit(r: &KvReport, json: bool) {
 
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
-    let mut cli = udp_client(&a.peers, a.bind, a.load.clients, a.load.value_size)?;
-    let r = measure(&mut cli, || {}, &a.load, "udp", "separate processes")?;
+    let name = a.net.name();
+    let r = with_client!(&a.net, &a.peers, a.bind, a.load.clients, a.load.value_size, |cli| measure(
+        &mut cli,
+        || {},
+        &a.load,
+        &name,
+        "separate processes"
+    ))?;
     emit(&r, a.load.json);
     Ok(())
 }
@@ -678,6 +877,15 @@ fn local(a: LocalArgs) -> anyhow::Result<()> {
             c.add_client(udp(lo)?, cc).context("starting the client")?;
             run_local(c, &a.load, "udp", setup)?
         }
+        LocalTransport::Afxdp => {
+            let lan = crate::netns::Lan::create(4)?;
+            let (cfgs, load) = (&cfg, &a.load);
+            std::thread::scope(|sc| {
+                sc.spawn(move || local_afxdp(&lan, cfgs, load, setup))
+                    .join()
+                    .map_err(|_| anyhow!("the event-loop thread panicked"))?
+            })?
+        }
         LocalTransport::Sim => {
             // Zero-delay links, as `erpc bench --transport sim`: the endpoints' own cost.
             let o =
@@ -711,14 +919,59 @@ fn local(a: LocalArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `local` over AF_XDP on this thread: each replica, and then the client, on the segment's
+/// interface in a namespace of its own (the thread enters each to open its socket; the peers'
+/// MACs are given, so nothing is resolved afterwards).
+fn local_afxdp(
+    lan: &crate::netns::Lan,
+    cfg: &dyn Fn(u64, Vec<EndpointAddr>) -> anyhow::Result<ReplicaConfig>,
+    l: &LoadArgs,
+    setup: &'static str,
+) -> anyhow::Result<KvReport> {
+    let open = |i: usize, bytes: usize| -> anyhow::Result<AfXdpTransport> {
+        let e = &lan.ends[i];
+        crate::netns::enter(&e.netns)?;
+        kv_afxdp(&e.interface, None, 31850, bytes).with_context(|| format!("opening AF_XDP in {}", e.netns))
+    };
+    let nics = (0..3).map(|i| open(i, cluster::REPLICA_REGION)).collect::<anyhow::Result<Vec<_>>>()?;
+    let peers: Vec<EndpointAddr> = nics.iter().map(|n| n.local_addr()).collect();
+    let clock = shared_clock();
+    let mut replicas = Vec::new();
+    for (i, t) in nics.into_iter().enumerate() {
+        // SAFETY: the region is in the transport's UMEM, and the endpoint built on it owns it.
+        let region = unsafe { t.dataplane_region() };
+        let rc = cfg(i as u64 + 1, peers.clone())?;
+        let rpc = cluster::replica_endpoint_in(t, region, clock.clone(), udp_rpc_config(), rc)
+            .context("starting the replicas")?;
+        replicas.push(Some(rpc));
+    }
+    let mut cc = ClientConfig::new(peers, l.clients);
+    cc.max_value = l.value_size;
+    let t = open(3, cluster::client_region_bytes(&cc))?;
+    // SAFETY: as above.
+    let region = unsafe { t.dataplane_region() };
+    let cli = cluster::client_endpoint_in(t, region, clock, udp_rpc_config(), cc).context("starting the client")?;
+    run_local_on(replicas, cli, l, "afxdp", setup)
+}
+
 fn run_local<T: Transport>(
     mut c: Cluster<T>,
     l: &LoadArgs,
     transport: &str,
     setup: &'static str,
 ) -> anyhow::Result<KvReport> {
-    let mut cli = c.clients.pop().expect("one client");
-    let mut replicas = std::mem::take(&mut c.replicas);
+    let cli = c.clients.pop().expect("one client");
+    run_local_on(std::mem::take(&mut c.replicas), cli, l, transport, setup)
+}
+
+/// Runs the load on `cli` with `replicas` polled between its iterations, on this thread.
+fn run_local_on<T: Transport>(
+    mut replicas: Vec<Option<ReplicaRpc<T, Clk>>>,
+    mut cli: ClientRpc<T, Clk>,
+    l: &LoadArgs,
+    transport: &str,
+    setup: &'static str,
+) -> anyhow::Result<KvReport> {
     let mut failure = None;
     let r = measure(
         &mut cli,

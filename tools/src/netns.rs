@@ -1,8 +1,9 @@
 //! Two network namespaces joined by a veth pair: a two-machine network on one host, for the
-//! AF_XDP and UDP tests and for `erpc bench --transport afxdp`.
+//! AF_XDP and UDP tests and for `erpc bench --transport afxdp`; and [`Lan`], several namespaces
+//! on one bridged segment, for `erpc kv` over AF_XDP (a replica per machine).
 //!
 //! Built with iproute2 (`ip netns`, `ip link`, `ip addr`) and deleted on drop, which also
-//! deletes the veth pair. Namespaces are named `erpc-<pid>-<n>`; creating a pair first deletes
+//! deletes the veth pairs and the bridge. Namespaces are named `erpc-<pid>-<n>`; creating a pair first deletes
 //! those left behind by processes that no longer exist (killed before their drop ran), so
 //! nothing accumulates. A thread joins a namespace with [`enter`] (`setns(2)` moves only the
 //! calling thread).
@@ -64,6 +65,15 @@ fn stale_namespaces() -> Vec<String> {
         .collect()
 }
 
+/// A number for this process's next namespaces, after deleting those of dead processes.
+fn next_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    for n in stale_namespaces() {
+        let _ = ip(&["netns", "del", &n]);
+    }
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 impl VethPair {
     /// Creates the namespaces and the pair, addresses it and brings it up.
     pub fn create() -> anyhow::Result<VethPair> {
@@ -73,12 +83,7 @@ impl VethPair {
     /// The same with `queues` receive and transmit queues on each end (veth hands a frame sent
     /// on transmit queue *k* of one end to receive queue *k* of the other).
     pub fn with_queues(queues: u32) -> anyhow::Result<VethPair> {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        for n in stale_namespaces() {
-            let _ = ip(&["netns", "del", &n]);
-        }
-        let k = NEXT.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id();
+        let (pid, k) = (std::process::id(), next_id());
         let mk = |side: &str, host: u8| End {
             netns: format!("{PREFIX}{pid}-{k}{side}"),
             interface: format!("erpc-{side}"),
@@ -116,6 +121,69 @@ impl Drop for VethPair {
         for e in [&self.a, &self.b] {
             let _ = ip(&["netns", "del", &e.netns]);
         }
+    }
+}
+
+/// `n` namespaces on one Ethernet segment, as `n` machines on a switch: in each, interface
+/// `erpc-lan` with 10.212.0.*k*/24 (*k* = 1..=n), whose veth peer is a port of a bridge in a
+/// further (hub) namespace.
+#[derive(Debug)]
+pub struct Lan {
+    pub hub: String,
+    pub ends: Vec<End>,
+}
+
+impl Lan {
+    /// Creates the namespaces, the bridge and the pairs, addresses them and brings them up.
+    pub fn create(n: usize) -> anyhow::Result<Lan> {
+        if n == 0 || n > 250 {
+            bail!("a LAN has 1 to 250 namespaces, not {n}");
+        }
+        let (pid, k) = (std::process::id(), next_id());
+        let mut lan = Lan { hub: format!("{PREFIX}{pid}-{k}hub"), ends: Vec::new() };
+        // From here on, drop deletes whatever was created.
+        ip(&["netns", "add", &lan.hub])?;
+        ip(&["-n", &lan.hub, "link", "add", "name", "br0", "type", "bridge"])?;
+        ip(&["-n", &lan.hub, "link", "set", "dev", "br0", "up"])?;
+        for i in 0..n {
+            let e = End {
+                netns: format!("{PREFIX}{pid}-{k}m{i}"),
+                interface: "erpc-lan".into(),
+                ipv4: Ipv4Addr::new(10, 212, 0, i as u8 + 1),
+            };
+            ip(&["netns", "add", &e.netns])?;
+            lan.ends.push(e.clone());
+            let port = format!("p{i}");
+            ip(&[
+                "link",
+                "add",
+                "name",
+                &e.interface,
+                "netns",
+                &e.netns,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lan.hub,
+            ])?;
+            ip(&["-n", &lan.hub, "link", "set", "dev", &port, "master", "br0", "up"])?;
+            ip(&["-n", &e.netns, "addr", "add", &format!("{}/24", e.ipv4), "dev", &e.interface])?;
+            ip(&["-n", &e.netns, "link", "set", "dev", &e.interface, "up"])?;
+            ip(&["-n", &e.netns, "link", "set", "dev", "lo", "up"])?;
+        }
+        Ok(lan)
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for e in &self.ends {
+            let _ = ip(&["netns", "del", &e.netns]);
+        }
+        let _ = ip(&["netns", "del", &self.hub]);
     }
 }
 

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{erpc, json};
+use erpc_tools::netns::Lan;
 use std::net::UdpSocket;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,27 +16,65 @@ fn free_ports(n: usize) -> Vec<u16> {
 }
 
 /// Replica processes, killed when dropped.
-struct Replicas {
+struct Replicas<'a> {
     peers: String,
     dir: tempfile::TempDir,
     procs: Vec<Option<Child>>,
+    /// Over AF_XDP: the segment, replica *i* in namespace *i*, the client in the last.
+    lan: Option<&'a Lan>,
 }
 
-impl Replicas {
-    fn start(n: usize) -> Replicas {
+/// The options that put `erpc kv` on AF_XDP on the segment's interface.
+const AFXDP: [&str; 4] = ["--transport", "afxdp", "--interface", "erpc-lan"];
+
+impl<'a> Replicas<'a> {
+    fn start(n: usize) -> Replicas<'a> {
         let peers = free_ports(n).iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        let mut r = Replicas { peers, dir: tempfile::tempdir().unwrap(), procs: (0..n).map(|_| None).collect() };
+        Replicas::start_with(peers, None)
+    }
+
+    /// Replicas at 10.212.0.1 to .n, port 31850, in the first `n` namespaces of `lan`.
+    fn start_on(lan: &'a Lan, n: usize) -> Replicas<'a> {
+        let peers = lan.ends[..n].iter().map(|e| format!("{}:31850", e.ipv4)).collect::<Vec<_>>().join(",");
+        Replicas::start_with(peers, Some(lan))
+    }
+
+    fn start_with(peers: String, lan: Option<&'a Lan>) -> Replicas<'a> {
+        let n = peers.split(',').count();
+        let mut r = Replicas { peers, dir: tempfile::tempdir().unwrap(), procs: (0..n).map(|_| None).collect(), lan };
         for i in 0..n {
             r.spawn(i);
         }
         r
     }
 
+    /// `erpc` in namespace `i` of the segment (over AF_XDP), or here.
+    fn command(&self, i: usize) -> Command {
+        match self.lan {
+            Some(lan) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &lan.ends[i].netns, env!("CARGO_BIN_EXE_erpc")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_erpc")),
+        }
+    }
+
+    fn net(&self) -> &'static [&'static str] {
+        if self.lan.is_some() {
+            &AFXDP
+        } else {
+            &[]
+        }
+    }
+
     fn spawn(&mut self, i: usize) {
         let dir = self.dir.path().join(format!("r{}", i + 1));
-        let c = Command::new(env!("CARGO_BIN_EXE_erpc"))
+        let c = self
+            .command(i)
             .args(["kv", "serve", "--id", &(i + 1).to_string(), "--peers", &self.peers])
             .args(["--durability", "fsync", "--dir", dir.to_str().unwrap(), "--idle-sleep-us", "200"])
+            .args(self.net())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -52,8 +91,12 @@ impl Replicas {
 
     fn kv(&self, args: &[&str]) -> std::process::Output {
         let mut v = vec!["kv", args[0], "--peers", &self.peers];
+        v.extend_from_slice(self.net());
         v.extend_from_slice(&args[1..]);
-        erpc(&v)
+        match self.lan {
+            Some(lan) => self.command(lan.ends.len() - 1).args(&v).output().expect("erpc kv"),
+            None => erpc(&v),
+        }
     }
 
     /// `erpc kv ARGS` must succeed; its standard output.
@@ -64,7 +107,7 @@ impl Replicas {
     }
 }
 
-impl Drop for Replicas {
+impl Drop for Replicas<'_> {
     fn drop(&mut self) {
         for i in 0..self.procs.len() {
             self.kill(i);
@@ -74,7 +117,23 @@ impl Drop for Replicas {
 
 #[test]
 fn serve_processes_over_udp_answer_put_get_del_and_outlive_their_leader() {
-    let mut r = Replicas::start(3);
+    put_get_del_and_failover(Replicas::start(3));
+}
+
+/// As over UDP, with every replica and the client on AF_XDP in a namespace of its own, the
+/// namespaces on one bridged segment: a machine each on one switch.
+#[test]
+fn serve_processes_over_afxdp_answer_put_get_del_and_outlive_their_leader() {
+    let lan = Lan::create(4).expect("network namespaces (root)");
+    let names: Vec<String> = std::iter::once(lan.hub.clone()).chain(lan.ends.iter().map(|e| e.netns.clone())).collect();
+    put_get_del_and_failover(Replicas::start_on(&lan, 3));
+    drop(lan);
+    for n in names {
+        assert!(!std::path::Path::new(&format!("/run/netns/{n}")).exists(), "{n} deleted");
+    }
+}
+
+fn put_get_del_and_failover(mut r: Replicas) {
     assert_eq!(r.ok(&["put", "greeting", "hello"]), "OK");
     assert_eq!(r.ok(&["get", "greeting"]), "hello");
     assert_eq!(r.ok(&["del", "greeting"]), "OK");
@@ -107,7 +166,7 @@ fn serve_processes_over_udp_answer_put_get_del_and_outlive_their_leader() {
 
 #[test]
 fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
-    for t in ["udp", "sim"] {
+    for t in ["udp", "sim", "afxdp"] {
         let v = json(&["kv", "local", "--transport", t, "--duration", "0.3", "--json"]);
         assert_eq!(v["transport"], t);
         assert_eq!(v["durability"], "none");
@@ -151,6 +210,37 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
         (vec!["kv", "bench", "--peers", &peers, "--clients", "0"], "--clients must be"),
         (vec!["kv", "local", "--get-pct", "101"], "--get-pct"),
         (vec!["kv", "get", "--peers", "10.9.9.9:31850", "k"], "need --bind"),
+        (
+            vec!["kv", "serve", "--id", "1", "--peers", &peers, "--interface", "lo"],
+            "--interface applies to --transport afxdp",
+        ),
+        (vec!["kv", "get", "--peers", &peers, "--transport", "afxdp", "k"], "--transport afxdp needs --interface"),
+        (
+            vec!["kv", "serve", "--id", "1", "--peers", &peers, "--transport", "afxdp", "--interface", "nope0"],
+            "starting replica 1 on afxdp 127.0.0.1",
+        ),
+        (vec!["kv", "bench", "--peers", &peers, "--pci", "0000:01:00.0"], "--pci applies to --transport mlx5"),
+        (vec!["kv", "serve", "--id", "1", "--peers", &peers, "--transport", "mlx5"], "needs --pci"),
+        (
+            vec!["kv", "put", "--peers", &peers, "--transport", "mlx5", "--pci", "0000:01:00.0", "k", "v"],
+            "needs --peer-macs with one MAC per --peers address (0 given, 3 needed)",
+        ),
+        (
+            vec![
+                "kv",
+                "get",
+                "--peers",
+                "10.0.0.1:5",
+                "--transport",
+                "mlx5",
+                "--pci",
+                "x",
+                "--peer-macs",
+                "02:00",
+                "k",
+            ],
+            "MAC `02:00`: write it as aa:bb:cc:dd:ee:ff",
+        ),
         (vec!["kv", "etcd-bench", "--endpoints", &format!("127.0.0.1:{p1}"), "--duration", "0.1"], "no etcd answered"),
     ] {
         let out = erpc(&args);

@@ -19,12 +19,12 @@ pub type FabricNic = SimNic<'static, 'static, Clk>;
 /// Requests an endpoint can queue behind busy slots.
 const BACKLOG: usize = 256;
 
-/// Endpoint memory: a msgbuf region of `bytes` (zeroed pages cost nothing until touched), and
-/// `sessions` sessions and the backlog, owned by the endpoint. The region is leaked: msgbufs
+/// A zeroed heap region of `bytes` for the software transports (UDP, the simulated fabric), at
+/// a made-up bus address; zeroed pages cost nothing until touched. The region is leaked: msgbufs
 /// carry no lifetime and may outlive their endpoint, so their memory stays valid for the rest of
 /// the program (see `DmaRegion`).
-pub fn memory(bytes: usize, sessions: usize) -> OwnedMemory {
-    OwnedMemory::new(DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000), sessions, BACKLOG)
+pub fn heap_region(bytes: usize) -> DmaRegion {
+    DmaRegion::from_static(vec![0u8; bytes].leak(), 0x1_0000_0000)
 }
 
 /// Msgbuf memory of a replica's endpoint: Raft requests and their 64 KiB response buffers for
@@ -45,6 +45,18 @@ pub fn replica_endpoint<T: Transport>(
     rpc_cfg: RpcConfig,
     cfg: ReplicaConfig,
 ) -> Result<ReplicaRpc<T, Clk>, Error> {
+    replica_endpoint_in(nic, heap_region(REPLICA_REGION), clock, rpc_cfg, cfg)
+}
+
+/// [`replica_endpoint`] with its msgbufs in `region` (of at least [`REPLICA_REGION`] bytes):
+/// memory the transport can send from, such as an AF_XDP UMEM or DMA-mapped hugepages.
+pub fn replica_endpoint_in<T: Transport>(
+    nic: T,
+    region: DmaRegion,
+    clock: Clk,
+    rpc_cfg: RpcConfig,
+    cfg: ReplicaConfig,
+) -> Result<ReplicaRpc<T, Clk>, Error> {
     let hold = cfg.request_timeout_ticks.saturating_mul(cfg.tick_ns);
     if hold >= rpc_cfg.request_timeout_ns {
         return Err(Error::Config(format!(
@@ -57,10 +69,16 @@ pub fn replica_endpoint<T: Transport>(
         )));
     }
     let r = Replica::new(cfg)?;
-    let mut rpc = Rpc::new(nic, clock, r, memory(REPLICA_REGION, REPLICA_SESSIONS), rpc_cfg)
-        .map_err(|cause| Error::Endpoint { what: "replica", cause })?;
+    let mem = OwnedMemory::new(region, REPLICA_SESSIONS, BACKLOG);
+    let mut rpc = Rpc::new(nic, clock, r, mem, rpc_cfg).map_err(|cause| Error::Endpoint { what: "replica", cause })?;
     Replica::register(&mut rpc);
     Ok(rpc)
+}
+
+/// Msgbuf memory a client endpoint with `cfg` needs: 32 MiB, and four buffers of the largest
+/// value per logical client.
+pub fn client_region_bytes(cfg: &ClientConfig) -> usize {
+    (32 << 20) + cfg.clients * 4 * (cfg.max_value + 4096).next_power_of_two()
 }
 
 /// Builds a client endpoint on `nic`.
@@ -70,8 +88,19 @@ pub fn client_endpoint<T: Transport>(
     rpc_cfg: RpcConfig,
     cfg: ClientConfig,
 ) -> Result<ClientRpc<T, Clk>, Error> {
-    let bytes = (32 << 20) + cfg.clients * 4 * (cfg.max_value + 4096).next_power_of_two();
-    let mut rpc = Rpc::new(nic, clock, KvClient::new(cfg), memory(bytes, 64), rpc_cfg)
+    let region = heap_region(client_region_bytes(&cfg));
+    client_endpoint_in(nic, region, clock, rpc_cfg, cfg)
+}
+
+/// [`client_endpoint`] with its msgbufs in `region` (of at least [`client_region_bytes`]).
+pub fn client_endpoint_in<T: Transport>(
+    nic: T,
+    region: DmaRegion,
+    clock: Clk,
+    rpc_cfg: RpcConfig,
+    cfg: ClientConfig,
+) -> Result<ClientRpc<T, Clk>, Error> {
+    let mut rpc = Rpc::new(nic, clock, KvClient::new(cfg), OwnedMemory::new(region, 64, BACKLOG), rpc_cfg)
         .map_err(|cause| Error::Endpoint { what: "client", cause })?;
     KvClient::register(&mut rpc);
     Ok(rpc)

@@ -6,27 +6,10 @@
 //! reserved; each missing piece is reported with what to do.
 
 use super::{run_client, BenchArgs, Report};
-use crate::endpoints::{memory_in, region_bytes, serve_until, server};
+use crate::endpoints::{memory_in, mlx5, parse_mac, region_bytes, serve_until, server};
 use anyhow::{bail, Context};
 use erpc_dataplane::transport::EndpointAddr;
-use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
-use erpc_driver::vfio::open_container;
-use erpc_hugepages::{DmaSpace, PageSize};
 use std::net::SocketAddrV4;
-
-/// Parses `aa:bb:cc:dd:ee:ff`.
-pub(crate) fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
-    let parts: Vec<&str> = s.split([':', '-']).collect();
-    let bad = || anyhow::anyhow!("--peer-mac {s}: write it as aa:bb:cc:dd:ee:ff");
-    if parts.len() != 6 {
-        return Err(bad());
-    }
-    let mut m = [0u8; 6];
-    for (b, p) in m.iter_mut().zip(parts) {
-        *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
-    }
-    Ok(m)
-}
 
 fn mac_str(m: [u8; 6]) -> String {
     m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
@@ -46,16 +29,8 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
              --bind IP:PORT on the other"
         ),
     };
-    let container = open_container()?;
-    let space = DmaSpace::vfio(container.clone());
-    let cfg = Mlx5Config { ipv4: me.ip().octets(), udp_port: me.port(), ..Default::default() };
-    let nic = Mlx5Nic::open(&container, &space, &bdf, cfg).with_context(|| format!("opening {bdf}"))?;
-    let bytes = region_bytes(req, a.resp_size, conc, 1400);
-    let mem = space.alloc(bytes, PageSize::Huge2M).context("allocating the endpoint's DMA memory")?;
-    // Leaked: msgbufs carry no lifetime and may outlive their endpoint (see `DmaRegion`).
-    let mem = Box::leak(Box::new(mem));
-    // SAFETY: leaked, so it outlives the endpoint; the device only reads it.
-    let mem = memory_in(unsafe { mem.dataplane_region() });
+    let (nic, region) = mlx5(&bdf, me, region_bytes(req, a.resp_size, conc, 1400))?;
+    let mem = memory_in(region);
     let cfg = a.rpc_config();
     match peer {
         None => {
@@ -81,15 +56,5 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
             }
             Ok(r)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn macs_parse_and_bad_ones_say_how_to_write_them() {
-        assert_eq!(super::parse_mac("02:00:0a:0b:0c:ff").unwrap(), [2, 0, 0xa, 0xb, 0xc, 0xff]);
-        assert!(super::parse_mac("02:00:0a").unwrap_err().to_string().contains("aa:bb:cc:dd:ee:ff"));
-        assert!(super::parse_mac("zz:00:0a:0b:0c:ff").is_err());
     }
 }
