@@ -8,11 +8,22 @@
 //! packet's header and data segments without copying them in user space; `recvmmsg(2)` fills a
 //! burst of receive buffers that are then lent to the dataplane until it releases them.
 //!
+//! A run of packets to one destination whose payloads are all as long as the first's (but for a
+//! shorter last one) goes as one `UDP_SEGMENT` message (`udp(7)`, Linux 4.18): the kernel, or a
+//! NIC with UDP segmentation offload, cuts it into the datagrams. Once a receive brings
+//! [`GRO_AFTER`] datagrams at once, the socket turns `UDP_GRO` on (Linux 5.0): a run from one
+//! source may then arrive as one buffer with its segment size in a control message; each
+//! receive slot has a second iovec (a 64 KiB spill area) for it, the first packet stays in the
+//! slot's buffer and the others are copied into buffers of their own, handed over in order
+//! (those that do not fit the caller's burst at the next call).
+//!
 //! The kernel copies a datagram when `sendmmsg` returns, so nothing is read later:
 //! [`Transport::max_tx_in_flight`] is 0 and `tx_flush` has nothing to wait for.
 //!
 //! Tests: `tests/tests/udp.rs` (the loopback scenarios with 3 MB messages and 1% loss, the
-//! synthesised headroom, oversized and garbage datagrams dropped and counted, bind errors);
+//! synthesised headroom, oversized and garbage datagrams dropped and counted, bind errors,
+//! GSO runs and coalesced receives split in order in bursts of any size, a coalesced run
+//! beyond the free buffers);
 //! `tests/tests/hostile_udp.rs` (a live client and server under a flood of forged, replayed and
 //! truncated datagrams); `examples/` and `tools/tests/` run their endpoints over it too.
 
@@ -39,6 +50,18 @@ pub struct UdpConfig {
     pub batch: usize,
     /// Kernel socket buffer sizes (`SO_RCVBUF`/`SO_SNDBUF`), 0 to keep the system default.
     pub socket_buffer: usize,
+    /// Send a run of equal-sized packets to one destination as one UDP_SEGMENT (GSO) datagram
+    /// that the kernel (or the NIC) cuts into the packets, when the kernel has it (Linux 4.18);
+    /// off, or where the kernel refuses it, each packet is its own datagram.
+    pub gso: bool,
+    /// Let the kernel hand over a run of datagrams from one source as one (UDP_GRO, Linux 5.0)
+    /// once a receive brings [`GRO_AFTER`] or more datagrams at once (bulk traffic), from then
+    /// on: its first packet stays where it landed, the others are copied into receive buffers
+    /// of their own. A socket with UDP_GRO must be read with `recvmsg`, which costs a spinning,
+    /// latency-bound endpoint more than `recvfrom` (about 0.2 µs a call here), so an endpoint
+    /// that only ever receives one datagram at a time never turns it on. Off, or on a kernel
+    /// without it, each datagram is received on its own.
+    pub gro: bool,
 }
 
 impl Default for UdpConfig {
@@ -49,6 +72,8 @@ impl Default for UdpConfig {
             rx_buffers: 512,
             batch: 32,
             socket_buffer: 4 << 20,
+            gso: true,
+            gro: true,
         }
     }
 }
@@ -114,6 +139,21 @@ pub struct UdpStats {
     pub rx_bad_source: u64,
     /// `rx_release` of an id that was not lent, ignored.
     pub rx_bad_release: u64,
+    /// UDP_SEGMENT sends (each two or more packets).
+    pub tx_gso_sends: u64,
+    /// Packets sent in them.
+    pub tx_gso_datagrams: u64,
+    /// 1 once the kernel refused a UDP_SEGMENT send and the transport went back to a datagram
+    /// per packet.
+    pub tx_gso_refused: u64,
+    /// 1 once UDP_GRO is on.
+    pub rx_gro_on: u64,
+    /// Coalesced (UDP_GRO) receives of two or more packets.
+    pub rx_gro_receives: u64,
+    /// Packets in them.
+    pub rx_gro_datagrams: u64,
+    /// Packets of a coalesced receive dropped because no receive buffer was free for them.
+    pub rx_no_buffer: u64,
 }
 
 /// A UDP socket implementing [`Transport`].
@@ -137,14 +177,29 @@ pub struct UdpTransport {
     rx_addr: Vec<libc::sockaddr_in>,
     rx_idx: Vec<u32>,
     posted: usize,
+    /// With UDP_GRO (`gro`, once on; `gro_allowed` until then): each slot's second iovec is its
+    /// part of `spill` (the coalesced packets past the first), and `rx_ctrl` its control message
+    /// (the segment size).
+    gro: bool,
+    gro_allowed: bool,
+    spill: NonNull<u8>,
+    spill_len: usize,
+    rx_ctrl: Vec<GroCmsg>,
+    /// Packets of a coalesced receive that did not fit the caller's burst: lent, handed over
+    /// first at the next `rx_burst`.
+    pending: std::collections::VecDeque<RxPacket>,
     /// The last poll found nothing: the next waits for one datagram with `recvfrom`, whose
     /// empty call costs less than `recvmmsg`'s (no message headers copied in), so a spinning
     /// latency-bound endpoint notices an arrival sooner.
     rx_idle: bool,
-    // Scratch for `sendmmsg`, allocated once.
+    // Scratch for `sendmmsg`, allocated once: a message per datagram, or per run of packets
+    // sent as one UDP_SEGMENT datagram (`tx_pkts` of them, `tx_ctrl` its control message).
     tx_hdrs: Vec<libc::mmsghdr>,
     tx_iov: Vec<libc::iovec>,
     tx_addr: Vec<libc::sockaddr_in>,
+    tx_pkts: Vec<u32>,
+    tx_ctrl: Vec<GsoCmsg>,
+    gso: bool,
     accepted: u64,
     stats: UdpStats,
 }
@@ -153,6 +208,65 @@ pub struct UdpTransport {
 // system-call scratch), which move with it.
 unsafe impl Send for UdpTransport {}
 
+/// Most packets in one UDP_SEGMENT send: the kernel's `UDP_MAX_SEGMENTS`
+/// (`include/linux/udp.h`: 64 before Linux 6.9, 128 since).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Most payload bytes in one UDP_SEGMENT send: an IPv4 datagram's 65,535 bytes less the IPv4 and
+/// UDP headers (`udp(7)`, UDP_SEGMENT).
+const GSO_MAX_BYTES: usize = 65_535 - 20 - 8;
+
+/// A control message carrying UDP_SEGMENT's segment size (`udp(7)`): a `cmsghdr` and a `u16`,
+/// padded to `CMSG_SPACE(2)` on 64-bit Linux.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct GsoCmsg {
+    hdr: libc::cmsghdr,
+    size: u16,
+    _pad: [u8; 6],
+}
+
+const _: () = assert!(std::mem::size_of::<GsoCmsg>() == 24);
+
+impl GsoCmsg {
+    fn new() -> GsoCmsg {
+        let mut hdr = zeroed_cmsghdr();
+        hdr.cmsg_len = std::mem::size_of::<libc::cmsghdr>() + 2; // CMSG_LEN(2)
+        hdr.cmsg_level = libc::SOL_UDP;
+        hdr.cmsg_type = libc::UDP_SEGMENT;
+        GsoCmsg { hdr, size: 0, _pad: [0; 6] }
+    }
+}
+
+/// Datagrams one receive must bring for the transport to turn UDP_GRO on (see [`UdpConfig::gro`]).
+pub const GRO_AFTER: usize = 4;
+
+/// Bytes of a slot's spill area: the largest UDP payload.
+const SPILL: usize = 65_536;
+
+/// Room for the control message UDP_GRO returns (`udp(7)`): a `cmsghdr` and the segment size as
+/// an `int`, `CMSG_SPACE(4)` on 64-bit Linux.
+#[repr(C, align(8))]
+#[derive(Clone, Copy)]
+struct GroCmsg {
+    hdr: libc::cmsghdr,
+    size: i32,
+    _pad: [u8; 4],
+}
+
+const _: () = assert!(std::mem::size_of::<GroCmsg>() == 24);
+
+impl GroCmsg {
+    /// The segment size if the kernel wrote a UDP_GRO message of `controllen` bytes.
+    fn size(&self, controllen: usize) -> Option<usize> {
+        let h = &self.hdr;
+        (controllen >= std::mem::size_of::<libc::cmsghdr>() + 4
+            && h.cmsg_level == libc::SOL_UDP
+            && h.cmsg_type == libc::UDP_GRO
+            && self.size > 0)
+            .then_some(self.size as usize)
+    }
+}
+
 fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
     libc::sockaddr_in {
         sin_family: libc::AF_INET as libc::sa_family_t,
@@ -160,6 +274,11 @@ fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
         sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip) },
         sin_zero: [0; 8],
     }
+}
+
+fn zeroed_cmsghdr() -> libc::cmsghdr {
+    // SAFETY: cmsghdr is a plain C struct for which all-zero bytes are a valid value.
+    unsafe { std::mem::zeroed() }
 }
 
 fn empty_hdr() -> libc::mmsghdr {
@@ -202,6 +321,19 @@ impl UdpTransport {
                 }
             }
         }
+        // UDP_SEGMENT set to 0 on the socket changes nothing; a kernel without it refuses.
+        let zero: libc::c_int = 0;
+        // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
+        let gso = cfg.gso
+            && unsafe {
+                libc::setsockopt(
+                    sock.as_raw_fd(),
+                    libc::SOL_UDP,
+                    libc::UDP_SEGMENT,
+                    (&zero as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            } == 0;
         let port = match sock.local_addr().map_err(UdpError::Socket)? {
             std::net::SocketAddr::V4(a) => a.port(),
             std::net::SocketAddr::V6(_) => return Err(UdpError::Unspecified),
@@ -212,6 +344,10 @@ impl UdpTransport {
         // Owned through the raw pointer from here on; freed in Drop.
         let bufs = NonNull::new(Box::into_raw(bufs).cast::<u8>()).expect("Box pointers are non-null");
         let b = cfg.batch;
+        let spill_len = if cfg.gro { SPILL * b } else { 1 };
+        // Owned through the raw pointer from here on (the kernel writes it); freed in Drop.
+        let spill = Box::into_raw(vec![0u8; spill_len].into_boxed_slice()).cast::<u8>();
+        let spill = NonNull::new(spill).expect("Box pointers are non-null");
         let mut t = UdpTransport {
             sock,
             local,
@@ -223,24 +359,38 @@ impl UdpTransport {
             free: (0..cfg.rx_buffers as u32).rev().collect(),
             lent: vec![false; cfg.rx_buffers],
             rx_hdrs: vec![empty_hdr(); b],
-            rx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; b],
+            rx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * b],
             rx_addr: vec![sockaddr([0; 4], 0); b],
             rx_idx: vec![0; b],
             posted: 0,
+            gro: false,
+            gro_allowed: cfg.gro,
+            spill,
+            spill_len,
+            rx_ctrl: vec![GroCmsg { hdr: zeroed_cmsghdr(), size: 0, _pad: [0; 4] }; b],
+            pending: std::collections::VecDeque::with_capacity(SPILL / 64),
             rx_idle: false,
             tx_hdrs: vec![empty_hdr(); b],
             tx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * b],
             tx_addr: vec![sockaddr([0; 4], 0); b],
+            tx_pkts: vec![0; b],
+            tx_ctrl: vec![GsoCmsg::new(); b],
+            gso,
             accepted: 0,
             stats: UdpStats::default(),
         };
-        // The slots' headers point at their own address and iovec entries for good (the
-        // vectors' heap storage never moves).
+        // The slots' headers point at their own address, iovec entries and control message for
+        // good (the vectors' heap storage never moves).
         for k in 0..b {
-            t.rx_iov[k].iov_len = t.buf_size - HEADROOM;
+            t.rx_iov[2 * k].iov_len = t.buf_size - HEADROOM;
+            if cfg.gro {
+                // SAFETY: slot k's part of the spill allocation.
+                let at = unsafe { t.spill.as_ptr().add(k * SPILL) };
+                t.rx_iov[2 * k + 1] = libc::iovec { iov_base: at.cast(), iov_len: SPILL };
+            }
             let h = &mut t.rx_hdrs[k].msg_hdr;
             h.msg_name = (&mut t.rx_addr[k] as *mut libc::sockaddr_in).cast();
-            h.msg_iov = &mut t.rx_iov[k];
+            h.msg_iov = &mut t.rx_iov[2 * k];
             h.msg_iovlen = 1;
         }
         t.repost();
@@ -251,8 +401,12 @@ impl UdpTransport {
     fn post(&mut self, k: usize, i: u32) {
         self.rx_idx[k] = i;
         // SAFETY: inside buffer `i`, which is ours (not lent).
-        self.rx_iov[k].iov_base = unsafe { self.buf(i).add(HEADROOM) }.cast();
-        self.rx_hdrs[k].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        self.rx_iov[2 * k].iov_base = unsafe { self.buf(i).add(HEADROOM) }.cast();
+        let h = &mut self.rx_hdrs[k].msg_hdr;
+        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        if self.gro {
+            h.msg_controllen = std::mem::size_of::<GroCmsg>();
+        }
     }
 
     /// Receives up to `want` datagrams into the first posted slots with one `recvmmsg`.
@@ -271,9 +425,20 @@ impl UdpTransport {
         r.max(0) as usize
     }
 
-    /// Receives one datagram into posted slot 0 with `recvfrom`, filling in its header as
-    /// `recvmmsg` would (length, truncation, source address).
+    /// Receives one datagram into posted slot 0 with `recvfrom` (with UDP_GRO, `recvmsg`, which
+    /// returns the segment size), filling in its header as `recvmmsg` would (length, truncation,
+    /// source address).
     fn recv_one(&mut self) -> usize {
+        if self.gro {
+            // SAFETY: slot 0's header points at its live address, iovecs (a posted receive
+            // buffer, ours, and slot 0's spill) and control message.
+            let r = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut self.rx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
+            if r < 0 {
+                return 0;
+            }
+            self.rx_hdrs[0].msg_len = r as u32;
+            return 1;
+        }
         let iov = self.rx_iov[0];
         let mut alen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
         // SAFETY: the iovec of slot 0 points at a posted receive buffer, ours (not lent), of
@@ -298,6 +463,78 @@ impl UdpTransport {
         1
     }
 
+    /// Lends buffer `i`, holding a `len`-byte payload from `src`, with the headroom synthesised.
+    fn lend(&mut self, i: u32, src: &EndpointAddr, len: usize) -> RxPacket {
+        let mut hr = [0u8; HEADROOM];
+        RoutingInfo::new(src, &self.local).write(&mut hr, len);
+        // SAFETY: the first HEADROOM bytes of buffer `i`, which is still ours.
+        unsafe { std::ptr::copy_nonoverlapping(hr.as_ptr(), self.buf(i), HEADROOM) };
+        self.lent[i as usize] = true;
+        let data = NonNull::new(self.buf(i)).expect("inside a live allocation");
+        RxPacket { data, len: (HEADROOM + len) as u32, id: i }
+    }
+
+    /// Puts lent packet `p` into `out[n]` if there is room and nothing waits before it, else
+    /// behind what waits (arrival order is kept); the new `n`.
+    fn hand_over(&mut self, out: &mut [RxPacket], n: usize, p: RxPacket) -> usize {
+        if n < out.len() && self.pending.is_empty() {
+            out[n] = p;
+            n + 1
+        } else {
+            self.pending.push_back(p);
+            n
+        }
+    }
+
+    /// Copies bytes `from..to` of the coalesced payload slot `k` received (its first part in
+    /// buffer `i` past the headroom, the rest in the slot's spill) to `dst`.
+    fn copy_coalesced(&self, k: usize, i: u32, from: usize, to: usize, dst: *mut u8) {
+        let first = self.buf_size - HEADROOM;
+        let (a, b) = (from.min(first), to.min(first));
+        // SAFETY: `from..to` lies within the `len` bytes the kernel wrote, `first` of them in
+        // buffer `i` (ours until lent; only its first packet's bytes are lent) and the rest in
+        // slot k's spill; `dst` is a free buffer of `buf_size` bytes, `to - from` of which fit
+        // past its headroom (at most a packet).
+        unsafe {
+            if a < b {
+                std::ptr::copy_nonoverlapping(self.buf(i).add(HEADROOM + a), dst, b - a);
+            }
+            let spill = self.spill.as_ptr().add(k * SPILL);
+            let (c, d) = (from.max(first) - first, to.max(first) - first);
+            if c < d {
+                std::ptr::copy_nonoverlapping(spill.add(c), dst.add(b - a), d - c);
+            }
+        }
+    }
+
+    /// Turns UDP_GRO on, and the slots' second iovec (the spill) and control message with it; a
+    /// kernel without it leaves the socket as it was, for good.
+    fn enable_gro(&mut self) {
+        self.gro_allowed = false;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_UDP,
+                libc::UDP_GRO,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return;
+        }
+        self.gro = true;
+        self.stats.rx_gro_on = 1;
+        for k in 0..self.batch {
+            let h = &mut self.rx_hdrs[k].msg_hdr;
+            h.msg_iovlen = 2;
+            h.msg_control = (&mut self.rx_ctrl[k] as *mut GroCmsg).cast();
+            h.msg_controllen = std::mem::size_of::<GroCmsg>();
+        }
+    }
+
     /// Fills empty receive slots from the free buffers.
     fn repost(&mut self) {
         while self.posted < self.batch {
@@ -317,11 +554,12 @@ impl UdpTransport {
         unsafe { self.bufs.as_ptr().add(i as usize * self.buf_size) }
     }
 
-    /// Fills the scratch entry `k` for packet `p`; false if it is not a frame we can send.
-    fn prepare_tx(&mut self, k: usize, p: &TxPacket) -> bool {
+    /// The destination and UDP payload length of packet `p`; `None` if it is not a frame we can
+    /// send.
+    fn check_tx(&self, p: &TxPacket) -> Option<(libc::sockaddr_in, usize)> {
         let s0 = p.segs[0];
         if p.len() > self.mtu || (s0.len as usize) < HEADROOM {
-            return false;
+            return None;
         }
         // The destination IPv4 address and UDP port: bytes 30..38 of the headroom.
         let mut dst = [0u8; 8];
@@ -329,17 +567,73 @@ impl UdpTransport {
         unsafe { std::ptr::copy_nonoverlapping(s0.vaddr.add(30), dst.as_mut_ptr(), 8) };
         let ip = [dst[0], dst[1], dst[2], dst[3]];
         let port = u16::from_be_bytes([dst[6], dst[7]]);
-        self.tx_addr[k] = sockaddr(ip, port);
-        // SAFETY: still inside segment 0 (len >= HEADROOM).
+        Some((sockaddr(ip, port), p.len() - HEADROOM))
+    }
+
+    /// Puts packet `p`'s payload (its segments past the headroom) into the iovecs from `at`;
+    /// how many it took.
+    fn push_iov(&mut self, at: usize, p: &TxPacket) -> usize {
+        let s0 = p.segs[0];
+        // SAFETY: inside segment 0 (len >= HEADROOM, checked by `check_tx`).
         let data0 = unsafe { s0.vaddr.add(HEADROOM) };
-        self.tx_iov[2 * k] = libc::iovec { iov_base: data0 as *mut _, iov_len: s0.len as usize - HEADROOM };
-        self.tx_iov[2 * k + 1] = libc::iovec { iov_base: p.segs[1].vaddr as *mut _, iov_len: p.segs[1].len as usize };
-        let h = &mut self.tx_hdrs[k].msg_hdr;
-        h.msg_name = (&mut self.tx_addr[k] as *mut libc::sockaddr_in).cast();
-        h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        h.msg_iov = &mut self.tx_iov[2 * k];
-        h.msg_iovlen = if p.segs[1].len > 0 { 2 } else { 1 };
-        true
+        self.tx_iov[at] = libc::iovec { iov_base: data0 as *mut _, iov_len: s0.len as usize - HEADROOM };
+        if p.segs[1].len == 0 {
+            return 1;
+        }
+        self.tx_iov[at + 1] = libc::iovec { iov_base: p.segs[1].vaddr as *mut _, iov_len: p.segs[1].len as usize };
+        2
+    }
+
+    /// Fills the scratch messages with up to `batch` packets from `pkts`: a message per packet,
+    /// or, with GSO, one per run of packets to the same destination whose payloads are all as
+    /// long as the first's but for a shorter last one (what UDP_SEGMENT cuts a datagram into).
+    /// Stops before a packet that is not a frame to send. The number of messages and packets.
+    fn build_tx(&mut self, pkts: &[TxPacket]) -> (usize, usize) {
+        let (mut m, mut n, mut iov) = (0usize, 0usize, 0usize);
+        // The open message's segment size and payload bytes; 0: none open.
+        let (mut seg, mut bytes) = (0usize, 0usize);
+        while n < self.batch && n < pkts.len() {
+            let Some((addr, plen)) = self.check_tx(&pkts[n]) else { break };
+            let prev = m.wrapping_sub(1);
+            let joins = seg != 0
+                && plen <= seg
+                && (self.tx_pkts[prev] as usize) < GSO_MAX_SEGMENTS
+                && bytes + plen <= GSO_MAX_BYTES
+                && addr.sin_addr.s_addr == self.tx_addr[prev].sin_addr.s_addr
+                && addr.sin_port == self.tx_addr[prev].sin_port;
+            if !joins {
+                self.tx_addr[m] = addr;
+                self.tx_pkts[m] = 0;
+                let h = &mut self.tx_hdrs[m].msg_hdr;
+                h.msg_name = (&mut self.tx_addr[m] as *mut libc::sockaddr_in).cast();
+                h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                h.msg_iov = &mut self.tx_iov[iov];
+                h.msg_iovlen = 0;
+                h.msg_control = std::ptr::null_mut();
+                h.msg_controllen = 0;
+                self.tx_ctrl[m].size = plen as u16;
+                (seg, bytes) = (if self.gso { plen } else { 0 }, 0);
+                m += 1;
+            }
+            let k = self.push_iov(iov, &pkts[n]);
+            iov += k;
+            self.tx_hdrs[m - 1].msg_hdr.msg_iovlen += k;
+            self.tx_pkts[m - 1] += 1;
+            bytes += plen;
+            if plen < seg {
+                seg = 0; // a shorter packet ends the run
+            }
+            n += 1;
+        }
+        for k in 0..m {
+            if self.tx_pkts[k] > 1 {
+                // Several packets: the first one's payload size is the segment size.
+                let h = &mut self.tx_hdrs[k].msg_hdr;
+                h.msg_control = (&mut self.tx_ctrl[k] as *mut GsoCmsg).cast();
+                h.msg_controllen = std::mem::size_of::<GsoCmsg>();
+            }
+        }
+        (m, n)
     }
 }
 
@@ -365,16 +659,13 @@ impl Transport for UdpTransport {
         while done < pkts.len() {
             // Build a batch of sendable packets; a malformed one is dropped (and counted) on its
             // own, as a NIC would drop a bad descriptor.
-            let mut m = 0;
-            while m < self.batch && done + m < pkts.len() && self.prepare_tx(m, &pkts[done + m]) {
-                m += 1;
-            }
-            if m == 0 {
+            let (m, n) = self.build_tx(&pkts[done..]);
+            if n == 0 {
                 self.stats.tx_malformed += 1;
                 done += 1;
                 continue;
             }
-            let r = if m == 1 && self.tx_hdrs[0].msg_hdr.msg_iovlen == 1 {
+            let r = if n == 1 && self.tx_hdrs[0].msg_hdr.msg_iovlen == 1 {
                 // One single-segment datagram (the latency-bound case): `sendto` skips the
                 // kernel's copying-in of a message header and iovec array.
                 let iov = self.tx_iov[0];
@@ -397,15 +688,21 @@ impl Transport for UdpTransport {
                     -1
                 }
             } else {
-                // SAFETY: the first `m` headers point at live scratch entries and at the packets'
-                // segments, readable as the dataplane guarantees until this call returns.
+                // SAFETY: the first `m` headers point at live scratch entries (addresses,
+                // iovecs, control messages) and at the packets' segments, readable as the
+                // dataplane guarantees until this call returns.
                 unsafe {
                     libc::sendmmsg(self.sock.as_raw_fd(), self.tx_hdrs.as_mut_ptr(), m as u32, libc::MSG_DONTWAIT)
                 }
             };
             if r > 0 {
-                done += r as usize;
-                self.stats.tx_datagrams += r as u64;
+                let sent: usize = self.tx_pkts[..r as usize].iter().map(|&k| k as usize).sum();
+                for &k in self.tx_pkts[..r as usize].iter().filter(|&&k| k > 1) {
+                    self.stats.tx_gso_sends += 1;
+                    self.stats.tx_gso_datagrams += k as u64;
+                }
+                done += sent;
+                self.stats.tx_datagrams += sent as u64;
                 if (r as usize) < m {
                     break; // the socket buffer is full: the rest waits for the next burst
                 }
@@ -413,6 +710,13 @@ impl Transport for UdpTransport {
                 let e = io::Error::last_os_error();
                 if would_block(&e) {
                     break;
+                }
+                if self.tx_pkts[0] > 1 {
+                    // The kernel refused UDP_SEGMENT (e.g. EIO: the route's device cannot
+                    // checksum): a datagram per packet from now on, and this run again.
+                    self.gso = false;
+                    self.stats.tx_gso_refused = 1;
+                    continue;
                 }
                 // Refused by the kernel (e.g. no route): lost, as on a wire.
                 self.stats.tx_errors += 1;
@@ -430,6 +734,16 @@ impl Transport for UdpTransport {
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
+        // Packets of an earlier coalesced receive first; more are received once none wait.
+        let mut n = 0;
+        while n < out.len() {
+            let Some(p) = self.pending.pop_front() else { break };
+            out[n] = p;
+            n += 1;
+        }
+        if !self.pending.is_empty() || n == out.len() {
+            return n;
+        }
         if self.posted < self.batch {
             self.repost();
         }
@@ -439,13 +753,18 @@ impl Transport for UdpTransport {
         }
         let got = if self.rx_idle { self.recv_one() } else { self.recv_many(want) };
         self.rx_idle = got == 0;
-        let mut n = 0;
+        let payload_max = self.mtu - HEADROOM;
         for k in 0..got {
             let i = self.rx_idx[k];
             let h = &self.rx_hdrs[k];
             let len = h.msg_len as usize;
+            // The segment size if the kernel coalesced packets (a single one has none, or one
+            // no shorter than the datagram).
+            let seg = if self.gro { self.rx_ctrl[k].size(h.msg_hdr.msg_controllen) } else { None };
+            let seg = seg.filter(|&g| g < len);
             self.stats.rx_datagrams += 1;
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || len > self.mtu - HEADROOM {
+            let first = seg.unwrap_or(len);
+            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || first > payload_max {
                 self.stats.rx_truncated += 1;
                 self.free.push(i);
                 continue;
@@ -458,14 +777,31 @@ impl Transport for UdpTransport {
             }
             let src =
                 EndpointAddr { mac: [0; 6], ipv4: a.sin_addr.s_addr.to_ne_bytes(), udp_port: u16::from_be(a.sin_port) };
-            let mut hr = [0u8; HEADROOM];
-            RoutingInfo::new(&src, &self.local).write(&mut hr, len);
-            // SAFETY: the first HEADROOM bytes of buffer `i`, which is still ours.
-            unsafe { std::ptr::copy_nonoverlapping(hr.as_ptr(), self.buf(i), HEADROOM) };
-            self.lent[i as usize] = true;
-            let data = NonNull::new(self.buf(i)).expect("inside a live allocation");
-            out[n] = RxPacket { data, len: (HEADROOM + len) as u32, id: i };
-            n += 1;
+            let p = self.lend(i, &src, first);
+            n = self.hand_over(out, n, p);
+            if let Some(seg) = seg {
+                // Packets 2.. of a coalesced receive, each copied into a buffer of its own (the
+                // first one's buffer holds the start of the second: only its first `seg` bytes
+                // are lent).
+                let segs = len.div_ceil(seg);
+                self.stats.rx_gro_receives += 1;
+                self.stats.rx_gro_datagrams += segs as u64;
+                self.stats.rx_datagrams += segs as u64 - 1;
+                for j in 1..segs {
+                    let Some(b) = self.free.pop() else {
+                        self.stats.rx_no_buffer += (segs - j) as u64;
+                        break;
+                    };
+                    let (from, to) = (j * seg, ((j + 1) * seg).min(len));
+                    // SAFETY: inside buffer `b`, which is free (ours).
+                    self.copy_coalesced(k, i, from, to, unsafe { self.buf(b).add(HEADROOM) });
+                    let p = self.lend(b, &src, to - from);
+                    n = self.hand_over(out, n, p);
+                }
+            }
+        }
+        if got >= GRO_AFTER && self.gro_allowed {
+            self.enable_gro();
         }
         // Slots 0..got are empty now: refill them, or, short of free buffers, move the still
         // posted slots down so the posted ones stay a prefix.
@@ -503,5 +839,8 @@ impl Drop for UdpTransport {
         let len = self.buf_size * self.nbufs;
         // SAFETY: rebuilds the Box leaked in `bind` (same pointer and length) to free it.
         drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.bufs.as_ptr(), len)) });
+        let len = self.spill_len;
+        // SAFETY: rebuilds the Box leaked in `bind` for the spill areas (same pointer, length).
+        drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(self.spill.as_ptr(), len)) });
     }
 }

@@ -42,6 +42,8 @@ fn loopback_scenarios_over_udp() {
     assert!(sa.tx_datagrams > 5000 && sb.rx_datagrams > 5000, "{sa:?} {sb:?}");
     assert_eq!(sa.tx_errors + sa.tx_malformed + sa.rx_truncated + sa.rx_bad_release, 0, "{sa:?}");
     assert_eq!(sb.tx_errors + sb.tx_malformed + sb.rx_truncated + sb.rx_bad_release, 0, "{sb:?}");
+    // The 3 MB messages' packets left in UDP_SEGMENT runs and arrived coalesced.
+    assert!(sa.tx_gso_sends > 0 && sb.rx_gro_on == 1 && sb.rx_gro_receives > 0, "{sa:?} {sb:?}");
 }
 
 fn recv_one(t: &mut UdpTransport) -> Option<Vec<u8>> {
@@ -104,6 +106,7 @@ fn datagrams_received_after_an_idle_poll_are_checked_alike() {
     assert_eq!(u16::from_be_bytes([f[34], f[35]]), peer_port, "source port");
     assert_eq!(u16::from_be_bytes([f[38], f[39]]), 8 + 10, "UDP length");
     assert_eq!(t.stats().rx_datagrams, 2);
+    assert_eq!(t.stats().rx_gro_on, 0, "one datagram at a time never turns UDP_GRO on");
 }
 
 #[test]
@@ -309,4 +312,157 @@ fn endpoints_built_on_one_thread_run_on_others() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(done, 10, "every RPC answered with its bytes");
     assert_eq!(server.join().unwrap(), 10);
+}
+
+/// Frames of `payloads` from `src` to `dst`, each its headroom followed by its payload (one
+/// segment), kept in `store`; the packets point into it.
+fn frames(
+    src: &erpc_dataplane::transport::EndpointAddr,
+    dst: &erpc_dataplane::transport::EndpointAddr,
+    payloads: &[Vec<u8>],
+    store: &mut Vec<Vec<u8>>,
+) -> Vec<erpc_dataplane::transport::TxPacket> {
+    use erpc_dataplane::transport::{Segment, TxPacket};
+    use erpc_dataplane::wire::{RoutingInfo, HEADROOM};
+    let route = RoutingInfo::new(src, dst);
+    *store = payloads
+        .iter()
+        .map(|p| {
+            let mut hr = [0u8; HEADROOM];
+            route.write(&mut hr, p.len());
+            [&hr[..], p].concat()
+        })
+        .collect();
+    store
+        .iter()
+        .map(|f| TxPacket { segs: [Segment { vaddr: f.as_ptr(), iova: 0, len: f.len() as u32 }, Segment::EMPTY] })
+        .collect()
+}
+
+/// Payload `i` of a run: its number, then a pattern, `len` bytes.
+fn numbered(i: u32, len: usize) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..len).map(|k| (k as u32 * 7 + i) as u8).collect();
+    v[..4].copy_from_slice(&i.to_le_bytes());
+    v
+}
+
+/// Receives until `n` packets came or 2 s passed, in bursts of at most `burst`, checking each
+/// against `want` in order and releasing it; how many came.
+fn receive_in_order(t: &mut UdpTransport, want: &[Vec<u8>], burst: usize, src_port: u16) -> usize {
+    let mut out = vec![RxPacket::EMPTY; burst];
+    let mut seen = 0;
+    let t0 = Instant::now();
+    while seen < want.len() && t0.elapsed() < Duration::from_secs(2) {
+        let n = t.rx_burst(&mut out);
+        for p in &out[..n] {
+            // SAFETY: lent until released below.
+            let f = unsafe { std::slice::from_raw_parts(p.data.as_ptr(), p.len as usize) };
+            assert_eq!(&f[42..], &want[seen][..], "packet {seen}: whole and in order");
+            assert_eq!(u16::from_be_bytes([f[34], f[35]]), src_port, "source port of packet {seen}");
+            assert_eq!(u16::from_be_bytes([f[38], f[39]]) as usize, 8 + want[seen].len(), "UDP length");
+            seen += 1;
+        }
+        t.rx_release(&out[..n]);
+    }
+    seen
+}
+
+/// A run of equal packets to one destination leaves as one UDP_SEGMENT send; the receiver,
+/// once a receive brought several datagrams, turns UDP_GRO on and splits coalesced runs back
+/// into packets, whole and in order, however few the caller takes at a time.
+#[test]
+fn runs_of_packets_go_as_one_gso_send_and_coalesced_runs_are_split_in_order() {
+    // A batch that takes the whole burst in one call.
+    let mut a = UdpTransport::bind(UdpConfig { batch: 64, rx_buffers: 64, ..any_port() }).unwrap();
+    let mut b = UdpTransport::bind(any_port()).unwrap();
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    // 30 packets of 1,400 bytes and a shorter last one, then 5 small ones of another size.
+    let mut run: Vec<Vec<u8>> = (0..30).map(|i| numbered(i, 1400)).collect();
+    run.push(numbered(30, 333));
+    run.extend((31..36).map(|i| numbered(i, 48)));
+    let mut store = Vec::new();
+    let pkts = frames(&sa, &sb, &run, &mut store);
+    assert_eq!(a.tx_burst(&pkts), pkts.len());
+    let s = a.stats();
+    assert_eq!(s.tx_datagrams, 36);
+    assert_eq!((s.tx_gso_sends, s.tx_gso_datagrams), (2, 36), "two runs: 31 packets, then 5: {s:?}");
+    // Not yet coalesced: the receiver turns UDP_GRO on after this burst.
+    assert_eq!(receive_in_order(&mut b, &run, 32, sa.udp_port), run.len());
+    assert_eq!(b.stats().rx_gro_on, 1, "{:?}", b.stats());
+    for burst in [32, 3, 1] {
+        assert_eq!(a.tx_burst(&pkts), pkts.len());
+        assert_eq!(receive_in_order(&mut b, &run, burst, sa.udp_port), run.len(), "burst {burst}");
+    }
+    let s = b.stats();
+    assert!(s.rx_gro_receives >= 3 && s.rx_gro_datagrams >= 3 * 31, "{s:?}");
+    assert_eq!(s.rx_datagrams, 4 * 36, "{s:?}");
+    assert_eq!(s.rx_truncated + s.rx_no_buffer + s.rx_bad_release, 0, "{s:?}");
+}
+
+/// A coalesced run larger than the free receive buffers: the packets without a buffer are
+/// dropped and counted (as a NIC drops with an empty ring), the rest arrive, and the transport
+/// goes on.
+#[test]
+fn a_coalesced_run_beyond_the_free_buffers_loses_only_its_tail() {
+    let mut a = UdpTransport::bind(any_port()).unwrap();
+    let mut b = UdpTransport::bind(UdpConfig { rx_buffers: 40, batch: 8, ..any_port() }).unwrap();
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let warm: Vec<Vec<u8>> = (0..8).map(|i| numbered(i, 100)).collect();
+    let mut store = Vec::new();
+    a.tx_burst(&frames(&sa, &sb, &warm, &mut store));
+    assert_eq!(receive_in_order(&mut b, &warm, 8, sa.udp_port), 8);
+    assert_eq!(b.stats().rx_gro_on, 1);
+    // Hold 20 buffers; 8 are posted, so 12 are free for a coalesced run of 40.
+    let hold: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 100)).collect();
+    for chunk in hold.chunks(4) {
+        a.tx_burst(&frames(&sa, &sb, chunk, &mut store));
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut held = Vec::new();
+    let mut out = [RxPacket::EMPTY; 8];
+    let t0 = Instant::now();
+    while held.len() < 20 && t0.elapsed() < Duration::from_secs(2) {
+        let n = b.rx_burst(&mut out);
+        held.extend_from_slice(&out[..n]);
+    }
+    assert_eq!(held.len(), 20);
+    let run: Vec<Vec<u8>> = (0..40).map(|i| numbered(i, 1000)).collect();
+    let before = b.stats();
+    a.tx_burst(&frames(&sa, &sb, &run, &mut store));
+    let mut got = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_millis(300) {
+        let n = b.rx_burst(&mut out);
+        for p in &out[..n] {
+            // SAFETY: lent until released below.
+            let f = unsafe { std::slice::from_raw_parts(p.data.as_ptr(), p.len as usize) };
+            got.push(u32::from_le_bytes(f[42..46].try_into().unwrap()));
+        }
+        b.rx_release(&out[..n]);
+    }
+    let s = b.stats();
+    let lost = s.rx_no_buffer - before.rx_no_buffer;
+    assert!(lost > 0, "{s:?}");
+    assert_eq!(got.len() as u64 + lost, 40, "every packet arrived or was counted: {got:?} {s:?}");
+    assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
+    b.rx_release(&held);
+    // All buffers are back: the next run arrives whole.
+    a.tx_burst(&frames(&sa, &sb, &run[..20], &mut store));
+    assert_eq!(receive_in_order(&mut b, &run[..20], 8, sa.udp_port), 20);
+}
+
+/// With both off, every packet is a datagram of its own, and nothing turns UDP_GRO on.
+#[test]
+fn gso_and_gro_can_be_turned_off() {
+    let off = UdpConfig { gso: false, gro: false, ..any_port() };
+    let mut a = UdpTransport::bind(off).unwrap();
+    let mut b = UdpTransport::bind(off).unwrap();
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let run: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 1000)).collect();
+    let mut store = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(a.tx_burst(&frames(&sa, &sb, &run, &mut store)), 20);
+        assert_eq!(receive_in_order(&mut b, &run, 32, sa.udp_port), 20);
+    }
+    assert_eq!((a.stats().tx_gso_sends, b.stats().rx_gro_on, b.stats().rx_gro_receives), (0, 0, 0));
 }
