@@ -834,6 +834,15 @@ impl Transport for UdpTransport {
     }
 }
 
+/// The socket, for a program that waits on it (`epoll`, `poll`) while the endpoint is idle, or
+/// sets further socket options; reading or writing it directly would take datagrams from the
+/// endpoint or put unframed ones on the wire.
+impl std::os::fd::AsFd for UdpTransport {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 impl Drop for UdpTransport {
     fn drop(&mut self) {
         let len = self.buf_size * self.nbufs;

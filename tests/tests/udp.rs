@@ -466,3 +466,34 @@ fn gso_and_gro_can_be_turned_off() {
     }
     assert_eq!((a.stats().tx_gso_sends, b.stats().rx_gro_on, b.stats().rx_gro_receives), (0, 0, 0));
 }
+
+/// A kernel that refuses a UDP_SEGMENT send (here: SO_NO_CHECK, with which Linux refuses GSO
+/// with EINVAL; on a network, a path MTU below the segment size does too): the transport sends
+/// a datagram per packet from then on, and loses nothing.
+#[test]
+fn a_refused_gso_send_falls_back_to_a_datagram_per_packet() {
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut a = UdpTransport::bind(any_port()).unwrap();
+    let mut b = UdpTransport::bind(any_port()).unwrap();
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a live socket with a pointer to a c_int of its size.
+    let r = unsafe {
+        libc::setsockopt(
+            a.as_fd().as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_NO_CHECK,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let run: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 1000)).collect();
+    let mut store = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(a.tx_burst(&frames(&sa, &sb, &run, &mut store)), 20);
+        assert_eq!(receive_in_order(&mut b, &run, 32, sa.udp_port), 20);
+    }
+    let s = a.stats();
+    assert_eq!((s.tx_gso_refused, s.tx_gso_sends, s.tx_errors, s.tx_datagrams), (1, 0, 0, 40), "{s:?}");
+}
