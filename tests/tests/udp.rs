@@ -451,19 +451,24 @@ fn a_coalesced_run_beyond_the_free_buffers_loses_only_its_tail() {
     assert_eq!(receive_in_order(&mut b, &run[..20], 8, sa.udp_port), 20);
 }
 
+/// Twice a run of 20 packets of 1,000 bytes from `a` to `b`, each arriving whole and in order.
+fn send_twice(a: &mut UdpTransport, b: &mut UdpTransport) {
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let run: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 1000)).collect();
+    let mut store = Vec::new();
+    for _ in 0..2 {
+        assert_eq!(a.tx_burst(&frames(&sa, &sb, &run, &mut store)), 20);
+        assert_eq!(receive_in_order(b, &run, 32, sa.udp_port), 20);
+    }
+}
+
 /// With both off, every packet is a datagram of its own, and nothing turns UDP_GRO on.
 #[test]
 fn gso_and_gro_can_be_turned_off() {
     let off = UdpConfig { gso: false, gro: false, ..any_port() };
     let mut a = UdpTransport::bind(off).unwrap();
     let mut b = UdpTransport::bind(off).unwrap();
-    let (sa, sb) = (a.local_addr(), b.local_addr());
-    let run: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 1000)).collect();
-    let mut store = Vec::new();
-    for _ in 0..2 {
-        assert_eq!(a.tx_burst(&frames(&sa, &sb, &run, &mut store)), 20);
-        assert_eq!(receive_in_order(&mut b, &run, 32, sa.udp_port), 20);
-    }
+    send_twice(&mut a, &mut b);
     assert_eq!((a.stats().tx_gso_sends, b.stats().rx_gro_on, b.stats().rx_gro_receives), (0, 0, 0));
 }
 
@@ -487,13 +492,7 @@ fn a_refused_gso_send_falls_back_to_a_datagram_per_packet() {
         )
     };
     assert_eq!(r, 0);
-    let (sa, sb) = (a.local_addr(), b.local_addr());
-    let run: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 1000)).collect();
-    let mut store = Vec::new();
-    for _ in 0..2 {
-        assert_eq!(a.tx_burst(&frames(&sa, &sb, &run, &mut store)), 20);
-        assert_eq!(receive_in_order(&mut b, &run, 32, sa.udp_port), 20);
-    }
+    send_twice(&mut a, &mut b);
     let s = a.stats();
     assert_eq!((s.tx_gso_refused, s.tx_gso_sends, s.tx_errors, s.tx_datagrams), (1, 0, 0, 40), "{s:?}");
 }

@@ -99,8 +99,20 @@ pub(crate) fn client_bind(server: SocketAddrV4, bind: Option<SocketAddrV4>) -> a
 }
 
 /// An AF_XDP transport on queue 0 of `interface` (this thread's network namespace) with a
-/// `region`-byte UMEM; `ip` defaults to the interface's address.
+/// `region`-byte msgbuf region in a UMEM of 2 MiB hugepages; `ip` defaults to the interface's
+/// address.
 pub(crate) fn afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> anyhow::Result<AfXdpTransport> {
+    afxdp_on(interface, ip, port, region, PageSize::Huge2M)
+}
+
+/// [`afxdp`] with the UMEM in `page`-sized pages.
+pub(crate) fn afxdp_on(
+    interface: &str,
+    ip: Option<Ipv4Addr>,
+    port: u16,
+    region: usize,
+    page: PageSize,
+) -> anyhow::Result<AfXdpTransport> {
     Ok(AfXdpTransport::open(AfXdpConfig {
         interface: interface.to_string(),
         ipv4: ip,
@@ -108,6 +120,7 @@ pub(crate) fn afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: us
         rx_frames: 2048,
         tx_ring: 1024,
         region_bytes: region,
+        page,
         ..Default::default()
     })?)
 }

@@ -9,13 +9,13 @@
 //!   namespaces, or the in-memory fabric.
 
 use crate::bench::progress_bar;
-use crate::endpoints::{clock, mlx5, parse_mac, refusal, udp, udp_peer};
+use crate::endpoints::{afxdp_on, clock, mlx5, parse_mac, refusal, udp, udp_peer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
 use erpc_dataplane::DmaRegion;
 use erpc_dataplane::{RpcConfig, SmError};
-use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::afxdp::AfXdpTransport;
 use erpc_driver::mlx5::Mlx5Nic;
 use erpc_driver::udp::UdpTransport;
 use erpc_hugepages::PageSize;
@@ -383,16 +383,7 @@ impl NetArgs {
 /// An AF_XDP transport for a replica or client: a UMEM of ordinary pages holding a `bytes`
 /// msgbuf region (a replica's is larger than the hugepages a machine usually reserves).
 fn kv_afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, bytes: usize) -> anyhow::Result<AfXdpTransport> {
-    Ok(AfXdpTransport::open(AfXdpConfig {
-        interface: interface.to_string(),
-        ipv4: ip,
-        udp_port: port,
-        rx_frames: 2048,
-        tx_ring: 1024,
-        region_bytes: bytes,
-        page: PageSize::Ordinary,
-        ..Default::default()
-    })?)
+    afxdp_on(interface, ip, port, bytes, PageSize::Ordinary)
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
