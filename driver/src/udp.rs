@@ -711,16 +711,22 @@ impl Transport for UdpTransport {
                 if would_block(&e) {
                     break;
                 }
-                if self.tx_pkts[0] > 1 {
-                    // The kernel refused UDP_SEGMENT (e.g. EIO: the route's device cannot
-                    // checksum): a datagram per packet from now on, and this run again.
+                let refusal = matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::EIO) | Some(libc::EMSGSIZE) | Some(libc::EOPNOTSUPP)
+                );
+                if self.tx_pkts[0] > 1 && refusal {
+                    // The kernel refused UDP_SEGMENT (EINVAL: a path MTU below the segment
+                    // size; EIO: the route's device cannot checksum): a datagram per packet from
+                    // now on, and this run again.
                     self.gso = false;
                     self.stats.tx_gso_refused = 1;
                     continue;
                 }
-                // Refused by the kernel (e.g. no route): lost, as on a wire.
-                self.stats.tx_errors += 1;
-                done += 1;
+                // Refused by the kernel (e.g. no route): the message's packets are lost, as on
+                // a wire.
+                self.stats.tx_errors += self.tx_pkts[0] as u64;
+                done += self.tx_pkts[0] as usize;
             }
         }
         self.accepted += done as u64;
@@ -747,9 +753,15 @@ impl Transport for UdpTransport {
         if self.posted < self.batch {
             self.repost();
         }
-        let want = out.len().min(self.posted);
+        // With UDP_GRO one datagram may bring up to GSO_MAX_SEGMENTS packets, each needing a
+        // free buffer: take no more datagrams than the free buffers can hold, and leave the rest
+        // queued in the kernel rather than drop their packets here.
+        let mut want = (out.len() - n).min(self.posted);
+        if self.gro {
+            want = want.min((self.free.len() / GSO_MAX_SEGMENTS).max(1));
+        }
         if want == 0 {
-            return 0;
+            return n;
         }
         let got = if self.rx_idle { self.recv_one() } else { self.recv_many(want) };
         self.rx_idle = got == 0;
@@ -764,7 +776,9 @@ impl Transport for UdpTransport {
             let seg = seg.filter(|&g| g < len);
             self.stats.rx_datagrams += 1;
             let first = seg.unwrap_or(len);
-            if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || first > payload_max {
+            // MSG_CTRUNC: a control message did not fit (another socket option's), so the
+            // segment size may be missing: the datagram cannot be split safely.
+            if h.msg_hdr.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 || first > payload_max {
                 self.stats.rx_truncated += 1;
                 self.free.push(i);
                 continue;
@@ -834,9 +848,10 @@ impl Transport for UdpTransport {
     }
 }
 
-/// The socket, for a program that waits on it (`epoll`, `poll`) while the endpoint is idle, or
-/// sets further socket options; reading or writing it directly would take datagrams from the
-/// endpoint or put unframed ones on the wire.
+/// The socket, for a program that waits on it (`epoll`, `poll`) while the endpoint is idle.
+/// Reading or writing it directly would take datagrams from the endpoint or put unframed ones
+/// on the wire; an option that adds receive control messages (timestamps, packet info) leaves
+/// no room for UDP_GRO's, and coalesced datagrams are then dropped and counted as truncated.
 impl std::os::fd::AsFd for UdpTransport {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.sock.as_fd()

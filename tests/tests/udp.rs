@@ -42,8 +42,10 @@ fn loopback_scenarios_over_udp() {
     assert!(sa.tx_datagrams > 5000 && sb.rx_datagrams > 5000, "{sa:?} {sb:?}");
     assert_eq!(sa.tx_errors + sa.tx_malformed + sa.rx_truncated + sa.rx_bad_release, 0, "{sa:?}");
     assert_eq!(sb.tx_errors + sb.tx_malformed + sb.rx_truncated + sb.rx_bad_release, 0, "{sb:?}");
-    // The 3 MB messages' packets left in UDP_SEGMENT runs and arrived coalesced.
+    // The 3 MB messages' packets left in UDP_SEGMENT runs and arrived coalesced, none dropped
+    // for want of a buffer.
     assert!(sa.tx_gso_sends > 0 && sb.rx_gro_on == 1 && sb.rx_gro_receives > 0, "{sa:?} {sb:?}");
+    assert_eq!(sa.rx_no_buffer + sb.rx_no_buffer, 0, "{sa:?} {sb:?}");
 }
 
 fn recv_one(t: &mut UdpTransport) -> Option<Vec<u8>> {
@@ -495,4 +497,64 @@ fn a_refused_gso_send_falls_back_to_a_datagram_per_packet() {
     send_twice(&mut a, &mut b);
     let s = a.stats();
     assert_eq!((s.tx_gso_refused, s.tx_gso_sends, s.tx_errors, s.tx_datagrams), (1, 0, 0, 40), "{s:?}");
+}
+
+/// UDP_GRO turns on after a receive of four datagrams at once, not three; once it is on, an
+/// oversized datagram, and a coalesced run whose segments exceed this endpoint's MTU, are dropped
+/// and counted, and what follows arrives.
+#[test]
+fn gro_turns_on_at_four_datagrams_and_oversized_input_is_still_dropped() {
+    let mut b = UdpTransport::bind(any_port()).unwrap();
+    let port = b.local_addr().udp_port;
+    let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut out = [RxPacket::EMPTY; 32];
+    let mut burst = |b: &mut UdpTransport, n: u32| {
+        assert_eq!(b.rx_burst(&mut out), 0, "idle first");
+        for i in 0..n {
+            peer.send_to(&i.to_le_bytes(), ("127.0.0.1", port)).unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        // Out of idle: the first call takes one datagram, the next the rest at once.
+        let mut got = 0;
+        while got < n as usize {
+            let k = b.rx_burst(&mut out);
+            assert!(k > 0, "all {n} arrive");
+            got += k;
+            b.rx_release(&out[..k]);
+        }
+    };
+    burst(&mut b, 4); // one, then three at once
+    assert_eq!(b.stats().rx_gro_on, 0, "three at once");
+    burst(&mut b, 5); // one, then four
+    assert_eq!(b.stats().rx_gro_on, 1, "four at once");
+    peer.send_to(&[7u8; 4000], ("127.0.0.1", port)).unwrap();
+    // A run from a sender with a 9014-byte MTU: 8,972-byte segments.
+    let mut big = UdpTransport::bind(UdpConfig { mtu: 9014, ..any_port() }).unwrap();
+    let (sa, sb) = (big.local_addr(), b.local_addr());
+    let run: Vec<Vec<u8>> = (0..3).map(|i| numbered(i, 8972)).collect();
+    let mut store = Vec::new();
+    assert_eq!(big.tx_burst(&frames(&sa, &sb, &run, &mut store)), 3);
+    assert_eq!(big.stats().tx_gso_sends, 1);
+    peer.send_to(b"after", ("127.0.0.1", port)).unwrap();
+    let f = recv_one(&mut b).expect("the small datagram still arrives");
+    assert_eq!(&f[42..], b"after");
+    let s = b.stats();
+    assert_eq!(s.rx_truncated, 2, "the oversized datagram and the run: {s:?}");
+}
+
+/// A run the kernel rejects for another reason than UDP_SEGMENT (a broadcast address without
+/// SO_BROADCAST) is lost and counted packet by packet, and GSO stays on.
+#[test]
+fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
+    let mut a = UdpTransport::bind(any_port()).unwrap();
+    let b = UdpTransport::bind(any_port()).unwrap();
+    let sa = a.local_addr();
+    let nowhere = erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: [255, 255, 255, 255], udp_port: 9 };
+    let run: Vec<Vec<u8>> = (0..10).map(|i| numbered(i, 500)).collect();
+    let mut store = Vec::new();
+    assert_eq!(a.tx_burst(&frames(&sa, &nowhere, &run, &mut store)), 10, "accepted, and lost");
+    let s = a.stats();
+    assert_eq!((s.tx_errors, s.tx_gso_refused, s.tx_datagrams), (10, 0, 0), "{s:?}");
+    assert_eq!(a.tx_burst(&frames(&sa, &b.local_addr(), &run, &mut store)), 10);
+    assert_eq!(a.stats().tx_gso_sends, 1);
 }
