@@ -164,11 +164,29 @@ fn neighbours_resolve_and_forged_input_is_counted() {
         let b_addr = tb.local_addr();
         let mut ta = open_in(&a, config(&a)).expect("a");
         // The thread is in namespace a: a's kernel resolves b's MAC by ARP, which b's XDP
-        // program passes to b's kernel.
-        let r = ta.resolve(&EndpointAddr { mac: [0; 6], ..b_addr }).expect("ARP resolves b");
+        // program passes to b's kernel. Resolving never waits: unreachable until the answer is
+        // in, then found.
+        let unknown = EndpointAddr { mac: [0; 6], ..b_addr };
+        let t0 = std::time::Instant::now();
+        assert!(ta.resolve(&unknown).is_err(), "not in the neighbour table yet: asked for, not waited for");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(100), "no wait");
+        let r = loop {
+            if let Ok(r) = ta.resolve(&unknown) {
+                break r;
+            }
+            assert!(t0.elapsed().as_secs() < 2, "ARP resolves b");
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
         assert_eq!(r.dst_mac(), b_addr.mac);
-        let nobody = EndpointAddr { mac: [0; 6], ipv4: [10, 211, 0, 99], udp_port: 31850 };
-        assert!(ta.resolve(&nobody).is_err(), "an address nobody answers for is unreachable");
+        // An address nobody answers for: unreachable, every time at once (the kernel keeps
+        // asking), and a flood of made-up addresses costs no waiting either.
+        let t1 = std::time::Instant::now();
+        for k in 0..500u32 {
+            let nobody = EndpointAddr { mac: [0; 6], ipv4: [10, 211, 0, 99 + (k % 100) as u8], udp_port: 31850 };
+            assert!(ta.resolve(&nobody).is_err(), "an address nobody answers for is unreachable");
+        }
+        assert!(t1.elapsed() < std::time::Duration::from_millis(500), "{:?} for 500 resolves", t1.elapsed());
+        assert!(ta.stats().resolve_pending >= 500);
 
         // A datagram from a's kernel stack to b's port reaches b's socket as a whole frame.
         let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();

@@ -234,8 +234,20 @@ pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
     let failed = || format!("connecting to {what}");
     cli.set_session_handler(on_session_event::<T, Ctx>);
     *cli.ctx_mut().connect_failure() = None;
-    let s = cli.create_session(server).with_context(failed)?;
     let t0 = Instant::now();
+    // A transport that resolves the server's MAC without waiting (AF_XDP, the neighbour
+    // layer) reports it unroutable until the kernel's or its own ARP has an answer: try again.
+    let s = loop {
+        match cli.create_session(server) {
+            Ok(s) => break s,
+            Err(SessionError::Unroutable) if t0.elapsed() < CONNECT_TIMEOUT => {
+                cli.run_event_loop_once();
+                peer();
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(e) => return Err(e).with_context(failed),
+        }
+    };
     while !cli.is_connected(s) {
         if let Some(e) = cli.ctx_mut().connect_failure().take() {
             return Err(refusal(e, cli.config())).with_context(failed);

@@ -89,6 +89,28 @@ impl<'a> Replicas<'a> {
         }
     }
 
+    /// Over AF_XDP, sets replica `i`'s interface `up` or `down` (its machine on or off the
+    /// network); nothing over UDP.
+    fn link(&self, i: usize, state: &str) {
+        if let Some(lan) = self.lan {
+            let e = &lan.ends[i];
+            let out = Command::new("ip").args(["-n", &e.netns, "link", "set", &e.interface, state]).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+
+    /// Over AF_XDP, makes every other namespace forget replica `i`'s MAC (as its kernel does a
+    /// while after the machine went away): resolving it must not stall anyone.
+    fn forget(&self, i: usize) {
+        if let Some(lan) = self.lan {
+            let ip = lan.ends[i].ipv4.to_string();
+            for e in lan.ends.iter().filter(|e| e.ipv4 != lan.ends[i].ipv4) {
+                let out = Command::new("ip").args(["-n", &e.netns, "neigh", "flush", "to", &ip]).output().unwrap();
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+    }
+
     fn kv(&self, args: &[&str]) -> std::process::Output {
         let mut v = vec!["kv", args[0], "--peers", &self.peers];
         v.extend_from_slice(self.net());
@@ -154,11 +176,21 @@ fn put_get_del_and_failover(mut r: Replicas) {
     // Kill the leader: the others elect one and the data is still there.
     let leader = v["leader"].as_u64().unwrap() as usize - 1;
     r.kill(leader);
+    // Over AF_XDP its machine goes too: nothing answers ARP for its address any more, so the
+    // others must not stall resolving it.
+    r.link(leader, "down");
+    r.forget(leader);
     let t0 = Instant::now();
     assert_eq!(r.ok(&["put", "after", "failover"]), "OK");
     assert!(t0.elapsed() < Duration::from_secs(10));
+    let t1 = Instant::now();
+    for k in 0..20 {
+        assert_eq!(r.ok(&["put", &format!("w{k}"), "v"]), "OK");
+    }
+    assert!(t1.elapsed() < Duration::from_secs(10), "20 writes with a machine gone: {:?}", t1.elapsed());
     assert_eq!(r.ok(&["get", "k2"]), "v2");
     // It comes back from its log and the cluster goes on.
+    r.link(leader, "up");
     r.spawn(leader);
     assert_eq!(r.ok(&["put", "k3", "v3"]), "OK");
     assert_eq!(r.ok(&["get", "after"]), "failover");
@@ -166,7 +198,7 @@ fn put_get_del_and_failover(mut r: Replicas) {
 
 #[test]
 fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
-    for t in ["udp", "sim", "afxdp"] {
+    for t in ["udp", "sim"] {
         let v = json(&["kv", "local", "--transport", t, "--duration", "0.3", "--json"]);
         assert_eq!(v["transport"], t);
         assert_eq!(v["durability"], "none");
@@ -193,6 +225,20 @@ fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
     assert_eq!(v["durability"], "fsync");
     assert!(v["get_p50_us"].as_f64().is_some() && v["put_p50_us"].as_f64().is_some(), "{v}");
     assert_eq!(v["failed"], 0);
+}
+
+/// `local` over AF_XDP (root): the four endpoints on one thread, each on an interface of its
+/// own; the namespaces are gone afterwards.
+#[test]
+fn kv_local_runs_over_afxdp_on_a_segment_of_namespaces() {
+    let v = json(&["kv", "local", "--transport", "afxdp", "--duration", "0.3", "--json"]);
+    assert_eq!(v["transport"], "afxdp");
+    assert_eq!(v["failed"], 0, "{v}");
+    assert!(v["ops"].as_u64().unwrap() > 10, "{v}");
+    assert!(v["rtt_p50_us"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    let left = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let me = format!("erpc-{}-", std::process::id());
+    assert!(!String::from_utf8_lossy(&left.stdout).contains(&me), "nothing of this test process is left");
 }
 
 #[test]

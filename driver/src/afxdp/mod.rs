@@ -278,6 +278,9 @@ pub struct AfXdpStats {
     pub tx_flush_stalls: u64,
     /// The interface disappeared (`ENXIO`): nothing is sent any more.
     pub interface_gone: bool,
+    /// Resolutions reported unreachable for now: the peer's MAC was not (yet) in the kernel's
+    /// neighbour table.
+    pub resolve_pending: u64,
 }
 
 /// The kernel's counters of the socket (`XDP_STATISTICS`).
@@ -326,6 +329,7 @@ pub struct AfXdpTransport {
     reclaimed: u64,
     tx_unsent: bool,
     stats: AfXdpStats,
+    neigh: netif::Neighbours,
     // Last: the interface's program is detached when its last socket (and handle) is gone.
     iface: Arc<Attachment>,
 }
@@ -691,6 +695,7 @@ impl AfXdpTransport {
             completed_unmatched: 0,
             reclaimed: 0,
             tx_unsent: false,
+            neigh: netif::Neighbours::default(),
             stats: AfXdpStats::default(),
             iface,
         })
@@ -892,16 +897,21 @@ impl Transport for AfXdpTransport {
         self.local
     }
 
-    /// Uses the remote's MAC if given, else the neighbour table (asking the kernel to resolve it,
-    /// for up to a second).
+    /// Uses the remote's MAC if given, else the kernel's neighbour table, without waiting: an
+    /// address the table lacks is unreachable for now while the kernel asks for it with ARP (a
+    /// connect retried a moment later succeeds). An endpoint's event loop never stalls on a
+    /// peer that is gone or on a forged connect request's address.
     fn resolve(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, ResolveError> {
         if remote.ipv4 == [0; 4] || remote.udp_port == 0 {
             return Err(ResolveError::InvalidAddress);
         }
         let mut r = *remote;
         if r.mac == [0; 6] {
-            r.mac = netif::resolve_mac(Ipv4Addr::from(remote.ipv4), &self.interface, Duration::from_secs(1))
-                .ok_or(ResolveError::Unreachable)?;
+            let Some(mac) = self.neigh.mac(Ipv4Addr::from(remote.ipv4), &self.interface) else {
+                self.stats.resolve_pending += 1;
+                return Err(ResolveError::Unreachable);
+            };
+            r.mac = mac;
         }
         Ok(RoutingInfo::new(&self.local, &r))
     }

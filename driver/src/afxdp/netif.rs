@@ -2,6 +2,7 @@
 //! thread's network namespace (so a thread that entered a namespace with `setns` sees that
 //! namespace's interfaces, unlike `/sys/class/net` of the mount).
 
+use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
@@ -99,20 +100,58 @@ fn arp_lookup(ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
     None
 }
 
-/// Resolves `ip`'s MAC on `ifname`: from the neighbour table, else by making the kernel ask
-/// (one UDP datagram to the discard port, which starts ARP) and waiting up to `timeout`.
-pub(crate) fn resolve_mac(ip: Ipv4Addr, ifname: &str, timeout: Duration) -> Option<[u8; 6]> {
-    if let Some(m) = arp_lookup(ip, ifname) {
-        return Some(m);
+/// Makes the kernel resolve `ip` with ARP: one empty UDP datagram to its discard port (9).
+fn ask(ip: Ipv4Addr) {
+    if let Ok(s) = UdpSocket::bind("0.0.0.0:0") {
+        let _ = s.send_to(&[], SocketAddrV4::new(ip, 9));
     }
-    let s = UdpSocket::bind("0.0.0.0:0").ok()?;
-    let _ = s.send_to(&[], SocketAddrV4::new(ip, 9));
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        std::thread::sleep(Duration::from_millis(5));
-        if let Some(m) = arp_lookup(ip, ifname) {
-            return Some(m);
+}
+
+/// How long a MAC read from the kernel's table is used without reading it again.
+const FOUND_FRESH: Duration = Duration::from_secs(5);
+/// How long an address missing from the table is reported unreachable without looking again.
+const MISSING_FRESH: Duration = Duration::from_millis(10);
+/// Least time between two reads of the table (a flood of new addresses costs at most this).
+const MIN_GAP: Duration = Duration::from_millis(1);
+/// Most addresses remembered.
+const MAX_ENTRIES: usize = 256;
+
+/// Peers' MACs as the kernel's neighbour table gave them, so that resolving never waits: an
+/// address missing from the table is reported unreachable at once while the kernel asks for it
+/// (ARP), and found on a later try (a connect is retried). The table is read at most once per
+/// [`MIN_GAP`], and an address at most once per [`MISSING_FRESH`] while missing, so forged
+/// connect requests from made-up addresses cost bounded work and bounded memory.
+#[derive(Default)]
+pub(crate) struct Neighbours {
+    entries: HashMap<Ipv4Addr, (Option<[u8; 6]>, Instant)>,
+    last_read: Option<Instant>,
+}
+
+impl Neighbours {
+    /// `ip`'s MAC on `ifname` if known, without waiting.
+    pub(crate) fn mac(&mut self, ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
+        let now = Instant::now();
+        if let Some(&(mac, at)) = self.entries.get(&ip) {
+            let fresh = if mac.is_some() { FOUND_FRESH } else { MISSING_FRESH };
+            if now.duration_since(at) < fresh {
+                return mac;
+            }
         }
+        if self.last_read.is_some_and(|t| now.duration_since(t) < MIN_GAP) {
+            return None;
+        }
+        self.last_read = Some(now);
+        let mac = arp_lookup(ip, ifname);
+        if mac.is_none() {
+            ask(ip);
+        }
+        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&ip) {
+            self.entries.retain(|_, &mut (m, at)| m.is_some() && now.duration_since(at) < FOUND_FRESH);
+            if self.entries.len() >= MAX_ENTRIES {
+                self.entries.clear();
+            }
+        }
+        self.entries.insert(ip, (mac, now));
+        mac
     }
-    None
 }
