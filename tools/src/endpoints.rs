@@ -145,6 +145,11 @@ pub(crate) fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
     Ok(m)
 }
 
+/// `aa:bb:cc:dd:ee:ff`.
+pub(crate) fn mac_text(m: [u8; 6]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
 /// A ConnectX NIC at PCI function `bdf` (bound to vfio-pci) answering at `me`, and `bytes` of
 /// 2 MiB hugepages mapped for it, for the endpoint's msgbufs; each missing piece (VFIO, IOMMU,
 /// hugepages, the binding) is an error that says what to do.

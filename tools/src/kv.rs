@@ -9,7 +9,7 @@
 //!   namespaces, or the in-memory fabric.
 
 use crate::bench::progress_bar;
-use crate::endpoints::{afxdp_on, clock, mlx5, parse_mac, refusal, udp, udp_peer};
+use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp, udp_peer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
@@ -352,8 +352,8 @@ impl NetArgs {
                         peers.len()
                     );
                 }
-                for (a, m) in addrs.iter_mut().zip(&self.peer_macs) {
-                    a.mac = parse_mac(m)?;
+                for (k, (a, m)) in addrs.iter_mut().zip(&self.peer_macs).enumerate() {
+                    a.mac = parse_mac(m).with_context(|| format!("--peer-macs entry {}", k + 1))?;
                 }
             }
         }
@@ -396,7 +396,17 @@ fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let durability = cfg.durability.name();
     let starting = || format!("starting replica {} on {} {me}", a.id, a.net.name());
     let t = a.net.open(me, cluster::REPLICA_REGION).with_context(starting)?;
+    let want = cfg.peers[a.id as usize - 1];
     on_transport!(t, cluster::REPLICA_REGION, |t, region| {
+        let mine = t.local_addr().mac;
+        if want.mac != [0; 6] && mine != want.mac {
+            bail!(
+                "--peer-macs entry {} is {}, but this NIC's MAC is {}: list the MACs in --peers order",
+                a.id,
+                mac_text(want.mac),
+                mac_text(mine)
+            );
+        }
         let rpc =
             cluster::replica_endpoint_in(t, region, shared_clock(), udp_rpc_config(), cfg).with_context(starting)?;
         serve_on(rpc, &a, me, durability)
@@ -445,6 +455,9 @@ const BYPASS_CLIENT_PORT: u16 = 31851;
 /// (AF_XDP) the interface's address.
 fn client_addr(net: &NetArgs, peers: &[SocketAddrV4], bind: Option<SocketAddrV4>) -> anyhow::Result<SocketAddrV4> {
     Ok(match (bind, net.transport) {
+        (Some(b), NetKind::Mlx5) if b.ip().is_unspecified() => {
+            bail!("--transport mlx5 needs --bind <this NIC's IP>:0, not {b}")
+        }
         (Some(b), NetKind::Afxdp | NetKind::Mlx5) if b.port() == 0 => SocketAddrV4::new(*b.ip(), BYPASS_CLIENT_PORT),
         (Some(b), _) => b,
         (None, NetKind::Afxdp) => SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, BYPASS_CLIENT_PORT),

@@ -139,7 +139,7 @@ impl Drop for Replicas<'_> {
 
 #[test]
 fn serve_processes_over_udp_answer_put_get_del_and_outlive_their_leader() {
-    put_get_del_and_failover(Replicas::start(3));
+    put_get_del_and_failover(&mut Replicas::start(3));
 }
 
 /// As over UDP, with every replica and the client on AF_XDP in a namespace of its own, the
@@ -148,14 +148,20 @@ fn serve_processes_over_udp_answer_put_get_del_and_outlive_their_leader() {
 fn serve_processes_over_afxdp_answer_put_get_del_and_outlive_their_leader() {
     let lan = Lan::create(4).expect("network namespaces (root)");
     let names: Vec<String> = std::iter::once(lan.hub.clone()).chain(lan.ends.iter().map(|e| e.netns.clone())).collect();
-    put_get_del_and_failover(Replicas::start_on(&lan, 3));
+    let mut r = Replicas::start_on(&lan, 3);
+    put_get_del_and_failover(&mut r);
+    // The replicas ran on AF_XDP: each interface carries their XDP program.
+    for e in &lan.ends[..3] {
+        assert!(erpc_tools::netns::VethPair::xdp_attached(e).unwrap(), "XDP on {}", e.netns);
+    }
+    drop(r);
     drop(lan);
     for n in names {
         assert!(!std::path::Path::new(&format!("/run/netns/{n}")).exists(), "{n} deleted");
     }
 }
 
-fn put_get_del_and_failover(mut r: Replicas) {
+fn put_get_del_and_failover(r: &mut Replicas) {
     assert_eq!(r.ok(&["put", "greeting", "hello"]), "OK");
     assert_eq!(r.ok(&["get", "greeting"]), "hello");
     assert_eq!(r.ok(&["del", "greeting"]), "OK");
@@ -264,6 +270,29 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
         (
             vec!["kv", "serve", "--id", "1", "--peers", &peers, "--transport", "afxdp", "--interface", "nope0"],
             "starting replica 1 on afxdp 127.0.0.1",
+        ),
+        (
+            vec!["kv", "serve", "--id", "1", "--peers", "10.9.9.9:5", "--transport", "afxdp", "--interface", "lo"],
+            "interface `lo` does not hold 10.9.9.9, so nothing could reach the endpoint there: use one of its \
+             addresses (127.0.0.1)",
+        ),
+        (
+            vec![
+                "kv",
+                "get",
+                "--peers",
+                &peers,
+                "--transport",
+                "mlx5",
+                "--pci",
+                "x",
+                "--peer-macs",
+                "2:0:0:0:0:1,2:0:0:0:0:2,2:0:0:0:0:3",
+                "--bind",
+                "0.0.0.0:0",
+                "k",
+            ],
+            "--transport mlx5 needs --bind <this NIC's IP>:0, not 0.0.0.0:0",
         ),
         (vec!["kv", "bench", "--peers", &peers, "--pci", "0000:01:00.0"], "--pci applies to --transport mlx5"),
         (vec!["kv", "serve", "--id", "1", "--peers", &peers, "--transport", "mlx5"], "needs --pci"),

@@ -151,6 +151,8 @@ pub enum AfXdpError {
     NoInterface(String),
     /// The interface has no IPv4 address and none was configured.
     NoAddress(String),
+    /// The configured IPv4 address is not one of the interface's (`held`).
+    NotOurAddress { interface: String, ipv4: Ipv4Addr, held: Vec<Ipv4Addr> },
     /// A setting out of range.
     Config(String),
     /// The UMEM could not be allocated (no hugepages, …).
@@ -181,6 +183,15 @@ impl fmt::Display for AfXdpError {
                 "interface `{i}` has no IPv4 address: add one (ip addr add 10.0.0.1/24 dev {i}) or configure the \
                  endpoint's address"
             ),
+            AfXdpError::NotOurAddress { interface, ipv4, held } => {
+                let held: Vec<String> = held.iter().map(|a| a.to_string()).collect();
+                write!(
+                    f,
+                    "interface `{interface}` does not hold {ipv4}, so nothing could reach the endpoint there: use one \
+                     of its addresses ({}) or add it (ip addr add {ipv4}/24 dev {interface})",
+                    if held.is_empty() { "it has none".to_string() } else { held.join(", ") }
+                )
+            }
             AfXdpError::Config(m) => write!(f, "bad AF_XDP setting: {m}"),
             AfXdpError::Memory(e) => write!(f, "allocating the AF_XDP UMEM failed: {e}"),
             AfXdpError::Socket { error, .. } if needs_root(error) => write!(f, "{ROOT}"),
@@ -421,7 +432,15 @@ impl AfXdpInterface {
         let ifindex = netif::ifindex(interface).ok_or_else(|| AfXdpError::NoInterface(interface.into()))?;
         let mac = netif::mac(interface).map_err(sock_err("reading the interface's MAC"))?;
         let ipv4 = match ipv4 {
-            Some(a) => a,
+            Some(a) => {
+                // The kernel answers ARP for the endpoint's address only if the interface holds
+                // it; otherwise no peer could ever reach the endpoint.
+                let held = netif::ipv4s(interface).map_err(sock_err("reading the interface's addresses"))?;
+                if !held.contains(&a) {
+                    return Err(AfXdpError::NotOurAddress { interface: interface.into(), ipv4: a, held });
+                }
+                a
+            }
             None => netif::ipv4(interface)
                 .map_err(sock_err("reading the interface's address"))?
                 .ok_or_else(|| AfXdpError::NoAddress(interface.into()))?,

@@ -49,12 +49,17 @@ pub(crate) fn mtu(name: &str) -> io::Result<usize> {
 
 /// The first IPv4 address of the interface.
 pub(crate) fn ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
+    Ok(ipv4s(name)?.first().copied())
+}
+
+/// The interface's IPv4 addresses, in the kernel's order.
+pub(crate) fn ipv4s(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut list) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut found = None;
+    let mut found = Vec::new();
     let mut p = list;
     while !p.is_null() {
         // SAFETY: `p` walks the list getifaddrs returned, which stays valid until freed.
@@ -67,8 +72,7 @@ pub(crate) fn ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
             if fam == libc::AF_INET {
                 // SAFETY: an AF_INET address is a `sockaddr_in`.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found = Some(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                break;
+                found.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
             }
         }
         p = ifa.ifa_next;

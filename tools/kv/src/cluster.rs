@@ -68,6 +68,12 @@ pub fn replica_endpoint_in<T: Transport>(
             rpc_cfg.request_timeout_ns / 1_000_000
         )));
     }
+    if region.len() < REPLICA_REGION {
+        return Err(Error::Config(format!(
+            "a replica's msgbuf region needs {REPLICA_REGION} bytes, not {}",
+            region.len()
+        )));
+    }
     let r = Replica::new(cfg)?;
     let mem = OwnedMemory::new(region, REPLICA_SESSIONS, BACKLOG);
     let mut rpc = Rpc::new(nic, clock, r, mem, rpc_cfg).map_err(|cause| Error::Endpoint { what: "replica", cause })?;
@@ -100,6 +106,10 @@ pub fn client_endpoint_in<T: Transport>(
     rpc_cfg: RpcConfig,
     cfg: ClientConfig,
 ) -> Result<ClientRpc<T, Clk>, Error> {
+    let need = client_region_bytes(&cfg);
+    if region.len() < need {
+        return Err(Error::Config(format!("this client's msgbuf region needs {need} bytes, not {}", region.len())));
+    }
     let mut rpc = Rpc::new(nic, clock, KvClient::new(cfg), OwnedMemory::new(region, 64, BACKLOG), rpc_cfg)
         .map_err(|cause| Error::Endpoint { what: "client", cause })?;
     KvClient::register(&mut rpc);

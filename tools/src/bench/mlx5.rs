@@ -6,14 +6,10 @@
 //! reserved; each missing piece is reported with what to do.
 
 use super::{run_client, BenchArgs, Report};
-use crate::endpoints::{memory_in, mlx5, parse_mac, region_bytes, serve_until, server};
+use crate::endpoints::{mac_text, memory_in, mlx5, parse_mac, region_bytes, serve_until, server};
 use anyhow::{bail, Context};
 use erpc_dataplane::transport::EndpointAddr;
 use std::net::SocketAddrV4;
-
-fn mac_str(m: [u8; 6]) -> String {
-    m.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
-}
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {
     let bdf = a.pci.clone().context("--transport mlx5 needs --pci BDF (the ConnectX function, bound to vfio-pci)")?;
@@ -21,7 +17,8 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
         (Some(s), None) => (s, None),
         (None, Some(to)) => {
             let bind = a.bind.context("--transport mlx5 with --connect needs --bind IP:PORT (this end's address)")?;
-            let mac = parse_mac(a.peer_mac.as_deref().context("--connect needs --peer-mac (printed by the server)")?)?;
+            let mac = parse_mac(a.peer_mac.as_deref().context("--connect needs --peer-mac (printed by the server)")?)
+                .context("--peer-mac")?;
             (bind, Some(EndpointAddr { mac, ipv4: to.ip().octets(), udp_port: to.port() }))
         }
         _ => bail!(
@@ -38,8 +35,8 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
             let mut srv = server(nic, a.resp_size, mem, cfg)?;
             eprintln!(
                 "erpc bench: serving on mlx5 {bdf} {me}, MAC {} (clients: --connect {me} --peer-mac {}) (Ctrl-C to stop)",
-                mac_str(mac),
-                mac_str(mac)
+                mac_text(mac),
+                mac_text(mac)
             );
             serve_until(&mut srv, None);
             unreachable!("the server runs until killed");
