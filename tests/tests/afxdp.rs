@@ -187,6 +187,14 @@ fn neighbours_resolve_and_forged_input_is_counted() {
         }
         assert!(t1.elapsed() < std::time::Duration::from_millis(500), "{:?} for 500 resolves", t1.elapsed());
         assert!(ta.stats().resolve_pending >= 500);
+        // A fresh transport: a miss first, then b, whose MAC the kernel has: one read of the
+        // table serves both, and the miss does not hold b up.
+        drop(ta);
+        let mut ta = open_in(&a, config(&a)).expect("a again");
+        let nobody = EndpointAddr { mac: [0; 6], ipv4: [10, 211, 0, 98], udp_port: 31850 };
+        assert!(ta.resolve(&nobody).is_err());
+        let r = ta.resolve(&unknown).expect("b, right after a miss");
+        assert_eq!(r.dst_mac(), b_addr.mac);
 
         // A datagram from a's kernel stack to b's port reaches b's socket as a whole frame.
         let s = std::net::UdpSocket::bind("10.211.0.1:0").unwrap();

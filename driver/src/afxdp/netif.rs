@@ -82,26 +82,35 @@ pub(crate) fn ipv4s(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     Ok(found)
 }
 
-/// The MAC of `ip` in this namespace's neighbour table (`/proc/thread-self/net/arp`), if it is
-/// complete there.
-fn arp_lookup(ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
-    let t = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
+/// The complete entries of this namespace's neighbour table (`/proc/thread-self/net/arp`) on
+/// `ifname`, at most `max` of them.
+fn arp_table(ifname: &str, max: usize) -> HashMap<Ipv4Addr, [u8; 6]> {
+    let mut out = HashMap::new();
+    let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/arp") else { return out };
     for line in t.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         // IP address, HW type, Flags, HW address, Mask, Device
-        if f.len() >= 6 && f[0] == ip.to_string() && f[5] == ifname && f[2] != "0x0" {
-            let mut m = [0u8; 6];
-            let parts: Vec<&str> = f[3].split(':').collect();
-            if parts.len() != 6 {
-                return None;
-            }
-            for (o, p) in m.iter_mut().zip(parts) {
-                *o = u8::from_str_radix(p, 16).ok()?;
-            }
-            return (m != [0; 6]).then_some(m);
+        if f.len() < 6 || f[5] != ifname || f[2] == "0x0" {
+            continue;
+        }
+        let (Ok(ip), Some(mac)) = (f[0].parse::<Ipv4Addr>(), parse_mac(f[3])) else { continue };
+        if out.len() < max {
+            out.insert(ip, mac);
         }
     }
-    None
+    out
+}
+
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut m = [0u8; 6];
+    let parts: Vec<&str> = s.split(':').collect();
+    if parts.len() != 6 {
+        return None;
+    }
+    for (o, p) in m.iter_mut().zip(parts) {
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    (m != [0; 6]).then_some(m)
 }
 
 /// Makes the kernel resolve `ip` with ARP: one empty UDP datagram to its discard port (9).
@@ -111,51 +120,73 @@ fn ask(ip: Ipv4Addr) {
     }
 }
 
-/// How long a MAC read from the kernel's table is used without reading it again.
+/// How long a table read is used for addresses it holds.
 const FOUND_FRESH: Duration = Duration::from_secs(5);
-/// How long an address missing from the table is reported unreachable without looking again.
-const MISSING_FRESH: Duration = Duration::from_millis(10);
-/// Least time between two reads of the table (a flood of new addresses costs at most this).
+/// Least time between two reads of the table: one read serves every address asked for meanwhile.
 const MIN_GAP: Duration = Duration::from_millis(1);
-/// Most addresses remembered.
-const MAX_ENTRIES: usize = 256;
+/// Least time between two ARP requests for one address.
+const ASK_GAP: Duration = Duration::from_millis(10);
+/// Most ARP requests per [`ASK_WINDOW`], whatever the addresses.
+const ASKS_PER_WINDOW: u32 = 16;
+const ASK_WINDOW: Duration = Duration::from_millis(10);
+/// Most addresses remembered (table entries, and addresses asked for).
+const MAX_ENTRIES: usize = 1024;
 
-/// Peers' MACs as the kernel's neighbour table gave them, so that resolving never waits: an
-/// address missing from the table is reported unreachable at once while the kernel asks for it
-/// (ARP), and found on a later try (a connect is retried). The table is read at most once per
-/// [`MIN_GAP`], and an address at most once per [`MISSING_FRESH`] while missing, so forged
-/// connect requests from made-up addresses cost bounded work and bounded memory.
+/// Peers' MACs from the kernel's neighbour table, so that resolving never waits: an address the
+/// table lacks is reported unreachable at once while the kernel asks for it (ARP), and found on
+/// a later try (a connect is retried). The table is read whole, at most once per [`MIN_GAP`],
+/// and ARP asked at most [`ASKS_PER_WINDOW`] times per [`ASK_WINDOW`] and once per [`ASK_GAP`]
+/// for an address, so forged connect requests from made-up addresses cost bounded work and
+/// memory.
 #[derive(Default)]
 pub(crate) struct Neighbours {
-    entries: HashMap<Ipv4Addr, (Option<[u8; 6]>, Instant)>,
-    last_read: Option<Instant>,
+    table: HashMap<Ipv4Addr, [u8; 6]>,
+    read_at: Option<Instant>,
+    asked: HashMap<Ipv4Addr, Instant>,
+    window: Option<(Instant, u32)>,
 }
 
 impl Neighbours {
     /// `ip`'s MAC on `ifname` if known, without waiting.
     pub(crate) fn mac(&mut self, ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
         let now = Instant::now();
-        if let Some(&(mac, at)) = self.entries.get(&ip) {
-            let fresh = if mac.is_some() { FOUND_FRESH } else { MISSING_FRESH };
-            if now.duration_since(at) < fresh {
-                return mac;
+        let age = self.read_at.map(|t| now.duration_since(t));
+        if let (Some(m), Some(a)) = (self.table.get(&ip), age) {
+            if a < FOUND_FRESH {
+                return Some(*m);
             }
         }
-        if self.last_read.is_some_and(|t| now.duration_since(t) < MIN_GAP) {
-            return None;
-        }
-        self.last_read = Some(now);
-        let mac = arp_lookup(ip, ifname);
-        if mac.is_none() {
-            ask(ip);
-        }
-        if self.entries.len() >= MAX_ENTRIES && !self.entries.contains_key(&ip) {
-            self.entries.retain(|_, &mut (m, at)| m.is_some() && now.duration_since(at) < FOUND_FRESH);
-            if self.entries.len() >= MAX_ENTRIES {
-                self.entries.clear();
+        if age.map_or(true, |a| a >= MIN_GAP) {
+            self.table = arp_table(ifname, MAX_ENTRIES);
+            self.read_at = Some(now);
+            if let Some(m) = self.table.get(&ip) {
+                return Some(*m);
             }
         }
-        self.entries.insert(ip, (mac, now));
-        mac
+        self.ask(ip, now);
+        None
+    }
+
+    /// Makes the kernel ask for `ip` with ARP, within the limits.
+    fn ask(&mut self, ip: Ipv4Addr, now: Instant) {
+        if self.asked.get(&ip).is_some_and(|t| now.duration_since(*t) < ASK_GAP) {
+            return;
+        }
+        let (start, n) = match self.window {
+            Some((start, n)) if now.duration_since(start) < ASK_WINDOW => (start, n),
+            _ => (now, 0),
+        };
+        if n >= ASKS_PER_WINDOW {
+            return;
+        }
+        self.window = Some((start, n + 1));
+        if self.asked.len() >= MAX_ENTRIES {
+            self.asked.retain(|_, t| now.duration_since(*t) < ASK_GAP);
+            if self.asked.len() >= MAX_ENTRIES {
+                self.asked.clear();
+            }
+        }
+        self.asked.insert(ip, now);
+        ask(ip);
     }
 }
