@@ -193,7 +193,7 @@ fn put_get_del_and_failover(r: &mut Replicas) {
     for k in 0..20 {
         assert_eq!(r.ok(&["put", &format!("w{k}"), "v"]), "OK");
     }
-    assert!(t1.elapsed() < Duration::from_secs(10), "20 writes with a machine gone: {:?}", t1.elapsed());
+    assert!(t1.elapsed() < Duration::from_secs(20), "20 writes with a machine gone: {:?}", t1.elapsed());
     assert_eq!(r.ok(&["get", "k2"]), "v2");
     // It comes back from its log and the cluster goes on.
     r.link(leader, "up");
