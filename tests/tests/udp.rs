@@ -558,3 +558,27 @@ fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
     assert_eq!(a.tx_burst(&frames(&sa, &b.local_addr(), &run, &mut store)), 10);
     assert_eq!(a.stats().tx_gso_sends, 1);
 }
+
+/// Short of free buffers, a receive takes fewer coalesced datagrams and leaves the rest queued
+/// in the kernel instead of dropping their packets: three runs of 20 arrive whole through a
+/// transport with 32 free buffers.
+#[test]
+fn short_of_buffers_coalesced_runs_wait_in_the_kernel() {
+    let mut a = UdpTransport::bind(UdpConfig { batch: 64, rx_buffers: 64, ..any_port() }).unwrap();
+    let mut b = UdpTransport::bind(UdpConfig { rx_buffers: 40, batch: 8, ..any_port() }).unwrap();
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let warm: Vec<Vec<u8>> = (0..8).map(|i| numbered(i, 100)).collect();
+    let mut store = Vec::new();
+    a.tx_burst(&frames(&sa, &sb, &warm, &mut store));
+    assert_eq!(receive_in_order(&mut b, &warm, 8, sa.udp_port), 8);
+    assert_eq!(b.stats().rx_gro_on, 1);
+    // Three runs (a payload size each), so three coalesced datagrams of 20 packets.
+    let runs: Vec<Vec<u8>> = (0..60).map(|i| numbered(i, 1000 - 100 * (i as usize / 20))).collect();
+    assert_eq!(a.tx_burst(&frames(&sa, &sb, &runs, &mut store)), 60);
+    assert_eq!(a.stats().tx_gso_sends, 1 + 3);
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(receive_in_order(&mut b, &runs, 32, sa.udp_port), 60);
+    let s = b.stats();
+    assert_eq!(s.rx_no_buffer, 0, "{s:?}");
+    assert!(s.rx_gro_receives >= 3, "{s:?}");
+}

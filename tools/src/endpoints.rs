@@ -253,6 +253,8 @@ pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
             Err(e) => return Err(e).with_context(failed),
         }
     };
+    // The handshake gets its own time, however long resolving took.
+    let t0 = Instant::now();
     while !cli.is_connected(s) {
         if let Some(e) = cli.ctx_mut().connect_failure().take() {
             return Err(refusal(e, cli.config())).with_context(failed);

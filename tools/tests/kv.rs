@@ -273,8 +273,8 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
         ),
         (
             vec!["kv", "serve", "--id", "1", "--peers", "10.9.9.9:5", "--transport", "afxdp", "--interface", "lo"],
-            "interface `lo` does not hold 10.9.9.9, so nothing could reach the endpoint there: use one of its \
-             addresses (127.0.0.1)",
+            "10.9.9.9 is not an address of this host, so nothing could reach the endpoint there: use one of \
+             `lo`'s (127.0.0.1)",
         ),
         (
             vec![

@@ -151,7 +151,7 @@ pub enum AfXdpError {
     NoInterface(String),
     /// The interface has no IPv4 address and none was configured.
     NoAddress(String),
-    /// The configured IPv4 address is not one of the interface's (`held`).
+    /// The configured IPv4 address is not one of this host's (`held`: the interface's).
     NotOurAddress { interface: String, ipv4: Ipv4Addr, held: Vec<Ipv4Addr> },
     /// A setting out of range.
     Config(String),
@@ -187,8 +187,8 @@ impl fmt::Display for AfXdpError {
                 let held: Vec<String> = held.iter().map(|a| a.to_string()).collect();
                 write!(
                     f,
-                    "interface `{interface}` does not hold {ipv4}, so nothing could reach the endpoint there: use one \
-                     of its addresses ({}) or add it (ip addr add {ipv4}/24 dev {interface})",
+                    "{ipv4} is not an address of this host, so nothing could reach the endpoint there: use one of \
+                     `{interface}`'s ({}) or add it (ip addr add {ipv4}/PREFIX dev {interface})",
                     if held.is_empty() { "it has none".to_string() } else { held.join(", ") }
                 )
             }
@@ -292,6 +292,8 @@ pub struct AfXdpStats {
     /// Resolutions reported unreachable for now: the peer's MAC was not (yet) in the kernel's
     /// neighbour table.
     pub resolve_pending: u64,
+    /// Reads of the kernel's neighbour table that failed.
+    pub neighbour_read_failures: u64,
 }
 
 /// The kernel's counters of the socket (`XDP_STATISTICS`).
@@ -433,10 +435,12 @@ impl AfXdpInterface {
         let mac = netif::mac(interface).map_err(sock_err("reading the interface's MAC"))?;
         let ipv4 = match ipv4 {
             Some(a) => {
-                // The kernel answers ARP for the endpoint's address only if the interface holds
-                // it; otherwise no peer could ever reach the endpoint.
-                let held = netif::ipv4s(interface).map_err(sock_err("reading the interface's addresses"))?;
-                if !held.contains(&a) {
+                // The kernel answers ARP only for addresses of this host; for any other, no peer
+                // could ever reach the endpoint. (Any interface may hold it: a label, `lo`, a
+                // bridge master.)
+                if !netif::is_local(a) {
+                    let held = netif::ipv4_nets(interface).map_err(sock_err("reading the interface's addresses"))?;
+                    let held = held.into_iter().map(|n| n.0).collect();
                     return Err(AfXdpError::NotOurAddress { interface: interface.into(), ipv4: a, held });
                 }
                 a
@@ -714,7 +718,7 @@ impl AfXdpTransport {
             completed_unmatched: 0,
             reclaimed: 0,
             tx_unsent: false,
-            neigh: netif::Neighbours::default(),
+            neigh: netif::Neighbours::new(netif::ipv4_nets(&cfg.interface).unwrap_or_default()),
             stats: AfXdpStats::default(),
             iface,
         })
@@ -743,7 +747,7 @@ impl AfXdpTransport {
     }
 
     pub fn stats(&self) -> AfXdpStats {
-        self.stats
+        AfXdpStats { neighbour_read_failures: self.neigh.read_failures, ..self.stats }
     }
 
     /// The kernel's counters of this socket.

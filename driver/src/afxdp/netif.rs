@@ -49,11 +49,12 @@ pub(crate) fn mtu(name: &str) -> io::Result<usize> {
 
 /// The first IPv4 address of the interface.
 pub(crate) fn ipv4(name: &str) -> io::Result<Option<Ipv4Addr>> {
-    Ok(ipv4s(name)?.first().copied())
+    Ok(ipv4_nets(name)?.first().map(|n| n.0))
 }
 
-/// The interface's IPv4 addresses, in the kernel's order.
-pub(crate) fn ipv4s(name: &str) -> io::Result<Vec<Ipv4Addr>> {
+/// The interface's IPv4 addresses and their netmasks, in the kernel's order, labelled ones
+/// (`eth1:0`) included.
+pub(crate) fn ipv4_nets(name: &str) -> io::Result<Vec<(Ipv4Addr, Ipv4Addr)>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs allocates a list we free below.
     if unsafe { libc::getifaddrs(&mut list) } < 0 {
@@ -65,14 +66,23 @@ pub(crate) fn ipv4s(name: &str) -> io::Result<Vec<Ipv4Addr>> {
         // SAFETY: `p` walks the list getifaddrs returned, which stays valid until freed.
         let ifa = unsafe { &*p };
         // SAFETY: `ifa_name` is a NUL-terminated string of the list.
-        let n = unsafe { CStr::from_ptr(ifa.ifa_name) };
-        if n.to_bytes() == name.as_bytes() && !ifa.ifa_addr.is_null() {
+        let n = unsafe { CStr::from_ptr(ifa.ifa_name) }.to_bytes();
+        // glibc names an address by its label, which is the interface's name or `name:...`.
+        let ours = n == name.as_bytes() || (n.starts_with(name.as_bytes()) && n.get(name.len()) == Some(&b':'));
+        if ours && !ifa.ifa_addr.is_null() {
             // SAFETY: a non-null `ifa_addr` points to a sockaddr of its family.
             let fam = unsafe { (*ifa.ifa_addr).sa_family } as i32;
             if fam == libc::AF_INET {
                 // SAFETY: an AF_INET address is a `sockaddr_in`.
                 let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-                found.push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                let mask = if ifa.ifa_netmask.is_null() {
+                    Ipv4Addr::BROADCAST
+                } else {
+                    // SAFETY: the netmask of an AF_INET address is a `sockaddr_in` too.
+                    let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                    Ipv4Addr::from(u32::from_be(m.sin_addr.s_addr))
+                };
+                found.push((Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)), mask));
             }
         }
         p = ifa.ifa_next;
@@ -82,11 +92,31 @@ pub(crate) fn ipv4s(name: &str) -> io::Result<Vec<Ipv4Addr>> {
     Ok(found)
 }
 
+/// Whether `ip` is an address of this host (in the calling thread's network namespace): the
+/// kernel lets a socket bind to it.
+pub(crate) fn is_local(ip: Ipv4Addr) -> bool {
+    !ip.is_unspecified() && UdpSocket::bind(SocketAddrV4::new(ip, 0)).is_ok()
+}
+
+/// Whether ARP may be asked for `ip` on an interface with addresses `nets`: a unicast address on
+/// one of its subnets, not one of its own, not a subnet's network or broadcast address.
+pub(crate) fn on_link(ip: Ipv4Addr, nets: &[(Ipv4Addr, Ipv4Addr)]) -> bool {
+    if ip.is_unspecified() || ip.is_loopback() || ip.is_multicast() || ip.is_broadcast() {
+        return false;
+    }
+    let x = u32::from(ip);
+    nets.iter().any(|&(a, m)| {
+        let (a, m) = (u32::from(a), u32::from(m));
+        let host = x & !m;
+        x != a && x & m == a & m && (m >= 0xFFFF_FFFE || (host != 0 && host != !m))
+    })
+}
+
 /// The complete entries of this namespace's neighbour table (`/proc/thread-self/net/arp`) on
-/// `ifname`, at most `max` of them.
-fn arp_table(ifname: &str, max: usize) -> HashMap<Ipv4Addr, [u8; 6]> {
+/// `ifname`: at most `max` of them, `want`'s always; `None` if the table cannot be read.
+fn arp_table(ifname: &str, want: Ipv4Addr, max: usize) -> Option<HashMap<Ipv4Addr, [u8; 6]>> {
     let mut out = HashMap::new();
-    let Ok(t) = std::fs::read_to_string("/proc/thread-self/net/arp") else { return out };
+    let t = std::fs::read_to_string("/proc/thread-self/net/arp").ok()?;
     for line in t.lines().skip(1) {
         let f: Vec<&str> = line.split_whitespace().collect();
         // IP address, HW type, Flags, HW address, Mask, Device
@@ -94,11 +124,11 @@ fn arp_table(ifname: &str, max: usize) -> HashMap<Ipv4Addr, [u8; 6]> {
             continue;
         }
         let (Ok(ip), Some(mac)) = (f[0].parse::<Ipv4Addr>(), parse_mac(f[3])) else { continue };
-        if out.len() < max {
+        if out.len() < max || ip == want {
             out.insert(ip, mac);
         }
     }
-    out
+    Some(out)
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
@@ -126,20 +156,27 @@ const FOUND_FRESH: Duration = Duration::from_secs(5);
 const MIN_GAP: Duration = Duration::from_millis(1);
 /// Least time between two ARP requests for one address.
 const ASK_GAP: Duration = Duration::from_millis(10);
-/// Most ARP requests per [`ASK_WINDOW`], whatever the addresses.
-const ASKS_PER_WINDOW: u32 = 16;
+/// Most ARP requests per [`ASK_WINDOW`], whatever the addresses: a flood of forged addresses
+/// on the subnet leaves at most a few hundred incomplete entries in the kernel's table (each
+/// lives about 3 s), well below its default limit of 1024.
+const ASKS_PER_WINDOW: u32 = 4;
 const ASK_WINDOW: Duration = Duration::from_millis(10);
 /// Most addresses remembered (table entries, and addresses asked for).
 const MAX_ENTRIES: usize = 1024;
 
 /// Peers' MACs from the kernel's neighbour table, so that resolving never waits: an address the
 /// table lacks is reported unreachable at once while the kernel asks for it (ARP), and found on
-/// a later try (a connect is retried). The table is read whole, at most once per [`MIN_GAP`],
-/// and ARP asked at most [`ASKS_PER_WINDOW`] times per [`ASK_WINDOW`] and once per [`ASK_GAP`]
-/// for an address, so forged connect requests from made-up addresses cost bounded work and
-/// memory.
+/// a later try (a connect is retried). The table is read whole, at most once per [`MIN_GAP`];
+/// ARP is asked only for addresses on the interface's subnets ([`on_link`]), at most
+/// [`ASKS_PER_WINDOW`] times per [`ASK_WINDOW`] and once per [`ASK_GAP`] for an address, so
+/// forged connect requests from made-up addresses cost bounded work and memory and send nothing
+/// off the subnet.
 #[derive(Default)]
 pub(crate) struct Neighbours {
+    /// The interface's addresses and netmasks.
+    nets: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// Reads of the table that failed (it is kept as it was).
+    pub(crate) read_failures: u64,
     table: HashMap<Ipv4Addr, [u8; 6]>,
     read_at: Option<Instant>,
     asked: HashMap<Ipv4Addr, Instant>,
@@ -147,6 +184,11 @@ pub(crate) struct Neighbours {
 }
 
 impl Neighbours {
+    /// For an interface with addresses and netmasks `nets` (ARP is asked only on these subnets).
+    pub(crate) fn new(nets: Vec<(Ipv4Addr, Ipv4Addr)>) -> Neighbours {
+        Neighbours { nets, ..Default::default() }
+    }
+
     /// `ip`'s MAC on `ifname` if known, without waiting.
     pub(crate) fn mac(&mut self, ip: Ipv4Addr, ifname: &str) -> Option<[u8; 6]> {
         let now = Instant::now();
@@ -157,13 +199,23 @@ impl Neighbours {
             }
         }
         if age.map_or(true, |a| a >= MIN_GAP) {
-            self.table = arp_table(ifname, MAX_ENTRIES);
             self.read_at = Some(now);
+            match arp_table(ifname, ip, MAX_ENTRIES) {
+                Some(t) => self.table = t,
+                None => {
+                    if self.read_failures == 0 {
+                        log::warn!("cannot read /proc/thread-self/net/arp: peers' MACs must be given");
+                    }
+                    self.read_failures += 1;
+                }
+            }
             if let Some(m) = self.table.get(&ip) {
                 return Some(*m);
             }
         }
-        self.ask(ip, now);
+        if on_link(ip, &self.nets) {
+            self.ask(ip, now);
+        }
         None
     }
 
@@ -188,5 +240,34 @@ impl Neighbours {
         }
         self.asked.insert(ip, now);
         ask(ip);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arp_is_asked_only_for_unicast_neighbours_on_the_subnets() {
+        let nets = [(Ipv4Addr::new(10, 211, 0, 1), Ipv4Addr::new(255, 255, 255, 0))];
+        assert!(on_link(Ipv4Addr::new(10, 211, 0, 2), &nets));
+        assert!(on_link(Ipv4Addr::new(10, 211, 0, 254), &nets));
+        for no in [
+            Ipv4Addr::new(10, 211, 0, 1),   // ourselves
+            Ipv4Addr::new(10, 211, 0, 0),   // the network
+            Ipv4Addr::new(10, 211, 0, 255), // its broadcast
+            Ipv4Addr::new(10, 211, 1, 2),   // another subnet
+            Ipv4Addr::new(8, 8, 8, 8),
+            Ipv4Addr::new(224, 0, 0, 1),
+            Ipv4Addr::new(127, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            Ipv4Addr::UNSPECIFIED,
+        ] {
+            assert!(!on_link(no, &nets), "{no}");
+        }
+        // A point-to-point /31 has no network or broadcast address.
+        let p2p = [(Ipv4Addr::new(192, 0, 2, 0), Ipv4Addr::new(255, 255, 255, 254))];
+        assert!(on_link(Ipv4Addr::new(192, 0, 2, 1), &p2p));
+        assert!(!on_link(Ipv4Addr::new(10, 0, 0, 1), &[]), "no addresses, no subnet");
     }
 }

@@ -83,7 +83,9 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
     let bytes = region_bytes(req, a.resp_size, conc, 1400);
     let need_if = || a.interface.clone().context("--transport afxdp with --server or --connect needs --interface");
     if let Some(addr) = a.server {
-        let t = afxdp(&need_if()?, Some(*addr.ip()), addr.port(), bytes)?;
+        // 0.0.0.0: the interface's own address.
+        let ip = (!addr.ip().is_unspecified()).then_some(*addr.ip());
+        let t = afxdp(&need_if()?, ip, addr.port(), bytes)?;
         let mut srv = serve_on(t, a)?;
         eprintln!("erpc bench: serving on afxdp {addr} (Ctrl-C to stop)");
         serve_until(&mut srv, None);
