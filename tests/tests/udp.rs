@@ -401,12 +401,9 @@ fn runs_of_packets_go_as_one_gso_send_and_coalesced_runs_are_split_in_order() {
     assert_eq!(s.rx_truncated + s.rx_no_buffer + s.rx_bad_release, 0, "{s:?}");
 }
 
-/// A coalesced run larger than the free receive buffers: the packets without a buffer are
-/// dropped and counted (as a NIC drops with an empty ring), the rest arrive, and the transport
-/// goes on.
-#[test]
-fn a_coalesced_run_beyond_the_free_buffers_loses_only_its_tail() {
-    let mut a = UdpTransport::bind(any_port()).unwrap();
+/// A receiver with 40 receive buffers and a batch of 8, which `a`'s burst of 8 datagrams has
+/// made turn UDP_GRO on.
+fn gro_on_with_40_buffers(a: &mut UdpTransport) -> UdpTransport {
     let mut b = UdpTransport::bind(UdpConfig { rx_buffers: 40, batch: 8, ..any_port() }).unwrap();
     let (sa, sb) = (a.local_addr(), b.local_addr());
     let warm: Vec<Vec<u8>> = (0..8).map(|i| numbered(i, 100)).collect();
@@ -414,6 +411,18 @@ fn a_coalesced_run_beyond_the_free_buffers_loses_only_its_tail() {
     a.tx_burst(&frames(&sa, &sb, &warm, &mut store));
     assert_eq!(receive_in_order(&mut b, &warm, 8, sa.udp_port), 8);
     assert_eq!(b.stats().rx_gro_on, 1);
+    b
+}
+
+/// A coalesced run larger than the free receive buffers: the packets without a buffer are
+/// dropped and counted (as a NIC drops with an empty ring), the rest arrive, and the transport
+/// goes on.
+#[test]
+fn a_coalesced_run_beyond_the_free_buffers_loses_only_its_tail() {
+    let mut a = UdpTransport::bind(any_port()).unwrap();
+    let mut b = gro_on_with_40_buffers(&mut a);
+    let (sa, sb) = (a.local_addr(), b.local_addr());
+    let mut store = Vec::new();
     // Hold 20 buffers; 8 are posted, so 12 are free for a coalesced run of 40.
     let hold: Vec<Vec<u8>> = (0..20).map(|i| numbered(i, 100)).collect();
     for chunk in hold.chunks(4) {
@@ -565,13 +574,9 @@ fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
 #[test]
 fn short_of_buffers_coalesced_runs_wait_in_the_kernel() {
     let mut a = UdpTransport::bind(UdpConfig { batch: 64, rx_buffers: 64, ..any_port() }).unwrap();
-    let mut b = UdpTransport::bind(UdpConfig { rx_buffers: 40, batch: 8, ..any_port() }).unwrap();
+    let mut b = gro_on_with_40_buffers(&mut a);
     let (sa, sb) = (a.local_addr(), b.local_addr());
-    let warm: Vec<Vec<u8>> = (0..8).map(|i| numbered(i, 100)).collect();
     let mut store = Vec::new();
-    a.tx_burst(&frames(&sa, &sb, &warm, &mut store));
-    assert_eq!(receive_in_order(&mut b, &warm, 8, sa.udp_port), 8);
-    assert_eq!(b.stats().rx_gro_on, 1);
     // Three runs (a payload size each), so three coalesced datagrams of 20 packets.
     let runs: Vec<Vec<u8>> = (0..60).map(|i| numbered(i, 1000 - 100 * (i as usize / 20))).collect();
     assert_eq!(a.tx_burst(&frames(&sa, &sb, &runs, &mut store)), 60);
