@@ -81,6 +81,8 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
             "no interface `nope0`",
         ),
         (&["bench", "latency", "--connect", "127.0.0.1:9", "--duration", "0.1"][..], "no eRPC server answered"),
+        (&["bench", "latency", "--connect", "127.0.0.1:0"][..], "connecting to udp 127.0.0.1:0: give the server's"),
+        (&["echo", "--connect", "127.0.0.1:0"][..], "not 0"),
         (&["bench", "latency", "--server", "0.0.0.0:31850"][..], "not 0.0.0.0"),
         (&["bench", "latency", "--connect", "10.0.0.9:31850"][..], "needs --bind"),
         (&["bench", "latency", "--transport", "mlx5"][..], "needs --pci"),
