@@ -202,6 +202,8 @@ pub struct UdpTransport {
     tx_pkts: Vec<u32>,
     tx_ctrl: Vec<GsoCmsg>,
     gso: bool,
+    /// A run the kernel refused as one UDP_SEGMENT send is being sent again unsegmented.
+    gso_probe: bool,
     accepted: u64,
     stats: UdpStats,
 }
@@ -378,6 +380,7 @@ impl UdpTransport {
             tx_pkts: vec![0; b],
             tx_ctrl: vec![GsoCmsg::new(); b],
             gso,
+            gso_probe: false,
             accepted: 0,
             stats: UdpStats::default(),
         };
@@ -698,6 +701,12 @@ impl Transport for UdpTransport {
                 }
             };
             if r > 0 {
+                if self.gso_probe {
+                    // The run the kernel refused as one UDP_SEGMENT send went out unsegmented:
+                    // it was UDP_SEGMENT it refused, for this socket's path. Off for good.
+                    self.gso_probe = false;
+                    self.stats.tx_gso_refused = 1;
+                }
                 let sent: usize = self.tx_pkts[..r as usize].iter().map(|&k| k as usize).sum();
                 for &k in self.tx_pkts[..r as usize].iter().filter(|&&k| k > 1) {
                     self.stats.tx_gso_sends += 1;
@@ -718,12 +727,18 @@ impl Transport for UdpTransport {
                     Some(libc::EINVAL) | Some(libc::EIO) | Some(libc::EMSGSIZE) | Some(libc::EOPNOTSUPP)
                 );
                 if self.tx_pkts[0] > 1 && refusal {
-                    // The kernel refused UDP_SEGMENT (EINVAL: a path MTU below the segment
-                    // size; EIO: the route's device cannot checksum): a datagram per packet from
-                    // now on, and this run again.
+                    // The kernel refused the run as one UDP_SEGMENT send (EINVAL: a path MTU
+                    // below the segment size; EIO: the route's device cannot checksum), or
+                    // refused its destination: send the run again a datagram per packet to
+                    // tell which.
                     self.gso = false;
-                    self.stats.tx_gso_refused = 1;
+                    self.gso_probe = true;
                     continue;
+                }
+                if self.gso_probe {
+                    // Refused unsegmented too: the destination, not UDP_SEGMENT. GSO stays on.
+                    self.gso_probe = false;
+                    self.gso = true;
                 }
                 // Refused by the kernel (e.g. no route): the message's packets are lost, as on
                 // a wire.

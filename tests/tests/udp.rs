@@ -551,23 +551,6 @@ fn gro_turns_on_at_four_datagrams_and_oversized_input_is_still_dropped() {
     assert_eq!(s.rx_truncated, 2, "the oversized datagram and the run: {s:?}");
 }
 
-/// A run the kernel rejects for another reason than UDP_SEGMENT (a broadcast address without
-/// SO_BROADCAST) is lost and counted packet by packet, and GSO stays on.
-#[test]
-fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
-    let mut a = UdpTransport::bind(any_port()).unwrap();
-    let b = UdpTransport::bind(any_port()).unwrap();
-    let sa = a.local_addr();
-    let nowhere = erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4: [255, 255, 255, 255], udp_port: 9 };
-    let run: Vec<Vec<u8>> = (0..10).map(|i| numbered(i, 500)).collect();
-    let mut store = Vec::new();
-    assert_eq!(a.tx_burst(&frames(&sa, &nowhere, &run, &mut store)), 10, "accepted, and lost");
-    let s = a.stats();
-    assert_eq!((s.tx_errors, s.tx_gso_refused, s.tx_datagrams), (10, 0, 0), "{s:?}");
-    assert_eq!(a.tx_burst(&frames(&sa, &b.local_addr(), &run, &mut store)), 10);
-    assert_eq!(a.stats().tx_gso_sends, 1);
-}
-
 /// Short of free buffers, a receive takes fewer coalesced datagrams and leaves the rest queued
 /// in the kernel instead of dropping their packets: three runs of 20 arrive whole through a
 /// transport with 32 free buffers.
@@ -586,4 +569,25 @@ fn short_of_buffers_coalesced_runs_wait_in_the_kernel() {
     let s = b.stats();
     assert_eq!(s.rx_no_buffer, 0, "{s:?}");
     assert!(s.rx_gro_receives >= 3, "{s:?}");
+}
+
+/// A run the kernel refuses for its destination, whether with an error of its own (EACCES: a
+/// broadcast address without SO_BROADCAST) or with the one a refused UDP_SEGMENT send gets
+/// (EINVAL: port 0, tried again a datagram per packet and refused again): its packets are lost
+/// and counted, and GSO stays on for the others.
+#[test]
+fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
+    for (ipv4, udp_port) in [([255, 255, 255, 255], 9), ([127, 0, 0, 1], 0)] {
+        let mut a = UdpTransport::bind(any_port()).unwrap();
+        let b = UdpTransport::bind(any_port()).unwrap();
+        let sa = a.local_addr();
+        let bad = erpc_dataplane::transport::EndpointAddr { mac: [0; 6], ipv4, udp_port };
+        let run: Vec<Vec<u8>> = (0..10).map(|i| numbered(i, 500)).collect();
+        let mut store = Vec::new();
+        assert_eq!(a.tx_burst(&frames(&sa, &bad, &run, &mut store)), 10, "accepted, and lost");
+        let s = a.stats();
+        assert_eq!((s.tx_errors, s.tx_gso_refused, s.tx_datagrams), (10, 0, 0), "{ipv4:?}:{udp_port}: {s:?}");
+        assert_eq!(a.tx_burst(&frames(&sa, &b.local_addr(), &run, &mut store)), 10);
+        assert_eq!(a.stats().tx_gso_sends, 1);
+    }
 }
