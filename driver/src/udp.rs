@@ -179,11 +179,10 @@ pub struct UdpTransport {
     rx_addr: Vec<libc::sockaddr_in>,
     rx_idx: Vec<u32>,
     posted: usize,
-    /// With UDP_GRO (`gro`, once on; `gro_allowed` until then): each slot's second iovec is its
+    /// With UDP_GRO on: each slot's second iovec is its
     /// part of `spill` (the coalesced packets past the first), and `rx_ctrl` its control message
     /// (the segment size).
-    gro: bool,
-    gro_allowed: bool,
+    gro: Gro,
     spill: NonNull<u8>,
     spill_len: usize,
     rx_ctrl: Vec<GroCmsg>,
@@ -201,9 +200,7 @@ pub struct UdpTransport {
     tx_addr: Vec<libc::sockaddr_in>,
     tx_pkts: Vec<u32>,
     tx_ctrl: Vec<GsoCmsg>,
-    gso: bool,
-    /// A run the kernel refused as one UDP_SEGMENT send is being sent again unsegmented.
-    gso_probe: bool,
+    gso: Gso,
     accepted: u64,
     stats: UdpStats,
 }
@@ -211,6 +208,26 @@ pub struct UdpTransport {
 // SAFETY: the raw pointers point into this value's own heap allocations (receive buffers and
 // system-call scratch), which move with it.
 unsafe impl Send for UdpTransport {}
+
+/// Whether runs of packets go as UDP_SEGMENT sends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gso {
+    On,
+    /// A run the kernel refused as one UDP_SEGMENT send is being sent again unsegmented.
+    Probing,
+    /// Configured off, missing from the kernel, or refused by it.
+    Off,
+}
+
+/// Whether the socket has UDP_GRO on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Gro {
+    /// Turned on once a receive brings [`GRO_AFTER`] datagrams.
+    Later,
+    On,
+    /// Configured off, or missing from the kernel.
+    Off,
+}
 
 /// Most packets in one UDP_SEGMENT send: the kernel's `UDP_MAX_SEGMENTS`
 /// (`include/linux/udp.h`: 64 before Linux 6.9, 128 since).
@@ -367,8 +384,7 @@ impl UdpTransport {
             rx_addr: vec![sockaddr([0; 4], 0); b],
             rx_idx: vec![0; b],
             posted: 0,
-            gro: false,
-            gro_allowed: cfg.gro,
+            gro: if cfg.gro { Gro::Later } else { Gro::Off },
             spill,
             spill_len,
             rx_ctrl: vec![GroCmsg { hdr: zeroed_cmsghdr(), size: 0, _pad: [0; 4] }; b],
@@ -379,8 +395,7 @@ impl UdpTransport {
             tx_addr: vec![sockaddr([0; 4], 0); b],
             tx_pkts: vec![0; b],
             tx_ctrl: vec![GsoCmsg::new(); b],
-            gso,
-            gso_probe: false,
+            gso: if gso { Gso::On } else { Gso::Off },
             accepted: 0,
             stats: UdpStats::default(),
         };
@@ -409,7 +424,7 @@ impl UdpTransport {
         self.rx_iov[2 * k].iov_base = unsafe { self.buf(i).add(HEADROOM) }.cast();
         let h = &mut self.rx_hdrs[k].msg_hdr;
         h.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if self.gro {
+        if self.gro == Gro::On {
             h.msg_controllen = std::mem::size_of::<GroCmsg>();
         }
     }
@@ -434,7 +449,7 @@ impl UdpTransport {
     /// returns the segment size), filling in its header as `recvmmsg` would (length, truncation,
     /// source address).
     fn recv_one(&mut self) -> usize {
-        if self.gro {
+        if self.gro == Gro::On {
             // SAFETY: slot 0's header points at its live address, iovecs (a posted receive
             // buffer, ours, and slot 0's spill) and control message.
             let r = unsafe { libc::recvmsg(self.sock.as_raw_fd(), &mut self.rx_hdrs[0].msg_hdr, libc::MSG_DONTWAIT) };
@@ -468,10 +483,11 @@ impl UdpTransport {
         1
     }
 
-    /// Lends buffer `i`, holding a `len`-byte payload from `src`, with the headroom synthesised.
-    fn lend(&mut self, i: u32, src: &EndpointAddr, len: usize) -> RxPacket {
+    /// Lends buffer `i`, holding a `len`-byte payload, with the headroom synthesised from
+    /// `route` (its source to us).
+    fn lend(&mut self, i: u32, route: &RoutingInfo, len: usize) -> RxPacket {
         let mut hr = [0u8; HEADROOM];
-        RoutingInfo::new(src, &self.local).write(&mut hr, len);
+        route.write(&mut hr, len);
         // SAFETY: the first HEADROOM bytes of buffer `i`, which is still ours.
         unsafe { std::ptr::copy_nonoverlapping(hr.as_ptr(), self.buf(i), HEADROOM) };
         self.lent[i as usize] = true;
@@ -479,10 +495,11 @@ impl UdpTransport {
         RxPacket { data, len: (HEADROOM + len) as u32, id: i }
     }
 
-    /// Puts lent packet `p` into `out[n]` if there is room and nothing waits before it, else
-    /// behind what waits (arrival order is kept); the new `n`.
+    /// Puts lent packet `p` into `out[n]` if there is room, else behind what waits; the new
+    /// `n`. Arrival order is kept: a receive starts with nothing pending, and once `out` is full
+    /// every later packet of the call waits.
     fn hand_over(&mut self, out: &mut [RxPacket], n: usize, p: RxPacket) -> usize {
-        if n < out.len() && self.pending.is_empty() {
+        if n < out.len() {
             out[n] = p;
             n + 1
         } else {
@@ -515,7 +532,7 @@ impl UdpTransport {
     /// Turns UDP_GRO on, and the slots' second iovec (the spill) and control message with it; a
     /// kernel without it leaves the socket as it was, for good.
     fn enable_gro(&mut self) {
-        self.gro_allowed = false;
+        self.gro = Gro::Off;
         let one: libc::c_int = 1;
         // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
         let r = unsafe {
@@ -530,7 +547,7 @@ impl UdpTransport {
         if r != 0 {
             return;
         }
-        self.gro = true;
+        self.gro = Gro::On;
         self.stats.rx_gro_on = 1;
         for k in 0..self.batch {
             let h = &mut self.rx_hdrs[k].msg_hdr;
@@ -617,7 +634,7 @@ impl UdpTransport {
                 h.msg_control = std::ptr::null_mut();
                 h.msg_controllen = 0;
                 self.tx_ctrl[m].size = plen as u16;
-                (seg, bytes) = (if self.gso { plen } else { 0 }, 0);
+                (seg, bytes) = (if self.gso == Gso::On { plen } else { 0 }, 0);
                 m += 1;
             }
             let k = self.push_iov(iov, &pkts[n]);
@@ -701,10 +718,10 @@ impl Transport for UdpTransport {
                 }
             };
             if r > 0 {
-                if self.gso_probe {
+                if self.gso == Gso::Probing {
                     // The run the kernel refused as one UDP_SEGMENT send went out unsegmented:
                     // it was UDP_SEGMENT it refused, for this socket's path. Off for good.
-                    self.gso_probe = false;
+                    self.gso = Gso::Off;
                     self.stats.tx_gso_refused = 1;
                 }
                 let sent: usize = self.tx_pkts[..r as usize].iter().map(|&k| k as usize).sum();
@@ -731,14 +748,12 @@ impl Transport for UdpTransport {
                     // below the segment size; EIO: the route's device cannot checksum), or
                     // refused its destination: send the run again a datagram per packet to
                     // tell which.
-                    self.gso = false;
-                    self.gso_probe = true;
+                    self.gso = Gso::Probing;
                     continue;
                 }
-                if self.gso_probe {
+                if self.gso == Gso::Probing {
                     // Refused unsegmented too: the destination, not UDP_SEGMENT. GSO stays on.
-                    self.gso_probe = false;
-                    self.gso = true;
+                    self.gso = Gso::On;
                 }
                 // Refused by the kernel (e.g. no route): the message's packets are lost, as on
                 // a wire.
@@ -774,7 +789,7 @@ impl Transport for UdpTransport {
         // free buffer: take no more datagrams than the free buffers can hold, and leave the rest
         // queued in the kernel rather than drop their packets here.
         let mut want = (out.len() - n).min(self.posted);
-        if self.gro {
+        if self.gro == Gro::On {
             want = want.min((self.free.len() / GSO_MAX_SEGMENTS).max(1));
         }
         if want == 0 {
@@ -789,7 +804,7 @@ impl Transport for UdpTransport {
             let len = h.msg_len as usize;
             // The segment size if the kernel coalesced packets (a single one has none, or one
             // no shorter than the datagram).
-            let seg = if self.gro { self.rx_ctrl[k].size(h.msg_hdr.msg_controllen) } else { None };
+            let seg = if self.gro == Gro::On { self.rx_ctrl[k].size(h.msg_hdr.msg_controllen) } else { None };
             let seg = seg.filter(|&g| g < len);
             self.stats.rx_datagrams += 1;
             let first = seg.unwrap_or(len);
@@ -808,7 +823,9 @@ impl Transport for UdpTransport {
             }
             let src =
                 EndpointAddr { mac: [0; 6], ipv4: a.sin_addr.s_addr.to_ne_bytes(), udp_port: u16::from_be(a.sin_port) };
-            let p = self.lend(i, &src, first);
+            // One template for every packet of the datagram.
+            let route = RoutingInfo::new(&src, &self.local);
+            let p = self.lend(i, &route, first);
             n = self.hand_over(out, n, p);
             if let Some(seg) = seg {
                 // Packets 2.. of a coalesced receive, each copied into a buffer of its own (the
@@ -826,12 +843,12 @@ impl Transport for UdpTransport {
                     let (from, to) = (j * seg, ((j + 1) * seg).min(len));
                     // SAFETY: inside buffer `b`, which is free (ours).
                     self.copy_coalesced(k, i, from, to, unsafe { self.buf(b).add(HEADROOM) });
-                    let p = self.lend(b, &src, to - from);
+                    let p = self.lend(b, &route, to - from);
                     n = self.hand_over(out, n, p);
                 }
             }
         }
-        if got >= GRO_AFTER && self.gro_allowed {
+        if got >= GRO_AFTER && self.gro == Gro::Later {
             self.enable_gro();
         }
         // Slots 0..got are empty now: refill them, or, short of free buffers, move the still
