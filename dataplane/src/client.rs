@@ -151,6 +151,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
 
     /// Sends slot `i`'s next packet (a request packet, or an RFR once the response size is
     /// known), spending one credit. The caller checked `wants_tx` and the credits.
+    #[inline(always)]
     pub(crate) fn send_next(&mut self, s: usize, i: usize) {
         {
             let sess = &mut self.sessions[s];
@@ -283,7 +284,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let req = sl.req.take().expect("active request");
         let resp = sl.resp.take().expect("active response buffer");
         let (cont, tag) = (sl.cont, sl.tag);
-        if sess.state == SessionState::Connected {
+        if sess.state == SessionState::Connected && sess.backlog_head != NIL {
             if let Some(q) = self.backlog.pop(&mut self.sessions[s]) {
                 self.start_request(s, i, q);
             }

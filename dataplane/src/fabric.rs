@@ -207,52 +207,56 @@ impl<'f, C: Clock> Fabric<'f, C> {
         self.inner.borrow().ports.iter().filter_map(|p| p.ready.front().map(|r| r.due)).min()
     }
 
-    fn chance(inner: &mut Inner, p: f64) -> bool {
-        p > 0.0 && ((inner.rng.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
+    fn chance(rng: &mut Xoshiro256PlusPlus, p: f64) -> bool {
+        p > 0.0 && ((rng.next_u64() >> 11) as f64) * (1.0 / (1u64 << 53) as f64) < p
     }
 
     /// Reads a queued frame from its source memory and delivers it to its destination's ring,
     /// due at `now` plus the link delay.
     fn dma(inner: &mut Inner, src: usize, p: &TxPacket, now: u64) {
-        inner.ports[src].stats.tx += 1;
         let len = p.len();
+        let Inner { ports, links, faulty, delayed, rng } = inner;
+        let faulty = *faulty;
+        ports[src].stats.tx += 1;
         if !(HEADROOM..=SIM_FRAME).contains(&len) || p.segs[0].len < HEADROOM as u32 {
-            inner.ports[src].stats.oversize += 1;
+            ports[src].stats.oversize += 1;
             return;
         }
         // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
         // the frame leaves the TX queue (the Transport contract).
         let hr: [u8; HEADROOM] = unsafe { core::ptr::read_unaligned(p.segs[0].vaddr as *const [u8; HEADROOM]) };
-        let to = UdpFrameHdr::read_from_bytes(&hr).expect("42 bytes").dst();
-        let d = to.mac[5] as usize;
-        if to.mac[..5] != MAC_PREFIX || d >= inner.ports.len() {
-            inner.ports[src].stats.no_route += 1;
+        let to = UdpFrameHdr::ref_from_bytes(&hr).expect("42 bytes");
+        let (mac, ipv4, udp_port) = (to.eth.dst, to.ipv4.dst, to.udp.dst_port.get());
+        let d = mac[5] as usize;
+        if mac[..5] != MAC_PREFIX || d >= ports.len() {
+            ports[src].stats.no_route += 1;
             return;
         }
-        let dst = inner.ports[d].addr;
-        if to.ipv4 != dst.ipv4 || to.udp_port != dst.udp_port {
-            inner.ports[d].stats.no_route += 1;
+        let src_up = ports[src].up;
+        let port = &mut ports[d];
+        if ipv4 != port.addr.ipv4 || udp_port != port.addr.udp_port {
+            port.stats.no_route += 1;
             return;
         }
-        if !inner.ports[src].up || !inner.ports[d].up {
-            inner.ports[d].stats.link_down += 1;
+        if !src_up || !port.up {
+            port.stats.link_down += 1;
             return;
         }
-        let link = inner.links[src][d];
+        // The link's parameters matter only with faults or delays configured anywhere.
+        let link = if faulty || *delayed { links[src][d] } else { LinkParams::default() };
         let mut copies = 1;
-        if inner.faulty {
-            if Self::chance(inner, link.loss) {
-                inner.ports[d].stats.lost += 1;
+        if faulty {
+            if Self::chance(rng, link.loss) {
+                port.stats.lost += 1;
                 return;
             }
-            if Self::chance(inner, link.dup) {
-                inner.ports[d].stats.duplicated += 1;
+            if Self::chance(rng, link.dup) {
+                port.stats.duplicated += 1;
                 copies = 2;
             }
         }
         for _ in 0..copies {
-            let reorder = inner.faulty && Self::chance(inner, link.reorder);
-            let port = &mut inner.ports[d];
+            let reorder = faulty && Self::chance(rng, link.reorder);
             let Some(b) = port.free.pop() else {
                 port.stats.no_buffer += 1;
                 continue;
@@ -348,6 +352,17 @@ impl<C: Clock> Transport for SimNic<'_, '_, C> {
     }
 
     fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        if self.lag == 0 && self.pending.is_empty() {
+            // No frame may wait unread: the device reads them all now, as the queue below would
+            // at its end, without passing them through it.
+            let mut inner = self.fab.inner.borrow_mut();
+            let now = if inner.delayed { self.fab.clock.now_ns() } else { 0 };
+            for p in pkts {
+                Fabric::<C>::dma(&mut inner, self.port, p, now);
+            }
+            self.reclaimed += pkts.len() as u64;
+            return pkts.len();
+        }
         for p in pkts {
             if self.pending.is_full() {
                 // The queue holds TX_QUEUE > lag frames only transiently: make room.

@@ -71,7 +71,8 @@ fn on_done<T: Transport, C: Clock>(rpc: &mut Rpc<'_, T, C, App>, c: Completion) 
     if a.remaining > 0 {
         a.remaining -= 1;
         let s = if a.round_robin {
-            a.rr_next = (a.rr_next + 1) % a.sessions.len();
+            // No division per RPC: the harness's cost counts as the client's.
+            a.rr_next = if a.rr_next + 1 >= a.sessions.len() { 0 } else { a.rr_next + 1 };
             a.sessions[a.rr_next]
         } else {
             c.session
