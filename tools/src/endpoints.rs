@@ -6,7 +6,7 @@ use anyhow::{anyhow, bail, Context};
 use erpc_dataplane::fabric::{Fabric, RxBuf, SimNic};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_dataplane::*;
-use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport};
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpTransport, XdpAttach};
 use erpc_driver::mlx5::{Mlx5Config, Mlx5Nic};
 use erpc_driver::udp::{UdpConfig, UdpTransport};
 use erpc_driver::vfio::open_container;
@@ -102,18 +102,20 @@ pub(crate) fn client_bind(server: SocketAddrV4, bind: Option<SocketAddrV4>) -> a
 /// `region`-byte msgbuf region in a UMEM of 2 MiB hugepages; `ip` defaults to the interface's
 /// address.
 pub(crate) fn afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, region: usize) -> anyhow::Result<AfXdpTransport> {
-    afxdp_on(interface, ip, port, region, PageSize::Huge2M)
+    afxdp_on(interface, ip, port, region, PageSize::Huge2M, XdpAttach::Auto)
 }
 
-/// [`afxdp`] with the UMEM in `page`-sized pages.
+/// [`afxdp`] with the UMEM in `page`-sized pages and the program attached as `attach` says.
 pub(crate) fn afxdp_on(
     interface: &str,
     ip: Option<Ipv4Addr>,
     port: u16,
     region: usize,
     page: PageSize,
+    attach: XdpAttach,
 ) -> anyhow::Result<AfXdpTransport> {
     Ok(AfXdpTransport::open(AfXdpConfig {
+        attach,
         interface: interface.to_string(),
         ipv4: ip,
         udp_port: port,

@@ -15,7 +15,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
 use erpc_dataplane::DmaRegion;
 use erpc_dataplane::{RpcConfig, SmError};
-use erpc_driver::afxdp::AfXdpTransport;
+use erpc_driver::afxdp::{AfXdpTransport, XdpAttach};
 use erpc_driver::mlx5::Mlx5Nic;
 use erpc_driver::udp::UdpTransport;
 use erpc_hugepages::PageSize;
@@ -383,7 +383,7 @@ impl NetArgs {
 /// An AF_XDP transport for a replica or client: a UMEM of ordinary pages holding a `bytes`
 /// msgbuf region (a replica's is larger than the hugepages a machine usually reserves).
 fn kv_afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, bytes: usize) -> anyhow::Result<AfXdpTransport> {
-    afxdp_on(interface, ip, port, bytes, PageSize::Ordinary)
+    afxdp_on(interface, ip, port, bytes, PageSize::Ordinary, XdpAttach::Auto)
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {

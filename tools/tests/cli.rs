@@ -90,6 +90,11 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         (&["bench", "latency", "--threads", "2"][..], "--threads applies to `erpc bench rate`"),
         (&["bench", "rate", "--threads", "0"][..], "--threads must be 1..=64"),
         (&["bench", "rate", "--threads", "2", "--transport", "mlx5"][..], "sim, udp or afxdp"),
+        (&["bench", "rate", "--xdp-mode", "generic"][..], "--xdp-mode applies to --transport afxdp"),
+        (
+            &["bench", "rate", "--transport", "afxdp", "--threads", "2", "--xdp-mode", "generic"][..],
+            "does not work with --threads",
+        ),
         (&MLX5_CLIENT[..7], "one end per machine"),
         (&MLX5_CLIENT[..11], "needs --peer-mac"),
         (&MLX5_CLIENT[..], "aa:bb:cc:dd:ee:ff"),

@@ -81,12 +81,22 @@ const MAX_DESCS: usize = 4;
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAttach {
-    /// Native (driver) mode if the driver has it, else generic.
+    /// Native (driver) mode if the driver has it, else generic; but generic on a veth with one
+    /// receive queue. There, with copy-mode sockets at both ends, generic mode gave a median
+    /// round trip of 0.8 times native's at the same rate (`BENCHMARKS.md`, "AF_XDP over a veth
+    /// pair"). A veth with several queues stays native: in generic mode its frames all reached
+    /// the program as queue 0's, and sockets on the other queues received nothing.
     Auto,
     /// In the driver's receive path (`XDP_FLAGS_DRV_MODE`); veth and most NIC drivers.
     Native,
     /// After the kernel built an skb (`XDP_FLAGS_SKB_MODE`): any interface, slower.
     Generic,
+}
+
+/// Whether `interface` is a veth with one receive queue (see [`XdpAttach::Auto`]). An interface
+/// whose driver or queues cannot be read is not.
+fn single_queue_veth(interface: &str) -> bool {
+    netif::driver(interface).is_ok_and(|d| d == "veth") && netif::rx_queues(interface).is_ok_and(|n| n == 1)
 }
 
 /// How the socket moves frames.
@@ -466,6 +476,10 @@ impl AfXdpInterface {
             XdpAttach::Generic => {
                 (bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?, attach)
             }
+            XdpAttach::Auto if single_queue_veth(interface) => (
+                bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_SKB_MODE).map_err(attach_err)?,
+                XdpAttach::Generic,
+            ),
             XdpAttach::Auto => match bpf::attach_xdp(prog.as_raw_fd(), ifindex, bpf::XDP_FLAGS_DRV_MODE) {
                 Ok(l) => (l, XdpAttach::Native),
                 Err(e)

@@ -10,11 +10,12 @@
 //! each, on real interfaces; the client finds the server's MAC through the neighbour table.
 
 use super::{run_client, udp, BenchArgs, Mode, Report};
-use crate::endpoints::{afxdp, afxdp_memory, region_bytes, serve_until, server, udp_peer, Server};
+use crate::endpoints::{afxdp_memory, afxdp_on, region_bytes, serve_until, server, udp_peer, Server};
 use crate::netns::{self, VethPair};
 use anyhow::{anyhow, Context};
 use erpc_dataplane::transport::EndpointAddr;
 use erpc_driver::afxdp::AfXdpTransport;
+use erpc_hugepages::PageSize;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
@@ -22,6 +23,8 @@ use std::sync::{mpsc, Arc};
 /// The port of the AF_XDP server when both ends run here, and the client's default.
 const SERVER_PORT: u16 = 31850;
 const CLIENT_PORT: u16 = 31851;
+/// The UMEM's pages.
+const PAGE: PageSize = PageSize::Huge2M;
 
 fn serve_on(t: AfXdpTransport, a: &BenchArgs) -> anyhow::Result<Server<AfXdpTransport>> {
     let mem = afxdp_memory(&t);
@@ -85,7 +88,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
     if let Some(addr) = a.server {
         // 0.0.0.0: the interface's own address.
         let ip = (!addr.ip().is_unspecified()).then_some(*addr.ip());
-        let t = afxdp(&need_if()?, ip, addr.port(), bytes)?;
+        let t = afxdp_on(&need_if()?, ip, addr.port(), bytes, PAGE, a.xdp_mode.attach())?;
         let mut srv = serve_on(t, a)?;
         eprintln!("erpc bench: serving on afxdp {addr} (Ctrl-C to stop)");
         serve_until(&mut srv, None);
@@ -95,17 +98,18 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
         let bind = a.bind.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT));
         let ip = (!bind.ip().is_unspecified()).then_some(*bind.ip());
         let port = if bind.port() == 0 { CLIENT_PORT } else { bind.port() };
-        let t = afxdp(&need_if()?, ip, port, bytes)?;
+        let t = afxdp_on(&need_if()?, ip, port, bytes, PAGE, a.xdp_mode.attach())?;
         return client(t, a, udp_peer(to), req, conc);
     }
 
     let pair = VethPair::create()?;
     let (ia, ib) = (pair.a.interface.clone(), pair.b.interface.clone());
+    let attach = a.xdp_mode.attach();
     let args = a.clone();
     let mut r = both_ends(
         &pair,
         move |ready, stop| {
-            let mut srv = match afxdp(&ib, None, SERVER_PORT, bytes).and_then(|t| serve_on(t, &args)) {
+            let mut srv = match afxdp_on(&ib, None, SERVER_PORT, bytes, PAGE, attach).and_then(|t| serve_on(t, &args)) {
                 Ok(s) => s,
                 Err(e) => {
                     let _ = ready.send(Err(e));
@@ -118,7 +122,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
         },
         {
             let args = a.clone();
-            move |to| client(afxdp(&ia, None, CLIENT_PORT, bytes)?, &args, to, req, conc)
+            move |to| client(afxdp_on(&ia, None, CLIENT_PORT, bytes, PAGE, attach)?, &args, to, req, conc)
         },
     )?;
 

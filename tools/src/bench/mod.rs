@@ -31,6 +31,25 @@ use erpc_dataplane::*;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
 
+/// `--xdp-mode`: [`erpc_driver::afxdp::XdpAttach`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum XdpMode {
+    Auto,
+    Native,
+    Generic,
+}
+
+impl XdpMode {
+    pub(crate) fn attach(self) -> erpc_driver::afxdp::XdpAttach {
+        use erpc_driver::afxdp::XdpAttach;
+        match self {
+            XdpMode::Auto => XdpAttach::Auto,
+            XdpMode::Native => XdpAttach::Native,
+            XdpMode::Generic => XdpAttach::Generic,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
     /// Round-trip time of one outstanding RPC (HdrHistogram percentiles).
@@ -96,6 +115,10 @@ pub struct BenchArgs {
     /// AF_XDP with --server or --connect: the interface to attach to (queue 0).
     #[arg(long)]
     pub(crate) interface: Option<String>,
+    /// AF_XDP: how the XDP program is attached. auto: native, but generic on a veth with one
+    /// queue (faster there); native or generic to compare the two.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    pub(crate) xdp_mode: XdpMode,
     /// mlx5: the ConnectX PCI function to use (bound to vfio-pci), e.g. 0000:3b:00.0.
     #[arg(long)]
     pub(crate) pci: Option<String>,
@@ -223,6 +246,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     }
     if a.transport == TransportKind::Sim && (a.server.is_some() || a.connect.is_some() || a.bind.is_some()) {
         bail!("--server, --connect and --bind apply to --transport udp, afxdp and mlx5");
+    }
+    if a.xdp_mode != XdpMode::Auto && a.transport != TransportKind::Afxdp {
+        bail!("--xdp-mode applies to --transport afxdp");
+    }
+    if a.xdp_mode == XdpMode::Generic && a.threads > 1 {
+        bail!(
+            "--xdp-mode generic does not work with --threads: generic XDP on a veth hands every frame to the \
+             program as queue 0's, so the sockets on the other queues get nothing (use auto or native)"
+        );
     }
     if a.interface.is_some() && (a.transport != TransportKind::Afxdp || (a.server.is_none() && a.connect.is_none())) {
         bail!("--interface applies to --transport afxdp with --server or --connect");

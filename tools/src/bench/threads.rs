@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context};
 use erpc_dataplane::config::DEFAULT_MTU;
 use erpc_dataplane::wire::PKT_HDR_LEN;
 use erpc_dataplane::{OwnedMemory, Rpc, RpcConfig, Transport};
-use erpc_driver::afxdp::{AfXdpConfig, AfXdpInterface, XdpAttach};
+use erpc_driver::afxdp::{AfXdpConfig, AfXdpInterface};
 use erpc_hugepages::PageSize;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -168,11 +168,12 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<()> 
             let (na, nb, ifa, ifb) =
                 (pair.a.netns.clone(), pair.b.netns.clone(), pair.a.interface.clone(), pair.b.interface.clone());
             // The XDP programs are attached from a thread in each namespace.
+            let attach = a.xdp_mode.attach();
             let (ia, ib) = std::thread::spawn(move || -> anyhow::Result<_> {
                 netns::enter(&na)?;
-                let ia = AfXdpInterface::open(&ifa, None, XdpAttach::Auto)?;
+                let ia = AfXdpInterface::open(&ifa, None, attach)?;
                 netns::enter(&nb)?;
-                let ib = AfXdpInterface::open(&ifb, None, XdpAttach::Auto)?;
+                let ib = AfXdpInterface::open(&ifb, None, attach)?;
                 Ok((ia, ib))
             })
             .join()
