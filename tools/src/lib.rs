@@ -7,6 +7,7 @@ pub mod capture;
 pub mod echo;
 mod endpoints;
 pub mod grpc_bench;
+pub mod jitter;
 pub mod kv;
 mod kv_etcd;
 pub mod netns;

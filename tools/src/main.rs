@@ -1,7 +1,7 @@
 //! `erpc`: benchmarks and tools for the eRPC dataplane.
 
 use clap::{Parser, Subcommand};
-use erpc_tools::{bench, capture, echo, grpc_bench, kv, nic, sim};
+use erpc_tools::{bench, capture, echo, grpc_bench, jitter, kv, nic, sim};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -27,6 +27,8 @@ enum Cmd {
     Kv(kv::KvArgs),
     /// List NICs and bind them to vfio-pci.
     Nic(nic::NicArgs),
+    /// How often this machine stops a spinning thread, and the tail that gives fixed work.
+    Jitter(jitter::JitterArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Cmd::Sim(a) => sim::run(a),
         Cmd::Kv(a) => kv::run(a),
         Cmd::Nic(a) => nic::run(a),
+        Cmd::Jitter(a) => jitter::run(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

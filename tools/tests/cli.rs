@@ -27,6 +27,23 @@ fn bench_latency_over_udp_runs_both_ends_and_reports_percentiles() {
     assert!(v["p50_us"].as_f64() <= v["p99_us"].as_f64(), "{v}");
 }
 
+/// `erpc jitter`: the clock-gap scan and the fixed work of each size, timed. Under load the
+/// tail may be anything; the medians must be the sizes asked for (the calibration works).
+#[test]
+fn jitter_times_fixed_work_of_each_size_and_counts_interruptions() {
+    let v = json(&["jitter", "--duration", "0.3", "--work-us", "2,20", "--json"]);
+    let lost = v["time_lost"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&lost) && v["interruptions_per_sec"].as_f64().unwrap() >= 0.0, "{v}");
+    let w = v["work"].as_array().unwrap();
+    assert_eq!(w.len(), 2, "{v}");
+    for (x, target) in w.iter().zip([2.0, 20.0]) {
+        let (p50, p99) = (x["p50_us"].as_f64().unwrap(), x["p99_us"].as_f64().unwrap());
+        assert!(x["runs"].as_u64().unwrap() > 100, "{x}");
+        assert!(p50 > 0.3 * target && p50 < 5.0 * target, "calibrated to {target} µs: {x}");
+        assert!(p99 >= p50, "{x}");
+    }
+}
+
 #[test]
 fn bench_rate_and_bandwidth_over_udp() {
     let v = json(&["bench", "rate", "--transport", "udp", "--duration", "0.3", "--json"]);
@@ -91,6 +108,7 @@ fn user_mistakes_get_one_line_and_a_failure_exit() {
         (&["bench", "rate", "--threads", "0"][..], "--threads must be 1..=64"),
         (&["bench", "rate", "--threads", "2", "--transport", "mlx5"][..], "sim, udp or afxdp"),
         (&["bench", "rate", "--xdp-mode", "generic"][..], "--xdp-mode applies to --transport afxdp"),
+        (&["jitter", "--work-us", "0"][..], "--work-us sizes must be more than 0"),
         (
             &["bench", "rate", "--transport", "afxdp", "--threads", "2", "--xdp-mode", "generic"][..],
             "does not work with --threads",
