@@ -352,9 +352,13 @@ impl<C: Clock> Transport for SimNic<'_, '_, C> {
     }
 
     fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        if pkts.is_empty() {
+            return 0;
+        }
         if self.lag == 0 && self.pending.is_empty() {
             // No frame may wait unread: the device reads them all now, as the queue below would
-            // at its end, without passing them through it.
+            // at its end, without passing them through it (with one clock reading for the whole
+            // burst, where the queue read the clock again after each TX_QUEUE frames).
             let mut inner = self.fab.inner.borrow_mut();
             let now = if inner.delayed { self.fab.clock.now_ns() } else { 0 };
             for p in pkts {

@@ -117,15 +117,43 @@ pub fn time_work(target_us: f64, dur: Duration) -> Work {
     Work { target_us, runs: h.len(), p50_us: us(&h, 0.5), p99_us: us(&h, 0.99), p999_us: us(&h, 0.999) }
 }
 
+/// Whether `x` is a number in `lo..=hi` (NaN and infinities are not).
+fn within(x: f64, lo: f64, hi: f64) -> bool {
+    x.is_finite() && (lo..=hi).contains(&x)
+}
+
+/// The median time between two clock reads, when nothing interrupts them.
+fn clock_read_ns() -> u128 {
+    let mut steps: Vec<u128> = Vec::with_capacity(10_000);
+    let mut last = Instant::now();
+    for _ in 0..10_000 {
+        let now = Instant::now();
+        steps.push(now.duration_since(last).as_nanos());
+        last = now;
+    }
+    steps.sort_unstable();
+    steps[steps.len() / 2]
+}
+
 pub fn run(a: JitterArgs) -> anyhow::Result<()> {
-    if !(a.duration > 0.0 && a.duration <= 3600.0) {
-        anyhow::bail!("--duration must be more than 0 and at most 3600 s");
+    if !within(a.duration, 0.01, 3600.0) {
+        anyhow::bail!("--duration must be 0.01 to 3600 s");
     }
-    if a.work_us.iter().any(|&w| !(w > 0.0 && w <= 1e6)) {
-        anyhow::bail!("--work-us sizes must be more than 0 and at most 1,000,000 µs");
+    if a.work_us.iter().any(|&w| !within(w, 0.01, 1e6)) {
+        anyhow::bail!("--work-us sizes must be 0.01 to 1,000,000 µs");
     }
-    if !(a.gap_us > 0.0) {
-        anyhow::bail!("--gap-us must be more than 0");
+    if !within(a.gap_us, 0.01, 1e6) {
+        anyhow::bail!("--gap-us must be 0.01 to 1,000,000 µs");
+    }
+    let read = clock_read_ns();
+    if read as f64 * 2.0 > a.gap_us * 1000.0 {
+        anyhow::bail!(
+            "a clock read takes {:.2} µs here, too close to --gap-us {}: every read would count as an \
+             interruption; give --gap-us at least {:.1}",
+            read as f64 / 1000.0,
+            a.gap_us,
+            read as f64 / 1000.0 * 4.0
+        );
     }
     let dur = Duration::from_secs_f64(a.duration);
     let g = scan_gaps(dur, Duration::from_secs_f64(a.gap_us / 1e6));

@@ -83,9 +83,11 @@ const MAX_DESCS: usize = 4;
 pub enum XdpAttach {
     /// Native (driver) mode if the driver has it, else generic; but generic on a veth with one
     /// receive queue. There, with copy-mode sockets at both ends, generic mode gave a median
-    /// round trip of 0.8 times native's at the same rate (`BENCHMARKS.md`, "AF_XDP over a veth
-    /// pair"). A veth with several queues stays native: in generic mode its frames all reached
-    /// the program as queue 0's, and sockets on the other queues received nothing.
+    /// round trip of 0.78–0.96 times native's, the rate 0.95–1.16 times (`BENCHMARKS.md`,
+    /// "Generic XDP on a single-queue veth"). A veth with several queues stays native: in
+    /// generic mode its frames all reached the program as queue 0's, and sockets on the other
+    /// queues received nothing. (The queue count comes from `ETHTOOL_GCHANNELS`; a kernel whose
+    /// veth does not answer it, older ones, keeps veth native. Checked on Linux 6.18.)
     Auto,
     /// In the driver's receive path (`XDP_FLAGS_DRV_MODE`); veth and most NIC drivers.
     Native,

@@ -32,30 +32,33 @@ fn ifreq(name: &str, req: libc::c_ulong) -> io::Result<[u8; 40]> {
     Ok(r)
 }
 
-/// Runs ethtool command `data` (its first 4 bytes are the command number; the kernel fills the
-/// rest) on `name` through `SIOCETHTOOL`, whose `struct ifreq` carries a pointer to `data`.
-fn ethtool(name: &str, data: &mut [u8]) -> io::Result<()> {
+/// Runs ethtool get command `cmd` on `name` through `SIOCETHTOOL` and returns the command's
+/// struct as the kernel filled it: `N` must be that struct's size in `linux/ethtool.h` (the
+/// callers below give it), and the `struct ifreq` carries a pointer to it.
+fn ethtool<const N: usize>(name: &str, cmd: u32) -> io::Result<[u8; N]> {
     use std::os::fd::AsRawFd;
+    const { assert!(N >= 4, "an ethtool struct starts with its u32 command") };
     let s = UdpSocket::bind("0.0.0.0:0")?;
+    let mut data = [0u8; N];
+    data[..4].copy_from_slice(&cmd.to_ne_bytes());
     let mut r = [0u8; 40];
     let n = name.len().min(15);
     r[..n].copy_from_slice(&name.as_bytes()[..n]);
-    r[16..24].copy_from_slice(&(data.as_mut_ptr() as usize as u64).to_ne_bytes());
-    // SAFETY: the ethtool get commands used here write at most `data.len()` bytes (the size of
-    // their struct in `linux/ethtool.h`) through the pointer in the `struct ifreq` we own.
+    let p = (data.as_mut_ptr() as usize).to_ne_bytes();
+    r[16..16 + p.len()].copy_from_slice(&p);
+    // SAFETY: the ethtool get commands used here write their struct, `N` bytes, through the
+    // pointer in the `struct ifreq` we own, into `data`, which outlives the call.
     if unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCETHTOOL, r.as_mut_ptr()) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(data)
 }
 
 /// The name of the interface's driver (`veth`, `igb`, `mlx5_core`, ...): `ETHTOOL_GDRVINFO`
 /// (command 3) fills `struct ethtool_drvinfo` (`linux/ethtool.h`, 196 bytes), whose `driver`
 /// field is the 32 bytes after the command.
 pub(crate) fn driver(name: &str) -> io::Result<String> {
-    let mut d = [0u8; 196];
-    d[..4].copy_from_slice(&3u32.to_ne_bytes());
-    ethtool(name, &mut d)?;
+    let d = ethtool::<196>(name, 3)?;
     let field = &d[4..36];
     let end = field.iter().position(|&b| b == 0).unwrap_or(field.len());
     Ok(String::from_utf8_lossy(&field[..end]).into_owned())
@@ -66,9 +69,7 @@ pub(crate) fn driver(name: &str) -> io::Result<String> {
 /// max_combined, rx_count, tx_count, other_count, combined_count). Drivers with combined
 /// queues report them as `combined_count`; the larger of the two counts is the answer.
 pub(crate) fn rx_queues(name: &str) -> io::Result<u32> {
-    let mut d = [0u8; 36];
-    d[..4].copy_from_slice(&0x3cu32.to_ne_bytes());
-    ethtool(name, &mut d)?;
+    let d = ethtool::<36>(name, 0x3c)?;
     let word = |i: usize| u32::from_ne_bytes([d[4 * i], d[4 * i + 1], d[4 * i + 2], d[4 * i + 3]]);
     Ok(word(5).max(word(8)))
 }

@@ -116,7 +116,7 @@ pub struct BenchArgs {
     #[arg(long)]
     pub(crate) interface: Option<String>,
     /// AF_XDP: how the XDP program is attached. auto: native, but generic on a veth with one
-    /// queue (faster there); native or generic to compare the two.
+    /// queue (a lower median there); native or generic to compare the two.
     #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
     pub(crate) xdp_mode: XdpMode,
     /// mlx5: the ConnectX PCI function to use (bound to vfio-pci), e.g. 0000:3b:00.0.
