@@ -153,8 +153,13 @@ impl core::error::Error for RespondError {}
 pub enum SessionError {
     /// Every session slot of this endpoint is in use.
     OutOfSessions,
-    /// The transport cannot route to that address.
+    /// The transport cannot route to that address (yet: a transport that resolves MAC addresses
+    /// without waiting reports this until the neighbour answers).
     Unroutable,
+    /// That cannot be an endpoint's address: UDP port 0, or an IPv4 address that is not
+    /// unicast (see [`crate::transport::EndpointAddr::is_unicast`]), or one the transport finds
+    /// malformed.
+    InvalidAddress,
     /// No such session, or not a client session.
     InvalidSession,
     /// Requests are pending on the session.
@@ -171,6 +176,9 @@ impl fmt::Display for SessionError {
                  storage)"
             }
             SessionError::Unroutable => "the transport has no route to that address (is the peer's MAC resolvable?)",
+            SessionError::InvalidAddress => {
+                "that is not an endpoint's address (give the server's unicast IPv4 address and its UDP port, not 0)"
+            }
             SessionError::InvalidSession => "no such client session",
             SessionError::Busy => "requests are pending on the session (wait for their continuations)",
             SessionError::NotConnected => "the session is not connected (still connecting, or disconnecting)",

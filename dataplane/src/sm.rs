@@ -29,7 +29,7 @@ use crate::event::{ResetReason, SessionEvent};
 use crate::rpc::Rpc;
 use crate::session::{Role, SessionId, SessionState};
 use crate::stats::DropReason;
-use crate::transport::{EndpointAddr, RxPacket, Transport};
+use crate::transport::{EndpointAddr, ResolveError, RxPacket, Transport};
 use crate::wire::{ErpcHdr, PktHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
 use zerocopy::byteorder::{LittleEndian, U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
@@ -139,7 +139,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// once [`SessionEvent::Connected`] arrives (or `is_connected` says so); failure comes as
     /// [`SessionEvent::ConnectFailed`].
     pub fn create_session(&mut self, remote: EndpointAddr) -> Result<SessionId, SessionError> {
-        let routing = self.transport.resolve(&remote).map_err(|_| SessionError::Unroutable)?;
+        let routing = self.route_to(&remote)?;
         let s = self.sessions.alloc().ok_or(SessionError::OutOfSessions)?;
         let token = self.random_u64();
         self.now = self.clock.now_ns();
@@ -264,9 +264,22 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         self.reply_with_cookie(req, kind, server_session, err, 0);
     }
 
+    /// The routing info of `remote`, which must be a unicast endpoint address: a session is
+    /// never made, and nothing is ever sent, to port 0, a broadcast or a multicast group (a
+    /// forged connect request naming one as its client gets no answer).
+    fn route_to(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, SessionError> {
+        if !remote.is_unicast() {
+            return Err(SessionError::InvalidAddress);
+        }
+        self.transport.resolve(remote).map_err(|e| match e {
+            ResolveError::Unreachable => SessionError::Unroutable,
+            ResolveError::InvalidAddress => SessionError::InvalidAddress,
+        })
+    }
+
     fn reply_with_cookie(&mut self, req: &SmBody, kind: SmPktType, server_session: u16, err: u8, cookie: u64) {
         let client: EndpointAddr = req.client.into();
-        let Ok(routing) = self.transport.resolve(&client) else {
+        let Ok(routing) = self.route_to(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
         let body = SmBody { err, server_session: U16::new(server_session), ..*req };
@@ -303,7 +316,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             log::warn!("connect from {client} refused: its address holds {cap} sessions already");
             return self.reply(b, SmPktType::ConnectResp, 0, Some(SmError::TooManySessionsFromClient));
         }
-        let Ok(routing) = self.transport.resolve(&client) else {
+        let Ok(routing) = self.route_to(&client) else {
             return self.drop_pkt(None, DropReason::BadSm);
         };
         let Some(s) = self.sessions.alloc() else {

@@ -35,6 +35,16 @@ pub struct EndpointAddr {
     pub udp_port: u16,
 }
 
+impl EndpointAddr {
+    /// Whether this can be an endpoint's address: a UDP port other than 0 and a unicast IPv4
+    /// address, i.e. none of 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and
+    /// 240.0.0.0/4 (reserved, with the limited broadcast 255.255.255.255) (RFC 6890). A
+    /// subnet's directed broadcast cannot be told without its netmask.
+    pub fn is_unicast(&self) -> bool {
+        self.udp_port != 0 && (1..224).contains(&self.ipv4[0])
+    }
+}
+
 /// An endpoint reached over kernel UDP (the kernel resolves MAC addresses, so the MAC is zero).
 impl From<core::net::SocketAddrV4> for EndpointAddr {
     fn from(a: core::net::SocketAddrV4) -> Self {

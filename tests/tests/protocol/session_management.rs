@@ -1,6 +1,7 @@
 //! Session management: connect, disconnect, pings, refusals.
 
 use crate::harness::*;
+use erpc_dataplane::error::SessionError;
 
 #[test]
 fn sm_connect_req_frame_and_connected_event() {
@@ -235,4 +236,46 @@ fn sm_client_destroy_session() {
     assert!(b.deliver([sm_frame(&PEER, &ME, SmPktType::DisconnectResp, &body)]).is_empty());
     assert_eq!(b.ctx().events.last(), Some(&SessionEvent::Disconnected { session: s, clean: true }));
     assert_eq!(b.rpc.num_active_sessions(), 0);
+}
+
+/// Addresses that cannot be an endpoint's: port 0, "this network", multicast, the limited
+/// broadcast, the reserved block.
+fn not_endpoints() -> [EndpointAddr; 5] {
+    let a = |ipv4, udp_port| EndpointAddr { mac: [2, 0, 0, 0, 0, 7], ipv4, udp_port };
+    [
+        a([10, 0, 0, 7], 0),
+        a([0, 0, 0, 0], 4000),
+        a([224, 0, 0, 1], 4000),
+        a([255, 255, 255, 255], 4000),
+        a([240, 1, 2, 3], 4000),
+    ]
+}
+
+#[test]
+fn create_session_refuses_addresses_that_cannot_be_endpoints() {
+    // Refused at once, with its own error (not "unroutable", which callers retry), and nothing
+    // is sent or kept.
+    let mut b = client();
+    let before = b.rpc.num_active_sessions();
+    for a in not_endpoints() {
+        assert_eq!(b.rpc.create_session(a), Err(SessionError::InvalidAddress), "{a}");
+    }
+    assert!(b.deliver([]).is_empty(), "no connect request went out");
+    assert_eq!(b.rpc.num_active_sessions(), before);
+    assert!(SessionError::InvalidAddress.to_string().contains("not 0"));
+}
+
+#[test]
+fn sm_connect_from_an_address_that_cannot_be_an_endpoint_is_not_answered() {
+    // A forged connect request whose sender (frame and body agreeing) is a multicast group or a
+    // broadcast address would make the server send its ConnectRetry there: dropped, unanswered.
+    let mut b = server(h_echo);
+    let before = b.rpc.num_active_sessions();
+    for a in not_endpoints() {
+        b.assert_dropped(
+            sm_frame(&a, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN ^ 2, CS, 0, a, ME)),
+            DropReason::BadSm,
+        );
+    }
+    assert_eq!(b.rpc.num_active_sessions(), before);
 }
