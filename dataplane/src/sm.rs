@@ -292,6 +292,10 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             return self.drop_pkt(None, DropReason::BadSm);
         }
         let client: EndpointAddr = b.client.into();
+        if !client.is_unicast() {
+            // Never answered (see `route_to`): refused before anything is counted or kept.
+            return self.drop_pkt(None, DropReason::BadSm);
+        }
         let (token, csess) = (b.token.get(), b.client_session.get());
         if let Some(s) = self.sessions.token_find(token, &client, csess) {
             return self.reply(b, SmPktType::ConnectResp, s as u16, None);

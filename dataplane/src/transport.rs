@@ -36,12 +36,14 @@ pub struct EndpointAddr {
 }
 
 impl EndpointAddr {
-    /// Whether this can be an endpoint's address: a UDP port other than 0 and a unicast IPv4
-    /// address, i.e. none of 0.0.0.0/8 ("this network"), 224.0.0.0/4 (multicast) and
-    /// 240.0.0.0/4 (reserved, with the limited broadcast 255.255.255.255) (RFC 6890). A
-    /// subnet's directed broadcast cannot be told without its netmask.
+    /// Whether this can be an endpoint's address: a UDP port other than 0; a unicast IPv4
+    /// address, i.e. none of 0.0.0.0/8 ("this network") and 240.0.0.0/4 (reserved, with the
+    /// limited broadcast 255.255.255.255) (RFC 6890), nor 224.0.0.0/4 (multicast, RFC 5771);
+    /// and a MAC that is zero (to be resolved) or unicast (the group bit, the least significant
+    /// bit of the first octet, clear: IEEE 802). A subnet's directed broadcast cannot be told
+    /// without its netmask.
     pub fn is_unicast(&self) -> bool {
-        self.udp_port != 0 && (1..224).contains(&self.ipv4[0])
+        self.udp_port != 0 && (1..224).contains(&self.ipv4[0]) && self.mac[0] & 1 == 0
     }
 }
 

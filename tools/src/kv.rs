@@ -241,8 +241,11 @@ fn check_peers(p: &[SocketAddrV4]) -> anyhow::Result<()> {
         bail!("--peers takes 1 to 7 replica addresses, not {}", p.len());
     }
     for (i, a) in p.iter().enumerate() {
-        if a.port() == 0 || a.ip().is_unspecified() {
-            bail!("--peers: {a} is not an address a replica can be reached at (no port 0, no 0.0.0.0)");
+        if !EndpointAddr::from(*a).is_unicast() {
+            bail!(
+                "--peers: {a} is not an address a replica can be reached at (a unicast IPv4 address and a \
+                 port other than 0)"
+            );
         }
         if p[..i].contains(a) {
             bail!("--peers lists {a} twice");

@@ -253,7 +253,8 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
     let peers = format!("127.0.0.1:{p1},127.0.0.1:{p2},127.0.0.1:{p3}");
     for (args, want) in [
         (vec!["kv", "serve", "--id", "4", "--peers", &peers], "--id must be 1..=3"),
-        (vec!["kv", "serve", "--id", "1", "--peers", "127.0.0.1:0"], "no port 0"),
+        (vec!["kv", "serve", "--id", "1", "--peers", "127.0.0.1:0"], "a port other than 0"),
+        (vec!["kv", "serve", "--id", "1", "--peers", "224.0.0.1:31850"], "not an address a replica can be reached at"),
         (vec!["kv", "serve", "--id", "1", "--peers", "127.0.0.1:5,127.0.0.1:5"], "twice"),
         (vec!["kv", "serve", "--id", "1", "--peers", &peers, "--durability", "fsync"], "needs --dir"),
         (vec!["kv", "put", "--peers", &peers, "k"], "put needs a KEY and a VALUE"),

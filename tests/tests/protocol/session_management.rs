@@ -239,8 +239,8 @@ fn sm_client_destroy_session() {
 }
 
 /// Addresses that cannot be an endpoint's: port 0, "this network", multicast, the limited
-/// broadcast, the reserved block.
-fn not_endpoints() -> [EndpointAddr; 5] {
+/// broadcast, the reserved block, a broadcast MAC on a unicast IP.
+fn not_endpoints() -> [EndpointAddr; 6] {
     let a = |ipv4, udp_port| EndpointAddr { mac: [2, 0, 0, 0, 0, 7], ipv4, udp_port };
     [
         a([10, 0, 0, 7], 0),
@@ -248,7 +248,19 @@ fn not_endpoints() -> [EndpointAddr; 5] {
         a([224, 0, 0, 1], 4000),
         a([255, 255, 255, 255], 4000),
         a([240, 1, 2, 3], 4000),
+        EndpointAddr { mac: [0xff; 6], ..a([10, 0, 0, 7], 4000) },
     ]
+}
+
+#[test]
+fn endpoint_addresses_at_the_edges_of_unicast() {
+    let a = |ipv4, mac| EndpointAddr { mac, ipv4, udp_port: 1 };
+    for ok in [a([1, 0, 0, 0], [0; 6]), a([127, 0, 0, 1], [0; 6]), a([223, 255, 255, 255], [2, 0, 0, 0, 0, 1])] {
+        assert!(ok.is_unicast(), "{ok}");
+    }
+    for bad in [a([0, 1, 2, 3], [0; 6]), a([224, 0, 0, 0], [0; 6]), a([10, 0, 0, 1], [1, 0, 0x5e, 0, 0, 1])] {
+        assert!(!bad.is_unicast(), "{bad}");
+    }
 }
 
 #[test]
@@ -270,7 +282,7 @@ fn sm_connect_from_an_address_that_cannot_be_an_endpoint_is_not_answered() {
     // A forged connect request whose sender (frame and body agreeing) is a multicast group or a
     // broadcast address would make the server send its ConnectRetry there: dropped, unanswered.
     let mut b = server(h_echo);
-    let before = b.rpc.num_active_sessions();
+    let (before, cookies) = (b.rpc.num_active_sessions(), b.rpc.stats().sm_cookies_sent);
     for a in not_endpoints() {
         b.assert_dropped(
             sm_frame(&a, &ME, SmPktType::ConnectReq, &sm_body(0, TOKEN ^ 2, CS, 0, a, ME)),
@@ -278,4 +290,5 @@ fn sm_connect_from_an_address_that_cannot_be_an_endpoint_is_not_answered() {
         );
     }
     assert_eq!(b.rpc.num_active_sessions(), before);
+    assert_eq!(b.rpc.stats().sm_cookies_sent, cookies, "no cookie counted for a request never answered");
 }
