@@ -297,6 +297,25 @@ fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
     }
 }
 
+/// Sets an `int` socket option.
+fn set_int_opt(sock: &UdpSocket, level: libc::c_int, opt: libc::c_int, v: libc::c_int) -> io::Result<()> {
+    // SAFETY: setsockopt on our socket with a pointer to a c_int and its size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            opt,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn zeroed_cmsghdr() -> libc::cmsghdr {
     // SAFETY: cmsghdr is a plain C struct for which all-zero bytes are a valid value.
     unsafe { std::mem::zeroed() }
@@ -327,34 +346,11 @@ impl UdpTransport {
         if cfg.socket_buffer > 0 {
             for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
                 let v = cfg.socket_buffer.min(i32::MAX as usize) as libc::c_int;
-                // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
-                let r = unsafe {
-                    libc::setsockopt(
-                        sock.as_raw_fd(),
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&v as *const libc::c_int).cast(),
-                        std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                    )
-                };
-                if r != 0 {
-                    return Err(UdpError::Socket(io::Error::last_os_error()));
-                }
+                set_int_opt(&sock, libc::SOL_SOCKET, opt, v).map_err(UdpError::Socket)?;
             }
         }
         // UDP_SEGMENT set to 0 on the socket changes nothing; a kernel without it refuses.
-        let zero: libc::c_int = 0;
-        // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
-        let gso = cfg.gso
-            && unsafe {
-                libc::setsockopt(
-                    sock.as_raw_fd(),
-                    libc::SOL_UDP,
-                    libc::UDP_SEGMENT,
-                    (&zero as *const libc::c_int).cast(),
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            } == 0;
+        let gso = cfg.gso && set_int_opt(&sock, libc::SOL_UDP, libc::UDP_SEGMENT, 0).is_ok();
         let port = match sock.local_addr().map_err(UdpError::Socket)? {
             std::net::SocketAddr::V4(a) => a.port(),
             std::net::SocketAddr::V6(_) => return Err(UdpError::Unspecified),
@@ -533,18 +529,7 @@ impl UdpTransport {
     /// kernel without it leaves the socket as it was, for good.
     fn enable_gro(&mut self) {
         self.gro = Gro::Off;
-        let one: libc::c_int = 1;
-        // SAFETY: setsockopt on our socket with a pointer to a c_int of its size.
-        let r = unsafe {
-            libc::setsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_GRO,
-                (&one as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
+        if set_int_opt(&self.sock, libc::SOL_UDP, libc::UDP_GRO, 1).is_err() {
             return;
         }
         self.gro = Gro::On;

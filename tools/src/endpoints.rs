@@ -239,9 +239,6 @@ pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
     what: &str,
 ) -> anyhow::Result<SessionId> {
     let failed = || format!("connecting to {what}");
-    if server.udp_port == 0 || server.ipv4 == [0; 4] {
-        return Err(anyhow!("give the server's address and port (as it printed them), not 0")).with_context(failed);
-    }
     cli.set_session_handler(on_session_event::<T, Ctx>);
     *cli.ctx_mut().connect_failure() = None;
     let t0 = Instant::now();
@@ -254,6 +251,10 @@ pub(crate) fn connect<T: Transport, Ctx: ConnectState>(
                 cli.run_event_loop_once();
                 peer();
                 std::thread::sleep(Duration::from_millis(1));
+            }
+            Err(SessionError::InvalidAddress) => {
+                return Err(anyhow!("give the server's unicast address and port (as it printed them), not 0"))
+                    .with_context(failed);
             }
             Err(e) => return Err(e).with_context(failed),
         }

@@ -941,7 +941,7 @@ impl Transport for AfXdpTransport {
     /// connect retried a moment later succeeds). An endpoint's event loop never stalls on a
     /// peer that is gone or on a forged connect request's address.
     fn resolve(&mut self, remote: &EndpointAddr) -> Result<RoutingInfo, ResolveError> {
-        if remote.ipv4 == [0; 4] || remote.udp_port == 0 {
+        if !remote.is_unicast() {
             return Err(ResolveError::InvalidAddress);
         }
         let mut r = *remote;

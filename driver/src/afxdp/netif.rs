@@ -16,14 +16,21 @@ pub(crate) fn ifindex(name: &str) -> Option<u32> {
     (i != 0).then_some(i)
 }
 
+/// A zeroed 40-byte `struct ifreq` (`linux/if.h`) holding interface name `name` (at most 15
+/// bytes, NUL-terminated).
+fn named_ifreq(name: &str) -> [u8; 40] {
+    let mut r = [0u8; 40];
+    let n = name.len().min(15);
+    r[..n].copy_from_slice(&name.as_bytes()[..n]);
+    r
+}
+
 /// Runs interface ioctl `req` on `name` (with a socket of this namespace) and returns the
 /// 40-byte `struct ifreq` (`linux/if.h`: 16 bytes of name, then the 24-byte union) it filled.
 fn ifreq(name: &str, req: libc::c_ulong) -> io::Result<[u8; 40]> {
     use std::os::fd::AsRawFd;
     let s = UdpSocket::bind("0.0.0.0:0")?;
-    let mut r = [0u8; 40];
-    let n = name.len().min(15);
-    r[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut r = named_ifreq(name);
     // SAFETY: the interface ioctls used here read the name and write into the union of a
     // 40-byte `struct ifreq` we own.
     if unsafe { libc::ioctl(s.as_raw_fd(), req, r.as_mut_ptr()) } < 0 {
@@ -41,9 +48,7 @@ fn ethtool<const N: usize>(name: &str, cmd: u32) -> io::Result<[u8; N]> {
     let s = UdpSocket::bind("0.0.0.0:0")?;
     let mut data = [0u8; N];
     data[..4].copy_from_slice(&cmd.to_ne_bytes());
-    let mut r = [0u8; 40];
-    let n = name.len().min(15);
-    r[..n].copy_from_slice(&name.as_bytes()[..n]);
+    let mut r = named_ifreq(name);
     let p = (data.as_mut_ptr() as usize).to_ne_bytes();
     r[16..16 + p.len()].copy_from_slice(&p);
     // SAFETY: the ethtool get commands used here write their struct, `N` bytes, through the
