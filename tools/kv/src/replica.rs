@@ -134,6 +134,20 @@ impl ReplicaConfig {
     }
 }
 
+/// Most entries [`KvStorage::preallocate`] makes room for at start: 2^20, 104 MiB.
+const PREALLOC_MAX: u64 = 1 << 20;
+
+/// How many entries the log holds at most in steady state, which the replica makes room for at
+/// start: a compaction interval, the entries kept behind the snapshot, and an eighth more for
+/// entries not yet applied. Nothing if the log is never compacted (it grows without bound).
+fn prealloc_entries(cfg: &ReplicaConfig) -> usize {
+    if cfg.snapshot_every == 0 {
+        return 0;
+    }
+    let n = cfg.snapshot_every.saturating_add(cfg.log_keep);
+    n.saturating_add(n / 8).min(PREALLOC_MAX) as usize
+}
+
 /// Counters of one replica.
 #[derive(Debug)]
 pub struct ReplicaStats {
@@ -287,7 +301,8 @@ impl Replica {
             return Err(Error::Config(format!("the part size must be 1024..={MAX_BATCH} bytes")));
         }
         let voters: Vec<u64> = (1..=n).collect();
-        let (storage, recovered) = KvStorage::open(voters, &cfg.durability)?;
+        let (mut storage, recovered) = KvStorage::open(voters, &cfg.durability)?;
+        storage.preallocate(prealloc_entries(&cfg));
         let snap = storage.latest_snapshot();
         let mut sm = if snap.get_metadata().index > 0 {
             KvState::decode(&snap.data).map_err(|e| Error::Corrupt(format!("the recovered snapshot: {e}")))?
