@@ -16,6 +16,9 @@ pub enum RpcError {
     /// The request made no progress for `request_timeout_ns` (its server kept it waiting, or
     /// answers that do not fit it kept arriving); its session was reset.
     TimedOut,
+    /// The server has no handler for the request's type and refused it. The session stays
+    /// connected.
+    NoHandler { req_type: u8 },
 }
 
 impl fmt::Display for RpcError {
@@ -32,6 +35,11 @@ impl fmt::Display for RpcError {
                 f,
                 "the {size}-byte response does not fit the {capacity}-byte response buffer (enqueue the request \
                  with a larger one)"
+            ),
+            RpcError::NoHandler { req_type } => write!(
+                f,
+                "the server has no handler for request type {req_type} and refused the request (register one \
+                 there, or send a type it serves); the session is still usable"
             ),
         }
     }

@@ -16,6 +16,7 @@ use crate::handlers::{HandlerMode, ReqHandle};
 use crate::msgbuf::{num_pkts, MsgBuf};
 use crate::rpc::Rpc;
 use crate::session::{Role, SessionState, SlotId, SlotState};
+use crate::sm::ERR_NO_HANDLER;
 use crate::stats::DropReason;
 use crate::transport::{RxPacket, Transport};
 use crate::tx::MsgHdr;
@@ -51,7 +52,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 return self.drop_pkt(Some(s), DropReason::Stale);
             }
             if !self.handlers.has(h.req_type) {
-                return self.drop_pkt(Some(s), DropReason::NoHandler);
+                return self.refuse_request(s, i, h, npkts);
             }
             if let Err(r) = self.begin_request(s, i, h, npkts) {
                 return self.drop_pkt(Some(s), r);
@@ -64,6 +65,16 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             // anything else is a corrupted or forged copy, never answered.
             if size != sl.req_size as usize || h.req_type != sl.req_type {
                 return self.drop_pkt(Some(s), DropReason::BadMsgSize);
+            }
+            if sl.state == SlotState::Refused {
+                // Its refusal was lost (the client resends from the first packet), or a later
+                // packet that was on its way: only a first packet is answered, at most as often
+                // as duplicates are.
+                self.drop_pkt(Some(s), DropReason::NoHandler);
+                if k == 0 && self.dup_resend_allowed(s) {
+                    self.send_sm_refusal(s, h.req_num, ERR_NO_HANDLER);
+                }
+                return;
             }
             match sl.state {
                 SlotState::Receiving if k == sl.num_rx as usize => {}
@@ -85,6 +96,26 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         }
         sl.state = SlotState::InHandler;
         self.dispatch(s, i);
+    }
+
+    /// Request `h.req_num` is of a type with no handler here. The slot moves on to it without a
+    /// buffer, so that the client's next request on the slot is the next one here too, and the
+    /// client is told at once (it would otherwise resend the request until it timed out, and
+    /// then reset the session with every other request on it).
+    #[cold]
+    #[inline(never)]
+    fn refuse_request(&mut self, s: usize, i: usize, h: &Header, npkts: usize) {
+        self.drop_pkt(Some(s), DropReason::NoHandler);
+        self.bury(s, i);
+        let sl = &mut self.sessions[s].slots[i];
+        sl.cur_req_num = h.req_num;
+        sl.req_type = h.req_type;
+        sl.req_size = h.msg_size;
+        sl.req_pkts = npkts as u16;
+        sl.num_rx = 0;
+        sl.state = SlotState::Refused;
+        self.stats.requests_refused += 1;
+        self.send_sm_refusal(s, h.req_num, ERR_NO_HANDLER);
     }
 
     /// Starts a new request in slot `i`: takes a request buffer (a one-packet buffer from the
@@ -118,6 +149,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// request). A packet of it may still be queued for the device (a peer can send the next
     /// request before it has the response), so it is freed or reused only once the device has
     /// read it.
+    #[inline(always)]
     fn bury(&mut self, s: usize, i: usize) {
         let sl = &mut self.sessions[s].slots[i];
         if let Some(r) = sl.resp.take() {

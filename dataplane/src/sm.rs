@@ -24,10 +24,11 @@
 //!   always replies, so a duplicate still gets an answer.
 
 use crate::clock::Clock;
-use crate::error::{SessionError, SmError};
+use crate::config::SLOTS_PER_SESSION;
+use crate::error::{RpcError, SessionError, SmError};
 use crate::event::{ResetReason, SessionEvent};
 use crate::rpc::Rpc;
-use crate::session::{Role, SessionId, SessionState};
+use crate::session::{Role, SessionId, SessionState, SlotState};
 use crate::stats::DropReason;
 use crate::transport::{EndpointAddr, ResolveError, RxPacket, Transport};
 use crate::wire::{ErpcHdr, PktHdr, PktType, RoutingInfo, ERPC_HDR_LEN, HEADROOM, PKT_HDR_LEN, SM_SESSION_NUM};
@@ -49,10 +50,18 @@ pub enum SmPktType {
     /// Answer to a connect request without a valid cookie: the cookie to repeat (in the
     /// header's `req_num`), and nothing else. The server keeps no state for it.
     ConnectRetry = 7,
+    /// Server to client: the request numbered in the header's `req_num` is refused, for the
+    /// reason in `err` ([`ERR_NO_HANDLER`]). Sent for the request's first packet and for every
+    /// copy of it the client resends; the client fails the request at once instead of resending
+    /// it until it times out.
+    Refused = 8,
 }
 
 /// `SmBody::err` of a ping response for a session the server does not have.
 pub const ERR_UNKNOWN_SESSION: u8 = 5;
+
+/// `SmBody::err` of a [`SmPktType::Refused`]: the server has no handler for the request's type.
+pub const ERR_NO_HANDLER: u8 = 8;
 
 impl SmPktType {
     fn from_u8(v: u8) -> Option<Self> {
@@ -64,6 +73,7 @@ impl SmPktType {
             5 => SmPktType::Ping,
             6 => SmPktType::PingResp,
             7 => SmPktType::ConnectRetry,
+            8 => SmPktType::Refused,
             _ => return None,
         })
     }
@@ -196,6 +206,22 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         self.send_sm(&routing, kind, &body, cookie, Some(s));
     }
 
+    /// Server: tells the client of session `s` that its request `req_num` is refused (`err`).
+    pub(crate) fn send_sm_refusal(&mut self, s: usize, req_num: u64, err: u8) {
+        let sess = &self.sessions[s];
+        let body = SmBody {
+            err,
+            _pad: [0; 3],
+            client_session: U16::new(sess.remote_session),
+            server_session: U16::new(s as u16),
+            token: U64::new(sess.token),
+            client: sess.peer.into(),
+            server: self.local.into(),
+        };
+        let routing = sess.routing;
+        self.send_sm(&routing, SmPktType::Refused, &body, req_num, Some(s));
+    }
+
     /// Best-effort single disconnect request for a session being reset.
     pub(crate) fn send_sm_disconnect(&mut self, s: usize) {
         self.send_sm_client(s, SmPktType::DisconnectReq);
@@ -237,9 +263,11 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         let src = hdr.src();
         let claimed: EndpointAddr = match kind {
             SmPktType::ConnectReq | SmPktType::DisconnectReq | SmPktType::Ping => body.client.into(),
-            SmPktType::ConnectResp | SmPktType::DisconnectResp | SmPktType::PingResp | SmPktType::ConnectRetry => {
-                body.server.into()
-            }
+            SmPktType::ConnectResp
+            | SmPktType::DisconnectResp
+            | SmPktType::PingResp
+            | SmPktType::ConnectRetry
+            | SmPktType::Refused => body.server.into(),
         };
         if claimed.ipv4 != src.ipv4 || claimed.udp_port != src.udp_port {
             return self.drop_pkt(None, DropReason::BadSm);
@@ -253,6 +281,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             SmPktType::DisconnectResp => self.sm_disconnect_resp(&body),
             SmPktType::Ping => self.sm_ping(&body),
             SmPktType::PingResp => self.sm_ping_resp(&body),
+            SmPktType::Refused => self.sm_refused(&body, h.req_num),
         }
     }
 
@@ -447,6 +476,29 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         }
         self.sessions[s].last_heard_ns = self.now;
         self.sessions[s].pings = 0;
+    }
+
+    /// The server refused request `req_num` of one of our sessions: it fails now, and the
+    /// session carries on. A refusal for a request that is not in flight (answered, failed, or
+    /// never sent) changes nothing.
+    fn sm_refused(&mut self, b: &SmBody, req_num: u64) {
+        let Some(s) = self.client_session_for(b, SessionState::Connected) else {
+            return self.drop_pkt(None, DropReason::Stale);
+        };
+        if self.sessions[s].remote_session != b.server_session.get() || b.err != ERR_NO_HANDLER {
+            return self.drop_pkt(Some(s), DropReason::BadSm);
+        }
+        let i = (req_num % SLOTS_PER_SESSION as u64) as usize;
+        let sl = &self.sessions[s].slots[i];
+        if sl.state != SlotState::Active || sl.cur_req_num != req_num {
+            return self.drop_pkt(Some(s), DropReason::Stale);
+        }
+        let req_type = sl.req_type;
+        self.stats.rpcs_refused += 1;
+        // The request buffer goes back to the application, and the device may still be reading
+        // it: the client can be sending the later packets of a multi-packet request.
+        self.drain_tx_and_dma();
+        self.complete(s, i, Err(RpcError::NoHandler { req_type }));
     }
 
     /// Resends connect/disconnect requests that have waited `sm_retry_ns`, and gives up on those

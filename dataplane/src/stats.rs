@@ -140,6 +140,11 @@ pub struct RpcStats {
     pub sessions_refused: u64,
     /// Client requests failed with `TimedOut` (no progress for `request_timeout_ns`).
     pub requests_timed_out: u64,
+    /// Server: requests refused (answered [`SmPktType::Refused`](crate::sm::SmPktType)) for
+    /// having a type with no handler; each of their packets also counts in `drops.no_handler`.
+    pub requests_refused: u64,
+    /// Client: requests failed with `NoHandler`, refused by their server.
+    pub rpcs_refused: u64,
     pub drops: DropCounters,
     pub cc: crate::cc::CcStats,
 }

@@ -366,3 +366,30 @@ fn an_endpoint_that_is_no_replica_is_reported_as_refusing() {
     // Said at once, not after the 5 s a silent address gets.
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
+
+#[test]
+fn an_rpc_server_of_something_else_is_no_replica_and_says_so_at_once() {
+    // An eRPC server that accepts sessions but serves other request types (the benchmark's).
+    let [port] = free_ports(1)[..] else { unreachable!() };
+    let addr = format!("127.0.0.1:{port}");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_erpc"))
+        .args(["bench", "latency", "--transport", "udp", "--server", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("erpc bench --server");
+    // It says on stderr when it serves (or why not, and exits: then the line says so).
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stderr.take().unwrap()), &mut line).unwrap();
+    assert!(line.contains("serving on"), "{line}");
+    let t0 = Instant::now();
+    let out = erpc(&["kv", "put", "--peers", &addr, "k", "v"]);
+    let _ = server.kill();
+    let _ = server.wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("{addr} is not a replica of this store")), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // The server refused the request at once: no waiting out the 10 s for a leader.
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}

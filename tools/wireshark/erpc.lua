@@ -39,7 +39,8 @@
 -- 40 bytes: err u8, 3 pad bytes, client_session u16 LE, server_session u16 LE, token u64 LE,
 -- then the client's and the server's AddrWire (mac[6], ipv4[4], udp_port u16 LE). The header's
 -- req_num carries the connect cookie: in a ConnectRetry (the server's stateless answer to a
--- connect request without a valid cookie) and in the connect request that repeats it.
+-- connect request without a valid cookie) and in the connect request that repeats it; in a
+-- Refused, it is the number of the request the server refused (err says why).
 --
 -- Tested with Wireshark 4.0 (Lua 5.2, tools/tests/capture.rs). Written to run on later versions'
 -- Lua 5.3/5.4 as well: only Wireshark's field extraction and plain arithmetic, no bit library
@@ -50,12 +51,14 @@ local erpc = Proto("erpc", "eRPC")
 local PKT_TYPES = { [0] = "Req", [1] = "RFR", [2] = "ExplCR", [3] = "Resp" }
 local SM_TYPES = {
     [1] = "ConnectReq", [2] = "ConnectResp", [3] = "DisconnectReq", [4] = "DisconnectResp",
-    [5] = "Ping", [6] = "PingResp", [7] = "ConnectRetry",
+    [5] = "Ping", [6] = "PingResp", [7] = "ConnectRetry", [8] = "Refused",
 }
--- sm.rs, err_code(): 0 success, then SmError; 5 is ERR_UNKNOWN_SESSION in a ping response.
+-- sm.rs, err_code(): 0 success, then SmError; 5 is ERR_UNKNOWN_SESSION in a ping response, 8
+-- ERR_NO_HANDLER in a Refused.
 local SM_ERRORS = {
     [0] = "OK", [1] = "RemoteUnreachable", [2] = "OutOfSessions", [3] = "OutOfMemory",
     [4] = "RoutingFailed", [5] = "UnknownSession", [6] = "Refused", [7] = "TooManySessionsFromClient",
+    [8] = "NoHandler",
 }
 
 local HDR_LEN = 14          -- wire::ERPC_HDR_LEN

@@ -100,6 +100,9 @@ pub(crate) enum SlotState {
     InHandler,
     /// Server: the response is stored (sent, and kept for duplicates and RFRs).
     Responded,
+    /// Server: the request was refused (no handler for its type); copies of it get the refusal
+    /// again.
+    Refused,
 }
 
 /// One slot of a session. Fixed layout, one cache line per group: what every request touches at

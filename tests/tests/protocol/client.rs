@@ -251,3 +251,55 @@ fn transmit_sends_queued_requests_without_an_event_loop_iteration() {
     assert_eq!(data_of(&tx[0]), b"now");
     assert_eq!(b.ctx().done.len(), 0, "nothing received or completed");
 }
+
+#[test]
+fn client_refused_request_fails_at_once_and_the_session_goes_on() {
+    let mut b = client();
+    b.request(b"ping", 100, 1);
+    b.step();
+    assert_eq!(b.sent().len(), 1);
+    let r8 = b.base + 8;
+    // Forged or misdirected refusals change nothing.
+    b.assert_dropped(refusal(&b, r8, |x| x.token = U64::new(b.token ^ 1)), DropReason::Stale);
+    b.assert_dropped(refusal(&b, r8, |x| x.client_session = U16::new(b.local + 1)), DropReason::Stale);
+    b.assert_dropped(refusal(&b, r8, |x| x.server_session = U16::new(SS + 1)), DropReason::BadSm);
+    b.assert_dropped(refusal(&b, r8, |x| x.err = ERR_NO_HANDLER + 1), DropReason::BadSm);
+    b.assert_dropped(refusal(&b, r8 + 1, |_| {}), DropReason::Stale); // slot 1: nothing in flight
+    b.assert_dropped(refusal(&b, r8 + 8, |_| {}), DropReason::Stale); // slot 0's next request
+    let mut other_src = refusal(&b, r8, |_| {});
+    other_src[26] ^= 1; // the IPv4 source address: not the server the body names
+    b.assert_dropped(other_src, DropReason::BadSm);
+    assert!(b.ctx().done.is_empty());
+    // The server's refusal fails the request at once; the session stays up.
+    assert!(b.deliver([refusal(&b, r8, |_| {})]).is_empty());
+    assert_eq!(b.ctx().done, vec![Done { tag: 1, result: Err(RpcError::NoHandler { req_type: RT }), data: vec![] }]);
+    assert!(b.rpc.is_connected(b.session()));
+    assert_eq!(b.credits(), 32);
+    let st = b.rpc.stats();
+    assert_eq!((st.rpcs_refused, st.rpcs_failed, st.rpcs_completed), (1, 1, 0));
+    // A second copy of the refusal finds nothing to fail.
+    b.assert_dropped(refusal(&b, r8, |_| {}), DropReason::Stale);
+    // The slot's next request goes out and is answered.
+    b.request(b"again", 100, 2);
+    b.step();
+    assert_eq!(p(&b.sent()[0]), b.exp(PktType::Req, 5, 0, 16));
+    b.deliver(b.resp(16, 0, b"ok"));
+    assert_eq!(b.ctx().done[1], Done { tag: 2, result: Ok(2), data: b"ok".to_vec() });
+    assert!(b.rpc.stats().drops.total() > 0 && b.ctx().events.len() == 1, "no session event but Connected");
+}
+
+#[test]
+fn client_refused_multi_pkt_request_gives_its_credits_back() {
+    let mut b = client_with(RpcConfig { session_credits: 2, ..test_config(1) });
+    b.request(&pattern(3, 2000), 100, 7); // 3 packets, 2 sent
+    b.step();
+    assert_eq!((b.sent().len(), b.credits()), (2, 0));
+    assert!(b.deliver([refusal(&b, b.base + 8, |_| {})]).is_empty());
+    assert_eq!(b.ctx().done, vec![Done { tag: 7, result: Err(RpcError::NoHandler { req_type: RT }), data: vec![] }]);
+    assert_eq!(b.credits(), 2, "the credits of the two packets sent");
+    // Nothing more of it is sent, then or later (no retransmission of a failed request).
+    b.advance(100_000_000);
+    b.step();
+    let data: Vec<P> = b.sent().iter().filter(|f| hdr_of(f).dest_session_num != SM_SESSION_NUM).map(|f| p(f)).collect();
+    assert!(data.is_empty(), "{data:?}");
+}

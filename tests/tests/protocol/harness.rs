@@ -6,7 +6,7 @@
 
 pub use erpc_dataplane::msgbuf::num_pkts;
 pub use erpc_dataplane::session::req_num_base;
-pub use erpc_dataplane::sm::{AddrWire, SmBody, SmPktType, SM_FRAME_LEN};
+pub use erpc_dataplane::sm::{AddrWire, SmBody, SmPktType, ERR_NO_HANDLER, SM_FRAME_LEN};
 pub use erpc_dataplane::wire::{ipv4_checksum, ErpcHdr, PktHdr, PktType, MAGIC, PKT_HDR_LEN, SM_SESSION_NUM};
 pub use erpc_dataplane::{
     Completion, DropReason, EndpointAddr, HandlerMode, ReqHandle, ResetReason, RespondErrorKind, Rpc, RpcConfig,
@@ -151,6 +151,14 @@ pub fn sm_frame(src: &EndpointAddr, dst: &EndpointAddr, kind: SmPktType, body: &
     sm_frame_cookie(src, dst, kind, body, 0)
 }
 
+/// The server's refusal of request `req_num` (absolute) of the client session of `b`, as the
+/// fake server at [`PEER`] would send it; `f` may forge any field.
+pub fn refusal(b: &Bench, req_num: u64, f: impl FnOnce(&mut SmBody)) -> Vec<u8> {
+    let mut body = sm_body(ERR_NO_HANDLER, b.token, b.local, b.remote, b.addr, b.peer);
+    f(&mut body);
+    sm_frame_cookie(&b.peer, &b.addr, SmPktType::Refused, &body, req_num)
+}
+
 /// A session-management frame whose header carries `cookie` (in `req_num`).
 pub fn sm_frame_cookie(src: &EndpointAddr, dst: &EndpointAddr, kind: SmPktType, body: &SmBody, cookie: u64) -> Vec<u8> {
     let h = ErpcHdr::new(kind as u8, 40, SM_SESSION_NUM, PktType::Req, 0, cookie);
@@ -190,6 +198,8 @@ pub struct Bench {
     /// Request-number base of the session (`req_num_base(token)`): request numbers in the tests
     /// are written relative to it (slot i's first request is `i + 8`).
     pub base: u64,
+    /// The session's token (client benches: as the endpoint chose it).
+    pub token: u64,
 }
 
 impl Bench {
@@ -205,7 +215,7 @@ impl Bench {
         let mut rpc =
             Rpc::new(nic, clock.clone(), Ctx::default(), memory(1 << 20, sessions, 16), cfg).expect("endpoint");
         rpc.set_session_handler(ev_record);
-        Bench { rpc, script, clock, addr, peer, local: 0, remote: 0, check_l2l3: true, base: 0 }
+        Bench { rpc, script, clock, addr, peer, local: 0, remote: 0, check_l2l3: true, base: 0, token: 0 }
     }
 
     /// Queues frames for the next `rx_burst`.
@@ -337,10 +347,15 @@ impl Bench {
 
     /// Enqueues a request with `data` and a response buffer of `resp_cap` bytes.
     pub fn request(&mut self, data: &[u8], resp_cap: usize, tag: u64) {
+        self.request_of(RT, data, resp_cap, tag);
+    }
+
+    /// As [`Bench::request`], of type `req_type`.
+    pub fn request_of(&mut self, req_type: u8, data: &[u8], resp_cap: usize, tag: u64) {
         let mut req = self.rpc.alloc_msg_buffer(data.len()).unwrap();
         req.data_mut().copy_from_slice(data);
         let resp = self.rpc.alloc_msg_buffer(resp_cap).unwrap();
-        self.rpc.enqueue_request(self.session(), RT, req, resp, c_record, tag).unwrap();
+        self.rpc.enqueue_request(self.session(), req_type, req, resp, c_record, tag).unwrap();
     }
 }
 
@@ -358,6 +373,7 @@ pub fn server_with(handler: fn(&mut Ep, ReqHandle), cfg: RpcConfig, sessions: us
     b.local = body.server_session.get();
     b.remote = CS;
     b.base = req_num_base(TOKEN);
+    b.token = TOKEN;
     assert!(b.rpc.is_connected(SessionId(b.local)));
     b
 }
@@ -385,6 +401,7 @@ pub fn client_with(cfg: RpcConfig) -> Bench {
     b.local = s.0;
     b.remote = SS;
     b.base = req_num_base(body.token.get());
+    b.token = body.token.get();
     b
 }
 
@@ -519,5 +536,6 @@ pub fn connect_client(b: &mut Bench) -> SessionId {
     b.local = s.0;
     b.remote = SS;
     b.base = req_num_base(body.token.get());
+    b.token = body.token.get();
     s
 }

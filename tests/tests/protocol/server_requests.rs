@@ -224,13 +224,57 @@ fn server_stale_request_dropped() {
 }
 
 #[test]
-fn server_no_handler_dropped() {
+fn server_refuses_a_request_type_without_handler() {
     let mut b = server(h_echo);
     let f = b.raw(ErpcHdr::new(RT + 1, 3, b.local, PktType::Req, 0, 8), b"abc");
-    b.assert_dropped(f, DropReason::NoHandler);
-    // The slot is untouched: the same req_num with a served type is accepted.
-    let tx = b.deliver(b.req(8, b"abc"));
-    assert_eq!(p(&tx[0]), b.exp(PktType::Resp, 3, 0, 8));
+    let tx = b.deliver([f.clone()]);
+    // One refusal, on the session, naming the request; no handler ran.
+    assert_eq!(tx.len(), 1);
+    check_l2l3(&tx[0], &ME, &PEER);
+    let (kind, body) = sm_of(&tx[0]);
+    assert_eq!(kind, SmPktType::Refused as u8);
+    assert_eq!(cookie_of(&tx[0]), b.base + 8, "the refused request's number");
+    assert_eq!(body, sm_body(ERR_NO_HANDLER, TOKEN, CS, b.local, PEER, ME));
+    assert_eq!(b.ctx().handler_calls, 0);
+    let st = b.rpc.stats();
+    assert_eq!((st.requests_refused, st.drops.no_handler, st.requests_handled), (1, 1, 0));
+    // A copy of it (its refusal was lost): refused again, still one refused request.
+    let tx = b.deliver([f]);
+    assert_eq!(tx.len(), 1);
+    assert_eq!((sm_of(&tx[0]).0, cookie_of(&tx[0])), (SmPktType::Refused as u8, b.base + 8));
+    assert_eq!((b.rpc.stats().requests_refused, b.rpc.stats().drops.no_handler), (1, 2));
+    // A copy with another type or size is a forged one: never answered.
+    b.assert_dropped(b.raw(ErpcHdr::new(RT, 3, b.local, PktType::Req, 0, 8), b"abc"), DropReason::BadMsgSize);
+    b.assert_dropped(b.raw(ErpcHdr::new(RT + 1, 4, b.local, PktType::Req, 0, 8), b"abcd"), DropReason::BadMsgSize);
+    // The slot moved on to the refused request: the client's next one on it (16) is served.
+    let tx = b.deliver(b.req(16, b"next"));
+    assert_eq!(p(&tx[0]), b.exp(PktType::Resp, 4, 0, 16));
+    assert_eq!(data_of(&tx[0]), b"next");
+}
+
+#[test]
+fn server_refuses_a_multi_pkt_request_once_per_first_packet() {
+    let mut b = server(h_echo);
+    let data = pattern(9, 2000); // 3 packets
+    let frames: Vec<Vec<u8>> = data
+        .chunks(DPP)
+        .enumerate()
+        .map(|(k, c)| b.raw(ErpcHdr::new(RT + 2, 2000, b.local, PktType::Req, k as u16, 9), c))
+        .collect();
+    let tx = b.deliver([frames[0].clone()]);
+    assert_eq!((tx.len(), sm_of(&tx[0]).0, cookie_of(&tx[0])), (1, SmPktType::Refused as u8, b.base + 9));
+    // Later packets that were on their way are dropped unanswered (no credit return: the
+    // request is over), and nothing was allocated for them.
+    let live = b.rpc.heap_stats().live_buffers;
+    b.assert_dropped(frames[1].clone(), DropReason::NoHandler);
+    b.assert_dropped(frames[2].clone(), DropReason::NoHandler);
+    assert_eq!(b.rpc.heap_stats().live_buffers, live);
+    // A client resending the first packet over and over gets at most as many refusals per RTO
+    // as duplicates get answers: no amplification.
+    let tx = b.deliver(vec![frames[0].clone(); 100]);
+    let limit = b.rpc.config().session_credits as usize;
+    assert!(!tx.is_empty() && tx.len() <= limit, "{} refusals for 100 copies (limit {limit})", tx.len());
+    assert_eq!(b.rpc.stats().requests_refused, 1);
 }
 
 #[test]

@@ -51,7 +51,8 @@ fn background_response_is_clamped_to_the_packet_bound_and_sent() {
     let (nic, script) = ScriptNic::new(ME);
     let cfg = RpcConfig { mtu: PKT_HDR_LEN + 64, ..test_config(1) };
     let rpc = Rpc::new(nic, clock.clone(), Ctx::default(), memory(16 << 20, 4, 16), cfg).unwrap();
-    let mut b = Bench { rpc, script, clock, addr: ME, peer: PEER, local: 0, remote: 0, check_l2l3: true, base: 0 };
+    let mut b =
+        Bench { rpc, script, clock, addr: ME, peer: PEER, local: 0, remote: 0, check_l2l3: true, base: 0, token: 0 };
     let q = Arc::new(BgQueues::new());
     b.rpc.attach_workers(q.clone());
     b.rpc.register_handler(RT, h_unused, HandlerMode::Background { max_resp_size: 600_000 }).unwrap();

@@ -370,6 +370,16 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
         Err(RpcError::ResponseTooLarge { size, .. }) => {
             k.finish(c, Outcome::Failed(format!("the value ({size} bytes) is larger than --max-value")), now)
         }
+        Err(RpcError::NoHandler { req_type }) => {
+            // An eRPC server, but not of this store (a wrong --peers address).
+            let at = k.replicas[k.clients[c].leader]
+                .addr
+                .map_or("a replica".into(), |a| std::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port).to_string());
+            let why = format!(
+                "{at} is not a replica of this store: it serves no request of type {req_type} (check the peers)"
+            );
+            k.finish(c, Outcome::Failed(why), now)
+        }
     }
     let _ = rpc.free_msg_buffer(comp.req);
     let _ = rpc.free_msg_buffer(comp.resp);

@@ -931,7 +931,14 @@ fn on_raft_resp<T: Transport, C: Clock>(rpc: &mut ReplicaRpc<T, C>, c: Completio
             }
         }
         Ok(_) => {}
-        Err(RpcError::SessionReset | RpcError::TimedOut | RpcError::ResponseTooLarge { .. }) => {
+        // A peer that refuses Raft requests is not a replica of this store (a wrong --peers
+        // address): for Raft, it is unreachable.
+        Err(
+            RpcError::SessionReset
+            | RpcError::TimedOut
+            | RpcError::ResponseTooLarge { .. }
+            | RpcError::NoHandler { .. },
+        ) => {
             r.node.report_unreachable(id);
             if last_part {
                 r.node.report_snapshot(id, SnapshotStatus::Failure);
