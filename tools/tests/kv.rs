@@ -367,29 +367,62 @@ fn an_endpoint_that_is_no_replica_is_reported_as_refusing() {
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
 
+/// An eRPC server that accepts sessions but serves other request types (the benchmark's), at
+/// `addr`; killed when dropped.
+struct OtherServer(Child);
+
+impl OtherServer {
+    fn start(addr: &str) -> OtherServer {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_erpc"))
+            .args(["bench", "latency", "--transport", "udp", "--server", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("erpc bench --server");
+        // It says on stderr when it serves (or why not, and exits: then the line says so).
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stderr.take().unwrap()), &mut line).unwrap();
+        assert!(line.contains("serving on"), "{line}");
+        OtherServer(c)
+    }
+}
+
+impl Drop for OtherServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn an_rpc_server_of_something_else_is_no_replica_and_says_so_at_once() {
-    // An eRPC server that accepts sessions but serves other request types (the benchmark's).
     let [port] = free_ports(1)[..] else { unreachable!() };
     let addr = format!("127.0.0.1:{port}");
-    let mut server = Command::new(env!("CARGO_BIN_EXE_erpc"))
-        .args(["bench", "latency", "--transport", "udp", "--server", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("erpc bench --server");
-    // It says on stderr when it serves (or why not, and exits: then the line says so).
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stderr.take().unwrap()), &mut line).unwrap();
-    assert!(line.contains("serving on"), "{line}");
+    let _other = OtherServer::start(&addr);
     let t0 = Instant::now();
     let out = erpc(&["kv", "put", "--peers", &addr, "k", "v"]);
-    let _ = server.kill();
-    let _ = server.wait();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains(&format!("{addr} is not a replica of this store")), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     // The server refused the request at once: no waiting out the 10 s for a leader.
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn a_wrong_address_among_the_peers_does_not_fail_operations() {
+    let r = Replicas::start(3);
+    let [port] = free_ports(1)[..] else { unreachable!() };
+    let wrong = format!("127.0.0.1:{port}");
+    let _other = OtherServer::start(&wrong);
+    // The wrong one first, then the replicas in reverse: the client asks the wrong one first,
+    // and finds the leader by the address in a redirect, not by its position.
+    let mut peers: Vec<&str> = r.peers.split(',').rev().collect();
+    peers.insert(0, &wrong);
+    let peers = peers.join(",");
+    let put = erpc(&["kv", "put", "--peers", &peers, "--timeout", "20", "k", "v"]);
+    assert!(put.status.success(), "{}", String::from_utf8_lossy(&put.stderr));
+    let get = erpc(&["kv", "get", "--peers", &peers, "--timeout", "20", "k"]);
+    assert!(get.status.success(), "{}", String::from_utf8_lossy(&get.stderr));
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "v");
 }

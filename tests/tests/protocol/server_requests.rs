@@ -271,10 +271,15 @@ fn server_refuses_a_multi_pkt_request_once_per_first_packet() {
     assert_eq!(b.rpc.heap_stats().live_buffers, live);
     // A client resending the first packet over and over gets at most as many refusals per RTO
     // as duplicates get answers: no amplification.
+    let before = b.rpc.stats().drops;
     let tx = b.deliver(vec![frames[0].clone(); 100]);
     let limit = b.rpc.config().session_credits as usize;
     assert!(!tx.is_empty() && tx.len() <= limit, "{} refusals for 100 copies (limit {limit})", tx.len());
     assert_eq!(b.rpc.stats().requests_refused, 1);
+    // Each copy is one drop: refused again, or over the duplicates' limit.
+    let after = b.rpc.stats().drops;
+    assert_eq!(after.no_handler - before.no_handler, tx.len() as u64);
+    assert_eq!(after.total() - before.total(), 100);
 }
 
 #[test]

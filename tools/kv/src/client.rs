@@ -117,6 +117,9 @@ struct Replica {
     retry_at_ns: u64,
     /// Why the last connect attempt failed, until one succeeds.
     connect_error: Option<SmError>,
+    /// The request type this endpoint refused (it serves eRPC, but is no replica of this
+    /// store: a wrong peer address), until its session is made again.
+    refuses: Option<u8>,
 }
 
 struct Logical {
@@ -218,6 +221,15 @@ impl KvClient {
             .find_map(|i| self.connect_error(i).filter(|e| *e != SmError::RemoteUnreachable).map(|e| (i, e)))
     }
 
+    /// Why replica `i` is no replica of this store: the endpoint there refused the store's
+    /// requests (one of that type), as a server without a handler for it does.
+    fn not_a_replica(&self, i: usize) -> Option<String> {
+        let r = &self.replicas[i];
+        let (a, t) = (r.addr?, r.refuses?);
+        let at = std::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port);
+        Some(format!("{at} is not a replica of this store: it serves no request of type {t} (check the peers)"))
+    }
+
     /// The replica logical client `c` believes leads (index into the peers).
     pub fn leader_guess(&self, c: usize) -> usize {
         self.clients[c].leader
@@ -266,14 +278,18 @@ fn try_send<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, c: usize) {
     let Some(op) = l.op.clone() else { return };
     if now.saturating_sub(l.invoke_ns) > k.cfg.op_timeout_ns {
         let secs = k.cfg.op_timeout_ns as f64 / 1e9;
-        let msg = match (k.connected(), k.refusal()) {
+        let mut msg = match (k.connected(), k.refusal()) {
             (0, Some((i, e))) => format!("no replica accepted a session within {secs} s: replica {}: {e}", i + 1),
             (0, None) => format!("no replica answered within {secs} s"),
             _ => format!("no leader answered within {secs} s"),
         };
+        if let Some(why) = (0..n).find_map(|i| k.not_a_replica(i)) {
+            msg = format!("{msg}; {why}");
+        }
         return k.finish(c, Outcome::Failed(msg), now);
     }
-    let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| k.replicas[i].connected) else {
+    let usable = |r: &Replica| r.connected && r.refuses.is_none();
+    let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| usable(&k.replicas[i])) else {
         k.clients[c].retry_at_ns = Some(now + k.cfg.backoff_ns);
         return;
     };
@@ -336,10 +352,16 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
                 Some(Status::NotFound) => k.finish(c, Outcome::NotFound, now),
                 Some(Status::Redirect) => {
                     k.stats.redirects += 1;
-                    let id = h.leader_id.get();
+                    // The leader by its address among our peers (whatever their order), else
+                    // by its Raft id (the replicas' own order).
+                    let (ip, port) = (h.leader_ipv4, h.leader_port.get());
+                    let by_addr =
+                        k.replicas.iter().position(|r| r.addr.is_some_and(|a| a.ipv4 == ip && a.udp_port == port));
+                    let id = h.leader_id.get() as usize;
+                    let to = by_addr.or((id >= 1 && id <= n).then(|| id - 1));
                     let l = &mut k.clients[c];
-                    if id >= 1 && id as usize <= n && id as usize - 1 != l.leader {
-                        l.leader = id as usize - 1;
+                    if let Some(to) = to.filter(|&to| to != l.leader) {
+                        l.leader = to;
                         resend_now = true;
                     } else {
                         l.leader = (l.leader + 1) % n;
@@ -371,14 +393,17 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
             k.finish(c, Outcome::Failed(format!("the value ({size} bytes) is larger than --max-value")), now)
         }
         Err(RpcError::NoHandler { req_type }) => {
-            // An eRPC server, but not of this store (a wrong --peers address).
-            let at = k.replicas[k.clients[c].leader]
-                .addr
-                .map_or("a replica".into(), |a| std::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port).to_string());
-            let why = format!(
-                "{at} is not a replica of this store: it serves no request of type {req_type} (check the peers)"
-            );
-            k.finish(c, Outcome::Failed(why), now)
+            // An eRPC server, but not of this store (a wrong --peers address): the others are
+            // asked; the operation fails at once only when every peer is such a server.
+            let i = k.clients[c].leader;
+            k.replicas[i].refuses = Some(req_type);
+            if k.replicas.iter().all(|r| r.refuses.is_some()) {
+                let why = k.not_a_replica(i).expect("just set");
+                k.finish(c, Outcome::Failed(why), now)
+            } else {
+                k.clients[c].leader = (i + 1) % n;
+                resend_now = true;
+            }
         }
     }
     let _ = rpc.free_msg_buffer(comp.req);
@@ -402,6 +427,9 @@ fn on_session<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, ev: SessionEven
         r.connected = up;
         if up || err.is_some() {
             r.connect_error = err;
+        }
+        if up {
+            r.refuses = None;
         }
         if !up {
             r.session = None;
