@@ -8,7 +8,7 @@
 //!   event loops polled in turn), over UDP on loopback, AF_XDP on a bridged segment of network
 //!   namespaces, or the in-memory fabric.
 
-use crate::bench::progress_bar;
+use crate::bench::{progress_bar, XdpMode};
 use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp, udp_peer};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
@@ -113,6 +113,10 @@ pub struct NetArgs {
     /// Every replica's MAC, in --peers order (--transport mlx5, which resolves no addresses).
     #[arg(long, value_delimiter = ',')]
     peer_macs: Vec<String>,
+    /// AF_XDP: how the XDP program is attached, as for `erpc bench`. auto: native, but generic on
+    /// a veth with one queue; native or generic to compare the two.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    xdp_mode: XdpMode,
 }
 
 #[derive(Args, Debug)]
@@ -209,6 +213,10 @@ pub enum LocalTransport {
 pub struct LocalArgs {
     #[arg(long, value_enum, default_value = "udp")]
     transport: LocalTransport,
+    /// --transport afxdp: how the XDP programs are attached, as for `erpc bench`. auto: generic
+    /// on the segment's veths (one queue each); native to compare.
+    #[arg(long, value_enum, default_value_t = XdpMode::Auto)]
+    xdp_mode: XdpMode,
     #[command(flatten)]
     raft: RaftArgs,
     #[command(flatten)]
@@ -329,12 +337,18 @@ impl NetArgs {
     /// Checks the options against the transport, and gives every replica's eRPC address.
     fn peers(&self, peers: &[SocketAddrV4]) -> anyhow::Result<Vec<EndpointAddr>> {
         check_peers(peers)?;
-        let n = |o: &str| format!("{o} applies to --transport {}", if o == "--interface" { "afxdp" } else { "mlx5" });
+        let n = |o: &str| {
+            let t = if matches!(o, "--interface" | "--xdp-mode") { "afxdp" } else { "mlx5" };
+            format!("{o} applies to --transport {t}")
+        };
         if self.transport != NetKind::Afxdp && self.interface.is_some() {
             bail!(n("--interface"));
         }
         if self.transport != NetKind::Mlx5 && (self.pci.is_some() || !self.peer_macs.is_empty()) {
             bail!(n(if self.pci.is_some() { "--pci" } else { "--peer-macs" }));
+        }
+        if self.transport != NetKind::Afxdp && self.xdp_mode != XdpMode::Auto {
+            bail!(n("--xdp-mode"));
         }
         let mut addrs: Vec<EndpointAddr> = peers.iter().map(|p| udp_peer(*p)).collect();
         match self.transport {
@@ -369,7 +383,8 @@ impl NetArgs {
             NetKind::Udp => Opened::Udp(udp(me)?),
             NetKind::Afxdp => {
                 let ip = (!me.ip().is_unspecified()).then_some(*me.ip());
-                Opened::Afxdp(kv_afxdp(self.interface.as_deref().expect("checked"), ip, me.port(), bytes)?)
+                let interface = self.interface.as_deref().expect("checked");
+                Opened::Afxdp(kv_afxdp(interface, ip, me.port(), bytes, self.xdp_mode.attach())?)
             }
             NetKind::Mlx5 => {
                 let (nic, region) = mlx5(self.pci.as_deref().expect("checked"), me, bytes)?;
@@ -385,8 +400,14 @@ impl NetArgs {
 
 /// An AF_XDP transport for a replica or client: a UMEM of ordinary pages holding a `bytes`
 /// msgbuf region (a replica's is larger than the hugepages a machine usually reserves).
-fn kv_afxdp(interface: &str, ip: Option<Ipv4Addr>, port: u16, bytes: usize) -> anyhow::Result<AfXdpTransport> {
-    afxdp_on(interface, ip, port, bytes, PageSize::Ordinary, XdpAttach::Auto)
+fn kv_afxdp(
+    interface: &str,
+    ip: Option<Ipv4Addr>,
+    port: u16,
+    bytes: usize,
+    attach: XdpAttach,
+) -> anyhow::Result<AfXdpTransport> {
+    afxdp_on(interface, ip, port, bytes, PageSize::Ordinary, attach)
 }
 
 fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -853,6 +874,9 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
 
 fn local(a: LocalArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
+    if a.transport != LocalTransport::Afxdp && a.xdp_mode != XdpMode::Auto {
+        bail!("--xdp-mode applies to --transport afxdp");
+    }
     let tmp;
     let dir = match (a.raft.durability, &a.raft.dir) {
         (DurabilityKind::Fsync, None) => {
@@ -886,9 +910,9 @@ fn local(a: LocalArgs) -> anyhow::Result<()> {
         }
         LocalTransport::Afxdp => {
             let lan = crate::netns::Lan::create(4)?;
-            let (cfgs, load) = (&cfg, &a.load);
+            let (cfgs, load, attach) = (&cfg, &a.load, a.xdp_mode.attach());
             std::thread::scope(|sc| {
-                sc.spawn(move || local_afxdp(&lan, cfgs, load, setup))
+                sc.spawn(move || local_afxdp(&lan, cfgs, load, setup, attach))
                     .join()
                     .map_err(|_| anyhow!("the event-loop thread panicked"))?
             })?
@@ -934,11 +958,12 @@ fn local_afxdp(
     cfg: &dyn Fn(u64, Vec<EndpointAddr>) -> anyhow::Result<ReplicaConfig>,
     l: &LoadArgs,
     setup: &'static str,
+    attach: XdpAttach,
 ) -> anyhow::Result<KvReport> {
     let open = |i: usize, bytes: usize| -> anyhow::Result<AfXdpTransport> {
         let e = &lan.ends[i];
         crate::netns::enter(&e.netns)?;
-        kv_afxdp(&e.interface, None, 31850, bytes).with_context(|| format!("opening AF_XDP in {}", e.netns))
+        kv_afxdp(&e.interface, None, 31850, bytes, attach).with_context(|| format!("opening AF_XDP in {}", e.netns))
     };
     let nics = (0..3).map(|i| open(i, cluster::REPLICA_REGION)).collect::<anyhow::Result<Vec<_>>>()?;
     let peers: Vec<EndpointAddr> = nics.iter().map(|n| n.local_addr()).collect();

@@ -237,11 +237,14 @@ fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
 /// own; the namespaces are gone afterwards.
 #[test]
 fn kv_local_runs_over_afxdp_on_a_segment_of_namespaces() {
-    let v = json(&["kv", "local", "--transport", "afxdp", "--duration", "0.3", "--json"]);
-    assert_eq!(v["transport"], "afxdp");
-    assert_eq!(v["failed"], 0, "{v}");
-    assert!(v["ops"].as_u64().unwrap() > 10, "{v}");
-    assert!(v["rtt_p50_us"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+    // Auto (generic on these single-queue veths), and native as `--xdp-mode` asks.
+    for mode in ["auto", "native"] {
+        let v = json(&["kv", "local", "--transport", "afxdp", "--xdp-mode", mode, "--duration", "0.3", "--json"]);
+        assert_eq!(v["transport"], "afxdp");
+        assert_eq!(v["failed"], 0, "{mode}: {v}");
+        assert!(v["ops"].as_u64().unwrap() > 10, "{mode}: {v}");
+        assert!(v["rtt_p50_us"].as_f64().is_some_and(|x| x > 0.0), "{mode}: {v}");
+    }
     let left = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
     let me = format!("erpc-{}-", std::process::id());
     assert!(!String::from_utf8_lossy(&left.stdout).contains(&me), "nothing of this test process is left");
@@ -268,6 +271,11 @@ fn kv_user_mistakes_get_one_line_and_a_failure_exit() {
             "--interface applies to --transport afxdp",
         ),
         (vec!["kv", "get", "--peers", &peers, "--transport", "afxdp", "k"], "--transport afxdp needs --interface"),
+        (
+            vec!["kv", "put", "--peers", &peers, "--xdp-mode", "native", "k", "v"],
+            "--xdp-mode applies to --transport afxdp",
+        ),
+        (vec!["kv", "local", "--transport", "sim", "--xdp-mode", "generic"], "--xdp-mode applies to --transport afxdp"),
         (
             vec!["kv", "serve", "--id", "1", "--peers", &peers, "--transport", "afxdp", "--interface", "nope0"],
             "starting replica 1 on afxdp 127.0.0.1",
