@@ -381,17 +381,19 @@ struct OtherServer(Child);
 
 impl OtherServer {
     fn start(addr: &str) -> OtherServer {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_erpc"))
-            .args(["bench", "latency", "--transport", "udp", "--server", addr])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("erpc bench --server");
+        let mut s = OtherServer(
+            Command::new(env!("CARGO_BIN_EXE_erpc"))
+                .args(["bench", "latency", "--transport", "udp", "--server", addr])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("erpc bench --server"),
+        );
         // It says on stderr when it serves (or why not, and exits: then the line says so).
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stderr.take().unwrap()), &mut line).unwrap();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(s.0.stderr.take().unwrap()), &mut line).unwrap();
         assert!(line.contains("serving on"), "{line}");
-        OtherServer(c)
+        s
     }
 }
 

@@ -118,8 +118,25 @@ struct Replica {
     /// Why the last connect attempt failed, until one succeeds.
     connect_error: Option<SmError>,
     /// The request type this endpoint refused (it serves eRPC, but is no replica of this
-    /// store: a wrong peer address), until its session is made again.
-    refuses: Option<u8>,
+    /// store: a wrong peer address), and until when it is not asked again; cleared when its
+    /// session is made again.
+    refuses: Option<(u8, u64)>,
+}
+
+/// How long a peer that refused the store's requests is not asked again: a wrong address is
+/// asked about once a second, and a forged refusal keeps a real replica out no longer than that.
+const REFUSED_FOR_NS: u64 = 1_000_000_000;
+
+impl Replica {
+    /// Connected, and not refusing the store's requests (as of `now`).
+    fn usable(&self, now: u64) -> bool {
+        self.connected && !self.refusing(now)
+    }
+
+    /// It refused the store's requests, and is not to be asked again yet.
+    fn refusing(&self, now: u64) -> bool {
+        self.refuses.is_some_and(|(_, until)| now < until)
+    }
 }
 
 struct Logical {
@@ -202,6 +219,11 @@ impl KvClient {
         self.clients[c].id
     }
 
+    /// Whether the session to replica `i` (index into the peers) is connected.
+    pub fn replica_connected(&self, i: usize) -> bool {
+        self.replicas.get(i).is_some_and(|r| r.connected)
+    }
+
     /// Replicas with a connected session.
     pub fn connected(&self) -> usize {
         self.replicas.iter().filter(|r| r.connected).count()
@@ -225,7 +247,7 @@ impl KvClient {
     /// requests (one of that type), as a server without a handler for it does.
     fn not_a_replica(&self, i: usize) -> Option<String> {
         let r = &self.replicas[i];
-        let (a, t) = (r.addr?, r.refuses?);
+        let (a, (t, _)) = (r.addr?, r.refuses?);
         let at = std::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port);
         Some(format!("{at} is not a replica of this store: it serves no request of type {t} (check the peers)"))
     }
@@ -278,7 +300,8 @@ fn try_send<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, c: usize) {
     let Some(op) = l.op.clone() else { return };
     if now.saturating_sub(l.invoke_ns) > k.cfg.op_timeout_ns {
         let secs = k.cfg.op_timeout_ns as f64 / 1e9;
-        let mut msg = match (k.connected(), k.refusal()) {
+        let usable = (0..n).filter(|&i| k.replicas[i].usable(now)).count();
+        let mut msg = match (usable, k.refusal()) {
             (0, Some((i, e))) => format!("no replica accepted a session within {secs} s: replica {}: {e}", i + 1),
             (0, None) => format!("no replica answered within {secs} s"),
             _ => format!("no leader answered within {secs} s"),
@@ -288,8 +311,11 @@ fn try_send<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, c: usize) {
         }
         return k.finish(c, Outcome::Failed(msg), now);
     }
-    let usable = |r: &Replica| r.connected && r.refuses.is_none();
-    let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| usable(&k.replicas[i])) else {
+    if let Some(why) = k.replicas.iter().all(|r| r.refusing(now)).then(|| k.not_a_replica(l.leader)).flatten() {
+        // Every peer is an eRPC server of something else: no use waiting.
+        return k.finish(c, Outcome::Failed(why), now);
+    }
+    let Some(target) = (0..n).map(|d| (l.leader + d) % n).find(|&i| k.replicas[i].usable(now)) else {
         k.clients[c].retry_at_ns = Some(now + k.cfg.backoff_ns);
         return;
     };
@@ -359,10 +385,17 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
                         k.replicas.iter().position(|r| r.addr.is_some_and(|a| a.ipv4 == ip && a.udp_port == port));
                     let id = h.leader_id.get() as usize;
                     let to = by_addr.or((id >= 1 && id <= n).then(|| id - 1));
+                    let usable = to.is_some_and(|to| k.replicas[to].usable(now));
                     let l = &mut k.clients[c];
                     if let Some(to) = to.filter(|&to| to != l.leader) {
+                        // At once if we can reach it; else after a pause, not to bounce between
+                        // a follower and a leader we have no session to.
                         l.leader = to;
-                        resend_now = true;
+                        if usable {
+                            resend_now = true;
+                        } else {
+                            l.retry_at_ns = Some(now + k.cfg.backoff_ns);
+                        }
                     } else {
                         l.leader = (l.leader + 1) % n;
                         l.retry_at_ns = Some(now + k.cfg.backoff_ns);
@@ -396,8 +429,8 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
             // An eRPC server, but not of this store (a wrong --peers address): the others are
             // asked; the operation fails at once only when every peer is such a server.
             let i = k.clients[c].leader;
-            k.replicas[i].refuses = Some(req_type);
-            if k.replicas.iter().all(|r| r.refuses.is_some()) {
+            k.replicas[i].refuses = Some((req_type, now + REFUSED_FOR_NS));
+            if k.replicas.iter().all(|r| r.refusing(now)) {
                 let why = k.not_a_replica(i).expect("just set");
                 k.finish(c, Outcome::Failed(why), now)
             } else {

@@ -105,3 +105,26 @@ fn loss_duplication_and_reordering_lose_nothing() {
     let lost: u64 = (0..5).filter_map(|p| c.fabric().map(|f| f.stats(p).lost)).sum();
     assert!(lost > 100, "the fabric lost {lost} frames");
 }
+
+#[test]
+fn a_client_cut_off_from_the_leader_alone_does_not_bounce_between_redirects() {
+    // The client endpoint (fabric port 3) loses its link to the leader only: its session there
+    // resets, and the followers answer every operation with a redirect to a leader it cannot
+    // reach. It must then retry at its backoff's pace, not resend at once on every redirect.
+    let mut c = sim(SimOptions { client_endpoints: vec![1], ..Default::default() });
+    let leader = elect(&mut c);
+    assert!(ok(&run_op(&mut c, 0, 0, put(b"k", b"v"), S)));
+    c.cut(3, &[leader], true);
+    let reset = c.run_until(S, |c| !c.clients[0].ctx().replica_connected(leader));
+    assert!(reset, "the client's session to the cut-off leader was not reset");
+    erpc_kv::client::submit(&mut c.clients[0], 0, put(b"k", b"w"));
+    let before = c.clients[0].ctx().stats.redirects;
+    c.run_for(200 * MS);
+    let redirects = c.clients[0].ctx().stats.redirects - before;
+    // One per backoff (200 µs here: about 1,000); resent at once, one per round trip (50,000).
+    let paced = 200 * MS / c.clients[0].ctx().cfg.backoff_ns;
+    assert!((1..=paced + paced / 4).contains(&redirects), "{redirects} redirects in 200 ms, {paced} paced");
+    // Once the link is back, the operation completes.
+    c.cut(3, &[leader], false);
+    assert!(c.run_until(5 * S, |c| !c.clients[0].ctx().busy(0)), "the operation never finished");
+}
