@@ -12,7 +12,7 @@ use erpc_driver::udp::{UdpConfig, UdpTransport};
 use erpc_tests::{memory, pattern, tagged_handler, tagged_request, TagServer};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zerocopy::byteorder::{U16, U64};
@@ -196,32 +196,35 @@ fn forged_datagrams_change_no_result() {
         cli.run_event_loop_once();
     }
     // The attacker: its own socket, sending to both ends as fast as it can.
+    let sent = Arc::new(AtomicU64::new(0));
     let attacker = {
-        let (stop, seen) = (stop.clone(), seen.clone());
+        let (stop, seen, sent) = (stop.clone(), seen.clone(), sent.clone());
         std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut sent = 0u64;
             let mut round = 1;
             while !stop.load(Ordering::Relaxed) {
                 let snapshot: Vec<Vec<u8>> = seen.lock().unwrap().iter().rev().take(64).cloned().collect();
                 for d in attack_round(&snapshot, round, client_addr, server_addr) {
                     for to in [server_addr.udp_port, client_addr.udp_port] {
                         if sock.send_to(&d, (Ipv4Addr::LOCALHOST, to)).is_ok() {
-                            sent += 1;
+                            sent.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 }
                 round += 1;
                 std::thread::sleep(Duration::from_micros(200));
             }
-            sent
         })
     };
     // RPCs of every shape, 8 in flight and more in the backlog: one packet, several packets
-    // each way.
+    // each way. At least 600, and as many more as it takes the attacker (whose pace is the
+    // scheduler's) to send 10,000 datagrams while they run.
     let shapes = [(16usize, 16usize), (3000, 24), (40, 5000), (9000, 9000)];
-    let total = 600u64;
-    for tag in 0..total {
+    let mut total = 0u64;
+    let t_all = Instant::now();
+    while total < 600 || (sent.load(Ordering::Relaxed) < 10_000 && t_all.elapsed() < Duration::from_secs(30)) {
+        let tag = total;
+        total += 1;
         let (q, r) = shapes[tag as usize % shapes.len()];
         let req = tagged_request(&mut cli, tag, q, r);
         let resp = cli.alloc_msg_buffer(r).unwrap();
@@ -238,7 +241,8 @@ fn forged_datagrams_change_no_result() {
         cli.run_event_loop_once();
     }
     stop.store(true, Ordering::Relaxed);
-    let forged = attacker.join().unwrap();
+    attacker.join().unwrap();
+    let forged = sent.load(Ordering::Relaxed);
     let (srv, srv_drops) = server.join().unwrap();
     let c = cli.ctx();
     assert_eq!(c.done.len() as u64, total, "every RPC completed");
