@@ -150,9 +150,14 @@ fn serve_processes_over_afxdp_answer_put_get_del_and_outlive_their_leader() {
     let names: Vec<String> = std::iter::once(lan.hub.clone()).chain(lan.ends.iter().map(|e| e.netns.clone())).collect();
     let mut r = Replicas::start_on(&lan, 3);
     put_get_del_and_failover(&mut r);
-    // The replicas ran on AF_XDP: each interface carries their XDP program.
+    // The replicas ran on AF_XDP: each interface carries their XDP program. The restarted one
+    // may still be starting (the cluster served without it): it gets a few seconds.
     for e in &lan.ends[..3] {
-        assert!(erpc_tools::netns::VethPair::xdp_attached(e).unwrap(), "XDP on {}", e.netns);
+        let t0 = Instant::now();
+        while !erpc_tools::netns::VethPair::xdp_attached(e).unwrap() {
+            assert!(t0.elapsed() < Duration::from_secs(10), "no XDP program on {}", e.netns);
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     drop(r);
     drop(lan);
