@@ -78,6 +78,10 @@ const KERNEL_PAGE: usize = 4096;
 /// Most descriptors one packet needs: two segments, each split at most once.
 const MAX_DESCS: usize = 4;
 
+/// How long a bind retries while the queue is busy: a socket of the queue closed just before
+/// (by a process that just exited, say) is released by the kernel in deferred work.
+const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
+
 /// How the XDP program is attached.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum XdpAttach {
@@ -649,7 +653,9 @@ impl BoundSocket {
             sxdp_shared_umem_fd: 0,
         };
         // A socket of this queue closed just before is released by the kernel asynchronously
-        // (its buffer pool, some 20 ms later): `EBUSY` for a moment is not another user yet.
+        // (its buffer pool, in deferred work: some 20 ms later, but more than 200 ms on a busy
+        // machine): `EBUSY` for a moment is not another user yet. A real other user is reported
+        // after `BIND_BUSY_WAIT`.
         let t0 = Instant::now();
         loop {
             // SAFETY: binds our socket to a `sockaddr_xdp` of its own size.
@@ -664,7 +670,7 @@ impl BoundSocket {
                 break;
             }
             let error = io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EBUSY) && t0.elapsed() < Duration::from_millis(200) {
+            if error.raw_os_error() == Some(libc::EBUSY) && t0.elapsed() < BIND_BUSY_WAIT {
                 std::thread::sleep(Duration::from_millis(5));
                 continue;
             }
