@@ -70,10 +70,11 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
                 // Its refusal was lost (the client resends from the first packet), or a later
                 // packet that was on its way: only a first packet is answered, at most as often
                 // as duplicates are (beyond that, counted as rate-limited instead).
-                if k == 0 && self.dup_resend_allowed(s) {
+                if k != 0 {
+                    return self.drop_pkt(Some(s), DropReason::NoHandler);
+                }
+                if self.dup_resend_allowed(s) {
                     self.send_sm_refusal(s, h.req_num, ERR_NO_HANDLER);
-                    self.drop_pkt(Some(s), DropReason::NoHandler);
-                } else if k != 0 {
                     self.drop_pkt(Some(s), DropReason::NoHandler);
                 }
                 return;

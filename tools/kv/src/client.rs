@@ -428,15 +428,11 @@ fn on_resp<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, comp: Completion) 
         Err(RpcError::NoHandler { req_type }) => {
             // An eRPC server, but not of this store (a wrong --peers address): the others are
             // asked; the operation fails at once only when every peer is such a server.
+            // (`try_send` fails the operation when every peer refuses.)
             let i = k.clients[c].leader;
             k.replicas[i].refuses = Some((req_type, now + REFUSED_FOR_NS));
-            if k.replicas.iter().all(|r| r.refusing(now)) {
-                let why = k.not_a_replica(i).expect("just set");
-                k.finish(c, Outcome::Failed(why), now)
-            } else {
-                k.clients[c].leader = (i + 1) % n;
-                resend_now = true;
-            }
+            k.clients[c].leader = (i + 1) % n;
+            resend_now = true;
         }
     }
     let _ = rpc.free_msg_buffer(comp.req);
