@@ -93,6 +93,11 @@ fn a_partition_that_isolates_the_leader_elects_another_and_heals() {
 #[test]
 fn loss_duplication_and_reordering_lose_nothing() {
     let (mut c, mut l) = loaded(7);
+    let frames = |c: &Sim| -> (u64, u64) {
+        let s: Vec<_> = (0..5).filter_map(|p| c.fabric().map(|f| f.stats(p))).collect();
+        (s.iter().map(|s| s.tx).sum(), s.iter().map(|s| s.lost).sum())
+    };
+    let (tx0, lost0) = frames(&c);
     c.set_links(LinkParams { delay_ns: 2_000, loss: 0.01, dup: 0.01, reorder: 0.01 });
     let took = l.until_acks(&mut c, 2000, 30 * S).expect("progress under loss");
     assert!(took < 20 * S);
@@ -102,8 +107,11 @@ fn loss_duplication_and_reordering_lose_nothing() {
     l.drain(&mut c);
     quiesce(&mut c);
     l.check(&c);
-    let lost: u64 = (0..5).filter_map(|p| c.fabric().map(|f| f.stats(p).lost)).sum();
-    assert!(lost > 100, "the fabric lost {lost} frames");
+    // The loss was real: about 1% of the frames sent since (how many depends on the run's
+    // timing, so the bound is a share of them, not a count).
+    let (tx1, lost1) = frames(&c);
+    let (sent, lost) = (tx1 - tx0, lost1 - lost0);
+    assert!(lost > 0 && lost * 200 >= sent, "the fabric lost {lost} of {sent} frames");
 }
 
 #[test]
