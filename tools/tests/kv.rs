@@ -15,6 +15,16 @@ fn free_ports(n: usize) -> Vec<u16> {
     socks.iter().map(|s| s.local_addr().unwrap().port()).collect()
 }
 
+/// Waits until `child` has bound UDP port `port` on 127.0.0.1 (the port is taken), 30 s at most.
+fn wait_bound(port: u16, child: &mut Child) {
+    let t0 = Instant::now();
+    while UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+        assert!(child.try_wait().unwrap().is_none(), "it exited before binding 127.0.0.1:{port}");
+        assert!(t0.elapsed() < Duration::from_secs(30), "nothing bound 127.0.0.1:{port} within 30 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Replica processes, killed when dropped.
 struct Replicas<'a> {
     peers: String,
@@ -364,7 +374,9 @@ fn an_endpoint_that_is_no_replica_is_reported_as_refusing() {
         .stderr(Stdio::null())
         .spawn()
         .expect("erpc kv get");
-    std::thread::sleep(Duration::from_millis(500));
+    // Measure from when it has its socket: a busy machine may take seconds to start it, and a
+    // connect sent before then is resent only after a timeout.
+    wait_bound(other, &mut waiting);
     let t0 = Instant::now();
     let out = erpc(&["kv", "get", "--peers", &format!("127.0.0.1:{other}"), "k"]);
     let _ = waiting.kill();
