@@ -75,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 return drop(tx.send(Err(e.to_string())));
             }
             let a = rpc.local_addr();
-            let _ = tx.send(Ok(SocketAddrV4::new(a.ipv4.into(), a.udp_port)));
+            let _ = tx.send(Ok(SocketAddrV4::from(a)));
             while !stop.load(Ordering::Relaxed) {
                 rpc.run_event_loop_once();
             }

@@ -35,7 +35,7 @@ fn spawn_server<Ctx: Send + 'static>(
             return drop(tx.send(Err(e)));
         }
         let a = rpc.local_addr();
-        let _ = tx.send(Ok(SocketAddrV4::new(a.ipv4.into(), a.udp_port)));
+        let _ = tx.send(Ok(SocketAddrV4::from(a)));
         while !stop.load(Ordering::Relaxed) {
             rpc.run_event_loop_once();
         }

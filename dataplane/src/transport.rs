@@ -54,6 +54,14 @@ impl From<core::net::SocketAddrV4> for EndpointAddr {
     }
 }
 
+/// The endpoint's IPv4 address and UDP port, without its MAC (as `ip:port`, where `Display`
+/// also shows the MAC).
+impl From<EndpointAddr> for core::net::SocketAddrV4 {
+    fn from(a: EndpointAddr) -> Self {
+        core::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port)
+    }
+}
+
 impl core::fmt::Display for EndpointAddr {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         let [a, b, c, d] = self.ipv4;

@@ -432,8 +432,9 @@ fn an_rpc_server_of_something_else_is_no_replica_and_says_so_at_once() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("{addr} is not a replica of this store")), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    // The server refused the request at once: no waiting out the 10 s for a leader.
-    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
+    // The server refused the request at once: no waiting out the 10 s for a leader (the bound
+    // leaves a busy machine time to start the client).
+    assert!(t0.elapsed() < Duration::from_secs(8), "{:?}", t0.elapsed());
 }
 
 #[test]

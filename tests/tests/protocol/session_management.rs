@@ -264,6 +264,15 @@ fn endpoint_addresses_at_the_edges_of_unicast() {
 }
 
 #[test]
+fn endpoint_addresses_convert_to_and_from_socket_addresses() {
+    let e = EndpointAddr { mac: [2, 0, 0, 0, 0, 9], ipv4: [10, 1, 2, 3], udp_port: 31850 };
+    let s = std::net::SocketAddrV4::from(e);
+    assert_eq!(s.to_string(), "10.1.2.3:31850");
+    // Back: the MAC is the kernel's to resolve.
+    assert_eq!(EndpointAddr::from(s), EndpointAddr { mac: [0; 6], ..e });
+}
+
+#[test]
 fn create_session_refuses_addresses_that_cannot_be_endpoints() {
     // Refused at once, with its own error (not "unroutable", which callers retry), and nothing
     // is sent or kept.

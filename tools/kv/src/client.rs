@@ -248,7 +248,7 @@ impl KvClient {
     fn not_a_replica(&self, i: usize) -> Option<String> {
         let r = &self.replicas[i];
         let (a, (t, _)) = (r.addr?, r.refuses?);
-        let at = std::net::SocketAddrV4::new(a.ipv4.into(), a.udp_port);
+        let at = std::net::SocketAddrV4::from(a);
         Some(format!("{at} is not a replica of this store: it serves no request of type {t} (check the peers)"))
     }
 

@@ -33,7 +33,7 @@ fn serve_on(t: AfXdpTransport, a: &BenchArgs) -> anyhow::Result<Server<AfXdpTran
 
 fn client(t: AfXdpTransport, a: &BenchArgs, to: EndpointAddr, req: usize, conc: usize) -> anyhow::Result<Report> {
     let mem = afxdp_memory(&t);
-    let what = format!("afxdp {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port));
+    let what = format!("afxdp {}", SocketAddrV4::from(to));
     let (r, cli) = run_client(t, mem, a.rpc_config(), a, to, &what, req, conc)?;
     let stalls = cli.transport().stats().tx_flush_stalls;
     if stalls > 0 {

@@ -42,7 +42,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
             unreachable!("the server runs until killed");
         }
         Some(to) => {
-            let what = format!("mlx5 {}", SocketAddrV4::new(to.ipv4.into(), to.udp_port));
+            let what = format!("mlx5 {}", SocketAddrV4::from(to));
             let (r, cli) = run_client(nic, mem, cfg, a, to, &what, req, conc)?;
             let s = cli.transport().stats();
             if s.tx_flush_timeouts + s.rx_error_cqes + s.tx_error_cqes > 0 {

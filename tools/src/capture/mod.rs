@@ -288,7 +288,7 @@ fn rpcs<T: Transport>(
     server: EndpointAddr,
     a: &CaptureArgs,
 ) -> anyhow::Result<Outcome> {
-    let what = format!("{} {}", a.transport.name(), SocketAddrV4::new(server.ipv4.into(), server.udp_port));
+    let what = format!("{} {}", a.transport.name(), SocketAddrV4::from(server));
     let s = connect(cli, &mut || peer.poll(), server, &what)?;
     let secs = STEP_TIMEOUT.as_secs();
     let server_session = peer.session();
