@@ -19,7 +19,7 @@ def edit(path, old, new, count=1):
     s = open(p).read()
     if new in s:
         return
-    assert s.count(old) >= 1, (path, old)
+    assert s.count(old) == 1, (path, old)
     s = s.replace(old, new, count)
     open(p, "w").write(s)
 

@@ -6,7 +6,7 @@
 //! bench --server` serves it, and so does the bare-metal appliance (`tools/appliance`), which
 //! also serves [`SHUTDOWN_REQ_TYPE`] when booted with `shutdown=allow`.
 
-use crate::endpoints::{client_bind, clock, connect, memory, region_bytes, udp, udp_peer, Clk, ConnectState};
+use crate::endpoints::{client_bind, clock, connect, memory, region_bytes, udp, Clk, ConnectState};
 use anyhow::{bail, Context};
 use erpc_dataplane::*;
 use erpc_driver::udp::UdpTransport;
@@ -180,7 +180,7 @@ pub fn run(a: EchoArgs) -> anyhow::Result<()> {
     let ctx = Echo { sizes: a.sizes.clone(), total: a.count * a.sizes.len() as u64, ..Default::default() };
     let mut rpc = Rpc::new(t, clock(), ctx, mem, cfg).context("building the echo client endpoint")?;
     let what = format!("udp {}", a.connect);
-    let s = connect(&mut rpc, &mut || {}, udp_peer(a.connect), &what)?;
+    let s = connect(&mut rpc, &mut || {}, EndpointAddr::from(a.connect), &what)?;
     rpc.ctx_mut().session = Some(s);
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs_f64(a.timeout);

@@ -83,11 +83,6 @@ pub(crate) fn udp(bind: SocketAddrV4) -> anyhow::Result<UdpTransport> {
     Ok(UdpTransport::bind(UdpConfig { bind, ..Default::default() })?)
 }
 
-/// The address of an eRPC endpoint on UDP port `a` (the MAC is resolved by the transport).
-pub(crate) fn udp_peer(a: SocketAddrV4) -> EndpointAddr {
-    EndpointAddr { mac: [0; 6], ipv4: a.ip().octets(), udp_port: a.port() }
-}
-
 /// The client's own UDP address for `--connect server [--bind bind]`: any port on loopback
 /// when the server is on loopback; another machine needs `--bind`.
 pub(crate) fn client_bind(server: SocketAddrV4, bind: Option<SocketAddrV4>) -> anyhow::Result<SocketAddrV4> {

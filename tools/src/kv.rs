@@ -9,7 +9,7 @@
 //!   namespaces, or the in-memory fabric.
 
 use crate::bench::{progress_bar, XdpMode};
-use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp, udp_peer};
+use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
@@ -150,6 +150,9 @@ pub struct OpArgs {
     bind: Option<SocketAddrV4>,
     #[command(flatten)]
     net: NetArgs,
+    /// How long to wait for a replica to accept the client's session, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -194,6 +197,9 @@ pub struct BenchArgs {
     bind: Option<SocketAddrV4>,
     #[command(flatten)]
     net: NetArgs,
+    /// How long to wait for a replica to accept the client's session, seconds.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -350,7 +356,7 @@ impl NetArgs {
         if self.transport != NetKind::Afxdp && self.xdp_mode != XdpMode::Auto {
             bail!(n("--xdp-mode"));
         }
-        let mut addrs: Vec<EndpointAddr> = peers.iter().map(|p| udp_peer(*p)).collect();
+        let mut addrs: Vec<EndpointAddr> = peers.iter().map(|p| EndpointAddr::from(*p)).collect();
         match self.transport {
             NetKind::Udp => {}
             NetKind::Afxdp => {
@@ -494,7 +500,7 @@ fn client_addr(net: &NetArgs, peers: &[SocketAddrV4], bind: Option<SocketAddrV4>
 /// Runs `$body` with `$cli` a client endpoint (`$clients` logical clients, values up to
 /// `$max_value` bytes) on the transport `$net` opens, connected to at least one replica.
 macro_rules! with_client {
-    ($net:expr, $peers:expr, $bind:expr, $clients:expr, $max_value:expr, |$cli:ident| $body:expr) => {{
+    ($net:expr, $peers:expr, $bind:expr, $connect_s:expr, $clients:expr, $max_value:expr, |$cli:ident| $body:expr) => {{
         let addrs = $net.peers($peers)?;
         let me = client_addr($net, $peers, $bind)?;
         let mut cc = ClientConfig::new(addrs, $clients);
@@ -504,21 +510,24 @@ macro_rules! with_client {
         on_transport!(t, bytes, |t, region| {
             let mut $cli = cluster::client_endpoint_in(t, region, shared_clock(), udp_rpc_config(), cc)
                 .context("starting the client")?;
-            connect_client(&mut $cli, $peers)?;
+            connect_client(&mut $cli, $peers, $connect_s)?;
             $body
         })
     }};
 }
 
-/// Polls `cli` until it is connected to at least one replica (5 s at most; less if every
-/// replica refuses, which says why).
-fn connect_client<T: Transport>(cli: &mut ClientRpc<T, Clk>, peers: &[SocketAddrV4]) -> anyhow::Result<()> {
+/// Polls `cli` until it is connected to at least one replica (`within_s` seconds at most; less
+/// if every replica refuses, which says why).
+fn connect_client<T: Transport>(cli: &mut ClientRpc<T, Clk>, peers: &[SocketAddrV4], within_s: f64) -> anyhow::Result<()> {
+    if !(within_s > 0.0 && within_s <= 3600.0) {
+        bail!("--connect-timeout must be between 0 and 3600 seconds");
+    }
     let t0 = Instant::now();
     while cli.ctx().connected() == 0 {
         client::poll(cli);
         let k = cli.ctx();
         let all_refused = (0..peers.len()).all(|i| k.connect_error(i).is_some_and(|e| e != SmError::RemoteUnreachable));
-        if all_refused || t0.elapsed() > Duration::from_secs(5) {
+        if all_refused || t0.elapsed() > Duration::from_secs_f64(within_s) {
             if let Some((i, e)) = k.refusal() {
                 return Err(refusal(e, cli.config())).context(format!(
                     "connecting to replica {} at {}",
@@ -527,7 +536,7 @@ fn connect_client<T: Transport>(cli: &mut ClientRpc<T, Clk>, peers: &[SocketAddr
                 ));
             }
             return Err(anyhow!("are they running (`erpc kv serve`), and are the addresses right?"))
-                .context(format!("no replica answered at {} within 5 s", peers_text(peers)));
+                .context(format!("no replica answered at {} within {within_s} s", peers_text(peers)));
         }
     }
     Ok(())
@@ -549,7 +558,7 @@ fn one_op(a: OpArgs, what: &str) -> anyhow::Result<()> {
         ("get", None) => Op::Get { key },
         _ => Op::Del { key },
     };
-    let d = with_client!(&a.net, &a.peers, a.bind, 1, erpc_kv::proto::MAX_VALUE, |cli| run_op(
+    let d = with_client!(&a.net, &a.peers, a.bind, a.connect_timeout, 1, erpc_kv::proto::MAX_VALUE, |cli| run_op(
         &mut cli,
         op,
         (a.timeout * 1e9) as u64
@@ -861,7 +870,7 @@ pub(crate) fn emit(r: &KvReport, json: bool) {
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
     let name = a.net.name();
-    let r = with_client!(&a.net, &a.peers, a.bind, a.load.clients, a.load.value_size, |cli| measure(
+    let r = with_client!(&a.net, &a.peers, a.bind, a.connect_timeout, a.load.clients, a.load.value_size, |cli| measure(
         &mut cli,
         || {},
         &a.load,
@@ -1043,7 +1052,7 @@ mod tests {
                 heartbeat_ticks: 10,
                 snapshot_every: 100_000,
             };
-            let c = replica_config(1, vec![udp_peer(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))], &r, None).unwrap();
+            let c = replica_config(1, vec![EndpointAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))], &r, None).unwrap();
             let hold = c.request_timeout_ticks * c.tick_ns;
             // One second, to a tick.
             assert!(hold <= 1_000_000_000 && hold > 1_000_000_000 - c.tick_ns, "{tick_us} us: {hold} ns");

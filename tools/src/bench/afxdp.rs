@@ -10,7 +10,7 @@
 //! each, on real interfaces; the client finds the server's MAC through the neighbour table.
 
 use super::{run_client, udp, BenchArgs, Mode, Report};
-use crate::endpoints::{afxdp_memory, afxdp_on, region_bytes, serve_until, server, udp_peer, Server};
+use crate::endpoints::{afxdp_memory, afxdp_on, region_bytes, serve_until, server, Server};
 use crate::netns::{self, VethPair};
 use anyhow::{anyhow, Context};
 use erpc_dataplane::transport::EndpointAddr;
@@ -99,7 +99,7 @@ pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Repo
         let ip = (!bind.ip().is_unspecified()).then_some(*bind.ip());
         let port = if bind.port() == 0 { CLIENT_PORT } else { bind.port() };
         let t = afxdp_on(&need_if()?, ip, port, bytes, PAGE, a.xdp_mode.attach())?;
-        return client(t, a, udp_peer(to), req, conc);
+        return client(t, a, EndpointAddr::from(to), req, conc);
     }
 
     let pair = VethPair::create()?;

@@ -2,7 +2,7 @@
 //! the same datagram sizes and window measured in the same run.
 
 use super::{run_client, BenchArgs, Mode, Report};
-use crate::endpoints::{client_bind, memory, region_bytes, serve_until, server, udp, udp_peer};
+use crate::endpoints::{client_bind, memory, region_bytes, serve_until, server, udp};
 use anyhow::{anyhow, Context};
 use erpc_dataplane::{RpcConfig, Transport};
 use hdrhistogram::Histogram;
@@ -57,7 +57,7 @@ pub(crate) fn client(
 ) -> anyhow::Result<Report> {
     let mem = memory(region_bytes(req, a.resp_size, conc, 1400));
     let what = format!("udp {server}");
-    run_client(udp(bind)?, mem, a.rpc_config(), a, udp_peer(server), &what, req, conc).map(|(r, _)| r)
+    run_client(udp(bind)?, mem, a.rpc_config(), a, server.into(), &what, req, conc).map(|(r, _)| r)
 }
 
 pub(crate) fn run(a: &BenchArgs, req: usize, conc: usize) -> anyhow::Result<Report> {

@@ -17,7 +17,7 @@ pub use pcap::{Capture, CaptureStats, SNAPLEN};
 
 use crate::endpoints::{
     afxdp, afxdp_memory, client_bind, clock, connect, memory, region_bytes, rpc_config, server, sim_pair, udp,
-    udp_peer, Clk, ConnectState,
+    Clk, ConnectState,
 };
 use crate::TransportKind;
 use anyhow::{anyhow, bail, Context};
@@ -191,7 +191,7 @@ fn run_udp(a: &CaptureArgs, out: &Output) -> anyhow::Result<Outcome> {
     let cfg = rpc_config(MTU, true);
     if let Some(server) = a.connect {
         let mut cli = client_endpoint(udp(client_bind(server, a.bind)?)?, out, memory(bytes), cfg)?;
-        return exchange(&mut cli, &mut (), udp_peer(server), a, &out.name);
+        return exchange(&mut cli, &mut (), EndpointAddr::from(server), a, &out.name);
     }
     let ip = a.bind.map_or(Ipv4Addr::LOCALHOST, |b| *b.ip());
     let srv_t =
@@ -339,10 +339,7 @@ fn rpcs<T: Transport>(
 
 fn print_summary(a: &CaptureArgs, o: &Outcome, name: &str, to_stderr: bool) {
     let transport = a.transport.name();
-    let addr = |e: &EndpointAddr| {
-        let [x, y, z, w] = e.ipv4;
-        format!("{x}.{y}.{z}.{w}:{}", e.udp_port)
-    };
+    let addr = |e: &EndpointAddr| SocketAddrV4::from(*e).to_string();
     let line = if a.json {
         serde_json::json!({
             "file": name, "transport": transport,
