@@ -170,6 +170,12 @@ pub struct ReplicaStats {
     pub reads_served: u64,
     /// Raft messages dropped because a peer was unreachable or its outbox full.
     pub dropped_msgs: u64,
+    /// Appends received whose entries do not follow their index: dropped (see
+    /// [`append_is_consistent`]).
+    pub malformed_msgs: u64,
+    /// Appends of this leader's raft-rs whose entries did not follow their index, mended before
+    /// sending (see [`repair_batched_append`]).
+    pub appends_repaired: u64,
     pub session_resets: u64,
 }
 
@@ -191,9 +197,40 @@ impl Default for ReplicaStats {
             try_again: 0,
             reads_served: 0,
             dropped_msgs: 0,
+            malformed_msgs: 0,
+            appends_repaired: 0,
             session_resets: 0,
         }
     }
+}
+
+/// Whether an append's entries follow its index (`index + 1`, `index + 2`, ...): what raft-rs
+/// assumes of every append it steps, and ends the process over when it does not hold (it
+/// commits up to `index + entries` believing those entries are in its log). Other messages
+/// pass.
+pub fn append_is_consistent(m: &Message) -> bool {
+    m.get_msg_type() != MessageType::MsgAppend
+        || m.get_entries().iter().enumerate().all(|(k, e)| Some(e.index) == m.index.checked_add(1 + k as u64))
+}
+
+/// Mends an append that raft-rs 0.7 built wrong, and says whether it did. With
+/// `Config::batch_append` on, its `try_batching` adds new entries to an append already queued
+/// for the same peer when that append has no entries, whatever its index: after a rejection
+/// moves the follower's next index back, entries from there land in an empty append whose index
+/// is the old one, and the follower, committing up to `index + entries`, panics (seen under load
+/// as "to_commit N is out of range [last_index M]"). The mended message is the one raft-rs
+/// would have sent for those entries alone: index the entry before the first, with its term
+/// (`term_of`, from the leader's log; the message goes unchanged if that term is not known).
+pub fn repair_batched_append(m: &mut Message, term_of: impl Fn(u64) -> Option<u64>) -> bool {
+    if append_is_consistent(m) {
+        return false;
+    }
+    let Some(first) = m.get_entries().first().map(|e| e.index) else { return false };
+    let Some(prev) = first.checked_sub(1) else { return false };
+    let Some(term) = term_of(prev) else { return false };
+    m.index = prev;
+    m.log_term = term;
+    append_is_consistent(m)
 }
 
 /// Messages waiting in one outbox at most; beyond, the oldest are dropped (Raft resends).
@@ -415,8 +452,12 @@ impl Replica {
 
     /// Queues outgoing messages in their peers' outboxes (a large one as parts).
     fn route(&mut self, msgs: Vec<Message>) {
-        for m in msgs {
+        for mut m in msgs {
             let Some(i) = self.peer_index(m.to) else { continue };
+            let log = &self.node.raft.raft_log;
+            if repair_batched_append(&mut m, |i| log.term(i).ok().filter(|&t| t > 0)) {
+                self.stats.appends_repaired += 1;
+            }
             let snap = m.get_msg_type() == MessageType::MsgSnapshot;
             let b = codec::encoded(&m);
             let p = &mut self.peers[i];
@@ -468,6 +509,13 @@ impl Replica {
         }
         self.stats.raft_msgs_received += msgs.len() as u64;
         for m in msgs {
+            // raft-rs ends the process on an append whose entries do not follow its index
+            // (`commit_to` out of range, or a conflict with a committed entry it believes in):
+            // such a message is dropped here, as a lost packet would be.
+            if !append_is_consistent(&m) {
+                self.stats.malformed_msgs += 1;
+                continue;
+            }
             // Errors are Raft refusing a message (a stale response, a peer it does not know): the
             // message is dropped, as a lost packet would be.
             let _ = self.node.step(m);
