@@ -4,6 +4,7 @@
 //! Storage is leaked to get `'static` endpoints; each test builds a few, so that is bounded.
 
 pub mod fuzzing;
+pub mod idle;
 pub mod intel_fake;
 pub mod mesh;
 pub mod mlx5_model;

@@ -81,7 +81,7 @@ pub use handlers::{HandlerMode, ReqHandle};
 pub use msgbuf::{AllocError, MsgBuf};
 #[cfg(feature = "std")]
 pub use rpc::OwnedMemory;
-pub use rpc::{EndpointMemory, Rpc, RpcMemory};
+pub use rpc::{EndpointMemory, Rpc, RpcMemory, Waited};
 pub use session::{BacklogEntry, Session, SessionId, SessionState};
 pub use stats::{DropReason, RpcStats};
 pub use transport::{EndpointAddr, RxPacket, Transport, TxPacket};

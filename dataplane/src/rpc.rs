@@ -109,6 +109,18 @@ impl From<OwnedMemory> for EndpointMemory<'static> {
     }
 }
 
+/// What [`Rpc::wait_for_work`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// Blocked in the transport until a packet may have arrived, a timer came due, or the time
+    /// given passed.
+    Blocked,
+    /// Returned at once: a timer is due (or no time was given). Run the event loop.
+    NotIdle,
+    /// Returned at once: this endpoint cannot block here (see [`Rpc::wait_for_work`]).
+    CannotBlock,
+}
+
 /// One eRPC endpoint. See the crate documentation for the threading model.
 pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
     pub(crate) transport: T,
@@ -140,6 +152,8 @@ pub struct Rpc<'m, T: Transport, C: Clock, Ctx = ()> {
     pub(crate) sm_pending: u32,
     pub(crate) next_sm_ns: u64,
     pub(crate) in_loop: bool,
+    /// False once the transport's `wait_rx` said it cannot block.
+    transport_can_wait: bool,
     pub(crate) wheel: crate::cc::wheel::TimingWheel,
     iteration: u32,
     /// One-packet request buffers for reuse, shared by all server sessions: a request answered
@@ -228,6 +242,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
             sm_pending: 0,
             next_sm_ns: now,
             in_loop: false,
+            transport_can_wait: true,
             wheel: crate::cc::wheel::TimingWheel::new(now),
             iteration: 0,
             req_pool: heapless::Vec::new(),
@@ -440,12 +455,47 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         self.next_timer_ns()
     }
 
+    /// For an endpoint that shares its core with other threads or processes: blocks until a
+    /// packet may have arrived for it, its next timer is due ([`Rpc::next_timer_ns`]), or
+    /// `max_ns` has passed, and says whether it blocked. A busy-polling endpoint holds its
+    /// core for a whole scheduler time slice (milliseconds) while the peer it waits for may be
+    /// the one that needs it; one that blocks when idle yields it and is woken by the kernel
+    /// when a packet comes. Call it once iterations keep finding nothing to do (how many is the
+    /// host's choice: waking costs microseconds), then run the event loop.
+    ///
+    /// Does not block when a timer is due or `max_ns` is 0 ([`Waited::NotIdle`]: run the loop),
+    /// nor ([`Waited::CannotBlock`]: spin or sleep instead) when called from a handler or
+    /// continuation, when background workers are attached (a finished job wakes nothing), or
+    /// when the transport cannot block (the VFIO drivers: see [`Transport::wait_rx`]).
+    pub fn wait_for_work(&mut self, max_ns: u64) -> Waited {
+        if self.in_loop || self.bg.is_some() || !self.transport_can_wait {
+            return Waited::CannotBlock;
+        }
+        let now = self.clock.now_ns();
+        self.now = now;
+        let next = self.next_timer_ns();
+        if next <= now || max_ns == 0 {
+            return Waited::NotIdle;
+        }
+        if !self.transport.wait_rx((next - now).min(max_ns)) {
+            self.transport_can_wait = false;
+            return Waited::CannotBlock;
+        }
+        self.stats.waits += 1;
+        Waited::Blocked
+    }
+
     /// The earliest clock time at which the event loop has work that no packet arrival triggers:
-    /// a paced packet leaving the timing wheel, the loss scan (every `rto/10`), the keepalive and
-    /// idle-session sweep, or a connect/disconnect retry. Transmissions the transport refused are
-    /// retried on the next iteration, which the host should run once the transport has room.
+    /// a paced packet leaving the timing wheel, the loss scan (every `rto/10`, while requests
+    /// are outstanding), the keepalive and idle-session sweep, or a connect/disconnect retry.
+    /// Transmissions the transport refused are retried on the next iteration, which the host
+    /// should run once the transport has room.
     pub fn next_timer_ns(&self) -> u64 {
-        let mut t = self.next_loss_scan_ns.min(self.idle.next_ns());
+        let mut t = self.idle.next_ns();
+        if self.active.head().is_some() {
+            // The scan looks at outstanding requests only.
+            t = t.min(self.next_loss_scan_ns);
+        }
         if self.sm_pending > 0 {
             t = t.min(self.next_sm_ns);
         }

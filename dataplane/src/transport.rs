@@ -205,6 +205,16 @@ pub trait Transport {
     /// order; a multi-packet buffer is reposted once all its packets are released.
     fn rx_release(&mut self, pkts: &[RxPacket]);
 
+    /// Blocks the calling thread until a frame may have arrived or about `timeout_ns` has passed
+    /// (or sooner: a signal, a spurious wake-up), and returns true; or returns false at once if
+    /// this transport cannot block. The default cannot: a device polled by the CPU alone has
+    /// nothing to wake a sleeping thread. For hosts that share a core with other work, through
+    /// [`crate::rpc::Rpc::wait_for_work`]; a transport with frames already waiting returns at once.
+    fn wait_rx(&mut self, timeout_ns: u64) -> bool {
+        let _ = timeout_ns;
+        false
+    }
+
     /// How many of the packets accepted so far (counted from the transport's creation, in
     /// acceptance order) the device is known to have read: all accepted packets before the first
     /// one it may still read. Drivers know this from descriptor write-backs they reclaim anyway.

@@ -156,6 +156,8 @@ pub struct UdpStats {
     pub rx_gro_datagrams: u64,
     /// Packets of a coalesced receive dropped because no receive buffer was free for them.
     pub rx_no_buffer: u64,
+    /// `wait_rx` calls that blocked in `ppoll`.
+    pub rx_waits: u64,
 }
 
 /// A UDP socket implementing [`Transport`].
@@ -355,7 +357,7 @@ impl UdpTransport {
             std::net::SocketAddr::V4(a) => a.port(),
             std::net::SocketAddr::V6(_) => return Err(UdpError::Unspecified),
         };
-        let local = EndpointAddr { mac: [0; 6], ipv4: cfg.bind.ip().octets(), udp_port: port };
+        let local = EndpointAddr::from(std::net::SocketAddrV4::new(*cfg.bind.ip(), port));
         let buf_size = cfg.mtu.next_multiple_of(64);
         let bufs = vec![0u8; buf_size * cfg.rx_buffers].into_boxed_slice();
         // Owned through the raw pointer from here on; freed in Drop.
@@ -644,6 +646,19 @@ impl UdpTransport {
     }
 }
 
+/// Sleeps until `fd` is readable or about `timeout_ns` has passed (or a signal comes): the
+/// kernel transports' `wait_rx`.
+pub(crate) fn poll_in(fd: std::os::fd::RawFd, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one live pollfd and a live timespec, no signal mask; an error (EINTR) only ends
+    // the wait early, which callers allow.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}
+
 fn would_block(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR))
 }
@@ -754,6 +769,16 @@ impl Transport for UdpTransport {
 
     fn tx_reclaimed(&self) -> u64 {
         self.accepted
+    }
+
+    /// Sleeps in `ppoll` until the socket has a datagram, or the timeout.
+    fn wait_rx(&mut self, timeout_ns: u64) -> bool {
+        if !self.pending.is_empty() {
+            return true;
+        }
+        poll_in(self.sock.as_raw_fd(), timeout_ns);
+        self.stats.rx_waits += 1;
+        true
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {

@@ -457,3 +457,23 @@ fn an_address_ending_in_a_high_byte_is_redirected() {
         assert_eq!(&f[42..], b"to .200");
     });
 }
+
+/// `Rpc::wait_for_work` over AF_XDP: an idle server sleeps in `ppoll` on its socket instead of
+/// spinning, and a frame (filled into its RX ring from the sender's transmit path) wakes it.
+#[test]
+fn an_idle_endpoint_blocks_until_a_frame_comes() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    let r = on_thread(move || {
+        let ta = open_in(&a, config(&a)).expect("AF_XDP in namespace a");
+        let tb = open_in(&b, config(&b)).expect("AF_XDP in namespace b");
+        let (ma, mb) = (endpoint_memory(&ta), endpoint_memory(&tb));
+        let to = std::net::SocketAddrV4::from(ta.local_addr());
+        // This thread is in namespace b: its kernel's datagram to a's endpoint is redirected
+        // to a's socket, which wakes it.
+        erpc_tests::idle::serve_idle(ta, ma, tb, mb, 20, move || {
+            std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"wake", to).unwrap();
+        })
+    });
+    erpc_tests::idle::check(&r, 20);
+}

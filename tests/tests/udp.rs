@@ -591,3 +591,15 @@ fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
         assert_eq!(a.stats().tx_gso_sends, 1);
     }
 }
+
+/// `Rpc::wait_for_work` over UDP: an idle server sleeps in `ppoll` instead of spinning, and a
+/// request wakes it at once.
+#[test]
+fn an_idle_endpoint_blocks_until_a_packet_comes() {
+    let st = UdpTransport::bind(any_port()).unwrap();
+    let to = SocketAddrV4::from(st.local_addr());
+    let r = erpc_tests::idle::serve_idle(st, memory(1 << 20), UdpTransport::bind(any_port()).unwrap(), memory(1 << 20), 20, || {
+        UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"wake", to).unwrap();
+    });
+    erpc_tests::idle::check(&r, 20);
+}

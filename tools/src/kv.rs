@@ -9,7 +9,7 @@
 //!   namespaces, or the in-memory fabric.
 
 use crate::bench::{progress_bar, XdpMode};
-use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp};
+use crate::endpoints::{afxdp_on, clock, mac_text, mlx5, parse_mac, refusal, udp, IdleWait};
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use erpc_dataplane::transport::{EndpointAddr, Transport};
@@ -131,11 +131,14 @@ pub struct ServeArgs {
     raft: RaftArgs,
     #[command(flatten)]
     net: NetArgs,
-    /// Sleep this long whenever 200 iterations in a row received nothing (0: busy-poll always,
-    /// for a core of its own). On a machine with fewer free cores than busy endpoints, a nap
-    /// lets the others run instead of waiting for the scheduler's time slice.
-    #[arg(long, default_value_t = 0)]
-    idle_sleep_us: u64,
+    /// Once 16 iterations in a row received nothing, block until a packet comes (or a timer
+    /// is due), at most this long at a time (0: busy-poll always, for a core of its own). On a
+    /// machine with fewer free cores than busy endpoints this lets the others run instead of
+    /// waiting for the scheduler's time slice; the kernel transports wake the replica when a
+    /// packet arrives, the VFIO drivers cannot and sleep this long. Raft's clock is checked
+    /// between waits: keep it to a fraction of the tick (1 ms). Also `--idle-sleep-us`.
+    #[arg(long, alias = "idle-sleep-us", default_value_t = 0)]
+    idle_wait_us: u64,
 }
 
 #[derive(Args, Debug)]
@@ -200,6 +203,11 @@ pub struct BenchArgs {
     /// How long to wait for a replica to accept the client's session, seconds.
     #[arg(long, default_value_t = 5.0)]
     connect_timeout: f64,
+    /// Once 16 polls in a row received nothing, block until a packet comes, at most this long
+    /// at a time (0: busy-poll always), as `erpc kv serve --idle-wait-us`: for a client that
+    /// shares the machine's cores with replicas.
+    #[arg(long, default_value_t = 0)]
+    idle_wait_us: u64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -458,21 +466,10 @@ fn serve_on<T: Transport>(
         a.net.name(),
         if rec.last_index > 0 { format!(", recovered the log to entry {}", rec.last_index) } else { String::new() }
     );
-    let mut idle = 0u32;
-    let mut last_rx = 0;
+    let mut idle = IdleWait::new(a.idle_wait_us);
     loop {
         erpc_kv::replica::poll(&mut rpc).with_context(|| format!("replica {} stopped", a.id))?;
-        if a.idle_sleep_us > 0 {
-            let rx = rpc.stats().rx_pkts;
-            if rx == last_rx {
-                idle += 1;
-                if idle > 200 {
-                    std::thread::sleep(Duration::from_micros(a.idle_sleep_us));
-                }
-            } else {
-                (idle, last_rx) = (0, rx);
-            }
-        }
+        idle.after_poll(&mut rpc);
     }
 }
 
@@ -720,6 +717,7 @@ pub(crate) fn check_load(l: &LoadArgs) -> anyhow::Result<()> {
 fn measure<T: Transport>(
     cli: &mut ClientRpc<T, Clk>,
     mut others: impl FnMut(),
+    mut idle: IdleWait,
     l: &LoadArgs,
     transport: &str,
     setup: &'static str,
@@ -793,6 +791,7 @@ fn measure<T: Transport>(
             }
             client::poll(cli);
             others();
+            idle.after_poll(cli);
         }
     }
     let secs = m0.elapsed().as_secs_f64();
@@ -873,6 +872,7 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let r = with_client!(&a.net, &a.peers, a.bind, a.connect_timeout, a.load.clients, a.load.value_size, |cli| measure(
         &mut cli,
         || {},
+        IdleWait::new(a.idle_wait_us),
         &a.load,
         &name,
         "separate processes"
@@ -1026,6 +1026,8 @@ fn run_local_on<T: Transport>(
                 }
             }
         },
+        // The replicas run on this thread: never block it.
+        IdleWait::new(0),
         l,
         transport,
         setup,

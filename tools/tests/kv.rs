@@ -89,7 +89,7 @@ impl<'a> Replicas<'a> {
         let c = self
             .command(i)
             .args(["kv", "serve", "--id", &(i + 1).to_string(), "--peers", &self.peers])
-            .args(["--durability", "fsync", "--dir", dir.to_str().unwrap(), "--idle-sleep-us", "200"])
+            .args(["--durability", "fsync", "--dir", dir.to_str().unwrap(), "--idle-wait-us", "100"])
             .args(self.net())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -310,6 +310,8 @@ pub struct AfXdpStats {
     pub resolve_pending: u64,
     /// Reads of the kernel's neighbour table that failed.
     pub neighbour_read_failures: u64,
+    /// `wait_rx` calls that blocked in `ppoll`.
+    pub rx_waits: u64,
 }
 
 /// The kernel's counters of the socket (`XDP_STATISTICS`).
@@ -1048,6 +1050,18 @@ impl Transport for AfXdpTransport {
                 );
             }
         }
+    }
+
+    /// Sleeps in `ppoll` on the socket until its RX ring has frames, or the timeout: the kernel
+    /// wakes the socket's waiters when it fills the ring (in copy mode, from the sender's
+    /// transmit path).
+    fn wait_rx(&mut self, timeout_ns: u64) -> bool {
+        if self.tx_unsent || self.rx.ready() > 0 {
+            return true;
+        }
+        crate::udp::poll_in(self.sock.as_raw_fd(), timeout_ns);
+        self.stats.rx_waits += 1;
+        true
     }
 
     fn rx_burst(&mut self, out: &mut [RxPacket]) -> usize {
