@@ -598,8 +598,15 @@ fn a_run_refused_for_its_destination_is_counted_and_gso_stays_on() {
 fn an_idle_endpoint_blocks_until_a_packet_comes() {
     let st = UdpTransport::bind(any_port()).unwrap();
     let to = SocketAddrV4::from(st.local_addr());
-    let r = erpc_tests::idle::serve_idle(st, memory(1 << 20), UdpTransport::bind(any_port()).unwrap(), memory(1 << 20), 20, || {
-        UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"wake", to).unwrap();
-    });
+    let r = erpc_tests::idle::serve_idle(
+        st,
+        memory(1 << 20),
+        UdpTransport::bind(any_port()).unwrap(),
+        memory(1 << 20),
+        20,
+        || {
+            UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"wake", to).unwrap();
+        },
+    );
     erpc_tests::idle::check(&r, 20);
 }

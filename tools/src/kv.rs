@@ -515,7 +515,11 @@ macro_rules! with_client {
 
 /// Polls `cli` until it is connected to at least one replica (`within_s` seconds at most; less
 /// if every replica refuses, which says why).
-fn connect_client<T: Transport>(cli: &mut ClientRpc<T, Clk>, peers: &[SocketAddrV4], within_s: f64) -> anyhow::Result<()> {
+fn connect_client<T: Transport>(
+    cli: &mut ClientRpc<T, Clk>,
+    peers: &[SocketAddrV4],
+    within_s: f64,
+) -> anyhow::Result<()> {
     if !(within_s > 0.0 && within_s <= 3600.0) {
         bail!("--connect-timeout must be between 0 and 3600 seconds");
     }
@@ -869,14 +873,15 @@ pub(crate) fn emit(r: &KvReport, json: bool) {
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     check_load(&a.load)?;
     let name = a.net.name();
-    let r = with_client!(&a.net, &a.peers, a.bind, a.connect_timeout, a.load.clients, a.load.value_size, |cli| measure(
-        &mut cli,
-        || {},
-        IdleWait::new(a.idle_wait_us),
-        &a.load,
-        &name,
-        "separate processes"
-    ))?;
+    let r =
+        with_client!(&a.net, &a.peers, a.bind, a.connect_timeout, a.load.clients, a.load.value_size, |cli| measure(
+            &mut cli,
+            || {},
+            IdleWait::new(a.idle_wait_us),
+            &a.load,
+            &name,
+            "separate processes"
+        ))?;
     emit(&r, a.load.json);
     Ok(())
 }
@@ -1054,7 +1059,8 @@ mod tests {
                 heartbeat_ticks: 10,
                 snapshot_every: 100_000,
             };
-            let c = replica_config(1, vec![EndpointAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))], &r, None).unwrap();
+            let c = replica_config(1, vec![EndpointAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9))], &r, None)
+                .unwrap();
             let hold = c.request_timeout_ticks * c.tick_ns;
             // One second, to a tick.
             assert!(hold <= 1_000_000_000 && hold > 1_000_000_000 - c.tick_ns, "{tick_us} us: {hold} ns");

@@ -71,8 +71,8 @@ fn leader_with_a_lagging_follower() -> (RawNode<MemStorage>, u64, Message) {
         l.propose(vec![], vec![k]).unwrap();
     }
     drain(&mut l); // append index 3, entries 4..6
-    // 3 has all six: the commit index moves to 6, and raft-rs queues an append without
-    // entries (index 6, the commit) for 2, whose next index is already 7.
+                   // 3 has all six: the commit index moves to 6, and raft-rs queues an append without
+                   // entries (index 6, the commit) for 2, whose next index is already 7.
     l.step(ack(3, term, 6)).unwrap();
     // 2 rejects the append at 3 (it has only entry 1): its next index goes back to 2, and the
     // entries from there are added to the queued empty append, index 6 and all.

@@ -16,8 +16,8 @@ pub use crate::endpoints::REQ_TYPE;
 pub use pcap::{Capture, CaptureStats, SNAPLEN};
 
 use crate::endpoints::{
-    afxdp, afxdp_memory, client_bind, clock, connect, memory, region_bytes, rpc_config, server, sim_pair, udp,
-    Clk, ConnectState,
+    afxdp, afxdp_memory, client_bind, clock, connect, memory, region_bytes, rpc_config, server, sim_pair, udp, Clk,
+    ConnectState,
 };
 use crate::TransportKind;
 use anyhow::{anyhow, bail, Context};
