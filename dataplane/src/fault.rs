@@ -122,6 +122,10 @@ impl<T: Transport> Transport for FaultInjector<T> {
     fn rx_release(&mut self, pkts: &[RxPacket]) {
         self.inner.rx_release(pkts)
     }
+    fn wait_rx(&mut self, timeout_ns: u64) -> bool {
+        // Nothing is held back here: the inner transport's wait is this one's.
+        self.inner.wait_rx(timeout_ns)
+    }
     fn tx_reclaimed(&self) -> u64 {
         // The endpoint counts dropped frames as accepted, so its sequence numbers run ahead of
         // the inner transport's: the first `r` inner frames read cover the first `r` outer ones.

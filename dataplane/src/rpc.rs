@@ -112,8 +112,9 @@ impl From<OwnedMemory> for EndpointMemory<'static> {
 /// What [`Rpc::wait_for_work`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Waited {
-    /// Blocked in the transport until a packet may have arrived, a timer came due, or the time
-    /// given passed.
+    /// Handed to the transport's wait, which returned when a packet may have arrived, a timer
+    /// came due, or the time given passed (at once if packets were already waiting; the kernel
+    /// transports count the waits that slept, `rx_waits`).
     Blocked,
     /// Returned at once: a timer is due (or no time was given). Run the event loop.
     NotIdle,
@@ -477,6 +478,8 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         if next <= now || max_ns == 0 {
             return Waited::NotIdle;
         }
+        // Packets queued outside the event loop (a response, a request) leave first.
+        self.flush_tx();
         if !self.transport.wait_rx((next - now).min(max_ns)) {
             self.transport_can_wait = false;
             return Waited::CannotBlock;

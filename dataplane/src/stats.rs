@@ -126,7 +126,8 @@ pub struct RpcStats {
     pub dup_responses: u64,
     /// `tx_flush()` calls.
     pub tx_flushes: u64,
-    /// Times [`crate::rpc::Rpc::wait_for_work`] blocked in the transport.
+    /// Times [`crate::rpc::Rpc::wait_for_work`] handed over to the transport's wait
+    /// ([`crate::rpc::Waited::Blocked`]).
     pub waits: u64,
     /// Response buffers whose free waited for the device to read them.
     pub deferred_frees: u64,

@@ -471,9 +471,17 @@ fn an_idle_endpoint_blocks_until_a_frame_comes() {
         let to = std::net::SocketAddrV4::from(ta.local_addr());
         // This thread is in namespace b: its kernel's datagram to a's endpoint is redirected
         // to a's socket, which wakes it.
-        erpc_tests::idle::serve_idle(ta, ma, tb, mb, 20, move || {
-            std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"wake", to).unwrap();
-        })
+        erpc_tests::idle::serve_idle(
+            ta,
+            ma,
+            tb,
+            mb,
+            20,
+            move || {
+                std::net::UdpSocket::bind("0.0.0.0:0").unwrap().send_to(b"wake", to).unwrap();
+            },
+            |t| t.stats().rx_waits,
+        )
     });
     erpc_tests::idle::check(&r, 20);
 }

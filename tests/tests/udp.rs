@@ -607,6 +607,7 @@ fn an_idle_endpoint_blocks_until_a_packet_comes() {
         || {
             UdpSocket::bind("127.0.0.1:0").unwrap().send_to(b"wake", to).unwrap();
         },
+        |t| t.stats().rx_waits,
     );
     erpc_tests::idle::check(&r, 20);
 }

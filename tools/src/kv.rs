@@ -135,8 +135,8 @@ pub struct ServeArgs {
     /// is due), at most this long at a time (0: busy-poll always, for a core of its own). On a
     /// machine with fewer free cores than busy endpoints this lets the others run instead of
     /// waiting for the scheduler's time slice; the kernel transports wake the replica when a
-    /// packet arrives, the VFIO drivers cannot and sleep this long. Raft's clock is checked
-    /// between waits: keep it to a fraction of the tick (1 ms). Also `--idle-sleep-us`.
+    /// packet arrives, the VFIO drivers cannot and sleep this long. At most an eighth of Raft's
+    /// tick (`--tick-us`), whose clock is read every 8 polls. Also `--idle-sleep-us`.
     #[arg(long, alias = "idle-sleep-us", default_value_t = 0)]
     idle_wait_us: u64,
 }
@@ -466,7 +466,9 @@ fn serve_on<T: Transport>(
         a.net.name(),
         if rec.last_index > 0 { format!(", recovered the log to entry {}", rec.last_index) } else { String::new() }
     );
-    let mut idle = IdleWait::new(a.idle_wait_us);
+    // Raft's clock (ticks, reconnections) is read every 8 polls: waits of at most an eighth of
+    // a tick keep it on time.
+    let mut idle = IdleWait::new(a.idle_wait_us.min((a.raft.tick_us / 8).max(1)));
     loop {
         erpc_kv::replica::poll(&mut rpc).with_context(|| format!("replica {} stopped", a.id))?;
         idle.after_poll(&mut rpc);

@@ -170,8 +170,7 @@ pub struct ReplicaStats {
     pub reads_served: u64,
     /// Raft messages dropped because a peer was unreachable or its outbox full.
     pub dropped_msgs: u64,
-    /// Appends received whose entries do not follow their index: dropped (see
-    /// [`append_is_consistent`]).
+    /// Messages from peers that raft-rs would end the process over: dropped (see [`admit`]).
     pub malformed_msgs: u64,
     /// Appends of this leader's raft-rs whose entries did not follow their index, mended before
     /// sending (see [`repair_batched_append`]).
@@ -211,6 +210,39 @@ impl Default for ReplicaStats {
 pub fn append_is_consistent(m: &Message) -> bool {
     m.get_msg_type() != MessageType::MsgAppend
         || m.get_entries().iter().enumerate().all(|(k, e)| Some(e.index) == m.index.checked_add(1 + k as u64))
+}
+
+/// Whether to step a message from a peer, after clamping what is safe to clamp. raft-rs 0.7 ends
+/// the process (`fatal!`) on messages that a correct peer does not send, as it takes the term of
+/// any index beyond its log to be 0 and then commits past its last entry:
+/// * an append whose entries do not follow its index ([`append_is_consistent`]);
+/// * a term 0 where only index 0 has it: an append's `log_term` with an index, an entry's term,
+///   a snapshot's; or an entry of a term after the message's;
+/// * an append response (not a rejection) for an index beyond this replica's log (as a leader
+///   it would then send appends that end its followers).
+///
+/// A heartbeat's commit index beyond this replica's log (a replica that lost its log, started
+/// again without durability, hears the commit index it had) is clamped to its last index rather
+/// than the heartbeat dropped: committing less is always safe, and the answer tells the leader
+/// where it is.
+pub fn admit(m: &mut Message, last_index: u64) -> bool {
+    match m.get_msg_type() {
+        MessageType::MsgAppend => {
+            append_is_consistent(m)
+                && (m.index == 0 || m.log_term != 0)
+                && m.get_entries().iter().all(|e| e.term != 0 && e.term <= m.term)
+        }
+        MessageType::MsgSnapshot => {
+            let md = m.get_snapshot().get_metadata();
+            md.index == 0 || md.term != 0
+        }
+        MessageType::MsgAppendResponse => m.reject || m.index <= last_index,
+        MessageType::MsgHeartbeat => {
+            m.commit = m.commit.min(last_index);
+            true
+        }
+        _ => true,
+    }
 }
 
 /// Mends an append that raft-rs 0.7 built wrong, and says whether it did. With
@@ -455,7 +487,10 @@ impl Replica {
         for mut m in msgs {
             let Some(i) = self.peer_index(m.to) else { continue };
             let log = &self.node.raft.raft_log;
-            if repair_batched_append(&mut m, |i| log.term(i).ok().filter(|&t| t > 0)) {
+            // Only indexes in the log (from the entry before its first, whose term is the
+            // snapshot's): raft-rs answers 0 for any other.
+            let in_log = |i: u64| (log.first_index() - 1..=log.last_index()).contains(&i);
+            if repair_batched_append(&mut m, |i| if in_log(i) { log.term(i).ok() } else { None }) {
                 self.stats.appends_repaired += 1;
             }
             let snap = m.get_msg_type() == MessageType::MsgSnapshot;
@@ -508,11 +543,10 @@ impl Replica {
             return false;
         }
         self.stats.raft_msgs_received += msgs.len() as u64;
-        for m in msgs {
-            // raft-rs ends the process on an append whose entries do not follow its index
-            // (`commit_to` out of range, or a conflict with a committed entry it believes in):
-            // such a message is dropped here, as a lost packet would be.
-            if !append_is_consistent(&m) {
+        for mut m in msgs {
+            // raft-rs ends the process on some messages a correct peer does not send (see
+            // `admit`): those are dropped here, as a lost packet would be.
+            if !admit(&mut m, self.node.raft.raft_log.last_index()) {
                 self.stats.malformed_msgs += 1;
                 continue;
             }

@@ -4,7 +4,7 @@
 //! side mends it ([`repair_batched_append`]), the follower's side drops what is not mended
 //! ([`append_is_consistent`]).
 
-use erpc_kv::replica::{append_is_consistent, repair_batched_append};
+use erpc_kv::replica::{admit, append_is_consistent, repair_batched_append};
 use raft::eraftpb::{Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode};
@@ -162,4 +162,75 @@ fn the_leader_mends_it_into_the_append_raft_rs_meant() {
     let (_l, _, mut m) = leader_with_a_lagging_follower();
     assert!(!repair_batched_append(&mut m, |_| None));
     assert_eq!(m.index, 6);
+}
+
+fn entry(index: u64, term: u64) -> raft::eraftpb::Entry {
+    let mut e = raft::eraftpb::Entry::default();
+    (e.index, e.term) = (index, term);
+    e
+}
+
+/// The other messages raft-rs 0.7 ends a follower's process over, each of which [`admit`]
+/// drops or clamps; and what it lets through.
+#[test]
+fn messages_raft_rs_would_die_of_are_dropped_or_clamped() {
+    let term = 2;
+    let to2 = |t: MessageType| {
+        let mut m = msg(t, 1, term);
+        m.to = 2;
+        m
+    };
+    // A heartbeat with a commit index beyond the follower's log (it lost its log: started again
+    // without durability). raft-rs commits to it and panics; clamped, the follower answers.
+    let mut hb = to2(MessageType::MsgHeartbeat);
+    hb.commit = 5;
+    let mut f = follower_with_entries(term, 1);
+    let raw = hb.clone();
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = f.step(raw);
+    }));
+    assert!(died.is_err(), "raft-rs panics on a heartbeat beyond its log");
+    let mut f = follower_with_entries(term, 1);
+    assert!(admit(&mut hb, f.raft.raft_log.last_index()));
+    assert_eq!(hb.commit, 1);
+    f.step(hb).unwrap();
+    assert_eq!(f.raft.raft_log.committed, 1);
+    // An append that names a term 0 beyond index 0: raft-rs matches it against its "term 0" of
+    // indexes past its log and commits past its last entry.
+    let mut a = to2(MessageType::MsgAppend);
+    (a.index, a.log_term, a.commit) = (4, 0, 4);
+    let mut f = follower_with_entries(term, 1);
+    let raw = a.clone();
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = f.step(raw);
+    }));
+    assert!(died.is_err(), "raft-rs panics on an append of log term 0 past its log");
+    assert!(!admit(&mut a, 1));
+    // Entries of term 0, or of a term after the message's.
+    let mut a = to2(MessageType::MsgAppend);
+    (a.index, a.log_term) = (1, term);
+    a.set_entries(vec![entry(2, 0)].into());
+    assert!(!admit(&mut a, 1));
+    a.set_entries(vec![entry(2, term + 1)].into());
+    assert!(!admit(&mut a, 1));
+    // A snapshot of term 0 at an index.
+    let mut s = to2(MessageType::MsgSnapshot);
+    s.mut_snapshot().mut_metadata().index = 9;
+    assert!(!admit(&mut s, 1));
+    // An append response for an index beyond the leader's log (not a rejection).
+    let mut r = ack(2, term, 7);
+    assert!(!admit(&mut r, 6));
+    r.reject = true;
+    assert!(admit(&mut r, 6));
+    // What a correct leader sends passes unchanged.
+    let mut a = to2(MessageType::MsgAppend);
+    (a.index, a.log_term, a.commit) = (1, term, 1);
+    a.set_entries(vec![entry(2, term), entry(3, term)].into());
+    let before = a.clone();
+    assert!(admit(&mut a, 1));
+    assert_eq!(a, before);
+    let mut f = follower_with_entries(term, 1);
+    f.step(a).unwrap();
+    drain(&mut f);
+    assert_eq!(f.raft.raft_log.last_index(), 3);
 }

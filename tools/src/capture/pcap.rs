@@ -202,6 +202,10 @@ impl<T: Transport, W: Write> Transport for Capture<T, W> {
     fn tx_reclaimed(&self) -> u64 {
         self.inner.tx_reclaimed()
     }
+
+    fn wait_rx(&mut self, timeout_ns: u64) -> bool {
+        self.inner.wait_rx(timeout_ns)
+    }
 }
 
 #[cfg(test)]
