@@ -126,3 +126,62 @@ fn raft_messages_from_an_endpoint_that_is_no_peer_are_refused() {
     assert_eq!(r.term(), term, "the forged term was not taken");
     assert_eq!(c.leader(), Some(l));
 }
+
+fn drop_replica_completion(
+    rpc: &mut erpc_kv::replica::ReplicaRpc<erpc_kv::cluster::FabricNic, erpc_kv::cluster::Clk>,
+    c: erpc_dataplane::Completion,
+) {
+    let _ = rpc.free_msg_buffer(c.req);
+    let _ = rpc.free_msg_buffer(c.resp);
+}
+
+/// Messages raft-rs would end a follower's process over, sent from the leader's own endpoint
+/// (a peer: `from_peer` passes them): the follower drops or clamps them, counts the drops, and
+/// the cluster goes on serving.
+#[test]
+fn messages_from_a_peer_that_raft_rs_would_die_of_are_dropped() {
+    let mut c = sim(SimOptions::default());
+    let l = elect(&mut c);
+    let f = (l + 1) % 3;
+    let d = run_op(&mut c, 0, 0, put(b"k", b"v"), 2 * S);
+    assert_eq!(d.outcome, Outcome::Ok);
+    let (term, last) = {
+        let r = c.replica(f).unwrap();
+        (r.term(), r.node.raft.raft_log.last_index())
+    };
+    let msg = |t: raft::eraftpb::MessageType| {
+        let mut m = raft::eraftpb::Message::default();
+        m.set_msg_type(t);
+        (m.from, m.to, m.term) = (l as u64 + 1, f as u64 + 1, term);
+        m
+    };
+    // An append whose entries do not follow its index, committing past the follower's log (the
+    // shape raft-rs's batch_append built under load).
+    let mut bad = msg(raft::eraftpb::MessageType::MsgAppend);
+    (bad.index, bad.log_term, bad.commit) = (last, term, last + 5);
+    let mut e = raft::eraftpb::Entry::default();
+    (e.index, e.term) = (last, term);
+    bad.set_entries(vec![e].into());
+    // A heartbeat with a commit index beyond the follower's log: clamped, not dropped.
+    let mut hb = msg(raft::eraftpb::MessageType::MsgHeartbeat);
+    hb.commit = last + 100;
+    let mut batch = Vec::new();
+    let (b1, b2) = (erpc_kv::codec::encoded(&bad), erpc_kv::codec::encoded(&hb));
+    erpc_kv::codec::encode_batch([&b1[..], &b2[..]].into_iter(), &mut batch);
+    let addr = c.cfgs[f].peers[f];
+    let lrpc = c.replicas[l].as_mut().unwrap();
+    let s = lrpc.create_session(addr).unwrap();
+    assert!(c.run_until(S, |c| c.replicas[l].as_ref().unwrap().is_connected(s)));
+    let lrpc = c.replicas[l].as_mut().unwrap();
+    let mut req = lrpc.alloc_msg_buffer(batch.len()).unwrap();
+    req.data_mut().copy_from_slice(&batch);
+    let resp = lrpc.alloc_msg_buffer(4096).unwrap();
+    lrpc.enqueue_request(s, erpc_kv::proto::REQ_RAFT, req, resp, drop_replica_completion, 0).unwrap();
+    c.run_for(10 * MS);
+    let r = c.replica(f).expect("the follower is alive");
+    assert_eq!(r.stats.malformed_msgs, 1, "the append dropped, the heartbeat taken");
+    assert!(r.node.raft.raft_log.committed <= r.node.raft.raft_log.last_index());
+    assert_eq!(c.leader(), Some(l));
+    let d = run_op(&mut c, 0, 0, put(b"k", b"w"), 2 * S);
+    assert_eq!(d.outcome, Outcome::Ok, "still serving");
+}
