@@ -19,3 +19,16 @@ pub mod mmio;
 pub mod pci;
 pub mod udp;
 pub mod vfio;
+
+/// Sleeps until `fd` is readable or about `timeout_ns` has passed (or a signal comes): the
+/// kernel transports' `wait_rx`.
+pub(crate) fn poll_in(fd: std::os::fd::RawFd, timeout_ns: u64) {
+    let ts = libc::timespec {
+        tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
+    };
+    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+    // SAFETY: one live pollfd and a live timespec, no signal mask; an error (EINTR) only ends
+    // the wait early, which callers allow.
+    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
+}

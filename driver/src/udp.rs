@@ -646,19 +646,6 @@ impl UdpTransport {
     }
 }
 
-/// Sleeps until `fd` is readable or about `timeout_ns` has passed (or a signal comes): the
-/// kernel transports' `wait_rx`.
-pub(crate) fn poll_in(fd: std::os::fd::RawFd, timeout_ns: u64) {
-    let ts = libc::timespec {
-        tv_sec: (timeout_ns / 1_000_000_000).min(i32::MAX as u64) as libc::time_t,
-        tv_nsec: (timeout_ns % 1_000_000_000) as libc::c_long,
-    };
-    let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    // SAFETY: one live pollfd and a live timespec, no signal mask; an error (EINTR) only ends
-    // the wait early, which callers allow.
-    unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-}
-
 fn would_block(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EAGAIN) | Some(libc::ENOBUFS) | Some(libc::EINTR))
 }
@@ -776,7 +763,7 @@ impl Transport for UdpTransport {
         if !self.pending.is_empty() {
             return true;
         }
-        poll_in(self.sock.as_raw_fd(), timeout_ns);
+        crate::poll_in(self.sock.as_raw_fd(), timeout_ns);
         self.stats.rx_waits += 1;
         true
     }

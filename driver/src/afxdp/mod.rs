@@ -1059,7 +1059,7 @@ impl Transport for AfXdpTransport {
         if self.tx_unsent || self.rx.ready() > 0 {
             return true;
         }
-        crate::udp::poll_in(self.sock.as_raw_fd(), timeout_ns);
+        crate::poll_in(self.sock.as_raw_fd(), timeout_ns);
         self.stats.rx_waits += 1;
         true
     }

@@ -92,8 +92,9 @@ fn many_clients_writing_at_once_are_batched_and_all_applied() {
     assert!(r.stats.raft_requests_sent < 2 * 2 * 16 * per, "{} Raft requests", r.stats.raft_requests_sent);
 }
 
-fn drop_completion(
-    rpc: &mut erpc_kv::client::ClientRpc<erpc_kv::cluster::FabricNic, erpc_kv::cluster::Clk>,
+/// A continuation for any endpoint of the cluster (client or replica) that frees both buffers.
+fn drop_completion<X>(
+    rpc: &mut erpc_dataplane::Rpc<'static, erpc_kv::cluster::FabricNic, erpc_kv::cluster::Clk, X>,
     c: erpc_dataplane::Completion,
 ) {
     let _ = rpc.free_msg_buffer(c.req);
@@ -125,14 +126,6 @@ fn raft_messages_from_an_endpoint_that_is_no_peer_are_refused() {
     assert!(r.stats.bad_requests >= 1, "refused");
     assert_eq!(r.term(), term, "the forged term was not taken");
     assert_eq!(c.leader(), Some(l));
-}
-
-fn drop_replica_completion(
-    rpc: &mut erpc_kv::replica::ReplicaRpc<erpc_kv::cluster::FabricNic, erpc_kv::cluster::Clk>,
-    c: erpc_dataplane::Completion,
-) {
-    let _ = rpc.free_msg_buffer(c.req);
-    let _ = rpc.free_msg_buffer(c.resp);
 }
 
 /// Messages raft-rs would end a follower's process over, sent from the leader's own endpoint
@@ -176,7 +169,7 @@ fn messages_from_a_peer_that_raft_rs_would_die_of_are_dropped() {
     let mut req = lrpc.alloc_msg_buffer(batch.len()).unwrap();
     req.data_mut().copy_from_slice(&batch);
     let resp = lrpc.alloc_msg_buffer(4096).unwrap();
-    lrpc.enqueue_request(s, erpc_kv::proto::REQ_RAFT, req, resp, drop_replica_completion, 0).unwrap();
+    lrpc.enqueue_request(s, erpc_kv::proto::REQ_RAFT, req, resp, drop_completion, 0).unwrap();
     c.run_for(10 * MS);
     let r = c.replica(f).expect("the follower is alive");
     assert_eq!(r.stats.malformed_msgs, 1, "the append dropped, the heartbeat taken");
