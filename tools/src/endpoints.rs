@@ -318,6 +318,17 @@ impl IdleWait {
         &mut self,
         rpc: &mut Rpc<'_, T, C, X>,
     ) {
+        self.after_poll_until(rpc, |_| None);
+    }
+
+    /// As [`after_poll`](Self::after_poll), for an application with timers of its own that no
+    /// packet announces: `deadline` gives the earliest (ns on `rpc`'s clock), read only when a
+    /// wait is due, and the wait ends by then.
+    pub(crate) fn after_poll_until<'m, T: erpc_dataplane::transport::Transport, C: erpc_dataplane::clock::Clock, X>(
+        &mut self,
+        rpc: &mut Rpc<'m, T, C, X>,
+        deadline: impl FnOnce(&Rpc<'m, T, C, X>) -> Option<u64>,
+    ) {
         if self.max_ns == 0 {
             return;
         }
@@ -327,8 +338,15 @@ impl IdleWait {
             return;
         }
         self.idle = self.idle.saturating_add(1);
-        if self.idle > Self::POLLS && rpc.wait_for_work(self.max_ns) == Waited::CannotBlock {
-            std::thread::sleep(Duration::from_nanos(self.max_ns));
+        if self.idle <= Self::POLLS {
+            return;
+        }
+        let max = match deadline(rpc) {
+            Some(t) => self.max_ns.min(t.saturating_sub(rpc.clock().now_ns())),
+            None => self.max_ns,
+        };
+        if max > 0 && rpc.wait_for_work(max) == Waited::CannotBlock {
+            std::thread::sleep(Duration::from_nanos(max));
         }
     }
 }
@@ -336,6 +354,32 @@ impl IdleWait {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An idle endpoint over UDP (it can block) that may wait up to 2 s at a time: the wait
+    /// ends by the application's deadline, at once if that has passed, and without one lasts
+    /// until the endpoint's own next timer.
+    #[test]
+    fn an_idle_wait_ends_by_the_applications_own_deadline() {
+        let t = udp(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0)).expect("a UDP socket on loopback");
+        let mut srv = server(t, 32, memory(region_bytes(32, 32, 1, 1400)), rpc_config(1500, true)).unwrap();
+        // Polls until the first wait, and that wait: how long it all took.
+        let mut wait_once = |deadline_ms: Option<u64>| {
+            let mut idle = IdleWait::new(2_000_000);
+            let d = deadline_ms.map(|ms| srv.clock().now_ns() + ms * 1_000_000);
+            let t0 = Instant::now();
+            for _ in 0..=IdleWait::POLLS {
+                srv.run_event_loop_once();
+                idle.after_poll_until(&mut srv, |_| d);
+            }
+            t0.elapsed()
+        };
+        let without = wait_once(None);
+        assert!(without >= Duration::from_millis(200), "{without:?}");
+        let with = wait_once(Some(20));
+        assert!(with >= Duration::from_millis(15) && with < Duration::from_millis(150), "{with:?}");
+        let past = wait_once(Some(0));
+        assert!(past < Duration::from_millis(15), "{past:?}");
+    }
 
     #[test]
     fn macs_parse_and_bad_ones_say_how_to_write_them() {

@@ -205,7 +205,8 @@ pub struct BenchArgs {
     connect_timeout: f64,
     /// Once 16 polls in a row received nothing, block until a packet comes, at most this long
     /// at a time (0: busy-poll always), as `erpc kv serve --idle-wait-us`: for a client that
-    /// shares the machine's cores with replicas.
+    /// shares the machine's cores with replicas. A wait also ends when an operation's retry or
+    /// a reconnection is due.
     #[arg(long, default_value_t = 0)]
     idle_wait_us: u64,
     #[command(flatten)]
@@ -797,7 +798,8 @@ fn measure<T: Transport>(
             }
             client::poll(cli);
             others();
-            idle.after_poll(cli);
+            // The client's retries and reconnections are timers no packet announces.
+            idle.after_poll_until(cli, erpc_kv::client::next_deadline_ns);
         }
     }
     let secs = m0.elapsed().as_secs_f64();

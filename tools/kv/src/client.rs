@@ -467,6 +467,17 @@ fn on_session<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>, ev: SessionEven
     }
 }
 
+/// When [`poll`] next has something to do that no packet announces: the earliest retry of an
+/// operation waiting out a backoff, or reconnection to a replica without a session (ns on the
+/// endpoint's clock; `None`: only packets). An application that blocks between polls (as
+/// `Rpc::wait_for_work` does until a packet or the endpoint's own timers) must wake by then.
+pub fn next_deadline_ns<T: Transport, C: Clock>(rpc: &ClientRpc<T, C>) -> Option<u64> {
+    let k = rpc.ctx();
+    let retries = k.clients.iter().filter(|l| l.op.is_some() && !l.in_flight).filter_map(|l| l.retry_at_ns);
+    let reconnects = k.replicas.iter().filter(|r| r.addr.is_some() && r.session.is_none()).map(|r| r.retry_at_ns);
+    retries.chain(reconnects).min()
+}
+
 /// One iteration: the endpoint's event loop, reconnections, and retries that are due.
 pub fn poll<T: Transport, C: Clock>(rpc: &mut ClientRpc<T, C>) {
     rpc.run_event_loop_once();

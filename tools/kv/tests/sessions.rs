@@ -8,8 +8,9 @@ mod common;
 use common::*;
 use erpc_dataplane::clock::SimClock;
 use erpc_dataplane::fabric::RxBuf;
+use erpc_dataplane::Clock;
 use erpc_dataplane::SmError;
-use erpc_kv::client::Outcome;
+use erpc_kv::client::{next_deadline_ns, Outcome};
 use erpc_kv::cluster::{sim_rpc_config, Cluster};
 use erpc_kv::{ClientConfig, SimOptions};
 use std::rc::Rc;
@@ -32,12 +33,19 @@ fn a_client_pointed_at_an_endpoint_that_is_no_replica_is_told_it_was_refused() {
     assert_eq!(k.connect_error(0), Some(SmError::Refused));
     assert_eq!(k.refusal(), Some((0, SmError::Refused)));
     assert_eq!(k.connected(), 0);
+    // The reconnection is a timer no packet announces: a client that blocks between polls
+    // must wake for it.
+    let now = c.clients[e].clock().now_ns();
+    let due = next_deadline_ns(&c.clients[e]).expect("a reconnection is due");
+    assert!(due <= now + 5 * MS, "due at {due}, now {now}");
     let d = run_op(&mut c, e, 0, put(b"k", b"v"), S);
     let Outcome::Failed(why) = d.outcome else { panic!("{:?}", d.outcome) };
     assert!(why.starts_with("no replica accepted a session within 0.1 s: replica 1: the server refused"), "{why}");
     // The real replicas serve the cluster's own client meanwhile.
     assert_eq!(run_op(&mut c, 0, 0, put(b"k", b"v"), S).outcome, Outcome::Ok);
     assert_eq!(c.clients[0].ctx().refusal(), None);
+    // Connected to every replica, nothing to retry: only packets can bring it work.
+    assert_eq!(next_deadline_ns(&c.clients[0]), None);
 }
 
 #[test]
