@@ -24,7 +24,6 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use zerocopy::FromBytes;
 
 /// Ports per fabric.
 pub const MAX_PORTS: usize = 8;
@@ -109,6 +108,12 @@ pub struct Fabric<'f, C: Clock> {
 }
 
 const MAC_PREFIX: [u8; 5] = [0x02, 0x00, 0x00, 0x00, 0x00];
+
+/// Offsets in a frame of the fields the fabric routes by: the destination MAC, IPv4 address and
+/// UDP port of [`UdpFrameHdr`].
+const DST_MAC: usize = core::mem::offset_of!(UdpFrameHdr, eth) + core::mem::offset_of!(crate::wire::EthHdr, dst);
+const DST_IPV4: usize = core::mem::offset_of!(UdpFrameHdr, ipv4) + core::mem::offset_of!(crate::wire::Ipv4Hdr, dst);
+const DST_PORT: usize = core::mem::offset_of!(UdpFrameHdr, udp) + core::mem::offset_of!(crate::wire::UdpHdr, dst_port);
 
 impl<'f, C: Clock> Fabric<'f, C> {
     pub fn new(clock: C, seed: u64) -> Self {
@@ -213,37 +218,25 @@ impl<'f, C: Clock> Fabric<'f, C> {
 
     /// Reads a queued frame from its source memory and delivers it to its destination's ring,
     /// due at `now` plus the link delay.
+    #[inline(always)]
     fn dma(inner: &mut Inner, src: usize, p: &TxPacket, now: u64) {
-        let len = p.len();
-        let Inner { ports, links, faulty, delayed, rng } = inner;
+        if inner.faulty || inner.delayed {
+            return Self::dma_over_link(inner, src, p, now);
+        }
+        // No faults, no delays anywhere: route and deliver, due at once.
+        if let Some(d) = Self::route(&mut inner.ports, src, p) {
+            Self::deliver(&mut inner.ports[d], p, 0);
+        }
+    }
+
+    /// [`dma`](Self::dma) with the link's faults and delay applied.
+    #[inline(never)]
+    fn dma_over_link(inner: &mut Inner, src: usize, p: &TxPacket, now: u64) {
+        let Inner { ports, links, faulty, rng, .. } = inner;
         let faulty = *faulty;
-        ports[src].stats.tx += 1;
-        if !(HEADROOM..=SIM_FRAME).contains(&len) || p.segs[0].len < HEADROOM as u32 {
-            ports[src].stats.oversize += 1;
-            return;
-        }
-        // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
-        // the frame leaves the TX queue (the Transport contract).
-        let hr: [u8; HEADROOM] = unsafe { core::ptr::read_unaligned(p.segs[0].vaddr as *const [u8; HEADROOM]) };
-        let to = UdpFrameHdr::ref_from_bytes(&hr).expect("42 bytes");
-        let (mac, ipv4, udp_port) = (to.eth.dst, to.ipv4.dst, to.udp.dst_port.get());
-        let d = mac[5] as usize;
-        if mac[..5] != MAC_PREFIX || d >= ports.len() {
-            ports[src].stats.no_route += 1;
-            return;
-        }
-        let src_up = ports[src].up;
+        let Some(d) = Self::route(ports, src, p) else { return };
+        let link = links[src][d];
         let port = &mut ports[d];
-        if ipv4 != port.addr.ipv4 || udp_port != port.addr.udp_port {
-            port.stats.no_route += 1;
-            return;
-        }
-        if !src_up || !port.up {
-            port.stats.link_down += 1;
-            return;
-        }
-        // The link's parameters matter only with faults or delays configured anywhere.
-        let link = if faulty || *delayed { links[src][d] } else { LinkParams::default() };
         let mut copies = 1;
         if faulty {
             if Self::chance(rng, link.loss) {
@@ -255,22 +248,12 @@ impl<'f, C: Clock> Fabric<'f, C> {
                 copies = 2;
             }
         }
+        let due = if link.delay_ns == 0 { 0 } else { now + link.delay_ns };
         for _ in 0..copies {
             let reorder = faulty && Self::chance(rng, link.reorder);
-            let Some(b) = port.free.pop() else {
-                port.stats.no_buffer += 1;
+            if !Self::deliver(port, p, due) {
                 continue;
-            };
-            // SAFETY: buffer b is free (not lent, not queued), inside the caller's ring memory,
-            // and SIM_FRAME >= len bytes long; the frame's segments are readable (as above).
-            unsafe {
-                let out = core::slice::from_raw_parts_mut(port.bufs.add(b as usize) as *mut u8, SIM_FRAME);
-                p.copy_to(out);
             }
-            let due = if link.delay_ns == 0 { 0 } else { now + link.delay_ns };
-            let r = Ready { buf: b, len: len as u16, due };
-            let _ = port.ready.push_back(r);
-            port.stats.delivered += 1;
             if reorder && port.ready.len() >= 2 {
                 // Swap the contents (not the due times) of the last two queued frames.
                 let last = port.ready.pop_back().expect("len >= 2");
@@ -280,6 +263,71 @@ impl<'f, C: Clock> Fabric<'f, C> {
                 port.stats.reordered += 1;
             }
         }
+    }
+
+    /// Counts frame `p` as sent by `src` and returns the port it goes to: the one whose MAC,
+    /// IPv4 address and UDP port it names, if both ports are up. `None` (counted): dropped.
+    #[inline(always)]
+    fn route(ports: &mut [Port], src: usize, p: &TxPacket) -> Option<usize> {
+        let len = p.len();
+        ports[src].stats.tx += 1;
+        if !(HEADROOM..=SIM_FRAME).contains(&len) || p.segs[0].len < HEADROOM as u32 {
+            ports[src].stats.oversize += 1;
+            return None;
+        }
+        // Only the destination fields, read in place.
+        let at = |off: usize| p.segs[0].vaddr.wrapping_add(off);
+        // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
+        // the frame leaves the TX queue (the Transport contract); each field lies within them.
+        let (mac, ipv4, udp_port) = unsafe {
+            (
+                core::ptr::read_unaligned(at(DST_MAC) as *const [u8; 6]),
+                core::ptr::read_unaligned(at(DST_IPV4) as *const [u8; 4]),
+                u16::from_be_bytes(core::ptr::read_unaligned(at(DST_PORT) as *const [u8; 2])),
+            )
+        };
+        let d = mac[5] as usize;
+        if mac[..5] != MAC_PREFIX || d >= ports.len() {
+            ports[src].stats.no_route += 1;
+            return None;
+        }
+        let src_up = ports[src].up;
+        let port = &mut ports[d];
+        if ipv4 != port.addr.ipv4 || udp_port != port.addr.udp_port {
+            port.stats.no_route += 1;
+            return None;
+        }
+        if !src_up || !port.up {
+            port.stats.link_down += 1;
+            return None;
+        }
+        Some(d)
+    }
+
+    /// Copies routed frame `p` into a free buffer of `port`'s ring, due at `due`; false (counted)
+    /// if the ring has no free buffer.
+    #[inline(always)]
+    fn deliver(port: &mut Port, p: &TxPacket, due: u64) -> bool {
+        let Some(b) = port.free.pop() else {
+            port.stats.no_buffer += 1;
+            return false;
+        };
+        let len = p.len();
+        // SAFETY: buffer b is free (not lent, not queued), inside the caller's ring memory, and
+        // SIM_FRAME >= len bytes long (checked by `route`); the frame's segments are readable
+        // (the Transport contract).
+        unsafe {
+            let out = port.bufs.add(b as usize) as *mut u8;
+            if p.segs[1].len == 0 {
+                // One segment (every one-packet message): one copy of a known length.
+                core::ptr::copy_nonoverlapping(p.segs[0].vaddr, out, len);
+            } else {
+                p.copy_to(core::slice::from_raw_parts_mut(out, SIM_FRAME));
+            }
+        }
+        let _ = port.ready.push_back(Ready { buf: b, len: len as u16, due });
+        port.stats.delivered += 1;
+        true
     }
 }
 
