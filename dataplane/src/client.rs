@@ -86,6 +86,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     }
 
     /// Starts request `q` in free slot `i` of session `s`.
+    #[inline(always)]
     fn start_request(&mut self, s: usize, i: usize, q: Queued) {
         let Queued { req_type, mut req, resp, cont, tag } = q;
         let sess = &self.sessions[s];
@@ -178,12 +179,15 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     }
 
     /// Gives returned credits to the session's stalled slots.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn kick_stalled(&mut self, s: usize) {
-        let mut m = self.sessions[s].stalled;
-        if m == 0 {
-            return;
+        if self.sessions[s].stalled != 0 {
+            self.kick_stalled_slots(s);
         }
+    }
+
+    fn kick_stalled_slots(&mut self, s: usize) {
+        let mut m = self.sessions[s].stalled;
         self.sessions[s].stalled = 0;
         while m != 0 && self.sessions[s].credits > 0 {
             let i = m.trailing_zeros() as usize;
@@ -194,6 +198,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     }
 
     /// A credit return or response packet on client session `s`.
+    #[inline(always)]
     pub(crate) fn client_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
         let i = (h.req_num % SLOTS_PER_SESSION as u64) as usize;
         let now = self.now;
@@ -271,6 +276,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
 
     /// Finishes the RPC in slot `i`: frees the slot, starts the next queued request on the
     /// session (so the backlog stays FIFO), then runs the continuation.
+    #[inline(always)]
     pub(crate) fn complete(&mut self, s: usize, i: usize, result: Result<(), RpcError>) {
         self.active.remove(&mut self.sessions, SlotId::new(s, i));
         let sess = &mut self.sessions[s];

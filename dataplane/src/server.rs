@@ -24,6 +24,7 @@ use crate::wire::{Header, PktType, MAX_PKT_NUM, MAX_REQ_NUM, PKT_HDR_LEN};
 
 impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// A request or RFR packet on server session `s`.
+    #[inline(always)]
     pub(crate) fn server_rx(&mut self, s: usize, h: &Header, p: &RxPacket) {
         self.sessions[s].last_heard_ns = self.now;
         if h.pkt_type == PktType::Rfr {
@@ -124,6 +125,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// Starts a new request in slot `i`: takes a request buffer (a one-packet buffer from the
     /// endpoint's pool when it fits), then frees the previous response. Fails without changing
     /// anything.
+    #[inline(always)]
     fn begin_request(&mut self, s: usize, i: usize, h: &Header, npkts: usize) -> Result<(), DropReason> {
         let size = h.msg_size as usize;
         let (mut buf, is_pre) = if npkts == 1 {
@@ -179,6 +181,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     }
 
     /// Runs the handler of a complete request, or queues it for the workers.
+    #[inline(always)]
     fn dispatch(&mut self, s: usize, i: usize) {
         let handle = self.handle_of(s, i);
         self.stats.requests_handled += 1;
@@ -396,6 +399,7 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         Ok(())
     }
 
+    #[inline(always)]
     fn respond(&mut self, s: usize, i: usize, mut resp: MsgBuf, is_pre: bool) {
         let sess = &self.sessions[s];
         let sl = &sess.slots[i];

@@ -141,7 +141,7 @@ impl TxQueue {
     /// Frees a transmitted buffer whose last packet has sequence number `seq`: now if the device
     /// has read it, else once it has (checked every event-loop iteration). Returns the buffer
     /// for reuse instead if it is safe and `reuse` is set.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn retire<T: Transport>(
         &mut self,
         t: &mut T,
@@ -158,6 +158,12 @@ impl TxQueue {
             let _ = heap.free(buf);
             return None;
         }
+        self.defer(t, stats, heap, buf, seq);
+        None
+    }
+
+    /// [`retire`](Self::retire) of a buffer the device may still read.
+    fn defer<T: Transport>(&mut self, t: &mut T, stats: &mut RpcStats, heap: &mut MsgBufHeap, buf: MsgBuf, seq: u64) {
         stats.deferred_frees += 1;
         self.deferred_min = self.deferred_min.min(seq);
         if let Err((buf, _)) = self.deferred.push_back((buf, seq)) {
@@ -165,7 +171,6 @@ impl TxQueue {
             self.drain(t, stats, heap);
             let _ = heap.free(buf);
         }
-        None
     }
 
     #[inline]

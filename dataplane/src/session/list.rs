@@ -25,6 +25,7 @@ impl SlotList {
     }
 
     /// Appends `id` (not on any list).
+    #[inline(always)]
     pub(crate) fn push(&mut self, table: &mut SessionTable<'_>, id: SlotId) {
         let tail = self.tail;
         let sl = table.slot_mut(id);
@@ -41,6 +42,7 @@ impl SlotList {
     }
 
     /// Unlinks `id` (on this list).
+    #[inline(always)]
     pub(crate) fn remove(&mut self, table: &mut SessionTable<'_>, id: SlotId) {
         let sl = table.slot_mut(id);
         let (prev, next) = (sl.prev, sl.next);
