@@ -154,27 +154,27 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
     /// known), spending one credit. The caller checked `wants_tx` and the credits.
     #[inline(always)]
     pub(crate) fn send_next(&mut self, s: usize, i: usize) {
-        {
-            let sess = &mut self.sessions[s];
-            let sl = &sess.slots[i];
-            sess.credits -= 1;
-            let n = sl.num_tx;
-            if n < sl.req_pkts {
-                let pkt = crate::tx::data_pkt(
-                    self.heap.region(),
-                    self.data_per_pkt,
-                    sl.req.as_ref().expect("active request"),
-                    n as usize,
-                );
-                self.push_tx(pkt, s);
-            } else {
-                let (rt, rn) = (sl.req_type, sl.cur_req_num);
-                self.send_ctrl(s, PktType::Rfr, rt, n, rn);
-            }
-            self.cc_on_tx(s, i, n);
-            let sl = &mut self.sessions[s].slots[i];
-            sl.num_tx = n + 1;
-            sl.progress_ns = self.now;
+        // The slot's bookkeeping (credit, counters, TX timestamp) in one borrow of the session,
+        // then the frame.
+        let ts = self.cc_tx_stamp();
+        let now = self.now;
+        let sess = &mut self.sessions[s];
+        sess.credits -= 1;
+        let sl = &mut sess.slots[i];
+        let n = sl.num_tx;
+        sl.num_tx = n + 1;
+        sl.progress_ns = now;
+        if let Some(ts) = ts {
+            sl.tx_ts[n as usize % crate::cc::RTT_TS] = ts;
+        }
+        if n < sl.req_pkts {
+            let req = sl.req.as_ref().expect("active request");
+            let pkt = crate::tx::data_pkt(self.heap.region(), self.data_per_pkt, req, n as usize);
+            sess.stats.tx_pkts += 1;
+            self.tx.push(&mut self.transport, &mut self.stats, pkt);
+        } else {
+            let (rt, rn) = (sl.req_type, sl.cur_req_num);
+            self.send_ctrl(s, PktType::Rfr, rt, n, rn);
         }
     }
 

@@ -148,14 +148,12 @@ impl<'m, T: Transport, C: Clock, Ctx> Rpc<'m, T, C, Ctx> {
         false
     }
 
-    /// Packet `pkt_num` of slot `i` is being sent: record its TX timestamp.
-    #[inline]
-    pub(crate) fn cc_on_tx(&mut self, s: usize, i: usize, pkt_num: u16) {
-        if !self.cfg.cc.enabled {
-            return;
-        }
-        let now = self.cc_now();
-        self.sessions[s].slots[i].tx_ts[pkt_num as usize % RTT_TS] = now as u32;
+    /// The TX timestamp of a packet being sent, for its slot's `tx_ts[pkt_num % RTT_TS]`
+    /// (`None` without congestion control): `send_next` records it with the rest of the slot's
+    /// bookkeeping.
+    #[inline(always)]
+    pub(crate) fn cc_tx_stamp(&self) -> Option<u32> {
+        self.cfg.cc.enabled.then(|| self.cc_now() as u32)
     }
 
     /// Packet `pkt_num` of slot `i` was acknowledged (credit return or response): one RTT
