@@ -129,6 +129,8 @@ fn client_multi_pkt_response_rfrs() {
 fn client_multi_pkt_request_and_response_numbering() {
     // N = 2, M = 3: RESP 0 is pkt_num 1, RFRs are 2 and 3.
     let mut b = client();
+    let st = b.rpc.session_stats(b.session()).unwrap();
+    let (tx0, rx0) = (st.tx_pkts, st.rx_pkts);
     let req = pattern(4, 1500);
     b.request(&req, 3000, 5);
     b.step();
@@ -143,6 +145,10 @@ fn client_multi_pkt_request_and_response_numbering() {
     assert_eq!(p(&tx[1]), b.exp(PktType::Rfr, 0, 3, 8));
     assert!(b.deliver([r[1].clone(), r[2].clone()]).is_empty());
     assert_eq!(b.ctx().done, vec![Done { tag: 5, result: Ok(2500), data: want }]);
+    // The session counted every packet of the RPC it sent once: N request packets and M - 1
+    // RFRs (on top of what its connect sent), and every one it received: a CR and M responses.
+    let st = b.rpc.session_stats(b.session()).unwrap();
+    assert_eq!((st.tx_pkts - tx0, st.rx_pkts - rx0), (2 + 2, 1 + 3));
 }
 
 #[test]

@@ -10,7 +10,7 @@ use erpc_dataplane::clock::SimClock;
 use erpc_dataplane::fabric::RxBuf;
 use erpc_dataplane::Clock;
 use erpc_dataplane::SmError;
-use erpc_kv::client::{next_deadline_ns, Outcome};
+use erpc_kv::client::{self, next_deadline_ns, Outcome};
 use erpc_kv::cluster::{sim_rpc_config, Cluster};
 use erpc_kv::{ClientConfig, SimOptions};
 use std::rc::Rc;
@@ -37,14 +37,21 @@ fn a_client_pointed_at_an_endpoint_that_is_no_replica_is_told_it_was_refused() {
     // must wake for it.
     let now = c.clients[e].clock().now_ns();
     let due = next_deadline_ns(&c.clients[e]).expect("a reconnection is due");
-    assert!(due <= now + 5 * MS, "due at {due}, now {now}");
-    let d = run_op(&mut c, e, 0, put(b"k", b"v"), S);
+    assert!(now < due && due <= now + 5 * MS, "due at {due}, now {now}");
+    // An operation with no replica to take it waits out the 1 ms backoff: its retry is due too.
+    client::submit(&mut c.clients[e], 0, put(b"k", b"v"));
+    assert_eq!(next_deadline_ns(&c.clients[e]), Some(due.min(now + MS)));
+    assert!(c.run_until(S, |c| !c.clients[e].ctx().busy(0)), "the operation did not finish");
+    let d = c.clients[e].ctx_mut().done.pop_back().expect("done");
     let Outcome::Failed(why) = d.outcome else { panic!("{:?}", d.outcome) };
     assert!(why.starts_with("no replica accepted a session within 0.1 s: replica 1: the server refused"), "{why}");
-    // The real replicas serve the cluster's own client meanwhile.
-    assert_eq!(run_op(&mut c, 0, 0, put(b"k", b"v"), S).outcome, Outcome::Ok);
+    // The real replicas serve the cluster's own client meanwhile. Connected to every replica,
+    // with its operation in flight or done, it has nothing to retry: only packets bring work.
+    client::submit(&mut c.clients[0], 0, put(b"k", b"v"));
+    assert_eq!(next_deadline_ns(&c.clients[0]), None);
+    assert!(c.run_until(S, |c| !c.clients[0].ctx().busy(0)), "the operation did not finish");
+    assert_eq!(c.clients[0].ctx_mut().done.pop_back().expect("done").outcome, Outcome::Ok);
     assert_eq!(c.clients[0].ctx().refusal(), None);
-    // Connected to every replica, nothing to retry: only packets can bring it work.
     assert_eq!(next_deadline_ns(&c.clients[0]), None);
 }
 
