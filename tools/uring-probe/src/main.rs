@@ -52,6 +52,7 @@ struct Args {
 const BUF: usize = 2048;
 const RECV: u64 = 1;
 const SEND: u64 = 2;
+const CANCEL: u64 = 3;
 /// `IORING_ENTER_GETEVENTS` of Linux's `include/uapi/linux/io_uring.h`.
 const IORING_ENTER_GETEVENTS: u32 = 1;
 
@@ -62,44 +63,58 @@ struct Ring {
     fd: i32,
     rx: Box<[u8; BUF]>,
     tx: Vec<u8>,
-    to: Box<libc::sockaddr_in>,
+    /// Where sends go; `None` on a connected socket.
+    to: Option<Box<libc::sockaddr_in>>,
+    /// Receives and sends submitted and not yet completed.
+    posted: usize,
 }
 
 impl Ring {
-    fn new(s: &UdpSocket, mode: Mode, to: SocketAddrV4, size: usize) -> std::io::Result<Ring> {
+    fn new(s: &UdpSocket, mode: Mode, to: Option<SocketAddrV4>, size: usize) -> std::io::Result<Ring> {
         let ring = match mode {
-            Mode::UringDefer => IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_defer_taskrun().build(64)?,
+            Mode::UringDefer => {
+                IoUring::builder().setup_single_issuer().setup_coop_taskrun().setup_defer_taskrun().build(64)?
+            }
             Mode::UringSqpoll => IoUring::builder().setup_sqpoll(1000).build(64)?,
             _ => IoUring::new(64)?,
         };
-        // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
-        let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-        sa.sin_family = libc::AF_INET as libc::sa_family_t;
-        sa.sin_port = to.port().to_be();
-        sa.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
-        Ok(Ring { ring, mode, fd: s.as_raw_fd(), rx: Box::new([0; BUF]), tx: vec![7; size], to: Box::new(sa) })
+        let to = to.map(|to| {
+            // SAFETY: sockaddr_in is plain data; all zeroes is a valid value.
+            let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_port = to.port().to_be();
+            sa.sin_addr.s_addr = u32::from_ne_bytes(to.ip().octets());
+            Box::new(sa)
+        });
+        Ok(Ring { ring, mode, fd: s.as_raw_fd(), rx: Box::new([0; BUF]), tx: vec![7; size], to, posted: 0 })
+    }
+
+    fn post(&mut self, e: io_uring::squeue::Entry) {
+        self.posted += 1;
+        self.push(e);
     }
 
     fn push(&mut self, e: io_uring::squeue::Entry) {
-        // SAFETY: every buffer an entry names (`rx`, `tx`, `to`) is owned by this ring's
-        // struct, on the heap, and outlives the operation: the ring is dropped (which waits for
-        // or cancels its operations) before them, and `rx` is not read while a receive is
+        // SAFETY: every buffer an entry names (`rx`, `tx`, `to`) is owned by this struct, on
+        // the heap, and outlives the operation: an operation still posted when the struct goes
+        // is cancelled and reaped first (`Drop`), and `rx` is not read while a receive is
         // posted, nor `tx` changed while a send is.
         unsafe { self.ring.submission().push(&e).expect("the submission queue has room") };
     }
 
     fn post_recv(&mut self) {
         let e = opcode::Recv::new(types::Fd(self.fd), self.rx.as_mut_ptr(), BUF as u32).build().user_data(RECV);
-        self.push(e);
+        self.post(e);
     }
 
     fn post_send(&mut self) {
-        let e = opcode::Send::new(types::Fd(self.fd), self.tx.as_ptr(), self.tx.len() as u32)
-            .dest_addr(&*self.to as *const libc::sockaddr_in as *const libc::sockaddr)
-            .dest_addr_len(std::mem::size_of::<libc::sockaddr_in>() as u32)
-            .build()
-            .user_data(SEND);
-        self.push(e);
+        let mut op = opcode::Send::new(types::Fd(self.fd), self.tx.as_ptr(), self.tx.len() as u32);
+        if let Some(to) = &self.to {
+            op = op
+                .dest_addr(&**to as *const libc::sockaddr_in as *const libc::sockaddr)
+                .dest_addr_len(std::mem::size_of::<libc::sockaddr_in>() as u32);
+        }
+        self.post(op.build().user_data(SEND));
     }
 
     fn submit(&mut self) -> std::io::Result<()> {
@@ -128,6 +143,7 @@ impl Ring {
             }
             let mut got = false;
             for c in self.ring.completion() {
+                self.posted -= 1;
                 if c.result() < 0 {
                     return Err(std::io::Error::from_raw_os_error(-c.result()));
                 }
@@ -138,6 +154,35 @@ impl Ring {
             }
             if stop.load(Ordering::Relaxed) {
                 return Ok(false);
+            }
+        }
+    }
+}
+
+impl Drop for Ring {
+    /// Cancels what is still posted (an armed receive) and waits for the kernel to let go of
+    /// its buffers before they are freed.
+    fn drop(&mut self) {
+        if self.posted == 0 {
+            return;
+        }
+        let cancel = opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL);
+        self.push(cancel);
+        let mut cancelled = false;
+        while self.posted > 0 || !cancelled {
+            if self.ring.submit_and_wait(1).is_err() {
+                // The ring is unusable: leak the buffers rather than free memory the kernel
+                // may still write.
+                std::mem::forget(std::mem::replace(&mut self.rx, Box::new([0; BUF])));
+                std::mem::forget(std::mem::take(&mut self.tx));
+                std::mem::forget(self.to.take());
+                return;
+            }
+            for c in self.ring.completion() {
+                match c.user_data() {
+                    CANCEL => cancelled = true,
+                    _ => self.posted -= 1,
+                }
             }
         }
     }
@@ -155,7 +200,7 @@ fn echo_syscalls(s: &UdpSocket, stop: &AtomicBool) -> std::io::Result<()> {
 }
 
 fn echo_uring(s: &UdpSocket, mode: Mode, to: SocketAddrV4, size: usize, stop: &AtomicBool) -> std::io::Result<()> {
-    let mut r = Ring::new(s, mode, to, size)?;
+    let mut r = Ring::new(s, mode, Some(to), size)?;
     r.post_recv();
     r.submit()?;
     while r.wait_recv(stop)? {
@@ -201,7 +246,9 @@ fn measure(mode: Mode, secs: f64, size: usize) -> std::io::Result<(f64, Vec<u64>
             }
         }
         m => {
-            let mut r = Ring::new(&cli, m, sa, size)?;
+            // Connected, as the system-call client's socket: no address per send.
+            cli.connect(sa)?;
+            let mut r = Ring::new(&cli, m, None, size)?;
             while t0.elapsed() < end {
                 let t = Instant::now();
                 r.post_recv();
@@ -227,6 +274,10 @@ fn main() -> std::io::Result<()> {
     for round in 0..a.rounds {
         for &m in &a.modes {
             let (rate, rtt) = measure(m, a.duration, a.size)?;
+            if rtt.is_empty() {
+                println!("{round:>5} {:>14} no round trip completed", format!("{m:?}"));
+                continue;
+            }
             let q = |f: f64| rtt[((rtt.len() as f64 * f) as usize).min(rtt.len() - 1)] as f64 / 1000.0;
             let name = format!("{m:?}");
             println!("{round:>5} {name:>14} {rate:>16.0} {:>10.2} {:>10.2}", q(0.5), q(0.99));
