@@ -607,6 +607,9 @@ pub(crate) struct KvReport {
     redirects: u64,
     retries: u64,
     elections: u64,
+    /// Over AF_XDP, how the endpoints' XDP programs were attached ("native", "generic", or
+    /// both joined by "+" if they differed).
+    xdp_attach: Option<String>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -650,6 +653,7 @@ impl KvReport {
             redirects: 0,
             retries: 0,
             elections: 0,
+            xdp_attach: None,
         }
     }
 
@@ -671,13 +675,15 @@ impl KvReport {
             "ratio_p50": p50.zip(rtt50).map(|(a, b)| a / b),
             "ratio_leader_p50": lp50.zip(rtt50).map(|(a, b)| a / b),
             "redirects": self.redirects, "retries": self.retries, "elections": self.elections,
+            "xdp_attach": self.xdp_attach,
         })
     }
 
     fn print(&self) {
         let d = if self.durable { "fsync" } else { "none" };
+        let xdp = self.xdp_attach.as_ref().map_or(String::new(), |m| format!(" ({m} XDP)"));
         println!(
-            "erpc kv {} over {}: {} client(s), {}% GETs, {} B keys, {} B values, durability {d}, {:.2} s",
+            "erpc kv {} over {}{xdp}: {} client(s), {}% GETs, {} B keys, {} B values, durability {d}, {:.2} s",
             self.setup, self.transport, self.clients, self.get_pct, self.key_size, self.value_size, self.secs
         );
         println!("  operations:       {} ({:.0}/s), {} failed", self.ops, self.ops as f64 / self.secs, self.failed);
@@ -984,6 +990,7 @@ fn local_afxdp(
         kv_afxdp(&e.interface, None, 31850, bytes, attach).with_context(|| format!("opening AF_XDP in {}", e.netns))
     };
     let nics = (0..3).map(|i| open(i, cluster::REPLICA_REGION)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut modes: Vec<XdpAttach> = nics.iter().map(|n| n.attach_mode()).collect();
     let peers: Vec<EndpointAddr> = nics.iter().map(|n| n.local_addr()).collect();
     let clock = shared_clock();
     let mut replicas = Vec::new();
@@ -998,10 +1005,23 @@ fn local_afxdp(
     let mut cc = ClientConfig::new(peers, l.clients);
     cc.max_value = l.value_size;
     let t = open(3, cluster::client_region_bytes(&cc))?;
+    modes.push(t.attach_mode());
     // SAFETY: as above.
     let region = unsafe { t.dataplane_region() };
     let cli = cluster::client_endpoint_in(t, region, clock, udp_rpc_config(), cc).context("starting the client")?;
-    run_local_on(replicas, cli, l, "afxdp", setup)
+    let mut r = run_local_on(replicas, cli, l, "afxdp", setup)?;
+    let mut names: Vec<&str> = modes
+        .iter()
+        .map(|m| match m {
+            XdpAttach::Native => "native",
+            XdpAttach::Generic => "generic",
+            XdpAttach::Auto => "auto",
+        })
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    r.xdp_attach = Some(names.join("+"));
+    Ok(r)
 }
 
 fn run_local<T: Transport>(

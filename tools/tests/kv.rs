@@ -258,10 +258,12 @@ fn kv_local_runs_three_replicas_and_a_client_on_one_thread() {
 /// own; the namespaces are gone afterwards.
 #[test]
 fn kv_local_runs_over_afxdp_on_a_segment_of_namespaces() {
-    // Auto (generic on these single-queue veths), and native as `--xdp-mode` asks.
-    for mode in ["auto", "native"] {
+    // Auto (generic on these single-queue veths), and native as `--xdp-mode` asks: the report
+    // says which every endpoint got.
+    for (mode, attached) in [("auto", "generic"), ("native", "native")] {
         let v = json(&["kv", "local", "--transport", "afxdp", "--xdp-mode", mode, "--duration", "0.3", "--json"]);
         assert_eq!(v["transport"], "afxdp");
+        assert_eq!(v["xdp_attach"], attached, "{mode}: {v}");
         assert_eq!(v["failed"], 0, "{mode}: {v}");
         assert!(v["ops"].as_u64().unwrap() > 10, "{mode}: {v}");
         assert!(v["rtt_p50_us"].as_f64().is_some_and(|x| x > 0.0), "{mode}: {v}");
