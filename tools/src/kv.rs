@@ -583,7 +583,16 @@ fn run_op<T: Transport>(cli: &mut ClientRpc<T, Clk>, op: Op, timeout_ns: u64) ->
     while cli.ctx().busy(0) {
         client::poll(cli);
     }
-    cli.ctx_mut().done.pop_front().expect("finished")
+    let d = cli.ctx_mut().done.pop_front().expect("finished");
+    // A peer that refused while another answered: the operation went through, but the peers
+    // list is wrong (a failed operation's error says so itself).
+    if !matches!(d.outcome, Outcome::Failed(_)) {
+        let k = cli.ctx();
+        for why in (0..k.cfg.peers.len()).filter_map(|i| k.not_a_replica(i)) {
+            eprintln!("erpc: warning: {why}");
+        }
+    }
+    d
 }
 
 /// What a benchmark measured.

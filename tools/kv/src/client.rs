@@ -245,7 +245,9 @@ impl KvClient {
 
     /// Why replica `i` is no replica of this store: the endpoint there refused the store's
     /// requests (one of that type), as a server without a handler for it does.
-    fn not_a_replica(&self, i: usize) -> Option<String> {
+    /// Why peer `i` is no replica of this store, if it refused a store request as an eRPC
+    /// server of something else (a wrong `--peers` address).
+    pub fn not_a_replica(&self, i: usize) -> Option<String> {
         let r = &self.replicas[i];
         let (a, (t, _)) = (r.addr?, r.refuses?);
         let at = std::net::SocketAddrV4::from(a);
