@@ -616,8 +616,8 @@ pub(crate) struct KvReport {
     redirects: u64,
     retries: u64,
     elections: u64,
-    /// Over AF_XDP, how the endpoints' XDP programs were attached ("native", "generic", or
-    /// both joined by "+" if they differed).
+    /// With `kv local` over AF_XDP, how the endpoints' XDP programs were attached ("native",
+    /// "generic", or both joined by "+" if they differed); `None` otherwise.
     xdp_attach: Option<String>,
 }
 

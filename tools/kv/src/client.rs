@@ -243,10 +243,8 @@ impl KvClient {
             .find_map(|i| self.connect_error(i).filter(|e| *e != SmError::RemoteUnreachable).map(|e| (i, e)))
     }
 
-    /// Why replica `i` is no replica of this store: the endpoint there refused the store's
-    /// requests (one of that type), as a server without a handler for it does.
-    /// Why peer `i` is no replica of this store, if it refused a store request as an eRPC
-    /// server of something else (a wrong `--peers` address).
+    /// Why peer `i` is no replica of this store, if the endpoint there refused a store request
+    /// (one of that type) as an eRPC server of something else does (a wrong `--peers` address).
     pub fn not_a_replica(&self, i: usize) -> Option<String> {
         let r = &self.replicas[i];
         let (a, (t, _)) = (r.addr?, r.refuses?);
