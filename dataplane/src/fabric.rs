@@ -24,6 +24,7 @@ use core::marker::PhantomData;
 use core::ptr::NonNull;
 use rand_core::{RngCore, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
+use zerocopy::FromBytes;
 
 /// Ports per fabric.
 pub const MAX_PORTS: usize = 8;
@@ -108,14 +109,6 @@ pub struct Fabric<'f, C: Clock> {
 }
 
 const MAC_PREFIX: [u8; 5] = [0x02, 0x00, 0x00, 0x00, 0x00];
-
-/// Offsets in a frame of the fields the fabric routes by: the destination MAC, IPv4 address and
-/// UDP port of [`UdpFrameHdr`].
-const DST_MAC: usize = core::mem::offset_of!(UdpFrameHdr, eth) + core::mem::offset_of!(crate::wire::EthHdr, dst);
-const DST_IPV4: usize = core::mem::offset_of!(UdpFrameHdr, ipv4) + core::mem::offset_of!(crate::wire::Ipv4Hdr, dst);
-const DST_PORT: usize = core::mem::offset_of!(UdpFrameHdr, udp) + core::mem::offset_of!(crate::wire::UdpHdr, dst_port);
-// `route` reads these fields within the frame's first HEADROOM bytes, which it checks are there.
-const _: () = assert!(DST_MAC + 6 <= HEADROOM && DST_IPV4 + 4 <= HEADROOM && DST_PORT + 2 <= HEADROOM);
 
 impl<'f, C: Clock> Fabric<'f, C> {
     pub fn new(clock: C, seed: u64) -> Self {
@@ -277,17 +270,13 @@ impl<'f, C: Clock> Fabric<'f, C> {
             ports[src].stats.oversize += 1;
             return None;
         }
+        // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid and
+        // unchanged until the frame leaves the TX queue (the Transport contract); it is the
+        // sender's memory, which no device writes.
+        let hr = unsafe { core::slice::from_raw_parts(p.segs[0].vaddr, HEADROOM) };
         // Only the destination fields, read in place.
-        let at = |off: usize| p.segs[0].vaddr.wrapping_add(off);
-        // SAFETY: segment 0 holds at least HEADROOM readable bytes (checked above), valid until
-        // the frame leaves the TX queue (the Transport contract); each field lies within them.
-        let (mac, ipv4, udp_port) = unsafe {
-            (
-                core::ptr::read_unaligned(at(DST_MAC) as *const [u8; 6]),
-                core::ptr::read_unaligned(at(DST_IPV4) as *const [u8; 4]),
-                u16::from_be_bytes(core::ptr::read_unaligned(at(DST_PORT) as *const [u8; 2])),
-            )
-        };
+        let to = UdpFrameHdr::ref_from_bytes(hr).expect("HEADROOM bytes");
+        let (mac, ipv4, udp_port) = (to.eth.dst, to.ipv4.dst, to.udp.dst_port.get());
         let d = mac[5] as usize;
         if mac[..5] != MAC_PREFIX || d >= ports.len() {
             ports[src].stats.no_route += 1;
