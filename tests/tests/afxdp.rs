@@ -296,6 +296,31 @@ fn a_flush_waits_out_a_link_down_and_the_window_holds() {
     });
 }
 
+/// In copy mode the kernel sends a frame inside the `sendto` that wakes it, so the frame is known
+/// read when `tx_burst` returns: the dataplane can reuse its buffer at once (a server recycles
+/// its response buffer instead of parking it and allocating another for the next request).
+#[test]
+fn a_frame_sent_in_copy_mode_is_known_read_when_tx_burst_returns() {
+    let (_g, pair) = setup();
+    let (a, b) = (pair.a.clone(), pair.b.clone());
+    on_thread(move || {
+        let mut tb = open_in(&b, config(&b)).expect("b");
+        let mut ta = open_in(&a, config(&a)).expect("a");
+        let to = tb.local_addr();
+        for k in 1..=200u64 {
+            let p = frame_in_region(&ta, &to, format!("FRAME{k:03}").as_bytes());
+            assert_eq!(ta.tx_burst(&[p]), 1);
+            assert_eq!(ta.tx_reclaimed(), k, "frame {k} is read without a flush or a full ring");
+            // Known read, so reusing the buffer at once cannot change what was sent.
+            let _ = frame_in_region(&ta, &to, b"CLOBBERED");
+            let f = erpc_tests::receive_one(&mut tb, std::time::Duration::from_secs(2)).expect("the frame arrived");
+            assert_eq!(&f[42..], format!("FRAME{k:03}").as_bytes());
+        }
+        assert_eq!(ta.stats().tx_flushes, 0, "no flush was needed");
+        assert_eq!(ta.stats().tx_completed_descs, 200);
+    });
+}
+
 /// The XDP program takes only frames to the endpoint's own address and port: another address of
 /// the same interface, same port, still reaches the kernel.
 #[test]

@@ -17,9 +17,11 @@
 //!
 //! # Buffer ownership
 //! RX frames are lent to the dataplane straight from the UMEM and returned to the fill ring,
-//! in any order, when released. TX is unsignaled in spirit: completions are reaped only when
-//! the TX window fills or in [`Transport::tx_flush`], which returns once every accepted packet
-//! has completed. A packet with a header and a data segment goes out as a two-descriptor
+//! in any order, when released. In copy mode the kernel sends (and completes) what a `sendto`
+//! wakes it for inside that call, so completions are reaped right after it: `tx_reclaimed` is
+//! current when `tx_burst` returns and the dataplane reuses buffers at once. In zero-copy mode
+//! the driver sends asynchronously, and completions are reaped when the TX window fills or in
+//! [`Transport::tx_flush`], which returns once every accepted packet has completed. A packet with a header and a data segment goes out as a two-descriptor
 //! multi-buffer frame (`XDP_PKT_CONTD`, Linux 6.6 or later).
 //!
 //! # Modes
@@ -827,6 +829,12 @@ impl AfXdpTransport {
             }
         }
         self.tx_unsent = !self.tx.all_consumed();
+        if !self.zero_copy {
+            // Copy mode completes what it sent inside the call: take the completions now, so
+            // that `tx_reclaimed` is current and the dataplane can reuse a response buffer
+            // at once instead of parking it and allocating another.
+            self.reap();
+        }
     }
 
     /// Takes completed descriptors off the completion ring and retires the packets they finish.
