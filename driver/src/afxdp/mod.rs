@@ -77,8 +77,6 @@ const UNALIGNED_OFFSET_SHIFT: u32 = 48;
 const UNALIGNED_ADDR_MASK: u64 = (1 << UNALIGNED_OFFSET_SHIFT) - 1;
 /// The kernel's page size, at whose boundaries zero-copy descriptors are split.
 const KERNEL_PAGE: usize = 4096;
-/// Most descriptors one packet needs: two segments, each split at most once.
-const MAX_DESCS: usize = 4;
 
 /// How long a bind retries while the queue is busy: a socket of the queue closed just before
 /// (by a process that just exited, say) is released by the kernel in deferred work.
@@ -868,28 +866,40 @@ impl AfXdpTransport {
         (off >= self.region_off && off.checked_add(len)? <= self.umem.len()).then_some(off)
     }
 
-    /// The descriptors of one packet, or `None` if it is not a frame we can send.
-    fn descriptors(&self, p: &TxPacket) -> Option<([libc::xdp_desc; MAX_DESCS], usize)> {
+    /// How many descriptors packet `p` takes, or `None` if it is not a frame we can send.
+    #[inline(always)]
+    fn desc_count(&self, p: &TxPacket) -> Option<u32> {
         let len = p.len();
         if !(HEADROOM..=self.mtu).contains(&len) {
             return None;
         }
-        let mut d = [desc(0, 0, 0); MAX_DESCS];
         let mut n = 0;
         for s in p.segs.iter().filter(|s| s.len > 0) {
             let off = self.umem_offset(s.vaddr, s.len as usize)?;
+            n += if self.zero_copy { split_at_page(off, s.len as usize, KERNEL_PAGE).1 as u32 } else { 1 };
+        }
+        Some(n)
+    }
+
+    /// Writes the `n` descriptors of packet `p` (counted by [`desc_count`](Self::desc_count))
+    /// into the TX ring from entry `at` on, each whole with its final options (a descriptor
+    /// array patched afterwards and copied made the copy wait on a failed store forward).
+    #[inline(always)]
+    fn write_descs(&mut self, p: &TxPacket, at: u32, n: u32) {
+        let mut i = 0;
+        for s in p.segs.iter().filter(|s| s.len > 0) {
+            let off = self.umem_offset(s.vaddr, s.len as usize).unwrap_or(0);
             let (pieces, k) = if self.zero_copy {
                 split_at_page(off, s.len as usize, KERNEL_PAGE)
             } else {
                 ([(off, s.len as usize), (0, 0)], 1)
             };
             for &(o, l) in &pieces[..k] {
-                d[n] = desc(o as u64, l as u32, libc::XDP_PKT_CONTD);
-                n += 1;
+                i += 1;
+                let options = if i < n { libc::XDP_PKT_CONTD } else { 0 };
+                self.tx.write(at + i - 1, desc(o as u64, l as u32, options));
             }
         }
-        d[n - 1].options = 0;
-        Some((d, n))
     }
 
     fn frame_of(&self, addr: u64) -> Option<(u32, usize)> {
@@ -1003,13 +1013,12 @@ impl Transport for AfXdpTransport {
                     break;
                 }
             }
-            let Some((d, n)) = self.descriptors(p) else {
+            let Some(n) = self.desc_count(p) else {
                 self.stats.tx_malformed += 1;
                 self.pending.push_back(0);
                 accepted += 1;
                 continue;
             };
-            let n = n as u32;
             if self.outstanding_descs + n > size {
                 self.reap();
                 if self.outstanding_descs + n > size {
@@ -1020,9 +1029,7 @@ impl Transport for AfXdpTransport {
             if self.tx.free(written + n) < written + n {
                 break;
             }
-            for (i, x) in d[..n as usize].iter().enumerate() {
-                self.tx.write(written + i as u32, *x);
-            }
+            self.write_descs(p, written, n);
             written += n;
             self.outstanding_descs += n;
             self.pending.push_back(n as u8);
