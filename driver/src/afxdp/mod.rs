@@ -17,12 +17,16 @@
 //!
 //! # Buffer ownership
 //! RX frames are lent to the dataplane straight from the UMEM and returned to the fill ring,
-//! in any order, when released. In copy mode the kernel sends (and completes) what a `sendto`
-//! wakes it for inside that call, so completions are reaped right after it: `tx_reclaimed` is
-//! current when `tx_burst` returns and the dataplane reuses buffers at once. In zero-copy mode
-//! the driver sends asynchronously, and completions are reaped when the TX window fills or in
-//! [`Transport::tx_flush`], which returns once every accepted packet has completed. A packet with a header and a data segment goes out as a two-descriptor
-//! multi-buffer frame (`XDP_PKT_CONTD`, Linux 6.6 or later).
+//! in any order, when released. In copy mode, completions already on the ring are taken right
+//! after each `sendto` that wakes the kernel: a completion is written when the kernel frees the
+//! frame's skb, which on a veth happens inside that `sendto` (the peer's receive runs in the
+//! softirq its transmit raises on the same CPU), so there `tx_reclaimed` is current when
+//! `tx_burst` returns and the dataplane reuses buffers at once. Where the skb is freed later (a
+//! NIC driver's TX completion, virtio_net, which sends copy-mode frames from the UMEM pages) and
+//! in zero-copy mode, completions are picked up by a later kick, when the TX window fills, or in
+//! [`Transport::tx_flush`], which returns once every accepted packet has completed. A packet
+//! with a header and a data segment goes out as a two-descriptor multi-buffer frame
+//! (`XDP_PKT_CONTD`, Linux 6.6 or later).
 //!
 //! # Modes
 //! Copy mode ([`BindMode::Copy`], the default) works on every interface, veth included. With
@@ -828,9 +832,11 @@ impl AfXdpTransport {
         }
         self.tx_unsent = !self.tx.all_consumed();
         if !self.zero_copy {
-            // Copy mode completes what it sent inside the call: take the completions now, so
-            // that `tx_reclaimed` is current and the dataplane can reuse a response buffer
-            // at once instead of parking it and allocating another.
+            // Take the completions already written: on a veth the peer's receive, and with it
+            // the freeing of the frame's skb that writes its completion, ran inside the call,
+            // so `tx_reclaimed` becomes current and the dataplane can reuse a response buffer
+            // at once instead of parking it and allocating another. Elsewhere this takes what
+            // has completed so far.
             self.reap();
         }
     }
@@ -888,7 +894,9 @@ impl AfXdpTransport {
     fn write_descs(&mut self, p: &TxPacket, at: u32, n: u32) {
         let mut i = 0;
         for s in p.segs.iter().filter(|s| s.len > 0) {
-            let off = self.umem_offset(s.vaddr, s.len as usize).unwrap_or(0);
+            // `desc_count` found every non-empty segment inside the region; nothing between the
+            // two calls changes the region or the packet.
+            let off = self.umem_offset(s.vaddr, s.len as usize).expect("checked by desc_count");
             let (pieces, k) = if self.zero_copy {
                 split_at_page(off, s.len as usize, KERNEL_PAGE)
             } else {
