@@ -195,6 +195,10 @@ pub struct UdpTransport {
     /// empty call costs less than `recvmmsg`'s (no message headers copied in), so a spinning
     /// latency-bound endpoint notices an arrival sooner.
     rx_idle: bool,
+    /// The headroom template of the last source received from (its address, its template):
+    /// most datagrams come from the peer before, and building a template costs an IPv4
+    /// header checksum.
+    rx_route: (EndpointAddr, RoutingInfo),
     // Scratch for `sendmmsg`, allocated once: a message per datagram, or per run of packets
     // sent as one UDP_SEGMENT datagram (`tx_pkts` of them, `tx_ctrl` its control message).
     tx_hdrs: Vec<libc::mmsghdr>,
@@ -388,6 +392,8 @@ impl UdpTransport {
             rx_ctrl: vec![GroCmsg { hdr: zeroed_cmsghdr(), size: 0, _pad: [0; 4] }; b],
             pending: std::collections::VecDeque::with_capacity(SPILL / 64),
             rx_idle: false,
+            // Coherent from the start: the key's own template.
+            rx_route: (EndpointAddr::default(), RoutingInfo::new(&EndpointAddr::default(), &local)),
             tx_hdrs: vec![empty_hdr(); b],
             tx_iov: vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; 2 * b],
             tx_addr: vec![sockaddr([0; 4], 0); b],
@@ -664,6 +670,34 @@ impl Transport for UdpTransport {
     }
 
     fn tx_burst(&mut self, pkts: &[TxPacket]) -> usize {
+        if let [p] = pkts {
+            // One single-segment packet (the latency-bound case): straight to `sendto`, without
+            // filling the `sendmmsg` scratch. Any error takes the general path below, which
+            // sends it again and handles the error (so does a GSO probe in progress, which only
+            // the general path concludes).
+            if p.segs[1].len == 0 && self.gso != Gso::Probing {
+                if let Some((addr, plen)) = self.check_tx(p) {
+                    // SAFETY: the packet's payload (past the headroom, `plen` bytes inside
+                    // segment 0, checked by `check_tx`) is readable as the dataplane guarantees
+                    // until this call returns; `addr` is a live `sockaddr_in`.
+                    let r = unsafe {
+                        libc::sendto(
+                            self.sock.as_raw_fd(),
+                            p.segs[0].vaddr.add(HEADROOM).cast(),
+                            plen,
+                            libc::MSG_DONTWAIT,
+                            (&addr as *const libc::sockaddr_in).cast(),
+                            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                        )
+                    };
+                    if r >= 0 {
+                        self.stats.tx_datagrams += 1;
+                        self.accepted += 1;
+                        return 1;
+                    }
+                }
+            }
+        }
         let mut done = 0;
         while done < pkts.len() {
             // Build a batch of sendable packets; a malformed one is dropped (and counted) on its
@@ -821,7 +855,10 @@ impl Transport for UdpTransport {
             let src =
                 EndpointAddr { mac: [0; 6], ipv4: a.sin_addr.s_addr.to_ne_bytes(), udp_port: u16::from_be(a.sin_port) };
             // One template for every packet of the datagram.
-            let route = RoutingInfo::new(&src, &self.local);
+            if src != self.rx_route.0 {
+                self.rx_route = (src, RoutingInfo::new(&src, &self.local));
+            }
+            let route = self.rx_route.1;
             let p = self.lend(i, &route, first);
             n = self.hand_over(out, n, p);
             if let Some(seg) = seg {

@@ -72,6 +72,34 @@ fn received_datagrams_get_the_headroom_of_their_source() {
     assert_eq!(t.stats().rx_bad_release, 1);
 }
 
+/// The transport keeps the headroom template of the last source: datagrams from sources that
+/// take turns (and a source on another local address) each get their own source's headroom,
+/// with a valid IPv4 checksum.
+#[test]
+fn datagrams_from_sources_taking_turns_get_each_their_own_headroom() {
+    let mut t = UdpTransport::bind(any_port()).unwrap();
+    let me = t.local_addr();
+    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let order = [&a, &a, &b, &a, &c, &c, &b, &b, &a, &c];
+    for (k, s) in order.iter().enumerate() {
+        let body = format!("datagram {k}");
+        s.send_to(body.as_bytes(), ("127.0.0.1", me.udp_port)).unwrap();
+        let f = recv_one(&mut t).expect("datagram");
+        assert_eq!(&f[42..], body.as_bytes());
+        let from = s.local_addr().unwrap();
+        let std::net::SocketAddr::V4(from) = from else { unreachable!() };
+        assert_eq!(&f[26..30], &from.ip().octets(), "datagram {k}: source IP");
+        assert_eq!(u16::from_be_bytes([f[34], f[35]]), from.port(), "datagram {k}: source port");
+        assert_eq!(u16::from_be_bytes([f[16], f[17]]) as usize, 20 + 8 + body.len(), "datagram {k}: IPv4 length");
+        // The IPv4 header sums to 0xFFFF with its checksum (RFC 1071).
+        let sum: u32 = f[14..34].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+        let folded = (sum & 0xFFFF) + (sum >> 16);
+        assert_eq!((folded & 0xFFFF) + (folded >> 16), 0xFFFF, "datagram {k}: IPv4 checksum");
+    }
+}
+
 #[test]
 fn oversized_datagrams_are_dropped_and_counted() {
     let mut t = UdpTransport::bind(any_port()).unwrap();
