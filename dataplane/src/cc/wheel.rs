@@ -11,6 +11,8 @@ pub const SLOT_NS: u64 = 500;
 /// Slots in the wheel: a horizon of 4096 * 0.5 µs = 2.048 ms.
 pub const NUM_SLOTS: usize = 4096;
 const NIL: u32 = u32::MAX;
+/// Words of the occupancy bitmap (a bit per slot).
+const WORDS: usize = NUM_SLOTS / 64;
 
 /// Access to the `next` link that each scheduled record carries.
 pub trait WheelLinks {
@@ -22,6 +24,9 @@ pub trait WheelLinks {
 pub struct TimingWheel {
     heads: [u32; NUM_SLOTS],
     tails: [u32; NUM_SLOTS],
+    /// Bit `s` set: slot `s` holds an entry. Lets `reap` and `next_due_ns` jump over a run of
+    /// empty slots (a paced flow's gap, an idle stretch) in one scan instead of a step per slot.
+    occupied: [u64; WORDS],
     /// Start time of slot `cursor`.
     base_ns: u64,
     cursor: usize,
@@ -31,7 +36,14 @@ pub struct TimingWheel {
 impl TimingWheel {
     /// An empty wheel whose current slot starts at `now_ns`.
     pub fn new(now_ns: u64) -> Self {
-        TimingWheel { heads: [NIL; NUM_SLOTS], tails: [NIL; NUM_SLOTS], base_ns: now_ns, cursor: 0, len: 0 }
+        TimingWheel {
+            heads: [NIL; NUM_SLOTS],
+            tails: [NIL; NUM_SLOTS],
+            occupied: [0; WORDS],
+            base_ns: now_ns,
+            cursor: 0,
+            len: 0,
+        }
     }
 
     /// Entries scheduled and not yet reaped.
@@ -49,9 +61,30 @@ impl TimingWheel {
         if self.len == 0 {
             return None;
         }
-        (0..NUM_SLOTS)
-            .find(|k| self.heads[(self.cursor + k) % NUM_SLOTS] != NIL)
-            .map(|k| self.base_ns + k as u64 * SLOT_NS)
+        self.slots_to_occupied().map(|k| self.base_ns + k as u64 * SLOT_NS)
+    }
+
+    /// How many slots from the current one (0: the current slot) to the first that holds an
+    /// entry, going round the wheel once; `None` if none does.
+    fn slots_to_occupied(&self) -> Option<usize> {
+        let (w0, b0) = (self.cursor / 64, self.cursor % 64);
+        let first = self.occupied[w0] & (!0u64 << b0);
+        if first != 0 {
+            return Some(w0 * 64 + first.trailing_zeros() as usize - self.cursor);
+        }
+        for i in 1..=WORDS {
+            let w = (w0 + i) % WORDS;
+            let mut m = self.occupied[w];
+            if i == WORDS {
+                // Back at the first word: only the slots before the cursor are left.
+                m &= (1u64 << b0).wrapping_sub(1);
+            }
+            if m != 0 {
+                let slot = w * 64 + m.trailing_zeros() as usize;
+                return Some((slot + NUM_SLOTS - self.cursor) % NUM_SLOTS);
+            }
+        }
+        None
     }
 
     /// Schedules `id` for `at_ns`.
@@ -61,6 +94,7 @@ impl TimingWheel {
         links.set_next(id, NIL);
         if self.tails[s] == NIL {
             self.heads[s] = id;
+            self.occupied[s / 64] |= 1 << (s % 64);
         } else {
             links.set_next(self.tails[s], id);
         }
@@ -91,6 +125,7 @@ impl TimingWheel {
                 self.heads[self.cursor] = links.next(id);
                 if self.heads[self.cursor] == NIL {
                     self.tails[self.cursor] = NIL;
+                    self.occupied[self.cursor / 64] &= !(1 << (self.cursor % 64));
                 }
                 self.len -= 1;
                 f(links, id);
@@ -103,8 +138,18 @@ impl TimingWheel {
                 self.base_ns = now_ns;
                 return;
             }
-            self.cursor = (self.cursor + 1) % NUM_SLOTS;
-            self.base_ns += SLOT_NS;
+            // The current slot is empty and over: go to the next slot that holds an entry, or
+            // to the one that covers `now` if that comes first, in one move (what stepping a
+            // slot at a time would reach, without visiting the empty ones).
+            let elapsed = (now_ns - self.base_ns) / SLOT_NS;
+            let Some(to_next) = self.slots_to_occupied() else {
+                // Unreachable (entries are scheduled, so a slot holds them); as if empty.
+                self.base_ns = now_ns;
+                return;
+            };
+            let k = (to_next as u64).min(elapsed);
+            self.cursor = (self.cursor + k as usize) % NUM_SLOTS;
+            self.base_ns += k * SLOT_NS;
         }
     }
 }
@@ -124,6 +169,132 @@ mod tests {
         fn set_next(&mut self, id: u32, next: u32) {
             self.0[id as usize] = next;
         }
+    }
+
+    /// The wheel before the occupancy bitmap: `reap` steps one slot at a time and
+    /// `next_due_ns` scans the heads. The bitmap wheel must do exactly what it did.
+    struct SteppingWheel {
+        heads: Vec<u32>,
+        tails: Vec<u32>,
+        base_ns: u64,
+        cursor: usize,
+        len: usize,
+    }
+
+    impl SteppingWheel {
+        fn new(now_ns: u64) -> Self {
+            SteppingWheel {
+                heads: vec![NIL; NUM_SLOTS],
+                tails: vec![NIL; NUM_SLOTS],
+                base_ns: now_ns,
+                cursor: 0,
+                len: 0,
+            }
+        }
+        fn next_due_ns(&self) -> Option<u64> {
+            if self.len == 0 {
+                return None;
+            }
+            (0..NUM_SLOTS)
+                .find(|k| self.heads[(self.cursor + k) % NUM_SLOTS] != NIL)
+                .map(|k| self.base_ns + k as u64 * SLOT_NS)
+        }
+        fn insert(&mut self, links: &mut Links, id: u32, at_ns: u64) {
+            let ahead = (at_ns.saturating_sub(self.base_ns) / SLOT_NS).min(NUM_SLOTS as u64 - 1) as usize;
+            let s = (self.cursor + ahead) % NUM_SLOTS;
+            links.set_next(id, NIL);
+            if self.tails[s] == NIL {
+                self.heads[s] = id;
+            } else {
+                links.set_next(self.tails[s], id);
+            }
+            self.tails[s] = id;
+            self.len += 1;
+        }
+        fn reap(&mut self, links: &mut Links, now_ns: u64, max: usize, out: &mut Vec<u32>) {
+            let mut done = 0;
+            loop {
+                while self.heads[self.cursor] != NIL {
+                    if done == max {
+                        return;
+                    }
+                    done += 1;
+                    let id = self.heads[self.cursor];
+                    self.heads[self.cursor] = links.next(id);
+                    if self.heads[self.cursor] == NIL {
+                        self.tails[self.cursor] = NIL;
+                    }
+                    self.len -= 1;
+                    out.push(id);
+                }
+                if self.base_ns + SLOT_NS > now_ns {
+                    return;
+                }
+                if self.len == 0 {
+                    self.base_ns = now_ns;
+                    return;
+                }
+                self.cursor = (self.cursor + 1) % NUM_SLOTS;
+                self.base_ns += SLOT_NS;
+            }
+        }
+    }
+
+    /// Random inserts (in the past, within the horizon, beyond it), clock advances (small
+    /// steps, gaps longer than the wheel, long idle stretches) and reaps of random sizes: the
+    /// wheel returns the same entries in the same order, and reports the same next due time, as
+    /// the stepping wheel, including once the cursor has gone round several times.
+    #[test]
+    fn jumping_over_empty_slots_matches_stepping_through_them() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        const IDS: usize = 20_000;
+        let (mut la, mut lb) = (Links(vec![NIL; IDS]), Links(vec![NIL; IDS]));
+        let mut now = 5_000_000u64;
+        let (mut a, mut b) = (TimingWheel::new(now), SteppingWheel::new(now));
+        let (mut next_id, mut reaped) = (0u32, 0usize);
+        let (mut out_a, mut out_b) = (Vec::new(), Vec::new());
+        for step in 0..60_000 {
+            assert_eq!(a.next_due_ns(), b.next_due_ns(), "step {step}");
+            match rnd(10) {
+                0..=3 if (next_id as usize) < IDS => {
+                    let at = match rnd(6) {
+                        0 => now.saturating_sub(rnd(20_000)),
+                        1 => now + NUM_SLOTS as u64 * SLOT_NS + rnd(5_000_000),
+                        _ => now + rnd(300_000),
+                    };
+                    a.insert(&mut la, next_id, at);
+                    b.insert(&mut lb, next_id, at);
+                    next_id += 1;
+                }
+                4..=6 => {
+                    now += match rnd(20) {
+                        0 => 3_000_000 + rnd(10_000_000),
+                        1..=3 => rnd(400_000),
+                        _ => rnd(3_000),
+                    };
+                }
+                _ => {
+                    let max = 1 + rnd(40) as usize;
+                    out_a.clear();
+                    out_b.clear();
+                    a.reap(&mut la, now, max, |_, id| out_a.push(id));
+                    b.reap(&mut lb, now, max, &mut out_b);
+                    assert_eq!(out_a, out_b, "step {step}: reap at {now} of at most {max}");
+                    reaped += out_a.len();
+                }
+            }
+            assert_eq!(a.len(), b.len, "step {step}");
+        }
+        assert!(
+            next_id as usize > IDS / 2 && reaped > IDS / 2,
+            "the run exercised the wheel: {next_id} in, {reaped} out"
+        );
     }
 
     #[test]
