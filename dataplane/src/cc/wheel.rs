@@ -87,14 +87,15 @@ impl TimingWheel {
         None
     }
 
-    /// Schedules `id` for `at_ns`.
+    /// Schedules `id` for `at_ns`. `id` must not be `u32::MAX`, the wheel's end-of-list mark.
     pub fn insert<L: WheelLinks + ?Sized>(&mut self, links: &mut L, id: u32, at_ns: u64) {
+        debug_assert_ne!(id, NIL, "u32::MAX marks the end of a slot's list");
         let ahead = (at_ns.saturating_sub(self.base_ns) / SLOT_NS).min(NUM_SLOTS as u64 - 1) as usize;
         let s = (self.cursor + ahead) % NUM_SLOTS;
         links.set_next(id, NIL);
         if self.tails[s] == NIL {
             self.heads[s] = id;
-            self.occupied[s / 64] |= 1 << (s % 64);
+            self.occupied[s / 64] |= 1u64 << (s % 64);
         } else {
             links.set_next(self.tails[s], id);
         }
@@ -104,8 +105,8 @@ impl TimingWheel {
 
     /// Calls `f` for every entry whose slot has begun by `now_ns`, earliest slot first and in
     /// insertion order within a slot, up to `max` entries (the rest stay for the next call). `f`
-    /// may insert new entries (they land in later slots, or in the current slot if due, and are
-    /// then returned by this same call).
+    /// gets the links only; entries scheduled after a call (at the same `now_ns`) land in later
+    /// slots, or in the current one if due, and the next call returns those.
     pub fn reap<L: WheelLinks + ?Sized>(
         &mut self,
         links: &mut L,
@@ -125,7 +126,7 @@ impl TimingWheel {
                 self.heads[self.cursor] = links.next(id);
                 if self.heads[self.cursor] == NIL {
                     self.tails[self.cursor] = NIL;
-                    self.occupied[self.cursor / 64] &= !(1 << (self.cursor % 64));
+                    self.occupied[self.cursor / 64] &= !(1u64 << (self.cursor % 64));
                 }
                 self.len -= 1;
                 f(links, id);
@@ -147,7 +148,9 @@ impl TimingWheel {
                 self.base_ns = now_ns;
                 return;
             };
-            let k = (to_next as u64).min(elapsed);
+            // At least one slot (`to_next` is, as the current slot is empty; the bound keeps the
+            // loop moving even if an id of `u32::MAX` had been inserted and lost).
+            let k = (to_next as u64).min(elapsed).max(1);
             self.cursor = (self.cursor + k as usize) % NUM_SLOTS;
             self.base_ns += k * SLOT_NS;
         }
@@ -246,13 +249,21 @@ mod tests {
     /// the stepping wheel, including once the cursor has gone round several times.
     #[test]
     fn jumping_over_empty_slots_matches_stepping_through_them() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for seed in [0x9E37_79B9_7F4A_7C15u64, 1, 0xDEAD_BEEF, 0x1234_5678_9ABC_DEF0] {
+            differential_run(seed);
+        }
+    }
+
+    fn differential_run(mut seed: u64) {
         let mut rnd = move |n: u64| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed % n
         };
+        // What the run went through, required below: cursor wrap-arounds, inserts clamped to
+        // the horizon and in the past, reaps cut short by `max`.
+        let (mut wraps, mut clamped, mut past, mut cut) = (0, 0, 0, 0);
         const IDS: usize = 20_000;
         let (mut la, mut lb) = (Links(vec![NIL; IDS]), Links(vec![NIL; IDS]));
         let mut now = 5_000_000u64;
@@ -268,6 +279,12 @@ mod tests {
                         1 => now + NUM_SLOTS as u64 * SLOT_NS + rnd(5_000_000),
                         _ => now + rnd(300_000),
                     };
+                    if at < a.base_ns {
+                        past += 1;
+                    }
+                    if (at.saturating_sub(a.base_ns) / SLOT_NS) >= NUM_SLOTS as u64 - 1 {
+                        clamped += 1;
+                    }
                     a.insert(&mut la, next_id, at);
                     b.insert(&mut lb, next_id, at);
                     next_id += 1;
@@ -280,21 +297,53 @@ mod tests {
                     };
                 }
                 _ => {
-                    let max = 1 + rnd(40) as usize;
+                    let max = match rnd(20) {
+                        0 => 0,
+                        1 => usize::MAX,
+                        _ => 1 + rnd(40) as usize,
+                    };
                     out_a.clear();
                     out_b.clear();
+                    let before = a.cursor;
                     a.reap(&mut la, now, max, |_, id| out_a.push(id));
                     b.reap(&mut lb, now, max, &mut out_b);
                     assert_eq!(out_a, out_b, "step {step}: reap at {now} of at most {max}");
                     reaped += out_a.len();
+                    wraps += usize::from(a.cursor < before);
+                    cut += usize::from(max > 0 && out_a.len() == max);
                 }
             }
             assert_eq!(a.len(), b.len, "step {step}");
+            assert_eq!((a.cursor, a.base_ns), (b.cursor, b.base_ns), "step {step}");
+            if step % 16 == 0 {
+                for s in 0..NUM_SLOTS {
+                    assert_eq!(a.occupied[s / 64] >> (s % 64) & 1 == 1, a.heads[s] != NIL, "step {step}: slot {s}");
+                }
+            }
         }
+        assert!(wraps > 0 && clamped > 0 && past > 0 && cut > 0, "{wraps} {clamped} {past} {cut}");
         assert!(
             next_id as usize > IDS / 2 && reaped > IDS / 2,
             "the run exercised the wheel: {next_id} in, {reaped} out"
         );
+    }
+
+    /// `slots_to_occupied` at the edges of the bitmap's words: every cursor position against
+    /// every distance to the one occupied slot, and `None` when no slot is.
+    #[test]
+    fn the_next_occupied_slot_is_found_across_word_edges() {
+        let mut w = TimingWheel::new(0);
+        for c in [0, 1, 62, 63, 64, 65, 4031, 4032, 4095] {
+            w.cursor = c;
+            w.occupied = [0; WORDS];
+            assert_eq!(w.slots_to_occupied(), None, "cursor {c}");
+            for d in [0, 1, 62, 63, 64, 65, 4032, 4094, 4095] {
+                w.occupied = [0; WORDS];
+                let s = (c + d) % NUM_SLOTS;
+                w.occupied[s / 64] |= 1u64 << (s % 64);
+                assert_eq!(w.slots_to_occupied(), Some(d), "cursor {c}, occupied slot {s}");
+            }
+        }
     }
 
     #[test]
