@@ -2,7 +2,7 @@
 
 /// Asks the CPU to bring the cache line holding `p` into the cache, without waiting for it.
 #[inline(always)]
-pub(crate) fn prefetch(p: *const u8) {
+pub fn prefetch(p: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint: it reads nothing the program sees, writes nothing and
     // never faults, whatever the address.
@@ -15,7 +15,7 @@ pub(crate) fn prefetch(p: *const u8) {
 
 /// Prefetches the two cache lines from `p` on (`p` 64-byte aligned).
 #[inline(always)]
-pub(crate) fn prefetch2(p: *const u8) {
+pub fn prefetch2(p: *const u8) {
     prefetch(p);
     prefetch(p.wrapping_add(64));
 }

@@ -44,7 +44,7 @@
 #[cfg(feature = "std")]
 extern crate std;
 
-mod arch;
+pub mod arch;
 pub mod cc;
 pub mod client;
 pub mod clock;

@@ -585,6 +585,26 @@ impl UdpTransport {
         Some((sockaddr(ip, port), p.len() - HEADROOM))
     }
 
+    /// Sends `len` bytes at `data` as one datagram to `to` with `sendto`, which skips the
+    /// kernel's copying-in of a message header and iovec array; the call's result.
+    ///
+    /// # Safety
+    /// `data` must point at `len` readable bytes until the call returns.
+    unsafe fn send_one(&self, data: *const u8, len: usize, to: &libc::sockaddr_in) -> isize {
+        // SAFETY: `data` holds `len` readable bytes (the caller's promise); `to` is a live
+        // `sockaddr_in` of the length passed.
+        unsafe {
+            libc::sendto(
+                self.sock.as_raw_fd(),
+                data.cast(),
+                len,
+                libc::MSG_DONTWAIT,
+                (to as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        }
+    }
+
     /// Puts packet `p`'s payload (its segments past the headroom) into the iovecs from `at`;
     /// how many it took.
     fn push_iov(&mut self, at: usize, p: &TxPacket) -> usize {
@@ -679,17 +699,8 @@ impl Transport for UdpTransport {
                 if let Some((addr, plen)) = self.check_tx(p) {
                     // SAFETY: the packet's payload (past the headroom, `plen` bytes inside
                     // segment 0, checked by `check_tx`) is readable as the dataplane guarantees
-                    // until this call returns; `addr` is a live `sockaddr_in`.
-                    let r = unsafe {
-                        libc::sendto(
-                            self.sock.as_raw_fd(),
-                            p.segs[0].vaddr.add(HEADROOM).cast(),
-                            plen,
-                            libc::MSG_DONTWAIT,
-                            (&addr as *const libc::sockaddr_in).cast(),
-                            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                        )
-                    };
+                    // until this call returns.
+                    let r = unsafe { self.send_one(p.segs[0].vaddr.add(HEADROOM), plen, &addr) };
                     if r >= 0 {
                         self.stats.tx_datagrams += 1;
                         self.accepted += 1;
@@ -712,19 +723,9 @@ impl Transport for UdpTransport {
                 // One single-segment datagram (the latency-bound case): `sendto` skips the
                 // kernel's copying-in of a message header and iovec array.
                 let iov = self.tx_iov[0];
-                // SAFETY: the iovec and address of scratch entry 0 point at the packet's data,
-                // readable as the dataplane guarantees until this call returns, and at a live
-                // `sockaddr_in`.
-                let r = unsafe {
-                    libc::sendto(
-                        self.sock.as_raw_fd(),
-                        iov.iov_base,
-                        iov.iov_len,
-                        libc::MSG_DONTWAIT,
-                        (&self.tx_addr[0] as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                };
+                // SAFETY: the iovec of scratch entry 0 points at the packet's data, readable as
+                // the dataplane guarantees until this call returns.
+                let r = unsafe { self.send_one(iov.iov_base as *const u8, iov.iov_len, &self.tx_addr[0]) };
                 if r >= 0 {
                     1
                 } else {

@@ -927,19 +927,6 @@ impl AfXdpTransport {
     }
 }
 
-/// Asks the CPU to bring the cache line holding `p` into the cache, without waiting for it.
-#[inline(always)]
-fn prefetch(p: *const u8) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint: it reads nothing the program sees, writes nothing and
-    // never faults, whatever the address.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
-
 /// Reads socket option `opt` of level `SOL_XDP` into `v`; returns the length the kernel wrote.
 fn getsockopt_into<T>(fd: &OwnedFd, opt: libc::c_int, v: &mut T) -> io::Result<usize> {
     let mut len = std::mem::size_of::<T>() as libc::socklen_t;
@@ -1142,9 +1129,9 @@ impl Transport for AfXdpTransport {
             // The kernel wrote the frame from another core: start fetching its header and
             // payload lines now, so the misses overlap with the rest of the burst and the
             // dataplane's header checks instead of following one another.
-            prefetch(ptr);
+            erpc_dataplane::arch::prefetch(ptr);
             if d.len > 64 {
-                prefetch(ptr.wrapping_add(64));
+                erpc_dataplane::arch::prefetch(ptr.wrapping_add(64));
             }
             out[got] = RxPacket { data: NonNull::new(ptr).expect("inside the mapping"), len: d.len, id: frame };
             got += 1;
